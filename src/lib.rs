@@ -1,0 +1,5 @@
+//! mxc-relay: watches MX Connect for new card authorizations per merchant (XMID) and turns each
+//! into an event for Kafka and signed webhooks. See the README's architecture section.
+
+pub mod mxc;
+pub mod secret;

@@ -1,0 +1,277 @@
+//! Authorization queries: one page, every page of a time window in time order, and the
+//! export (scroll) form for large backfills.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use reqwest::Method;
+
+use super::client::Client;
+use super::error::MxcError;
+use super::record::{Page, Record, RejectedRecord};
+
+pub const AUTHORIZATIONS_PATH: &str = "/report/v1/tsys/authorization";
+pub const EXPORT_PATH: &str = "/report/v1/tsys/authorization/export";
+
+/// The API's largest page.
+pub const MAX_PAGE_SIZE: u32 = 100;
+/// Elasticsearch's default `max_result_window`: `from + size` beyond it is refused.
+pub const DEFAULT_MAX_RESULT_WINDOW: u32 = 10_000;
+
+/// Authorizations of some XMIDs whose `transactionDateAndTime` lies in `[from, to]`, oldest first.
+#[derive(Debug, Clone)]
+pub struct AuthorizationQuery {
+    pub xmids: Vec<String>,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// 1 to 100.
+    pub page_size: u32,
+    /// Return only these fields (`fields=`); `None` returns every field.
+    pub fields: Option<Vec<String>>,
+    /// An extra Elasticsearch-style bool query (`filter=`), e.g. `{"must":[{"terms":{…}}]}`.
+    pub filter: Option<serde_json::Value>,
+}
+
+impl AuthorizationQuery {
+    pub fn new(xmids: Vec<String>, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
+        AuthorizationQuery {
+            xmids,
+            from,
+            to,
+            page_size: MAX_PAGE_SIZE,
+            fields: None,
+            filter: None,
+        }
+    }
+
+    fn check(&self) -> Result<(), MxcError> {
+        if self.xmids.is_empty() {
+            return Err(MxcError::InvalidRequest(
+                "an authorization query needs at least one XMID".into(),
+            ));
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
+            return Err(MxcError::InvalidRequest(format!(
+                "page size must be 1 to {MAX_PAGE_SIZE}, got {}",
+                self.page_size
+            )));
+        }
+        if self.from > self.to {
+            return Err(MxcError::InvalidRequest(format!(
+                "window start {} is after its end {}",
+                instant(self.from),
+                instant(self.to)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The query string, without `from` (the offset).
+    fn params(&self) -> Vec<(&'static str, String)> {
+        let mut params = vec![
+            (
+                "accountNumbers",
+                serde_json::to_string(&self.xmids).unwrap_or_default(),
+            ),
+            ("dr_type", "abs".to_string()),
+            ("dr_from", instant(self.from)),
+            ("dr_to", instant(self.to)),
+            ("sort", "transactionDateAndTime:asc".to_string()),
+            ("size", self.page_size.to_string()),
+        ];
+        if let Some(fields) = &self.fields {
+            params.push(("fields", serde_json::to_string(fields).unwrap_or_default()));
+        }
+        if let Some(filter) = &self.filter {
+            params.push(("filter", filter.to_string()));
+        }
+        params
+    }
+}
+
+/// The API's instant format: `2026-01-01T00:00:00.000Z`.
+pub fn instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Client {
+    /// One page of authorizations, `offset` records into the window.
+    pub async fn authorizations(
+        &self,
+        query: &AuthorizationQuery,
+        offset: u32,
+    ) -> Result<Page, MxcError> {
+        query.check()?;
+        let mut params = query.params();
+        params.push(("from", offset.to_string()));
+        self.page(Method::GET, AUTHORIZATIONS_PATH, &params, None)
+            .await
+    }
+
+    /// Every page of the window, in time order (see [`AuthorizationPager`]).
+    pub fn authorization_pages(&self, query: AuthorizationQuery) -> AuthorizationPager {
+        AuthorizationPager {
+            client: self.clone(),
+            query,
+            offset: 0,
+            max_result_window: DEFAULT_MAX_RESULT_WINDOW,
+            boundary: None,
+            done: false,
+        }
+    }
+
+    /// Starts an export (scroll) over the query: for backfills larger than paging can reach.
+    pub fn authorization_export(&self, query: AuthorizationQuery) -> ExportPager {
+        ExportPager {
+            client: self.clone(),
+            query,
+            scroll_id: None,
+            done: false,
+        }
+    }
+}
+
+/// Pages through a window with `from`/`size`.
+///
+/// Elasticsearch refuses `from + size` beyond its result window (10,000 by default), so when a
+/// window holds more, the pager moves the window's start to the time of the last record it
+/// returned and pages again from offset 0, skipping the records at that instant it already gave.
+pub struct AuthorizationPager {
+    client: Client,
+    query: AuthorizationQuery,
+    offset: u32,
+    max_result_window: u32,
+    /// The latest transaction time returned, with the ids returned at exactly that time.
+    boundary: Option<(DateTime<Utc>, HashSet<String>)>,
+    done: bool,
+}
+
+/// What one call of [`AuthorizationPager::next_page`] yields.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub records: Vec<Record>,
+    pub rejected: Vec<RejectedRecord>,
+    /// The window's `totalRecords` as the server last counted it.
+    pub total_records: u64,
+}
+
+impl AuthorizationPager {
+    /// Overrides the result window (for a server configured with another one).
+    pub fn with_max_result_window(mut self, window: u32) -> Self {
+        self.max_result_window = window.max(self.query.page_size);
+        self
+    }
+
+    /// The next page, or `None` when the window is exhausted.
+    pub async fn next_page(&mut self) -> Result<Option<Batch>, MxcError> {
+        if self.done {
+            return Ok(None);
+        }
+        if self.offset + self.query.page_size > self.max_result_window {
+            self.reanchor()?;
+        }
+        let page = self.client.authorizations(&self.query, self.offset).await?;
+        let received = (page.records.len() + page.rejected.len()) as u32;
+        self.offset += received;
+        if received < self.query.page_size || u64::from(self.offset) >= page.total_records {
+            self.done = true;
+        }
+        let mut records = Vec::with_capacity(page.records.len());
+        for record in page.records {
+            if self.seen_at_boundary(&record) {
+                continue;
+            }
+            self.extend_boundary(&record);
+            records.push(record);
+        }
+        Ok(Some(Batch {
+            records,
+            rejected: page.rejected,
+            total_records: page.total_records,
+        }))
+    }
+
+    fn reanchor(&mut self) -> Result<(), MxcError> {
+        match &self.boundary {
+            Some((time, _)) if *time > self.query.from => {
+                self.query.from = *time;
+                self.offset = 0;
+                Ok(())
+            }
+            _ => Err(MxcError::InvalidRequest(format!(
+                "more than {} authorizations share one instant ({}) for {:?}; use the export form",
+                self.max_result_window,
+                instant(self.query.from),
+                self.query.xmids
+            ))),
+        }
+    }
+
+    fn seen_at_boundary(&self, record: &Record) -> bool {
+        match (&self.boundary, record.transaction_time(), record.id()) {
+            (Some((time, ids)), Some(t), Some(id)) => t == *time && ids.contains(id),
+            _ => false,
+        }
+    }
+
+    fn extend_boundary(&mut self, record: &Record) {
+        let (Some(t), Some(id)) = (record.transaction_time(), record.id()) else {
+            return;
+        };
+        match &mut self.boundary {
+            Some((time, ids)) if *time == t => {
+                ids.insert(id.to_string());
+            }
+            Some((time, _)) if *time > t => {}
+            _ => self.boundary = Some((t, HashSet::from([id.to_string()]))),
+        }
+    }
+}
+
+/// Pages through the export (scroll) form: the first call opens the scroll, each next one
+/// posts `{"scrollId": …}`; an empty page ends it.
+pub struct ExportPager {
+    client: Client,
+    query: AuthorizationQuery,
+    scroll_id: Option<String>,
+    done: bool,
+}
+
+impl ExportPager {
+    pub async fn next_page(&mut self) -> Result<Option<Batch>, MxcError> {
+        if self.done {
+            return Ok(None);
+        }
+        self.query.check()?;
+        let params = self.query.params();
+        let body = self
+            .scroll_id
+            .as_ref()
+            .map(|id| serde_json::json!({ "scrollId": id }));
+        let page = self
+            .client
+            .page(Method::POST, EXPORT_PATH, &params, body.as_ref())
+            .await?;
+        if page.records.is_empty() && page.rejected.is_empty() {
+            self.done = true;
+            return Ok(None);
+        }
+        match page.scroll_id {
+            Some(id) => self.scroll_id = Some(id),
+            None if self.scroll_id.is_none() => {
+                return Err(MxcError::Malformed {
+                    endpoint: format!("POST {EXPORT_PATH}"),
+                    status: 200,
+                    detail: "the export answer has records but no _scroll_id".into(),
+                    excerpt: String::new(),
+                })
+            }
+            None => {}
+        }
+        Ok(Some(Batch {
+            records: page.records,
+            rejected: page.rejected,
+            total_records: page.total_records,
+        }))
+    }
+}

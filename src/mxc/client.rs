@@ -1,0 +1,269 @@
+//! The HTTP side of the client: one place that sends a call with the bearer token, retries it
+//! once after a 401, and turns every non-2xx answer into a typed [`MxcError`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+
+use super::auth::{Credentials, TokenManager, TokenPolicy};
+use super::error::{excerpt, MxcError};
+use super::record::Page;
+
+/// The production API.
+pub const DEFAULT_BASE_URL: &str = "https://api.mxconnect.com";
+
+/// Everything the client needs to reach MXC.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `https://api.mxconnect.com`, or a simulator's address. The only difference between them.
+    pub base_url: String,
+    pub credentials: Credentials,
+    pub tokens: TokenPolicy,
+    /// Whole-request timeout (connect, send, read the body).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    pub fn new(base_url: impl Into<String>, credentials: Credentials) -> Self {
+        ClientConfig {
+            base_url: base_url.into(),
+            credentials,
+            tokens: TokenPolicy::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The MX Connect client. Cheap to clone; clones share the token and the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    tokens: TokenManager,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(config: ClientConfig) -> Result<Client, MxcError> {
+        let base = url::Url::parse(&config.base_url).map_err(|e| {
+            MxcError::InvalidRequest(format!("base URL {:?}: {e}", config.base_url))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(MxcError::InvalidRequest(format!(
+                "base URL {:?}: scheme must be http or https",
+                config.base_url
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.connect_timeout)
+            .user_agent(concat!("mxc-relay/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| MxcError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
+        let base_url = config.base_url.trim_end_matches('/').to_string();
+        let tokens = TokenManager::new(
+            http.clone(),
+            &base_url,
+            config.credentials,
+            config.tokens,
+            config.timeout,
+        );
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                tokens,
+                timeout: config.timeout,
+            }),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Obtains a token now (or checks the cached one), e.g. to fail fast at start-up.
+    pub async fn authenticate(&self) -> Result<(), MxcError> {
+        self.inner.tokens.token().await.map(|_| ())
+    }
+
+    /// Calls made to the Security API so far.
+    pub fn auth_calls(&self) -> u64 {
+        self.inner.tokens.attempts()
+    }
+
+    /// How long the cached token has left, if there is one.
+    pub fn token_expires_in(&self) -> Option<Duration> {
+        self.inner.tokens.expires_in()
+    }
+
+    /// Sends one call and parses the answer as a page. `endpoint` names it in errors.
+    pub(crate) async fn page(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Page, MxcError> {
+        let endpoint = format!("{method} {path}");
+        let (status, bytes) = self.send(method, path, query, body, &endpoint).await?;
+        Page::parse(&bytes).map_err(|detail| MxcError::Malformed {
+            endpoint,
+            status,
+            detail,
+            excerpt: excerpt(&bytes),
+        })
+    }
+
+    /// Sends with the bearer token; on 401 forgets the token and tries once more with a new one.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+        endpoint: &str,
+    ) -> Result<(u16, bytes::Bytes), MxcError> {
+        let url = format!("{}{}", self.inner.base_url, path);
+        let mut retried = false;
+        loop {
+            let token = self.inner.tokens.token().await?;
+            let mut request = self
+                .inner
+                .http
+                .request(method.clone(), &url)
+                .query(query)
+                .bearer_auth(token.value.expose())
+                .header(ACCEPT, "application/json");
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| request_error(endpoint, e, self.inner.timeout))?;
+            let status = response.status();
+            let retry_after = retry_after(response.headers());
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| request_error(endpoint, e, self.inner.timeout))?;
+            if status.is_success() {
+                return Ok((status.as_u16(), bytes));
+            }
+            if status == StatusCode::UNAUTHORIZED {
+                self.inner.tokens.invalidate(&token);
+                if !retried {
+                    tracing::debug!(endpoint, "MXC answered 401; re-authenticating once");
+                    retried = true;
+                    continue;
+                }
+                return Err(MxcError::Unauthorized {
+                    endpoint: endpoint.to_string(),
+                    excerpt: excerpt(&bytes),
+                });
+            }
+            return Err(status_error(
+                endpoint,
+                status.as_u16(),
+                retry_after,
+                excerpt(&bytes),
+            ));
+        }
+    }
+
+}
+
+/// A failed exchange: a timeout, or a transport failure described by its whole cause chain
+/// (reqwest's own message alone is just "error sending request").
+pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Duration) -> MxcError {
+    if error.is_timeout() {
+        return MxcError::Timeout {
+            endpoint: endpoint.to_string(),
+            after: timeout,
+        };
+    }
+    let error = error.without_url();
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        detail.push_str(": ");
+        detail.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    MxcError::Transport {
+        endpoint: endpoint.to_string(),
+        detail,
+    }
+}
+
+/// The error for a non-2xx status other than 401.
+pub(crate) fn status_error(
+    endpoint: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    excerpt: String,
+) -> MxcError {
+    let endpoint = endpoint.to_string();
+    match status {
+        429 => MxcError::Throttled {
+            endpoint,
+            retry_after,
+        },
+        500..=599 => MxcError::Server {
+            endpoint,
+            status,
+            excerpt,
+        },
+        _ => MxcError::Refused {
+            endpoint,
+            status,
+            excerpt,
+        },
+    }
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date.
+pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(left.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("12"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&h), None);
+    }
+}
