@@ -3,3 +3,4 @@
 
 pub mod mxc;
 pub mod secret;
+pub mod sim;

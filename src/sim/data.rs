@@ -1,0 +1,528 @@
+//! The simulator's data: a roster of merchants and their authorizations, generated from a seed
+//! so the same seed gives the same merchants, ids and amounts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, TimeZone, Utc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value};
+
+/// One merchant account (XMID) of the roster.
+#[derive(Debug, Clone)]
+pub struct SimMerchant {
+    pub xmid: String,
+    pub name: String,
+    pub active: bool,
+    pub status: &'static str,
+    account_id: String,
+    entity_id: String,
+    location_id: String,
+    domain_id: String,
+    mcc: &'static Mcc,
+    city: &'static City,
+    terminal: String,
+    store: String,
+    /// Share of the portfolio's traffic.
+    weight: f64,
+}
+
+/// One authorization, rendered to JSON once when it is generated.
+#[derive(Debug)]
+pub struct SimRecord {
+    pub id: String,
+    pub xmid: String,
+    /// `transactionDateAndTime`, unix milliseconds.
+    pub tx_ms: i64,
+    /// `created`, unix milliseconds.
+    pub created_ms: i64,
+    /// Generation order; breaks ties between equal times.
+    pub seq: u64,
+    pub amount: f64,
+    pub declined: bool,
+    pub json: Box<str>,
+}
+
+#[derive(Debug)]
+struct Mcc {
+    code: &'static str,
+    industry: &'static str,
+    sector: &'static str,
+    business_type: &'static str,
+    nouns: &'static [&'static str],
+    /// Typical ticket in dollars.
+    ticket: f64,
+}
+
+const MCCS: &[Mcc] = &[
+    Mcc { code: "5411", industry: "Grocery Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Market", "Grocers", "Foods"], ticket: 48.0 },
+    Mcc { code: "5812", industry: "Restaurants", sector: "Accommodation and Food Services", business_type: "Restaurant", nouns: &["Grill", "Kitchen", "Bistro", "Diner"], ticket: 36.0 },
+    Mcc { code: "5814", industry: "Fast Food Restaurants", sector: "Accommodation and Food Services", business_type: "Restaurant", nouns: &["Burgers", "Tacos", "Pizza"], ticket: 14.0 },
+    Mcc { code: "5541", industry: "Service Stations", sector: "Retail Trade", business_type: "Retail", nouns: &["Fuel", "Gas & Go"], ticket: 42.0 },
+    Mcc { code: "5462", industry: "Bakeries", sector: "Retail Trade", business_type: "Retail", nouns: &["Bakery", "Bake Shop"], ticket: 11.0 },
+    Mcc { code: "5732", industry: "Electronics Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Electronics", "Computers"], ticket: 190.0 },
+    Mcc { code: "7011", industry: "Hotels and Motels", sector: "Accommodation and Food Services", business_type: "Lodging", nouns: &["Inn", "Hotel", "Suites"], ticket: 240.0 },
+    Mcc { code: "5912", industry: "Drug Stores and Pharmacies", sector: "Retail Trade", business_type: "Retail", nouns: &["Pharmacy", "Drugs"], ticket: 32.0 },
+    Mcc { code: "7538", industry: "Automotive Service Shops", sector: "Other Services", business_type: "Service", nouns: &["Auto Repair", "Tire & Lube"], ticket: 310.0 },
+    Mcc { code: "8011", industry: "Doctors", sector: "Health Care and Social Assistance", business_type: "Healthcare", nouns: &["Family Medicine", "Clinic"], ticket: 150.0 },
+    Mcc { code: "5691", industry: "Clothing Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Outfitters", "Apparel"], ticket: 85.0 },
+    Mcc { code: "5999", industry: "Miscellaneous Retail", sector: "Retail Trade", business_type: "Retail", nouns: &["Goods", "Supply Co"], ticket: 60.0 },
+];
+
+const PREFIXES: &[&str] = &[
+    "Blue Ridge", "Harbor", "Maple", "Summit", "Riverside", "Golden Gate", "Lakeside", "Pine Street",
+    "Sunset", "Oak Hill", "Cedar", "Main Street", "Red Rock", "Silver Lake", "Bayview", "Prairie",
+];
+
+#[derive(Debug)]
+struct City {
+    name: &'static str,
+    state: &'static str,
+    postal: &'static str,
+    utc_offset_hours: i32,
+}
+
+const CITIES: &[City] = &[
+    City { name: "Atlanta", state: "GA", postal: "30303", utc_offset_hours: -5 },
+    City { name: "Austin", state: "TX", postal: "78701", utc_offset_hours: -6 },
+    City { name: "Denver", state: "CO", postal: "80202", utc_offset_hours: -7 },
+    City { name: "Seattle", state: "WA", postal: "98101", utc_offset_hours: -8 },
+    City { name: "Chicago", state: "IL", postal: "60601", utc_offset_hours: -6 },
+    City { name: "Boston", state: "MA", postal: "02108", utc_offset_hours: -5 },
+    City { name: "Phoenix", state: "AZ", postal: "85004", utc_offset_hours: -7 },
+    City { name: "Miami", state: "FL", postal: "33130", utc_offset_hours: -5 },
+    City { name: "Portland", state: "OR", postal: "97204", utc_offset_hours: -8 },
+    City { name: "Nashville", state: "TN", postal: "37203", utc_offset_hours: -6 },
+];
+
+/// (brand, endpoint code, BIN prefix, share of traffic)
+const BRANDS: &[(&str, &str, &str, f64)] = &[
+    ("Visa", "V", "4", 0.52),
+    ("Mastercard", "M", "5", 0.30),
+    ("American Express", "A", "37", 0.10),
+    ("Discover", "D", "6011", 0.08),
+];
+
+/// (posEntryMode1, its description, posCardDataInputMode, its description, share)
+const ENTRY_MODES: &[(&str, &str, &str, &str, f64)] = &[
+    ("05", "Integrated circuit card read; CVV data reliable.", "C", "Online Chip", 0.45),
+    ("07", "Contactless integrated circuit card read.", "M", "PAN auto-entry via contactless chip", 0.30),
+    ("01", "Manual (key entry).", "S", "Electronic commerce", 0.15),
+    ("90", "Magnetic stripe read; full track data.", "B", "Magnetic stripe reader", 0.10),
+];
+
+/// ISO 8583 decline codes with their descriptions and relative frequency.
+const DECLINES: &[(&str, &str, f64)] = &[
+    ("05", "Do not honor", 0.30),
+    ("51", "Insufficient funds", 0.25),
+    ("N7", "Decline for CVV2 failure", 0.08),
+    ("54", "Expired card", 0.08),
+    ("14", "Invalid card number (no such number)", 0.07),
+    ("61", "Exceeds withdrawal amount limit", 0.06),
+    ("57", "Transaction not permitted to cardholder", 0.06),
+    ("91", "Issuer or switch inoperative", 0.04),
+    ("41", "Lost card, pick up", 0.03),
+    ("43", "Stolen card, pick up", 0.03),
+];
+
+/// How records are generated.
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    pub seed: u64,
+    pub merchants: usize,
+    /// Closed merchants listed in the roster besides the active ones; they get no new records.
+    pub closed_merchants: usize,
+    /// Records per second over the whole portfolio, in real time.
+    pub rate: f64,
+    /// History present at start, in milliseconds (generated at `rate`).
+    pub backlog_ms: i64,
+    /// Share of declines.
+    pub decline_rate: f64,
+    /// Share of records that become visible minutes after their transaction time.
+    pub late_fraction: f64,
+    pub max_lateness_ms: i64,
+}
+
+/// Merchants and their records, ordered by transaction time per merchant.
+pub struct Dataset {
+    pub merchants: Vec<SimMerchant>,
+    by_xmid: HashMap<String, usize>,
+    /// Per merchant: (tx_ms, seq) → record.
+    records: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    /// Cumulative traffic weights of the active merchants, for picking one.
+    active_weights: Vec<(f64, usize)>,
+    config: GenerationConfig,
+    rng: ChaCha8Rng,
+    template: Value,
+    next_arrival_ms: f64,
+    pub generated: u64,
+}
+
+impl Dataset {
+    /// Builds the roster and the backlog up to `now_ms`.
+    pub fn new(config: GenerationConfig, now_ms: i64) -> Dataset {
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let template: Value = serde_json::from_str(include_str!("record_template.json"))
+            .unwrap_or_else(|_| json!({}));
+        let total = config.merchants + config.closed_merchants;
+        let mut merchants = Vec::with_capacity(total);
+        let mut by_xmid = HashMap::with_capacity(total);
+        while merchants.len() < total {
+            let xmid = format!("8{:011}", rng.gen_range(0..100_000_000_000u64));
+            if by_xmid.contains_key(&xmid) {
+                continue;
+            }
+            let active = merchants.len() < config.merchants;
+            let merchant = new_merchant(&mut rng, xmid.clone(), active);
+            by_xmid.insert(xmid, merchants.len());
+            merchants.push(merchant);
+        }
+        let mut cumulative = 0.0;
+        let active_weights = merchants
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.active)
+            .map(|(i, m)| {
+                cumulative += m.weight;
+                (cumulative, i)
+            })
+            .collect();
+        let records = vec![BTreeMap::new(); merchants.len()];
+        let start = (now_ms - config.backlog_ms) as f64;
+        let mut dataset = Dataset {
+            merchants,
+            by_xmid,
+            records,
+            active_weights,
+            config,
+            rng,
+            template,
+            next_arrival_ms: start,
+            generated: 0,
+        };
+        dataset.advance(now_ms);
+        dataset
+    }
+
+    pub fn merchant_index(&self, xmid: &str) -> Option<usize> {
+        self.by_xmid.get(xmid).copied()
+    }
+
+    /// Generates every record that has arrived by `now_ms` at the configured rate.
+    pub fn advance(&mut self, now_ms: i64) {
+        if self.config.rate <= 0.0 || self.active_weights.is_empty() {
+            return;
+        }
+        let mean_gap_ms = 1000.0 / self.config.rate;
+        while self.next_arrival_ms <= now_ms as f64 {
+            let arrival = self.next_arrival_ms as i64;
+            let lateness = if self.rng.gen_bool(self.config.late_fraction.clamp(0.0, 1.0)) {
+                self.rng.gen_range(60_000..self.config.max_lateness_ms.max(60_001))
+            } else {
+                self.rng.gen_range(0..2_000)
+            };
+            let merchant = self.pick_merchant();
+            self.insert(merchant, arrival - lateness, arrival);
+            // Poisson arrivals: exponential gaps with the configured mean.
+            let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
+            self.next_arrival_ms += -u.ln() * mean_gap_ms;
+        }
+    }
+
+    /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
+    /// spread evenly at random over `[from_ms, to_ms]`, visible at `now_ms`.
+    pub fn generate(&mut self, count: usize, merchants: &[usize], from_ms: i64, to_ms: i64, now_ms: i64) {
+        for _ in 0..count {
+            let merchant = if merchants.is_empty() {
+                self.pick_merchant()
+            } else {
+                merchants[self.rng.gen_range(0..merchants.len())]
+            };
+            let tx = self.rng.gen_range(from_ms..=to_ms.max(from_ms));
+            self.insert(merchant, tx, now_ms.max(tx));
+        }
+    }
+
+    /// Records of the given merchants with transaction times in `[from_ms, to_ms]`.
+    pub fn select(&self, merchants: &[usize], from_ms: i64, to_ms: i64) -> Vec<Arc<SimRecord>> {
+        let mut out = Vec::new();
+        if from_ms > to_ms {
+            return out;
+        }
+        for &m in merchants {
+            out.extend(
+                self.records[m]
+                    .range((from_ms, 0)..=(to_ms, u64::MAX))
+                    .map(|(_, r)| r.clone()),
+            );
+        }
+        out
+    }
+
+    fn pick_merchant(&mut self) -> usize {
+        let total = self.active_weights.last().map(|w| w.0).unwrap_or(0.0);
+        let x = self.rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
+        let at = self.active_weights.partition_point(|(c, _)| *c <= x);
+        self.active_weights[at.min(self.active_weights.len() - 1)].1
+    }
+
+    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64) {
+        let seq = self.generated;
+        self.generated += 1;
+        let record = self.render(merchant, tx_ms, created_ms, seq);
+        self.records[merchant].insert((tx_ms, seq), Arc::new(record));
+    }
+
+    fn render(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, seq: u64) -> SimRecord {
+        let rng = &mut self.rng;
+        let m = &self.merchants[merchant];
+        let id = uuid(rng);
+        let declined = rng.gen_bool(self.config.decline_rate.clamp(0.0, 1.0));
+        let amount = amount(rng, m.mcc.ticket);
+        let (brand, endpoint_code, bin, _) = *pick(rng, BRANDS, |b| b.3);
+        let (entry, entry_desc, input, input_desc, _) = *pick(rng, ENTRY_MODES, |e| e.4);
+        let (code, description, status) = if declined {
+            let (c, d, _) = *pick(rng, DECLINES, |d| d.2);
+            (c, d, "Declined")
+        } else {
+            ("00", "Approved or completed successfully", "Approved")
+        };
+        let offset = FixedOffset::east_opt(m.city.utc_offset_hours * 3600)
+            .unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+        let tx = local(tx_ms, offset);
+        let created = local(created_ms, offset);
+        let card_hash = format!("{:016x}{:016x}", rng.gen::<u64>(), rng.gen::<u64>());
+        let approval: String = if declined {
+            String::new()
+        } else {
+            (0..6)
+                .map(|_| char::from(b"0123456789ABCDEFGHJKLMNPQRSTUVWXYZ"[rng.gen_range(0..34)]))
+                .collect()
+        };
+        let midnight = offset
+            .with_ymd_and_hms(tx.year(), tx.month(), tx.day(), 0, 0, 0)
+            .single()
+            .unwrap_or(tx);
+        let fields = [
+            ("/id", json!(id)),
+            ("/runId", json!(uuid(rng))),
+            ("/accountNumber", json!(m.xmid)),
+            ("/accountId", json!(m.account_id)),
+            ("/entityId", json!(m.entity_id)),
+            ("/locationId", json!(m.location_id)),
+            ("/merchantName", json!(m.name)),
+            ("/name", json!(m.name)),
+            ("/businessType", json!(m.mcc.business_type)),
+            ("/industry", json!(m.mcc.industry)),
+            ("/sector", json!(m.mcc.sector)),
+            ("/mccCode", json!(m.mcc.code)),
+            ("/sic", json!(m.mcc.code)),
+            ("/cardAcceptorCity", json!(m.city.name)),
+            ("/cardAcceptorState", json!(m.city.state)),
+            ("/locationAddressCity", json!(m.city.name)),
+            ("/locationAddressState", json!(m.city.state)),
+            ("/locationAddressPostalCode", json!(m.city.postal)),
+            ("/terminalNumber", json!(m.terminal)),
+            ("/storeNumber", json!(m.store)),
+            ("/domain/id", json!(m.domain_id)),
+            ("/domain/name", json!(m.name)),
+            ("/authorizedAmount", json!(amount)),
+            ("/cardholderBillingAmount", json!(amount)),
+            ("/authorizationResponse", json!(code)),
+            ("/authorizationResponseDescription", json!(description)),
+            ("/authorizationResponseStatus", json!(status)),
+            ("/approvalCode", json!(approval)),
+            ("/cardType", json!(brand)),
+            ("/endpointCode", json!(endpoint_code)),
+            ("/endpointDescription", json!(brand)),
+            ("/acquirerBin", json!(format!("{bin}{:0w$}", rng.gen_range(0..10u32.pow(6 - bin.len() as u32)), w = 6 - bin.len()))),
+            ("/cardNumber/data", json!(card_hash)),
+            ("/cardNumber/hash", json!(card_hash)),
+            ("/cardNumber/mask", json!(format!("{:04}", rng.gen_range(0..10_000)))),
+            ("/cardExpirationDate", json!(format!("{:02}{:02}", rng.gen_range(1..=12), rng.gen_range(27..=31)))),
+            ("/posEntryMode1", json!(entry)),
+            ("/posEntryMode1Description", json!(entry_desc)),
+            ("/posCardDataInputMode", json!(input)),
+            ("/posCardDataInputModeDescription", json!(input_desc)),
+            ("/transactionDateAndTime", json!(tx.to_rfc3339_opts(SecondsFormat::Millis, false))),
+            ("/transactionDate", json!(midnight.to_rfc3339_opts(SecondsFormat::Millis, false))),
+            ("/transactionTime", json!(tx.with_timezone(&Utc).format("%H:%M:%S").to_string())),
+            ("/created", json!(created.to_rfc3339_opts(SecondsFormat::Millis, false))),
+            ("/localTransactionDate", json!(tx.format("%m%d").to_string())),
+            ("/localTransactionTime", json!(tx.format("%H%M%S").to_string())),
+            ("/settlementDate", json!(tx.format("%m%d").to_string())),
+            ("/julianDay", json!(format!("{:03}", tx.ordinal()))),
+            ("/retrievalReferenceNumber", json!(format!("{:012}", rng.gen_range(0..1_000_000_000_000u64)))),
+            ("/systemsTraceAuditNumber", json!(format!("{:06}", rng.gen_range(0..1_000_000)))),
+            ("/transactionIdentifier", json!(format!("{:015}", rng.gen_range(0..1_000_000_000_000_000u64)))),
+            ("/uar/account/number", json!(m.xmid)),
+            ("/uar/account/id", json!(m.account_id)),
+            ("/uar/account/entityId", json!(m.entity_id)),
+            ("/uar/entity/id", json!(m.entity_id)),
+            ("/uar/location/id", json!(m.location_id)),
+            ("/uar/location/name", json!(m.name)),
+            ("/uar/location/address/city", json!(m.city.name)),
+            ("/uar/location/address/state", json!(m.city.state)),
+        ];
+        let mut value = self.template.clone();
+        for (pointer, v) in fields {
+            if let Some(slot) = value.pointer_mut(pointer) {
+                *slot = v;
+            }
+        }
+        SimRecord {
+            id,
+            xmid: m.xmid.clone(),
+            tx_ms,
+            created_ms,
+            seq,
+            amount,
+            declined,
+            json: value.to_string().into_boxed_str(),
+        }
+    }
+
+    /// The roster entry of a merchant, as `/boarding/v1/uar` returns it.
+    pub fn roster_entry(merchant: &SimMerchant) -> Value {
+        json!({
+            "account": {
+                "id": merchant.account_id,
+                "number": merchant.xmid,
+                "entityId": merchant.entity_id,
+                "platform": "crm",
+                "active": merchant.active,
+                "status": merchant.status,
+                "businessType": merchant.mcc.business_type,
+                "product": { "id": "3", "name": "TSYS" },
+            },
+            "entity": { "id": merchant.entity_id, "name": merchant.name },
+            "location": {
+                "id": merchant.location_id,
+                "name": merchant.name,
+                "sic": merchant.mcc.code,
+                "industry": merchant.mcc.industry,
+                "address": {
+                    "city": merchant.city.name,
+                    "state": merchant.city.state,
+                    "postalCode": merchant.city.postal,
+                    "country": "United States",
+                },
+            },
+        })
+    }
+}
+
+fn new_merchant(rng: &mut ChaCha8Rng, xmid: String, active: bool) -> SimMerchant {
+    let mcc = &MCCS[rng.gen_range(0..MCCS.len())];
+    let city = &CITIES[rng.gen_range(0..CITIES.len())];
+    let name = format!(
+        "{} {}",
+        PREFIXES[rng.gen_range(0..PREFIXES.len())],
+        mcc.nouns[rng.gen_range(0..mcc.nouns.len())]
+    );
+    SimMerchant {
+        xmid,
+        name,
+        active,
+        status: if active { "Approved" } else { "Closed" },
+        account_id: format!("{:024x}", rng.gen::<u128>() >> 32),
+        entity_id: format!("{:010}", rng.gen_range(0..10_000_000_000u64)),
+        location_id: format!("{:024x}", rng.gen::<u128>() >> 32),
+        domain_id: format!("{:011}", rng.gen_range(0..100_000_000_000u64)),
+        mcc,
+        city,
+        terminal: format!("{:04}", rng.gen_range(1..100)),
+        store: format!("{:04}", rng.gen_range(1..1000)),
+        weight: lognormal(rng, 0.0, 0.7),
+    }
+}
+
+fn uuid(rng: &mut ChaCha8Rng) -> String {
+    uuid::Builder::from_random_bytes(rng.gen())
+        .into_uuid()
+        .hyphenated()
+        .to_string()
+}
+
+/// A ticket around the merchant's typical one: log-normal, in cents, at least $0.50.
+fn amount(rng: &mut ChaCha8Rng, ticket: f64) -> f64 {
+    let dollars = ticket * lognormal(rng, -0.3, 0.8);
+    (dollars.max(0.5) * 100.0).round() / 100.0
+}
+
+fn lognormal(rng: &mut ChaCha8Rng, mu: f64, sigma: f64) -> f64 {
+    // Box–Muller.
+    let u1: f64 = rng.gen_range(f64::EPSILON..1.0);
+    let u2: f64 = rng.gen();
+    let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+    (mu + sigma * z).exp()
+}
+
+fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T], weight: impl Fn(&T) -> f64) -> &'a T {
+    let total: f64 = items.iter().map(&weight).sum();
+    let mut x = rng.gen_range(0.0..total);
+    for item in items {
+        x -= weight(item);
+        if x < 0.0 {
+            return item;
+        }
+    }
+    &items[items.len() - 1]
+}
+
+fn local(ms: i64, offset: FixedOffset) -> DateTime<FixedOffset> {
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_default()
+        .with_timezone(&offset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(rate: f64) -> GenerationConfig {
+        GenerationConfig {
+            seed: 7,
+            merchants: 5,
+            closed_merchants: 1,
+            rate,
+            backlog_ms: 600_000,
+            decline_rate: 0.07,
+            late_fraction: 0.05,
+            max_lateness_ms: 600_000,
+        }
+    }
+
+    #[test]
+    fn same_seed_same_data() {
+        let a = Dataset::new(config(2.0), 1_700_000_000_000);
+        let b = Dataset::new(config(2.0), 1_700_000_000_000);
+        let all: Vec<usize> = (0..6).collect();
+        let ids = |d: &Dataset| {
+            d.select(&all, 0, i64::MAX)
+                .iter()
+                .map(|r| r.id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert!(a.generated > 1000, "10 min at 2/s, got {}", a.generated);
+        assert_eq!(ids(&a), ids(&b));
+    }
+
+    #[test]
+    fn records_have_the_full_field_set_and_closed_merchants_get_none() {
+        let d = Dataset::new(config(2.0), 1_700_000_000_000);
+        let template: Value = serde_json::from_str(include_str!("record_template.json")).unwrap();
+        let recs = d.select(&(0..5).collect::<Vec<_>>(), 0, i64::MAX);
+        let v: Value = serde_json::from_str(&recs[0].json).unwrap();
+        assert_eq!(
+            v.as_object().unwrap().keys().collect::<Vec<_>>(),
+            template.as_object().unwrap().keys().collect::<Vec<_>>()
+        );
+        assert!(d.select(&[5], 0, i64::MAX).is_empty());
+        assert!(!d.merchants[5].active);
+        let declines = recs.iter().filter(|r| r.declined).count() as f64 / recs.len() as f64;
+        assert!((0.04..0.11).contains(&declines), "decline share {declines}");
+    }
+}

@@ -1,0 +1,447 @@
+//! The report endpoints' query language as the simulator understands it: `accountNumbers`,
+//! `dr_type`/`dr_from`/`dr_to`/`dr_quick`, `sort`, `size`/`from`, `fields` and `filter`.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
+use serde_json::{Map, Value};
+
+use super::data::SimRecord;
+
+/// Elasticsearch's default page when `size` is absent.
+const DEFAULT_SIZE: usize = 10;
+const MAX_SIZE: usize = 100;
+
+/// A parsed report query. Errors are the text of the 400 answer.
+#[derive(Debug)]
+pub struct ReportQuery {
+    /// `None`: every merchant of the portfolio.
+    pub xmids: Option<Vec<String>>,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub size: usize,
+    pub offset: usize,
+    sort: Vec<(String, bool)>,
+    pub fields: Option<Vec<String>>,
+    filter: Option<Filter>,
+}
+
+impl ReportQuery {
+    pub fn parse(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<ReportQuery, String> {
+        let xmids = match params.get("accountNumbers") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Vec<String>>(text).map_err(|e| {
+                    format!("accountNumbers must be a JSON array of account numbers: {e}")
+                })?,
+            ),
+        };
+        let (from_ms, to_ms) = match params.get("dr_type").map(String::as_str) {
+            None => (i64::MIN, i64::MAX),
+            Some("abs") => {
+                let from = instant_param(params, "dr_from", false)?;
+                let to = instant_param(params, "dr_to", true)?;
+                (from, to)
+            }
+            Some("q") => {
+                let quick = params
+                    .get("dr_quick")
+                    .ok_or("dr_type=q needs dr_quick (e.g. last_24_h)")?;
+                quick_range(quick, now)?
+            }
+            Some(other) => return Err(format!("dr_type must be abs or q, got {other:?}")),
+        };
+        let size = match params.get("size") {
+            None => DEFAULT_SIZE,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| format!("size must be a whole number, got {s:?}"))?,
+        };
+        if size > MAX_SIZE {
+            return Err(format!("size must be at most {MAX_SIZE}, got {size}"));
+        }
+        let offset = match params.get("from") {
+            None => 0,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|_| format!("from must be a whole number, got {s:?}"))?,
+        };
+        let sort = match params.get("sort") {
+            None => vec![("transactionDateAndTime".to_string(), false)],
+            Some(s) => parse_sort(s)?,
+        };
+        let fields = match params.get("fields") {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<Vec<String>>(text)
+                    .map_err(|e| format!("fields must be a JSON array of field names: {e}"))?,
+            ),
+        };
+        let filter = match params.get("filter") {
+            None => None,
+            Some(text) => {
+                let value: Value = serde_json::from_str(text)
+                    .map_err(|e| format!("filter must be JSON: {e}"))?;
+                Some(Filter::parse(&value)?)
+            }
+        };
+        Ok(ReportQuery { xmids, from_ms, to_ms, size, offset, sort, fields, filter })
+    }
+
+    pub fn matches(&self, record: &SimRecord) -> bool {
+        self.filter.as_ref().is_none_or(|f| f.matches(record))
+    }
+
+    /// Orders records by the `sort` fields, then by generation order.
+    pub fn sort(&self, records: &mut [std::sync::Arc<SimRecord>]) {
+        let fast = self.sort.len() == 1 && self.sort[0].0 == "transactionDateAndTime";
+        if fast {
+            let asc = self.sort[0].1;
+            records.sort_unstable_by(|a, b| {
+                let o = (a.tx_ms, a.seq).cmp(&(b.tx_ms, b.seq));
+                if asc { o } else { o.reverse() }
+            });
+            return;
+        }
+        records.sort_by(|a, b| {
+            for (field, asc) in &self.sort {
+                let o = compare(field_of(a, field).as_deref(), field_of(b, field).as_deref());
+                if o != Ordering::Equal {
+                    return if *asc { o } else { o.reverse() };
+                }
+            }
+            a.seq.cmp(&b.seq)
+        });
+    }
+
+    /// The record as it goes on the wire: whole, or only the `fields` asked for.
+    pub fn render(&self, record: &SimRecord) -> Cow<'_, str> {
+        let Some(fields) = &self.fields else {
+            return Cow::Owned(record.json.to_string());
+        };
+        let full: Value = serde_json::from_str(&record.json).unwrap_or(Value::Null);
+        let mut out = Map::new();
+        for field in fields {
+            if let Some(v) = lookup(&full, field) {
+                insert_path(&mut out, field, v.clone());
+            }
+        }
+        Cow::Owned(Value::Object(out).to_string())
+    }
+}
+
+fn instant_param(params: &HashMap<String, String>, name: &str, end_of_day: bool) -> Result<i64, String> {
+    let text = params
+        .get(name)
+        .ok_or_else(|| format!("dr_type=abs needs {name}"))?;
+    parse_instant(text, end_of_day).ok_or_else(|| {
+        format!("{name} must be an ISO-8601 instant such as 2026-01-01T00:00:00.000Z, got {text:?}")
+    })
+}
+
+/// An ISO-8601 instant, or a plain date (its first or last millisecond).
+fn parse_instant(text: &str, end_of_day: bool) -> Option<i64> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.timestamp_millis());
+    }
+    let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    let start = Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?).timestamp_millis();
+    Some(if end_of_day { start + 86_400_000 - 1 } else { start })
+}
+
+/// `last_15_m`, `last_1_h`, `last_24_h`, `last_7_d`, `today`, `yesterday`.
+fn quick_range(quick: &str, now: DateTime<Utc>) -> Result<(i64, i64), String> {
+    let now_ms = now.timestamp_millis();
+    let today = now.date_naive().and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t).timestamp_millis());
+    let bad = || format!("dr_quick must be last_<N>_m, last_<N>_h, last_<N>_d, today or yesterday, got {quick:?}");
+    match quick {
+        "today" => Ok((today.ok_or_else(bad)?, now_ms)),
+        "yesterday" => {
+            let t = today.ok_or_else(bad)?;
+            Ok((t - 86_400_000, t - 1))
+        }
+        _ => {
+            let rest = quick.strip_prefix("last_").ok_or_else(bad)?;
+            let (n, unit) = rest.split_once('_').ok_or_else(bad)?;
+            let n: i64 = n.parse().map_err(|_| bad())?;
+            let span = match unit {
+                "m" => ChronoDuration::minutes(n),
+                "h" => ChronoDuration::hours(n),
+                "d" => ChronoDuration::days(n),
+                _ => return Err(bad()),
+            };
+            Ok((now_ms - span.num_milliseconds(), now_ms))
+        }
+    }
+}
+
+fn parse_sort(text: &str) -> Result<Vec<(String, bool)>, String> {
+    text.split(',')
+        .map(|part| {
+            let (field, dir) = part.split_once(':').unwrap_or((part, "asc"));
+            let asc = match dir {
+                "asc" => true,
+                "desc" => false,
+                _ => return Err(format!("sort direction must be asc or desc, got {dir:?} in {text:?}")),
+            };
+            if field.is_empty() {
+                return Err(format!("sort needs a field name, got {text:?}"));
+            }
+            Ok((field.to_string(), asc))
+        })
+        .collect()
+}
+
+/// A field of a record: the common ones without parsing, the rest from its JSON.
+fn field_of<'a>(record: &'a SimRecord, field: &str) -> Option<Cow<'a, Value>> {
+    let fast = match field {
+        "id" => Some(Value::from(record.id.as_str())),
+        "accountNumber" => Some(Value::from(record.xmid.as_str())),
+        "authorizedAmount" => Some(Value::from(record.amount)),
+        "authorizationResponseStatus" => {
+            Some(Value::from(if record.declined { "Declined" } else { "Approved" }))
+        }
+        "transactionDateAndTime" => Some(Value::from(record.tx_ms)),
+        "created" => Some(Value::from(record.created_ms)),
+        _ => None,
+    };
+    if let Some(v) = fast {
+        return Some(Cow::Owned(v));
+    }
+    let full: Value = serde_json::from_str(&record.json).ok()?;
+    lookup(&full, field).cloned().map(Cow::Owned)
+}
+
+/// A dotted path (`cardNumber.mask`) into a JSON value.
+fn lookup<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(value, |v, key| v.get(key))
+}
+
+fn insert_path(out: &mut Map<String, Value>, path: &str, value: Value) {
+    match path.split_once('.') {
+        None => {
+            out.insert(path.to_string(), value);
+        }
+        Some((head, rest)) => {
+            let child = out
+                .entry(head.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(map) = child {
+                insert_path(map, rest, value);
+            }
+        }
+    }
+}
+
+/// Orders two field values: numbers numerically, instants in time, the rest as text.
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(a), Some(b)) => {
+            if let (Some(x), Some(y)) = (number(a), number(b)) {
+                return x.partial_cmp(&y).unwrap_or(Ordering::Equal);
+            }
+            text(a).cmp(&text(b))
+        }
+    }
+}
+
+/// A number, or an ISO-8601 instant as unix milliseconds.
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis() as f64),
+        _ => None,
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn equal(a: &Value, b: &Value) -> bool {
+    compare(Some(a), Some(b)) == Ordering::Equal
+}
+
+/// An Elasticsearch-style bool query: `must`, `filter`, `should`, `must_not`, whose clauses are
+/// `terms`, `term`, `match`, `range`, `exists` or a nested `bool`.
+#[derive(Debug, Default)]
+struct Filter {
+    must: Vec<Clause>,
+    should: Vec<Clause>,
+    must_not: Vec<Clause>,
+}
+
+#[derive(Debug)]
+enum Clause {
+    Terms(String, Vec<Value>),
+    Range(String, Vec<(Ordering, bool, Value)>),
+    Exists(String),
+    Bool(Filter),
+}
+
+impl Filter {
+    fn parse(value: &Value) -> Result<Filter, String> {
+        let object = value
+            .as_object()
+            .ok_or("filter must be a JSON object such as {\"must\":[…]}")?;
+        if let Some(inner) = object.get("bool") {
+            return Filter::parse(inner);
+        }
+        let mut filter = Filter::default();
+        for (key, clauses) in object {
+            let list = match clauses {
+                Value::Array(items) => items.iter().map(Clause::parse).collect::<Result<Vec<_>, _>>()?,
+                single => vec![Clause::parse(single)?],
+            };
+            match key.as_str() {
+                "must" | "filter" => filter.must.extend(list),
+                "should" => filter.should.extend(list),
+                "must_not" => filter.must_not.extend(list),
+                other => return Err(format!("unsupported bool query key {other:?} (use must, filter, should, must_not)")),
+            }
+        }
+        Ok(filter)
+    }
+
+    fn matches(&self, record: &SimRecord) -> bool {
+        self.must.iter().all(|c| c.matches(record))
+            && !self.must_not.iter().any(|c| c.matches(record))
+            && (self.should.is_empty() || self.should.iter().any(|c| c.matches(record)))
+    }
+}
+
+impl Clause {
+    fn parse(value: &Value) -> Result<Clause, String> {
+        let object = value.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+            format!("each filter clause must be an object with one key (terms, term, match, range, exists, bool), got {value}")
+        })?;
+        let (kind, body) = object.iter().next().ok_or("empty filter clause")?;
+        let single_field = |body: &Value| -> Result<(String, Value), String> {
+            let o = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
+                format!("{kind} takes an object with one field, got {body}")
+            })?;
+            let (f, v) = o.iter().next().ok_or("empty clause")?;
+            Ok((f.clone(), v.clone()))
+        };
+        match kind.as_str() {
+            "terms" => {
+                let (field, values) = single_field(body)?;
+                let values = values
+                    .as_array()
+                    .cloned()
+                    .ok_or_else(|| format!("terms on {field} needs an array of values"))?;
+                Ok(Clause::Terms(field, values))
+            }
+            "term" | "match" => {
+                let (field, v) = single_field(body)?;
+                let v = v.get("value").cloned().unwrap_or(v);
+                Ok(Clause::Terms(field, vec![v]))
+            }
+            "range" => {
+                let (field, bounds) = single_field(body)?;
+                let bounds = bounds
+                    .as_object()
+                    .ok_or_else(|| format!("range on {field} needs {{\"gte\": …}} and the like"))?;
+                let mut out = Vec::new();
+                for (op, v) in bounds {
+                    let (ord, inclusive) = match op.as_str() {
+                        "gt" => (Ordering::Greater, false),
+                        "gte" => (Ordering::Greater, true),
+                        "lt" => (Ordering::Less, false),
+                        "lte" => (Ordering::Less, true),
+                        "format" | "time_zone" => continue,
+                        other => return Err(format!("range on {field}: unsupported bound {other:?}")),
+                    };
+                    out.push((ord, inclusive, v.clone()));
+                }
+                Ok(Clause::Range(field, out))
+            }
+            "exists" => {
+                let field = body
+                    .get("field")
+                    .and_then(Value::as_str)
+                    .ok_or("exists needs {\"field\": \"name\"}")?;
+                Ok(Clause::Exists(field.to_string()))
+            }
+            "bool" => Ok(Clause::Bool(Filter::parse(body)?)),
+            other => Err(format!("unsupported filter clause {other:?} (supported: terms, term, match, range, exists, bool)")),
+        }
+    }
+
+    fn matches(&self, record: &SimRecord) -> bool {
+        match self {
+            Clause::Terms(field, values) => field_of(record, field)
+                .is_some_and(|v| values.iter().any(|x| equal(&v, x))),
+            Clause::Range(field, bounds) => field_of(record, field).is_some_and(|v| {
+                bounds.iter().all(|(ord, inclusive, bound)| {
+                    let o = compare(Some(&v), Some(bound));
+                    o == *ord || (*inclusive && o == Ordering::Equal)
+                })
+            }),
+            Clause::Exists(field) => field_of(record, field).is_some_and(|v| !v.is_null()),
+            Clause::Bool(filter) => filter.matches(record),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(amount: f64, declined: bool) -> SimRecord {
+        SimRecord {
+            id: "r1".into(),
+            xmid: "X1".into(),
+            tx_ms: 1_700_000_000_000,
+            created_ms: 1_700_000_000_000,
+            seq: 0,
+            amount,
+            declined,
+            json: format!(r#"{{"id":"r1","cardType":"Visa","cardNumber":{{"mask":"4242"}},"authorizedAmount":{amount}}}"#).into(),
+        }
+    }
+
+    fn filter(text: &str) -> Filter {
+        Filter::parse(&serde_json::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn terms_range_exists_and_must_not() {
+        let big_visa = record(700.0, false);
+        let small_decline = record(5.0, true);
+        let f = filter(r#"{"must":[{"terms":{"cardType":["Visa","Discover"]}},{"range":{"authorizedAmount":{"gte":500}}}]}"#);
+        assert!(f.matches(&big_visa));
+        assert!(!f.matches(&small_decline));
+        let f = filter(r#"{"bool":{"must_not":[{"term":{"authorizationResponseStatus":"Approved"}}]}}"#);
+        assert!(f.matches(&small_decline));
+        assert!(!f.matches(&big_visa));
+        assert!(filter(r#"{"must":{"exists":{"field":"cardNumber.mask"}}}"#).matches(&big_visa));
+        assert!(!filter(r#"{"must":{"exists":{"field":"nope"}}}"#).matches(&big_visa));
+        let f = filter(r#"{"must":{"range":{"transactionDateAndTime":{"gte":"2023-11-14T22:13:20.000Z","lt":"2023-11-14T22:13:21Z"}}}}"#);
+        assert!(f.matches(&big_visa));
+    }
+
+    #[test]
+    fn bad_queries_say_what_is_wrong() {
+        let now = Utc::now();
+        let q = |pairs: &[(&str, &str)]| {
+            let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            ReportQuery::parse(&map, now)
+        };
+        assert!(q(&[("size", "101")]).unwrap_err().contains("at most 100"));
+        assert!(q(&[("dr_type", "abs"), ("dr_from", "yesterday")]).unwrap_err().contains("dr_from"));
+        assert!(q(&[("accountNumbers", "X1,X2")]).unwrap_err().contains("JSON array"));
+        assert!(q(&[("sort", "created:up")]).unwrap_err().contains("asc or desc"));
+        assert!(q(&[("filter", r#"{"must":[{"wildcard":{"a":"b"}}]}"#)]).unwrap_err().contains("wildcard"));
+        let ok = q(&[("dr_type", "q"), ("dr_quick", "last_24_h")]).unwrap();
+        assert_eq!(ok.to_ms - ok.from_ms, 86_400_000);
+    }
+}

@@ -1,0 +1,540 @@
+//! The simulator's HTTP surface: the API endpoints, the `/_sim` control endpoints, and the
+//! middleware that counts requests and injects faults.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use super::data::{Dataset, GenerationConfig, SimRecord};
+use super::faults::Faults;
+use super::jwt::{JwtKey, Rejection};
+use super::query::ReportQuery;
+use super::stats::{Stats, StatsSnapshot};
+use super::SimConfig;
+use crate::mxc::paths::{AUTHORIZATIONS_PATH, AUTH_PATH, EXPORT_PATH, ROSTER_PATH};
+
+/// An export scroll is forgotten after this long without use.
+const SCROLL_IDLE: Duration = Duration::from_secs(300);
+
+struct SimState {
+    config: SimConfig,
+    jwt: JwtKey,
+    data: Mutex<Dataset>,
+    /// Pre-rendered roster entries.
+    roster: Vec<String>,
+    faults: RwLock<Faults>,
+    stats: Stats,
+    scrolls: Mutex<HashMap<String, Scroll>>,
+    next_id: AtomicU64,
+}
+
+struct Scroll {
+    query: ReportQuery,
+    records: Vec<Arc<SimRecord>>,
+    position: usize,
+    total_amount: f64,
+    last_used: Instant,
+}
+
+/// A simulator serving in the background.
+pub struct RunningSim {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningSim {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`: the base URL to give a client.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The XMIDs of the roster, active ones first.
+    pub fn xmids(&self) -> Vec<String> {
+        self.state
+            .data
+            .lock()
+            .map(|d| d.merchants.iter().map(|m| m.xmid.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.snapshot(false)
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        if let Ok(mut current) = self.state.faults.write() {
+            *current = faults;
+        }
+    }
+
+    /// Adds `count` authorizations for `xmids` (all active merchants if empty) with
+    /// transaction times spread over `[from, to]`.
+    pub fn generate(&self, count: usize, xmids: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), String> {
+        self.state.generate(count, xmids, from, to)
+    }
+
+    /// Stops serving and waits for the server task.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(Ok(()))
+    }
+
+    /// Serves until the process is told to stop (used by `mxc-relay sim`).
+    pub async fn wait(mut self) -> std::io::Result<()> {
+        (&mut self.task).await.unwrap_or(Ok(()))
+    }
+}
+
+impl Drop for RunningSim {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let now_ms = Utc::now().timestamp_millis();
+    let generation = GenerationConfig {
+        seed: config.seed,
+        merchants: config.merchants,
+        closed_merchants: config.closed_merchants.unwrap_or(config.merchants / 10),
+        rate: config.rate,
+        backlog_ms: config.backlog.as_millis() as i64,
+        decline_rate: config.decline_rate,
+        late_fraction: config.late_fraction,
+        max_lateness_ms: config.max_lateness.as_millis() as i64,
+    };
+    // Generating a large backlog takes a while: keep it off the async workers.
+    let data = tokio::task::spawn_blocking(move || Dataset::new(generation, now_ms))
+        .await
+        .map_err(std::io::Error::other)?;
+    let roster = data
+        .merchants
+        .iter()
+        .map(|m| Dataset::roster_entry(m).to_string())
+        .collect();
+    let mut key = config.seed.to_le_bytes().to_vec();
+    key.extend_from_slice(&rand::thread_rng().gen::<[u8; 24]>());
+    let state = Arc::new(SimState {
+        jwt: JwtKey::new(key),
+        data: Mutex::new(data),
+        roster,
+        faults: RwLock::new(config.faults.clone()),
+        stats: Stats::default(),
+        scrolls: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        config,
+    });
+    let app = Router::new()
+        .route(AUTH_PATH, post(authenticate))
+        .route(AUTHORIZATIONS_PATH, get(authorizations))
+        .route(EXPORT_PATH, post(export))
+        .route(ROSTER_PATH, get(roster_page))
+        .route("/_sim/stats", get(stats))
+        .route("/_sim/faults", get(get_faults).post(set_faults))
+        .route("/_sim/generate", post(generate))
+        .route_layer(middleware::from_fn_with_state(state.clone(), observe))
+        .fallback(|| async { json_error(StatusCode::NOT_FOUND, "No such endpoint") })
+        .with_state(state.clone());
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    Ok(RunningSim {
+        addr,
+        state,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+impl SimState {
+    fn snapshot(&self, by_xmid: bool) -> StatsSnapshot {
+        let generated = self
+            .data
+            .lock()
+            .map(|mut d| {
+                d.advance(Utc::now().timestamp_millis());
+                d.generated
+            })
+            .unwrap_or(0);
+        self.stats.snapshot(generated, by_xmid)
+    }
+
+    fn faults(&self) -> Faults {
+        self.faults.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    /// Checks the bearer token; the error is the 401 answer.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let rejection = match token {
+            None => Some(Rejection::Missing),
+            Some(token) => {
+                let max_age = self.faults().jwt_max_age_secs.map(|s| s as i64);
+                self.jwt.verify(token.trim(), Utc::now().timestamp(), max_age).err()
+            }
+        };
+        match rejection {
+            None => Ok(()),
+            Some(r) => Err(json_error(StatusCode::UNAUTHORIZED, r.message())),
+        }
+    }
+
+    /// The records a report query selects, in its order, with their total amount.
+    fn matching(&self, query: &ReportQuery) -> (Vec<Arc<SimRecord>>, f64) {
+        let mut records = match self.data.lock() {
+            Ok(mut data) => {
+                data.advance(Utc::now().timestamp_millis());
+                let merchants: Vec<usize> = match &query.xmids {
+                    Some(xmids) => xmids.iter().filter_map(|x| data.merchant_index(x)).collect(),
+                    None => (0..data.merchants.len()).collect(),
+                };
+                data.select(&merchants, query.from_ms, query.to_ms)
+            }
+            Err(_) => Vec::new(),
+        };
+        records.retain(|r| query.matches(r));
+        query.sort(&mut records);
+        let total = records.iter().map(|r| r.amount).sum::<f64>();
+        (records, (total * 100.0).round() / 100.0)
+    }
+
+    fn generate(&self, count: usize, xmids: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), String> {
+        let mut data = self.data.lock().map_err(|_| "simulator state is poisoned".to_string())?;
+        let mut merchants = Vec::with_capacity(xmids.len());
+        for xmid in xmids {
+            merchants.push(data.merchant_index(xmid).ok_or_else(|| format!("unknown XMID {xmid:?}"))?);
+        }
+        if from > to {
+            return Err(format!("from {from} is after to {to}"));
+        }
+        let now = Utc::now().timestamp_millis();
+        data.generate(count, &merchants, from.timestamp_millis(), to.timestamp_millis(), now);
+        Ok(())
+    }
+}
+
+/// Counts every request by route and status, and applies the faults to the API endpoints.
+async fn observe(State(state): State<Arc<SimState>>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let path = matched
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| request.uri().path().to_string());
+    let route = format!("{} {}", request.method(), path);
+    let response = if path.starts_with("/report/") || path.starts_with("/boarding/") {
+        with_faults(&state.faults(), request, next).await
+    } else {
+        next.run(request).await
+    };
+    state.stats.count_request(route, response.status().as_u16());
+    response
+}
+
+async fn with_faults(faults: &Faults, request: Request, next: Next) -> Response {
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    let (throttle, error, truncate, malformed) = {
+        let mut rng = rand::thread_rng();
+        (
+            rng.gen_bool(faults.throttle_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(faults.error_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(faults.truncate_rate.clamp(0.0, 1.0)),
+            rng.gen_bool(faults.malformed_rate.clamp(0.0, 1.0)),
+        )
+    };
+    if throttle {
+        let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after_secs));
+        return response;
+    }
+    if error {
+        let status = faults
+            .error_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        return json_error(status, "Simulated server error");
+    }
+    let response = next.run(request).await;
+    if response.status() != StatusCode::OK || !(truncate || malformed) {
+        return response;
+    }
+    if malformed {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>502 Bad Gateway</title></head><body><h1>Bad Gateway</h1></body></html>",
+        )
+            .into_response();
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let cut = bytes.slice(..bytes.len() / 2);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(cut))
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(serde_json::json!({ "code": status.as_u16(), "message": message }))).into_response()
+}
+
+fn json_body(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+#[derive(Deserialize)]
+struct AuthBody {
+    value: String,
+}
+
+async fn authenticate(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
+    state.stats.auth_calls.fetch_add(1, Ordering::Relaxed);
+    let Ok(AuthBody { value }) = serde_json::from_slice(&body) else {
+        return json_error(StatusCode::BAD_REQUEST, "Body must be {\"value\": \"<API key>\"}");
+    };
+    let reject = |message: &str| {
+        state.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
+        json_error(StatusCode::UNAUTHORIZED, message)
+    };
+    if value != state.config.api_key {
+        return reject("Invalid API key");
+    }
+    // The Basic header is optional (a public client omits it), but checked when present.
+    if let Some(basic) = headers.get(header::AUTHORIZATION) {
+        let decoded = basic
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok());
+        let expected = format!("{}:{}", state.config.username, state.config.password);
+        if decoded.as_deref() != Some(expected.as_str()) {
+            return reject("Bad credentials");
+        }
+    }
+    let iat = Utc::now().timestamp();
+    let ttl = state.config.jwt_ttl.as_secs().max(1) as i64;
+    let jti = state.next_id.fetch_add(1, Ordering::Relaxed);
+    let token = state.jwt.issue(&state.config.username, "00000000001", iat, iat + ttl, jti);
+    state.stats.tokens_issued.fetch_add(1, Ordering::Relaxed);
+    Json(serde_json::json!({ "token": token })).into_response()
+}
+
+async fn authorizations(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    if let Err(response) = state.authorize(&headers) {
+        return response;
+    }
+    let query = match parse_report_query(&state, &params) {
+        Ok(q) => q,
+        Err(response) => return response,
+    };
+    if query.offset + query.size > state.config.max_result_window {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "Result window is too large, from + size must be less than or equal to: [{}] but was [{}]",
+                state.config.max_result_window,
+                query.offset + query.size
+            ),
+        );
+    }
+    let (records, total_amount) = state.matching(&query);
+    let start = query.offset.min(records.len());
+    let end = (start + query.size).min(records.len());
+    json_body(envelope(&state, &query, &records[start..end], records.len(), total_amount, None))
+}
+
+/// Parses a report query and applies the `fail_xmids` fault.
+fn parse_report_query(state: &SimState, params: &HashMap<String, String>) -> Result<ReportQuery, Response> {
+    let query = ReportQuery::parse(params, Utc::now()).map_err(|m| json_error(StatusCode::BAD_REQUEST, &m))?;
+    if let Some(xmids) = &query.xmids {
+        state.stats.count_query(xmids);
+        let failing = state.faults().fail_xmids;
+        if xmids.iter().any(|x| failing.contains(x)) {
+            return Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, "Simulated failure for this account"));
+        }
+    }
+    Ok(query)
+}
+
+/// The documented envelope, assembled from the pre-rendered records.
+fn envelope(state: &SimState, query: &ReportQuery, page: &[Arc<SimRecord>], total: usize, total_amount: f64, scroll_id: Option<&str>) -> String {
+    let mut body = String::with_capacity(128 + page.iter().map(|r| r.json.len() + 1).sum::<usize>());
+    let _ = write!(
+        body,
+        r#"{{"aggregations":{{"totalAmount":{{"value":{}}}}},"totalRecords":{},"recordCount":{},"#,
+        serde_json::Value::from(total_amount),
+        total,
+        page.len()
+    );
+    if let Some(id) = scroll_id {
+        let _ = write!(body, r#""_scroll_id":{},"#, serde_json::Value::from(id));
+    }
+    body.push_str(r#""records":["#);
+    for (i, record) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&query.render(record));
+    }
+    body.push_str("]}");
+    state.stats.records_served.fetch_add(page.len() as u64, Ordering::Relaxed);
+    body
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ScrollBody {
+    scroll_id: String,
+}
+
+async fn export(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Response {
+    if let Err(response) = state.authorize(&headers) {
+        return response;
+    }
+    let Ok(mut scrolls) = state.scrolls.lock() else {
+        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "simulator state is poisoned");
+    };
+    scrolls.retain(|_, s| s.last_used.elapsed() < SCROLL_IDLE);
+    if !body.is_empty() {
+        let Ok(ScrollBody { scroll_id }) = serde_json::from_slice(&body) else {
+            return json_error(StatusCode::BAD_REQUEST, "Body must be {\"scrollId\": \"…\"} or empty");
+        };
+        let Some(scroll) = scrolls.get_mut(&scroll_id) else {
+            return json_error(StatusCode::NOT_FOUND, &format!("No search context found for id [{scroll_id}]"));
+        };
+        let start = scroll.position.min(scroll.records.len());
+        let end = (start + scroll.query.size.max(1)).min(scroll.records.len());
+        scroll.position = end;
+        scroll.last_used = Instant::now();
+        let body = envelope(&state, &scroll.query, &scroll.records[start..end], scroll.records.len(), scroll.total_amount, Some(&scroll_id));
+        if start == end {
+            scrolls.remove(&scroll_id);
+        }
+        return json_body(body);
+    }
+    drop(scrolls);
+    let mut query = match parse_report_query(&state, &params) {
+        Ok(q) => q,
+        Err(response) => return response,
+    };
+    query.offset = 0;
+    let (records, total_amount) = state.matching(&query);
+    let end = query.size.max(1).min(records.len());
+    let id = format!("sim-scroll-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
+    let body = envelope(&state, &query, &records[..end], records.len(), total_amount, Some(&id));
+    if let Ok(mut scrolls) = state.scrolls.lock() {
+        scrolls.insert(id, Scroll { query, records, position: end, total_amount, last_used: Instant::now() });
+    }
+    json_body(body)
+}
+
+async fn roster_page(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
+    if let Err(response) = state.authorize(&headers) {
+        return response;
+    }
+    let number = |name: &str, default: usize| -> Result<usize, Response> {
+        match params.get(name) {
+            None => Ok(default),
+            Some(s) => s.parse().map_err(|_| json_error(StatusCode::BAD_REQUEST, &format!("{name} must be a whole number, got {s:?}"))),
+        }
+    };
+    let (size, from) = match (number("size", 10), number("from", 0)) {
+        (Ok(s), Ok(f)) => (s, f),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    if size > 100 {
+        return json_error(StatusCode::BAD_REQUEST, &format!("size must be at most 100, got {size}"));
+    }
+    let start = from.min(state.roster.len());
+    let end = (start + size).min(state.roster.len());
+    let mut body = format!(r#"{{"totalRecords":{},"recordCount":{},"records":["#, state.roster.len(), end - start);
+    body.push_str(&state.roster[start..end].join(","));
+    body.push_str("]}");
+    json_body(body)
+}
+
+#[derive(Deserialize)]
+struct StatsParams {
+    #[serde(default)]
+    by_xmid: bool,
+}
+
+async fn stats(State(state): State<Arc<SimState>>, Query(params): Query<StatsParams>) -> Response {
+    Json(state.snapshot(params.by_xmid)).into_response()
+}
+
+async fn get_faults(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.faults()).into_response()
+}
+
+async fn set_faults(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let faults: Faults = match serde_json::from_slice(&body) {
+        Ok(f) => f,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("faults: {e}")),
+    };
+    if let Err(message) = faults.validate() {
+        return json_error(StatusCode::BAD_REQUEST, &format!("faults: {message}"));
+    }
+    if let Ok(mut current) = state.faults.write() {
+        *current = faults.clone();
+    }
+    Json(faults).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerateBody {
+    count: usize,
+    #[serde(default)]
+    xmids: Vec<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let request: GenerateBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("generate: {e}")),
+    };
+    let to = request.to.unwrap_or_else(Utc::now);
+    let from = request.from.unwrap_or(to - chrono::Duration::hours(1));
+    match state.generate(request.count, &request.xmids, from, to) {
+        Ok(()) => Json(serde_json::json!({ "generated": request.count })).into_response(),
+        Err(message) => json_error(StatusCode::BAD_REQUEST, &format!("generate: {message}")),
+    }
+}
