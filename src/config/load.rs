@@ -1,0 +1,180 @@
+//! Loading: defaults → file → environment, collecting every error with its key path.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+
+use super::{Config, MxcConfig};
+use crate::secret::Secret;
+
+/// One thing wrong with the configuration, at a key path such as `pollers.interval`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything wrong with one configuration source.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file (or "environment") the errors are about.
+    pub source: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(f, "{}: {n} error{}", self.source, if n == 1 { "" } else { "s" })?;
+        for error in &self.errors {
+            write!(f, "\n  {error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The environment variables read, and the key each one sets.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("MXC_BASE_URL", "mxc.base_url"),
+    ("MXC_API_KEY", "mxc.api_key"),
+    ("MXC_USERNAME", "mxc.username"),
+    ("MXC_PASSWORD", "mxc.password"),
+];
+
+impl Config {
+    /// Reads `path`, applies the environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: source.clone(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                message: format!("cannot read it: {e}"),
+            }],
+        })?;
+        Config::from_toml(&text, &source, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses TOML text, applies `env` (a variable lookup), and validates.
+    pub fn from_toml(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let fail = |errors| ConfigErrors {
+            source: source.to_string(),
+            errors,
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+            fail(vec![ConfigError {
+                path: "(syntax)".into(),
+                message: e.message().to_string()
+                    + &e.span()
+                        .map(|s| format!(" (at {})", line_col(text, s.start)))
+                        .unwrap_or_default(),
+            }])
+        })?;
+        let mut errors = Vec::new();
+        let mut config = Config {
+            mxc: section(&mut table, "mxc", &mut errors),
+            pollers: section(&mut table, "pollers", &mut errors),
+            store: section(&mut table, "store", &mut errors),
+            log: section(&mut table, "log", &mut errors),
+        };
+        for key in table.keys() {
+            errors.push(ConfigError {
+                path: key.clone(),
+                message: "unknown section or key (known: mxc, pollers, store, log)".into(),
+            });
+        }
+        config.apply_env(env);
+        errors.extend(config.validate());
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(fail(errors))
+        }
+    }
+
+    fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        self.mxc.apply_env(env);
+    }
+}
+
+impl MxcConfig {
+    /// Applies the [`ENV_OVERRIDES`] found by `env` (a variable lookup); empty ones are ignored.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        for (var, key) in ENV_OVERRIDES {
+            let Some(value) = env(var).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            match *key {
+                "mxc.base_url" => self.base_url = value,
+                "mxc.api_key" => self.api_key = Secret::new(value),
+                "mxc.username" => self.username = value,
+                "mxc.password" => self.password = Secret::new(value),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Deserializes one section, recording type errors and unknown keys with their paths; a
+/// section with errors falls back to its defaults so the other sections are still checked.
+fn section<T: DeserializeOwned + Default>(
+    table: &mut toml::Table,
+    name: &str,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    let Some(value) = table.remove(name) else {
+        return T::default();
+    };
+    if !value.is_table() {
+        errors.push(ConfigError {
+            path: name.to_string(),
+            message: format!("must be a table ([{name}]), got a {}", value.type_str()),
+        });
+        return T::default();
+    }
+    let mut unknown = Vec::new();
+    let mut record_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
+    let deserializer = serde_ignored::Deserializer::new(value, &mut record_unknown);
+    let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
+    for key in unknown {
+        errors.push(ConfigError {
+            path: format!("{name}.{key}"),
+            message: "unknown key".into(),
+        });
+    }
+    match result {
+        Ok(section) => section,
+        Err(e) => {
+            let path = e.path().to_string();
+            errors.push(ConfigError {
+                path: if path == "." {
+                    name.to_string()
+                } else {
+                    format!("{name}.{path}")
+                },
+                message: e.into_inner().to_string(),
+            });
+            T::default()
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    format!("line {line}, column {col}")
+}

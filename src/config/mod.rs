@@ -1,0 +1,204 @@
+//! The configuration: typed sections whose doc comments are the reference, loaded from TOML
+//! with secrets from the environment, and validated up front with every error reported at once.
+//!
+//! `config/mxc-relay.toml` is the annotated example; keep the two in step.
+
+mod load;
+mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::mxc;
+use crate::secret::Secret;
+
+pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    pub mxc: MxcConfig,
+    pub pollers: PollersConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+/// `[mxc]`: how to reach MX Connect.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct MxcConfig {
+    /// API base URL. The production API is `https://api.mxconnect.com`; a simulator is
+    /// `http://127.0.0.1:PORT`. Env: `MXC_BASE_URL`.
+    pub base_url: String,
+    /// The portal's API key (`API_…`). Env: `MXC_API_KEY` (preferred: keep it out of files).
+    pub api_key: Secret,
+    /// MXC user for the Security API's Basic header; empty sends no Basic header.
+    /// Env: `MXC_USERNAME`.
+    pub username: String,
+    /// That user's password. Env: `MXC_PASSWORD`.
+    pub password: Secret,
+    /// Whole-request timeout.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// TCP + TLS connect timeout.
+    #[serde(with = "duration")]
+    pub connect_timeout: Duration,
+    /// Refresh the JWT this long before it expires (capped at half its lifetime).
+    #[serde(with = "duration")]
+    pub refresh_margin: Duration,
+    /// Lifetime assumed for a JWT without an `exp` claim (MXC documents ten minutes).
+    #[serde(with = "duration")]
+    pub assumed_token_ttl: Duration,
+    /// After the Security API refuses the credentials, wait this long before asking again.
+    #[serde(with = "duration")]
+    pub rejection_hold: Duration,
+    /// Records per page, 1 to 100 (the API's maximum).
+    pub page_size: u32,
+    /// The server's largest `from + size` (Elasticsearch's default 10,000); past it the pager
+    /// re-anchors the window on the last record's time.
+    pub max_result_window: u32,
+}
+
+impl Default for MxcConfig {
+    fn default() -> Self {
+        MxcConfig {
+            base_url: mxc::DEFAULT_BASE_URL.to_string(),
+            api_key: Secret::default(),
+            username: String::new(),
+            password: Secret::default(),
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            refresh_margin: Duration::from_secs(60),
+            assumed_token_ttl: Duration::from_secs(600),
+            rejection_hold: Duration::from_secs(30),
+            page_size: mxc::MAX_PAGE_SIZE,
+            max_result_window: mxc::DEFAULT_MAX_RESULT_WINDOW,
+        }
+    }
+}
+
+impl MxcConfig {
+    /// The client's settings.
+    pub fn client_config(&self) -> mxc::ClientConfig {
+        let mut config = mxc::ClientConfig::new(
+            self.base_url.clone(),
+            mxc::Credentials {
+                api_key: self.api_key.clone(),
+                username: Some(self.username.clone()).filter(|u| !u.is_empty()),
+                password: self.password.clone(),
+            },
+        );
+        config.tokens = mxc::TokenPolicy {
+            refresh_margin: self.refresh_margin,
+            assumed_ttl: self.assumed_token_ttl,
+            rejection_hold: self.rejection_hold,
+        };
+        config.timeout = self.timeout;
+        config.connect_timeout = self.connect_timeout;
+        config
+    }
+}
+
+/// `[pollers]`: which merchants to watch and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PollersConfig {
+    /// The XMIDs (merchant account numbers) to poll.
+    pub xmids: Vec<String>,
+    /// Time between two polls of one XMID (or group).
+    #[serde(with = "duration")]
+    pub interval: Duration,
+    /// Each poll re-reads this much before its cursor, to catch records that appear late.
+    #[serde(with = "duration")]
+    pub look_back: Duration,
+    /// XMIDs per query (`accountNumbers` takes many); 20–50 keeps a large fleet under the
+    /// API's limits. 1 polls each XMID on its own.
+    pub group_size: usize,
+    /// Budget of MXC requests per second for the whole process.
+    pub requests_per_second: f64,
+    /// Requests allowed at once above that rate.
+    pub burst: u32,
+    /// Where a new XMID starts: `now`, or an ISO-8601 instant to backfill from.
+    pub start: String,
+}
+
+impl Default for PollersConfig {
+    fn default() -> Self {
+        PollersConfig {
+            xmids: Vec::new(),
+            interval: Duration::from_secs(30),
+            look_back: Duration::from_secs(600),
+            group_size: 1,
+            requests_per_second: 10.0,
+            burst: 10,
+            start: "now".to_string(),
+        }
+    }
+}
+
+/// `[store]`: local state (seen ids, cursors, outbox).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// Directory of the sled database; created if missing.
+    pub path: PathBuf,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data"),
+        }
+    }
+}
+
+/// `[log]`: what the process logs, on stderr.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `mxc_relay=debug,info` … `RUST_LOG` overrides it.
+    pub level: String,
+    /// `pretty` (human-readable) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Pretty,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Durations written as text: `30s`, `10m`, `1h30m`, `250ms`.
+pub(crate) mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("invalid duration {text:?} ({e}); write it like 30s, 10m, 1h30m or 250ms")
+        })
+    }
+}
+
+/// Parses a duration the way the configuration does (`30s`, `10m`, `1h30m`, `250ms`).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text)
+}

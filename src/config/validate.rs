@@ -1,0 +1,159 @@
+//! Semantic checks, each naming its key path and what was found.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use super::{Config, ConfigError};
+use crate::mxc::MAX_PAGE_SIZE;
+
+impl Config {
+    /// Everything wrong with the values (types and unknown keys are checked while loading).
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut error = |path: &str, message: String| {
+            errors.push(ConfigError {
+                path: path.to_string(),
+                message,
+            })
+        };
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+
+        // [mxc]
+        match url::Url::parse(&self.mxc.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            Ok(url) => error(
+                "mxc.base_url",
+                format!("must be an http(s) URL with a host, got {:?} (scheme {})", self.mxc.base_url, url.scheme()),
+            ),
+            Err(e) => error("mxc.base_url", format!("not a URL ({e}): {:?}", self.mxc.base_url)),
+        }
+        if self.mxc.api_key.is_empty() {
+            error(
+                "mxc.api_key",
+                "missing: set MXC_API_KEY in the environment (or mxc.api_key in the file)".into(),
+            );
+        }
+        if self.mxc.username.is_empty() && !self.mxc.password.is_empty() {
+            error(
+                "mxc.username",
+                "a password is set but no username: set MXC_USERNAME (or mxc.username)".into(),
+            );
+        }
+        if self.mxc.timeout < Duration::from_secs(1) {
+            error("mxc.timeout", format!("must be at least 1s, got {}", fmt(self.mxc.timeout)));
+        }
+        if self.mxc.connect_timeout < Duration::from_millis(100) {
+            error(
+                "mxc.connect_timeout",
+                format!("must be at least 100ms, got {}", fmt(self.mxc.connect_timeout)),
+            );
+        }
+        if self.mxc.assumed_token_ttl < Duration::from_secs(10) {
+            error(
+                "mxc.assumed_token_ttl",
+                format!("must be at least 10s, got {}", fmt(self.mxc.assumed_token_ttl)),
+            );
+        }
+        if self.mxc.refresh_margin >= self.mxc.assumed_token_ttl {
+            error(
+                "mxc.refresh_margin",
+                format!(
+                    "must be shorter than mxc.assumed_token_ttl ({}), got {}",
+                    fmt(self.mxc.assumed_token_ttl),
+                    fmt(self.mxc.refresh_margin)
+                ),
+            );
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&self.mxc.page_size) {
+            error(
+                "mxc.page_size",
+                format!("must be 1 to {MAX_PAGE_SIZE}, got {}", self.mxc.page_size),
+            );
+        }
+        if self.mxc.max_result_window < self.mxc.page_size {
+            error(
+                "mxc.max_result_window",
+                format!(
+                    "must be at least mxc.page_size ({}), got {}",
+                    self.mxc.page_size, self.mxc.max_result_window
+                ),
+            );
+        }
+
+        // [pollers]
+        if self.pollers.xmids.is_empty() {
+            error("pollers.xmids", "list at least one XMID to poll".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, xmid) in self.pollers.xmids.iter().enumerate() {
+            let path = format!("pollers.xmids[{i}]");
+            if xmid.is_empty() || !xmid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                error(&path, format!("an XMID is letters, digits, '-' or '_', got {xmid:?}"));
+            } else if !seen.insert(xmid) {
+                error(&path, format!("{xmid:?} is listed twice"));
+            }
+        }
+        if self.pollers.interval < Duration::from_secs(1) {
+            error(
+                "pollers.interval",
+                format!("must be at least 1s, got {}", fmt(self.pollers.interval)),
+            );
+        }
+        if self.pollers.look_back > Duration::from_secs(7 * 86_400) {
+            error(
+                "pollers.look_back",
+                format!("must be at most 7d, got {}", fmt(self.pollers.look_back)),
+            );
+        }
+        if !(1..=100).contains(&self.pollers.group_size) {
+            error(
+                "pollers.group_size",
+                format!("must be 1 to 100, got {}", self.pollers.group_size),
+            );
+        }
+        let rps = self.pollers.requests_per_second;
+        if !(rps.is_finite() && rps > 0.0 && rps <= 10_000.0) {
+            error(
+                "pollers.requests_per_second",
+                format!("must be above 0 and at most 10000, got {rps}"),
+            );
+        }
+        if self.pollers.burst == 0 {
+            error("pollers.burst", "must be at least 1, got 0".into());
+        }
+        if let Err(message) = self.pollers.start_instant() {
+            error("pollers.start", message);
+        }
+
+        // [store]
+        if self.store.path.as_os_str().is_empty() {
+            error("store.path", "must name a directory".into());
+        }
+
+        // [log]
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            error("log.level", format!("not a tracing filter ({e}): {:?}", self.log.level));
+        }
+        errors
+    }
+}
+
+impl super::PollersConfig {
+    /// `start` as an instant: `None` for "now".
+    pub fn start_instant(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        if self.start.trim() == "now" {
+            return Ok(None);
+        }
+        let t = chrono::DateTime::parse_from_rfc3339(self.start.trim()).map_err(|e| {
+            format!(
+                "must be \"now\" or an ISO-8601 instant such as 2026-01-01T00:00:00Z, got {:?} ({e})",
+                self.start
+            )
+        })?;
+        let t = t.with_timezone(&chrono::Utc);
+        if t > chrono::Utc::now() {
+            return Err(format!("{:?} is in the future", self.start));
+        }
+        Ok(Some(t))
+    }
+}
