@@ -84,11 +84,13 @@ impl Config {
             }])
         })?;
         let mut errors = Vec::new();
+        // Sections that failed to load hold defaults: checking their values would add noise.
+        let mut failed = Vec::new();
         let mut config = Config {
-            mxc: section(&mut table, "mxc", &mut errors),
-            pollers: section(&mut table, "pollers", &mut errors),
-            store: section(&mut table, "store", &mut errors),
-            log: section(&mut table, "log", &mut errors),
+            mxc: section(&mut table, "mxc", &mut errors, &mut failed),
+            pollers: section(&mut table, "pollers", &mut errors, &mut failed),
+            store: section(&mut table, "store", &mut errors, &mut failed),
+            log: section(&mut table, "log", &mut errors, &mut failed),
         };
         for key in table.keys() {
             errors.push(ConfigError {
@@ -97,7 +99,10 @@ impl Config {
             });
         }
         config.apply_env(env);
-        errors.extend(config.validate());
+        errors.extend(config.validate().into_iter().filter(|e| {
+            let section = e.path.split(['.', '[']).next().unwrap_or_default();
+            !failed.contains(&section)
+        }));
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -129,11 +134,13 @@ impl MxcConfig {
 }
 
 /// Deserializes one section, recording type errors and unknown keys with their paths; a
-/// section with errors falls back to its defaults so the other sections are still checked.
+/// section with errors falls back to its defaults (and is named in `failed`) so the other
+/// sections are still checked.
 fn section<T: DeserializeOwned + Default>(
     table: &mut toml::Table,
-    name: &str,
+    name: &'static str,
     errors: &mut Vec<ConfigError>,
+    failed: &mut Vec<&'static str>,
 ) -> T {
     let Some(value) = table.remove(name) else {
         return T::default();
@@ -143,6 +150,7 @@ fn section<T: DeserializeOwned + Default>(
             path: name.to_string(),
             message: format!("must be a table ([{name}]), got a {}", value.type_str()),
         });
+        failed.push(name);
         return T::default();
     }
     let mut unknown = Vec::new();
@@ -167,6 +175,7 @@ fn section<T: DeserializeOwned + Default>(
                 },
                 message: e.into_inner().to_string(),
             });
+            failed.push(name);
             T::default()
         }
     }

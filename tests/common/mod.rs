@@ -1,0 +1,38 @@
+//! Shared test helpers: a simulator on 127.0.0.1 and clients pointed at it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use mxc_relay::mxc::{Client, ClientConfig, Credentials};
+use mxc_relay::secret::Secret;
+use mxc_relay::sim::{self, RunningSim, SimConfig};
+
+/// A quiet simulator: no live traffic, data only from `generate`.
+pub fn quiet_sim() -> SimConfig {
+    SimConfig {
+        rate: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start_sim(config: SimConfig) -> RunningSim {
+    sim::start(config).await.expect("simulator starts")
+}
+
+pub fn credentials() -> Credentials {
+    Credentials {
+        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        username: Some(sim::DEFAULT_USERNAME.to_string()),
+        password: Secret::new(sim::DEFAULT_PASSWORD),
+    }
+}
+
+pub fn client_config(sim: &RunningSim) -> ClientConfig {
+    let mut config = ClientConfig::new(sim.base_url(), credentials());
+    config.timeout = Duration::from_secs(10);
+    config
+}
+
+pub fn client(sim: &RunningSim) -> Client {
+    Client::new(client_config(sim)).expect("client builds")
+}

@@ -1,0 +1,106 @@
+//! Loading and validating configuration: every error at once, each with its key path.
+
+use mxc_relay::config::Config;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::from_toml(text, "test.toml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_annotated_example_is_valid_with_a_key_from_the_environment() {
+    let text = include_str!("../config/mxc-relay.toml");
+    let env = |name: &str| (name == "MXC_API_KEY").then(|| "API_from_env".to_string());
+    let config = Config::from_toml(text, "mxc-relay.toml", &env).expect("valid");
+    assert_eq!(config.mxc.api_key.expose(), "API_from_env");
+    assert_eq!(config.pollers.xmids.len(), 2);
+    // Without the key it says where to put it.
+    assert_eq!(
+        errors(text),
+        ["mxc.api_key: missing: set MXC_API_KEY in the environment (or mxc.api_key in the file)"]
+    );
+}
+
+#[test]
+fn every_error_is_reported_with_its_key_path() {
+    let text = r#"
+        [mxc]
+        api_key = "API_x"
+        base_url = "ftp://example.com"
+        page_size = 250
+        colour = "blue"
+
+        [pollers]
+        xmids = ["A1", "A1", "bad xmid"]
+        interval = "0s"
+        group_size = 0
+        requests_per_second = -1.0
+        start = "yesterday"
+
+        [log]
+        level = "info"
+
+        [sinkz]
+        x = 1
+    "#;
+    let found = errors(text);
+    let expected = [
+        "mxc.colour: unknown key",
+        "sinkz: unknown section or key (known: mxc, pollers, store, log)",
+        "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
+        "mxc.page_size: must be 1 to 100, got 250",
+        "pollers.xmids[1]: \"A1\" is listed twice",
+        "pollers.xmids[2]: an XMID is letters, digits, '-' or '_', got \"bad xmid\"",
+        "pollers.interval: must be at least 1s, got 0s",
+        "pollers.group_size: must be 1 to 100, got 0",
+        "pollers.requests_per_second: must be above 0 and at most 10000, got -1",
+    ];
+    for e in expected {
+        assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
+    }
+    assert!(found.iter().any(|f| f.starts_with("pollers.start: must be \"now\" or an ISO-8601 instant")), "{found:#?}");
+    assert_eq!(found.len(), expected.len() + 1, "{found:#?}");
+}
+
+#[test]
+fn type_errors_in_several_sections_are_all_reported() {
+    let found = errors(
+        r#"
+        [mxc]
+        api_key = "API_x"
+        timeout = 30
+        [pollers]
+        xmids = ["A1"]
+        interval = "often"
+        [log]
+        format = "xml"
+    "#,
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+    assert!(found[0].starts_with("mxc.timeout: invalid type: integer `30`, expected a string"), "{}", found[0]);
+    assert!(found[1].starts_with("pollers.interval: invalid duration \"often\""), "{}", found[1]);
+    assert!(found[2].starts_with("log.format: unknown variant `xml`, expected `pretty` or `json`"), "{}", found[2]);
+}
+
+#[test]
+fn a_syntax_error_names_line_and_column() {
+    let found = errors("[mxc]\napi_key = \"x\"\npage_size = = 3\n");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("(syntax): "), "{}", found[0]);
+    assert!(found[0].contains("line 3"), "{}", found[0]);
+}
+
+#[test]
+fn secrets_are_redacted_in_debug_output() {
+    let text = "[mxc]\napi_key = \"API_canary_key_123\"\nusername = \"ops\"\npassword = \"canary-password-456\"\n[pollers]\nxmids = [\"A1\"]\n";
+    let config = Config::from_toml(text, "t.toml", &no_env).unwrap();
+    let debug = format!("{config:?} {:?}", config.mxc.client_config());
+    assert!(debug.contains("[redacted]"));
+    assert!(!debug.contains("API_canary_key_123") && !debug.contains("canary-password-456"), "{debug}");
+}
