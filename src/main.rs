@@ -15,7 +15,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cli::run(args)) {
+    let result = runtime.block_on(cli::run(args));
+    // Stop the runtime first, so that the error is the last line printed.
+    drop(runtime);
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
