@@ -33,15 +33,22 @@ fn main() {
 }
 
 async fn run() {
-    let sim = sim::start(SimConfig { merchants: MERCHANTS, rate: 0.0, ..SimConfig::default() })
-        .await
-        .expect("simulator");
+    let sim = sim::start(SimConfig {
+        merchants: MERCHANTS,
+        rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
     let xmids: Vec<String> = sim.xmids()[..MERCHANTS].to_vec();
     let to = Utc::now();
     let from = to - chrono::Duration::hours(2);
     let started = Instant::now();
     sim.generate(RECORDS, &xmids, from, to).expect("generate");
-    eprintln!("generated {RECORDS} records in {:.2}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "generated {RECORDS} records in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
 
     let credentials = Credentials {
         api_key: Secret::new(sim::DEFAULT_API_KEY),
@@ -68,7 +75,14 @@ async fn run() {
                 let http = reqwest::Client::new();
                 let mut n = 0;
                 for _ in 0..pages_total / WORKERS + usize::from(w < pages_total % WORKERS) {
-                    let body = http.get(&url).send().await.expect("get").bytes().await.expect("body");
+                    let body = http
+                        .get(&url)
+                        .send()
+                        .await
+                        .expect("get")
+                        .bytes()
+                        .await
+                        .expect("body");
                     assert!(!body.is_empty());
                     n += 100;
                 }
@@ -77,7 +91,12 @@ async fn run() {
         })
         .await;
         let raw = measure(|w| {
-            let (http, base, token, mine) = (http.clone(), sim.base_url(), token.clone(), my_xmids(&xmids, w));
+            let (http, base, token, mine) = (
+                http.clone(),
+                sim.base_url(),
+                token.clone(),
+                my_xmids(&xmids, w),
+            );
             async move {
                 let mut n = 0;
                 for xmid in mine {
@@ -113,7 +132,13 @@ async fn run() {
         .await;
         assert_eq!(raw.0, RECORDS, "every record served");
         assert_eq!(parsed.0, RECORDS, "every record parsed");
-        eprintln!("round {}: baseline {:.0}/s, sim raw {:.0}/s, sim parsed {:.0}/s", round + 1, baseline.1, raw.1, parsed.1);
+        eprintln!(
+            "round {}: baseline {:.0}/s, sim raw {:.0}/s, sim parsed {:.0}/s",
+            round + 1,
+            baseline.1,
+            raw.1,
+            parsed.1
+        );
         rows.push((baseline.1, raw.1, parsed.1));
     }
     let median = |f: fn(&(f64, f64, f64)) -> f64| {
@@ -127,12 +152,23 @@ async fn run() {
     println!("| measurement | records/s | vs baseline |");
     println!("|---|---:|---:|");
     println!("| baseline: fixed page from a bare axum handler | {b:.0} | 1.00 |");
-    println!("| simulator, raw HTTP (bytes only) | {r:.0} | {:.2} |", r / b);
-    println!("| simulator, through mxc::Client (parsed records) | {p:.0} | {:.2} |", p / b);
+    println!(
+        "| simulator, raw HTTP (bytes only) | {r:.0} | {:.2} |",
+        r / b
+    );
+    println!(
+        "| simulator, through mxc::Client (parsed records) | {p:.0} | {:.2} |",
+        p / b
+    );
 }
 
 fn my_xmids(xmids: &[String], worker: usize) -> Vec<String> {
-    xmids.iter().skip(worker).step_by(WORKERS).cloned().collect()
+    xmids
+        .iter()
+        .skip(worker)
+        .step_by(WORKERS)
+        .cloned()
+        .collect()
 }
 
 /// Runs `WORKERS` copies of `work` at once; returns (records, records per second).
@@ -165,10 +201,19 @@ async fn raw_token(http: &reqwest::Client, base: &str) -> String {
     answer["token"].as_str().unwrap_or_default().to_string()
 }
 
-async fn raw_page(http: &reqwest::Client, base: &str, token: &str, q: &AuthorizationQuery, offset: u32) -> bytes::Bytes {
+async fn raw_page(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    q: &AuthorizationQuery,
+    offset: u32,
+) -> bytes::Bytes {
     http.get(format!("{base}/report/v1/tsys/authorization"))
         .query(&[
-            ("accountNumbers", serde_json::to_string(&q.xmids).unwrap_or_default()),
+            (
+                "accountNumbers",
+                serde_json::to_string(&q.xmids).unwrap_or_default(),
+            ),
             ("dr_type", "abs".into()),
             ("dr_from", mxc_relay::mxc::instant(q.from)),
             ("dr_to", mxc_relay::mxc::instant(q.to)),
@@ -201,10 +246,17 @@ async fn baseline_server(page: bytes::Bytes) -> String {
         "/page",
         get(move || {
             let page = page.clone();
-            async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*page).clone()) }
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    (*page).clone(),
+                )
+            }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
     tokio::time::sleep(Duration::from_millis(10)).await;

@@ -15,26 +15,61 @@ const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 #[tokio::test]
 async fn sim_prints_its_address_first_and_serves_the_api() {
     let mut child = Command::new(BIN)
-        .args(["sim", "--listen", "127.0.0.1:0", "--merchants", "3", "--rate", "50", "--backlog", "2m"])
+        .args([
+            "sim",
+            "--listen",
+            "127.0.0.1:0",
+            "--merchants",
+            "3",
+            "--rate",
+            "50",
+            "--backlog",
+            "2m",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let base = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_string();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
-    let client = mxc_relay::mxc::Client::new(mxc_relay::mxc::ClientConfig::new(base.clone(), credentials())).unwrap();
+    let client = mxc_relay::mxc::Client::new(mxc_relay::mxc::ClientConfig::new(
+        base.clone(),
+        credentials(),
+    ))
+    .unwrap();
     let roster = client.roster().await.unwrap();
     assert_eq!(roster.iter().filter(|m| m.active).count(), 3);
-    let xmids = roster.iter().filter(|m| m.active).map(|m| m.xmid.clone()).collect();
+    let xmids = roster
+        .iter()
+        .filter(|m| m.active)
+        .map(|m| m.xmid.clone())
+        .collect();
     let page = client
-        .authorizations(&mxc_relay::mxc::AuthorizationQuery::new(xmids, Utc::now() - Duration::minutes(15), Utc::now()), 0)
+        .authorizations(
+            &mxc_relay::mxc::AuthorizationQuery::new(
+                xmids,
+                Utc::now() - Duration::minutes(15),
+                Utc::now(),
+            ),
+            0,
+        )
         .await
         .unwrap();
     // 2 minutes at 50/s ≈ 6,000 records (Poisson arrivals).
-    assert!((5_000..7_000).contains(&page.total_records), "{}", page.total_records);
+    assert!(
+        (5_000..7_000).contains(&page.total_records),
+        "{}",
+        page.total_records
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -43,12 +78,25 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
 fn check_config_lists_every_error_and_exits_non_zero() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.toml");
-    std::fs::write(&file, "[mxc]\npage_size = 0\n[pollers]\ninterval = \"0s\"\n").unwrap();
-    let out = Command::new(BIN).args(["check-config"]).arg(&file).env_remove("MXC_API_KEY").output().unwrap();
+    std::fs::write(
+        &file,
+        "[mxc]\npage_size = 0\n[pollers]\ninterval = \"0s\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config"])
+        .arg(&file)
+        .env_remove("MXC_API_KEY")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines[0], format!("{}: 4 errors", file.display()), "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!("{}: 4 errors", file.display()),
+        "{stderr}"
+    );
     assert_eq!(
         &lines[1..],
         [
@@ -69,8 +117,15 @@ fn check_config_accepts_the_example_with_the_key_in_the_environment() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("OK — 2 XMID(s)") && stdout.contains("mxc.api_key from MXC_API_KEY"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("OK — 2 XMID(s)") && stdout.contains("mxc.api_key from MXC_API_KEY"),
+        "{stdout}"
+    );
     assert!(!stdout.contains("API_canary_check_config"));
 }
 
@@ -79,12 +134,28 @@ const USER: &str = "canary-user";
 const PASSWORD: &str = "canary-password-91c2";
 
 async fn canary_sim() -> mxc_relay::sim::RunningSim {
-    start_sim(SimConfig { api_key: KEY.into(), username: USER.into(), password: PASSWORD.into(), ..quiet_sim() }).await
+    start_sim(SimConfig {
+        api_key: KEY.into(),
+        username: USER.into(),
+        password: PASSWORD.into(),
+        ..quiet_sim()
+    })
+    .await
 }
 
 fn fetch(base: &str, xmid: &str, password: &str) -> std::process::Output {
     Command::new(BIN)
-        .args(["fetch", "--base-url", base, "--xmid", xmid, "--since", "2h", "--page-size", "40"])
+        .args([
+            "fetch",
+            "--base-url",
+            base,
+            "--xmid",
+            xmid,
+            "--since",
+            "2h",
+            "--page-size",
+            "40",
+        ])
         .env("MXC_API_KEY", KEY)
         .env("MXC_USERNAME", USER)
         .env("MXC_PASSWORD", password)
@@ -105,16 +176,33 @@ fn assert_no_secret(text: &str) {
 async fn fetch_prints_json_lines_and_logs_no_secret_even_at_trace() {
     let sim = canary_sim().await;
     let xmid = sim.xmids()[1].clone();
-    sim.generate(123, std::slice::from_ref(&xmid), Utc::now() - Duration::minutes(90), Utc::now()).unwrap();
+    sim.generate(
+        123,
+        std::slice::from_ref(&xmid),
+        Utc::now() - Duration::minutes(90),
+        Utc::now(),
+    )
+    .unwrap();
     let base = sim.base_url();
-    let out = tokio::task::spawn_blocking(move || fetch(&base, &xmid, PASSWORD)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || fetch(&base, &xmid, PASSWORD))
+        .await
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stderr}");
-    let records: Vec<serde_json::Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(records.len(), 123);
-    assert!(stderr.contains("fetched 123 record(s) in 4 page(s) for 1 XMID(s)"), "{stderr}");
-    assert!(stderr.lines().count() > 20, "trace logging was on: {stderr}");
+    assert!(
+        stderr.contains("fetched 123 record(s) in 4 page(s) for 1 XMID(s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().count() > 20,
+        "trace logging was on: {stderr}"
+    );
     assert_no_secret(&stderr);
     assert_no_secret(&stdout);
 }
@@ -124,12 +212,22 @@ async fn a_refused_credential_is_one_clear_line_without_the_secret() {
     let sim = canary_sim().await;
     let base = sim.base_url();
     let xmid = sim.xmids()[0].clone();
-    let out = tokio::task::spawn_blocking(move || fetch(&base, &xmid, "canary-wrong-password-55")).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || fetch(&base, &xmid, "canary-wrong-password-55"))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     let last = stderr.lines().last().unwrap();
-    assert!(last.starts_with("error: fetch failed: MXC Security API rejected the credentials (HTTP 401)"), "{last}");
-    assert!(last.contains("MXC_PASSWORD") && last.contains("Bad credentials"), "{last}");
+    assert!(
+        last.starts_with(
+            "error: fetch failed: MXC Security API rejected the credentials (HTTP 401)"
+        ),
+        "{last}"
+    );
+    assert!(
+        last.contains("MXC_PASSWORD") && last.contains("Bad credentials"),
+        "{last}"
+    );
     assert_no_secret(&stderr);
     assert!(!stderr.contains("canary-wrong-password-55"));
     assert_eq!(sim.stats().auth_calls, 1);
@@ -143,5 +241,8 @@ fn fetch_without_a_key_says_how_to_give_one() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "error: no API key: set MXC_API_KEY, or pass --config FILE");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "error: no API key: set MXC_API_KEY, or pass --config FILE"
+    );
 }

@@ -64,7 +64,12 @@ fn every_error_is_reported_with_its_key_path() {
     for e in expected {
         assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
     }
-    assert!(found.iter().any(|f| f.starts_with("pollers.start: must be \"now\" or an ISO-8601 instant")), "{found:#?}");
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("pollers.start: must be \"now\" or an ISO-8601 instant")),
+        "{found:#?}"
+    );
     assert_eq!(found.len(), expected.len() + 1, "{found:#?}");
 }
 
@@ -83,9 +88,21 @@ fn type_errors_in_several_sections_are_all_reported() {
     "#,
     );
     assert_eq!(found.len(), 3, "{found:#?}");
-    assert!(found[0].starts_with("mxc.timeout: invalid type: integer `30`, expected a string"), "{}", found[0]);
-    assert!(found[1].starts_with("pollers.interval: invalid duration \"often\""), "{}", found[1]);
-    assert!(found[2].starts_with("log.format: unknown variant `xml`, expected `pretty` or `json`"), "{}", found[2]);
+    assert!(
+        found[0].starts_with("mxc.timeout: invalid type: integer `30`, expected a string"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1].starts_with("pollers.interval: invalid duration \"often\""),
+        "{}",
+        found[1]
+    );
+    assert!(
+        found[2].starts_with("log.format: unknown variant `xml`, expected `pretty` or `json`"),
+        "{}",
+        found[2]
+    );
 }
 
 #[test]
@@ -102,5 +119,8 @@ fn secrets_are_redacted_in_debug_output() {
     let config = Config::from_toml(text, "t.toml", &no_env).unwrap();
     let debug = format!("{config:?} {:?}", config.mxc.client_config());
     assert!(debug.contains("[redacted]"));
-    assert!(!debug.contains("API_canary_key_123") && !debug.contains("canary-password-456"), "{debug}");
+    assert!(
+        !debug.contains("API_canary_key_123") && !debug.contains("canary-password-456"),
+        "{debug}"
+    );
 }

@@ -17,7 +17,10 @@ fn the_documented_page_parses() {
     let view = record.view();
     assert_eq!(view.authorized_amount, Some(11.11));
     assert_eq!(view.authorization_response.as_deref(), Some("00"));
-    assert_eq!(view.authorization_response_status.as_deref(), Some("Approved"));
+    assert_eq!(
+        view.authorization_response_status.as_deref(),
+        Some("Approved")
+    );
     assert_eq!(view.card_type.as_deref(), Some("Card_Brand"));
     assert_eq!(view.mcc_code.as_deref(), Some("5462"));
     assert_eq!(view.pos_entry_mode1.as_deref(), Some("05"));
@@ -31,7 +34,11 @@ fn the_documented_page_parses() {
 fn each_record_reserialises_to_its_input() {
     let input: Value = serde_json::from_str(FIXTURE).unwrap();
     let page = Page::parse(FIXTURE.as_bytes()).unwrap();
-    for (record, original) in page.records.iter().zip(input["records"].as_array().unwrap()) {
+    for (record, original) in page
+        .records
+        .iter()
+        .zip(input["records"].as_array().unwrap())
+    {
         let out = serde_json::to_string(record).unwrap();
         let reparsed: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(&reparsed, original);

@@ -96,11 +96,23 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         jwt_max_age_secs: args.jwt_max_age.map(|d| d.as_secs()),
         fail_xmids: Vec::new(),
     };
-    faults.validate().map_err(|m| anyhow::anyhow!("fault options: {m}"))?;
-    for (name, value) in [("--decline-rate", args.decline_rate), ("--late-fraction", args.late_fraction)] {
-        anyhow::ensure!((0.0..=1.0).contains(&value), "{name} must be between 0 and 1, got {value}");
+    faults
+        .validate()
+        .map_err(|m| anyhow::anyhow!("fault options: {m}"))?;
+    for (name, value) in [
+        ("--decline-rate", args.decline_rate),
+        ("--late-fraction", args.late_fraction),
+    ] {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&value),
+            "{name} must be between 0 and 1, got {value}"
+        );
     }
-    anyhow::ensure!(args.rate >= 0.0 && args.rate.is_finite(), "--rate must be 0 or more, got {}", args.rate);
+    anyhow::ensure!(
+        args.rate >= 0.0 && args.rate.is_finite(),
+        "--rate must be 0 or more, got {}",
+        args.rate
+    );
     let config = SimConfig {
         listen: args.listen,
         merchants: args.merchants,

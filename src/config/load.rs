@@ -32,7 +32,12 @@ pub struct ConfigErrors {
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.errors.len();
-        write!(f, "{}: {n} error{}", self.source, if n == 1 { "" } else { "s" })?;
+        write!(
+            f,
+            "{}: {n} error{}",
+            self.source,
+            if n == 1 { "" } else { "s" }
+        )?;
         for error in &self.errors {
             write!(f, "\n  {error}")?;
         }

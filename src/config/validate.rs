@@ -23,9 +23,16 @@ impl Config {
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
             Ok(url) => error(
                 "mxc.base_url",
-                format!("must be an http(s) URL with a host, got {:?} (scheme {})", self.mxc.base_url, url.scheme()),
+                format!(
+                    "must be an http(s) URL with a host, got {:?} (scheme {})",
+                    self.mxc.base_url,
+                    url.scheme()
+                ),
             ),
-            Err(e) => error("mxc.base_url", format!("not a URL ({e}): {:?}", self.mxc.base_url)),
+            Err(e) => error(
+                "mxc.base_url",
+                format!("not a URL ({e}): {:?}", self.mxc.base_url),
+            ),
         }
         if self.mxc.api_key.is_empty() {
             error(
@@ -40,18 +47,27 @@ impl Config {
             );
         }
         if self.mxc.timeout < Duration::from_secs(1) {
-            error("mxc.timeout", format!("must be at least 1s, got {}", fmt(self.mxc.timeout)));
+            error(
+                "mxc.timeout",
+                format!("must be at least 1s, got {}", fmt(self.mxc.timeout)),
+            );
         }
         if self.mxc.connect_timeout < Duration::from_millis(100) {
             error(
                 "mxc.connect_timeout",
-                format!("must be at least 100ms, got {}", fmt(self.mxc.connect_timeout)),
+                format!(
+                    "must be at least 100ms, got {}",
+                    fmt(self.mxc.connect_timeout)
+                ),
             );
         }
         if self.mxc.assumed_token_ttl < Duration::from_secs(10) {
             error(
                 "mxc.assumed_token_ttl",
-                format!("must be at least 10s, got {}", fmt(self.mxc.assumed_token_ttl)),
+                format!(
+                    "must be at least 10s, got {}",
+                    fmt(self.mxc.assumed_token_ttl)
+                ),
             );
         }
         if self.mxc.refresh_margin >= self.mxc.assumed_token_ttl {
@@ -87,8 +103,15 @@ impl Config {
         let mut seen = HashSet::new();
         for (i, xmid) in self.pollers.xmids.iter().enumerate() {
             let path = format!("pollers.xmids[{i}]");
-            if xmid.is_empty() || !xmid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                error(&path, format!("an XMID is letters, digits, '-' or '_', got {xmid:?}"));
+            if xmid.is_empty()
+                || !xmid
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                error(
+                    &path,
+                    format!("an XMID is letters, digits, '-' or '_', got {xmid:?}"),
+                );
             } else if !seen.insert(xmid) {
                 error(&path, format!("{xmid:?} is listed twice"));
             }
@@ -132,7 +155,10 @@ impl Config {
 
         // [log]
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            error("log.level", format!("not a tracing filter ({e}): {:?}", self.log.level));
+            error(
+                "log.level",
+                format!("not a tracing filter ({e}): {:?}", self.log.level),
+            );
         }
         errors
     }

@@ -298,13 +298,22 @@ mod tests {
 
     #[test]
     fn reads_exp_when_present() {
-        assert_eq!(jwt_expiry(&jwt(r#"{"exp":1700000600,"iat":1700000000}"#)), Some(1700000600));
-        assert_eq!(jwt_expiry(&jwt(r#"{"exp":1700000600.5}"#)), Some(1700000600));
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":1700000600,"iat":1700000000}"#)),
+            Some(1700000600)
+        );
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"exp":1700000600.5}"#)),
+            Some(1700000600)
+        );
     }
 
     #[test]
     fn no_exp_or_no_jwt_gives_none() {
-        assert_eq!(jwt_expiry(&jwt(r#"{"iat":1700000000,"domain":{"id":"1"}}"#)), None);
+        assert_eq!(
+            jwt_expiry(&jwt(r#"{"iat":1700000000,"domain":{"id":"1"}}"#)),
+            None
+        );
         assert_eq!(jwt_expiry("opaque-token"), None);
         assert_eq!(jwt_expiry("a.!!!.c"), None);
     }

@@ -188,7 +188,6 @@ impl Client {
             ));
         }
     }
-
 }
 
 /// A failed exchange: a timeout, or a transport failure described by its whole cause chain
@@ -261,7 +260,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("12"));
         assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
         assert_eq!(retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&h), None);

@@ -9,8 +9,8 @@ mod roster;
 
 pub use auth::{Credentials, TokenPolicy};
 pub use authorizations::{
-    instant, AuthorizationPager, AuthorizationQuery, Batch, ExportPager,
-    DEFAULT_MAX_RESULT_WINDOW, MAX_PAGE_SIZE,
+    instant, AuthorizationPager, AuthorizationQuery, Batch, ExportPager, DEFAULT_MAX_RESULT_WINDOW,
+    MAX_PAGE_SIZE,
 };
 pub use client::{Client, ClientConfig, DEFAULT_BASE_URL};
 pub use error::{MxcError, EXCERPT_LIMIT};

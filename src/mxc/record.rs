@@ -47,8 +47,15 @@ impl Record {
     pub fn from_raw(raw: Box<RawValue>) -> Result<Record, String> {
         let mut track = serde_path_to_error::Track::new();
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        let view = RecordView::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
-            .map_err(|e| format!("field `{}`: {}", track.path(), strip_position(&e.to_string())))?;
+        let view =
+            RecordView::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
+                .map_err(|e| {
+                    format!(
+                        "field `{}`: {}",
+                        track.path(),
+                        strip_position(&e.to_string())
+                    )
+                })?;
         Ok(Record { raw, view })
     }
 
@@ -187,7 +194,9 @@ mod tests {
         assert_eq!(page.rejected.len(), 1);
         assert_eq!(page.rejected[0].id.as_deref(), Some("a"));
         assert!(
-            page.rejected[0].reason.starts_with("field `authorizedAmount`: invalid type"),
+            page.rejected[0]
+                .reason
+                .starts_with("field `authorizedAmount`: invalid type"),
             "{}",
             page.rejected[0].reason
         );

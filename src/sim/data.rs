@@ -56,23 +56,121 @@ struct Mcc {
 }
 
 const MCCS: &[Mcc] = &[
-    Mcc { code: "5411", industry: "Grocery Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Market", "Grocers", "Foods"], ticket: 48.0 },
-    Mcc { code: "5812", industry: "Restaurants", sector: "Accommodation and Food Services", business_type: "Restaurant", nouns: &["Grill", "Kitchen", "Bistro", "Diner"], ticket: 36.0 },
-    Mcc { code: "5814", industry: "Fast Food Restaurants", sector: "Accommodation and Food Services", business_type: "Restaurant", nouns: &["Burgers", "Tacos", "Pizza"], ticket: 14.0 },
-    Mcc { code: "5541", industry: "Service Stations", sector: "Retail Trade", business_type: "Retail", nouns: &["Fuel", "Gas & Go"], ticket: 42.0 },
-    Mcc { code: "5462", industry: "Bakeries", sector: "Retail Trade", business_type: "Retail", nouns: &["Bakery", "Bake Shop"], ticket: 11.0 },
-    Mcc { code: "5732", industry: "Electronics Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Electronics", "Computers"], ticket: 190.0 },
-    Mcc { code: "7011", industry: "Hotels and Motels", sector: "Accommodation and Food Services", business_type: "Lodging", nouns: &["Inn", "Hotel", "Suites"], ticket: 240.0 },
-    Mcc { code: "5912", industry: "Drug Stores and Pharmacies", sector: "Retail Trade", business_type: "Retail", nouns: &["Pharmacy", "Drugs"], ticket: 32.0 },
-    Mcc { code: "7538", industry: "Automotive Service Shops", sector: "Other Services", business_type: "Service", nouns: &["Auto Repair", "Tire & Lube"], ticket: 310.0 },
-    Mcc { code: "8011", industry: "Doctors", sector: "Health Care and Social Assistance", business_type: "Healthcare", nouns: &["Family Medicine", "Clinic"], ticket: 150.0 },
-    Mcc { code: "5691", industry: "Clothing Stores", sector: "Retail Trade", business_type: "Retail", nouns: &["Outfitters", "Apparel"], ticket: 85.0 },
-    Mcc { code: "5999", industry: "Miscellaneous Retail", sector: "Retail Trade", business_type: "Retail", nouns: &["Goods", "Supply Co"], ticket: 60.0 },
+    Mcc {
+        code: "5411",
+        industry: "Grocery Stores",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Market", "Grocers", "Foods"],
+        ticket: 48.0,
+    },
+    Mcc {
+        code: "5812",
+        industry: "Restaurants",
+        sector: "Accommodation and Food Services",
+        business_type: "Restaurant",
+        nouns: &["Grill", "Kitchen", "Bistro", "Diner"],
+        ticket: 36.0,
+    },
+    Mcc {
+        code: "5814",
+        industry: "Fast Food Restaurants",
+        sector: "Accommodation and Food Services",
+        business_type: "Restaurant",
+        nouns: &["Burgers", "Tacos", "Pizza"],
+        ticket: 14.0,
+    },
+    Mcc {
+        code: "5541",
+        industry: "Service Stations",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Fuel", "Gas & Go"],
+        ticket: 42.0,
+    },
+    Mcc {
+        code: "5462",
+        industry: "Bakeries",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Bakery", "Bake Shop"],
+        ticket: 11.0,
+    },
+    Mcc {
+        code: "5732",
+        industry: "Electronics Stores",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Electronics", "Computers"],
+        ticket: 190.0,
+    },
+    Mcc {
+        code: "7011",
+        industry: "Hotels and Motels",
+        sector: "Accommodation and Food Services",
+        business_type: "Lodging",
+        nouns: &["Inn", "Hotel", "Suites"],
+        ticket: 240.0,
+    },
+    Mcc {
+        code: "5912",
+        industry: "Drug Stores and Pharmacies",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Pharmacy", "Drugs"],
+        ticket: 32.0,
+    },
+    Mcc {
+        code: "7538",
+        industry: "Automotive Service Shops",
+        sector: "Other Services",
+        business_type: "Service",
+        nouns: &["Auto Repair", "Tire & Lube"],
+        ticket: 310.0,
+    },
+    Mcc {
+        code: "8011",
+        industry: "Doctors",
+        sector: "Health Care and Social Assistance",
+        business_type: "Healthcare",
+        nouns: &["Family Medicine", "Clinic"],
+        ticket: 150.0,
+    },
+    Mcc {
+        code: "5691",
+        industry: "Clothing Stores",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Outfitters", "Apparel"],
+        ticket: 85.0,
+    },
+    Mcc {
+        code: "5999",
+        industry: "Miscellaneous Retail",
+        sector: "Retail Trade",
+        business_type: "Retail",
+        nouns: &["Goods", "Supply Co"],
+        ticket: 60.0,
+    },
 ];
 
 const PREFIXES: &[&str] = &[
-    "Blue Ridge", "Harbor", "Maple", "Summit", "Riverside", "Golden Gate", "Lakeside", "Pine Street",
-    "Sunset", "Oak Hill", "Cedar", "Main Street", "Red Rock", "Silver Lake", "Bayview", "Prairie",
+    "Blue Ridge",
+    "Harbor",
+    "Maple",
+    "Summit",
+    "Riverside",
+    "Golden Gate",
+    "Lakeside",
+    "Pine Street",
+    "Sunset",
+    "Oak Hill",
+    "Cedar",
+    "Main Street",
+    "Red Rock",
+    "Silver Lake",
+    "Bayview",
+    "Prairie",
 ];
 
 #[derive(Debug)]
@@ -84,16 +182,66 @@ struct City {
 }
 
 const CITIES: &[City] = &[
-    City { name: "Atlanta", state: "GA", postal: "30303", utc_offset_hours: -5 },
-    City { name: "Austin", state: "TX", postal: "78701", utc_offset_hours: -6 },
-    City { name: "Denver", state: "CO", postal: "80202", utc_offset_hours: -7 },
-    City { name: "Seattle", state: "WA", postal: "98101", utc_offset_hours: -8 },
-    City { name: "Chicago", state: "IL", postal: "60601", utc_offset_hours: -6 },
-    City { name: "Boston", state: "MA", postal: "02108", utc_offset_hours: -5 },
-    City { name: "Phoenix", state: "AZ", postal: "85004", utc_offset_hours: -7 },
-    City { name: "Miami", state: "FL", postal: "33130", utc_offset_hours: -5 },
-    City { name: "Portland", state: "OR", postal: "97204", utc_offset_hours: -8 },
-    City { name: "Nashville", state: "TN", postal: "37203", utc_offset_hours: -6 },
+    City {
+        name: "Atlanta",
+        state: "GA",
+        postal: "30303",
+        utc_offset_hours: -5,
+    },
+    City {
+        name: "Austin",
+        state: "TX",
+        postal: "78701",
+        utc_offset_hours: -6,
+    },
+    City {
+        name: "Denver",
+        state: "CO",
+        postal: "80202",
+        utc_offset_hours: -7,
+    },
+    City {
+        name: "Seattle",
+        state: "WA",
+        postal: "98101",
+        utc_offset_hours: -8,
+    },
+    City {
+        name: "Chicago",
+        state: "IL",
+        postal: "60601",
+        utc_offset_hours: -6,
+    },
+    City {
+        name: "Boston",
+        state: "MA",
+        postal: "02108",
+        utc_offset_hours: -5,
+    },
+    City {
+        name: "Phoenix",
+        state: "AZ",
+        postal: "85004",
+        utc_offset_hours: -7,
+    },
+    City {
+        name: "Miami",
+        state: "FL",
+        postal: "33130",
+        utc_offset_hours: -5,
+    },
+    City {
+        name: "Portland",
+        state: "OR",
+        postal: "97204",
+        utc_offset_hours: -8,
+    },
+    City {
+        name: "Nashville",
+        state: "TN",
+        postal: "37203",
+        utc_offset_hours: -6,
+    },
 ];
 
 /// (brand, endpoint code, BIN prefix, share of traffic)
@@ -106,10 +254,34 @@ const BRANDS: &[(&str, &str, &str, f64)] = &[
 
 /// (posEntryMode1, its description, posCardDataInputMode, its description, share)
 const ENTRY_MODES: &[(&str, &str, &str, &str, f64)] = &[
-    ("05", "Integrated circuit card read; CVV data reliable.", "C", "Online Chip", 0.45),
-    ("07", "Contactless integrated circuit card read.", "M", "PAN auto-entry via contactless chip", 0.30),
-    ("01", "Manual (key entry).", "S", "Electronic commerce", 0.15),
-    ("90", "Magnetic stripe read; full track data.", "B", "Magnetic stripe reader", 0.10),
+    (
+        "05",
+        "Integrated circuit card read; CVV data reliable.",
+        "C",
+        "Online Chip",
+        0.45,
+    ),
+    (
+        "07",
+        "Contactless integrated circuit card read.",
+        "M",
+        "PAN auto-entry via contactless chip",
+        0.30,
+    ),
+    (
+        "01",
+        "Manual (key entry).",
+        "S",
+        "Electronic commerce",
+        0.15,
+    ),
+    (
+        "90",
+        "Magnetic stripe read; full track data.",
+        "B",
+        "Magnetic stripe reader",
+        0.10,
+    ),
 ];
 
 /// ISO 8583 decline codes with their descriptions and relative frequency.
@@ -218,7 +390,8 @@ impl Dataset {
         while self.next_arrival_ms <= now_ms as f64 {
             let arrival = self.next_arrival_ms as i64;
             let lateness = if self.rng.gen_bool(self.config.late_fraction.clamp(0.0, 1.0)) {
-                self.rng.gen_range(60_000..self.config.max_lateness_ms.max(60_001))
+                self.rng
+                    .gen_range(60_000..self.config.max_lateness_ms.max(60_001))
             } else {
                 self.rng.gen_range(0..2_000)
             };
@@ -232,7 +405,14 @@ impl Dataset {
 
     /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
     /// spread evenly at random over `[from_ms, to_ms]`, visible at `now_ms`.
-    pub fn generate(&mut self, count: usize, merchants: &[usize], from_ms: i64, to_ms: i64, now_ms: i64) {
+    pub fn generate(
+        &mut self,
+        count: usize,
+        merchants: &[usize],
+        from_ms: i64,
+        to_ms: i64,
+        now_ms: i64,
+    ) {
         for _ in 0..count {
             let merchant = if merchants.is_empty() {
                 self.pick_merchant()
@@ -336,26 +516,73 @@ impl Dataset {
             ("/cardType", json!(brand)),
             ("/endpointCode", json!(endpoint_code)),
             ("/endpointDescription", json!(brand)),
-            ("/acquirerBin", json!(format!("{bin}{:0w$}", rng.gen_range(0..10u32.pow(6 - bin.len() as u32)), w = 6 - bin.len()))),
+            (
+                "/acquirerBin",
+                json!(format!(
+                    "{bin}{:0w$}",
+                    rng.gen_range(0..10u32.pow(6 - bin.len() as u32)),
+                    w = 6 - bin.len()
+                )),
+            ),
             ("/cardNumber/data", json!(card_hash)),
             ("/cardNumber/hash", json!(card_hash)),
-            ("/cardNumber/mask", json!(format!("{:04}", rng.gen_range(0..10_000)))),
-            ("/cardExpirationDate", json!(format!("{:02}{:02}", rng.gen_range(1..=12), rng.gen_range(27..=31)))),
+            (
+                "/cardNumber/mask",
+                json!(format!("{:04}", rng.gen_range(0..10_000))),
+            ),
+            (
+                "/cardExpirationDate",
+                json!(format!(
+                    "{:02}{:02}",
+                    rng.gen_range(1..=12),
+                    rng.gen_range(27..=31)
+                )),
+            ),
             ("/posEntryMode1", json!(entry)),
             ("/posEntryMode1Description", json!(entry_desc)),
             ("/posCardDataInputMode", json!(input)),
             ("/posCardDataInputModeDescription", json!(input_desc)),
-            ("/transactionDateAndTime", json!(tx.to_rfc3339_opts(SecondsFormat::Millis, false))),
-            ("/transactionDate", json!(midnight.to_rfc3339_opts(SecondsFormat::Millis, false))),
-            ("/transactionTime", json!(tx.with_timezone(&Utc).format("%H:%M:%S").to_string())),
-            ("/created", json!(created.to_rfc3339_opts(SecondsFormat::Millis, false))),
-            ("/localTransactionDate", json!(tx.format("%m%d").to_string())),
-            ("/localTransactionTime", json!(tx.format("%H%M%S").to_string())),
+            (
+                "/transactionDateAndTime",
+                json!(tx.to_rfc3339_opts(SecondsFormat::Millis, false)),
+            ),
+            (
+                "/transactionDate",
+                json!(midnight.to_rfc3339_opts(SecondsFormat::Millis, false)),
+            ),
+            (
+                "/transactionTime",
+                json!(tx.with_timezone(&Utc).format("%H:%M:%S").to_string()),
+            ),
+            (
+                "/created",
+                json!(created.to_rfc3339_opts(SecondsFormat::Millis, false)),
+            ),
+            (
+                "/localTransactionDate",
+                json!(tx.format("%m%d").to_string()),
+            ),
+            (
+                "/localTransactionTime",
+                json!(tx.format("%H%M%S").to_string()),
+            ),
             ("/settlementDate", json!(tx.format("%m%d").to_string())),
             ("/julianDay", json!(format!("{:03}", tx.ordinal()))),
-            ("/retrievalReferenceNumber", json!(format!("{:012}", rng.gen_range(0..1_000_000_000_000u64)))),
-            ("/systemsTraceAuditNumber", json!(format!("{:06}", rng.gen_range(0..1_000_000)))),
-            ("/transactionIdentifier", json!(format!("{:015}", rng.gen_range(0..1_000_000_000_000_000u64)))),
+            (
+                "/retrievalReferenceNumber",
+                json!(format!("{:012}", rng.gen_range(0..1_000_000_000_000u64))),
+            ),
+            (
+                "/systemsTraceAuditNumber",
+                json!(format!("{:06}", rng.gen_range(0..1_000_000))),
+            ),
+            (
+                "/transactionIdentifier",
+                json!(format!(
+                    "{:015}",
+                    rng.gen_range(0..1_000_000_000_000_000u64)
+                )),
+            ),
             ("/uar/account/number", json!(m.xmid)),
             ("/uar/account/id", json!(m.account_id)),
             ("/uar/account/entityId", json!(m.entity_id)),

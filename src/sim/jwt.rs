@@ -100,14 +100,23 @@ mod tests {
         let t = key.issue("sim", "1", 1000, 1600, 1);
         assert!(key.verify(&t, 1599, None).is_ok());
         assert_eq!(key.verify(&t, 1600, None).err(), Some(Rejection::Expired));
-        assert_eq!(key.verify(&t, 1010, Some(10)).err(), Some(Rejection::Expired));
+        assert_eq!(
+            key.verify(&t, 1010, Some(10)).err(),
+            Some(Rejection::Expired)
+        );
     }
 
     #[test]
     fn forged_tokens_are_refused() {
         let t = JwtKey::new(b"k".to_vec()).issue("sim", "1", 1000, 1600, 1);
         let other = JwtKey::new(b"other".to_vec());
-        assert_eq!(other.verify(&t, 1001, None).err(), Some(Rejection::BadSignature));
-        assert_eq!(other.verify("abc", 1001, None).err(), Some(Rejection::Malformed));
+        assert_eq!(
+            other.verify(&t, 1001, None).err(),
+            Some(Rejection::BadSignature)
+        );
+        assert_eq!(
+            other.verify("abc", 1001, None).err(),
+            Some(Rejection::Malformed)
+        );
     }
 }

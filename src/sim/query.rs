@@ -29,14 +29,15 @@ pub struct ReportQuery {
 }
 
 impl ReportQuery {
-    pub fn parse(params: &HashMap<String, String>, now: DateTime<Utc>) -> Result<ReportQuery, String> {
+    pub fn parse(
+        params: &HashMap<String, String>,
+        now: DateTime<Utc>,
+    ) -> Result<ReportQuery, String> {
         let xmids = match params.get("accountNumbers") {
             None => None,
-            Some(text) => Some(
-                serde_json::from_str::<Vec<String>>(text).map_err(|e| {
-                    format!("accountNumbers must be a JSON array of account numbers: {e}")
-                })?,
-            ),
+            Some(text) => Some(serde_json::from_str::<Vec<String>>(text).map_err(|e| {
+                format!("accountNumbers must be a JSON array of account numbers: {e}")
+            })?),
         };
         let (from_ms, to_ms) = match params.get("dr_type").map(String::as_str) {
             None => (i64::MIN, i64::MAX),
@@ -82,12 +83,21 @@ impl ReportQuery {
         let filter = match params.get("filter") {
             None => None,
             Some(text) => {
-                let value: Value = serde_json::from_str(text)
-                    .map_err(|e| format!("filter must be JSON: {e}"))?;
+                let value: Value =
+                    serde_json::from_str(text).map_err(|e| format!("filter must be JSON: {e}"))?;
                 Some(Filter::parse(&value)?)
             }
         };
-        Ok(ReportQuery { xmids, from_ms, to_ms, size, offset, sort, fields, filter })
+        Ok(ReportQuery {
+            xmids,
+            from_ms,
+            to_ms,
+            size,
+            offset,
+            sort,
+            fields,
+            filter,
+        })
     }
 
     pub fn matches(&self, record: &SimRecord) -> bool {
@@ -101,7 +111,11 @@ impl ReportQuery {
             let asc = self.sort[0].1;
             records.sort_unstable_by(|a, b| {
                 let o = (a.tx_ms, a.seq).cmp(&(b.tx_ms, b.seq));
-                if asc { o } else { o.reverse() }
+                if asc {
+                    o
+                } else {
+                    o.reverse()
+                }
             });
             return;
         }
@@ -132,7 +146,11 @@ impl ReportQuery {
     }
 }
 
-fn instant_param(params: &HashMap<String, String>, name: &str, end_of_day: bool) -> Result<i64, String> {
+fn instant_param(
+    params: &HashMap<String, String>,
+    name: &str,
+    end_of_day: bool,
+) -> Result<i64, String> {
     let text = params
         .get(name)
         .ok_or_else(|| format!("dr_type=abs needs {name}"))?;
@@ -147,15 +165,26 @@ fn parse_instant(text: &str, end_of_day: bool) -> Option<i64> {
         return Some(t.timestamp_millis());
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
-    let start = Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?).timestamp_millis();
-    Some(if end_of_day { start + 86_400_000 - 1 } else { start })
+    let start = Utc
+        .from_utc_datetime(&date.and_hms_opt(0, 0, 0)?)
+        .timestamp_millis();
+    Some(if end_of_day {
+        start + 86_400_000 - 1
+    } else {
+        start
+    })
 }
 
 /// `last_15_m`, `last_1_h`, `last_24_h`, `last_7_d`, `today`, `yesterday`.
 fn quick_range(quick: &str, now: DateTime<Utc>) -> Result<(i64, i64), String> {
     let now_ms = now.timestamp_millis();
-    let today = now.date_naive().and_hms_opt(0, 0, 0).map(|t| Utc.from_utc_datetime(&t).timestamp_millis());
-    let bad = || format!("dr_quick must be last_<N>_m, last_<N>_h, last_<N>_d, today or yesterday, got {quick:?}");
+    let today = now
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .map(|t| Utc.from_utc_datetime(&t).timestamp_millis());
+    let bad = || {
+        format!("dr_quick must be last_<N>_m, last_<N>_h, last_<N>_d, today or yesterday, got {quick:?}")
+    };
     match quick {
         "today" => Ok((today.ok_or_else(bad)?, now_ms)),
         "yesterday" => {
@@ -184,7 +213,11 @@ fn parse_sort(text: &str) -> Result<Vec<(String, bool)>, String> {
             let asc = match dir {
                 "asc" => true,
                 "desc" => false,
-                _ => return Err(format!("sort direction must be asc or desc, got {dir:?} in {text:?}")),
+                _ => {
+                    return Err(format!(
+                        "sort direction must be asc or desc, got {dir:?} in {text:?}"
+                    ))
+                }
             };
             if field.is_empty() {
                 return Err(format!("sort needs a field name, got {text:?}"));
@@ -200,9 +233,11 @@ fn field_of<'a>(record: &'a SimRecord, field: &str) -> Option<Cow<'a, Value>> {
         "id" => Some(Value::from(record.id.as_str())),
         "accountNumber" => Some(Value::from(record.xmid.as_str())),
         "authorizedAmount" => Some(Value::from(record.amount)),
-        "authorizationResponseStatus" => {
-            Some(Value::from(if record.declined { "Declined" } else { "Approved" }))
-        }
+        "authorizationResponseStatus" => Some(Value::from(if record.declined {
+            "Declined"
+        } else {
+            "Approved"
+        })),
         "transactionDateAndTime" => Some(Value::from(record.tx_ms)),
         "created" => Some(Value::from(record.created_ms)),
         _ => None,
@@ -254,7 +289,9 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 fn number(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis() as f64),
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.timestamp_millis() as f64),
         _ => None,
     }
 }
@@ -298,14 +335,21 @@ impl Filter {
         let mut filter = Filter::default();
         for (key, clauses) in object {
             let list = match clauses {
-                Value::Array(items) => items.iter().map(Clause::parse).collect::<Result<Vec<_>, _>>()?,
+                Value::Array(items) => items
+                    .iter()
+                    .map(Clause::parse)
+                    .collect::<Result<Vec<_>, _>>()?,
                 single => vec![Clause::parse(single)?],
             };
             match key.as_str() {
                 "must" | "filter" => filter.must.extend(list),
                 "should" => filter.should.extend(list),
                 "must_not" => filter.must_not.extend(list),
-                other => return Err(format!("unsupported bool query key {other:?} (use must, filter, should, must_not)")),
+                other => {
+                    return Err(format!(
+                        "unsupported bool query key {other:?} (use must, filter, should, must_not)"
+                    ))
+                }
             }
         }
         Ok(filter)
@@ -325,9 +369,10 @@ impl Clause {
         })?;
         let (kind, body) = object.iter().next().ok_or("empty filter clause")?;
         let single_field = |body: &Value| -> Result<(String, Value), String> {
-            let o = body.as_object().filter(|o| o.len() == 1).ok_or_else(|| {
-                format!("{kind} takes an object with one field, got {body}")
-            })?;
+            let o = body
+                .as_object()
+                .filter(|o| o.len() == 1)
+                .ok_or_else(|| format!("{kind} takes an object with one field, got {body}"))?;
             let (f, v) = o.iter().next().ok_or("empty clause")?;
             Ok((f.clone(), v.clone()))
         };
@@ -378,8 +423,9 @@ impl Clause {
 
     fn matches(&self, record: &SimRecord) -> bool {
         match self {
-            Clause::Terms(field, values) => field_of(record, field)
-                .is_some_and(|v| values.iter().any(|x| equal(&v, x))),
+            Clause::Terms(field, values) => {
+                field_of(record, field).is_some_and(|v| values.iter().any(|x| equal(&v, x)))
+            }
             Clause::Range(field, bounds) => field_of(record, field).is_some_and(|v| {
                 bounds.iter().all(|(ord, inclusive, bound)| {
                     let o = compare(Some(&v), Some(bound));
@@ -417,15 +463,21 @@ mod tests {
     fn terms_range_exists_and_must_not() {
         let big_visa = record(700.0, false);
         let small_decline = record(5.0, true);
-        let f = filter(r#"{"must":[{"terms":{"cardType":["Visa","Discover"]}},{"range":{"authorizedAmount":{"gte":500}}}]}"#);
+        let f = filter(
+            r#"{"must":[{"terms":{"cardType":["Visa","Discover"]}},{"range":{"authorizedAmount":{"gte":500}}}]}"#,
+        );
         assert!(f.matches(&big_visa));
         assert!(!f.matches(&small_decline));
-        let f = filter(r#"{"bool":{"must_not":[{"term":{"authorizationResponseStatus":"Approved"}}]}}"#);
+        let f = filter(
+            r#"{"bool":{"must_not":[{"term":{"authorizationResponseStatus":"Approved"}}]}}"#,
+        );
         assert!(f.matches(&small_decline));
         assert!(!f.matches(&big_visa));
         assert!(filter(r#"{"must":{"exists":{"field":"cardNumber.mask"}}}"#).matches(&big_visa));
         assert!(!filter(r#"{"must":{"exists":{"field":"nope"}}}"#).matches(&big_visa));
-        let f = filter(r#"{"must":{"range":{"transactionDateAndTime":{"gte":"2023-11-14T22:13:20.000Z","lt":"2023-11-14T22:13:21Z"}}}}"#);
+        let f = filter(
+            r#"{"must":{"range":{"transactionDateAndTime":{"gte":"2023-11-14T22:13:20.000Z","lt":"2023-11-14T22:13:21Z"}}}}"#,
+        );
         assert!(f.matches(&big_visa));
     }
 
@@ -433,14 +485,25 @@ mod tests {
     fn bad_queries_say_what_is_wrong() {
         let now = Utc::now();
         let q = |pairs: &[(&str, &str)]| {
-            let map = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            let map = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
             ReportQuery::parse(&map, now)
         };
         assert!(q(&[("size", "101")]).unwrap_err().contains("at most 100"));
-        assert!(q(&[("dr_type", "abs"), ("dr_from", "yesterday")]).unwrap_err().contains("dr_from"));
-        assert!(q(&[("accountNumbers", "X1,X2")]).unwrap_err().contains("JSON array"));
-        assert!(q(&[("sort", "created:up")]).unwrap_err().contains("asc or desc"));
-        assert!(q(&[("filter", r#"{"must":[{"wildcard":{"a":"b"}}]}"#)]).unwrap_err().contains("wildcard"));
+        assert!(q(&[("dr_type", "abs"), ("dr_from", "yesterday")])
+            .unwrap_err()
+            .contains("dr_from"));
+        assert!(q(&[("accountNumbers", "X1,X2")])
+            .unwrap_err()
+            .contains("JSON array"));
+        assert!(q(&[("sort", "created:up")])
+            .unwrap_err()
+            .contains("asc or desc"));
+        assert!(q(&[("filter", r#"{"must":[{"wildcard":{"a":"b"}}]}"#)])
+            .unwrap_err()
+            .contains("wildcard"));
         let ok = q(&[("dr_type", "q"), ("dr_quick", "last_24_h")]).unwrap();
         assert_eq!(ok.to_ms - ok.from_ms, 86_400_000);
     }

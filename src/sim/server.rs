@@ -91,7 +91,13 @@ impl RunningSim {
 
     /// Adds `count` authorizations for `xmids` (all active merchants if empty) with
     /// transaction times spread over `[from, to]`.
-    pub fn generate(&self, count: usize, xmids: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), String> {
+    pub fn generate(
+        &self,
+        count: usize,
+        xmids: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(), String> {
         self.state.generate(count, xmids, from, to)
     }
 
@@ -197,7 +203,7 @@ impl SimState {
     }
 
     /// Checks the bearer token; the error is the 401 answer.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Response> {
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -206,12 +212,14 @@ impl SimState {
             None => Some(Rejection::Missing),
             Some(token) => {
                 let max_age = self.faults().jwt_max_age_secs.map(|s| s as i64);
-                self.jwt.verify(token.trim(), Utc::now().timestamp(), max_age).err()
+                self.jwt
+                    .verify(token.trim(), Utc::now().timestamp(), max_age)
+                    .err()
             }
         };
         match rejection {
             None => Ok(()),
-            Some(r) => Err(json_error(StatusCode::UNAUTHORIZED, r.message())),
+            Some(r) => Err(ApiError::new(StatusCode::UNAUTHORIZED, r.message())),
         }
     }
 
@@ -221,7 +229,10 @@ impl SimState {
             Ok(mut data) => {
                 data.advance(Utc::now().timestamp_millis());
                 let merchants: Vec<usize> = match &query.xmids {
-                    Some(xmids) => xmids.iter().filter_map(|x| data.merchant_index(x)).collect(),
+                    Some(xmids) => xmids
+                        .iter()
+                        .filter_map(|x| data.merchant_index(x))
+                        .collect(),
                     None => (0..data.merchants.len()).collect(),
                 };
                 data.select(&merchants, query.from_ms, query.to_ms)
@@ -234,23 +245,46 @@ impl SimState {
         (records, (total * 100.0).round() / 100.0)
     }
 
-    fn generate(&self, count: usize, xmids: &[String], from: DateTime<Utc>, to: DateTime<Utc>) -> Result<(), String> {
-        let mut data = self.data.lock().map_err(|_| "simulator state is poisoned".to_string())?;
+    fn generate(
+        &self,
+        count: usize,
+        xmids: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let mut data = self
+            .data
+            .lock()
+            .map_err(|_| "simulator state is poisoned".to_string())?;
         let mut merchants = Vec::with_capacity(xmids.len());
         for xmid in xmids {
-            merchants.push(data.merchant_index(xmid).ok_or_else(|| format!("unknown XMID {xmid:?}"))?);
+            merchants.push(
+                data.merchant_index(xmid)
+                    .ok_or_else(|| format!("unknown XMID {xmid:?}"))?,
+            );
         }
         if from > to {
             return Err(format!("from {from} is after to {to}"));
         }
         let now = Utc::now().timestamp_millis();
-        data.generate(count, &merchants, from.timestamp_millis(), to.timestamp_millis(), now);
+        data.generate(
+            count,
+            &merchants,
+            from.timestamp_millis(),
+            to.timestamp_millis(),
+            now,
+        );
         Ok(())
     }
 }
 
 /// Counts every request by route and status, and applies the faults to the API endpoints.
-async fn observe(State(state): State<Arc<SimState>>, matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+async fn observe(
+    State(state): State<Arc<SimState>>,
+    matched: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
     let path = matched
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| request.uri().path().to_string());
@@ -279,7 +313,10 @@ async fn with_faults(faults: &Faults, request: Request, next: Next) -> Response 
     };
     if throttle {
         let mut response = json_error(StatusCode::TOO_MANY_REQUESTS, "Too many requests");
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after_secs));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(faults.retry_after_secs),
+        );
         return response;
     }
     if error {
@@ -302,14 +339,38 @@ async fn with_faults(faults: &Faults, request: Request, next: Next) -> Response 
             .into_response();
     }
     let (mut parts, body) = response.into_parts();
-    let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
     let cut = bytes.slice(..bytes.len() / 2);
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(cut))
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
-    (status, Json(serde_json::json!({ "code": status.as_u16(), "message": message }))).into_response()
+    ApiError::new(status, message).into_response()
+}
+
+/// An error answer: `{"code": status, "message": …}`, as the real API sends them.
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.status.as_u16(), "message": self.message });
+        (self.status, Json(body)).into_response()
+    }
 }
 
 fn json_body(body: String) -> Response {
@@ -321,10 +382,17 @@ struct AuthBody {
     value: String,
 }
 
-async fn authenticate(State(state): State<Arc<SimState>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn authenticate(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     state.stats.auth_calls.fetch_add(1, Ordering::Relaxed);
     let Ok(AuthBody { value }) = serde_json::from_slice(&body) else {
-        return json_error(StatusCode::BAD_REQUEST, "Body must be {\"value\": \"<API key>\"}");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "Body must be {\"value\": \"<API key>\"}",
+        );
     };
     let reject = |message: &str| {
         state.stats.auth_rejected.fetch_add(1, Ordering::Relaxed);
@@ -339,7 +407,11 @@ async fn authenticate(State(state): State<Arc<SimState>>, headers: HeaderMap, bo
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
             .and_then(|b| String::from_utf8(b).ok());
         let expected = format!("{}:{}", state.config.username, state.config.password);
         if decoded.as_deref() != Some(expected.as_str()) {
@@ -349,18 +421,24 @@ async fn authenticate(State(state): State<Arc<SimState>>, headers: HeaderMap, bo
     let iat = Utc::now().timestamp();
     let ttl = state.config.jwt_ttl.as_secs().max(1) as i64;
     let jti = state.next_id.fetch_add(1, Ordering::Relaxed);
-    let token = state.jwt.issue(&state.config.username, "00000000001", iat, iat + ttl, jti);
+    let token = state
+        .jwt
+        .issue(&state.config.username, "00000000001", iat, iat + ttl, jti);
     state.stats.tokens_issued.fetch_add(1, Ordering::Relaxed);
     Json(serde_json::json!({ "token": token })).into_response()
 }
 
-async fn authorizations(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
-    if let Err(response) = state.authorize(&headers) {
-        return response;
+async fn authorizations(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(error) = state.authorize(&headers) {
+        return error.into_response();
     }
     let query = match parse_report_query(&state, &params) {
         Ok(q) => q,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     if query.offset + query.size > state.config.max_result_window {
         return json_error(
@@ -375,25 +453,47 @@ async fn authorizations(State(state): State<Arc<SimState>>, headers: HeaderMap, 
     let (records, total_amount) = state.matching(&query);
     let start = query.offset.min(records.len());
     let end = (start + query.size).min(records.len());
-    json_body(envelope(&state, &query, &records[start..end], records.len(), total_amount, None))
+    json_body(envelope(
+        &state,
+        &query,
+        &records[start..end],
+        records.len(),
+        total_amount,
+        None,
+    ))
 }
 
 /// Parses a report query and applies the `fail_xmids` fault.
-fn parse_report_query(state: &SimState, params: &HashMap<String, String>) -> Result<ReportQuery, Response> {
-    let query = ReportQuery::parse(params, Utc::now()).map_err(|m| json_error(StatusCode::BAD_REQUEST, &m))?;
+fn parse_report_query(
+    state: &SimState,
+    params: &HashMap<String, String>,
+) -> Result<ReportQuery, ApiError> {
+    let query = ReportQuery::parse(params, Utc::now())
+        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     if let Some(xmids) = &query.xmids {
         state.stats.count_query(xmids);
         let failing = state.faults().fail_xmids;
         if xmids.iter().any(|x| failing.contains(x)) {
-            return Err(json_error(StatusCode::INTERNAL_SERVER_ERROR, "Simulated failure for this account"));
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Simulated failure for this account",
+            ));
         }
     }
     Ok(query)
 }
 
 /// The documented envelope, assembled from the pre-rendered records.
-fn envelope(state: &SimState, query: &ReportQuery, page: &[Arc<SimRecord>], total: usize, total_amount: f64, scroll_id: Option<&str>) -> String {
-    let mut body = String::with_capacity(128 + page.iter().map(|r| r.json.len() + 1).sum::<usize>());
+fn envelope(
+    state: &SimState,
+    query: &ReportQuery,
+    page: &[Arc<SimRecord>],
+    total: usize,
+    total_amount: f64,
+    scroll_id: Option<&str>,
+) -> String {
+    let mut body =
+        String::with_capacity(128 + page.iter().map(|r| r.json.len() + 1).sum::<usize>());
     let _ = write!(
         body,
         r#"{{"aggregations":{{"totalAmount":{{"value":{}}}}},"totalRecords":{},"recordCount":{},"#,
@@ -412,7 +512,10 @@ fn envelope(state: &SimState, query: &ReportQuery, page: &[Arc<SimRecord>], tota
         body.push_str(&query.render(record));
     }
     body.push_str("]}");
-    state.stats.records_served.fetch_add(page.len() as u64, Ordering::Relaxed);
+    state
+        .stats
+        .records_served
+        .fetch_add(page.len() as u64, Ordering::Relaxed);
     body
 }
 
@@ -422,26 +525,47 @@ struct ScrollBody {
     scroll_id: String,
 }
 
-async fn export(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>, body: Bytes) -> Response {
-    if let Err(response) = state.authorize(&headers) {
-        return response;
+async fn export(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    if let Err(error) = state.authorize(&headers) {
+        return error.into_response();
     }
     let Ok(mut scrolls) = state.scrolls.lock() else {
-        return json_error(StatusCode::INTERNAL_SERVER_ERROR, "simulator state is poisoned");
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulator state is poisoned",
+        );
     };
     scrolls.retain(|_, s| s.last_used.elapsed() < SCROLL_IDLE);
     if !body.is_empty() {
         let Ok(ScrollBody { scroll_id }) = serde_json::from_slice(&body) else {
-            return json_error(StatusCode::BAD_REQUEST, "Body must be {\"scrollId\": \"…\"} or empty");
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "Body must be {\"scrollId\": \"…\"} or empty",
+            );
         };
         let Some(scroll) = scrolls.get_mut(&scroll_id) else {
-            return json_error(StatusCode::NOT_FOUND, &format!("No search context found for id [{scroll_id}]"));
+            return json_error(
+                StatusCode::NOT_FOUND,
+                &format!("No search context found for id [{scroll_id}]"),
+            );
         };
         let start = scroll.position.min(scroll.records.len());
         let end = (start + scroll.query.size.max(1)).min(scroll.records.len());
         scroll.position = end;
         scroll.last_used = Instant::now();
-        let body = envelope(&state, &scroll.query, &scroll.records[start..end], scroll.records.len(), scroll.total_amount, Some(&scroll_id));
+        let body = envelope(
+            &state,
+            &scroll.query,
+            &scroll.records[start..end],
+            scroll.records.len(),
+            scroll.total_amount,
+            Some(&scroll_id),
+        );
         if start == end {
             scrolls.remove(&scroll_id);
         }
@@ -450,39 +574,74 @@ async fn export(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(pa
     drop(scrolls);
     let mut query = match parse_report_query(&state, &params) {
         Ok(q) => q,
-        Err(response) => return response,
+        Err(error) => return error.into_response(),
     };
     query.offset = 0;
     let (records, total_amount) = state.matching(&query);
     let end = query.size.max(1).min(records.len());
-    let id = format!("sim-scroll-{}", state.next_id.fetch_add(1, Ordering::Relaxed));
-    let body = envelope(&state, &query, &records[..end], records.len(), total_amount, Some(&id));
+    let id = format!(
+        "sim-scroll-{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed)
+    );
+    let body = envelope(
+        &state,
+        &query,
+        &records[..end],
+        records.len(),
+        total_amount,
+        Some(&id),
+    );
     if let Ok(mut scrolls) = state.scrolls.lock() {
-        scrolls.insert(id, Scroll { query, records, position: end, total_amount, last_used: Instant::now() });
+        scrolls.insert(
+            id,
+            Scroll {
+                query,
+                records,
+                position: end,
+                total_amount,
+                last_used: Instant::now(),
+            },
+        );
     }
     json_body(body)
 }
 
-async fn roster_page(State(state): State<Arc<SimState>>, headers: HeaderMap, Query(params): Query<HashMap<String, String>>) -> Response {
-    if let Err(response) = state.authorize(&headers) {
-        return response;
+async fn roster_page(
+    State(state): State<Arc<SimState>>,
+    headers: HeaderMap,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(error) = state.authorize(&headers) {
+        return error.into_response();
     }
-    let number = |name: &str, default: usize| -> Result<usize, Response> {
+    let number = |name: &str, default: usize| -> Result<usize, ApiError> {
         match params.get(name) {
             None => Ok(default),
-            Some(s) => s.parse().map_err(|_| json_error(StatusCode::BAD_REQUEST, &format!("{name} must be a whole number, got {s:?}"))),
+            Some(s) => s.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be a whole number, got {s:?}"),
+                )
+            }),
         }
     };
     let (size, from) = match (number("size", 10), number("from", 0)) {
         (Ok(s), Ok(f)) => (s, f),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     if size > 100 {
-        return json_error(StatusCode::BAD_REQUEST, &format!("size must be at most 100, got {size}"));
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("size must be at most 100, got {size}"),
+        );
     }
     let start = from.min(state.roster.len());
     let end = (start + size).min(state.roster.len());
-    let mut body = format!(r#"{{"totalRecords":{},"recordCount":{},"records":["#, state.roster.len(), end - start);
+    let mut body = format!(
+        r#"{{"totalRecords":{},"recordCount":{},"records":["#,
+        state.roster.len(),
+        end - start
+    );
     body.push_str(&state.roster[start..end].join(","));
     body.push_str("]}");
     json_body(body)

@@ -34,7 +34,10 @@ pub struct StatsSnapshot {
 impl StatsSnapshot {
     /// Requests to `route` ("GET /report/v1/tsys/authorization") with any status.
     pub fn requests_to(&self, route: &str) -> u64 {
-        self.requests.get(route).map(|s| s.values().sum()).unwrap_or(0)
+        self.requests
+            .get(route)
+            .map(|s| s.values().sum())
+            .unwrap_or(0)
     }
 
     /// Requests to `route` answered with `status`.
@@ -50,7 +53,11 @@ impl StatsSnapshot {
 impl Stats {
     pub fn count_request(&self, route: String, status: u16) {
         if let Ok(mut requests) = self.requests.lock() {
-            *requests.entry(route).or_default().entry(status).or_default() += 1;
+            *requests
+                .entry(route)
+                .or_default()
+                .entry(status)
+                .or_default() += 1;
         }
     }
 
@@ -71,7 +78,10 @@ impl Stats {
             records_served: self.records_served.load(Ordering::Relaxed),
             requests: self.requests.lock().map(|r| r.clone()).unwrap_or_default(),
             queries_by_xmid: if by_xmid {
-                self.queries_by_xmid.lock().map(|q| q.clone()).unwrap_or_default()
+                self.queries_by_xmid
+                    .lock()
+                    .map(|q| q.clone())
+                    .unwrap_or_default()
             } else {
                 BTreeMap::new()
             },
