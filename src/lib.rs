@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod mxc;
+pub mod route;
 pub mod secret;
 pub mod sim;
+pub mod store;
 pub mod telemetry;

@@ -95,12 +95,15 @@ impl Config {
             mxc: section(&mut table, "mxc", &mut errors, &mut failed),
             pollers: section(&mut table, "pollers", &mut errors, &mut failed),
             store: section(&mut table, "store", &mut errors, &mut failed),
+            delivery: section(&mut table, "delivery", &mut errors, &mut failed),
+            sinks: section(&mut table, "sinks", &mut errors, &mut failed),
+            routes: section(&mut table, "routes", &mut errors, &mut failed),
             log: section(&mut table, "log", &mut errors, &mut failed),
         };
         for key in table.keys() {
             errors.push(ConfigError {
                 path: key.clone(),
-                message: "unknown section or key (known: mxc, pollers, store, log)".into(),
+                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log)".into(),
             });
         }
         config.apply_env(env);
@@ -150,10 +153,11 @@ fn section<T: DeserializeOwned + Default>(
     let Some(value) = table.remove(name) else {
         return T::default();
     };
-    if !value.is_table() {
+    let expected = if name == "routes" { "array" } else { "table" };
+    if value.type_str() != expected {
         errors.push(ConfigError {
             path: name.to_string(),
-            message: format!("must be a table ([{name}]), got a {}", value.type_str()),
+            message: format!("must be a {expected}, got a {}", value.type_str()),
         });
         failed.push(name);
         return T::default();
@@ -164,7 +168,7 @@ fn section<T: DeserializeOwned + Default>(
     let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
     for key in unknown {
         errors.push(ConfigError {
-            path: format!("{name}.{key}"),
+            path: key_path(name, &key),
             message: "unknown key".into(),
         });
     }
@@ -176,7 +180,7 @@ fn section<T: DeserializeOwned + Default>(
                 path: if path == "." {
                     name.to_string()
                 } else {
-                    format!("{name}.{path}")
+                    key_path(name, &path)
                 },
                 message: e.into_inner().to_string(),
             });
@@ -184,6 +188,20 @@ fn section<T: DeserializeOwned + Default>(
             T::default()
         }
     }
+}
+
+/// `routes` + `1.redact.dorp` → `routes[1].redact.dorp`.
+fn key_path(section: &str, inner: &str) -> String {
+    let mut out = section.to_string();
+    for part in inner.split('.') {
+        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+            out.push_str(&format!("[{part}]"));
+        } else {
+            out.push('.');
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> String {

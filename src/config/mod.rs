@@ -6,6 +6,7 @@
 mod load;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +23,11 @@ pub struct Config {
     pub mxc: MxcConfig,
     pub pollers: PollersConfig,
     pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    /// `[sinks.NAME]`: where events go, by name.
+    pub sinks: BTreeMap<String, SinkConfig>,
+    /// `[[routes]]`: which records go to which sink.
+    pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
 }
 
@@ -138,20 +144,134 @@ impl Default for PollersConfig {
     }
 }
 
-/// `[store]`: local state (seen ids, cursors, outbox).
+/// `[store]`: local state (seen ids, cursors, outbox, dead letters).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
     /// Directory of the sled database; created if missing.
     pub path: PathBuf,
+    /// `batch`: every admitted page is flushed to disk before the next poll (safest, one
+    /// fsync per page). `interval`: flushed every `flush_interval` (group commit: less disk
+    /// work; a crash loses at most that much admission work, and since the cursor is in the
+    /// same transaction it rolls back too, so those records are fetched and admitted again —
+    /// nothing is lost either way).
+    pub durability: Durability,
+    /// Flush period for `durability = "interval"`.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// How long a record id is remembered after admission; must exceed `pollers.look_back`.
+    #[serde(with = "duration")]
+    pub seen_retention: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from("data"),
+            durability: Durability::Batch,
+            flush_interval: Duration::from_millis(100),
+            seen_retention: Duration::from_secs(3 * 86_400),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Batch,
+    Interval,
+}
+
+/// `[delivery]`: how outbox entries are handed to sinks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DeliveryConfig {
+    /// Most events handed to a sink at once.
+    pub batch_size: usize,
+    /// First retry delay after a failed delivery; doubles up to `retry_max`, with jitter.
+    #[serde(with = "duration")]
+    pub retry_min: Duration,
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight deliveries may take to finish.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            batch_size: 100,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[sinks.NAME]`: one destination of events.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Events on standard output.
+    Stdout {
+        /// `json`: one envelope per line. `compact`: one short human line per event.
+        #[serde(default)]
+        format: StdoutFormat,
+    },
+    /// Events appended to a file as JSON lines, synced to disk before they count as delivered.
+    File { path: PathBuf },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StdoutFormat {
+    #[default]
+    Json,
+    Compact,
+}
+
+/// `[[routes]]`: records matching `filter` become `event_type` events for `sink`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Names the route in logs and event ids [default: the sink name and the route's index].
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A name from `[sinks]`.
+    pub sink: String,
+    /// `authorization.created`, `authorization.declined`, …
+    #[serde(default = "default_event_type")]
+    pub event_type: String,
+    /// An expression over record fields, e.g. `authorizationResponseStatus != "Approved"` or
+    /// `authorizedAmount >= 500 and cardType in ["Visa", "Mastercard"]`. None: every record.
+    #[serde(default)]
+    pub filter: Option<String>,
+    /// Fields removed or masked before the event leaves.
+    #[serde(default)]
+    pub redact: RedactConfig,
+}
+
+impl RouteConfig {
+    /// The route's name: its own, or `SINK#INDEX`.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name.clone().unwrap_or_else(|| format!("{}#{index}", self.sink))
+    }
+}
+
+fn default_event_type() -> String {
+    "authorization.created".to_string()
+}
+
+/// Dotted field paths to remove (`drop`) or mask (`mask`: strings keep their last four
+/// characters) in a route's events, e.g. `cardNumber.data`, `uar.entity.taxId`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactConfig {
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub mask: Vec<String>,
 }
 
 /// `[log]`: what the process logs, on stderr.

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, SinkConfig};
+use crate::route::{Filter, Path};
 use crate::mxc::MAX_PAGE_SIZE;
 
 impl Config {
@@ -151,6 +152,93 @@ impl Config {
         // [store]
         if self.store.path.as_os_str().is_empty() {
             error("store.path", "must name a directory".into());
+        }
+
+        if self.store.seen_retention <= self.pollers.look_back + self.pollers.interval {
+            error(
+                "store.seen_retention",
+                format!(
+                    "must be longer than pollers.look_back + pollers.interval ({}), got {}",
+                    fmt(self.pollers.look_back + self.pollers.interval),
+                    fmt(self.store.seen_retention)
+                ),
+            );
+        }
+        if self.store.flush_interval < Duration::from_millis(1) {
+            error("store.flush_interval", "must be at least 1ms, got 0s".into());
+        }
+
+        // [delivery]
+        if !(1..=10_000).contains(&self.delivery.batch_size) {
+            error(
+                "delivery.batch_size",
+                format!("must be 1 to 10000, got {}", self.delivery.batch_size),
+            );
+        }
+        if self.delivery.retry_min < Duration::from_millis(10) {
+            error(
+                "delivery.retry_min",
+                format!("must be at least 10ms, got {}", fmt(self.delivery.retry_min)),
+            );
+        }
+        if self.delivery.retry_max < self.delivery.retry_min {
+            error(
+                "delivery.retry_max",
+                format!(
+                    "must be at least delivery.retry_min ({}), got {}",
+                    fmt(self.delivery.retry_min),
+                    fmt(self.delivery.retry_max)
+                ),
+            );
+        }
+
+        // [sinks] and [[routes]]
+        for (name, sink) in &self.sinks {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                error(&format!("sinks.{name}"), "a sink name is letters, digits, '-' or '_'".into());
+            }
+            if let SinkConfig::File { path } = sink {
+                if path.as_os_str().is_empty() {
+                    error(&format!("sinks.{name}.path"), "must name a file".into());
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            error("routes", "add at least one [[routes]] entry (a sink and, optionally, a filter)".into());
+        }
+        let mut names = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            let at = |key: &str| format!("routes[{i}].{key}");
+            if !self.sinks.contains_key(&route.sink) {
+                let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
+                error(
+                    &at("sink"),
+                    format!("no sink named {:?} (defined: {})", route.sink, if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                );
+            }
+            if !names.insert(route.display_name(i)) {
+                error(&at("name"), format!("{:?} is used by another route", route.display_name(i)));
+            }
+            if route.event_type.is_empty()
+                || !route.event_type.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+            {
+                error(
+                    &at("event_type"),
+                    format!("lower-case letters, digits, '.', '_' or '-', like authorization.declined; got {:?}", route.event_type),
+                );
+            }
+            if let Some(filter) = &route.filter {
+                if let Err(e) = Filter::parse(filter) {
+                    error(&at("filter"), format!("{e}: {filter}"));
+                }
+            }
+            for (key, paths) in [("redact.drop", &route.redact.drop), ("redact.mask", &route.redact.mask)] {
+                for (j, p) in paths.iter().enumerate() {
+                    if Path::parse(p).is_none() {
+                        error(&format!("routes[{i}].{key}[{j}]"), format!("{p:?} is not a dotted field path like cardNumber.data"));
+                    }
+                }
+            }
         }
 
         // [log]

@@ -1,0 +1,450 @@
+//! The local store (sled): seen record ids with a retention, per-XMID cursors, one outbox per
+//! sink and its dead letters.
+//!
+//! `admit` is the heart of the guarantees: in one transaction, every record not seen before is
+//! marked seen *and* enqueued for each sink its routes select, and the cursors move. A record
+//! is never marked seen without its outbox entries, and a cursor never moves past records that
+//! were not admitted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::{Transactional, Tree};
+use tokio::sync::Notify;
+
+use crate::config::{Durability, StoreConfig};
+use crate::route::Event;
+
+const SEEN: &str = "seen";
+const SEEN_BY_TIME: &str = "seen_by_time";
+const CURSORS: &str = "cursors";
+const OUTBOX_PREFIX: &str = "outbox/";
+const DEAD_PREFIX: &str = "dead/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error("store {path}: {operation} failed: {source}")]
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        source: sled::Error,
+    },
+    #[error("store {path}: unreadable {what} entry {key}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        what: &'static str,
+        key: String,
+        detail: String,
+    },
+    #[error("no sink named {0:?} in the store")]
+    UnknownSink(String),
+}
+
+/// Where an XMID's polling stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    /// The end of the last completed window: everything before it (less the look-back) is
+    /// admitted.
+    pub position: DateTime<Utc>,
+    /// Nothing before this instant is ever fetched (the configured start when the XMID was
+    /// first polled).
+    pub floor: DateTime<Utc>,
+}
+
+/// A record to admit: its id and the events its routes made of it.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub record_id: String,
+    pub xmid: String,
+    pub events: Vec<Event>,
+}
+
+/// What one `admit` did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct AdmitOutcome {
+    /// Records seen for the first time (and enqueued).
+    pub new: usize,
+    /// Records already admitted before.
+    pub duplicate: usize,
+    /// Outbox entries written, per sink.
+    pub enqueued: BTreeMap<String, usize>,
+}
+
+/// An outbox entry: its position in the sink's queue and the event.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// An event a sink refused for good, with why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub event: Event,
+    pub reason: String,
+    pub failed_at: DateTime<Utc>,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// The open store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    db: sled::Db,
+    durability: Durability,
+    seen: Tree,
+    seen_by_time: Tree,
+    cursors: Tree,
+    outboxes: BTreeMap<String, Sink>,
+}
+
+struct Sink {
+    outbox: Tree,
+    dead: Tree,
+    /// Woken when entries are enqueued, so the delivery worker need not poll.
+    notify: Arc<Notify>,
+}
+
+impl Store {
+    /// Opens (or creates) the store with one outbox per sink in `sinks`. Outboxes of sinks no
+    /// longer configured are kept as they are, and reported by [`Store::orphan_outboxes`].
+    pub fn open(config: &StoreConfig, sinks: &[String]) -> Result<Store, StoreError> {
+        let path = config.path.clone();
+        if let Err(e) = std::fs::create_dir_all(&path) {
+            return Err(StoreError::Open {
+                path,
+                detail: format!("cannot create the directory: {e}"),
+            });
+        }
+        let flush_ms = match config.durability {
+            Durability::Batch => 500,
+            Durability::Interval => config.flush_interval.as_millis().max(1) as u64,
+        };
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(Some(flush_ms))
+            .open()
+            .map_err(|e| StoreError::Open {
+                detail: match &e {
+                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                        format!("in use by another mxc-relay process (sled holds a lock on it): {io}")
+                    }
+                    other => other.to_string(),
+                },
+                path: path.clone(),
+            })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                operation: "open tree",
+                source,
+            })
+        };
+        let mut outboxes = BTreeMap::new();
+        for sink in sinks {
+            outboxes.insert(
+                sink.clone(),
+                Sink {
+                    outbox: tree(&format!("{OUTBOX_PREFIX}{sink}"))?,
+                    dead: tree(&format!("{DEAD_PREFIX}{sink}"))?,
+                    notify: Arc::new(Notify::new()),
+                },
+            );
+        }
+        let inner = Inner {
+            seen: tree(SEEN)?,
+            seen_by_time: tree(SEEN_BY_TIME)?,
+            cursors: tree(CURSORS)?,
+            outboxes,
+            durability: config.durability,
+            db,
+            path,
+        };
+        Ok(Store { inner: Arc::new(inner) })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn io(&self, operation: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |source| StoreError::Io {
+            path: self.inner.path.clone(),
+            operation,
+            source,
+        }
+    }
+
+    fn sink(&self, name: &str) -> Result<&Sink, StoreError> {
+        self.inner
+            .outboxes
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownSink(name.to_string()))
+    }
+
+    pub fn cursor(&self, xmid: &str) -> Result<Option<Cursor>, StoreError> {
+        let raw = self.inner.cursors.get(xmid).map_err(self.io("read cursor"))?;
+        raw.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", xmid, "not 16 bytes")))
+            .transpose()
+    }
+
+    /// Every XMID's cursor.
+    pub fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.cursors.iter() {
+            let (k, v) = item.map_err(self.io("read cursors"))?;
+            let xmid = String::from_utf8_lossy(&k).to_string();
+            let cursor = decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", &xmid, "not 16 bytes"))?;
+            out.push((xmid, cursor));
+        }
+        Ok(out)
+    }
+
+    /// Admits records and moves cursors in one transaction (see the module doc), then makes it
+    /// durable as configured.
+    pub async fn admit(
+        &self,
+        admissions: &[Admission],
+        cursors: &[(String, Cursor)],
+    ) -> Result<AdmitOutcome, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let sink_names: Vec<&String> = self.inner.outboxes.keys().collect();
+        let mut trees: Vec<Tree> = vec![
+            self.inner.seen.clone(),
+            self.inner.seen_by_time.clone(),
+            self.inner.cursors.clone(),
+        ];
+        trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
+        // Encode outside the transaction: its closure may run more than once.
+        let mut encoded: Vec<(&Admission, Vec<(usize, Vec<u8>)>)> = Vec::with_capacity(admissions.len());
+        for admission in admissions {
+            let mut events = Vec::with_capacity(admission.events.len());
+            for event in &admission.events {
+                let index = sink_names
+                    .iter()
+                    .position(|s| **s == event.sink)
+                    .ok_or_else(|| StoreError::UnknownSink(event.sink.clone()))?;
+                let bytes = serde_json::to_vec(event).map_err(|e| self.corrupt("event", &event.id, &e.to_string()))?;
+                events.push((index, bytes));
+            }
+            encoded.push((admission, events));
+        }
+        let result = trees[..].transaction(|t| {
+            let (seen, by_time, cursor_tree) = (&t[0], &t[1], &t[2]);
+            let mut outcome = AdmitOutcome::default();
+            for (admission, events) in &encoded {
+                if seen.get(admission.record_id.as_bytes())?.is_some() {
+                    outcome.duplicate += 1;
+                    continue;
+                }
+                seen.insert(admission.record_id.as_bytes(), &now.to_be_bytes())?;
+                by_time.insert(time_key(now, &admission.record_id), &[])?;
+                for (index, bytes) in events {
+                    let seq = t[3 + index].generate_id()?;
+                    t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                    *outcome.enqueued.entry(sink_names[*index].clone()).or_default() += 1;
+                }
+                outcome.new += 1;
+            }
+            for (xmid, cursor) in cursors {
+                cursor_tree.insert(xmid.as_bytes(), &encode_cursor(cursor))?;
+            }
+            Ok::<_, ConflictableTransactionError<()>>(outcome)
+        });
+        let outcome = match result {
+            Ok(outcome) => outcome,
+            Err(TransactionError::Storage(source)) => {
+                return Err(StoreError::Io {
+                    path: self.inner.path.clone(),
+                    operation: "admit",
+                    source,
+                })
+            }
+            Err(TransactionError::Abort(())) => AdmitOutcome::default(),
+        };
+        if self.inner.durability == Durability::Batch {
+            self.flush().await?;
+        }
+        for sink in outcome.enqueued.keys() {
+            if let Some(s) = self.inner.outboxes.get(sink) {
+                s.notify.notify_one();
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Writes everything to disk.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await.map(|_| ()).map_err(self.io("flush"))
+    }
+
+    /// The first `limit` entries of a sink's outbox, oldest first.
+    pub fn peek(&self, sink: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        let tree = &self.sink(sink)?.outbox;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for item in tree.iter().take(limit) {
+            let (k, v) = item.map_err(self.io("read outbox"))?;
+            let seq = decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
+            let event: Event = serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e.to_string()))?;
+            out.push(Entry { seq, event });
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered entries.
+    pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
+        let tree = &self.sink(sink)?.outbox;
+        let mut batch = sled::Batch::default();
+        for seq in seqs {
+            batch.remove(&seq.to_be_bytes());
+        }
+        tree.apply_batch(batch).map_err(self.io("remove delivered"))
+    }
+
+    /// Moves an entry from the outbox to the dead letters, atomically.
+    pub fn bury(&self, sink: &str, entry: &Entry, reason: &str, attempts: u32) -> Result<(), StoreError> {
+        let s = self.sink(sink)?;
+        let letter = DeadLetter {
+            event: entry.event.clone(),
+            reason: reason.to_string(),
+            failed_at: Utc::now(),
+            attempts,
+        };
+        let bytes = serde_json::to_vec(&letter).map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
+        (&s.outbox, &s.dead)
+            .transaction(|(outbox, dead)| {
+                outbox.remove(&entry.seq.to_be_bytes())?;
+                dead.insert(&entry.seq.to_be_bytes(), bytes.as_slice())?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Storage(source) => StoreError::Io {
+                    path: self.inner.path.clone(),
+                    operation: "dead-letter",
+                    source,
+                },
+                TransactionError::Abort(()) => self.corrupt("dead letter", &entry.event.id, "aborted"),
+            })
+    }
+
+    /// A sink's dead letters, oldest first.
+    pub fn dead_letters(&self, sink: &str) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.sink(sink)?.dead.iter() {
+            let (k, v) = item.map_err(self.io("read dead letters"))?;
+            let seq = decode_u64(&k).ok_or_else(|| self.corrupt("dead letter", sink, "key is not 8 bytes"))?;
+            let letter = serde_json::from_slice(&v).map_err(|e| self.corrupt("dead letter", &format!("{sink}/{seq}"), &e.to_string()))?;
+            out.push((seq, letter));
+        }
+        Ok(out)
+    }
+
+    /// Woken whenever entries are enqueued for `sink`.
+    pub fn notifier(&self, sink: &str) -> Result<Arc<Notify>, StoreError> {
+        Ok(self.sink(sink)?.notify.clone())
+    }
+
+    pub fn sinks(&self) -> impl Iterator<Item = &String> {
+        self.inner.outboxes.keys()
+    }
+
+    /// Entries waiting in a sink's outbox (counts them: O(n)).
+    pub fn outbox_len(&self, sink: &str) -> Result<usize, StoreError> {
+        Ok(self.sink(sink)?.outbox.len())
+    }
+
+    pub fn dead_len(&self, sink: &str) -> Result<usize, StoreError> {
+        Ok(self.sink(sink)?.dead.len())
+    }
+
+    /// Record ids remembered (counts them: O(n)).
+    pub fn seen_len(&self) -> usize {
+        self.inner.seen.len()
+    }
+
+    /// Whether a record id was admitted (and not yet pruned).
+    pub fn is_seen(&self, record_id: &str) -> Result<bool, StoreError> {
+        self.inner.seen.contains_key(record_id).map_err(self.io("read seen"))
+    }
+
+    /// Outboxes in the database whose sink is not configured any more, with their sizes.
+    pub fn orphan_outboxes(&self) -> Vec<(String, usize)> {
+        self.inner
+            .db
+            .tree_names()
+            .into_iter()
+            .filter_map(|name| {
+                let name = String::from_utf8_lossy(&name).to_string();
+                let sink = name.strip_prefix(OUTBOX_PREFIX)?.to_string();
+                if self.inner.outboxes.contains_key(&sink) {
+                    return None;
+                }
+                let len = self.inner.db.open_tree(&name).map(|t| t.len()).unwrap_or(0);
+                Some((sink, len))
+            })
+            .collect()
+    }
+
+    /// Forgets ids admitted before `before`. Returns how many.
+    pub fn prune_seen(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
+        let end = before.timestamp_millis().to_be_bytes();
+        let mut pruned = 0;
+        for item in self.inner.seen_by_time.range(..end.as_slice()) {
+            let (key, _) = item.map_err(self.io("read seen_by_time"))?;
+            // `seen` first: a crash in between leaves an index entry, removed next time.
+            self.inner.seen.remove(&key[8..]).map_err(self.io("prune seen"))?;
+            self.inner.seen_by_time.remove(&key).map_err(self.io("prune seen"))?;
+            pruned += 1;
+        }
+        Ok(pruned)
+    }
+
+    fn corrupt(&self, what: &'static str, key: &str, detail: &str) -> StoreError {
+        StoreError::Corrupt {
+            path: self.inner.path.clone(),
+            what,
+            key: key.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+fn time_key(ms: i64, id: &str) -> Vec<u8> {
+    let mut key = ms.to_be_bytes().to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn encode_cursor(cursor: &Cursor) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&cursor.position.timestamp_millis().to_be_bytes());
+    out[8..].copy_from_slice(&cursor.floor.timestamp_millis().to_be_bytes());
+    out
+}
+
+fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {
+    if bytes.len() != 16 {
+        return None;
+    }
+    let ms = |b: &[u8]| i64::from_be_bytes(b.try_into().unwrap_or_default());
+    Some(Cursor {
+        position: Utc.timestamp_millis_opt(ms(&bytes[..8])).single()?,
+        floor: Utc.timestamp_millis_opt(ms(&bytes[8..])).single()?,
+    })
+}
+
+fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.try_into().ok()?))
+}
