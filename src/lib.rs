@@ -3,8 +3,11 @@
 
 pub mod config;
 pub mod mxc;
+pub mod pipeline;
+pub mod poll;
 pub mod route;
 pub mod secret;
 pub mod sim;
+pub mod sink;
 pub mod store;
 pub mod telemetry;

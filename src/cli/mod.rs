@@ -1,8 +1,11 @@
 //! Subcommands. Each file is one command; a fatal error returns here and is printed once.
 
 mod check_config;
+mod demo;
 mod fetch;
+mod run;
 mod sim;
+mod state;
 
 use std::process::ExitCode;
 
@@ -19,6 +22,12 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The one-command demo: a simulator, 20 merchants, and each new authorization as it comes.
+    Demo(demo::DemoArgs),
+    /// Run the service: poll, deduplicate, deliver.
+    Run(run::RunArgs),
+    /// Show the store: cursors and lag per XMID, seen ids, outboxes, dead letters.
+    State(state::StateArgs),
     /// Run the MX Connect simulator (for the demo, tests, benchmarks and your own tests).
     Sim(sim::SimArgs),
     /// Validate a configuration file and report every error at once.
@@ -29,6 +38,9 @@ enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::State(args) => state::run(args),
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
@@ -49,4 +61,14 @@ pub async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// After the first signal: a second one exits at once. Safe: the outbox is durable, and
+/// whatever was in flight is delivered again after a restart.
+pub fn exit_on_second_signal() {
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("second signal: exiting now");
+        std::process::exit(130);
+    });
 }

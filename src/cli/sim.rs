@@ -79,7 +79,7 @@ pub struct SimArgs {
     jwt_max_age: Option<Duration>,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     mxc_relay::config::parse_duration(text)
 }
 

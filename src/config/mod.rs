@@ -255,7 +255,9 @@ pub struct RouteConfig {
 impl RouteConfig {
     /// The route's name: its own, or `SINK#INDEX`.
     pub fn display_name(&self, index: usize) -> String {
-        self.name.clone().unwrap_or_else(|| format!("{}#{index}", self.sink))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}#{index}", self.sink))
     }
 }
 

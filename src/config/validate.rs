@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Config, ConfigError, SinkConfig};
-use crate::route::{Filter, Path};
 use crate::mxc::MAX_PAGE_SIZE;
+use crate::route::{Filter, Path};
 
 impl Config {
     /// Everything wrong with the values (types and unknown keys are checked while loading).
@@ -165,7 +165,10 @@ impl Config {
             );
         }
         if self.store.flush_interval < Duration::from_millis(1) {
-            error("store.flush_interval", "must be at least 1ms, got 0s".into());
+            error(
+                "store.flush_interval",
+                "must be at least 1ms, got 0s".into(),
+            );
         }
 
         // [delivery]
@@ -178,7 +181,10 @@ impl Config {
         if self.delivery.retry_min < Duration::from_millis(10) {
             error(
                 "delivery.retry_min",
-                format!("must be at least 10ms, got {}", fmt(self.delivery.retry_min)),
+                format!(
+                    "must be at least 10ms, got {}",
+                    fmt(self.delivery.retry_min)
+                ),
             );
         }
         if self.delivery.retry_max < self.delivery.retry_min {
@@ -194,8 +200,15 @@ impl Config {
 
         // [sinks] and [[routes]]
         for (name, sink) in &self.sinks {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                error(&format!("sinks.{name}"), "a sink name is letters, digits, '-' or '_'".into());
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                error(
+                    &format!("sinks.{name}"),
+                    "a sink name is letters, digits, '-' or '_'".into(),
+                );
             }
             if let SinkConfig::File { path } = sink {
                 if path.as_os_str().is_empty() {
@@ -204,7 +217,10 @@ impl Config {
             }
         }
         if self.routes.is_empty() {
-            error("routes", "add at least one [[routes]] entry (a sink and, optionally, a filter)".into());
+            error(
+                "routes",
+                "add at least one [[routes]] entry (a sink and, optionally, a filter)".into(),
+            );
         }
         let mut names = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
@@ -213,14 +229,27 @@ impl Config {
                 let known: Vec<&str> = self.sinks.keys().map(String::as_str).collect();
                 error(
                     &at("sink"),
-                    format!("no sink named {:?} (defined: {})", route.sink, if known.is_empty() { "none".to_string() } else { known.join(", ") }),
+                    format!(
+                        "no sink named {:?} (defined: {})",
+                        route.sink,
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
                 );
             }
             if !names.insert(route.display_name(i)) {
-                error(&at("name"), format!("{:?} is used by another route", route.display_name(i)));
+                error(
+                    &at("name"),
+                    format!("{:?} is used by another route", route.display_name(i)),
+                );
             }
             if route.event_type.is_empty()
-                || !route.event_type.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'))
+                || !route.event_type.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
             {
                 error(
                     &at("event_type"),
@@ -232,10 +261,16 @@ impl Config {
                     error(&at("filter"), format!("{e}: {filter}"));
                 }
             }
-            for (key, paths) in [("redact.drop", &route.redact.drop), ("redact.mask", &route.redact.mask)] {
+            for (key, paths) in [
+                ("redact.drop", &route.redact.drop),
+                ("redact.mask", &route.redact.mask),
+            ] {
                 for (j, p) in paths.iter().enumerate() {
                     if Path::parse(p).is_none() {
-                        error(&format!("routes[{i}].{key}[{j}]"), format!("{p:?} is not a dotted field path like cardNumber.data"));
+                        error(
+                            &format!("routes[{i}].{key}[{j}]"),
+                            format!("{p:?} is not a dotted field path like cardNumber.data"),
+                        );
                     }
                 }
             }

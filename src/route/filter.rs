@@ -56,11 +56,18 @@ impl fmt::Display for FilterError {
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let tokens = tokenize(text)?;
-        let mut parser = Parser { tokens, pos: 0, end: text.chars().count() + 1 };
+        let mut parser = Parser {
+            tokens,
+            pos: 0,
+            end: text.chars().count() + 1,
+        };
         let filter = parser.or()?;
         match parser.peek() {
             None => Ok(filter),
-            Some((col, t)) => Err(FilterError { column: col, message: format!("unexpected {t} after a complete expression") }),
+            Some((col, t)) => Err(FilterError {
+                column: col,
+                message: format!("unexpected {t} after a complete expression"),
+            }),
         }
     }
 
@@ -80,12 +87,16 @@ impl Filter {
                     }
                 }
             },
-            Filter::In(path, values) => path
-                .get(record)
-                .is_some_and(|f| values.iter().any(|v| compare(f, v) == Some(Ordering::Equal))),
-            Filter::NotIn(path, values) => !path
-                .get(record)
-                .is_some_and(|f| values.iter().any(|v| compare(f, v) == Some(Ordering::Equal))),
+            Filter::In(path, values) => path.get(record).is_some_and(|f| {
+                values
+                    .iter()
+                    .any(|v| compare(f, v) == Some(Ordering::Equal))
+            }),
+            Filter::NotIn(path, values) => !path.get(record).is_some_and(|f| {
+                values
+                    .iter()
+                    .any(|v| compare(f, v) == Some(Ordering::Equal))
+            }),
             Filter::Exists(path) => path.get(record).is_some_and(|v| !v.is_null()),
             Filter::Not(inner) => !inner.matches(record),
             Filter::And(a, b) => a.matches(record) && b.matches(record),
@@ -99,7 +110,11 @@ impl Path {
         let parts: Vec<String> = text.split('.').map(str::to_string).collect();
         parts
             .iter()
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .all(|p| {
+                !p.is_empty()
+                    && p.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
             .then_some(Path(parts))
     }
 
@@ -123,8 +138,12 @@ impl fmt::Display for Path {
 fn compare(field: &Value, value: &Value) -> Option<Ordering> {
     match (field, value) {
         (Value::Number(a), Value::Number(b)) => a.as_f64()?.partial_cmp(&b.as_f64()?),
-        (Value::String(a), Value::Number(b)) => a.trim().parse::<f64>().ok()?.partial_cmp(&b.as_f64()?),
-        (Value::Number(a), Value::String(b)) => a.as_f64()?.partial_cmp(&b.trim().parse::<f64>().ok()?),
+        (Value::String(a), Value::Number(b)) => {
+            a.trim().parse::<f64>().ok()?.partial_cmp(&b.as_f64()?)
+        }
+        (Value::Number(a), Value::String(b)) => {
+            a.as_f64()?.partial_cmp(&b.trim().parse::<f64>().ok()?)
+        }
         (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
         (a, b) if a == b => Some(Ordering::Equal),
         _ => None,
@@ -150,14 +169,18 @@ impl fmt::Display for Token {
             Token::Ident(s) => write!(f, "'{s}'"),
             Token::Str(s) => write!(f, "\"{s}\""),
             Token::Num(n) => write!(f, "{n}"),
-            Token::Op(op) => write!(f, "'{}'", match op {
-                Op::Eq => "==",
-                Op::Ne => "!=",
-                Op::Lt => "<",
-                Op::Le => "<=",
-                Op::Gt => ">",
-                Op::Ge => ">=",
-            }),
+            Token::Op(op) => write!(
+                f,
+                "'{}'",
+                match op {
+                    Op::Eq => "==",
+                    Op::Ne => "!=",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                }
+            ),
             Token::LParen => f.write_str("'('"),
             Token::RParen => f.write_str("')'"),
             Token::LBracket => f.write_str("'['"),
@@ -171,7 +194,10 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
     let chars: Vec<char> = text.chars().collect();
     let mut out = Vec::new();
     let mut i = 0;
-    let err = |i: usize, message: String| FilterError { column: i + 1, message };
+    let err = |i: usize, message: String| FilterError {
+        column: i + 1,
+        message,
+    };
     while i < chars.len() {
         let c = chars[i];
         let start = i;
@@ -181,13 +207,16 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
                 continue;
             }
             '(' | ')' | '[' | ']' | ',' => {
-                out.push((start + 1, match c {
-                    '(' => Token::LParen,
-                    ')' => Token::RParen,
-                    '[' => Token::LBracket,
-                    ']' => Token::RBracket,
-                    _ => Token::Comma,
-                }));
+                out.push((
+                    start + 1,
+                    match c {
+                        '(' => Token::LParen,
+                        ')' => Token::RParen,
+                        '[' => Token::LBracket,
+                        ']' => Token::RBracket,
+                        _ => Token::Comma,
+                    },
+                ));
                 i += 1;
             }
             '=' | '!' | '<' | '>' => {
@@ -215,7 +244,12 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
                         Some('\\') => {
                             match chars.get(i + 1) {
                                 Some(e @ ('"' | '\\')) => s.push(*e),
-                                _ => return Err(err(i, "only \\\" and \\\\ are escapes in a string".into())),
+                                _ => {
+                                    return Err(err(
+                                        i,
+                                        "only \\\" and \\\\ are escapes in a string".into(),
+                                    ))
+                                }
                             }
                             i += 2;
                         }
@@ -229,7 +263,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
                 out.push((start + 1, Token::Str(s)));
             }
             c if c.is_ascii_digit() || c == '-' => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+')) {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '.' | '-' | '+'))
+                {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().collect();
@@ -241,7 +277,9 @@ fn tokenize(text: &str) -> Result<Vec<(usize, Token)>, FilterError> {
                 out.push((start + 1, Token::Num(n)));
             }
             c if c.is_ascii_alphabetic() || c == '_' => {
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.' | '-')) {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | '.' | '-'))
+                {
                     i += 1;
                 }
                 out.push((start + 1, Token::Ident(chars[start..i].iter().collect())));
@@ -275,8 +313,14 @@ impl Parser {
 
     fn fail<T>(&self, expected: &str) -> Result<T, FilterError> {
         match self.peek() {
-            Some((column, t)) => Err(FilterError { column, message: format!("expected {expected}, found {t}") }),
-            None => Err(FilterError { column: self.end, message: format!("expected {expected}, found the end") }),
+            Some((column, t)) => Err(FilterError {
+                column,
+                message: format!("expected {expected}, found {t}"),
+            }),
+            None => Err(FilterError {
+                column: self.end,
+                message: format!("expected {expected}, found the end"),
+            }),
         }
     }
 
@@ -346,8 +390,13 @@ impl Parser {
     fn path(&mut self) -> Result<Path, FilterError> {
         match self.peek() {
             Some((column, Token::Ident(name))) => {
-                let path = Path::parse(name).ok_or_else(|| FilterError { column, message: format!("{name:?} is not a field path") })?;
-                if ["and", "or", "not", "in", "exists", "true", "false", "null"].contains(&name.as_str()) {
+                let path = Path::parse(name).ok_or_else(|| FilterError {
+                    column,
+                    message: format!("{name:?} is not a field path"),
+                })?;
+                if ["and", "or", "not", "in", "exists", "true", "false", "null"]
+                    .contains(&name.as_str())
+                {
                     return self.fail("a field name");
                 }
                 self.pos += 1;
@@ -360,7 +409,9 @@ impl Parser {
     fn value(&mut self) -> Result<Value, FilterError> {
         let value = match self.peek() {
             Some((_, Token::Str(s))) => Value::from(s.clone()),
-            Some((_, Token::Num(n))) => serde_json::Number::from_f64(*n).map(Value::Number).unwrap_or(Value::Null),
+            Some((_, Token::Num(n))) => serde_json::Number::from_f64(*n)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
             Some((_, Token::Ident(w))) if w == "true" => Value::Bool(true),
             Some((_, Token::Ident(w))) if w == "false" => Value::Bool(false),
             Some((_, Token::Ident(w))) if w == "null" => Value::Null,
@@ -406,7 +457,9 @@ mod tests {
     }
 
     fn check(text: &str) -> bool {
-        Filter::parse(text).unwrap_or_else(|e| panic!("{text}: {e}")).matches(&record())
+        Filter::parse(text)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .matches(&record())
     }
 
     #[test]
@@ -414,32 +467,56 @@ mod tests {
         assert!(check(r#"authorizationResponseStatus != "Approved""#));
         assert!(check("authorizedAmount >= 500"));
         assert!(!check("authorizedAmount < 500"));
-        assert!(check(r#"cardType in ["Visa", "Mastercard"] and authorizedAmount > 600"#));
+        assert!(check(
+            r#"cardType in ["Visa", "Mastercard"] and authorizedAmount > 600"#
+        ));
         assert!(check(r#"cardType not in ["Discover"]"#));
-        assert!(check("exists cardNumber.mask and not exists uar.entity.taxId"));
-        assert!(check(r#"cardNumber.mask == "4242" or authorizedAmount == 1"#));
+        assert!(check(
+            "exists cardNumber.mask and not exists uar.entity.taxId"
+        ));
+        assert!(check(
+            r#"cardNumber.mask == "4242" or authorizedAmount == 1"#
+        ));
         assert!(check(r#"not (authorizationResponse == "00")"#));
-        assert!(check("mccCode == 5812"), "numeric strings compare as numbers");
-        assert!(check("missing != \"x\" and missing not in [1] and not (missing == 1) and not (missing > 1)"));
+        assert!(
+            check("mccCode == 5812"),
+            "numeric strings compare as numbers"
+        );
+        assert!(check(
+            "missing != \"x\" and missing not in [1] and not (missing == 1) and not (missing > 1)"
+        ));
     }
 
     #[test]
     fn precedence_is_not_then_and_then_or() {
         // true or (false and false)
-        assert!(check(r#"cardType == "Visa" or cardType == "Amex" and authorizedAmount < 1"#));
+        assert!(check(
+            r#"cardType == "Visa" or cardType == "Amex" and authorizedAmount < 1"#
+        ));
         // (true or false) and false
-        assert!(!check(r#"(cardType == "Visa" or cardType == "Amex") and authorizedAmount < 1"#));
+        assert!(!check(
+            r#"(cardType == "Visa" or cardType == "Amex") and authorizedAmount < 1"#
+        ));
     }
 
     #[test]
     fn errors_name_the_column() {
         let e = |t: &str| Filter::parse(t).unwrap_err().to_string();
         assert_eq!(e("authorizedAmount >="), "expected a value (\"text\", a number, true, false or null), found the end at column 20");
-        assert_eq!(e("authorizedAmount = 5"), "'=' is not an operator (use '==') at column 18");
-        assert_eq!(e("cardType in [\"Visa\" \"Amex\"]"), "expected ',' or ']', found \"Amex\" at column 21");
+        assert_eq!(
+            e("authorizedAmount = 5"),
+            "'=' is not an operator (use '==') at column 18"
+        );
+        assert_eq!(
+            e("cardType in [\"Visa\" \"Amex\"]"),
+            "expected ',' or ']', found \"Amex\" at column 21"
+        );
         assert_eq!(e("a == \"x"), "unterminated string at column 6");
         assert_eq!(e("(a == 1"), "expected ')', found the end at column 8");
-        assert_eq!(e("a == 1 b"), "unexpected 'b' after a complete expression at column 8");
+        assert_eq!(
+            e("a == 1 b"),
+            "unexpected 'b' after a complete expression at column 8"
+        );
         assert_eq!(e("a ~ 1"), "unexpected character '~' at column 3");
         assert_eq!(e(""), "expected a field name, found the end at column 1");
     }

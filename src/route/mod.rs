@@ -46,12 +46,18 @@ impl Route {
     pub fn compile(config: &RouteConfig, index: usize) -> Result<Route, String> {
         let name = config.display_name(index);
         let filter = match &config.filter {
-            Some(text) => Some(Filter::parse(text).map_err(|e| format!("routes[{index}].filter: {e}"))?),
+            Some(text) => {
+                Some(Filter::parse(text).map_err(|e| format!("routes[{index}].filter: {e}"))?)
+            }
             None => None,
         };
         let paths = |list: &[String], key: &str| -> Result<Vec<Path>, String> {
             list.iter()
-                .map(|p| Path::parse(p).ok_or_else(|| format!("routes[{index}].redact.{key}: {p:?} is not a field path")))
+                .map(|p| {
+                    Path::parse(p).ok_or_else(|| {
+                        format!("routes[{index}].redact.{key}: {p:?} is not a field path")
+                    })
+                })
                 .collect()
         };
         Ok(Route {
@@ -178,7 +184,11 @@ mod tests {
     fn the_envelope_and_a_stable_id() {
         let record = Record::from_json(RECORD).unwrap();
         let value = record.to_value();
-        let r = route(Some(r#"authorizationResponseStatus != "Approved""#), &[], &[]);
+        let r = route(
+            Some(r#"authorizationResponseStatus != "Approved""#),
+            &[],
+            &[],
+        );
         assert!(r.matches(&value));
         let event = r.event(&record, "r-1", &value);
         assert_eq!(event.id, event_id("declines", "r-1"));
@@ -190,17 +200,30 @@ mod tests {
         assert_eq!(body["xmid"], "X1");
         assert_eq!(body["occurred_at"], "2026-01-02T08:04:05.000Z");
         assert_eq!(body["data"], value);
-        assert_eq!(body.as_object().unwrap().keys().collect::<Vec<_>>(), ["id", "type", "xmid", "occurred_at", "data"]);
+        assert_eq!(
+            body.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["id", "type", "xmid", "occurred_at", "data"]
+        );
     }
 
     #[test]
     fn redaction_drops_and_masks_paths() {
         let record = Record::from_json(RECORD).unwrap();
         let value = record.to_value();
-        let r = route(None, &["cardNumber.data", "uar.entity.taxId", "not.there"], &["cardNumber.hash", "cardNumber.mask"]);
+        let r = route(
+            None,
+            &["cardNumber.data", "uar.entity.taxId", "not.there"],
+            &["cardNumber.hash", "cardNumber.mask"],
+        );
         let body: Value = serde_json::from_str(&r.event(&record, "r-1", &value).body).unwrap();
-        assert_eq!(body["data"]["cardNumber"], serde_json::json!({"hash": "********3456", "mask": "****"}));
-        assert!(body["data"]["uar"]["entity"].as_object().unwrap().is_empty());
+        assert_eq!(
+            body["data"]["cardNumber"],
+            serde_json::json!({"hash": "********3456", "mask": "****"})
+        );
+        assert!(body["data"]["uar"]["entity"]
+            .as_object()
+            .unwrap()
+            .is_empty());
         assert!(!r.event(&record, "r-1", &value).body.contains("d4t4"));
     }
 }

@@ -396,7 +396,7 @@ impl Dataset {
                 self.rng.gen_range(0..2_000)
             };
             let merchant = self.pick_merchant();
-            self.insert(merchant, arrival - lateness, arrival);
+            self.insert(merchant, arrival - lateness, arrival, true);
             // Poisson arrivals: exponential gaps with the configured mean.
             let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
             self.next_arrival_ms += -u.ln() * mean_gap_ms;
@@ -404,7 +404,8 @@ impl Dataset {
     }
 
     /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
-    /// spread evenly at random over `[from_ms, to_ms]`, visible at `now_ms`.
+    /// spread evenly at random over `[from_ms, to_ms]`, visible at `now_ms`; `with_id: false`
+    /// leaves their `id` out.
     pub fn generate(
         &mut self,
         count: usize,
@@ -412,6 +413,7 @@ impl Dataset {
         from_ms: i64,
         to_ms: i64,
         now_ms: i64,
+        with_id: bool,
     ) {
         for _ in 0..count {
             let merchant = if merchants.is_empty() {
@@ -420,7 +422,7 @@ impl Dataset {
                 merchants[self.rng.gen_range(0..merchants.len())]
             };
             let tx = self.rng.gen_range(from_ms..=to_ms.max(from_ms));
-            self.insert(merchant, tx, now_ms.max(tx));
+            self.insert(merchant, tx, now_ms.max(tx), with_id);
         }
     }
 
@@ -447,14 +449,22 @@ impl Dataset {
         self.active_weights[at.min(self.active_weights.len() - 1)].1
     }
 
-    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64) {
+    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, with_id: bool) {
         let seq = self.generated;
         self.generated += 1;
-        let record = self.render(merchant, tx_ms, created_ms, seq);
+        let record = self.render(merchant, tx_ms, created_ms, seq, with_id);
         self.records[merchant].insert((tx_ms, seq), Arc::new(record));
     }
 
-    fn render(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, seq: u64) -> SimRecord {
+    /// Renders a record; `with_id: false` leaves the `id` field out (a broken record).
+    fn render(
+        &mut self,
+        merchant: usize,
+        tx_ms: i64,
+        created_ms: i64,
+        seq: u64,
+        with_id: bool,
+    ) -> SimRecord {
         let rng = &mut self.rng;
         let m = &self.merchants[merchant];
         let id = uuid(rng);
@@ -598,6 +608,14 @@ impl Dataset {
                 *slot = v;
             }
         }
+        let id = if with_id {
+            id
+        } else {
+            if let Some(map) = value.as_object_mut() {
+                map.shift_remove("id");
+            }
+            String::new()
+        };
         SimRecord {
             id,
             xmid: m.xmid.clone(),

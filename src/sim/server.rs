@@ -98,7 +98,18 @@ impl RunningSim {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.state.generate(count, xmids, from, to)
+        self.state.generate(count, xmids, from, to, true)
+    }
+
+    /// Like [`RunningSim::generate`], with records that lack their `id` field.
+    pub fn generate_without_id(
+        &self,
+        count: usize,
+        xmids: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(), String> {
+        self.state.generate(count, xmids, from, to, false)
     }
 
     /// Stops serving and waits for the server task.
@@ -251,6 +262,7 @@ impl SimState {
         xmids: &[String],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
+        with_id: bool,
     ) -> Result<(), String> {
         let mut data = self
             .data
@@ -273,6 +285,7 @@ impl SimState {
             from.timestamp_millis(),
             to.timestamp_millis(),
             now,
+            with_id,
         );
         Ok(())
     }
@@ -683,6 +696,9 @@ struct GenerateBody {
     xmids: Vec<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// Leave the `id` field out of the generated records.
+    #[serde(default)]
+    without_id: bool,
 }
 
 async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
@@ -692,7 +708,7 @@ async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
     };
     let to = request.to.unwrap_or_else(Utc::now);
     let from = request.from.unwrap_or(to - chrono::Duration::hours(1));
-    match state.generate(request.count, &request.xmids, from, to) {
+    match state.generate(request.count, &request.xmids, from, to, !request.without_id) {
         Ok(()) => Json(serde_json::json!({ "generated": request.count })).into_response(),
         Err(message) => json_error(StatusCode::BAD_REQUEST, &format!("generate: {message}")),
     }

@@ -137,8 +137,13 @@ impl Store {
             .open()
             .map_err(|e| StoreError::Open {
                 detail: match &e {
-                    sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
-                        format!("in use by another mxc-relay process (sled holds a lock on it): {io}")
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("lock") =>
+                    {
+                        format!(
+                            "in use by another mxc-relay process (sled holds a lock on it): {io}"
+                        )
                     }
                     other => other.to_string(),
                 },
@@ -171,7 +176,9 @@ impl Store {
             db,
             path,
         };
-        Ok(Store { inner: Arc::new(inner) })
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -194,7 +201,11 @@ impl Store {
     }
 
     pub fn cursor(&self, xmid: &str) -> Result<Option<Cursor>, StoreError> {
-        let raw = self.inner.cursors.get(xmid).map_err(self.io("read cursor"))?;
+        let raw = self
+            .inner
+            .cursors
+            .get(xmid)
+            .map_err(self.io("read cursor"))?;
         raw.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", xmid, "not 16 bytes")))
             .transpose()
     }
@@ -205,7 +216,8 @@ impl Store {
         for item in self.inner.cursors.iter() {
             let (k, v) = item.map_err(self.io("read cursors"))?;
             let xmid = String::from_utf8_lossy(&k).to_string();
-            let cursor = decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", &xmid, "not 16 bytes"))?;
+            let cursor =
+                decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", &xmid, "not 16 bytes"))?;
             out.push((xmid, cursor));
         }
         Ok(out)
@@ -227,7 +239,8 @@ impl Store {
         ];
         trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
         // Encode outside the transaction: its closure may run more than once.
-        let mut encoded: Vec<(&Admission, Vec<(usize, Vec<u8>)>)> = Vec::with_capacity(admissions.len());
+        let mut encoded: Vec<(&Admission, Vec<(usize, Vec<u8>)>)> =
+            Vec::with_capacity(admissions.len());
         for admission in admissions {
             let mut events = Vec::with_capacity(admission.events.len());
             for event in &admission.events {
@@ -235,7 +248,8 @@ impl Store {
                     .iter()
                     .position(|s| **s == event.sink)
                     .ok_or_else(|| StoreError::UnknownSink(event.sink.clone()))?;
-                let bytes = serde_json::to_vec(event).map_err(|e| self.corrupt("event", &event.id, &e.to_string()))?;
+                let bytes = serde_json::to_vec(event)
+                    .map_err(|e| self.corrupt("event", &event.id, &e.to_string()))?;
                 events.push((index, bytes));
             }
             encoded.push((admission, events));
@@ -253,7 +267,10 @@ impl Store {
                 for (index, bytes) in events {
                     let seq = t[3 + index].generate_id()?;
                     t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                    *outcome.enqueued.entry(sink_names[*index].clone()).or_default() += 1;
+                    *outcome
+                        .enqueued
+                        .entry(sink_names[*index].clone())
+                        .or_default() += 1;
                 }
                 outcome.new += 1;
             }
@@ -286,7 +303,12 @@ impl Store {
 
     /// Writes everything to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await.map(|_| ()).map_err(self.io("flush"))
+        self.inner
+            .db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(self.io("flush"))
     }
 
     /// The first `limit` entries of a sink's outbox, oldest first.
@@ -295,7 +317,8 @@ impl Store {
         let mut out = Vec::with_capacity(limit.min(1024));
         for item in tree.iter().take(limit) {
             let (k, v) = item.map_err(self.io("read outbox"))?;
-            let seq = decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
+            let seq =
+                decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
             let event: Event = serde_json::from_slice(&v)
                 .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e.to_string()))?;
             out.push(Entry { seq, event });
@@ -314,7 +337,13 @@ impl Store {
     }
 
     /// Moves an entry from the outbox to the dead letters, atomically.
-    pub fn bury(&self, sink: &str, entry: &Entry, reason: &str, attempts: u32) -> Result<(), StoreError> {
+    pub fn bury(
+        &self,
+        sink: &str,
+        entry: &Entry,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
         let letter = DeadLetter {
             event: entry.event.clone(),
@@ -322,7 +351,8 @@ impl Store {
             failed_at: Utc::now(),
             attempts,
         };
-        let bytes = serde_json::to_vec(&letter).map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
+        let bytes = serde_json::to_vec(&letter)
+            .map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
         (&s.outbox, &s.dead)
             .transaction(|(outbox, dead)| {
                 outbox.remove(&entry.seq.to_be_bytes())?;
@@ -335,7 +365,9 @@ impl Store {
                     operation: "dead-letter",
                     source,
                 },
-                TransactionError::Abort(()) => self.corrupt("dead letter", &entry.event.id, "aborted"),
+                TransactionError::Abort(()) => {
+                    self.corrupt("dead letter", &entry.event.id, "aborted")
+                }
             })
     }
 
@@ -344,8 +376,11 @@ impl Store {
         let mut out = Vec::new();
         for item in self.sink(sink)?.dead.iter() {
             let (k, v) = item.map_err(self.io("read dead letters"))?;
-            let seq = decode_u64(&k).ok_or_else(|| self.corrupt("dead letter", sink, "key is not 8 bytes"))?;
-            let letter = serde_json::from_slice(&v).map_err(|e| self.corrupt("dead letter", &format!("{sink}/{seq}"), &e.to_string()))?;
+            let seq = decode_u64(&k)
+                .ok_or_else(|| self.corrupt("dead letter", sink, "key is not 8 bytes"))?;
+            let letter = serde_json::from_slice(&v).map_err(|e| {
+                self.corrupt("dead letter", &format!("{sink}/{seq}"), &e.to_string())
+            })?;
             out.push((seq, letter));
         }
         Ok(out)
@@ -376,7 +411,10 @@ impl Store {
 
     /// Whether a record id was admitted (and not yet pruned).
     pub fn is_seen(&self, record_id: &str) -> Result<bool, StoreError> {
-        self.inner.seen.contains_key(record_id).map_err(self.io("read seen"))
+        self.inner
+            .seen
+            .contains_key(record_id)
+            .map_err(self.io("read seen"))
     }
 
     /// Outboxes in the database whose sink is not configured any more, with their sizes.
@@ -404,8 +442,14 @@ impl Store {
         for item in self.inner.seen_by_time.range(..end.as_slice()) {
             let (key, _) = item.map_err(self.io("read seen_by_time"))?;
             // `seen` first: a crash in between leaves an index entry, removed next time.
-            self.inner.seen.remove(&key[8..]).map_err(self.io("prune seen"))?;
-            self.inner.seen_by_time.remove(&key).map_err(self.io("prune seen"))?;
+            self.inner
+                .seen
+                .remove(&key[8..])
+                .map_err(self.io("prune seen"))?;
+            self.inner
+                .seen_by_time
+                .remove(&key)
+                .map_err(self.io("prune seen"))?;
             pruned += 1;
         }
         Ok(pruned)

@@ -26,3 +26,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
     // A subscriber may already be installed (tests); that one keeps working.
     let _ = installed;
 }
+
+mod metrics;
+
+pub use metrics::Metrics;

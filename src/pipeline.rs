@@ -1,0 +1,217 @@
+//! The running service, assembled top-down: client → pollers → store → delivery workers →
+//! sinks, plus the housekeeping tasks; and its lifecycle (start, run, graceful stop).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::mxc::{Client, MxcError};
+use crate::poll::{rate_limiter, PollConfig, Pollers};
+use crate::route::Route;
+use crate::sink::{self, Sink, WorkerConfig};
+use crate::store::{Store, StoreError};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mxc(#[from] MxcError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A pipeline that has been started.
+pub struct Pipeline {
+    pub store: Store,
+    pub metrics: Metrics,
+    pollers: JoinSet<()>,
+    workers: JoinSet<()>,
+    housekeeping: JoinSet<()>,
+    stop_polling: CancellationToken,
+    stop_delivering: CancellationToken,
+    shutdown_timeout: Duration,
+}
+
+impl Pipeline {
+    /// Opens the store, checks the credentials, and starts every task. A refused credential
+    /// fails here; an unreachable MXC does not (the pollers retry).
+    pub async fn start(config: &Config, metrics: Metrics) -> Result<Pipeline, PipelineError> {
+        Pipeline::start_with_sinks(config, metrics, BTreeMap::new()).await
+    }
+
+    /// Like [`Pipeline::start`], with some sinks provided by the caller instead of built from
+    /// the configuration (the demo's instrumented sinks, tests).
+    pub async fn start_with_sinks(
+        config: &Config,
+        metrics: Metrics,
+        mut provided: BTreeMap<String, Arc<dyn Sink>>,
+    ) -> Result<Pipeline, PipelineError> {
+        let client = Client::new(config.mxc.client_config())?;
+        let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
+        let store = Store::open(&config.store, &sink_names)?;
+        for (sink, entries) in store.orphan_outboxes() {
+            if entries > 0 {
+                tracing::warn!(%sink, entries, "an outbox remains for a sink no longer configured; its events wait there");
+            }
+        }
+        let routes = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Route::compile(r, i))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(PipelineError::Config)?;
+        match client.authenticate().await {
+            Ok(()) => tracing::info!(base_url = client.base_url(), "authenticated with MXC"),
+            Err(e @ MxcError::AuthRejected { .. }) => return Err(e.into()),
+            Err(e) => tracing::warn!(error = %e, "cannot reach MXC yet; pollers will retry"),
+        }
+
+        let stop_polling = CancellationToken::new();
+        let stop_delivering = CancellationToken::new();
+        let mut workers = JoinSet::new();
+        let worker_config = WorkerConfig {
+            batch_size: config.delivery.batch_size,
+            retry_min: config.delivery.retry_min,
+            retry_max: config.delivery.retry_max,
+        };
+        for (name, sink_config) in &config.sinks {
+            let sink = provided
+                .remove(name)
+                .unwrap_or_else(|| sink::build(sink_config));
+            workers.spawn(sink::run_worker(
+                name.clone(),
+                sink,
+                store.clone(),
+                worker_config.clone(),
+                metrics.clone(),
+                stop_delivering.clone(),
+            ));
+        }
+
+        let pollers = Pollers {
+            client,
+            store: store.clone(),
+            routes: Arc::new(routes),
+            limiter: rate_limiter(config.pollers.requests_per_second, config.pollers.burst),
+            config: PollConfig {
+                interval: config.pollers.interval,
+                look_back: config.pollers.look_back,
+                group_size: config.pollers.group_size,
+                requests_per_second: config.pollers.requests_per_second,
+                burst: config.pollers.burst,
+                page_size: config.mxc.page_size,
+                max_result_window: config.mxc.max_result_window,
+                max_backoff: Duration::from_secs(300),
+            },
+            metrics: metrics.clone(),
+        };
+        let start = config
+            .pollers
+            .start_instant()
+            .map_err(|e| PipelineError::Config(format!("pollers.start: {e}")))?
+            .unwrap_or_else(Utc::now);
+        pollers.init_cursors(&config.pollers.xmids, start).await?;
+        let mut poller_tasks = JoinSet::new();
+        pollers.spawn(&config.pollers.xmids, &mut poller_tasks, &stop_polling);
+
+        let mut housekeeping = JoinSet::new();
+        housekeeping.spawn(prune_seen(
+            store.clone(),
+            config.store.seen_retention,
+            stop_polling.clone(),
+        ));
+        housekeeping.spawn(sample_lag(
+            store.clone(),
+            metrics.clone(),
+            stop_polling.clone(),
+        ));
+        tracing::info!(
+            xmids = config.pollers.xmids.len(),
+            sinks = config.sinks.len(),
+            routes = config.routes.len(),
+            store = %store.path().display(),
+            "mxc-relay running"
+        );
+        Ok(Pipeline {
+            store,
+            metrics,
+            pollers: poller_tasks,
+            workers,
+            housekeeping,
+            stop_polling,
+            stop_delivering,
+            shutdown_timeout: config.delivery.shutdown_timeout,
+        })
+    }
+
+    /// Graceful stop: polling stops at once (an interrupted cycle is redone after a restart:
+    /// its pages were admitted atomically or not at all); in-flight deliveries get up to
+    /// `delivery.shutdown_timeout` to finish; the store is flushed.
+    pub async fn shutdown(mut self) -> Result<(), StoreError> {
+        self.stop_polling.cancel();
+        self.pollers.abort_all();
+        while self.pollers.join_next().await.is_some() {}
+        self.housekeeping.abort_all();
+        while self.housekeeping.join_next().await.is_some() {}
+        self.stop_delivering.cancel();
+        let drained = tokio::time::timeout(self.shutdown_timeout, async {
+            while self.workers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(timeout = %humantime::format_duration(self.shutdown_timeout),
+                "deliveries still in flight at the deadline; they are redelivered after a restart");
+            self.workers.abort_all();
+        }
+        self.store.flush().await?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Forgets record ids older than the retention, regularly.
+async fn prune_seen(store: Store, retention: Duration, stop: CancellationToken) {
+    let every = (retention / 10).clamp(Duration::from_secs(10), Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.prune_seen(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::debug!(pruned = n, "forgot record ids past the retention"),
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot prune seen ids"),
+            Err(e) => tracing::error!(error = %e, "prune task failed"),
+        }
+    }
+}
+
+/// Poll lag per XMID (now − cursor), every second.
+async fn sample_lag(store: Store, metrics: Metrics, stop: CancellationToken) {
+    loop {
+        if let Ok(cursors) = store.cursors() {
+            let now = Utc::now();
+            let mut max: f64 = 0.0;
+            for (xmid, cursor) in cursors {
+                let lag = (now - cursor.position).num_milliseconds().max(0) as f64 / 1000.0;
+                metrics.poll_lag.with_label_values(&[&xmid]).set(lag);
+                max = max.max(lag);
+            }
+            metrics.poll_lag_max.set(max);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}

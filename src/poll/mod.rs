@@ -1,0 +1,268 @@
+//! Pollers: one task per XMID (or group of XMIDs), each cycling
+//! window → pages in time order → admit → cursor, under a global request budget, with
+//! exponential backoff (honouring Retry-After) on errors. Polls of one group never overlap,
+//! and one group's failures never delay another's.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::mxc::{AuthorizationQuery, Client, MxcError, Record};
+use crate::route::Route;
+use crate::store::{Admission, Cursor, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// How pollers behave (from `[pollers]` and `[mxc]`).
+#[derive(Debug, Clone)]
+pub struct PollConfig {
+    pub interval: Duration,
+    pub look_back: Duration,
+    pub group_size: usize,
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub page_size: u32,
+    pub max_result_window: u32,
+    /// Longest wait after repeated failures.
+    pub max_backoff: Duration,
+}
+
+/// Why a poll cycle failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Mxc(#[from] MxcError),
+    #[error("cannot write to the store, polling paused so the cursor does not move: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// The global request budget shared by every poller.
+pub fn rate_limiter(requests_per_second: f64, burst: u32) -> Arc<DefaultDirectRateLimiter> {
+    let period = Duration::from_secs_f64(1.0 / requests_per_second.max(1e-3));
+    let quota = Quota::with_period(period)
+        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    Arc::new(RateLimiter::direct(quota))
+}
+
+/// Everything a poller needs, shared.
+#[derive(Clone)]
+pub struct Pollers {
+    pub client: Client,
+    pub store: Store,
+    pub routes: Arc<Vec<Route>>,
+    pub limiter: Arc<DefaultDirectRateLimiter>,
+    pub config: PollConfig,
+    pub metrics: Metrics,
+}
+
+impl Pollers {
+    /// Gives every XMID without a cursor one at `start` (its floor: nothing earlier is
+    /// fetched), so a restart does not move the starting line.
+    pub async fn init_cursors(
+        &self,
+        xmids: &[String],
+        start: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut fresh = Vec::new();
+        for xmid in xmids {
+            if self.store.cursor(xmid)?.is_none() {
+                fresh.push((
+                    xmid.clone(),
+                    Cursor {
+                        position: start,
+                        floor: start,
+                    },
+                ));
+            }
+        }
+        if !fresh.is_empty() {
+            self.store.admit(&[], &fresh).await?;
+            tracing::info!(xmids = fresh.len(), start = %start, "new XMIDs start polling");
+        }
+        Ok(())
+    }
+
+    /// Spawns one task per group of XMIDs on `tasks`; they stop when `stop` is cancelled.
+    pub fn spawn(&self, xmids: &[String], tasks: &mut JoinSet<()>, stop: &CancellationToken) {
+        for group in xmids.chunks(self.config.group_size.max(1)) {
+            let poller = self.clone();
+            let group = group.to_vec();
+            let stop = stop.clone();
+            tasks.spawn(async move { poller.run_group(group, stop).await });
+        }
+    }
+
+    async fn run_group(self, xmids: Vec<String>, stop: CancellationToken) {
+        // Spread the first polls over one interval so thousands of pollers do not fire at once.
+        let jitter = rand::thread_rng().gen_range(0.0..1.0) * self.config.interval.as_secs_f64();
+        if sleep_or_stop(&stop, Duration::from_secs_f64(jitter)).await {
+            return;
+        }
+        let backoff = || {
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_secs(1))
+                .with_max_delay(self.config.max_backoff)
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut delays = backoff();
+        loop {
+            let delay = match self.poll_once(&xmids).await {
+                Ok(()) => {
+                    self.metrics.polls.with_label_values(&["ok"]).inc();
+                    delays = backoff();
+                    self.config.interval
+                }
+                Err(error) => {
+                    self.metrics.polls.with_label_values(&["error"]).inc();
+                    let backoff = delays.next().unwrap_or(self.config.max_backoff);
+                    // Honour Retry-After, within reason.
+                    let delay = match error_retry_after(&error) {
+                        Some(after) => backoff.max(after.min(self.config.max_backoff)),
+                        None => backoff,
+                    };
+                    tracing::warn!(xmids = %xmids.join(","), %error, retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)), "poll failed");
+                    delay
+                }
+            };
+            if sleep_or_stop(&stop, delay).await {
+                return;
+            }
+        }
+    }
+
+    /// One cycle for a group: the window from the earliest cursor (less the look-back) to now,
+    /// page by page in time order, each page admitted in one transaction; then the cursors.
+    pub async fn poll_once(&self, xmids: &[String]) -> Result<(), PollError> {
+        let now = Utc::now();
+        let mut cursors = Vec::with_capacity(xmids.len());
+        for xmid in xmids {
+            let cursor = self.store.cursor(xmid)?.unwrap_or(Cursor {
+                position: now,
+                floor: now,
+            });
+            cursors.push((xmid.clone(), cursor));
+        }
+        let look_back = chrono::Duration::from_std(self.config.look_back).unwrap_or_default();
+        let from = cursors
+            .iter()
+            .map(|(_, c)| (c.position - look_back).max(c.floor))
+            .min()
+            .unwrap_or(now)
+            .min(now);
+        let mut query = AuthorizationQuery::new(xmids.to_vec(), from, now);
+        query.page_size = self.config.page_size;
+        let mut pager = self
+            .client
+            .authorization_pages(query)
+            .with_max_result_window(self.config.max_result_window);
+        loop {
+            if self.limiter.check().is_err() {
+                self.metrics.rate_limiter_waits.inc();
+                self.limiter.until_ready().await;
+            }
+            let Some(batch) = pager.next_page().await? else {
+                break;
+            };
+            self.metrics
+                .records
+                .with_label_values(&["fetched"])
+                .inc_by((batch.records.len() + batch.rejected.len()) as u64);
+            for rejected in &batch.rejected {
+                self.metrics.records.with_label_values(&["rejected"]).inc();
+                tracing::warn!(xmids = %xmids.join(","), record_id = rejected.id.as_deref().unwrap_or("(none)"),
+                    reason = %rejected.reason, "unreadable record skipped");
+            }
+            let admissions = self.admissions(&batch.records, &cursors);
+            let outcome = self.store.admit(&admissions, &[]).await?;
+            self.metrics
+                .records
+                .with_label_values(&["new"])
+                .inc_by(outcome.new as u64);
+            self.metrics
+                .records
+                .with_label_values(&["duplicate"])
+                .inc_by(outcome.duplicate as u64);
+        }
+        let moved: Vec<(String, Cursor)> = cursors
+            .into_iter()
+            .map(|(xmid, c)| {
+                (
+                    xmid,
+                    Cursor {
+                        position: now,
+                        floor: c.floor,
+                    },
+                )
+            })
+            .collect();
+        self.store.admit(&[], &moved).await?;
+        Ok(())
+    }
+
+    /// The admissions of one page: each record with an id, with the events its routes select.
+    fn admissions(&self, records: &[Record], cursors: &[(String, Cursor)]) -> Vec<Admission> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            let xmid = record.xmid().unwrap_or_default();
+            let Some(id) = record.id() else {
+                self.metrics
+                    .records
+                    .with_label_values(&["skipped_no_id"])
+                    .inc();
+                tracing::warn!(%xmid, transaction_time = ?record.transaction_time(), "record without an id skipped");
+                continue;
+            };
+            // In a group, an XMID may start later than the window: respect its own floor.
+            let floor = cursors
+                .iter()
+                .find(|(x, _)| x == xmid)
+                .map(|(_, c)| c.floor);
+            if let (Some(floor), Some(t)) = (floor, record.transaction_time()) {
+                if t < floor {
+                    self.metrics
+                        .records
+                        .with_label_values(&["before_start"])
+                        .inc();
+                    continue;
+                }
+            }
+            let value = record.to_value();
+            let events = self
+                .routes
+                .iter()
+                .filter(|r| r.matches(&value))
+                .map(|r| r.event(record, id, &value))
+                .collect();
+            out.push(Admission {
+                record_id: id.to_string(),
+                xmid: xmid.to_string(),
+                events,
+            });
+        }
+        out
+    }
+}
+
+fn error_retry_after(error: &PollError) -> Option<Duration> {
+    match error {
+        PollError::Mxc(e) => e.retry_after(),
+        PollError::Store(_) => None,
+    }
+}
+
+/// Sleeps; true if `stop` was cancelled meanwhile.
+async fn sleep_or_stop(stop: &CancellationToken, delay: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => stop.is_cancelled(),
+        _ = stop.cancelled() => true,
+    }
+}

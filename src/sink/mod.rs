@@ -1,0 +1,42 @@
+//! Sinks: where events go. One small trait; one file per kind; one delivery worker per sink
+//! drains its outbox in order and removes an entry only after the sink confirmed it.
+
+mod file;
+mod stdout;
+mod worker;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+pub use file::FileSink;
+pub use stdout::StdoutSink;
+pub use worker::{run_worker, WorkerConfig};
+
+use crate::config::SinkConfig;
+use crate::route::Event;
+
+/// What became of one event handed to a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The sink confirmed it: remove it from the outbox.
+    Delivered,
+    /// Not now (unreachable, throttled …): keep it and try again later.
+    Retry(String),
+    /// Never (too large, refused for good): move it to the dead letters with this reason.
+    Dead(String),
+}
+
+/// A destination of events.
+pub trait Sink: Send + Sync {
+    /// Delivers `events` (in order) and says what became of each, in the same order.
+    fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>>;
+}
+
+/// Builds the sink a configuration describes.
+pub fn build(config: &SinkConfig) -> Arc<dyn Sink> {
+    match config {
+        SinkConfig::Stdout { format } => Arc::new(StdoutSink::new(*format)),
+        SinkConfig::File { path } => Arc::new(FileSink::new(path.clone())),
+    }
+}
