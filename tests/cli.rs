@@ -94,7 +94,7 @@ fn check_config_lists_every_error_and_exits_non_zero() {
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(
         lines[0],
-        format!("{}: 4 errors", file.display()),
+        format!("{}: 5 errors", file.display()),
         "{stderr}"
     );
     assert_eq!(
@@ -104,6 +104,7 @@ fn check_config_lists_every_error_and_exits_non_zero() {
             "  mxc.page_size: must be 1 to 100, got 0",
             "  pollers.xmids: list at least one XMID to poll",
             "  pollers.interval: must be at least 1s, got 0s",
+            "  routes: add at least one [[routes]] entry (a sink and, optionally, a filter)",
         ]
     );
 }

@@ -2,12 +2,15 @@
 
 use mxc_relay::config::Config;
 
+/// A sink and a route, so that tests about other sections see no error about them.
+const ROUTED: &str = "\n[sinks.out]\nkind = \"stdout\"\n[[routes]]\nsink = \"out\"\n";
+
 fn no_env(_: &str) -> Option<String> {
     None
 }
 
 fn errors(text: &str) -> Vec<String> {
-    match Config::from_toml(text, "test.toml", &no_env) {
+    match Config::from_toml(&format!("{text}{ROUTED}"), "test.toml", &no_env) {
         Ok(_) => Vec::new(),
         Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
     }
@@ -49,10 +52,14 @@ fn every_error_is_reported_with_its_key_path() {
         [sinkz]
         x = 1
     "#;
-    let found = errors(text);
+    let text = text.replace("[sinkz]", &format!("{ROUTED}\n[sinkz]"));
+    let found = match Config::from_toml(&text, "test.toml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
     let expected = [
         "mxc.colour: unknown key",
-        "sinkz: unknown section or key (known: mxc, pollers, store, log)",
+        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log)",
         "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
         "mxc.page_size: must be 1 to 100, got 250",
         "pollers.xmids[1]: \"A1\" is listed twice",
@@ -116,11 +123,63 @@ fn a_syntax_error_names_line_and_column() {
 #[test]
 fn secrets_are_redacted_in_debug_output() {
     let text = "[mxc]\napi_key = \"API_canary_key_123\"\nusername = \"ops\"\npassword = \"canary-password-456\"\n[pollers]\nxmids = [\"A1\"]\n";
-    let config = Config::from_toml(text, "t.toml", &no_env).unwrap();
+    let config = Config::from_toml(&format!("{text}{ROUTED}"), "t.toml", &no_env).unwrap();
     let debug = format!("{config:?} {:?}", config.mxc.client_config());
     assert!(debug.contains("[redacted]"));
     assert!(
         !debug.contains("API_canary_key_123") && !debug.contains("canary-password-456"),
         "{debug}"
+    );
+}
+
+#[test]
+fn routes_and_sinks_are_checked() {
+    let text = r#"
+        [mxc]
+        api_key = "API_x"
+        [pollers]
+        xmids = ["A1"]
+        [sinks.alerts]
+        kind = "file"
+        path = ""
+        [sinks.bad]
+        kind = "kafka"
+        [[routes]]
+        sink = "alertz"
+        event_type = "Authorization Declined"
+        filter = 'authorizedAmount >'
+        redact.drop = ["card..data"]
+        [[routes]]
+        name = "x"
+        sink = "alerts"
+        colour = 1
+    "#;
+    let found = match Config::from_toml(text, "t.toml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    for e in [
+        "sinks.bad.kind: unknown variant `kafka`, expected `stdout` or `file`",
+        "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
+    ] {
+        assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
+    }
+    // Sections that failed to load are not checked further; fix them and the rest shows.
+    let text = text
+        .replace("kind = \"kafka\"", "kind = \"stdout\"")
+        .replace("colour = 1", "");
+    let found = match Config::from_toml(&text, "t.toml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    };
+    assert_eq!(
+        found,
+        [
+            "sinks.alerts.path: must name a file",
+            "routes[0].sink: no sink named \"alertz\" (defined: alerts, bad)",
+            "routes[0].event_type: lower-case letters, digits, '.', '_' or '-', like authorization.declined; got \"Authorization Declined\"",
+            "routes[0].filter: expected a value (\"text\", a number, true, false or null), found the end at column 19: authorizedAmount >",
+            "routes[0].redact.drop[0]: \"card..data\" is not a dotted field path like cardNumber.data",
+        ]
     );
 }

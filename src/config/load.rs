@@ -182,7 +182,15 @@ fn section<T: DeserializeOwned + Default>(
                 } else {
                     key_path(name, &path)
                 },
-                message: e.into_inner().to_string(),
+                // The toml crate appends "in `key`" lines: the path says it already.
+                message: e
+                    .into_inner()
+                    .to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string(),
             });
             failed.push(name);
             T::default()
@@ -194,7 +202,9 @@ fn section<T: DeserializeOwned + Default>(
 fn key_path(section: &str, inner: &str) -> String {
     let mut out = section.to_string();
     for part in inner.split('.') {
-        if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
+        if part.starts_with('[') {
+            out.push_str(part);
+        } else if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{part}]"));
         } else {
             out.push('.');
