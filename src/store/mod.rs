@@ -239,7 +239,7 @@ impl Store {
         ];
         trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
         // Encode outside the transaction: its closure may run more than once.
-        let mut encoded: Vec<(&Admission, Vec<(usize, Vec<u8>)>)> =
+        let mut encoded: Vec<(&Admission, Vec<EncodedEvent>)> =
             Vec::with_capacity(admissions.len());
         for admission in admissions {
             let mut events = Vec::with_capacity(admission.events.len());
@@ -464,6 +464,9 @@ impl Store {
         }
     }
 }
+
+/// An event ready for the transaction: the index of its sink's outbox and its bytes.
+type EncodedEvent = (usize, Vec<u8>);
 
 fn time_key(ms: i64, id: &str) -> Vec<u8> {
     let mut key = ms.to_be_bytes().to_vec();
