@@ -235,7 +235,11 @@ impl Pollers {
                     continue;
                 }
             }
-            let value = record.to_value();
+            let value = if self.routes.iter().any(Route::needs_tree) {
+                record.to_value()
+            } else {
+                serde_json::Value::Null
+            };
             let events = self
                 .routes
                 .iter()

@@ -70,20 +70,31 @@ impl Route {
         })
     }
 
+    /// Whether this route reads the record's JSON tree (to filter or to redact); when no route
+    /// does, the caller need not parse it.
+    pub fn needs_tree(&self) -> bool {
+        self.filter.is_some() || self.redacts()
+    }
+
+    fn redacts(&self) -> bool {
+        !self.drop.is_empty() || !self.mask.is_empty()
+    }
+
     pub fn matches(&self, record: &Value) -> bool {
         self.filter.as_ref().is_none_or(|f| f.matches(record))
     }
 
-    /// The event for `record`; `value` is the record's JSON tree, parsed once by the caller.
+    /// The event for `record`; `value` is the record's JSON tree, parsed once by the caller
+    /// (it may be `Null` when no route [needs it](Route::needs_tree)).
     pub fn event(&self, record: &Record, record_id: &str, value: &Value) -> Event {
         let id = event_id(&self.name, record_id);
         let xmid = record.xmid().unwrap_or_default().to_string();
         let occurred_at = record
             .transaction_time()
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-        let data = if self.drop.is_empty() && self.mask.is_empty() {
-            value.clone()
-        } else {
+        // The envelope is written around the record's own JSON text: no tree to clone and
+        // serialize again unless this route redacts.
+        let data = if self.redacts() {
             let mut data = value.clone();
             for path in &self.drop {
                 remove(&mut data, path.segments());
@@ -91,15 +102,21 @@ impl Route {
             for path in &self.mask {
                 mask(&mut data, path.segments());
             }
-            data
+            std::borrow::Cow::Owned(data.to_string())
+        } else {
+            std::borrow::Cow::Borrowed(record.json())
         };
-        let envelope = serde_json::json!({
-            "id": id,
-            "type": self.event_type,
-            "xmid": xmid,
-            "occurred_at": occurred_at,
-            "data": data,
-        });
+        let text = |s: &str| Value::from(s).to_string();
+        let body = format!(
+            r#"{{"id":{},"type":{},"xmid":{},"occurred_at":{},"data":{data}}}"#,
+            text(&id),
+            text(&self.event_type),
+            text(&xmid),
+            occurred_at
+                .as_deref()
+                .map(text)
+                .unwrap_or_else(|| "null".into()),
+        );
         Event {
             id,
             event_type: self.event_type.clone(),
@@ -108,7 +125,7 @@ impl Route {
             xmid,
             record_id: record_id.to_string(),
             occurred_at,
-            body: envelope.to_string(),
+            body,
         }
     }
 }

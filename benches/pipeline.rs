@@ -1,0 +1,283 @@
+//! The pipeline's throughput and its cost per merchant, each beside a baseline of the same run.
+//!
+//! `cargo bench --bench pipeline`
+//!
+//! 1. End to end: records/s from the simulator through dedup and the sled outbox to the file
+//!    sink, for both durability policies, beside the rate at which the simulator alone serves
+//!    the same records to the same client (the ceiling).
+//! 2. Fleet cost: 10,000 idle XMIDs polled every 10 s by the real binary against the real
+//!    simulator binary, group size 1 vs 50: MXC calls per poll cycle and the process's RSS.
+//!    (`BENCH_SKIP_FLEET=1` skips this part.)
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::config::{Config, Durability, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, Credentials};
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::secret::Secret;
+use mxc_relay::sim::{self, SimConfig};
+use mxc_relay::telemetry::Metrics;
+
+const RECORDS: usize = 30_000;
+const MERCHANTS: usize = 20;
+const FLEET: usize = 10_000;
+const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(end_to_end());
+    if std::env::var("BENCH_SKIP_FLEET").is_err() {
+        fleet_cost();
+    }
+}
+
+fn credentials() -> Credentials {
+    Credentials {
+        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        username: None,
+        password: Secret::default(),
+    }
+}
+
+async fn end_to_end() {
+    let sim = sim::start(SimConfig {
+        merchants: MERCHANTS,
+        rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let xmids: Vec<String> = sim.xmids()[..MERCHANTS].to_vec();
+    let t0 = Utc::now();
+    sim.generate(RECORDS, &xmids, t0 - chrono::Duration::minutes(30), t0)
+        .expect("generate");
+
+    // Baseline: the simulator alone, serving every record to the real client, 4 at a time.
+    let client = Client::new(ClientConfig::new(sim.base_url(), credentials())).expect("client");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in xmids.chunks(MERCHANTS / 4) {
+        let (client, chunk) = (client.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for xmid in chunk {
+                let q = AuthorizationQuery::new(
+                    vec![xmid],
+                    t0 - chrono::Duration::minutes(31),
+                    Utc::now(),
+                );
+                let mut pager = client.authorization_pages(q);
+                while let Some(batch) = pager.next_page().await.expect("page") {
+                    n += batch.records.len();
+                }
+            }
+            n
+        }));
+    }
+    let mut served = 0;
+    for t in tasks {
+        served += t.await.expect("task");
+    }
+    let baseline = served as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(served, RECORDS);
+
+    let mut rows = vec![(
+        "simulator alone → mxc::Client (baseline)".to_string(),
+        baseline,
+    )];
+    for durability in [Durability::Batch, Durability::Interval] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.mxc.base_url = sim.base_url();
+        config.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
+        config.pollers.xmids = xmids.clone();
+        config.pollers.interval = Duration::from_millis(200);
+        config.pollers.look_back = Duration::from_secs(3600);
+        config.pollers.requests_per_second = 10_000.0;
+        config.pollers.burst = 1_000;
+        config.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(40));
+        config.store.path = dir.path().join("store");
+        config.store.durability = durability;
+        config.sinks.insert(
+            "archive".into(),
+            SinkConfig::File {
+                path: dir.path().join("out.jsonl"),
+            },
+        );
+        config.routes.push(RouteConfig {
+            name: Some("all".into()),
+            sink: "archive".into(),
+            event_type: "authorization.created".into(),
+            filter: None,
+            redact: RedactConfig::default(),
+        });
+        let metrics = Metrics::new();
+        let started = Instant::now();
+        let pipeline = Pipeline::start(&config, metrics.clone())
+            .await
+            .expect("pipeline");
+        while metrics.events("archive", "delivered") < RECORDS as u64 {
+            assert!(
+                started.elapsed() < Duration::from_secs(300),
+                "pipeline too slow"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
+        pipeline.shutdown().await.expect("shutdown");
+        assert_eq!(count_lines(&dir.path().join("out.jsonl")), RECORDS);
+        rows.push((
+            format!("pipeline end to end, durability = {durability:?}").to_lowercase(),
+            rate,
+        ));
+    }
+    println!("end to end: {RECORDS} records of {MERCHANTS} XMIDs, simulator → dedup → sled outbox → file sink");
+    println!();
+    println!("| measurement | records/s | vs baseline |");
+    println!("|---|---:|---:|");
+    for (name, rate) in &rows {
+        println!("| {name} | {rate:.0} | {:.2} |", rate / baseline);
+    }
+    println!();
+}
+
+fn count_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// Kills the child when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn fleet_cost() {
+    let mut sim = Guard(
+        Command::new(BIN)
+            .args([
+                "sim",
+                "--listen",
+                "127.0.0.1:0",
+                "--merchants",
+                &FLEET.to_string(),
+                "--closed-merchants",
+                "0",
+                "--rate",
+                "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim"),
+    );
+    let mut line = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let base = line.trim().trim_start_matches("listening on ").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let xmids: Vec<String> = runtime
+        .block_on(async {
+            Client::new(ClientConfig::new(base.clone(), credentials()))?
+                .roster()
+                .await
+        })
+        .expect("roster")
+        .into_iter()
+        .map(|m| m.xmid)
+        .collect();
+    assert_eq!(xmids.len(), FLEET);
+
+    println!("fleet cost: {FLEET} idle XMIDs, interval 10s, real binaries (`mxc-relay run` against `mxc-relay sim`), 25 s each");
+    println!();
+    println!("| group size | MXC calls per poll cycle | RSS of mxc-relay run | vs group size 1 (calls) |");
+    println!("|---:|---:|---:|---:|");
+    let mut first_calls = 0.0;
+    for group in [1usize, 50] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"10s\"\nlook_back = \"1m\"\ngroup_size = {group}\nrequests_per_second = 5000.0\nburst = 500\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n",
+            sim::DEFAULT_API_KEY,
+            serde_json::to_string(&xmids).expect("json"),
+            dir.path().join("store").display(),
+            dir.path().join("out.jsonl").display(),
+        );
+        let path = dir.path().join("fleet.toml");
+        std::fs::write(&path, config).expect("config");
+        let before = queries(&runtime, &base);
+        let run = Guard(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run"),
+        );
+        std::thread::sleep(Duration::from_secs(25));
+        let rss = rss_kib(run.0.id());
+        drop(run);
+        let after = queries(&runtime, &base);
+        let calls = (after.0 - before.0) as f64;
+        // Each XMID is named once per cycle: cycles = mean queries per XMID.
+        let cycles = (after.1 - before.1) as f64 / FLEET as f64;
+        let per_cycle = calls / cycles.max(1e-9);
+        if group == 1 {
+            first_calls = per_cycle;
+        }
+        println!(
+            "| {group} | {per_cycle:.0} | {:.1} MiB | {:.3} |",
+            rss as f64 / 1024.0,
+            per_cycle / first_calls
+        );
+    }
+}
+
+/// (authorization requests, XMIDs named by them) so far, from the simulator's stats.
+fn queries(runtime: &tokio::runtime::Runtime, base: &str) -> (u64, u64) {
+    runtime.block_on(async {
+        let stats: serde_json::Value = reqwest::get(format!("{base}/_sim/stats?by_xmid=true"))
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        let requests = stats["requests"]["GET /report/v1/tsys/authorization"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        let named = stats["queries_by_xmid"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        (requests, named)
+    })
+}
