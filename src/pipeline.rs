@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -105,8 +105,6 @@ impl Pipeline {
                 interval: config.pollers.interval,
                 look_back: config.pollers.look_back,
                 group_size: config.pollers.group_size,
-                requests_per_second: config.pollers.requests_per_second,
-                burst: config.pollers.burst,
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,
                 max_backoff: Duration::from_secs(300),
@@ -123,13 +121,17 @@ impl Pipeline {
         pollers.spawn(&config.pollers.xmids, &mut poller_tasks, &stop_polling);
 
         let mut housekeeping = JoinSet::new();
+        let xmids = Arc::new(config.pollers.xmids.clone());
         housekeeping.spawn(prune_seen(
             store.clone(),
+            xmids.clone(),
             config.store.seen_retention,
+            config.pollers.look_back,
             stop_polling.clone(),
         ));
         housekeeping.spawn(sample_lag(
             store.clone(),
+            xmids,
             metrics.clone(),
             stop_polling.clone(),
         ));
@@ -177,17 +179,40 @@ impl Pipeline {
     }
 }
 
-/// Forgets record ids older than the retention, regularly.
-async fn prune_seen(store: Store, retention: Duration, stop: CancellationToken) {
+/// Forgets record ids older than the retention, regularly — but never ids that a poll could
+/// still re-read: those admitted after the earliest configured cursor less the look-back
+/// (a poller stuck for days keeps its ids until it catches up).
+async fn prune_seen(
+    store: Store,
+    xmids: Arc<Vec<String>>,
+    retention: Duration,
+    look_back: Duration,
+    stop: CancellationToken,
+) {
     let every = (retention / 10).clamp(Duration::from_secs(10), Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let before = Utc::now() - chrono::Duration::from_std(retention).unwrap_or_default();
         let store = store.clone();
-        match tokio::task::spawn_blocking(move || store.prune_seen(before)).await {
+        let xmids = xmids.clone();
+        let pruned = tokio::task::spawn_blocking(move || {
+            let now = Utc::now();
+            let mut before = chrono::Duration::from_std(retention)
+                .ok()
+                .and_then(|r| now.checked_sub_signed(r))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let look_back = chrono::Duration::from_std(look_back).unwrap_or_default();
+            for xmid in xmids.iter() {
+                if let Some(cursor) = store.cursor(xmid)? {
+                    before = before.min(cursor.position - look_back);
+                }
+            }
+            store.prune_seen(before)
+        })
+        .await;
+        match pruned {
             Ok(Ok(0)) => {}
             Ok(Ok(n)) => tracing::debug!(pruned = n, "forgot record ids past the retention"),
             Ok(Err(e)) => tracing::error!(error = %e, "cannot prune seen ids"),
@@ -196,19 +221,24 @@ async fn prune_seen(store: Store, retention: Duration, stop: CancellationToken) 
     }
 }
 
-/// Poll lag per XMID (now − cursor), every second.
-async fn sample_lag(store: Store, metrics: Metrics, stop: CancellationToken) {
+/// Poll lag per configured XMID (now − cursor), every second.
+async fn sample_lag(
+    store: Store,
+    xmids: Arc<Vec<String>>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
     loop {
-        if let Ok(cursors) = store.cursors() {
-            let now = Utc::now();
-            let mut max: f64 = 0.0;
-            for (xmid, cursor) in cursors {
+        let now = Utc::now();
+        let mut max: f64 = 0.0;
+        for xmid in xmids.iter() {
+            if let Ok(Some(cursor)) = store.cursor(xmid) {
                 let lag = (now - cursor.position).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics.poll_lag.with_label_values(&[&xmid]).set(lag);
+                metrics.poll_lag.with_label_values(&[xmid]).set(lag);
                 max = max.max(lag);
             }
-            metrics.poll_lag_max.set(max);
         }
+        metrics.poll_lag_max.set(max);
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,

@@ -66,9 +66,9 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
         .unwrap();
     // 2 minutes at 50/s ≈ 6,000 records (Poisson arrivals).
     assert!(
-        (5_000..7_000).contains(&page.total_records),
+        (5_000..7_000).contains(&page.total_records.unwrap()),
         "{}",
-        page.total_records
+        page.total_records.unwrap()
     );
     child.kill().unwrap();
     child.wait().unwrap();
@@ -245,5 +245,126 @@ fn fetch_without_a_key_says_how_to_give_one() {
     assert_eq!(
         String::from_utf8_lossy(&out.stderr).trim(),
         "error: no API key: set MXC_API_KEY, or pass --config FILE"
+    );
+}
+
+#[test]
+fn the_demo_streams_authorizations_and_stops_by_itself() {
+    let out = Command::new(BIN)
+        .args([
+            "demo",
+            "--duration",
+            "6s",
+            "--merchants",
+            "5",
+            "--rate",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    // Two minutes of history at 20/s, then live traffic.
+    assert!(lines.len() > 1_000, "{} lines", lines.len());
+    assert!(
+        lines.iter().any(|l| l.contains("DECLINED")),
+        "declines are shown"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.contains('$') && (l.contains("Approved") || l.contains("DECLINED"))),
+        "{stdout}"
+    );
+    let total = stderr.lines().last().unwrap_or_default();
+    assert!(
+        total.starts_with(&format!("total: {} authorizations", lines.len())),
+        "{total}"
+    );
+    assert!(
+        total.contains("outbox 0"),
+        "everything delivered before exit: {total}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..3].to_vec();
+    sim.generate(60, &xmids, Utc::now() - Duration::minutes(5), Utc::now())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n",
+            sim.base_url(),
+            serde_json::to_string(&xmids).unwrap(),
+            mxc_relay::mxc::instant(Utc::now() - Duration::minutes(10)),
+            dir.path().join("store").display(),
+            dir.path().join("out.jsonl").display(),
+        ),
+    )
+    .unwrap();
+    let child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_file = dir.path().join("out.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::fs::read_to_string(&out_file)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 60
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "records did not arrive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("stopping") && stderr.contains("stopped cleanly"),
+        "{stderr}"
+    );
+
+    let state = Command::new(BIN)
+        .args(["state", "--config"])
+        .arg(&config)
+        .env("MXC_API_KEY", "x")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&state.stdout);
+    assert!(
+        state.status.success(),
+        "{}",
+        String::from_utf8_lossy(&state.stderr)
+    );
+    for xmid in &xmids {
+        assert!(text.contains(xmid.as_str()), "{text}");
+    }
+    assert!(text.contains("seen record ids: 60"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["archive", "0", "0"]),
+        "{text}"
     );
 }

@@ -8,7 +8,7 @@ const FIXTURE: &str = include_str!("fixtures/authorization-page.json");
 #[test]
 fn the_documented_page_parses() {
     let page = Page::parse(FIXTURE.as_bytes()).expect("fixture parses");
-    assert_eq!(page.total_records, 1);
+    assert_eq!(page.total_records, Some(1));
     assert_eq!(page.total_amount, Some(11.11));
     assert!(page.rejected.is_empty());
     let record = &page.records[0];

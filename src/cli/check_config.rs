@@ -25,7 +25,7 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
                 "{}: OK — {} XMID(s), MXC at {}, polled every {}{}",
                 args.file.display(),
                 config.pollers.xmids.len(),
-                config.mxc.base_url,
+                mxc_relay::mxc::display_url(&config.mxc.base_url),
                 humantime::format_duration(config.pollers.interval),
                 if from_env.is_empty() {
                     String::new()

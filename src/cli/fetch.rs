@@ -50,8 +50,9 @@ fn instant(text: &str) -> Result<DateTime<Utc>, String> {
         format!("{text:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")
     })?;
     chrono::Duration::from_std(ago)
-        .map(|d| Utc::now() - d)
-        .map_err(|e| format!("{text:?}: {e}"))
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
 }
 
 pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
@@ -94,7 +95,10 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         }
         records += batch.records.len() as u64;
         if pages % 10 == 0 {
-            eprintln!("… {records} of {} records", batch.total_records);
+            match batch.total_records {
+                Some(total) => eprintln!("… {records} of {total} records"),
+                None => eprintln!("… {records} records"),
+            }
         }
         Ok(())
     };

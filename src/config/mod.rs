@@ -150,10 +150,10 @@ impl Default for PollersConfig {
 pub struct StoreConfig {
     /// Directory of the sled database; created if missing.
     pub path: PathBuf,
-    /// `batch`: every admitted page is flushed to disk before the next poll (safest, one
+    /// `batch`: every admitted page is flushed to disk before polling goes on (safest, one
     /// fsync per page). `interval`: flushed every `flush_interval` (group commit: less disk
-    /// work; a crash loses at most that much admission work, and since the cursor is in the
-    /// same transaction it rolls back too, so those records are fetched and admitted again —
+    /// work; a crash loses at most that much admission work, and the cursor, written after the
+    /// pages it covers, rolls back with it, so those records are fetched and admitted again —
     /// nothing is lost either way).
     pub durability: Durability,
     /// Flush period for `durability = "interval"`.

@@ -154,12 +154,13 @@ impl Config {
             error("store.path", "must name a directory".into());
         }
 
-        if self.store.seen_retention <= self.pollers.look_back + self.pollers.interval {
+        let re_read = self.pollers.look_back.saturating_add(self.pollers.interval);
+        if self.store.seen_retention <= re_read {
             error(
                 "store.seen_retention",
                 format!(
                     "must be longer than pollers.look_back + pollers.interval ({}), got {}",
-                    fmt(self.pollers.look_back + self.pollers.interval),
+                    fmt(re_read),
                     fmt(self.store.seen_retention)
                 ),
             );

@@ -57,10 +57,25 @@ pub(crate) struct Token {
     serial: u64,
 }
 
+/// After a transient failure of the Security API, callers get that failure, without a new
+/// call, for this long: a down Security API sees one call a second, not one per caller.
+const TRANSIENT_HOLD: Duration = Duration::from_secs(1);
+
+/// Longest token lifetime believed, whatever `exp` says (an `exp` in milliseconds, say).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Default)]
 struct Attempt {
-    /// The last failure, with when it happened.
-    failure: Option<(Instant, MxcError)>,
+    /// The last failed authentication, if the last one failed.
+    failure: Option<Failure>,
+}
+
+struct Failure {
+    /// When it ended.
+    at: Instant,
+    /// Until when it is the answer to every caller.
+    held_until: Instant,
+    error: MxcError,
 }
 
 pub(crate) struct TokenManager {
@@ -71,8 +86,7 @@ pub(crate) struct TokenManager {
     current: RwLock<Option<Arc<Token>>>,
     /// Held while an authentication call is in flight: the single-flight gate.
     gate: tokio::sync::Mutex<Attempt>,
-    /// Authentication calls made so far; a caller that waited at the gate compares it to see
-    /// whether someone else already tried on its behalf.
+    /// Authentication calls made so far (also numbers the tokens).
     attempts: AtomicU64,
     timeout: Duration,
 }
@@ -99,56 +113,85 @@ impl TokenManager {
 
     /// A token fit for use now: the cached one, or a new one from one shared call.
     pub(crate) async fn token(&self) -> Result<Arc<Token>, MxcError> {
-        let attempts_seen = self.attempts.load(Ordering::Acquire);
+        let arrived = Instant::now();
         if let Some(token) = self.cached() {
-            if Instant::now() < token.refresh_at {
+            if arrived < token.refresh_at {
                 return Ok(token);
             }
         }
-        let mut attempt = self.gate.lock().await;
-        let now = Instant::now();
+        let mut attempt = match self.gate.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => {
+                // Someone is refreshing; inside the refresh margin the cached token still works.
+                if let Some(token) = self.usable() {
+                    return Ok(token);
+                }
+                self.gate.lock().await
+            }
+        };
         let cached = self.cached();
         if let Some(token) = &cached {
-            if now < token.refresh_at {
+            if Instant::now() < token.refresh_at {
                 return Ok(token.clone());
             }
         }
-        if let Some((at, error)) = &attempt.failure {
-            let someone_tried = self.attempts.load(Ordering::Acquire) != attempts_seen;
-            let held = matches!(error, MxcError::AuthRejected { .. })
-                && now.duration_since(*at) < self.policy.rejection_hold;
-            if someone_tried || held {
-                return Err(error.clone());
+        if let Some(failure) = &attempt.failure {
+            // An attempt that ended after this caller arrived answered for it, and a recent
+            // failure is held for a while: either way, no new call.
+            if failure.at >= arrived || Instant::now() < failure.held_until {
+                return match self.usable() {
+                    Some(token) if !matches!(failure.error, MxcError::AuthRejected { .. }) => {
+                        Ok(token)
+                    }
+                    _ => Err(failure.error.clone()),
+                };
             }
         }
-        self.attempts.fetch_add(1, Ordering::AcqRel);
-        let serial = self.attempts.load(Ordering::Acquire);
+        let serial = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
         match self.authenticate(serial).await {
             Ok(token) => {
                 let token = Arc::new(token);
                 self.store(Some(token.clone()));
                 attempt.failure = None;
                 tracing::debug!(
-                    expires_in_s = token.expires_at.saturating_duration_since(now).as_secs(),
+                    expires_in_s = token
+                        .expires_at
+                        .saturating_duration_since(Instant::now())
+                        .as_secs(),
                     "obtained a new MXC token"
                 );
                 Ok(token)
             }
             Err(error) => {
-                attempt.failure = Some((Instant::now(), error.clone()));
+                let hold = match &error {
+                    MxcError::AuthRejected { .. } => self.policy.rejection_hold,
+                    MxcError::Throttled { retry_after, .. } => retry_after
+                        .unwrap_or(TRANSIENT_HOLD)
+                        .min(self.policy.rejection_hold),
+                    _ => TRANSIENT_HOLD,
+                };
+                let now = Instant::now();
+                attempt.failure = Some(Failure {
+                    at: now,
+                    held_until: now + hold,
+                    error: error.clone(),
+                });
                 // A token inside its refresh margin is still valid: keep using it while the
                 // Security API has a bad moment, unless the credentials themselves were refused.
-                if let Some(token) = cached {
-                    if Instant::now() < token.expires_at
-                        && !matches!(error, MxcError::AuthRejected { .. })
-                    {
+                match self.usable() {
+                    Some(token) if !matches!(error, MxcError::AuthRejected { .. }) => {
                         tracing::warn!(%error, "token refresh failed; using the current token until it expires");
-                        return Ok(token);
+                        Ok(token)
                     }
+                    _ => Err(error),
                 }
-                Err(error)
             }
         }
+    }
+
+    /// The cached token if it has not expired yet (it may be inside its refresh margin).
+    fn usable(&self) -> Option<Arc<Token>> {
+        self.cached().filter(|t| Instant::now() < t.expires_at)
     }
 
     /// Forgets `token` after the server refused it (401), unless a newer one replaced it already.
@@ -201,7 +244,8 @@ impl TokenManager {
             .await
             .map_err(|e| super::client::request_error(AUTH_ENDPOINT, e, self.timeout))?;
         let received = Instant::now();
-        let body_excerpt = || self.scrub(&excerpt(&body));
+        // Scrub the whole body before cutting it: a secret across the cut must not leak half.
+        let body_excerpt = || excerpt(self.scrub(&String::from_utf8_lossy(&body)).as_bytes());
         match status.as_u16() {
             200..=299 => {}
             401 | 403 => {
@@ -256,6 +300,12 @@ impl TokenManager {
             }
             None => self.policy.assumed_ttl,
         };
+        if lifetime > MAX_LIFETIME {
+            tracing::warn!(
+                "the MXC token's exp is more than a day away; refreshing as if it lived a day"
+            );
+        }
+        let lifetime = lifetime.min(MAX_LIFETIME);
         let margin = self.policy.refresh_margin.min(lifetime / 2);
         Ok(Token {
             value: Secret::new(token),

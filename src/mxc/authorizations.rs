@@ -151,8 +151,8 @@ pub struct AuthorizationPager {
 pub struct Batch {
     pub records: Vec<Record>,
     pub rejected: Vec<RejectedRecord>,
-    /// The window's `totalRecords` as the server last counted it.
-    pub total_records: u64,
+    /// The window's `totalRecords` as the server last counted it, when it says.
+    pub total_records: Option<u64>,
 }
 
 impl AuthorizationPager {
@@ -173,9 +173,13 @@ impl AuthorizationPager {
         let page = self.client.authorizations(&self.query, self.offset).await?;
         let received = (page.records.len() + page.rejected.len()) as u32;
         self.offset += received;
-        if received < self.query.page_size || u64::from(self.offset) >= page.total_records {
-            self.done = true;
-        }
+        // With a total, page until it is reached (a server may send shorter pages than asked);
+        // without one, a short page is the last.
+        self.done = received == 0
+            || match page.total_records {
+                Some(total) => u64::from(self.offset) >= total,
+                None => received < self.query.page_size,
+            };
         let mut records = Vec::with_capacity(page.records.len());
         for record in page.records {
             if self.seen_at_boundary(&record) {

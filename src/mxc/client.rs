@@ -54,7 +54,7 @@ struct Inner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.inner.base_url)
+            .field("base_url", &display_url(&self.inner.base_url))
             .finish_non_exhaustive()
     }
 }
@@ -95,8 +95,9 @@ impl Client {
         })
     }
 
-    pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+    /// The base URL, without any `user:password@` it may carry: fit for a log line.
+    pub fn base_url(&self) -> String {
+        display_url(&self.inner.base_url)
     }
 
     /// Obtains a token now (or checks the cached one), e.g. to fail fast at start-up.
@@ -168,25 +169,48 @@ impl Client {
             if status.is_success() {
                 return Ok((status.as_u16(), bytes));
             }
+            // A body that echoes the request must not carry the token into a log.
+            let excerpt = || {
+                excerpt(
+                    token
+                        .value
+                        .scrub(&String::from_utf8_lossy(&bytes))
+                        .as_bytes(),
+                )
+            };
             if status == StatusCode::UNAUTHORIZED {
-                self.inner.tokens.invalidate(&token);
                 if !retried {
+                    self.inner.tokens.invalidate(&token);
                     tracing::debug!(endpoint, "MXC answered 401; re-authenticating once");
                     retried = true;
                     continue;
                 }
+                // A fresh token refused too: not a token problem, so keep the token.
                 return Err(MxcError::Unauthorized {
                     endpoint: endpoint.to_string(),
-                    excerpt: excerpt(&bytes),
+                    excerpt: excerpt(),
                 });
             }
             return Err(status_error(
                 endpoint,
                 status.as_u16(),
                 retry_after,
-                excerpt(&bytes),
+                excerpt(),
             ));
         }
+    }
+}
+
+/// A URL with its userinfo removed.
+pub fn display_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        Err(_) => "(unparseable URL)".to_string(),
     }
 }
 

@@ -12,7 +12,7 @@ pub use authorizations::{
     instant, AuthorizationPager, AuthorizationQuery, Batch, ExportPager, DEFAULT_MAX_RESULT_WINDOW,
     MAX_PAGE_SIZE,
 };
-pub use client::{Client, ClientConfig, DEFAULT_BASE_URL};
+pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use roster::Merchant;

@@ -10,6 +10,9 @@ use serde_json::value::RawValue;
 pub struct Record {
     raw: Box<RawValue>,
     view: RecordView,
+    /// Known fields that had an unexpected type (and read as absent), e.g.
+    /// "field `authorizedAmount`: invalid type: string \"12.00\", expected f64".
+    type_problem: Option<String>,
 }
 
 /// The fields mxc-relay reads. Every one is optional: MXC may omit any of them, and a missing
@@ -42,21 +45,39 @@ pub struct RejectedRecord {
 }
 
 impl Record {
-    /// Reads the typed view of `raw`. Fails, naming the field, when a known field has the wrong
-    /// type (an amount given as text, a time that is not ISO-8601 …).
+    /// Reads the typed view of `raw`. A known field of an unexpected type (an amount given as
+    /// text, a time that is not ISO-8601 …) reads as absent and is reported by
+    /// [`Record::type_problem`]: the record itself, with its exact JSON, is kept. Fails only
+    /// when the record is not a JSON object.
     pub fn from_raw(raw: Box<RawValue>) -> Result<Record, String> {
         let mut track = serde_path_to_error::Track::new();
         let mut de = serde_json::Deserializer::from_str(raw.get());
-        let view =
-            RecordView::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
-                .map_err(|e| {
-                    format!(
-                        "field `{}`: {}",
-                        track.path(),
-                        strip_position(&e.to_string())
-                    )
-                })?;
-        Ok(Record { raw, view })
+        let strict =
+            RecordView::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
+        let (view, type_problem) = match strict {
+            Ok(view) => (view, None),
+            Err(e) => {
+                let problem = format!(
+                    "field `{}`: {}",
+                    track.path(),
+                    strip_position(&e.to_string())
+                );
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(raw.get())
+                        .map_err(|_| format!("not a JSON object ({problem})"))?;
+                (RecordView::lenient(&object), Some(problem))
+            }
+        };
+        Ok(Record {
+            raw,
+            view,
+            type_problem,
+        })
+    }
+
+    /// The first known field that had an unexpected type, if any.
+    pub fn type_problem(&self) -> Option<&str> {
+        self.type_problem.as_deref()
     }
 
     /// Parses one record from JSON text.
@@ -98,6 +119,37 @@ impl Record {
     }
 }
 
+impl RecordView {
+    /// Field by field: each one that does not read as its type is absent. Ids given as
+    /// numbers are taken as text.
+    fn lenient(object: &serde_json::Map<String, serde_json::Value>) -> RecordView {
+        fn get<T: serde::de::DeserializeOwned>(
+            o: &serde_json::Map<String, serde_json::Value>,
+            key: &str,
+        ) -> Option<T> {
+            o.get(key).and_then(|v| T::deserialize(v).ok())
+        }
+        let id = match object.get("id") {
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => get(object, "id"),
+        };
+        RecordView {
+            id,
+            account_number: get(object, "accountNumber"),
+            transaction_date_and_time: get(object, "transactionDateAndTime"),
+            created: get(object, "created"),
+            authorized_amount: get(object, "authorizedAmount"),
+            authorization_response: get(object, "authorizationResponse"),
+            authorization_response_status: get(object, "authorizationResponseStatus"),
+            authorization_response_description: get(object, "authorizationResponseDescription"),
+            card_type: get(object, "cardType"),
+            merchant_name: get(object, "merchantName"),
+            mcc_code: get(object, "mccCode"),
+            pos_entry_mode1: get(object, "posEntryMode1"),
+        }
+    }
+}
+
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.raw.serialize(serializer)
@@ -115,8 +167,8 @@ fn strip_position(message: &str) -> String {
 /// One page of a report endpoint (`/report/v1/tsys/*`, `/boarding/v1/uar`).
 #[derive(Debug, Clone, Default)]
 pub struct Page {
-    /// Records matching the whole query (not only this page).
-    pub total_records: u64,
+    /// Records matching the whole query (not only this page), when the server says.
+    pub total_records: Option<u64>,
     /// `aggregations.totalAmount.value`, when the endpoint sends it.
     pub total_amount: Option<f64>,
     pub records: Vec<Record>,
@@ -138,8 +190,8 @@ struct Envelope {
 }
 
 impl Page {
-    /// Parses a page. The envelope must be well-formed; a record inside it that cannot be read
-    /// lands in [`Page::rejected`] with its reason instead of failing the page.
+    /// Parses a page. The envelope must be well-formed; a record inside it that is not a JSON
+    /// object lands in [`Page::rejected`] with its reason instead of failing the page.
     pub fn parse(body: &[u8]) -> Result<Page, String> {
         let envelope: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         let total_amount = envelope
@@ -148,9 +200,7 @@ impl Page {
             .and_then(|a| a.pointer("/totalAmount/value"))
             .and_then(|v| v.as_f64());
         let mut page = Page {
-            total_records: envelope
-                .total_records
-                .unwrap_or(envelope.records.len() as u64),
+            total_records: envelope.total_records,
             total_amount,
             records: Vec::with_capacity(envelope.records.len()),
             rejected: Vec::new(),
@@ -184,22 +234,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_bad_field_rejects_only_its_record() {
-        let body = br#"{"totalRecords":2,"records":[
-            {"id":"a","authorizedAmount":"12.00"},
-            {"id":"b","authorizedAmount":12.0,"someUnknownField":{"x":[1,2]}}]}"#;
+    fn a_field_of_the_wrong_type_keeps_the_record_and_says_so() {
+        let body = br#"{"totalRecords":3,"records":[
+            {"id":"a","authorizedAmount":"12.00","cardType":"Visa"},
+            {"id":"b","authorizedAmount":12.0,"someUnknownField":{"x":[1,2]}},
+            ["not", "an", "object"]]}"#;
         let page = Page::parse(body).unwrap();
-        assert_eq!(page.records.len(), 1);
-        assert_eq!(page.records[0].id(), Some("b"));
-        assert_eq!(page.rejected.len(), 1);
-        assert_eq!(page.rejected[0].id.as_deref(), Some("a"));
-        assert!(
-            page.rejected[0]
-                .reason
-                .starts_with("field `authorizedAmount`: invalid type"),
-            "{}",
-            page.rejected[0].reason
+        assert_eq!(page.records.len(), 2);
+        let a = &page.records[0];
+        assert_eq!(a.id(), Some("a"));
+        assert_eq!(a.view().authorized_amount, None);
+        assert_eq!(
+            a.view().card_type.as_deref(),
+            Some("Visa"),
+            "the other fields still read"
         );
+        let problem = a.type_problem().unwrap();
+        assert!(
+            problem.starts_with("field `authorizedAmount`: invalid type"),
+            "{problem}"
+        );
+        assert_eq!(page.records[1].type_problem(), None);
+        assert_eq!(page.rejected.len(), 1);
+        assert_eq!(page.rejected[0].index, 2);
+    }
+
+    #[test]
+    fn a_numeric_id_is_read_as_text() {
+        let r = Record::from_json(r#"{"id":12345,"accountNumber":"X"}"#).unwrap();
+        assert_eq!(r.id(), Some("12345"));
+        assert!(r.type_problem().is_some());
     }
 
     #[test]

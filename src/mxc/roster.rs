@@ -67,12 +67,12 @@ impl Client {
             ];
             let page = self.page(Method::GET, ROSTER_PATH, &params, None).await?;
             let received = (page.records.len() + page.rejected.len()) as u64;
-            for record in page.records {
+            for (position, record) in page.records.into_iter().enumerate() {
                 let entry: Entry =
                     serde_json::from_str(record.json()).map_err(|e| MxcError::Malformed {
                         endpoint: endpoint.clone(),
                         status: 200,
-                        detail: format!("roster entry {}: {e}", offset + merchants.len() as u64),
+                        detail: format!("roster entry {}: {e}", offset + position as u64),
                         excerpt: super::error::excerpt(record.json().as_bytes()),
                     })?;
                 merchants.push(Merchant {
@@ -84,7 +84,12 @@ impl Client {
                 });
             }
             offset += received;
-            if received < u64::from(MAX_PAGE_SIZE) || offset >= page.total_records {
+            let done = received == 0
+                || match page.total_records {
+                    Some(total) => offset >= total,
+                    None => received < u64::from(MAX_PAGE_SIZE),
+                };
+            if done {
                 return Ok(merchants);
             }
         }

@@ -25,8 +25,6 @@ pub struct PollConfig {
     pub interval: Duration,
     pub look_back: Duration,
     pub group_size: usize,
-    pub requests_per_second: f64,
-    pub burst: u32,
     pub page_size: u32,
     pub max_result_window: u32,
     /// Longest wait after repeated failures.
@@ -123,7 +121,11 @@ impl Pollers {
                 }
                 Err(error) => {
                     self.metrics.polls.with_label_values(&["error"]).inc();
-                    let backoff = delays.next().unwrap_or(self.config.max_backoff);
+                    // A refused credential or request will not fix itself: wait the longest.
+                    let backoff = match &error {
+                        PollError::Mxc(e) if !e.is_transient() => self.config.max_backoff,
+                        _ => delays.next().unwrap_or(self.config.max_backoff),
+                    };
                     // Honour Retry-After, within reason.
                     let delay = match error_retry_after(&error) {
                         Some(after) => backoff.max(after.min(self.config.max_backoff)),
@@ -181,7 +183,7 @@ impl Pollers {
                 tracing::warn!(xmids = %xmids.join(","), record_id = rejected.id.as_deref().unwrap_or("(none)"),
                     reason = %rejected.reason, "unreadable record skipped");
             }
-            let admissions = self.admissions(&batch.records, &cursors);
+            let admissions = self.admissions(&batch.records, &cursors, look_back);
             let outcome = self.store.admit(&admissions, &[]).await?;
             self.metrics
                 .records
@@ -209,8 +211,14 @@ impl Pollers {
     }
 
     /// The admissions of one page: each record with an id, with the events its routes select.
-    fn admissions(&self, records: &[Record], cursors: &[(String, Cursor)]) -> Vec<Admission> {
+    fn admissions(
+        &self,
+        records: &[Record],
+        cursors: &[(String, Cursor)],
+        look_back: chrono::Duration,
+    ) -> Vec<Admission> {
         let mut out = Vec::with_capacity(records.len());
+        let needs_tree = self.routes.iter().any(Route::needs_tree);
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
             let Some(id) = record.id() else {
@@ -221,21 +229,31 @@ impl Pollers {
                 tracing::warn!(%xmid, transaction_time = ?record.transaction_time(), "record without an id skipped");
                 continue;
             };
-            // In a group, an XMID may start later than the window: respect its own floor.
-            let floor = cursors
+            if let Some(problem) = record.type_problem() {
+                // Kept and delivered as MXC sent it; filters see the field as it is.
+                self.metrics
+                    .records
+                    .with_label_values(&["wrong_type"])
+                    .inc();
+                tracing::warn!(%xmid, record_id = %id, %problem, "record with a field of an unexpected type");
+            }
+            // A group's window starts at its earliest member's: each XMID only takes records
+            // from its own window, so no member re-reads (and re-admits, once their ids are
+            // pruned) what it covered long ago, nor anything before its start.
+            let own_start = cursors
                 .iter()
                 .find(|(x, _)| x == xmid)
-                .map(|(_, c)| c.floor);
-            if let (Some(floor), Some(t)) = (floor, record.transaction_time()) {
-                if t < floor {
+                .map(|(_, c)| (c.position - look_back).max(c.floor));
+            if let (Some(start), Some(t)) = (own_start, record.transaction_time()) {
+                if t < start {
                     self.metrics
                         .records
-                        .with_label_values(&["before_start"])
+                        .with_label_values(&["outside_window"])
                         .inc();
                     continue;
                 }
             }
-            let value = if self.routes.iter().any(Route::needs_tree) {
+            let value = if needs_tree {
                 record.to_value()
             } else {
                 serde_json::Value::Null

@@ -415,6 +415,9 @@ impl Dataset {
         now_ms: i64,
         with_id: bool,
     ) {
+        if merchants.is_empty() && self.active_weights.is_empty() {
+            return;
+        }
         for _ in 0..count {
             let merchant = if merchants.is_empty() {
                 self.pick_merchant()

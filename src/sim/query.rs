@@ -196,12 +196,13 @@ fn quick_range(quick: &str, now: DateTime<Utc>) -> Result<(i64, i64), String> {
             let (n, unit) = rest.split_once('_').ok_or_else(bad)?;
             let n: i64 = n.parse().map_err(|_| bad())?;
             let span = match unit {
-                "m" => ChronoDuration::minutes(n),
-                "h" => ChronoDuration::hours(n),
-                "d" => ChronoDuration::days(n),
+                "m" => ChronoDuration::try_minutes(n),
+                "h" => ChronoDuration::try_hours(n),
+                "d" => ChronoDuration::try_days(n),
                 _ => return Err(bad()),
-            };
-            Ok((now_ms - span.num_milliseconds(), now_ms))
+            }
+            .ok_or_else(bad)?;
+            Ok((now_ms.saturating_sub(span.num_milliseconds()), now_ms))
         }
     }
 }

@@ -235,7 +235,8 @@ impl SimState {
     }
 
     /// The records a report query selects, in its order, with their total amount.
-    fn matching(&self, query: &ReportQuery) -> (Vec<Arc<SimRecord>>, f64) {
+    /// A poisoned lock is a 500, never an empty page a client would take for "no records".
+    fn matching(&self, query: &ReportQuery) -> Result<(Vec<Arc<SimRecord>>, f64), ApiError> {
         let mut records = match self.data.lock() {
             Ok(mut data) => {
                 data.advance(Utc::now().timestamp_millis());
@@ -248,12 +249,17 @@ impl SimState {
                 };
                 data.select(&merchants, query.from_ms, query.to_ms)
             }
-            Err(_) => Vec::new(),
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "simulator state is poisoned",
+                ))
+            }
         };
         records.retain(|r| query.matches(r));
         query.sort(&mut records);
         let total = records.iter().map(|r| r.amount).sum::<f64>();
-        (records, (total * 100.0).round() / 100.0)
+        Ok((records, (total * 100.0).round() / 100.0))
     }
 
     fn generate(
@@ -453,17 +459,20 @@ async fn authorizations(
         Ok(q) => q,
         Err(error) => return error.into_response(),
     };
-    if query.offset + query.size > state.config.max_result_window {
+    if query.offset.saturating_add(query.size) > state.config.max_result_window {
         return json_error(
             StatusCode::BAD_REQUEST,
             &format!(
                 "Result window is too large, from + size must be less than or equal to: [{}] but was [{}]",
                 state.config.max_result_window,
-                query.offset + query.size
+                query.offset.saturating_add(query.size)
             ),
         );
     }
-    let (records, total_amount) = state.matching(&query);
+    let (records, total_amount) = match state.matching(&query) {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
     let start = query.offset.min(records.len());
     let end = (start + query.size).min(records.len());
     json_body(envelope(
@@ -590,7 +599,10 @@ async fn export(
         Err(error) => return error.into_response(),
     };
     query.offset = 0;
-    let (records, total_amount) = state.matching(&query);
+    let (records, total_amount) = match state.matching(&query) {
+        Ok(found) => found,
+        Err(error) => return error.into_response(),
+    };
     let end = query.size.max(1).min(records.len());
     let id = format!(
         "sim-scroll-{}",

@@ -59,8 +59,7 @@ pub fn compact_line(event: &Event, colour: bool) -> String {
         .as_f64()
         .map(|a| format!("{a:>9.2}"))
         .unwrap_or_else(|| format!("{:>9}", "?"));
-    let mut name = text("merchantName");
-    name.truncate(22);
+    let name: String = text("merchantName").chars().take(22).collect();
     let status = text("authorizationResponseStatus");
     let line = format!(
         "{time}  {:<12}  {name:<22}  ${amount}  {:<16}  ",

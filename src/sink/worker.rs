@@ -78,7 +78,7 @@ pub async fn run_worker(
                         .inc();
                     if let Err(e) = store.bury(&sink_name, entry, &reason, attempts) {
                         tracing::error!(sink = %sink_name, error = %e, "cannot dead-letter an event; it stays in the outbox");
-                        retry.get_or_insert(e.to_string());
+                        retry.get_or_insert((e.to_string(), entry.event.clone()));
                     }
                 }
                 Outcome::Retry(reason) => {
@@ -86,7 +86,7 @@ pub async fn run_worker(
                         .events
                         .with_label_values(&[&sink_name, "failed"])
                         .inc();
-                    retry.get_or_insert(reason);
+                    retry.get_or_insert((reason, entry.event.clone()));
                 }
             }
         }
@@ -105,9 +105,10 @@ pub async fn run_worker(
                 delays = backoff();
                 attempts = 0;
             }
-            Some(reason) => {
+            Some((reason, event)) => {
                 let delay = delays.next().unwrap_or(config.retry_max);
-                tracing::warn!(sink = %sink_name, %reason, retry_in = %humantime::format_duration(round(delay)), "delivery failed");
+                tracing::warn!(sink = %sink_name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid,
+                    %reason, retry_in = %humantime::format_duration(round(delay)), "delivery failed");
                 pause(&stop, delay).await;
             }
         }

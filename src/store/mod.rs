@@ -287,7 +287,10 @@ impl Store {
                     source,
                 })
             }
-            Err(TransactionError::Abort(())) => AdmitOutcome::default(),
+            Err(TransactionError::Abort(())) => {
+                // Nothing in the transaction aborts; were it to, say so rather than admit nothing.
+                return Err(self.corrupt("admission", "(transaction)", "aborted"));
+            }
         };
         if self.inner.durability == Durability::Batch {
             self.flush().await?;
