@@ -83,9 +83,10 @@ impl Pipeline {
             retry_max: config.delivery.retry_max,
         };
         for (name, sink_config) in &config.sinks {
-            let sink = provided
-                .remove(name)
-                .unwrap_or_else(|| sink::build(sink_config));
+            let sink = match provided.remove(name) {
+                Some(sink) => sink,
+                None => sink::build(name, sink_config).map_err(PipelineError::Config)?,
+            };
             workers.spawn(sink::run_worker(
                 name.clone(),
                 sink,

@@ -221,6 +221,44 @@ pub enum SinkConfig {
     },
     /// Events appended to a file as JSON lines, synced to disk before they count as delivered.
     File { path: PathBuf },
+    /// Events as Kafka messages from an idempotent producer (acks=all). Each message carries
+    /// the envelope as its value and the headers `mxc-record-id`, `mxc-xmid`,
+    /// `mxc-event-type`, `content-type` and `mxc-schema-version`.
+    Kafka {
+        /// Bootstrap brokers, `host:port[,host:port…]`.
+        brokers: String,
+        /// The topic, or a template: `{type}` is the event type, `{route}` the route name
+        /// (`mxc.{type}` → `mxc.authorization.declined`).
+        #[serde(default = "default_topic")]
+        topic: String,
+        /// The message key: `xmid` (per-merchant order on one partition) or `record_id`.
+        #[serde(default)]
+        key: KafkaKey,
+        /// `lz4`, `snappy`, `gzip` or `none`.
+        #[serde(default = "default_compression")]
+        compression: String,
+        /// Any librdkafka property (`security.protocol`, `sasl.mechanism`,
+        /// `sasl.username`, `sasl.password`, `message.max.bytes` …), applied last. Values are
+        /// treated as secrets: never printed.
+        #[serde(default)]
+        properties: BTreeMap<String, Secret>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaKey {
+    #[default]
+    Xmid,
+    RecordId,
+}
+
+fn default_topic() -> String {
+    "mxc.authorizations".to_string()
+}
+
+fn default_compression() -> String {
+    "lz4".to_string()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

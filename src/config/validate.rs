@@ -211,10 +211,46 @@ impl Config {
                     "a sink name is letters, digits, '-' or '_'".into(),
                 );
             }
-            if let SinkConfig::File { path } = sink {
-                if path.as_os_str().is_empty() {
+            match sink {
+                SinkConfig::File { path } if path.as_os_str().is_empty() => {
                     error(&format!("sinks.{name}.path"), "must name a file".into());
                 }
+                SinkConfig::Kafka {
+                    brokers,
+                    topic,
+                    compression,
+                    ..
+                } => {
+                    if brokers.split(',').any(|b| {
+                        b.trim()
+                            .rsplit_once(':')
+                            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                    }) {
+                        error(
+                            &format!("sinks.{name}.brokers"),
+                            format!("must be host:port[,host:port…], got {brokers:?}"),
+                        );
+                    }
+                    let bare = topic.replace("{type}", "t").replace("{route}", "r");
+                    if bare.is_empty()
+                        || bare.len() > 249
+                        || !bare
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                    {
+                        error(
+                            &format!("sinks.{name}.topic"),
+                            format!("a topic is letters, digits, '.', '_' or '-' (placeholders {{type}} and {{route}} allowed), got {topic:?}"),
+                        );
+                    }
+                    if !["lz4", "snappy", "gzip", "none"].contains(&compression.as_str()) {
+                        error(
+                            &format!("sinks.{name}.compression"),
+                            format!("must be lz4, snappy, gzip or none, got {compression:?}"),
+                        );
+                    }
+                }
+                _ => {}
             }
         }
         if self.routes.is_empty() {

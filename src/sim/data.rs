@@ -298,6 +298,22 @@ const DECLINES: &[(&str, &str, f64)] = &[
     ("43", "Stolen card, pick up", 0.03),
 ];
 
+/// What a generated record looks like, beyond its random content.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// `false` leaves the `id` field out (a broken record).
+    pub with_id: bool,
+    /// Adds a `simPadding` field of this many bytes (an oversize record).
+    pub pad_bytes: usize,
+}
+
+impl Shape {
+    pub const NORMAL: Shape = Shape {
+        with_id: true,
+        pad_bytes: 0,
+    };
+}
+
 /// How records are generated.
 #[derive(Debug, Clone)]
 pub struct GenerationConfig {
@@ -396,7 +412,7 @@ impl Dataset {
                 self.rng.gen_range(0..2_000)
             };
             let merchant = self.pick_merchant();
-            self.insert(merchant, arrival - lateness, arrival, true);
+            self.insert(merchant, arrival - lateness, arrival, Shape::NORMAL);
             // Poisson arrivals: exponential gaps with the configured mean.
             let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
             self.next_arrival_ms += -u.ln() * mean_gap_ms;
@@ -413,7 +429,7 @@ impl Dataset {
         from_ms: i64,
         to_ms: i64,
         now_ms: i64,
-        with_id: bool,
+        shape: Shape,
     ) {
         if merchants.is_empty() && self.active_weights.is_empty() {
             return;
@@ -425,7 +441,7 @@ impl Dataset {
                 merchants[self.rng.gen_range(0..merchants.len())]
             };
             let tx = self.rng.gen_range(from_ms..=to_ms.max(from_ms));
-            self.insert(merchant, tx, now_ms.max(tx), with_id);
+            self.insert(merchant, tx, now_ms.max(tx), shape);
         }
     }
 
@@ -452,21 +468,21 @@ impl Dataset {
         self.active_weights[at.min(self.active_weights.len() - 1)].1
     }
 
-    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, with_id: bool) {
+    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, shape: Shape) {
         let seq = self.generated;
         self.generated += 1;
-        let record = self.render(merchant, tx_ms, created_ms, seq, with_id);
+        let record = self.render(merchant, tx_ms, created_ms, seq, shape);
         self.records[merchant].insert((tx_ms, seq), Arc::new(record));
     }
 
-    /// Renders a record; `with_id: false` leaves the `id` field out (a broken record).
+    /// Renders a record in the given shape.
     fn render(
         &mut self,
         merchant: usize,
         tx_ms: i64,
         created_ms: i64,
         seq: u64,
-        with_id: bool,
+        shape: Shape,
     ) -> SimRecord {
         let rng = &mut self.rng;
         let m = &self.merchants[merchant];
@@ -611,7 +627,12 @@ impl Dataset {
                 *slot = v;
             }
         }
-        let id = if with_id {
+        if shape.pad_bytes > 0 {
+            if let Some(map) = value.as_object_mut() {
+                map.insert("simPadding".into(), json!("x".repeat(shape.pad_bytes)));
+            }
+        }
+        let id = if shape.with_id {
             id
         } else {
             if let Some(map) = value.as_object_mut() {

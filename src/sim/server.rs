@@ -21,7 +21,7 @@ use rand::Rng;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::data::{Dataset, GenerationConfig, SimRecord};
+use super::data::{Dataset, GenerationConfig, Shape, SimRecord};
 use super::faults::Faults;
 use super::jwt::{JwtKey, Rejection};
 use super::query::ReportQuery;
@@ -98,7 +98,29 @@ impl RunningSim {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.state.generate(count, xmids, from, to, true)
+        self.state.generate(count, xmids, from, to, Shape::NORMAL)
+    }
+
+    /// Like [`RunningSim::generate`], with a `simPadding` field of `pad_bytes` bytes in each
+    /// record (oversize records).
+    pub fn generate_padded(
+        &self,
+        count: usize,
+        xmids: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        pad_bytes: usize,
+    ) -> Result<(), String> {
+        self.state.generate(
+            count,
+            xmids,
+            from,
+            to,
+            Shape {
+                with_id: true,
+                pad_bytes,
+            },
+        )
     }
 
     /// Like [`RunningSim::generate`], with records that lack their `id` field.
@@ -109,7 +131,16 @@ impl RunningSim {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.state.generate(count, xmids, from, to, false)
+        self.state.generate(
+            count,
+            xmids,
+            from,
+            to,
+            Shape {
+                with_id: false,
+                pad_bytes: 0,
+            },
+        )
     }
 
     /// Stops serving and waits for the server task.
@@ -268,7 +299,7 @@ impl SimState {
         xmids: &[String],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        with_id: bool,
+        shape: Shape,
     ) -> Result<(), String> {
         let mut data = self
             .data
@@ -291,7 +322,7 @@ impl SimState {
             from.timestamp_millis(),
             to.timestamp_millis(),
             now,
-            with_id,
+            shape,
         );
         Ok(())
     }
@@ -711,6 +742,9 @@ struct GenerateBody {
     /// Leave the `id` field out of the generated records.
     #[serde(default)]
     without_id: bool,
+    /// Add a `simPadding` field of this many bytes to each record.
+    #[serde(default)]
+    pad_bytes: usize,
 }
 
 async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
@@ -720,7 +754,11 @@ async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
     };
     let to = request.to.unwrap_or_else(Utc::now);
     let from = request.from.unwrap_or(to - chrono::Duration::hours(1));
-    match state.generate(request.count, &request.xmids, from, to, !request.without_id) {
+    let shape = Shape {
+        with_id: !request.without_id,
+        pad_bytes: request.pad_bytes,
+    };
+    match state.generate(request.count, &request.xmids, from, to, shape) {
         Ok(()) => Json(serde_json::json!({ "generated": request.count })).into_response(),
         Err(message) => json_error(StatusCode::BAD_REQUEST, &format!("generate: {message}")),
     }

@@ -2,6 +2,7 @@
 //! drains its outbox in order and removes an entry only after the sink confirmed it.
 
 mod file;
+mod kafka;
 mod stdout;
 mod worker;
 
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use file::FileSink;
+pub use kafka::{KafkaSink, SCHEMA_VERSION};
 pub use stdout::StdoutSink;
 pub use worker::{run_worker, WorkerConfig};
 
@@ -33,10 +35,24 @@ pub trait Sink: Send + Sync {
     fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>>;
 }
 
-/// Builds the sink a configuration describes.
-pub fn build(config: &SinkConfig) -> Arc<dyn Sink> {
-    match config {
+/// Builds the sink a configuration describes; the error names the sink.
+pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
+    Ok(match config {
         SinkConfig::Stdout { format } => Arc::new(StdoutSink::new(*format)),
         SinkConfig::File { path } => Arc::new(FileSink::new(path.clone())),
-    }
+        SinkConfig::Kafka {
+            brokers,
+            topic,
+            key,
+            compression,
+            properties,
+        } => Arc::new(KafkaSink::new(
+            name,
+            brokers,
+            topic,
+            *key,
+            compression,
+            properties,
+        )?),
+    })
 }

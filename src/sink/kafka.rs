@@ -1,0 +1,188 @@
+//! The Kafka sink: an idempotent producer (acks=all). An outbox entry counts as delivered only
+//! on its delivery report; a full local queue is backpressure, never a drop; permanent refusals
+//! (message too large, topic not authorized) become dead letters; a fatal producer error
+//! recreates the producer.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::ClientConfig;
+
+use super::{Outcome, Sink};
+use crate::config::KafkaKey;
+use crate::route::Event;
+use crate::secret::Secret;
+
+/// Version of the event envelope, in the `mxc-schema-version` header.
+pub const SCHEMA_VERSION: &str = "1";
+
+pub struct KafkaSink {
+    name: String,
+    config: ClientConfig,
+    producer: RwLock<Arc<FutureProducer>>,
+    topic: String,
+    key: KafkaKey,
+}
+
+impl KafkaSink {
+    /// Builds the producer. Fails, naming the sink, on a property librdkafka refuses.
+    pub fn new(
+        name: &str,
+        brokers: &str,
+        topic: &str,
+        key: KafkaKey,
+        compression: &str,
+        properties: &BTreeMap<String, Secret>,
+    ) -> Result<KafkaSink, String> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", compression)
+            .set("linger.ms", "5");
+        for (k, v) in properties {
+            config.set(k, v.expose());
+        }
+        let producer = create(&config, name)?;
+        Ok(KafkaSink {
+            name: name.to_string(),
+            config,
+            producer: RwLock::new(Arc::new(producer)),
+            topic: topic.to_string(),
+            key,
+        })
+    }
+
+    fn producer(&self) -> Option<Arc<FutureProducer>> {
+        self.producer.read().ok().map(|p| p.clone())
+    }
+
+    fn topic_for(&self, event: &Event) -> String {
+        self.topic
+            .replace("{type}", &event.event_type)
+            .replace("{route}", &event.route)
+    }
+
+    /// After a fatal error an idempotent producer is unusable: replace it. Its unconfirmed
+    /// messages are still in the outbox and are sent again by the new one.
+    fn recreate(&self) {
+        match create(&self.config, &self.name) {
+            Ok(fresh) => {
+                if let Ok(mut p) = self.producer.write() {
+                    *p = Arc::new(fresh);
+                }
+                tracing::warn!(sink = %self.name, "kafka producer recreated after a fatal error");
+            }
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "cannot recreate the kafka producer")
+            }
+        }
+    }
+}
+
+fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
+    config
+        .create()
+        .map_err(|e| format!("sinks.{name}: cannot create the Kafka producer: {e}"))
+}
+
+/// Whether a refusal is for good (the message itself is the problem).
+fn classify(error: &KafkaError) -> Outcome {
+    let code = error.rdkafka_error_code();
+    match code {
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::InvalidTopic,
+        ) => Outcome::Dead(format!("kafka refused the message: {error}")),
+        _ => Outcome::Retry(format!("kafka: {error}")),
+    }
+}
+
+impl Sink for KafkaSink {
+    fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>> {
+        Box::pin(async move {
+            let Some(producer) = self.producer() else {
+                return vec![Outcome::Retry("kafka producer unavailable".into()); events.len()];
+            };
+            let mut pending = Vec::with_capacity(events.len());
+            for event in events {
+                let topic = self.topic_for(event);
+                let key = match self.key {
+                    KafkaKey::Xmid => event.xmid.as_str(),
+                    KafkaKey::RecordId => event.record_id.as_str(),
+                };
+                let headers = OwnedHeaders::new_with_capacity(5)
+                    .insert(Header {
+                        key: "mxc-record-id",
+                        value: Some(event.record_id.as_str()),
+                    })
+                    .insert(Header {
+                        key: "mxc-xmid",
+                        value: Some(event.xmid.as_str()),
+                    })
+                    .insert(Header {
+                        key: "mxc-event-type",
+                        value: Some(event.event_type.as_str()),
+                    })
+                    .insert(Header {
+                        key: "content-type",
+                        value: Some("application/json"),
+                    })
+                    .insert(Header {
+                        key: "mxc-schema-version",
+                        value: Some(SCHEMA_VERSION),
+                    });
+                let mut record = FutureRecord::to(&topic)
+                    .key(key)
+                    .payload(&event.body)
+                    .headers(headers);
+                loop {
+                    match producer.send_result(record) {
+                        Ok(delivery) => {
+                            pending.push(Ok(delivery));
+                            break;
+                        }
+                        // The local queue is full: wait for room, never drop.
+                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                            record = back;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Err((error, _)) => {
+                            pending.push(Err(classify(&error)));
+                            break;
+                        }
+                    }
+                }
+            }
+            let mut outcomes = Vec::with_capacity(events.len());
+            let mut fatal = false;
+            for p in pending {
+                let outcome = match p {
+                    Err(outcome) => outcome,
+                    Ok(delivery) => match delivery.await {
+                        Ok(Ok(_)) => Outcome::Delivered,
+                        Ok(Err((error, _))) => {
+                            fatal |= error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal);
+                            classify(&error)
+                        }
+                        Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
+                    },
+                };
+                outcomes.push(outcome);
+            }
+            if fatal || producer.client().fatal_error().is_some() {
+                self.recreate();
+            }
+            outcomes
+        })
+    }
+}

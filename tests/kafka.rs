@@ -1,0 +1,397 @@
+//! The Kafka sink against a real Kafka-protocol broker (Tansu, started by `.ci/test`).
+//! `MXC_RELAY_TEST_KAFKA` is its address; `MXC_RELAY_TEST_TANSU` the broker binary, for the
+//! test that needs a broker of its own to pause. Under CI a missing broker fails loudly.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::secret::Secret;
+use mxc_relay::sim::{self, RunningSim};
+use mxc_relay::telemetry::Metrics;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use common::*;
+
+/// The shared broker's address; `None` (skip) outside CI when none is running.
+fn broker() -> Option<String> {
+    match std::env::var("MXC_RELAY_TEST_KAFKA") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ if std::env::var("CI").is_ok() => {
+            panic!("MXC_RELAY_TEST_KAFKA is not set: run the tests with .ci/test, which starts a Tansu broker")
+        }
+        _ => {
+            eprintln!("skipped: no Kafka broker (run the tests with .ci/test to start one)");
+            None
+        }
+    }
+}
+
+fn topic_name(test: &str) -> String {
+    format!("mxc-test-{test}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn create_topic(broker: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    for r in results {
+        r.unwrap();
+    }
+}
+
+struct Received {
+    partition: i32,
+    key: String,
+    headers: HashMap<String, String>,
+    body: serde_json::Value,
+}
+
+/// Reads the topic from the beginning (no consumer group: assigned partitions) until `expected`
+/// messages arrived or `within` passed.
+fn consume(broker: &str, topic: &str, expected: usize, within: Duration) -> Vec<Received> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let partitions = metadata.topics()[0].partitions().len() as i32;
+    let mut list = TopicPartitionList::new();
+    for p in 0..partitions {
+        list.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < expected && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Received {
+                    partition: m.partition(),
+                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
+                    headers,
+                    body: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                });
+            }
+            Some(Err(e)) => panic!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+fn kafka_config(
+    sim: &RunningSim,
+    xmids: &[String],
+    dir: &Path,
+    start: DateTime<Utc>,
+    broker: &str,
+    topic: &str,
+) -> Config {
+    let mut c = Config::default();
+    c.mxc.base_url = sim.base_url();
+    c.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
+    c.pollers.xmids = xmids.to_vec();
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(30 * 60);
+    c.pollers.requests_per_second = 500.0;
+    c.pollers.burst = 100;
+    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.store.path = dir.join("store");
+    c.delivery.batch_size = 500;
+    c.delivery.retry_min = Duration::from_millis(200);
+    c.sinks.insert(
+        "kafka".into(),
+        SinkConfig::Kafka {
+            brokers: broker.into(),
+            topic: topic.into(),
+            key: KafkaKey::Xmid,
+            compression: "lz4".into(),
+            properties: BTreeMap::new(),
+        },
+    );
+    c.routes.push(RouteConfig {
+        name: Some("all".into()),
+        sink: "kafka".into(),
+        event_type: "authorization.created".into(),
+        filter: None,
+        redact: RedactConfig::default(),
+    });
+    assert_eq!(c.validate(), vec![]);
+    c
+}
+
+fn minutes(n: i64) -> chrono::Duration {
+    chrono::Duration::minutes(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers_and_order() {
+    let Some(broker) = broker() else { return };
+    let topic = topic_name("fifty");
+    create_topic(&broker, &topic, 4).await;
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..20].to_vec();
+    let t0 = Utc::now();
+    sim.generate(50_000, &xmids, t0 - minutes(20), t0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(
+        &kafka_config(&sim, &xmids, dir.path(), t0 - minutes(25), &broker, &topic),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while metrics.events("kafka", "delivered") < 50_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pipeline.shutdown().await.unwrap();
+
+    let (b, t) = (broker.clone(), topic.clone());
+    let received =
+        tokio::task::spawn_blocking(move || consume(&b, &t, 50_001, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert_eq!(received.len(), 50_000, "one message per record");
+    let ids: HashSet<&str> = received
+        .iter()
+        .map(|m| m.headers["mxc-record-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 50_000, "distinct records");
+    let mut partition_of: HashMap<&str, i32> = HashMap::new();
+    let mut per_xmid: HashMap<&str, Vec<&str>> = HashMap::new();
+    for m in &received {
+        let xmid = m.body["xmid"].as_str().unwrap();
+        assert_eq!(m.key, xmid, "keyed by XMID");
+        assert_eq!(m.headers["mxc-xmid"], xmid);
+        assert_eq!(
+            m.headers["mxc-record-id"],
+            m.body["data"]["id"].as_str().unwrap()
+        );
+        assert_eq!(m.headers["mxc-event-type"], "authorization.created");
+        assert_eq!(m.headers["content-type"], "application/json");
+        assert_eq!(
+            m.headers["mxc-schema-version"],
+            mxc_relay::sink::SCHEMA_VERSION
+        );
+        assert_eq!(
+            *partition_of.entry(xmid).or_insert(m.partition),
+            m.partition,
+            "one partition per XMID"
+        );
+        per_xmid
+            .entry(xmid)
+            .or_default()
+            .push(m.body["occurred_at"].as_str().unwrap());
+    }
+    for (xmid, times) in per_xmid {
+        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{xmid}: order kept");
+    }
+}
+
+/// A broker of our own, to pause.
+struct OwnBroker {
+    child: Child,
+    address: String,
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn own_broker() -> Option<OwnBroker> {
+    let bin = match std::env::var("MXC_RELAY_TEST_TANSU") {
+        Ok(b) if !b.is_empty() => b,
+        _ if std::env::var("CI").is_ok() => {
+            panic!("MXC_RELAY_TEST_TANSU is not set: run the tests with .ci/test")
+        }
+        _ => {
+            eprintln!("skipped: no Tansu binary (run the tests with .ci/test)");
+            return None;
+        }
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("tcp://{address}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(OwnBroker { child, address })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
+    let Some(own) = own_broker() else { return };
+    let topic = topic_name("outage");
+    create_topic(&own.address, &topic, 2).await;
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..10].to_vec();
+    let t0 = Utc::now();
+    sim.generate(2_000, &xmids, t0 - minutes(10), t0).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(
+        &kafka_config(
+            &sim,
+            &xmids,
+            dir.path(),
+            t0 - minutes(15),
+            &own.address,
+            &topic,
+        ),
+        metrics.clone(),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metrics.events("kafka", "delivered") < 2_000 {
+        assert!(Instant::now() < deadline, "first records did not arrive");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The broker stops answering (SIGSTOP) while new records keep coming.
+    assert!(Command::new("kill")
+        .args(["-STOP", &own.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    sim.generate(3_000, &xmids, Utc::now() - minutes(1), Utc::now())
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let during = metrics.events("kafka", "delivered");
+    assert_eq!(during, 2_000, "nothing confirmed while the broker was gone");
+    assert!(Command::new("kill")
+        .args(["-CONT", &own.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metrics.events("kafka", "delivered") < 5_000 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let store = pipeline.store.clone();
+    pipeline.shutdown().await.unwrap();
+    assert_eq!(store.outbox_len("kafka").unwrap(), 0, "the backlog drained");
+
+    let (b, t) = (own.address.clone(), topic.clone());
+    let received =
+        tokio::task::spawn_blocking(move || consume(&b, &t, 5_000, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    let ids: HashSet<&str> = received
+        .iter()
+        .map(|m| m.headers["mxc-record-id"].as_str())
+        .collect();
+    assert_eq!(ids.len(), 5_000, "nothing lost");
+    assert_eq!(
+        received.len(),
+        5_000,
+        "the idempotent producer wrote no duplicate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_record_is_dead_lettered_and_the_others_arrive() {
+    let Some(broker) = broker() else { return };
+    let topic = topic_name("oversize");
+    create_topic(&broker, &topic, 1).await;
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..3].to_vec();
+    let t0 = Utc::now();
+    sim.generate(200, &xmids, t0 - minutes(5), t0).unwrap();
+    sim.generate_padded(1, &xmids[..1], t0 - minutes(5), t0, 200_000)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kafka_config(&sim, &xmids, dir.path(), t0 - minutes(10), &broker, &topic);
+    if let Some(SinkConfig::Kafka { properties, .. }) = config.sinks.get_mut("kafka") {
+        properties.insert("message.max.bytes".into(), Secret::new("100000"));
+    }
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&config, metrics.clone()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (metrics.events("kafka", "delivered") < 200
+        || metrics.events("kafka", "dead_lettered") < 1)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let store = pipeline.store.clone();
+    pipeline.shutdown().await.unwrap();
+
+    let dead = store.dead_letters("kafka").unwrap();
+    assert_eq!(dead.len(), 1);
+    let (_, letter) = &dead[0];
+    assert!(letter.reason.contains("too large"), "{}", letter.reason);
+    assert!(letter.event.body.len() > 200_000);
+    let (b, t) = (broker.clone(), topic.clone());
+    let received =
+        tokio::task::spawn_blocking(move || consume(&b, &t, 201, Duration::from_secs(15)))
+            .await
+            .unwrap();
+    assert_eq!(received.len(), 200, "the others arrived");
+    assert!(received
+        .iter()
+        .all(|m| m.headers["mxc-record-id"] != letter.event.record_id));
+}
