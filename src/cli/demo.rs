@@ -34,7 +34,12 @@ pub struct DemoArgs {
     /// Keep the store here instead of a temporary directory removed at the end.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Publish to this Kafka broker (HOST:PORT) instead of librdkafka's in-process mock cluster.
+    #[arg(long)]
+    kafka: Option<String>,
 }
+
+const DEMO_TOPIC: &str = "mxc.authorizations";
 
 /// The console sink, counting what it prints for the summary line.
 struct CountingConsole {
@@ -60,6 +65,152 @@ impl Sink for CountingConsole {
             }
             outcomes
         })
+    }
+}
+
+/// The demo's Kafka: a mock cluster on its own thread (it is not `Send`), and a consumer
+/// that counts what arrives.
+mod kafka {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    const PARTITIONS: i32 = 3;
+
+    pub struct MockKafka {
+        pub brokers: String,
+        stop: mpsc::Sender<()>,
+    }
+
+    impl MockKafka {
+        pub fn start(topic: &str) -> anyhow::Result<MockKafka> {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let (stop, stop_rx) = mpsc::channel::<()>();
+            let topic = topic.to_string();
+            std::thread::spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                if let Err(e) = cluster.create_topic(&topic, PARTITIONS, 1) {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Keep the cluster alive until the demo ends.
+                let _ = stop_rx.recv();
+            });
+            let brokers = ready_rx
+                .recv()
+                .map_err(|_| anyhow::anyhow!("the mock Kafka cluster thread died"))?
+                .map_err(|e| anyhow::anyhow!("cannot start the mock Kafka cluster: {e}"))?;
+            Ok(MockKafka { brokers, stop })
+        }
+    }
+
+    impl Drop for MockKafka {
+        fn drop(&mut self) {
+            let _ = self.stop.send(());
+        }
+    }
+
+    /// Creates the topic on a real broker unless it exists.
+    pub async fn ensure_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+        let admin: AdminClient<_> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()?;
+        let results = admin
+            .create_topics(
+                &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("Kafka at {brokers}: {e}"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => anyhow::bail!("Kafka at {brokers}: cannot create topic {t}: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the topic and counts messages, on its own thread.
+    pub struct Counter {
+        count: Arc<AtomicU64>,
+        stop: Arc<AtomicBool>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    impl Counter {
+        pub fn start(brokers: &str, topic: &str, from_beginning: bool) -> anyhow::Result<Counter> {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", brokers)
+                .set("group.id", "mxc-relay-demo")
+                .set("enable.auto.commit", "false")
+                .create()?;
+            let mut list = TopicPartitionList::new();
+            for p in 0..PARTITIONS {
+                let offset = if from_beginning {
+                    Offset::Beginning
+                } else {
+                    Offset::End
+                };
+                list.add_partition_offset(topic, p, offset)?;
+            }
+            consumer.assign(&list)?;
+            let count = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let (c, s) = (count.clone(), stop.clone());
+            let thread = std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    if let Some(Ok(_)) = consumer.poll(Duration::from_millis(100)) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+            Ok(Counter {
+                count,
+                stop,
+                thread: Some(thread),
+            })
+        }
+
+        pub fn received(&self) -> u64 {
+            self.count.load(Ordering::Relaxed)
+        }
+
+        /// Waits until the count stops moving (or `within` passes).
+        pub fn settle(&self, within: Duration) {
+            let deadline = Instant::now() + within;
+            let mut last = self.received();
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(300));
+                let now = self.received();
+                if now == last {
+                    return;
+                }
+                last = now;
+            }
+        }
+    }
+
+    impl Drop for Counter {
+        /// Stops and closes the consumer before the cluster goes away.
+        fn drop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
     }
 }
 
@@ -118,6 +269,40 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             mask: vec!["cardNumber.hash".into()],
         },
     });
+    // Kafka: a real broker if given, else librdkafka's mock cluster in this process.
+    let (kafka, brokers) = match &args.kafka {
+        Some(address) => {
+            kafka::ensure_topic(address, DEMO_TOPIC).await?;
+            (None, address.clone())
+        }
+        None => {
+            let mock = kafka::MockKafka::start(DEMO_TOPIC)?;
+            let brokers = mock.brokers.clone();
+            (Some(mock), brokers)
+        }
+    };
+    // On a real broker the topic may hold earlier runs: count only what arrives from now on.
+    let kafka_counter = kafka::Counter::start(&brokers, DEMO_TOPIC, kafka.is_some())?;
+    config.sinks.insert(
+        "kafka".into(),
+        SinkConfig::Kafka {
+            brokers: brokers.clone(),
+            topic: DEMO_TOPIC.into(),
+            key: mxc_relay::config::KafkaKey::Xmid,
+            compression: "lz4".into(),
+            properties: Default::default(),
+        },
+    );
+    config.routes.push(RouteConfig {
+        name: Some("authorizations-to-kafka".into()),
+        sink: "kafka".into(),
+        event_type: "authorization.created".into(),
+        filter: None,
+        redact: mxc_relay::config::RedactConfig {
+            drop: vec!["cardNumber.data".into()],
+            mask: vec!["cardNumber.hash".into()],
+        },
+    });
     let problems = config.validate();
     anyhow::ensure!(problems.is_empty(), "demo configuration: {problems:?}");
 
@@ -130,9 +315,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let sinks: BTreeMap<String, Arc<dyn Sink>> =
         BTreeMap::from([("console".to_string(), console.clone() as Arc<dyn Sink>)]);
     eprintln!(
-        "mxc-relay demo: MXC simulator at {}, watching {} merchants, store in {}{} (times in UTC)",
+        "mxc-relay demo: MXC simulator at {}, watching {} merchants, Kafka topic {DEMO_TOPIC} on {}, store in {}{} (times in UTC)",
         simulator.base_url(),
         config.pollers.xmids.len(),
+        if kafka.is_some() { format!("an in-process mock cluster ({brokers})") } else { brokers.clone() },
         data_dir.display(),
         match args.duration {
             Some(d) => format!(", for {}", humantime::format_duration(d)),
@@ -147,13 +333,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let events = console.events.load(Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "{} {events} authorizations ({:.1}/s), {} declines, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
+            "{} {events} authorizations ({:.1}/s), {} declines, {} on Kafka, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
             if final_line { "total:" } else { "──" },
             events as f64 / secs,
             console.declines.load(Ordering::Relaxed),
+            kafka_counter.received(),
             metrics.records("duplicate"),
             metrics.poll_lag_max.get(),
-            store.outbox_len("console").unwrap_or(0),
+            store.outbox_len("console").unwrap_or(0) + store.outbox_len("kafka").unwrap_or(0),
         );
         if std::io::stderr().is_terminal() && !final_line {
             eprintln!("\x1b[2m{line}\x1b[0m");
@@ -173,7 +360,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     super::exit_on_second_signal();
     pipeline.shutdown().await?;
+    kafka_counter.settle(Duration::from_secs(3));
     summary(true);
+    drop(kafka_counter);
+    drop(kafka);
     simulator.shutdown().await?;
     if temporary {
         let _ = std::fs::remove_dir_all(&data_dir);
