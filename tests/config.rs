@@ -143,7 +143,7 @@ fn routes_and_sinks_are_checked() {
         kind = "file"
         path = ""
         [sinks.bad]
-        kind = "kafka"
+        kind = "kafkaz"
         [[routes]]
         sink = "alertz"
         event_type = "Authorization Declined"
@@ -159,14 +159,14 @@ fn routes_and_sinks_are_checked() {
         Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
     };
     for e in [
-        "sinks.bad.kind: unknown variant `kafka`, expected `stdout` or `file`",
+        "sinks.bad.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`",
         "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
     ] {
         assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
     }
     // Sections that failed to load are not checked further; fix them and the rest shows.
     let text = text
-        .replace("kind = \"kafka\"", "kind = \"stdout\"")
+        .replace("kind = \"kafkaz\"", "kind = \"stdout\"")
         .replace("colour = 1", "");
     let found = match Config::from_toml(&text, "t.toml", &no_env) {
         Ok(_) => Vec::new(),
@@ -182,4 +182,49 @@ fn routes_and_sinks_are_checked() {
             "routes[0].redact.drop[0]: \"card..data\" is not a dotted field path like cardNumber.data",
         ]
     );
+}
+
+#[test]
+fn kafka_sinks_are_checked_and_their_properties_never_printed() {
+    let text = r#"
+        [mxc]
+        api_key = "API_x"
+        [pollers]
+        xmids = ["A1"]
+        [sinks.events]
+        kind = "kafka"
+        brokers = "localhost"
+        topic = "mxc authorizations"
+        compression = "zstd"
+        [sinks.events.properties]
+        "sasl.password" = "canary-kafka-password"
+        [[routes]]
+        sink = "events"
+    "#;
+    let found = errors(text.trim_end_matches(char::is_whitespace));
+    assert!(
+        found.contains(
+            &"sinks.events.brokers: must be host:port[,host:port…], got \"localhost\"".to_string()
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.starts_with("sinks.events.topic: a topic is letters")),
+        "{found:#?}"
+    );
+    assert!(
+        found.contains(
+            &"sinks.events.compression: must be lz4, snappy, gzip or none, got \"zstd\""
+                .to_string()
+        ),
+        "{found:#?}"
+    );
+    let fixed = text
+        .replace("\"localhost\"", "\"localhost:9092\"")
+        .replace("mxc authorizations", "mxc.{type}")
+        .replace("zstd", "lz4");
+    let config = Config::from_toml(&fixed, "t.toml", &no_env).unwrap();
+    assert!(!format!("{config:?}").contains("canary-kafka-password"));
 }
