@@ -10,9 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::telemetry::Metrics;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -181,10 +180,7 @@ async fn run(brokers: &str) {
     let topic = format!("bench-relay-{}", uuid::Uuid::new_v4().simple());
     create_topic(brokers, &topic).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::default();
-    config.mxc.base_url = sim.base_url();
-    config.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
-    config.pollers.xmids = xmids.clone();
+    let mut config = Config::for_simulator(sim.base_url(), xmids.clone());
     config.pollers.interval = Duration::from_millis(200);
     config.pollers.look_back = Duration::from_secs(3600);
     config.pollers.requests_per_second = 10_000.0;
@@ -202,13 +198,9 @@ async fn run(brokers: &str) {
             properties: BTreeMap::new(),
         },
     );
-    config.routes.push(RouteConfig {
-        name: Some("all".into()),
-        sink: "kafka".into(),
-        event_type: "authorization.created".into(),
-        filter: None,
-        redact: RedactConfig::default(),
-    });
+    config
+        .routes
+        .push(RouteConfig::every_record("all", "kafka"));
     let metrics = Metrics::new();
     let started = Instant::now();
     let pipeline = Pipeline::start(&config, metrics.clone())

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::config::{Config, Durability, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig};
 use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, Credentials};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
@@ -95,10 +95,7 @@ async fn end_to_end() {
     )];
     for durability in [Durability::Batch, Durability::Interval] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::default();
-        config.mxc.base_url = sim.base_url();
-        config.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
-        config.pollers.xmids = xmids.clone();
+        let mut config = Config::for_simulator(sim.base_url(), xmids.clone());
         config.pollers.interval = Duration::from_millis(200);
         config.pollers.look_back = Duration::from_secs(3600);
         config.pollers.requests_per_second = 10_000.0;
@@ -112,13 +109,9 @@ async fn end_to_end() {
                 path: dir.path().join("out.jsonl"),
             },
         );
-        config.routes.push(RouteConfig {
-            name: Some("all".into()),
-            sink: "archive".into(),
-            event_type: "authorization.created".into(),
-            filter: None,
-            redact: RedactConfig::default(),
-        });
+        config
+            .routes
+            .push(RouteConfig::every_record("all", "archive"));
         let metrics = Metrics::new();
         let started = Instant::now();
         let pipeline = Pipeline::start(&config, metrics.clone())

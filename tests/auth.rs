@@ -22,18 +22,26 @@ async fn one_query(client: &Client, xmid: &str) -> Result<(), MxcError> {
     client.authorizations(&q, 0).await.map(|_| ())
 }
 
+/// `n` queries at once, each on its own task.
+async fn concurrent_queries(client: &Client, xmid: &str, n: usize) -> Vec<Result<(), MxcError>> {
+    let calls = (0..n).map(|_| {
+        let (c, x) = (client.clone(), xmid.to_string());
+        tokio::spawn(async move { one_query(&c, &x).await })
+    });
+    futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("task"))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_concurrent_callers_share_one_auth_call() {
     let sim = start_sim(quiet_sim()).await;
     let client = client(&sim);
     let xmid = sim.xmids()[0].clone();
-    let calls = (0..100).map(|_| {
-        let c = client.clone();
-        let x = xmid.clone();
-        tokio::spawn(async move { one_query(&c, &x).await })
-    });
-    for result in futures::future::join_all(calls).await {
-        result.unwrap().unwrap();
+    for result in concurrent_queries(&client, &xmid, 100).await {
+        result.unwrap();
     }
     let stats = sim.stats();
     assert_eq!(stats.auth_calls, 1);
@@ -66,13 +74,8 @@ async fn the_token_is_refreshed_ahead_of_expiry_by_one_caller() {
     assert_eq!(sim.stats().auth_calls, 1, "a fresh token is reused");
 
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let calls = (0..100).map(|_| {
-        let c = client.clone();
-        let x = xmid.clone();
-        tokio::spawn(async move { one_query(&c, &x).await })
-    });
-    for result in futures::future::join_all(calls).await {
-        result.unwrap().unwrap();
+    for result in concurrent_queries(&client, &xmid, 100).await {
+        result.unwrap();
     }
     let stats = sim.stats();
     assert_eq!(
@@ -131,14 +134,9 @@ async fn a_wrong_api_key_is_a_clear_error_without_a_retry_storm() {
     config.credentials.api_key = Secret::new("API_wrong_key_canary");
     let client = Client::new(config).unwrap();
     let xmid = sim.xmids()[0].clone();
-    let calls = (0..50).map(|_| {
-        let c = client.clone();
-        let x = xmid.clone();
-        tokio::spawn(async move { one_query(&c, &x).await })
-    });
-    let results = futures::future::join_all(calls).await;
+    let results = concurrent_queries(&client, &xmid, 50).await;
     for result in &results {
-        let err = result.as_ref().unwrap().as_ref().unwrap_err();
+        let err = result.as_ref().unwrap_err();
         assert!(
             matches!(err, MxcError::AuthRejected { status: 401, .. }),
             "{err}"

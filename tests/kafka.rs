@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, RunningSim};
@@ -124,10 +124,7 @@ fn kafka_config(
     broker: &str,
     topic: &str,
 ) -> Config {
-    let mut c = Config::default();
-    c.mxc.base_url = sim.base_url();
-    c.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
-    c.pollers.xmids = xmids.to_vec();
+    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
     c.pollers.interval = Duration::from_secs(1);
     c.pollers.look_back = Duration::from_secs(30 * 60);
     c.pollers.requests_per_second = 500.0;
@@ -146,13 +143,7 @@ fn kafka_config(
             properties: BTreeMap::new(),
         },
     );
-    c.routes.push(RouteConfig {
-        name: Some("all".into()),
-        sink: "kafka".into(),
-        event_type: "authorization.created".into(),
-        filter: None,
-        redact: RedactConfig::default(),
-    });
+    c.routes.push(RouteConfig::every_record("all", "kafka"));
     assert_eq!(c.validate(), vec![]);
     c
 }
@@ -361,7 +352,11 @@ async fn an_oversize_record_is_dead_lettered_and_the_others_arrive() {
     let xmids: Vec<String> = sim.xmids()[..3].to_vec();
     let t0 = Utc::now();
     sim.generate(200, &xmids, t0 - minutes(5), t0).unwrap();
-    sim.generate_padded(1, &xmids[..1], t0 - minutes(5), t0, 200_000)
+    let oversize = sim::Shape {
+        with_id: true,
+        pad_bytes: 200_000,
+    };
+    sim.generate_shaped(1, &xmids[..1], t0 - minutes(5), t0, oversize)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = kafka_config(&sim, &xmids, dir.path(), t0 - minutes(10), &broker, &topic);

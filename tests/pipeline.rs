@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, RedactConfig, RouteConfig, SinkConfig};
 use mxc_relay::mxc::AuthorizationQuery;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
@@ -24,10 +23,7 @@ fn minutes(n: i64) -> chrono::Duration {
 /// A pipeline configuration against `sim` for `xmids`, with one file sink `archive` taking
 /// every record, fast polling and a store in `dir`.
 fn config(sim: &RunningSim, xmids: &[String], dir: &Path, start: DateTime<Utc>) -> Config {
-    let mut c = Config::default();
-    c.mxc.base_url = sim.base_url();
-    c.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
-    c.pollers.xmids = xmids.to_vec();
+    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
     c.pollers.interval = Duration::from_secs(1);
     c.pollers.look_back = Duration::from_secs(40 * 60);
     c.pollers.requests_per_second = 200.0;
@@ -42,18 +38,15 @@ fn config(sim: &RunningSim, xmids: &[String], dir: &Path, start: DateTime<Utc>) 
             path: dir.join("archive.jsonl"),
         },
     );
-    c.routes.push(route("all", "archive", None));
+    c.routes.push(RouteConfig::every_record("all", "archive"));
     assert_eq!(c.validate(), vec![]);
     c
 }
 
 fn route(name: &str, sink: &str, filter: Option<&str>) -> RouteConfig {
     RouteConfig {
-        name: Some(name.into()),
-        sink: sink.into(),
-        event_type: "authorization.created".into(),
         filter: filter.map(str::to_string),
-        redact: RedactConfig::default(),
+        ..RouteConfig::every_record(name, sink)
     }
 }
 
@@ -382,7 +375,11 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
     assert_eq!(config.validate(), vec![]);
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     sim.generate(400, &xmids, t0 - minutes(5), t0).unwrap();
-    sim.generate_without_id(7, &xmids, t0 - minutes(5), t0)
+    let no_id = sim::Shape {
+        with_id: false,
+        pad_bytes: 0,
+    };
+    sim.generate_shaped(7, &xmids, t0 - minutes(5), t0, no_id)
         .unwrap();
     let archive = wait_for_lines(
         &dir.path().join("archive.jsonl"),

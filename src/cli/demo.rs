@@ -15,7 +15,6 @@ use futures::future::BoxFuture;
 use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::route::Event;
-use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::sink::{Outcome, Sink, StdoutSink};
 use mxc_relay::telemetry::{self, Metrics};
@@ -239,12 +238,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         ),
     };
 
-    let mut config = Config::default();
-    config.mxc.base_url = simulator.base_url();
-    config.mxc.api_key = Secret::new(sim::DEFAULT_API_KEY);
-    config.mxc.username = sim::DEFAULT_USERNAME.to_string();
-    config.mxc.password = Secret::new(sim::DEFAULT_PASSWORD);
-    config.pollers.xmids = simulator.xmids().into_iter().take(args.merchants).collect();
+    let xmids = simulator.xmids().into_iter().take(args.merchants).collect();
+    let mut config = Config::for_simulator(simulator.base_url(), xmids);
     config.pollers.interval = Duration::from_secs(2);
     config.pollers.look_back = Duration::from_secs(120);
     config.pollers.requests_per_second = 50.0;

@@ -31,6 +31,20 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+impl Config {
+    /// Defaults, pointed at a simulator at `base_url` with its default credentials, polling
+    /// `xmids`; no sinks or routes yet. For the demo, tests and benchmarks.
+    pub fn for_simulator(base_url: String, xmids: Vec<String>) -> Config {
+        let mut config = Config::default();
+        config.mxc.base_url = base_url;
+        config.mxc.api_key = Secret::new(crate::sim::DEFAULT_API_KEY);
+        config.mxc.username = crate::sim::DEFAULT_USERNAME.to_string();
+        config.mxc.password = Secret::new(crate::sim::DEFAULT_PASSWORD);
+        config.pollers.xmids = xmids;
+        config
+    }
+}
+
 /// `[mxc]`: how to reach MX Connect.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -291,6 +305,17 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
+    /// A route taking every record to `sink` as `authorization.created`, unredacted.
+    pub fn every_record(name: &str, sink: &str) -> RouteConfig {
+        RouteConfig {
+            name: Some(name.to_string()),
+            sink: sink.to_string(),
+            event_type: default_event_type(),
+            filter: None,
+            redact: RedactConfig::default(),
+        }
+    }
+
     /// The route's name: its own, or `SINK#INDEX`.
     pub fn display_name(&self, index: usize) -> String {
         self.name

@@ -12,6 +12,7 @@ mod stats;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use data::Shape;
 pub use faults::Faults;
 pub use server::RunningSim;
 pub use stats::StatsSnapshot;

@@ -98,49 +98,20 @@ impl RunningSim {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<(), String> {
-        self.state.generate(count, xmids, from, to, Shape::NORMAL)
+        self.generate_shaped(count, xmids, from, to, Shape::NORMAL)
     }
 
-    /// Like [`RunningSim::generate`], with a `simPadding` field of `pad_bytes` bytes in each
-    /// record (oversize records).
-    pub fn generate_padded(
+    /// Like [`RunningSim::generate`], with records of another [`Shape`] (without an id,
+    /// oversize …).
+    pub fn generate_shaped(
         &self,
         count: usize,
         xmids: &[String],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-        pad_bytes: usize,
+        shape: Shape,
     ) -> Result<(), String> {
-        self.state.generate(
-            count,
-            xmids,
-            from,
-            to,
-            Shape {
-                with_id: true,
-                pad_bytes,
-            },
-        )
-    }
-
-    /// Like [`RunningSim::generate`], with records that lack their `id` field.
-    pub fn generate_without_id(
-        &self,
-        count: usize,
-        xmids: &[String],
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> Result<(), String> {
-        self.state.generate(
-            count,
-            xmids,
-            from,
-            to,
-            Shape {
-                with_id: false,
-                pad_bytes: 0,
-            },
-        )
+        self.state.generate(count, xmids, from, to, shape)
     }
 
     /// Stops serving and waits for the server task.
