@@ -228,3 +228,20 @@ fn kafka_sinks_are_checked_and_their_properties_never_printed() {
     let config = Config::from_toml(&fixed, "t.toml", &no_env).unwrap();
     assert!(!format!("{config:?}").contains("canary-kafka-password"));
 }
+
+#[test]
+fn absurd_durations_are_refused_not_overflowed() {
+    let found = errors(
+        "[mxc]\napi_key = \"API_x\"\n[pollers]\nxmids = [\"A1\"]\ninterval = \"300000000000y\"\nlook_back = \"300000000000y\"\n[store]\nseen_retention = \"1000000y\"\n",
+    );
+    for expected in [
+        "pollers.interval: must be at most 1d, got 300000000000years",
+        "pollers.look_back: must be at most 7d, got 300000000000years",
+        "store.seen_retention: must be at most 366d, got 1000000years",
+    ] {
+        assert!(
+            found.contains(&expected.to_string()),
+            "{expected:?} missing from {found:#?}"
+        );
+    }
+}

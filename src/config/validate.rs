@@ -168,8 +168,54 @@ impl Config {
         if self.store.flush_interval < Duration::from_millis(1) {
             error(
                 "store.flush_interval",
-                "must be at least 1ms, got 0s".into(),
+                format!(
+                    "must be at least 1ms, got {}",
+                    fmt(self.store.flush_interval)
+                ),
             );
+        }
+        // Upper bounds: beyond them a value is a typo, and time arithmetic would overflow.
+        let day = Duration::from_secs(86_400);
+        let hour = Duration::from_secs(3600);
+        for (path, value, max, max_text) in [
+            ("mxc.timeout", self.mxc.timeout, hour, "1h"),
+            ("mxc.connect_timeout", self.mxc.connect_timeout, hour, "1h"),
+            ("mxc.refresh_margin", self.mxc.refresh_margin, day, "1d"),
+            (
+                "mxc.assumed_token_ttl",
+                self.mxc.assumed_token_ttl,
+                day,
+                "1d",
+            ),
+            ("mxc.rejection_hold", self.mxc.rejection_hold, day, "1d"),
+            ("pollers.interval", self.pollers.interval, day, "1d"),
+            (
+                "store.flush_interval",
+                self.store.flush_interval,
+                Duration::from_secs(60),
+                "1m",
+            ),
+            (
+                "store.seen_retention",
+                self.store.seen_retention,
+                366 * day,
+                "366d",
+            ),
+            ("delivery.retry_min", self.delivery.retry_min, day, "1d"),
+            ("delivery.retry_max", self.delivery.retry_max, day, "1d"),
+            (
+                "delivery.shutdown_timeout",
+                self.delivery.shutdown_timeout,
+                hour,
+                "1h",
+            ),
+        ] {
+            if value > max {
+                error(
+                    path,
+                    format!("must be at most {max_text}, got {}", fmt(value)),
+                );
+            }
         }
 
         // [delivery]
