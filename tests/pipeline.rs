@@ -267,8 +267,10 @@ async fn the_global_request_budget_holds() {
     let t = started.elapsed().as_secs_f64();
     let requests = sim.stats().requests_to("GET /report/v1/tsys/authorization") as f64;
     assert!(requests <= 5.0 * t + 2.0, "{requests} requests in {t:.2}s");
+    // The pollers want 20/s: the limiter, not idleness, holds them (a loose lower bound, since
+    // a loaded machine runs them late).
     assert!(
-        requests >= 5.0 * (t - 1.5),
+        requests >= 5.0 * t / 2.0,
         "the budget was used: {requests} in {t:.2}s"
     );
     assert!(metrics.rate_limiter_waits.get() > 0);

@@ -156,8 +156,16 @@ mod kafka {
                 .set("group.id", "mxc-relay-demo")
                 .set("enable.auto.commit", "false")
                 .create()?;
+            // However many partitions the topic has (a compose-made one has more than ours).
+            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            let partitions = metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len() as i32)
+                .filter(|n| *n > 0)
+                .unwrap_or(PARTITIONS);
             let mut list = TopicPartitionList::new();
-            for p in 0..PARTITIONS {
+            for p in 0..partitions {
                 let offset = if from_beginning {
                     Offset::Beginning
                 } else {

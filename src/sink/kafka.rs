@@ -74,9 +74,12 @@ impl KafkaSink {
     fn recreate(&self) {
         match create(&self.config, &self.name) {
             Ok(fresh) => {
-                if let Ok(mut p) = self.producer.write() {
-                    *p = Arc::new(fresh);
-                }
+                let old = match self.producer.write() {
+                    Ok(mut p) => Some(std::mem::replace(&mut *p, Arc::new(fresh))),
+                    Err(_) => None,
+                };
+                // Dropping a producer flushes and joins its threads: not on an async worker.
+                tokio::task::spawn_blocking(move || drop(old));
                 tracing::warn!(sink = %self.name, "kafka producer recreated after a fatal error");
             }
             Err(e) => {
@@ -87,9 +90,13 @@ impl KafkaSink {
 }
 
 fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
-    config
-        .create()
-        .map_err(|e| format!("sinks.{name}: cannot create the Kafka producer: {e}"))
+    config.create().map_err(|e| match e {
+        // Its text quotes the refused value, which may be a password: name only the key.
+        KafkaError::ClientConfig(_, _, key, _) => format!(
+            "sinks.{name}.properties: librdkafka refused the property {key:?} (its value is not shown)"
+        ),
+        other => format!("sinks.{name}: cannot create the Kafka producer: {other}"),
+    })
 }
 
 /// Whether a refusal is for good (the message itself is the problem).
@@ -114,7 +121,16 @@ impl Sink for KafkaSink {
                 return vec![Outcome::Retry("kafka producer unavailable".into()); events.len()];
             };
             let mut pending = Vec::with_capacity(events.len());
+            // An XMID whose event could not be enqueued sends none of its later ones in this
+            // batch: they would overtake it.
+            let mut held: std::collections::HashSet<&str> = std::collections::HashSet::new();
             for event in events {
+                if held.contains(event.xmid.as_str()) {
+                    pending.push(Err(Outcome::Retry(
+                        "an earlier event of this XMID is retried first".into(),
+                    )));
+                    continue;
+                }
                 let topic = self.topic_for(event);
                 let key = match self.key {
                     KafkaKey::Xmid => event.xmid.as_str(),
@@ -157,7 +173,11 @@ impl Sink for KafkaSink {
                             tokio::time::sleep(Duration::from_millis(10)).await;
                         }
                         Err((error, _)) => {
-                            pending.push(Err(classify(&error)));
+                            let outcome = classify(&error);
+                            if matches!(outcome, Outcome::Retry(_)) {
+                                held.insert(event.xmid.as_str());
+                            }
+                            pending.push(Err(outcome));
                             break;
                         }
                     }

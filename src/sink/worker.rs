@@ -1,5 +1,6 @@
 //! The delivery worker: drains one sink's outbox in order, forever, with backoff on failure.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,8 +67,13 @@ pub async fn run_worker(
         attempts += 1;
         let mut delivered = Vec::new();
         let mut retry = None;
+        // XMIDs with an earlier entry still waiting in this batch: their later entries stay in
+        // the outbox even if delivered, so that a retry cannot be overtaken (a repeat, with the
+        // same id, is allowed; a reordering is not).
+        let mut waiting: HashSet<String> = HashSet::new();
         for (entry, outcome) in entries.iter().zip(outcomes) {
             match outcome {
+                Outcome::Delivered if waiting.contains(&entry.event.xmid) => {}
                 Outcome::Delivered => delivered.push(entry.seq),
                 Outcome::Dead(reason) => {
                     tracing::warn!(sink = %sink_name, event_id = %entry.event.id, record_id = %entry.event.record_id,
@@ -79,6 +85,7 @@ pub async fn run_worker(
                     if let Err(e) = store.bury(&sink_name, entry, &reason, attempts) {
                         tracing::error!(sink = %sink_name, error = %e, "cannot dead-letter an event; it stays in the outbox");
                         retry.get_or_insert((e.to_string(), entry.event.clone()));
+                        waiting.insert(entry.event.xmid.clone());
                     }
                 }
                 Outcome::Retry(reason) => {
@@ -87,6 +94,7 @@ pub async fn run_worker(
                         .with_label_values(&[&sink_name, "failed"])
                         .inc();
                     retry.get_or_insert((reason, entry.event.clone()));
+                    waiting.insert(entry.event.xmid.clone());
                 }
             }
         }
