@@ -7,6 +7,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod route;
 pub mod secret;
+pub mod signature;
 pub mod sim;
 pub mod sink;
 pub mod store;

@@ -368,3 +368,56 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         "{text}"
     );
 }
+
+#[test]
+fn webhook_verify_checks_the_published_vector_and_secret_makes_usable_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, br#"{"test": 2432232314}"#).unwrap();
+    let verify = |secrets: &str, signature: &str| {
+        Command::new(BIN)
+            .args([
+                "webhook",
+                "verify",
+                "--id",
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "--timestamp",
+                "1614265330",
+            ])
+            .args(["--signature", signature, "--no-timestamp-check", "--body"])
+            .arg(&body)
+            .env("MXC_WEBHOOK_SECRET", secrets)
+            .output()
+            .unwrap()
+    };
+    let generated = Command::new(BIN)
+        .args(["webhook", "secret"])
+        .output()
+        .unwrap();
+    let other = String::from_utf8(generated.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(other.starts_with("whsec_") && other.len() > 40, "{other}");
+
+    // Rotation: the receiver holds the new secret and the old one; the old one signed.
+    let ok = verify(
+        &format!("{other} whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "valid: signed with secret #2"
+    );
+
+    let bad = verify(&other, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(stderr.trim(), "invalid: no v1 signature in webhook-signature matches the body with any of the 1 secret(s)");
+    assert!(!stderr.contains(&other));
+}

@@ -6,6 +6,7 @@ mod fetch;
 mod run;
 mod sim;
 mod state;
+mod webhook;
 
 use std::process::ExitCode;
 
@@ -32,6 +33,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Validate a configuration file and report every error at once.
     CheckConfig(check_config::CheckConfigArgs),
+    /// Webhook tools: generate a signing secret, verify a delivery's signature.
+    Webhook(webhook::WebhookArgs),
     /// One-shot query: print the authorizations of some XMIDs in a time window as JSON lines.
     Fetch(fetch::FetchArgs),
 }
@@ -44,6 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
+        Command::Webhook(args) => webhook::run(args),
     }
 }
 
