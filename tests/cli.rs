@@ -421,3 +421,89 @@ fn webhook_verify_checks_the_published_vector_and_secret_makes_usable_secrets() 
     assert_eq!(stderr.trim(), "invalid: no v1 signature in webhook-signature matches the body with any of the 1 secret(s)");
     assert!(!stderr.contains(&other));
 }
+
+#[tokio::test]
+async fn webhook_listen_accepts_signed_deliveries_and_refuses_the_rest() {
+    use mxc_relay::signature::{signature_header, WebhookSecret};
+    let secret = WebhookSecret::generate();
+    let mut child = Command::new(BIN)
+        .args(["webhook", "listen", "--listen", "127.0.0.1:0"])
+        .env("MXC_WEBHOOK_SECRET", secret.expose())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let base = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+
+    let body = r#"{"type":"authorization.declined","timestamp":"2026-11-28T10:00:00Z","data":{"accountNumber":"887000000001","authorizedAmount":612.5,"authorizationResponseStatus":"Declined","authorizationResponseDescription":"Insufficient funds"}}"#;
+    let now = Utc::now().timestamp();
+    let http = reqwest::Client::new();
+    let send = |signature: String, timestamp: i64| {
+        http.post(format!("{base}/alerts"))
+            .header("webhook-id", "evt_0123")
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+    };
+    let good = send(
+        signature_header(
+            std::slice::from_ref(&secret),
+            "evt_0123",
+            now,
+            body.as_bytes(),
+        ),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(good.status(), 204);
+    let forged = send(
+        signature_header(
+            &[WebhookSecret::generate()],
+            "evt_0123",
+            now,
+            body.as_bytes(),
+        ),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), 401);
+    let stale = send(
+        signature_header(
+            std::slice::from_ref(&secret),
+            "evt_0123",
+            now - 3600,
+            body.as_bytes(),
+        ),
+        now - 3600,
+    )
+    .await
+    .unwrap();
+    assert_eq!(stale.status(), 401);
+    assert!(stale.text().await.unwrap().contains("at most 300 s"));
+
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "verified (secret #1)  evt_0123  authorization.declined  xmid=887000000001  612.5 Declined  Insufficient funds"
+    );
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.matches("refused evt_0123").count(), 2, "{stderr}");
+    assert!(!stderr.contains(secret.expose()));
+}

@@ -47,7 +47,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
-        Command::Webhook(args) => webhook::run(args),
+        Command::Webhook(args) => webhook::run(args).await,
     }
 }
 

@@ -21,6 +21,29 @@ enum WebhookCommand {
     Secret,
     /// Check one delivery's Standard Webhooks signature, as a receiver does.
     Verify(VerifyArgs),
+    /// A small verifying receiver: prints each delivery, answers 204 when its signature holds
+    /// and 401 when it does not.
+    Listen(ListenArgs),
+}
+
+#[derive(Args)]
+struct ListenArgs {
+    /// Address to listen on; port 0 picks a free one. The first line on stdout is
+    /// `listening on http://IP:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+    /// A `whsec_…` secret; repeat it (or separate with spaces in the variable) for rotation.
+    #[arg(
+        long = "secret",
+        env = "MXC_WEBHOOK_SECRET",
+        value_delimiter = ' ',
+        required = true,
+        hide_env_values = true
+    )]
+    secrets: Vec<String>,
+    /// Refuse timestamps further than this from now.
+    #[arg(long, default_value = "5m", value_parser = super::sim::duration)]
+    tolerance: Duration,
 }
 
 #[derive(Args)]
@@ -54,21 +77,25 @@ struct VerifyArgs {
     no_timestamp_check: bool,
 }
 
-pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
+fn parse_secrets(texts: &[String]) -> anyhow::Result<Vec<WebhookSecret>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            WebhookSecret::parse(s).map_err(|e| anyhow::anyhow!("secret #{}: {e}", i + 1))
+        })
+        .collect()
+}
+
+pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     match args.command {
+        WebhookCommand::Listen(l) => listen(l).await,
         WebhookCommand::Secret => {
             println!("{}", WebhookSecret::generate().expose());
             Ok(ExitCode::SUCCESS)
         }
         WebhookCommand::Verify(v) => {
-            let secrets = v
-                .secrets
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    WebhookSecret::parse(s).map_err(|e| anyhow::anyhow!("secret #{}: {e}", i + 1))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let secrets = parse_secrets(&v.secrets)?;
             let body = std::fs::read(&v.body)
                 .with_context(|| format!("cannot read the body from {}", v.body.display()))?;
             let check = (!v.no_timestamp_check)
@@ -85,4 +112,73 @@ pub fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Serves until Ctrl-C / SIGTERM.
+async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::sync::Arc;
+
+    use axum::http::{HeaderMap, StatusCode};
+
+    let secrets = Arc::new(parse_secrets(&args.secrets)?);
+    let tolerance = args.tolerance.as_secs() as i64;
+    let receive = move |headers: HeaderMap, body: axum::body::Bytes| {
+        let secrets = secrets.clone();
+        async move {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let id = header("webhook-id");
+            let check = Some((chrono::Utc::now().timestamp(), tolerance));
+            match signature::verify(
+                &secrets,
+                &id,
+                &header("webhook-timestamp"),
+                &header("webhook-signature"),
+                &body,
+                check,
+            ) {
+                Ok(index) => {
+                    let event: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or_default();
+                    let data = &event["data"];
+                    let field = |v: &serde_json::Value, k: &str| {
+                        v.get(k)
+                            .map(|x| x.to_string().trim_matches('"').to_string())
+                            .unwrap_or_default()
+                    };
+                    println!(
+                        "verified (secret #{})  {id}  {}  xmid={}  {} {}  {}",
+                        index + 1,
+                        field(&event, "type"),
+                        field(data, "accountNumber"),
+                        field(data, "authorizedAmount"),
+                        field(data, "authorizationResponseStatus"),
+                        field(data, "authorizationResponseDescription"),
+                    );
+                    let _ = std::io::stdout().flush();
+                    (StatusCode::NO_CONTENT, String::new())
+                }
+                Err(e) => {
+                    eprintln!("refused {id}: {e}");
+                    (StatusCode::UNAUTHORIZED, e.to_string())
+                }
+            }
+        }
+    };
+    let app = axum::Router::new().fallback(axum::routing::post(receive));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    let _ = std::io::stdout().flush();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(super::shutdown_signal())
+        .await?;
+    Ok(ExitCode::SUCCESS)
 }
