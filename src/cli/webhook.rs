@@ -26,12 +26,9 @@ enum WebhookCommand {
     Listen(ListenArgs),
 }
 
+/// What a receiver checks a delivery with.
 #[derive(Args)]
-struct ListenArgs {
-    /// Address to listen on; port 0 picks a free one. The first line on stdout is
-    /// `listening on http://IP:PORT`.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    listen: std::net::SocketAddr,
+struct Checks {
     /// A `whsec_…` secret; repeat it (or separate with spaces in the variable) for rotation.
     #[arg(
         long = "secret",
@@ -47,16 +44,19 @@ struct ListenArgs {
 }
 
 #[derive(Args)]
+struct ListenArgs {
+    #[command(flatten)]
+    checks: Checks,
+    /// Address to listen on; port 0 picks a free one. The first line on stdout is
+    /// `listening on http://IP:PORT`.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: std::net::SocketAddr,
+}
+
+#[derive(Args)]
 struct VerifyArgs {
-    /// A `whsec_…` secret; repeat it (or separate with spaces in the variable) for rotation.
-    #[arg(
-        long = "secret",
-        env = "MXC_WEBHOOK_SECRET",
-        value_delimiter = ' ',
-        required = true,
-        hide_env_values = true
-    )]
-    secrets: Vec<String>,
+    #[command(flatten)]
+    checks: Checks,
     /// The `webhook-id` header.
     #[arg(long)]
     id: String,
@@ -69,9 +69,6 @@ struct VerifyArgs {
     /// File holding the exact request body.
     #[arg(long)]
     body: PathBuf,
-    /// Refuse timestamps further than this from now.
-    #[arg(long, default_value = "5m", value_parser = super::sim::duration)]
-    tolerance: Duration,
     /// Skip the timestamp check (to verify an old delivery).
     #[arg(long)]
     no_timestamp_check: bool,
@@ -95,11 +92,15 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         WebhookCommand::Verify(v) => {
-            let secrets = parse_secrets(&v.secrets)?;
+            let secrets = parse_secrets(&v.checks.secrets)?;
             let body = std::fs::read(&v.body)
                 .with_context(|| format!("cannot read the body from {}", v.body.display()))?;
-            let check = (!v.no_timestamp_check)
-                .then(|| (chrono::Utc::now().timestamp(), v.tolerance.as_secs() as i64));
+            let check = (!v.no_timestamp_check).then(|| {
+                (
+                    chrono::Utc::now().timestamp(),
+                    v.checks.tolerance.as_secs() as i64,
+                )
+            });
             match signature::verify(&secrets, &v.id, &v.timestamp, &v.signature, &body, check) {
                 Ok(index) => {
                     println!("valid: signed with secret #{}", index + 1);
@@ -121,8 +122,8 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 
     use axum::http::{HeaderMap, StatusCode};
 
-    let secrets = Arc::new(parse_secrets(&args.secrets)?);
-    let tolerance = args.tolerance.as_secs() as i64;
+    let secrets = Arc::new(parse_secrets(&args.checks.secrets)?);
+    let tolerance = args.checks.tolerance.as_secs() as i64;
     let receive = move |headers: HeaderMap, body: axum::body::Bytes| {
         let secrets = secrets.clone();
         async move {
