@@ -9,11 +9,17 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
-fn errors(text: &str) -> Vec<String> {
-    match Config::from_toml(&format!("{text}{ROUTED}"), "test.toml", &no_env) {
+/// Every error of `text` as loaded, one string each; none when it loads.
+fn errors_of(text: &str) -> Vec<String> {
+    match Config::from_toml(text, "test.toml", &no_env) {
         Ok(_) => Vec::new(),
         Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
     }
+}
+
+/// The errors of `text` with a valid sink and route added.
+fn errors(text: &str) -> Vec<String> {
+    errors_of(&format!("{text}{ROUTED}"))
 }
 
 #[test]
@@ -53,10 +59,7 @@ fn every_error_is_reported_with_its_key_path() {
         x = 1
     "#;
     let text = text.replace("[sinkz]", &format!("{ROUTED}\n[sinkz]"));
-    let found = match Config::from_toml(&text, "test.toml", &no_env) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-    };
+    let found = errors_of(&text);
     let expected = [
         "mxc.colour: unknown key",
         "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log)",
@@ -154,10 +157,7 @@ fn routes_and_sinks_are_checked() {
         sink = "alerts"
         colour = 1
     "#;
-    let found = match Config::from_toml(text, "t.toml", &no_env) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-    };
+    let found = errors_of(text);
     for e in [
         "sinks.bad.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`",
         "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
@@ -168,10 +168,7 @@ fn routes_and_sinks_are_checked() {
     let text = text
         .replace("kind = \"kafkaz\"", "kind = \"stdout\"")
         .replace("colour = 1", "");
-    let found = match Config::from_toml(&text, "t.toml", &no_env) {
-        Ok(_) => Vec::new(),
-        Err(e) => e.errors.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
-    };
+    let found = errors_of(&text);
     assert_eq!(
         found,
         [

@@ -54,10 +54,10 @@ impl Sink for CountingConsole {
             for (event, outcome) in events.iter().zip(&outcomes) {
                 if *outcome == Outcome::Delivered {
                     self.events.fetch_add(1, Ordering::Relaxed);
-                    if !event
-                        .body
-                        .contains(r#""authorizationResponseStatus":"Approved""#)
-                    {
+                    // Read the field, not the text: MXC's JSON spacing is not ours to assume.
+                    let body: serde_json::Value =
+                        serde_json::from_str(&event.body).unwrap_or_default();
+                    if body["data"]["authorizationResponseStatus"] != "Approved" {
                         self.declines.fetch_add(1, Ordering::Relaxed);
                     }
                 }
