@@ -5,6 +5,7 @@ pub mod config;
 pub mod mxc;
 pub mod pipeline;
 pub mod poll;
+pub mod receiver;
 pub mod route;
 pub mod secret;
 pub mod signature;

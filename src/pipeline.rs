@@ -9,11 +9,11 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError};
 use crate::poll::{rate_limiter, PollConfig, Pollers};
 use crate::route::Route;
-use crate::sink::{self, Sink, WorkerConfig};
+use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -83,9 +83,18 @@ impl Pipeline {
             retry_max: config.delivery.retry_max,
         };
         for (name, sink_config) in &config.sinks {
-            let sink = match provided.remove(name) {
-                Some(sink) => sink,
-                None => sink::build(name, sink_config).map_err(PipelineError::Config)?,
+            let sink = match (provided.remove(name), sink_config) {
+                (Some(sink), _) => sink,
+                (None, SinkConfig::Webhook(webhook)) => {
+                    let sink = WebhookSink::new(name, webhook).map_err(PipelineError::Config)?;
+                    workers.spawn(sink.run(
+                        store.clone(),
+                        metrics.clone(),
+                        stop_delivering.clone(),
+                    ));
+                    continue;
+                }
+                (None, _) => sink::build(name, sink_config).map_err(PipelineError::Config)?,
             };
             workers.spawn(sink::run_worker(
                 name.clone(),

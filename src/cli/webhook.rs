@@ -7,7 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use mxc_relay::config::{Config, SinkConfig};
+use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
 use mxc_relay::signature::{self, WebhookSecret};
+use mxc_relay::store::Store;
 
 #[derive(Args)]
 pub struct WebhookArgs {
@@ -24,6 +27,19 @@ enum WebhookCommand {
     /// A small verifying receiver: prints each delivery, answers 204 when its signature holds
     /// and 401 when it does not.
     Listen(ListenArgs),
+    /// Enable a disabled webhook endpoint again (after a 410 Gone, or failing too long); its
+    /// waiting events then go out. Reads the store: stop the service first.
+    Enable(EnableArgs),
+}
+
+#[derive(Args)]
+struct EnableArgs {
+    /// The webhook sink, by its name in [sinks].
+    #[arg(long)]
+    sink: String,
+    /// The TOML configuration file (for the store path and the sinks).
+    #[arg(long, short, default_value = "config/mxc-relay.toml")]
+    config: PathBuf,
 }
 
 /// What a receiver checks a delivery with.
@@ -74,6 +90,44 @@ struct VerifyArgs {
     no_timestamp_check: bool,
 }
 
+fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if !matches!(config.sinks.get(&args.sink), Some(SinkConfig::Webhook(_))) {
+        let webhooks: Vec<&str> = config
+            .sinks
+            .iter()
+            .filter(|(_, s)| matches!(s, SinkConfig::Webhook(_)))
+            .map(|(n, _)| n.as_str())
+            .collect();
+        anyhow::bail!(
+            "{}: no webhook sink named {:?} (webhook sinks: {})",
+            args.config.display(),
+            args.sink,
+            if webhooks.is_empty() {
+                "none".to_string()
+            } else {
+                webhooks.join(", ")
+            }
+        );
+    }
+    let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+    let store = Store::open(&config.store, &sinks)?;
+    match store.disabled_endpoint(&args.sink)? {
+        Some(off) => {
+            store.set_disabled_endpoint(&args.sink, None)?;
+            println!(
+                "enabled {} (disabled since {}: {}); {} events wait in its outbox",
+                args.sink,
+                off.disabled_at,
+                off.reason,
+                store.outbox_len(&args.sink)?
+            );
+        }
+        None => println!("{} is not disabled", args.sink),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn parse_secrets(texts: &[String]) -> anyhow::Result<Vec<WebhookSecret>> {
     texts
         .iter()
@@ -87,6 +141,7 @@ fn parse_secrets(texts: &[String]) -> anyhow::Result<Vec<WebhookSecret>> {
 pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         WebhookCommand::Listen(l) => listen(l).await,
+        WebhookCommand::Enable(e) => enable(e),
         WebhookCommand::Secret => {
             println!("{}", WebhookSecret::generate().expose());
             Ok(ExitCode::SUCCESS)
@@ -118,68 +173,44 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 /// Serves until Ctrl-C / SIGTERM.
 async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    use std::sync::Arc;
 
-    use axum::http::{HeaderMap, StatusCode};
-
-    let secrets = Arc::new(parse_secrets(&args.checks.secrets)?);
-    let tolerance = args.checks.tolerance.as_secs() as i64;
-    let receive = move |headers: HeaderMap, body: axum::body::Bytes| {
-        let secrets = secrets.clone();
-        async move {
-            let header = |name: &str| {
-                headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let id = header("webhook-id");
-            let check = Some((chrono::Utc::now().timestamp(), tolerance));
-            match signature::verify(
-                &secrets,
-                &id,
-                &header("webhook-timestamp"),
-                &header("webhook-signature"),
-                &body,
-                check,
-            ) {
-                Ok(index) => {
-                    let event: serde_json::Value =
-                        serde_json::from_slice(&body).unwrap_or_default();
-                    let data = &event["data"];
-                    let field = |v: &serde_json::Value, k: &str| {
-                        v.get(k)
-                            .map(|x| x.to_string().trim_matches('"').to_string())
-                            .unwrap_or_default()
-                    };
-                    println!(
-                        "verified (secret #{})  {id}  {}  xmid={}  {} {}  {}",
-                        index + 1,
-                        field(&event, "type"),
-                        field(data, "accountNumber"),
-                        field(data, "authorizedAmount"),
-                        field(data, "authorizationResponseStatus"),
-                        field(data, "authorizationResponseDescription"),
-                    );
-                    let _ = std::io::stdout().flush();
-                    (StatusCode::NO_CONTENT, String::new())
-                }
-                Err(e) => {
-                    eprintln!("refused {id}: {e}");
-                    (StatusCode::UNAUTHORIZED, e.to_string())
-                }
-            }
-        }
+    let config = ReceiverConfig {
+        secrets: parse_secrets(&args.checks.secrets)?,
+        tolerance: args.checks.tolerance,
+        keep: false,
+        on_delivery: Some(Box::new(|d: &Delivery| println!("{}", describe(d)))),
     };
-    let app = axum::Router::new().fallback(axum::routing::post(receive));
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let receiver = Receiver::start(args.listen, config)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("listening on http://{}", listener.local_addr()?);
+    println!("listening on http://{}", receiver.addr());
     let _ = std::io::stdout().flush();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(super::shutdown_signal())
-        .await?;
+    super::shutdown_signal().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per delivery: verified or not, its id, and what the alert says.
+pub fn describe(d: &Delivery) -> String {
+    match &d.verified {
+        Ok(index) => {
+            let event: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
+            let data = &event["data"];
+            let field = |v: &serde_json::Value, k: &str| match v.get(k) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => "-".into(),
+            };
+            format!(
+                "verified (secret #{})  {}  {}  xmid={}  {} {}  {}",
+                index + 1,
+                d.id,
+                field(&event, "type"),
+                field(data, "accountNumber"),
+                field(data, "authorizedAmount"),
+                field(data, "authorizationResponseStatus"),
+                field(data, "authorizationResponseDescription"),
+            )
+        }
+        Err(e) => format!("REFUSED {}: {e}", d.id),
+    }
 }

@@ -120,6 +120,11 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         self.mxc.apply_env(env);
+        for sink in self.sinks.values_mut() {
+            if let super::SinkConfig::Webhook(webhook) = sink {
+                webhook.apply_env(env);
+            }
+        }
     }
 }
 

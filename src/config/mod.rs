@@ -5,6 +5,7 @@
 
 mod load;
 mod validate;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use crate::mxc;
 use crate::secret::Secret;
 
 pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
+pub use webhook::{default_schedule, WebhookConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default)]
@@ -257,6 +259,9 @@ pub enum SinkConfig {
         #[serde(default)]
         properties: BTreeMap<String, Secret>,
     },
+    /// Events POSTed to an HTTP endpoint, signed per Standard Webhooks, each retried on its
+    /// own schedule; see [`WebhookConfig`].
+    Webhook(Box<WebhookConfig>),
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -246,6 +246,7 @@ impl Config {
         }
 
         // [sinks] and [[routes]]
+        let mut sink_errors = Vec::new();
         for (name, sink) in &self.sinks {
             if name.is_empty()
                 || !name
@@ -295,6 +296,9 @@ impl Config {
                             format!("must be lz4, snappy, gzip or none, got {compression:?}"),
                         );
                     }
+                }
+                SinkConfig::Webhook(webhook) => {
+                    webhook.validate(&|key| format!("sinks.{name}.{key}"), &mut sink_errors);
                 }
                 _ => {}
             }
@@ -366,6 +370,7 @@ impl Config {
                 format!("not a tracing filter ({e}): {:?}", self.log.level),
             );
         }
+        errors.extend(sink_errors);
         errors
     }
 }

@@ -223,6 +223,14 @@ pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Dura
             after: timeout,
         };
     }
+    MxcError::Transport {
+        endpoint: endpoint.to_string(),
+        detail: error_chain(error),
+    }
+}
+
+/// A reqwest error with its whole cause chain and without its URL (which may carry a token).
+pub(crate) fn error_chain(error: reqwest::Error) -> String {
     let error = error.without_url();
     let mut detail = error.to_string();
     let mut source = std::error::Error::source(&error);
@@ -231,10 +239,7 @@ pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Dura
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
-    MxcError::Transport {
-        endpoint: endpoint.to_string(),
-        detail,
-    }
+    detail
 }
 
 /// The error for a non-2xx status other than 401.

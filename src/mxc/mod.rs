@@ -13,6 +13,7 @@ pub use authorizations::{
     MAX_PAGE_SIZE,
 };
 pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
+pub(crate) use client::{error_chain, retry_after};
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use roster::Merchant;

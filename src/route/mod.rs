@@ -130,6 +130,18 @@ impl Route {
     }
 }
 
+impl Event {
+    /// The record's JSON (as redacted by the route): the envelope's `data`, sliced out of the
+    /// body without parsing it. The envelope is written above with `data` last, and the
+    /// string values before it are JSON-escaped, so the first `,"data":` is the key itself.
+    pub fn data_json(&self) -> &str {
+        self.body
+            .find(r#","data":"#)
+            .and_then(|at| self.body.get(at + 8..self.body.len().saturating_sub(1)))
+            .unwrap_or("null")
+    }
+}
+
 /// `evt_` and 32 hex digits of SHA-256 over the route name and the record id.
 pub fn event_id(route: &str, record_id: &str) -> String {
     let mut hash = Sha256::new();
@@ -217,6 +229,8 @@ mod tests {
         assert_eq!(body["xmid"], "X1");
         assert_eq!(body["occurred_at"], "2026-01-02T08:04:05.000Z");
         assert_eq!(body["data"], value);
+        let data: Value = serde_json::from_str(event.data_json()).unwrap();
+        assert_eq!(data, value);
         assert_eq!(
             body.as_object().unwrap().keys().collect::<Vec<_>>(),
             ["id", "type", "xmid", "occurred_at", "data"]

@@ -4,6 +4,7 @@
 mod file;
 mod kafka;
 mod stdout;
+mod webhook;
 mod worker;
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use futures::future::BoxFuture;
 pub use file::FileSink;
 pub use kafka::{KafkaSink, SCHEMA_VERSION};
 pub use stdout::StdoutSink;
+pub use webhook::{body as webhook_body, Attempt, Endpoint, RetryPolicy, Verdict, WebhookSink};
 pub use worker::{run_worker, WorkerConfig};
 
 use crate::config::SinkConfig;
@@ -35,7 +37,8 @@ pub trait Sink: Send + Sync {
     fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>>;
 }
 
-/// Builds the sink a configuration describes; the error names the sink.
+/// Builds the sink a configuration describes (all kinds but webhooks, which retry per entry
+/// and run as a [`WebhookSink`]); the error names the sink.
 pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
     Ok(match config {
         SinkConfig::Stdout { format } => Arc::new(StdoutSink::new(*format)),
@@ -54,5 +57,10 @@ pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
             compression,
             properties,
         )?),
+        SinkConfig::Webhook(_) => {
+            return Err(format!(
+                "sinks.{name}: a webhook sink runs its own dispatcher (WebhookSink)"
+            ))
+        }
     })
 }

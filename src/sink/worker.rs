@@ -82,7 +82,7 @@ pub async fn run_worker(
                         .events
                         .with_label_values(&[&sink_name, "dead_lettered"])
                         .inc();
-                    if let Err(e) = store.bury(&sink_name, entry, &reason, attempts) {
+                    if let Err(e) = store.bury(&sink_name, entry, &reason, attempts, None) {
                         tracing::error!(sink = %sink_name, error = %e, "cannot dead-letter an event; it stays in the outbox");
                         retry.get_or_insert((e.to_string(), entry.event.clone()));
                         waiting.insert(entry.event.xmid.clone());

@@ -1,5 +1,6 @@
 //! The local store (sled): seen record ids with a retention, per-XMID cursors, one outbox per
-//! sink and its dead letters.
+//! sink with its dead letters and the retry state of its failing entries, and the state of
+//! webhook endpoints (disabled or not).
 //!
 //! `admit` is the heart of the guarantees: in one transaction, every record not seen before is
 //! marked seen *and* enqueued for each sink its routes select, and the cursors move. A record
@@ -24,6 +25,8 @@ const SEEN_BY_TIME: &str = "seen_by_time";
 const CURSORS: &str = "cursors";
 const OUTBOX_PREFIX: &str = "outbox/";
 const DEAD_PREFIX: &str = "dead/";
+const ATTEMPTS_PREFIX: &str = "attempts/";
+const ENDPOINTS: &str = "endpoints";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -91,6 +94,33 @@ pub struct DeadLetter {
     pub failed_at: DateTime<Utc>,
     #[serde(default)]
     pub attempts: u32,
+    /// The HTTP status of the last attempt, for sinks that speak HTTP.
+    #[serde(default)]
+    pub last_status: Option<u16>,
+}
+
+/// Where a failing outbox entry stands: kept beside the entry so that a restart resumes its
+/// retry schedule instead of starting it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptState {
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the next attempt is due (unix milliseconds).
+    pub next_at_ms: i64,
+    pub last_status: Option<u16>,
+    /// What went wrong last, for `state` and the dead letter.
+    pub last_error: String,
+}
+
+/// A webhook endpoint switched off (by a `410 Gone`, or after failing too long). Its events
+/// wait in the outbox until it is enabled again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DisabledEndpoint {
+    pub disabled_at: DateTime<Utc>,
+    pub reason: String,
+    /// The URL it had (as displayed: no query, no credentials); a new URL in the
+    /// configuration enables the endpoint again.
+    pub url: String,
 }
 
 /// The open store. Cheap to clone.
@@ -106,12 +136,15 @@ struct Inner {
     seen: Tree,
     seen_by_time: Tree,
     cursors: Tree,
+    endpoints: Tree,
     outboxes: BTreeMap<String, Sink>,
 }
 
 struct Sink {
     outbox: Tree,
     dead: Tree,
+    /// Retry state of entries that failed at least once (sinks that retry per entry).
+    attempts: Tree,
     /// Woken when entries are enqueued, so the delivery worker need not poll.
     notify: Arc<Notify>,
 }
@@ -163,6 +196,7 @@ impl Store {
                 Sink {
                     outbox: tree(&format!("{OUTBOX_PREFIX}{sink}"))?,
                     dead: tree(&format!("{DEAD_PREFIX}{sink}"))?,
+                    attempts: tree(&format!("{ATTEMPTS_PREFIX}{sink}"))?,
                     notify: Arc::new(Notify::new()),
                 },
             );
@@ -171,6 +205,7 @@ impl Store {
             seen: tree(SEEN)?,
             seen_by_time: tree(SEEN_BY_TIME)?,
             cursors: tree(CURSORS)?,
+            endpoints: tree(ENDPOINTS)?,
             outboxes,
             durability: config.durability,
             db,
@@ -315,9 +350,14 @@ impl Store {
 
     /// The first `limit` entries of a sink's outbox, oldest first.
     pub fn peek(&self, sink: &str, limit: usize) -> Result<Vec<Entry>, StoreError> {
+        self.peek_from(sink, 0, limit)
+    }
+
+    /// Up to `limit` entries of a sink's outbox from position `from` on, oldest first.
+    pub fn peek_from(&self, sink: &str, from: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let tree = &self.sink(sink)?.outbox;
         let mut out = Vec::with_capacity(limit.min(1024));
-        for item in tree.iter().take(limit) {
+        for item in tree.range(from.to_be_bytes()..).take(limit) {
             let (k, v) = item.map_err(self.io("read outbox"))?;
             let seq =
                 decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
@@ -328,23 +368,177 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes delivered entries.
+    /// Removes delivered entries (and their retry state).
     pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
-        let tree = &self.sink(sink)?.outbox;
+        let s = self.sink(sink)?;
         let mut batch = sled::Batch::default();
         for seq in seqs {
             batch.remove(&seq.to_be_bytes());
         }
-        tree.apply_batch(batch).map_err(self.io("remove delivered"))
+        s.outbox
+            .apply_batch(batch)
+            .map_err(self.io("remove delivered"))?;
+        // A crash between the two leaves retry state without an entry: ignored when read.
+        if !s.attempts.is_empty() {
+            let mut batch = sled::Batch::default();
+            for seq in seqs {
+                batch.remove(&seq.to_be_bytes());
+            }
+            s.attempts
+                .apply_batch(batch)
+                .map_err(self.io("remove retry state"))?;
+        }
+        Ok(())
     }
 
-    /// Moves an entry from the outbox to the dead letters, atomically.
+    /// One outbox entry, if it is still there.
+    pub fn entry(&self, sink: &str, seq: u64) -> Result<Option<Entry>, StoreError> {
+        let raw = self
+            .sink(sink)?
+            .outbox
+            .get(seq.to_be_bytes())
+            .map_err(self.io("read outbox"))?;
+        raw.map(|v| {
+            decode_event(&v)
+                .map(|event| Entry { seq, event })
+                .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e))
+        })
+        .transpose()
+    }
+
+    /// Records a failed attempt of an entry.
+    pub fn record_attempt(
+        &self,
+        sink: &str,
+        seq: u64,
+        state: &AttemptState,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| self.corrupt("retry state", &seq.to_string(), &e.to_string()))?;
+        self.sink(sink)?
+            .attempts
+            .insert(seq.to_be_bytes(), bytes)
+            .map_err(self.io("write retry state"))?;
+        Ok(())
+    }
+
+    /// The retry state of every failing entry still in the outbox; stale states are removed.
+    pub fn attempt_states(&self, sink: &str) -> Result<Vec<(u64, AttemptState)>, StoreError> {
+        let s = self.sink(sink)?;
+        let mut out = Vec::new();
+        for item in s.attempts.iter() {
+            let (k, v) = item.map_err(self.io("read retry state"))?;
+            let seq = decode_u64(&k)
+                .ok_or_else(|| self.corrupt("retry state", sink, "key is not 8 bytes"))?;
+            if !s.outbox.contains_key(&k).map_err(self.io("read outbox"))? {
+                s.attempts
+                    .remove(&k)
+                    .map_err(self.io("remove retry state"))?;
+                continue;
+            }
+            let state = serde_json::from_slice(&v).map_err(|e| {
+                self.corrupt("retry state", &format!("{sink}/{seq}"), &e.to_string())
+            })?;
+            out.push((seq, state));
+        }
+        Ok(out)
+    }
+
+    /// Whether (and why) a webhook endpoint is disabled.
+    pub fn disabled_endpoint(&self, sink: &str) -> Result<Option<DisabledEndpoint>, StoreError> {
+        let raw = self
+            .inner
+            .endpoints
+            .get(sink)
+            .map_err(self.io("read endpoint state"))?;
+        raw.map(|v| {
+            serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// Disables a webhook endpoint (`Some`) or enables it again (`None`).
+    pub fn set_disabled_endpoint(
+        &self,
+        sink: &str,
+        state: Option<&DisabledEndpoint>,
+    ) -> Result<(), StoreError> {
+        let tree = &self.inner.endpoints;
+        match state {
+            Some(state) => {
+                let bytes = serde_json::to_vec(state)
+                    .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))?;
+                tree.insert(sink, bytes)
+                    .map_err(self.io("write endpoint state"))?;
+            }
+            None => {
+                tree.remove(sink).map_err(self.io("write endpoint state"))?;
+            }
+        }
+        tree.flush().map_err(self.io("flush endpoint state"))?;
+        Ok(())
+    }
+
+    /// Moves a sink's dead letters that failed at or after `since` (all of them with `None`)
+    /// back to the end of its outbox, with fresh retry state. Returns how many.
+    pub fn replay_dead(
+        &self,
+        sink: &str,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<usize, StoreError> {
+        let s = self.sink(sink)?;
+        let letters: Vec<(u64, DeadLetter)> = self
+            .dead_letters(sink)?
+            .into_iter()
+            .filter(|(_, l)| since.is_none_or(|t| l.failed_at >= t))
+            .collect();
+        for chunk in letters.chunks(1000) {
+            let encoded: Vec<(u64, Vec<u8>)> = chunk
+                .iter()
+                .map(|(seq, l)| (*seq, encode_event(&l.event)))
+                .collect();
+            (&s.outbox, &s.dead)
+                .transaction(|(outbox, dead)| {
+                    for (old_seq, bytes) in &encoded {
+                        let seq = outbox.generate_id()?;
+                        outbox.insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                        dead.remove(&old_seq.to_be_bytes())?;
+                    }
+                    Ok::<_, ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| self.transaction_error(e, "replay dead letters", sink))?;
+        }
+        self.inner.db.flush().map_err(self.io("flush"))?;
+        s.notify.notify_one();
+        Ok(letters.len())
+    }
+
+    fn transaction_error(
+        &self,
+        e: TransactionError<()>,
+        operation: &'static str,
+        key: &str,
+    ) -> StoreError {
+        match e {
+            TransactionError::Storage(source) => StoreError::Io {
+                path: self.inner.path.clone(),
+                operation,
+                source,
+            },
+            TransactionError::Abort(()) => self.corrupt("transaction", key, "aborted"),
+        }
+    }
+
+    /// Moves an entry from the outbox to the dead letters (dropping its retry state),
+    /// atomically.
     pub fn bury(
         &self,
         sink: &str,
         entry: &Entry,
         reason: &str,
         attempts: u32,
+        last_status: Option<u16>,
     ) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
         let letter = DeadLetter {
@@ -352,25 +546,18 @@ impl Store {
             reason: reason.to_string(),
             failed_at: Utc::now(),
             attempts,
+            last_status,
         };
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
-        (&s.outbox, &s.dead)
-            .transaction(|(outbox, dead)| {
+        (&s.outbox, &s.dead, &s.attempts)
+            .transaction(|(outbox, dead, retry)| {
                 outbox.remove(&entry.seq.to_be_bytes())?;
+                retry.remove(&entry.seq.to_be_bytes())?;
                 dead.insert(&entry.seq.to_be_bytes(), bytes.as_slice())?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             })
-            .map_err(|e| match e {
-                TransactionError::Storage(source) => StoreError::Io {
-                    path: self.inner.path.clone(),
-                    operation: "dead-letter",
-                    source,
-                },
-                TransactionError::Abort(()) => {
-                    self.corrupt("dead letter", &entry.event.id, "aborted")
-                }
-            })
+            .map_err(|e| self.transaction_error(e, "dead-letter", &entry.event.id))
     }
 
     /// A sink's dead letters, oldest first.

@@ -1,7 +1,7 @@
 //! Metric definitions: one place that names every series. Components get a [`Metrics`] handed
 //! in and record through its methods, which also write the matching log line where one is due.
 
-use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Gauge, GaugeVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 /// Every series mxc-relay exports, on its own registry (no global state).
 #[derive(Clone)]
@@ -20,6 +20,8 @@ pub struct Metrics {
     pub poll_lag_max: Gauge,
     /// Requests that waited for the global rate limiter.
     pub rate_limiter_waits: IntCounter,
+    /// 1 for each webhook sink whose endpoint is disabled (410 Gone, or failing too long).
+    pub webhook_disabled: IntGaugeVec,
 }
 
 impl Metrics {
@@ -67,8 +69,18 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
         let _ = registry.register(Box::new(rate_limiter_waits.clone()));
+        let webhook_disabled = IntGaugeVec::new(
+            Opts::new(
+                "mxc_relay_webhook_endpoint_disabled",
+                "1 when the webhook sink's endpoint is disabled (410 Gone, or failing too long).",
+            ),
+            &["sink"],
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        let _ = registry.register(Box::new(webhook_disabled.clone()));
         Metrics {
             registry,
+            webhook_disabled,
             polls,
             records,
             events,

@@ -1,0 +1,287 @@
+//! `[sinks.NAME] kind = "webhook"`: one receiving endpoint, its secrets and its delivery policy.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::secret::Secret;
+use crate::signature::WebhookSecret;
+
+/// Events POSTed to one URL, signed per the Standard Webhooks specification; each event is
+/// retried on its own schedule, so a failing event never holds back the others.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct WebhookConfig {
+    /// `https://…` (or `http://…` with `allow_insecure = true`). Redirects are not followed.
+    pub url: String,
+    /// Signing secrets, `whsec_…` (`mxc-relay webhook secret` makes one). Several = rotation:
+    /// each delivery carries one signature per secret. Prefer `secrets_env`.
+    #[serde(default)]
+    pub secrets: Vec<Secret>,
+    /// An environment variable holding secrets (space-separated), added to `secrets`.
+    #[serde(default)]
+    pub secrets_env: Option<String>,
+    /// Allow a plain `http://` URL (local receivers, tests).
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// Whole-request timeout; a timeout counts as a failed attempt and throttles the endpoint.
+    #[serde(default = "default_timeout", with = "super::duration")]
+    pub timeout: Duration,
+    /// Requests to this endpoint at once.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Most requests per second to this endpoint [default: no limit beyond `max_in_flight`].
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// Extra request headers (e.g. `Authorization`); values are treated as secrets.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Delay before each attempt: the first is usually `0s`; after the last, the event is
+    /// dead-lettered. Default: immediately, 5s, 5m, 30m, 2h, 5h, 10h, 10h (about 28 h).
+    #[serde(default = "default_schedule", with = "durations")]
+    pub schedule: Vec<Duration>,
+    /// Each delay varies by up to this fraction either way (0.2 = ±20 %).
+    #[serde(default = "default_jitter")]
+    pub jitter: f64,
+    /// Longest `Retry-After` honoured; longer ones are cut to it.
+    #[serde(default = "default_retry_after_max", with = "super::duration")]
+    pub retry_after_max: Duration,
+    /// An endpoint with no success for this long is disabled (its events stay in the outbox
+    /// until it is enabled again). A `410 Gone` disables it at once.
+    #[serde(default = "default_disable_after", with = "super::duration")]
+    pub disable_after: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+fn default_max_in_flight() -> usize {
+    16
+}
+
+/// The Standard Webhooks / Svix schedule.
+pub fn default_schedule() -> Vec<Duration> {
+    [
+        0,
+        5,
+        5 * 60,
+        30 * 60,
+        2 * 3600,
+        5 * 3600,
+        10 * 3600,
+        10 * 3600,
+    ]
+    .into_iter()
+    .map(Duration::from_secs)
+    .collect()
+}
+
+fn default_jitter() -> f64 {
+    0.2
+}
+
+fn default_retry_after_max() -> Duration {
+    Duration::from_secs(3600)
+}
+
+fn default_disable_after() -> Duration {
+    Duration::from_secs(5 * 86_400)
+}
+
+/// Headers mxc-relay sets itself; a configured header may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+    "content-length",
+    "host",
+];
+
+impl WebhookConfig {
+    /// A webhook to `url` signed with `secret`, every other setting at its default.
+    pub fn new(url: impl Into<String>, secret: &str) -> WebhookConfig {
+        WebhookConfig {
+            url: url.into(),
+            secrets: vec![Secret::new(secret)],
+            secrets_env: None,
+            allow_insecure: false,
+            timeout: default_timeout(),
+            max_in_flight: default_max_in_flight(),
+            rate_limit: None,
+            headers: BTreeMap::new(),
+            schedule: default_schedule(),
+            jitter: default_jitter(),
+            retry_after_max: default_retry_after_max(),
+            disable_after: default_disable_after(),
+        }
+    }
+
+    /// The parsed secrets (validation has checked them).
+    pub fn signing_secrets(&self) -> Result<Vec<WebhookSecret>, String> {
+        self.secrets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                WebhookSecret::parse(s.expose()).map_err(|e| format!("secrets[{i}]: {e}"))
+            })
+            .collect()
+    }
+
+    /// Adds the secrets found in `secrets_env`.
+    pub(super) fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        if let Some(value) = self.secrets_env.as_deref().and_then(env) {
+            self.secrets
+                .extend(value.split_whitespace().map(Secret::new));
+        }
+    }
+
+    pub(super) fn validate(&self, at: &dyn Fn(&str) -> String, errors: &mut Vec<ConfigError>) {
+        let mut error = |key: &str, message: String| {
+            errors.push(ConfigError {
+                path: at(key),
+                message,
+            })
+        };
+        match url::Url::parse(&self.url) {
+            Ok(url) if url.host().is_none() => {
+                error("url", format!("{:?} has no host", self.url))
+            }
+            Ok(url) if url.scheme() == "https" => {}
+            Ok(url) if url.scheme() == "http" && self.allow_insecure => {}
+            Ok(url) if url.scheme() == "http" => error(
+                "url",
+                format!(
+                    "{:?} is plain http: use https, or set allow_insecure = true for a local receiver",
+                    crate::mxc::display_url(&self.url)
+                ),
+            ),
+            Ok(url) => error(
+                "url",
+                format!("must be an http(s) URL, got scheme {:?}", url.scheme()),
+            ),
+            // The URL may hold a token: name the problem, not the text.
+            Err(e) => error("url", format!("not a URL ({e})")),
+        }
+        if self.secrets.is_empty() {
+            error(
+                "secrets",
+                match &self.secrets_env {
+                    Some(var) => format!("no signing secret: the list is empty and {var} (secrets_env) is not set"),
+                    None => "at least one signing secret (`mxc-relay webhook secret` makes one); prefer secrets_env".into(),
+                },
+            );
+        }
+        for (i, secret) in self.secrets.iter().enumerate() {
+            if let Err(e) = WebhookSecret::parse(secret.expose()) {
+                error(&format!("secrets[{i}]"), e.to_string());
+            }
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.timeout) {
+            error(
+                "timeout",
+                format!(
+                    "must be 1s to 5m, got {}",
+                    humantime::format_duration(self.timeout)
+                ),
+            );
+        }
+        if !(1..=1000).contains(&self.max_in_flight) {
+            error(
+                "max_in_flight",
+                format!("must be 1 to 1000, got {}", self.max_in_flight),
+            );
+        }
+        if let Some(rate) = self.rate_limit {
+            if !(rate.is_finite() && rate >= 0.01 && rate <= 100_000.0) {
+                error(
+                    "rate_limit",
+                    format!("requests per second, 0.01 to 100000, got {rate}"),
+                );
+            }
+        }
+        for (name, value) in &self.headers {
+            let lower = name.to_ascii_lowercase();
+            if RESERVED_HEADERS.contains(&lower.as_str()) {
+                error(
+                    &format!("headers.{name}"),
+                    "set by mxc-relay itself; it cannot be configured".into(),
+                );
+            } else if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                error(
+                    &format!("headers.{name}"),
+                    "not a valid HTTP header name".into(),
+                );
+            } else if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
+                error(
+                    &format!("headers.{name}"),
+                    "the value is not a valid HTTP header value (control characters?)".into(),
+                );
+            }
+        }
+        if self.schedule.is_empty() || self.schedule.len() > 50 {
+            error(
+                "schedule",
+                format!(
+                    "list 1 to 50 delays (one per attempt), got {}",
+                    self.schedule.len()
+                ),
+            );
+        }
+        if let Some((i, d)) = self
+            .schedule
+            .iter()
+            .enumerate()
+            .find(|(_, d)| **d > Duration::from_secs(7 * 86_400))
+        {
+            error(
+                &format!("schedule[{i}]"),
+                format!("must be at most 7d, got {}", humantime::format_duration(*d)),
+            );
+        }
+        if !(0.0..=0.5).contains(&self.jitter) {
+            error(
+                "jitter",
+                format!("a fraction from 0 to 0.5, got {}", self.jitter),
+            );
+        }
+        if self.retry_after_max > Duration::from_secs(86_400) {
+            error(
+                "retry_after_max",
+                format!(
+                    "must be at most 1d, got {}",
+                    humantime::format_duration(self.retry_after_max)
+                ),
+            );
+        }
+        if !(Duration::from_secs(60)..=Duration::from_secs(30 * 86_400))
+            .contains(&self.disable_after)
+        {
+            error(
+                "disable_after",
+                format!(
+                    "must be 1m to 30d, got {}",
+                    humantime::format_duration(self.disable_after)
+                ),
+            );
+        }
+    }
+}
+
+/// Lists of durations written as text: `["0s", "5s", "5m"]`.
+mod durations {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Duration>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .iter()
+            .map(|t| super::super::duration::parse(t).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}

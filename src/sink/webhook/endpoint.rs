@@ -1,0 +1,270 @@
+//! One endpoint's HTTP side: builds the Standard Webhooks request for an event, sends it once,
+//! and says what the answer means for delivery.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION};
+use serde_json::Value;
+
+use crate::config::WebhookConfig;
+use crate::route::Event;
+use crate::secret::Secret;
+use crate::signature::{signature_header, WebhookSecret};
+
+/// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
+const BODY_READ_LIMIT: usize = 4096;
+/// Characters of a response body kept in logs and dead letters.
+const EXCERPT_CHARS: usize = 200;
+
+/// What one attempt means for delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: done.
+    Delivered,
+    /// Try this event again later; `throttle` pauses the whole endpoint too (429, 502, 503,
+    /// 504, timeouts).
+    Retry { throttle: bool },
+    /// 410 Gone: the receiver asks for no more deliveries.
+    Gone,
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub verdict: Verdict,
+    pub status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    /// One line for logs and dead letters: the status and a body excerpt, or the transport
+    /// error. Never holds a secret.
+    pub detail: String,
+}
+
+pub struct Endpoint {
+    url: reqwest::Url,
+    /// The URL for messages: no query (it may hold a token), no credentials.
+    shown_url: String,
+    client: reqwest::Client,
+    secrets: Vec<WebhookSecret>,
+    headers: HeaderMap,
+    /// Values scrubbed from response excerpts, should a receiver echo them.
+    scrub: Vec<Secret>,
+    timeout: Duration,
+}
+
+impl Endpoint {
+    /// The error names what is wrong, never a secret.
+    pub fn new(config: &WebhookConfig) -> Result<Endpoint, String> {
+        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
+        let secrets = config.signing_secrets()?;
+        let mut headers = HeaderMap::new();
+        let mut scrub: Vec<Secret> = config.secrets.clone();
+        for (name, value) in &config.headers {
+            let header = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("headers.{name}: not a header name"))?;
+            let mut v = HeaderValue::from_str(value.expose())
+                .map_err(|_| format!("headers.{name}: not a header value"))?;
+            v.set_sensitive(true);
+            headers.insert(header, v);
+            scrub.push(value.clone());
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("mxc-relay/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Endpoint {
+            shown_url: shown_url(&url),
+            url,
+            client,
+            secrets,
+            headers,
+            scrub,
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn shown_url(&self) -> &str {
+        &self.shown_url
+    }
+
+    /// POSTs `event`, signed now, and classifies the answer.
+    pub async fn attempt(&self, event: &Event) -> Attempt {
+        let body = body(event);
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = signature_header(&self.secrets, &event.id, timestamp, body.as_bytes());
+        let sent = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header("webhook-id", &event.id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) if e.is_timeout() => {
+                return Attempt {
+                    verdict: Verdict::Retry { throttle: true },
+                    status: None,
+                    retry_after: None,
+                    detail: format!(
+                        "no response from {} within {}",
+                        self.shown_url,
+                        humantime::format_duration(self.timeout)
+                    ),
+                }
+            }
+            Err(e) => {
+                return Attempt {
+                    verdict: Verdict::Retry { throttle: false },
+                    status: None,
+                    retry_after: None,
+                    detail: format!(
+                        "cannot reach {}: {}",
+                        self.shown_url,
+                        self.scrubbed(&crate::mxc::error_chain(e))
+                    ),
+                }
+            }
+        };
+        let status = response.status().as_u16();
+        let retry_after = crate::mxc::retry_after(response.headers());
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(|l| shown_location(&self.url, l));
+        let verdict = match status {
+            200..=299 => Verdict::Delivered,
+            410 => Verdict::Gone,
+            429 | 502 | 503 | 504 => Verdict::Retry { throttle: true },
+            _ => Verdict::Retry { throttle: false },
+        };
+        if verdict == Verdict::Delivered {
+            // Drain a little so the connection goes back to the pool; ignore the content.
+            let _ = response.chunk().await;
+            return Attempt {
+                verdict,
+                status: Some(status),
+                retry_after,
+                detail: format!("HTTP {status}"),
+            };
+        }
+        let mut read = Vec::new();
+        while read.len() < BODY_READ_LIMIT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => read.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        let excerpt = self.excerpt(&read);
+        let detail = match (status, location) {
+            (300..=399, Some(to)) => {
+                format!("HTTP {status}: a redirect to {to}, not followed (configure the final URL)")
+            }
+            (300..=399, None) => format!("HTTP {status}: a redirect, not followed"),
+            _ => format!("HTTP {status}: {excerpt}"),
+        };
+        Attempt {
+            verdict,
+            status: Some(status),
+            retry_after,
+            detail,
+        }
+    }
+
+    fn scrubbed(&self, text: &str) -> String {
+        self.scrub.iter().fold(text.to_string(), |t, s| s.scrub(&t))
+    }
+
+    fn excerpt(&self, body: &[u8]) -> String {
+        let text = self.scrubbed(&String::from_utf8_lossy(body));
+        let mut out: String = text
+            .chars()
+            .take(EXCERPT_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if text.chars().count() > EXCERPT_CHARS {
+            out.push('…');
+        }
+        if out.trim().is_empty() {
+            "(empty body)".into()
+        } else {
+            out
+        }
+    }
+}
+
+/// The request body, per the Standard Webhooks specification: `{type, timestamp, data}`, where
+/// `timestamp` is when the authorization happened (null for a record without a transaction
+/// time) and `data` the record as the route shaped it. The same bytes on every attempt.
+pub fn body(event: &Event) -> String {
+    format!(
+        r#"{{"type":{},"timestamp":{},"data":{}}}"#,
+        Value::from(event.event_type.as_str()),
+        event
+            .occurred_at
+            .as_deref()
+            .map(Value::from)
+            .unwrap_or(Value::Null),
+        event.data_json()
+    )
+}
+
+fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    let hidden = shown.query().is_some();
+    shown.set_query(None);
+    shown.set_fragment(None);
+    if hidden {
+        format!("{shown}?…")
+    } else {
+        shown.to_string()
+    }
+}
+
+fn shown_location(base: &reqwest::Url, location: &str) -> String {
+    match base.join(location) {
+        Ok(url) => shown_url(&url),
+        Err(_) => "(an unreadable Location)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_is_type_timestamp_data() {
+        let event = Event {
+            id: "evt_1".into(),
+            event_type: "authorization.declined".into(),
+            route: "declines".into(),
+            sink: "alerts".into(),
+            xmid: "X1".into(),
+            record_id: "r-1".into(),
+            occurred_at: Some("2026-01-02T08:04:05.000Z".into()),
+            body: r#"{"id":"evt_1","type":"authorization.declined","xmid":"X1","occurred_at":"2026-01-02T08:04:05.000Z","data":{"id":"r-1","n":1}}"#.into(),
+        };
+        let parsed: Value = serde_json::from_str(&body(&event)).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!({"type": "authorization.declined",
+                "timestamp": "2026-01-02T08:04:05.000Z", "data": {"id": "r-1", "n": 1}})
+        );
+    }
+
+    #[test]
+    fn shown_urls_hide_credentials_and_queries() {
+        let url = reqwest::Url::parse("https://u:p@hooks.example.com/in?token=abc").unwrap();
+        assert_eq!(shown_url(&url), "https://hooks.example.com/in?…");
+    }
+}

@@ -1,0 +1,424 @@
+//! The webhook sink: one endpoint, its outbox, and a dispatcher that gives every entry its own
+//! retry schedule, so that one failing alert never holds back the next (webhooks are
+//! at-least-once and not ordered, as in Standard Webhooks and Svix; each carries its
+//! `webhook-id` and the authorization's time).
+//!
+//! Failed entries keep their attempt count and due time in the store, so a restart resumes
+//! their schedules. Throttling answers pause the whole endpoint; `410 Gone`, or no success for
+//! `disable_after`, disables it: its entries stay in the outbox until it is enabled again.
+
+mod endpoint;
+mod policy;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use endpoint::{body, Attempt, Endpoint, Verdict};
+pub use policy::RetryPolicy;
+
+use crate::config::WebhookConfig;
+use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
+use crate::telemetry::Metrics;
+
+/// Fresh outbox entries read at a time.
+const READ_AHEAD: usize = 64;
+/// Even without a notification, look for new entries this often.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// A configured webhook endpoint, ready to run.
+pub struct WebhookSink {
+    name: String,
+    endpoint: Arc<Endpoint>,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+    limiter: Option<(DefaultDirectRateLimiter, Duration)>,
+    disable_after: Duration,
+}
+
+impl WebhookSink {
+    /// The error names the sink and what is wrong, never a secret.
+    pub fn new(name: &str, config: &WebhookConfig) -> Result<WebhookSink, String> {
+        let endpoint = Endpoint::new(config).map_err(|e| format!("sinks.{name}.{e}"))?;
+        let limiter = config.rate_limit.and_then(|rate| {
+            let period = Duration::from_secs_f64(1.0 / rate);
+            let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::MIN);
+            Some((RateLimiter::direct(quota), period))
+        });
+        Ok(WebhookSink {
+            name: name.to_string(),
+            endpoint: Arc::new(endpoint),
+            policy: RetryPolicy {
+                schedule: config.schedule.clone(),
+                jitter: config.jitter,
+                retry_after_max: config.retry_after_max,
+            },
+            max_in_flight: config.max_in_flight,
+            limiter,
+            disable_after: config.disable_after,
+        })
+    }
+
+    /// Delivers the sink's outbox until `stop` is cancelled; attempts in flight then finish
+    /// (the caller bounds how long).
+    pub async fn run(self, store: Store, metrics: Metrics, stop: CancellationToken) {
+        let notify = match store.notifier(&self.name) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(sink = %self.name, error = %e, "webhook dispatcher cannot start");
+                return;
+            }
+        };
+        let mut dispatcher = match Dispatcher::load(self, store, metrics) {
+            Ok(d) => d,
+            Err((sink, e)) => {
+                tracing::error!(%sink, error = %e, "webhook dispatcher cannot read its state");
+                return;
+            }
+        };
+        let mut stopping = false;
+        loop {
+            if !stopping && !dispatcher.disabled {
+                dispatcher.dispatch();
+            }
+            let wake = dispatcher.next_wake();
+            tokio::select! {
+                biased;
+                _ = stop.cancelled(), if !stopping => stopping = true,
+                Some(joined) = dispatcher.in_flight.join_next(), if !dispatcher.in_flight.is_empty() => {
+                    match joined {
+                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
+                        // Attempts do not panic; were one to, its entry stays in the outbox.
+                        Err(e) => tracing::error!(sink = %dispatcher.sink.name, error = %e, "a webhook attempt failed to run"),
+                    }
+                }
+                _ = notify.notified(), if !stopping => dispatcher.fresh_exhausted = false,
+                _ = tokio::time::sleep_until(wake), if !stopping => {}
+            }
+            if stopping && dispatcher.in_flight.is_empty() {
+                return;
+            }
+        }
+    }
+}
+
+/// Where the next attempt comes from.
+enum Next {
+    Retry(u64),
+    Fresh,
+}
+
+struct Dispatcher {
+    sink: WebhookSink,
+    store: Store,
+    metrics: Metrics,
+    /// Entries that failed at least once and wait for their due time.
+    retrying: HashMap<u64, AttemptState>,
+    due: BTreeSet<(Instant, u64)>,
+    /// Entries never attempted, read ahead from the outbox in order.
+    fresh: VecDeque<Entry>,
+    next_fresh: u64,
+    fresh_exhausted: bool,
+    last_scan: Instant,
+    in_flight: JoinSet<(Entry, Attempt)>,
+    in_flight_seqs: BTreeSet<u64>,
+    /// No attempt before this instant (throttled by the receiver, or by our rate limit).
+    paused_until: Option<Instant>,
+    throttle_streak: u32,
+    /// The first failure since the last success.
+    failing_since: Option<Instant>,
+    disabled: bool,
+}
+
+impl Dispatcher {
+    fn load(
+        sink: WebhookSink,
+        store: Store,
+        metrics: Metrics,
+    ) -> Result<Dispatcher, (String, crate::store::StoreError)> {
+        let name = sink.name.clone();
+        let fail = |e| (name.clone(), e);
+        let fail = &fail;
+        let now = Instant::now();
+        let wall_now = Utc::now().timestamp_millis();
+        let mut retrying = HashMap::new();
+        let mut due = BTreeSet::new();
+        for (seq, state) in store.attempt_states(&name).map_err(fail)? {
+            let wait =
+                Duration::from_millis(state.next_at_ms.saturating_sub(wall_now).max(0) as u64);
+            due.insert((now + wait, seq));
+            retrying.insert(seq, state);
+        }
+        let mut disabled = false;
+        if let Some(off) = store.disabled_endpoint(&name).map_err(fail)? {
+            if off.url == sink.endpoint.shown_url() {
+                disabled = true;
+                tracing::error!(sink = %name, url = %off.url, since = %off.disabled_at, reason = %off.reason,
+                    outbox = store.outbox_len(&name).unwrap_or(0),
+                    "webhook endpoint is disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}` (service stopped), or configure a new url");
+            } else {
+                store.set_disabled_endpoint(&name, None).map_err(fail)?;
+                tracing::info!(sink = %name, old_url = %off.url, url = %sink.endpoint.shown_url(),
+                    "webhook endpoint enabled again: its url changed");
+            }
+        }
+        metrics
+            .webhook_disabled
+            .with_label_values(&[&name])
+            .set(disabled as i64);
+        if !retrying.is_empty() {
+            tracing::info!(sink = %name, retrying = retrying.len(), "resuming the retry schedules of failed webhook deliveries");
+        }
+        Ok(Dispatcher {
+            sink,
+            store,
+            metrics,
+            retrying,
+            due,
+            fresh: VecDeque::new(),
+            next_fresh: 0,
+            fresh_exhausted: false,
+            last_scan: now,
+            in_flight: JoinSet::new(),
+            in_flight_seqs: BTreeSet::new(),
+            paused_until: None,
+            throttle_streak: 0,
+            failing_since: None,
+            disabled,
+        })
+    }
+
+    /// Starts attempts while there is room, something due, and no pause.
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.sink.max_in_flight {
+            let now = Instant::now();
+            if self.paused_until.is_some_and(|t| t > now) {
+                return;
+            }
+            let Some(next) = self.peek_next(now) else {
+                return;
+            };
+            if let Some((limiter, period)) = &self.sink.limiter {
+                if limiter.check().is_err() {
+                    self.paused_until = Some(now + *period);
+                    return;
+                }
+            }
+            let entry = match next {
+                Next::Fresh => self.fresh.pop_front(),
+                Next::Retry(seq) => {
+                    self.due.pop_first();
+                    match self.store.entry(&self.sink.name, seq) {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            tracing::error!(sink = %self.sink.name, error = %e, "cannot read an outbox entry; retrying in a minute");
+                            self.due.insert((now + Duration::from_secs(60), seq));
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(entry) = entry else { continue };
+            self.in_flight_seqs.insert(entry.seq);
+            let endpoint = self.sink.endpoint.clone();
+            self.in_flight.spawn(async move {
+                let attempt = endpoint.attempt(&entry.event).await;
+                (entry, attempt)
+            });
+        }
+    }
+
+    /// What to attempt next, if anything is ready: retries that are due first (they are
+    /// older), then fresh entries in outbox order.
+    fn peek_next(&mut self, now: Instant) -> Option<Next> {
+        if let Some(&(at, seq)) = self.due.first() {
+            if at <= now {
+                return Some(Next::Retry(seq));
+            }
+        }
+        if self.fresh.is_empty() && (!self.fresh_exhausted || now >= self.last_scan + RESCAN) {
+            self.read_fresh(now);
+        }
+        (!self.fresh.is_empty()).then_some(Next::Fresh)
+    }
+
+    fn read_fresh(&mut self, now: Instant) {
+        self.last_scan = now;
+        match self
+            .store
+            .peek_from(&self.sink.name, self.next_fresh, READ_AHEAD)
+        {
+            Ok(entries) => {
+                self.fresh_exhausted = entries.len() < READ_AHEAD;
+                if let Some(last) = entries.last() {
+                    self.next_fresh = last.seq + 1;
+                }
+                self.fresh.extend(entries.into_iter().filter(|e| {
+                    !self.retrying.contains_key(&e.seq) && !self.in_flight_seqs.contains(&e.seq)
+                }));
+            }
+            Err(e) => {
+                self.fresh_exhausted = true;
+                tracing::error!(sink = %self.sink.name, error = %e, "cannot read the outbox");
+            }
+        }
+    }
+
+    /// When the loop must look again even if nothing happens.
+    fn next_wake(&self) -> Instant {
+        let mut wake = Instant::now() + RESCAN;
+        if let Some(&(at, _)) = self.due.first() {
+            wake = wake.min(at);
+        }
+        // Nothing can start before a pause ends.
+        match self.paused_until {
+            Some(until) => wake.max(until),
+            None => wake,
+        }
+    }
+
+    /// Records what became of an attempt.
+    fn settle(&mut self, entry: Entry, attempt: Attempt) {
+        let name = self.sink.name.clone();
+        let (event, seq) = (&entry.event, entry.seq);
+        self.in_flight_seqs.remove(&seq);
+        let now = Instant::now();
+        match attempt.verdict {
+            Verdict::Delivered => {
+                self.retrying.remove(&seq);
+                self.failing_since = None;
+                self.throttle_streak = 0;
+                self.metrics
+                    .events
+                    .with_label_values(&[&name, "delivered"])
+                    .inc();
+                tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
+                if let Err(e) = self.store.remove(&name, &[seq]) {
+                    // Delivered: at worst it is delivered again, with the same webhook-id.
+                    tracing::error!(sink = %name, error = %e, "cannot remove a delivered event");
+                }
+            }
+            Verdict::Gone => {
+                // Not the event's fault: it waits, unattempted, for the endpoint to return.
+                self.due.insert((now, seq));
+                self.retrying.entry(seq).or_insert_with(|| AttemptState {
+                    attempts: 0,
+                    next_at_ms: Utc::now().timestamp_millis(),
+                    last_status: attempt.status,
+                    last_error: attempt.detail.clone(),
+                });
+                self.disable(format!("the receiver answered {}", attempt.detail));
+            }
+            Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now),
+        }
+    }
+
+    fn failed(&mut self, entry: &Entry, attempt: &Attempt, throttle: bool, now: Instant) {
+        let name = self.sink.name.clone();
+        let (event, seq) = (&entry.event, entry.seq);
+        let attempts = self.retrying.get(&seq).map_or(0, |s| s.attempts) + 1;
+        self.metrics
+            .events
+            .with_label_values(&[&name, "failed"])
+            .inc();
+        let failing_since = *self.failing_since.get_or_insert(now);
+        if throttle {
+            let pause = self
+                .sink
+                .policy
+                .pause(self.throttle_streak, attempt.retry_after);
+            self.throttle_streak = self.throttle_streak.saturating_add(1);
+            self.paused_until = Some(
+                self.paused_until
+                    .map_or(now + pause, |t| t.max(now + pause)),
+            );
+            tracing::warn!(sink = %name, pause = %humantime::format_duration(pause), reason = %attempt.detail,
+                "webhook endpoint throttled: pausing all deliveries to it");
+        }
+        let unit = rand::thread_rng().gen_range(-1.0..=1.0);
+        match self.sink.policy.delay_after(attempts, unit) {
+            None => {
+                self.retrying.remove(&seq);
+                let reason = format!(
+                    "gave up after {attempts} attempts; last: {}",
+                    attempt.detail
+                );
+                tracing::warn!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid,
+                    %reason, "webhook dead-lettered");
+                self.metrics
+                    .events
+                    .with_label_values(&[&name, "dead_lettered"])
+                    .inc();
+                if let Err(e) = self
+                    .store
+                    .bury(&name, entry, &reason, attempts, attempt.status)
+                {
+                    tracing::error!(sink = %name, error = %e, "cannot dead-letter an event; it stays in the outbox");
+                }
+            }
+            Some(delay) => {
+                let delay = match attempt.retry_after {
+                    Some(asked) => delay.max(self.sink.policy.retry_after(asked)),
+                    None => delay,
+                };
+                let state = AttemptState {
+                    attempts,
+                    next_at_ms: Utc::now().timestamp_millis() + delay.as_millis() as i64,
+                    last_status: attempt.status,
+                    last_error: attempt.detail.clone(),
+                };
+                tracing::warn!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid,
+                    attempt = attempts, reason = %attempt.detail, retry_in = %humantime::format_duration(round(delay)),
+                    "webhook delivery failed");
+                if let Err(e) = self.store.record_attempt(&name, seq, &state) {
+                    // The schedule goes on in memory; after a restart it would start over.
+                    tracing::error!(sink = %name, error = %e, "cannot record a failed attempt");
+                }
+                self.retrying.insert(seq, state);
+                self.due.insert((now + delay, seq));
+            }
+        }
+        if !self.disabled && now.duration_since(failing_since) >= self.sink.disable_after {
+            self.disable(format!(
+                "no successful delivery for {}; last: {}",
+                humantime::format_duration(round(now.duration_since(failing_since))),
+                attempt.detail
+            ));
+        }
+    }
+
+    fn disable(&mut self, reason: String) {
+        if self.disabled {
+            return;
+        }
+        self.disabled = true;
+        let name = &self.sink.name;
+        let state = DisabledEndpoint {
+            disabled_at: Utc::now(),
+            reason: reason.clone(),
+            url: self.sink.endpoint.shown_url().to_string(),
+        };
+        if let Err(e) = self.store.set_disabled_endpoint(name, Some(&state)) {
+            tracing::error!(sink = %name, error = %e, "cannot record that the endpoint is disabled (it is, until a restart)");
+        }
+        self.metrics
+            .webhook_disabled
+            .with_label_values(&[name])
+            .set(1);
+        tracing::error!(sink = %name, url = %state.url, %reason,
+            outbox = self.store.outbox_len(name).unwrap_or(0),
+            "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}` (service stopped), or configure a new url");
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
