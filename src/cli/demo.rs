@@ -1,5 +1,6 @@
 //! `mxc-relay demo`: the whole job on embedded defaults — a simulator in-process, 20 merchants
-//! polled, each new authorization printed as it arrives, and a running summary.
+//! polled, each new authorization printed as it arrives and published to Kafka, each decline
+//! sent as a signed webhook to a verifying receiver, and a running summary.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -12,9 +13,11 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::future::BoxFuture;
 
-use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat};
+use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat, WebhookConfig};
 use mxc_relay::pipeline::Pipeline;
+use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
 use mxc_relay::route::Event;
+use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::sink::{Outcome, Sink, StdoutSink};
 use mxc_relay::telemetry::{self, Metrics};
@@ -306,6 +309,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             mask: vec!["cardNumber.hash".into()],
         },
     });
+    // Decline alerts: signed webhooks to a verifying receiver in this process.
+    let secret = WebhookSecret::generate();
+    let receiver = Receiver::start(
+        "127.0.0.1:0".parse()?,
+        ReceiverConfig {
+            secrets: vec![secret.clone()],
+            tolerance: Duration::from_secs(300),
+            keep: false,
+            on_delivery: Some(Box::new(|d: &Delivery| {
+                println!("  ↳ webhook {}", super::webhook::describe(d))
+            })),
+        },
+    )
+    .await?;
+    let mut alerts = WebhookConfig::new(receiver.url(), secret.expose());
+    alerts.allow_insecure = true;
+    config
+        .sinks
+        .insert("alerts".into(), SinkConfig::Webhook(Box::new(alerts)));
+    config.routes.push(RouteConfig {
+        name: Some("decline-alerts".into()),
+        sink: "alerts".into(),
+        event_type: "authorization.declined".into(),
+        filter: Some(r#"authorizationResponseStatus != "Approved""#.into()),
+        redact: mxc_relay::config::RedactConfig {
+            drop: vec!["cardNumber.data".into(), "uar".into()],
+            mask: vec!["cardNumber.hash".into()],
+        },
+    });
     let problems = config.validate();
     anyhow::ensure!(problems.is_empty(), "demo configuration: {problems:?}");
 
@@ -318,10 +350,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let sinks: BTreeMap<String, Arc<dyn Sink>> =
         BTreeMap::from([("console".to_string(), console.clone() as Arc<dyn Sink>)]);
     eprintln!(
-        "mxc-relay demo: MXC simulator at {}, watching {} merchants, Kafka topic {DEMO_TOPIC} on {}, store in {}{} (times in UTC)",
+        "mxc-relay demo: MXC simulator at {}, watching {} merchants, Kafka topic {DEMO_TOPIC} on {}, decline alerts signed to {}, store in {}{} (times in UTC)",
         simulator.base_url(),
         config.pollers.xmids.len(),
         if kafka.is_some() { format!("an in-process mock cluster ({brokers})") } else { brokers.clone() },
+        receiver.url(),
         data_dir.display(),
         match args.duration {
             Some(d) => format!(", for {}", humantime::format_duration(d)),
@@ -336,14 +369,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let events = console.events.load(Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "{} {events} authorizations ({:.1}/s), {} declines, {} on Kafka, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
+            "{} {events} authorizations ({:.1}/s), {} declines, {} decline alerts verified, {} on Kafka, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
             if final_line { "total:" } else { "──" },
             events as f64 / secs,
             console.declines.load(Ordering::Relaxed),
+            receiver.count(),
             kafka_counter.received(),
             metrics.records("duplicate"),
             metrics.poll_lag_max.get(),
-            store.outbox_len("console").unwrap_or(0) + store.outbox_len("kafka").unwrap_or(0),
+            ["console", "kafka", "alerts"].iter().map(|s| store.outbox_len(s).unwrap_or(0)).sum::<usize>(),
         );
         if std::io::stderr().is_terminal() && !final_line {
             eprintln!("\x1b[2m{line}\x1b[0m");

@@ -2,6 +2,7 @@
 
 mod check_config;
 mod demo;
+mod dlq;
 mod fetch;
 mod run;
 mod sim;
@@ -33,8 +34,11 @@ enum Command {
     Sim(sim::SimArgs),
     /// Validate a configuration file and report every error at once.
     CheckConfig(check_config::CheckConfigArgs),
-    /// Webhook tools: generate a signing secret, verify a delivery's signature.
+    /// Webhook tools: generate a signing secret, verify a delivery, run a verifying receiver,
+    /// enable a disabled endpoint.
     Webhook(webhook::WebhookArgs),
+    /// Dead letters: list them, or replay them into their sink's outbox.
+    Dlq(dlq::DlqArgs),
     /// One-shot query: print the authorizations of some XMIDs in a time window as JSON lines.
     Fetch(fetch::FetchArgs),
 }
@@ -48,6 +52,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
         Command::Webhook(args) => webhook::run(args).await,
+        Command::Dlq(args) => dlq::run(args),
     }
 }
 

@@ -40,13 +40,25 @@ pub fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("seen record ids: {}", store.seen_len());
     println!();
-    println!("{:<20} {:>10} {:>14}", "sink", "outbox", "dead letters");
+    println!(
+        "{:<20} {:>10} {:>10} {:>14}",
+        "sink", "outbox", "retrying", "dead letters"
+    );
     for sink in &sinks {
         println!(
-            "{sink:<20} {:>10} {:>14}",
+            "{sink:<20} {:>10} {:>10} {:>14}",
             store.outbox_len(sink)?,
+            store.attempt_states(sink)?.len(),
             store.dead_len(sink)?
         );
+    }
+    for sink in &sinks {
+        if let Some(off) = store.disabled_endpoint(sink)? {
+            println!(
+                "{sink}: endpoint DISABLED since {} ({}); `mxc-relay webhook enable --sink {sink}`",
+                off.disabled_at, off.reason
+            );
+        }
     }
     for (sink, len) in store.orphan_outboxes() {
         println!(

@@ -195,7 +195,7 @@ impl WebhookConfig {
             );
         }
         if let Some(rate) = self.rate_limit {
-            if !(rate.is_finite() && rate >= 0.01 && rate <= 100_000.0) {
+            if !(0.01..=100_000.0).contains(&rate) {
                 error(
                     "rate_limit",
                     format!("requests per second, 0.01 to 100000, got {rate}"),

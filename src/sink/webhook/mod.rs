@@ -275,6 +275,10 @@ impl Dispatcher {
     /// When the loop must look again even if nothing happens.
     fn next_wake(&self) -> Instant {
         let mut wake = Instant::now() + RESCAN;
+        if self.disabled || self.in_flight.len() >= self.sink.max_in_flight {
+            // Nothing can start now; a finished attempt wakes the loop anyway.
+            return wake;
+        }
         if let Some(&(at, _)) = self.due.first() {
             wake = wake.min(at);
         }
@@ -331,17 +335,26 @@ impl Dispatcher {
             .inc();
         let failing_since = *self.failing_since.get_or_insert(now);
         if throttle {
-            let pause = self
-                .sink
-                .policy
-                .pause(self.throttle_streak, attempt.retry_after);
-            self.throttle_streak = self.throttle_streak.saturating_add(1);
-            self.paused_until = Some(
-                self.paused_until
-                    .map_or(now + pause, |t| t.max(now + pause)),
-            );
-            tracing::warn!(sink = %name, pause = %humantime::format_duration(pause), reason = %attempt.detail,
-                "webhook endpoint throttled: pausing all deliveries to it");
+            match self.paused_until.filter(|t| *t > now) {
+                // Answers to attempts sent before the pause began do not lengthen it, unless
+                // they ask for longer themselves.
+                Some(until) => {
+                    if let Some(asked) = attempt.retry_after {
+                        let asked = now + self.sink.policy.retry_after(asked);
+                        self.paused_until = Some(until.max(asked));
+                    }
+                }
+                None => {
+                    let pause = self
+                        .sink
+                        .policy
+                        .pause(self.throttle_streak, attempt.retry_after);
+                    self.throttle_streak = self.throttle_streak.saturating_add(1);
+                    self.paused_until = Some(now + pause);
+                    tracing::warn!(sink = %name, pause = %humantime::format_duration(pause), reason = %attempt.detail,
+                        "webhook endpoint throttled: pausing all deliveries to it");
+                }
+            }
         }
         let unit = rand::thread_rng().gen_range(-1.0..=1.0);
         match self.sink.policy.delay_after(attempts, unit) {
