@@ -159,7 +159,7 @@ fn routes_and_sinks_are_checked() {
     "#;
     let found = errors_of(text);
     for e in [
-        "sinks.bad.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`",
+        "sinks.bad.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`, `webhook`",
         "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
     ] {
         assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
@@ -241,4 +241,86 @@ fn absurd_durations_are_refused_not_overflowed() {
             "{expected:?} missing from {found:#?}"
         );
     }
+}
+
+#[test]
+fn webhook_sinks_are_checked_and_their_secrets_never_printed() {
+    let text = r#"
+        [mxc]
+        api_key = "API_x"
+        [pollers]
+        xmids = ["A1"]
+        [sinks.alerts]
+        kind = "webhook"
+        url = "http://hooks.example.com/mxc?token=canary-url-token"
+        secrets = ["whsec_tooshort", "canary-not-a-secret"]
+        timeout = "0s"
+        max_in_flight = 0
+        schedule = []
+        jitter = 0.9
+        [sinks.alerts.headers]
+        "webhook-signature" = "mine"
+        "Authorization" = "Bearer canary-header-token"
+        [[routes]]
+        sink = "alerts"
+    "#;
+    let found = errors_of(text);
+    let expected = [
+        "sinks.alerts.url: \"http://hooks.example.com/mxc?…\" is plain http: use https, or set allow_insecure = true for a local receiver",
+        "sinks.alerts.secrets[0]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes",
+        "sinks.alerts.secrets[1]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes",
+        "sinks.alerts.timeout: must be 1s to 5m, got 0s",
+        "sinks.alerts.max_in_flight: must be 1 to 1000, got 0",
+        "sinks.alerts.headers.webhook-signature: set by mxc-relay itself; it cannot be configured",
+        "sinks.alerts.schedule: list 1 to 50 delays (one per attempt), got 0",
+        "sinks.alerts.jitter: a fraction from 0 to 0.5, got 0.9",
+    ];
+    for e in expected {
+        assert!(
+            found.contains(&e.to_string()),
+            "{e:?} missing from {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), expected.len(), "{found:#?}");
+    let joined = found.join("\n");
+    for canary in [
+        "canary-not-a-secret",
+        "canary-header-token",
+        "canary-url-token",
+    ] {
+        assert!(!joined.contains(canary), "{canary} in {joined}");
+    }
+
+    // Fixed, with the secrets from the environment (rotation: two of them).
+    let (a, b) = (
+        mxc_relay::signature::WebhookSecret::generate(),
+        mxc_relay::signature::WebhookSecret::generate(),
+    );
+    let both = format!("{} {}", a.expose(), b.expose());
+    let env = |name: &str| (name == "ALERTS_SECRETS").then(|| both.clone());
+    let fixed = text
+        .replace("http://", "https://")
+        .replace(
+            r#"secrets = ["whsec_tooshort", "canary-not-a-secret"]"#,
+            r#"secrets_env = "ALERTS_SECRETS""#,
+        )
+        .replace("timeout = \"0s\"", "")
+        .replace("max_in_flight = 0", "")
+        .replace("schedule = []", "schedule = [\"0s\", \"1m\"]")
+        .replace("jitter = 0.9", "")
+        .replace("\"webhook-signature\" = \"mine\"", "");
+    let config = Config::from_toml(&fixed, "t.toml", &env).unwrap();
+    let debug = format!("{config:?}");
+    for secret in [a.expose(), b.expose(), "canary-header-token"] {
+        assert!(!debug.contains(secret));
+    }
+    let Some(mxc_relay::config::SinkConfig::Webhook(w)) = config.sinks.get("alerts") else {
+        panic!("a webhook sink")
+    };
+    assert_eq!(w.signing_secrets().unwrap().len(), 2);
+    assert_eq!(w.timeout, std::time::Duration::from_secs(15), "the default");
+    // Without the variable, it says which one is missing.
+    assert!(errors_of(&fixed).contains(
+        &"sinks.alerts.secrets: no signing secret: the list is empty and ALERTS_SECRETS (secrets_env) is not set".to_string()
+    ));
 }

@@ -178,7 +178,11 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         secrets: parse_secrets(&args.checks.secrets)?,
         tolerance: args.checks.tolerance,
         keep: false,
-        on_delivery: Some(Box::new(|d: &Delivery| println!("{}", describe(d)))),
+        // Refusals go to stderr, so stdout holds only verified deliveries.
+        on_delivery: Some(Box::new(|d: &Delivery| match d.verified {
+            Ok(_) => println!("{}", describe(d)),
+            Err(_) => eprintln!("{}", describe(d)),
+        })),
     };
     let receiver = Receiver::start(args.listen, config)
         .await
@@ -211,6 +215,6 @@ pub fn describe(d: &Delivery) -> String {
                 field(data, "authorizationResponseDescription"),
             )
         }
-        Err(e) => format!("REFUSED {}: {e}", d.id),
+        Err(e) => format!("refused {}: {e}", d.id),
     }
 }

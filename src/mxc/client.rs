@@ -201,15 +201,25 @@ impl Client {
     }
 }
 
-/// A URL with its userinfo removed.
+/// A URL fit for messages: without its userinfo, and with its query (which may carry a
+/// token) shown as `?…`.
 pub fn display_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(u) if u.username().is_empty() && u.password().is_none() && u.query().is_none() => {
+            url.to_string()
+        }
+        Ok(mut u) => {
             let _ = u.set_username("");
             let _ = u.set_password(None);
-            u.to_string()
+            let hidden = u.query().is_some();
+            u.set_query(None);
+            u.set_fragment(None);
+            if hidden {
+                format!("{u}?…")
+            } else {
+                u.to_string()
+            }
         }
-        Ok(_) => url.to_string(),
         Err(_) => "(unparseable URL)".to_string(),
     }
 }

@@ -218,17 +218,7 @@ pub fn body(event: &Event) -> String {
 }
 
 fn shown_url(url: &reqwest::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    let hidden = shown.query().is_some();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    if hidden {
-        format!("{shown}?…")
-    } else {
-        shown.to_string()
-    }
+    crate::mxc::display_url(url.as_str())
 }
 
 fn shown_location(base: &reqwest::Url, location: &str) -> String {
