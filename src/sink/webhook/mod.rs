@@ -94,11 +94,18 @@ impl WebhookSink {
                 biased;
                 _ = stop.cancelled(), if !stopping => stopping = true,
                 Some(joined) = dispatcher.in_flight.join_next(), if !dispatcher.in_flight.is_empty() => {
-                    match joined {
-                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
-                        // Attempts do not panic; were one to, its entry stays in the outbox.
-                        Err(e) => tracing::error!(sink = %dispatcher.sink.name, error = %e, "a webhook attempt failed to run"),
+                    // Settle this answer and any others already in, then remove the delivered
+                    // ones from the outbox in one write.
+                    let mut joined = Some(joined);
+                    while let Some(result) = joined {
+                        match result {
+                            Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
+                            // Attempts do not panic; were one to, its entry stays in the outbox.
+                            Err(e) => tracing::error!(sink = %dispatcher.sink.name, error = %e, "a webhook attempt failed to run"),
+                        }
+                        joined = dispatcher.in_flight.try_join_next();
                     }
+                    dispatcher.remove_delivered();
                 }
                 _ = notify.notified(), if !stopping => dispatcher.fresh_exhausted = false,
                 _ = tokio::time::sleep_until(wake), if !stopping => {}
@@ -130,6 +137,8 @@ struct Dispatcher {
     last_scan: Instant,
     in_flight: JoinSet<(Entry, Attempt)>,
     in_flight_seqs: BTreeSet<u64>,
+    /// Delivered, to be removed from the outbox.
+    delivered: Vec<u64>,
     /// No attempt before this instant (throttled by the receiver, or by our rate limit).
     paused_until: Option<Instant>,
     throttle_streak: u32,
@@ -189,6 +198,7 @@ impl Dispatcher {
             last_scan: now,
             in_flight: JoinSet::new(),
             in_flight_seqs: BTreeSet::new(),
+            delivered: Vec::new(),
             paused_until: None,
             throttle_streak: 0,
             failing_since: None,
@@ -289,6 +299,17 @@ impl Dispatcher {
         }
     }
 
+    fn remove_delivered(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.remove(&self.sink.name, &self.delivered) {
+            // Delivered: at worst they are delivered again, with the same webhook-ids.
+            tracing::error!(sink = %self.sink.name, error = %e, "cannot remove delivered events");
+        }
+        self.delivered.clear();
+    }
+
     /// Records what became of an attempt.
     fn settle(&mut self, entry: Entry, attempt: Attempt) {
         let name = self.sink.name.clone();
@@ -305,10 +326,7 @@ impl Dispatcher {
                     .with_label_values(&[&name, "delivered"])
                     .inc();
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
-                if let Err(e) = self.store.remove(&name, &[seq]) {
-                    // Delivered: at worst it is delivered again, with the same webhook-id.
-                    tracing::error!(sink = %name, error = %e, "cannot remove a delivered event");
-                }
+                self.delivered.push(seq);
             }
             Verdict::Gone => {
                 // Not the event's fault: it waits, unattempted, for the endpoint to return.
