@@ -164,6 +164,30 @@ impl Pipeline {
         })
     }
 
+    /// Stops polling and waits (up to `within`) until every outbox is empty: for a demo or a
+    /// test that wants what it admitted delivered before [`Pipeline::shutdown`]. Returns
+    /// whether they emptied.
+    pub async fn drain(&mut self, within: Duration) -> bool {
+        self.stop_polling.cancel();
+        self.pollers.abort_all();
+        while self.pollers.join_next().await.is_some() {}
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let waiting: usize = self
+                .store
+                .sinks()
+                .map(|s| self.store.outbox_len(s).unwrap_or(0))
+                .sum();
+            if waiting == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Graceful stop: polling stops at once (an interrupted cycle is redone after a restart:
     /// its pages were admitted atomically or not at all); in-flight deliveries get up to
     /// `delivery.shutdown_timeout` to finish; the store is flushed.

@@ -265,9 +265,20 @@ fn the_demo_streams_authorizations_and_stops_by_itself() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    let lines: Vec<&str> = stdout.lines().collect();
+    let (alerts, lines): (Vec<&str>, Vec<&str>) =
+        stdout.lines().partition(|l| l.starts_with("  ↳ webhook "));
     // Two minutes of history at 20/s, then live traffic.
     assert!(lines.len() > 1_000, "{} lines", lines.len());
+    // Every decline also came as a signed webhook, verified by the demo's receiver.
+    let declines = lines.iter().filter(|l| l.contains("DECLINED")).count();
+    assert_eq!(alerts.len(), declines, "{stdout}");
+    assert!(
+        alerts
+            .iter()
+            .all(|a| a.contains("webhook verified (secret #1)")
+                && a.contains("authorization.declined")),
+        "{stdout}"
+    );
     assert!(
         lines.iter().any(|l| l.contains("DECLINED")),
         "declines are shown"
@@ -364,7 +375,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
     assert!(text.contains("seen record ids: 60"), "{text}");
     assert!(
         text.lines()
-            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["archive", "0", "0"]),
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["archive", "0", "0", "0"]),
         "{text}"
     );
 }

@@ -324,3 +324,34 @@ fn webhook_sinks_are_checked_and_their_secrets_never_printed() {
         &"sinks.alerts.secrets: no signing secret: the list is empty and ALERTS_SECRETS (secrets_env) is not set".to_string()
     ));
 }
+
+#[test]
+fn the_commented_webhook_example_is_valid_once_uncommented() {
+    let text = include_str!("../config/mxc-relay.toml");
+    let start = text.find("# [sinks.alerts]").expect("the example is there");
+    let block: String = text[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if !rest.starts_with('#') => format!("{rest}\n"),
+            _ => "\n".to_string(),
+        })
+        .collect();
+    let secret = mxc_relay::signature::WebhookSecret::generate();
+    let env = |name: &str| match name {
+        "MXC_API_KEY" => Some("API_x".to_string()),
+        "MXC_ALERTS_WEBHOOK_SECRETS" => Some(secret.expose().to_string()),
+        _ => None,
+    };
+    let config = Config::from_toml(
+        &format!("{text}\n{block}\n[[routes]]\nsink = \"alerts\"\n"),
+        "t.toml",
+        &env,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{block}"));
+    let Some(mxc_relay::config::SinkConfig::Webhook(w)) = config.sinks.get("alerts") else {
+        panic!("a webhook sink")
+    };
+    assert_eq!(w.schedule, mxc_relay::config::default_schedule());
+    assert_eq!(w.headers.len(), 1);
+}

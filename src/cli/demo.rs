@@ -361,7 +361,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             None => ", until Ctrl-C".to_string(),
         }
     );
-    let pipeline = Pipeline::start_with_sinks(&config, metrics.clone(), sinks).await?;
+    let mut pipeline = Pipeline::start_with_sinks(&config, metrics.clone(), sinks).await?;
 
     let started = Instant::now();
     let store = pipeline.store.clone();
@@ -396,6 +396,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     super::exit_on_second_signal();
+    // Let what was admitted reach every sink, so the totals add up.
+    pipeline.drain(Duration::from_secs(5)).await;
     pipeline.shutdown().await?;
     kafka_counter.settle(Duration::from_secs(3));
     summary(true);
