@@ -217,7 +217,7 @@ fn fleet_cost() {
     for group in [1usize, 50] {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"10s\"\nlook_back = \"1m\"\ngroup_size = {group}\nrequests_per_second = 5000.0\nburst = 500\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n",
+            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"10s\"\nlook_back = \"1m\"\ngroup_size = {group}\nrequests_per_second = 5000.0\nburst = 500\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"\"\n",
             sim::DEFAULT_API_KEY,
             serde_json::to_string(&xmids).expect("json"),
             dir.path().join("store").display(),

@@ -15,7 +15,7 @@ use crate::poll::{rate_limiter, PollConfig, Pollers};
 use crate::route::Route;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
-use crate::telemetry::Metrics;
+use crate::telemetry::{self, Health, Metrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -31,6 +31,9 @@ pub enum PipelineError {
 pub struct Pipeline {
     pub store: Store,
     pub metrics: Metrics,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
+    pub telemetry_addr: Option<std::net::SocketAddr>,
+    stop_telemetry: CancellationToken,
     pollers: JoinSet<()>,
     workers: JoinSet<()>,
     housekeeping: JoinSet<()>,
@@ -107,7 +110,7 @@ impl Pipeline {
         }
 
         let pollers = Pollers {
-            client,
+            client: client.clone(),
             store: store.clone(),
             routes: Arc::new(routes),
             limiter: rate_limiter(config.pollers.requests_per_second, config.pollers.burst),
@@ -139,12 +142,37 @@ impl Pipeline {
             config.pollers.look_back,
             stop_polling.clone(),
         ));
-        housekeeping.spawn(sample_lag(
+        housekeeping.spawn(sample_gauges(
             store.clone(),
-            xmids,
+            xmids.clone(),
+            client.clone(),
             metrics.clone(),
+            config.telemetry.per_xmid_metrics,
             stop_polling.clone(),
         ));
+        let stop_telemetry = CancellationToken::new();
+        let telemetry_addr = match config.telemetry.listen_addr() {
+            Some(addr) => {
+                let health = Health {
+                    metrics: metrics.clone(),
+                    store: store.clone(),
+                    client,
+                    xmids,
+                    // Three missed polls, plus time for a long one.
+                    stuck_after: config.pollers.interval * 3 + Duration::from_secs(60),
+                };
+                let bound = telemetry::serve(addr, health, stop_telemetry.clone())
+                    .await
+                    .map_err(|e| {
+                        PipelineError::Config(format!(
+                            "telemetry.listen: cannot listen on {addr}: {e}"
+                        ))
+                    })?;
+                tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+                Some(bound)
+            }
+            None => None,
+        };
         tracing::info!(
             xmids = config.pollers.xmids.len(),
             sinks = config.sinks.len(),
@@ -155,6 +183,8 @@ impl Pipeline {
         Ok(Pipeline {
             store,
             metrics,
+            telemetry_addr,
+            stop_telemetry,
             pollers: poller_tasks,
             workers,
             housekeeping,
@@ -208,6 +238,7 @@ impl Pipeline {
             self.workers.abort_all();
         }
         self.store.flush().await?;
+        self.stop_telemetry.cancel();
         tracing::info!("stopped cleanly");
         Ok(())
     }
@@ -255,24 +286,63 @@ async fn prune_seen(
     }
 }
 
-/// Poll lag per configured XMID (now − cursor), every second.
-async fn sample_lag(
+/// Samples the gauges: poll lag (now − cursor) every second, per XMID when `per_xmid`, and its
+/// fleet-wide max and quantiles; the token's expiry; the store's sizes every 10 s (counting
+/// them reads whole trees).
+async fn sample_gauges(
     store: Store,
     xmids: Arc<Vec<String>>,
+    client: Client,
     metrics: Metrics,
+    per_xmid: bool,
     stop: CancellationToken,
 ) {
-    loop {
+    let mut auth_calls = 0;
+    for tick in 0u64.. {
         let now = Utc::now();
-        let mut max: f64 = 0.0;
+        let mut lags = Vec::with_capacity(xmids.len());
         for xmid in xmids.iter() {
             if let Ok(Some(cursor)) = store.cursor(xmid) {
                 let lag = (now - cursor.position).num_milliseconds().max(0) as f64 / 1000.0;
-                metrics.poll_lag.with_label_values(&[xmid]).set(lag);
-                max = max.max(lag);
+                if per_xmid {
+                    metrics.poll_lag.with_label_values(&[xmid]).set(lag);
+                }
+                lags.push(lag);
             }
         }
-        metrics.poll_lag_max.set(max);
+        lags.sort_by(f64::total_cmp);
+        metrics
+            .poll_lag_max
+            .set(lags.last().copied().unwrap_or(0.0));
+        for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99)] {
+            let at = ((lags.len() as f64 * q).ceil() as usize).saturating_sub(1);
+            metrics
+                .poll_lag_quantiles
+                .with_label_values(&[label])
+                .set(lags.get(at).copied().unwrap_or(0.0));
+        }
+        metrics
+            .token_expiry
+            .set(client.token_expires_in().map_or(0.0, |d| d.as_secs_f64()));
+        let calls = client.auth_calls();
+        metrics
+            .auth_requests
+            .inc_by(calls.saturating_sub(auth_calls));
+        auth_calls = calls;
+        if tick % 10 == 0 {
+            for sink in store.sinks() {
+                let gauge = |v: Result<usize, _>| v.map_or(0, |n| n as i64);
+                metrics
+                    .outbox_events
+                    .with_label_values(&[sink])
+                    .set(gauge(store.outbox_len(sink)));
+                metrics
+                    .dead_letters
+                    .with_label_values(&[sink])
+                    .set(gauge(store.dead_len(sink)));
+            }
+            metrics.seen_ids.set(store.seen_len() as i64);
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,

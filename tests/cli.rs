@@ -308,10 +308,14 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     std::fs::write(
         &config,
         format!(
-            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n",
+            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"{telemetry}\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
             mxc_relay::mxc::instant(Utc::now() - Duration::minutes(10)),
@@ -341,6 +345,41 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+
+    // The telemetry endpoints: alive, ready, and the metrics say what happened.
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("http://{telemetry}{path}")).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let ready = get("/readyz").await.unwrap();
+        let (status, text) = (ready.status(), ready.text().await.unwrap());
+        if status == 200 {
+            assert!(text.starts_with("ready\nstore: ok"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never ready: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for series in [
+        "mxc_relay_records_total{outcome=\"new\"} 60",
+        "mxc_relay_events_total{outcome=\"delivered\",sink=\"archive\"} 60",
+        "mxc_relay_polls_total{outcome=\"ok\"}",
+        "mxc_relay_poll_lag_seconds{xmid=",
+        "mxc_relay_poll_lag_max_seconds",
+        "mxc_relay_poll_lag_quantile_seconds{quantile=\"0.99\"}",
+        "mxc_relay_outbox_events{sink=\"archive\"}",
+        "mxc_relay_dead_letters{sink=\"archive\"}",
+        "mxc_relay_seen_ids",
+        "mxc_relay_token_expiry_seconds",
+        "mxc_relay_auth_requests_total",
+        "mxc_relay_build_info{version=",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
+    assert!(!metrics.contains(mxc_relay::sim::DEFAULT_API_KEY));
+
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

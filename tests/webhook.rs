@@ -641,3 +641,59 @@ filter = '{DECLINES}'
         delivered.keys().cloned().collect::<HashSet<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_endpoint_makes_the_instance_not_ready_and_shows_in_metrics() {
+    let sim = start_sim(quiet_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Utc::now();
+    let secret = WebhookSecret::generate();
+    let receiver = receiver(&[&secret]).await;
+    receiver.set_behaviour(answer(410));
+    let mut config = pipeline_config(&sim, dir.path(), t0 - chrono::Duration::minutes(10));
+    let xmids = config.pollers.xmids.clone();
+    add_webhook(
+        &mut config,
+        "alerts",
+        webhook(&receiver.url(), &[&secret], &[0, 100]),
+    );
+    sim.generate(100, &xmids, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
+    let base = format!("http://{}", pipeline.telemetry_addr.expect("serving"));
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let answer = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        let status = answer.status();
+        let text = answer.text().await.unwrap();
+        if status == 503 || tokio::time::Instant::now() > deadline {
+            assert_eq!(status, 503, "{text}");
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        text.contains("sinks: FAILING, webhook endpoint disabled: alerts"),
+        "{text}"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("mxc_relay_webhook_endpoint_disabled{sink=\"alerts\"} 1"),
+        "{metrics}"
+    );
+    // Only attempts already in flight at the first 410 were answered; then nothing more.
+    let answered = receiver.count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.count(), answered);
+    assert!(
+        pipeline.store.outbox_len("alerts").unwrap() > 0,
+        "its events wait"
+    );
+    pipeline.shutdown().await.unwrap();
+}

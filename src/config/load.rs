@@ -99,11 +99,12 @@ impl Config {
             sinks: section(&mut table, "sinks", &mut errors, &mut failed),
             routes: section(&mut table, "routes", &mut errors, &mut failed),
             log: section(&mut table, "log", &mut errors, &mut failed),
+            telemetry: section(&mut table, "telemetry", &mut errors, &mut failed),
         };
         for key in table.keys() {
             errors.push(ConfigError {
                 path: key.clone(),
-                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log)".into(),
+                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)".into(),
             });
         }
         config.apply_env(env);

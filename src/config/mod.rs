@@ -31,6 +31,7 @@ pub struct Config {
     /// `[[routes]]`: which records go to which sink.
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Config {
@@ -43,6 +44,8 @@ impl Config {
         config.mxc.username = crate::sim::DEFAULT_USERNAME.to_string();
         config.mxc.password = Secret::new(crate::sim::DEFAULT_PASSWORD);
         config.pollers.xmids = xmids;
+        // Any free port: several of these may run side by side.
+        config.telemetry.listen = "127.0.0.1:0".into();
         config
     }
 }
@@ -342,6 +345,34 @@ pub struct RedactConfig {
     pub drop: Vec<String>,
     #[serde(default)]
     pub mask: Vec<String>,
+}
+
+/// `[telemetry]`: the HTTP endpoints for Prometheus and for orchestrators.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TelemetryConfig {
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `""` serves nothing.
+    /// `0.0.0.0:9464` in a container.
+    pub listen: String,
+    /// Export the poll lag of every XMID as its own series. Switch it off for fleets of many
+    /// thousands: the fleet-wide max and quantiles remain.
+    pub per_xmid_metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            listen: "127.0.0.1:9464".to_string(),
+            per_xmid_metrics: true,
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The listen address, if any (validation has checked it).
+    pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
 }
 
 /// `[log]`: what the process logs, on stderr.

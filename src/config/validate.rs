@@ -370,6 +370,14 @@ impl Config {
                 format!("not a tracing filter ({e}): {:?}", self.log.level),
             );
         }
+        // [telemetry]
+        let listen = self.telemetry.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            error(
+                "telemetry.listen",
+                format!("an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got {listen:?}"),
+            );
+        }
         errors.extend(sink_errors);
         errors
     }

@@ -1,4 +1,5 @@
-//! Logging setup. Logs go to stderr (stdout carries data: records, the sim's address).
+//! Logging setup (logs go to stderr: stdout carries data), the metric definitions, and the
+//! HTTP endpoints that serve them with health and readiness.
 
 use std::io::IsTerminal;
 
@@ -28,5 +29,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
 }
 
 mod metrics;
+mod server;
 
 pub use metrics::Metrics;
+pub use server::{serve, Health};

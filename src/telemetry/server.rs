@@ -1,0 +1,134 @@
+//! The telemetry endpoints: `/metrics` (Prometheus text), `/healthz` (the process answers) and
+//! `/readyz` (it is doing its job: store readable, MXC token held, no poller stuck, no webhook
+//! endpoint disabled). `/readyz` answers 200 or 503 with one line per check.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use tokio_util::sync::CancellationToken;
+
+use super::Metrics;
+use crate::mxc::Client;
+use crate::store::Store;
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct Health {
+    pub metrics: Metrics,
+    pub store: Store,
+    pub client: Client,
+    pub xmids: Arc<Vec<String>>,
+    /// A poller whose lag exceeds this is stuck.
+    pub stuck_after: Duration,
+}
+
+impl Health {
+    /// Each check with its verdict: `Ok(detail)` or `Err(what is wrong)`.
+    pub fn checks(&self) -> Vec<(&'static str, Result<String, String>)> {
+        let store = match self.xmids.first().map(|x| self.store.cursor(x)) {
+            Some(Err(e)) => Err(e.to_string()),
+            _ => Ok(format!("open at {}", self.store.path().display())),
+        };
+        let token = match self.client.token_expires_in() {
+            Some(left) if !left.is_zero() => Ok(format!(
+                "held, expires in {}",
+                humantime::format_duration(Duration::from_secs(left.as_secs()))
+            )),
+            _ => Err("no valid MXC token (see the log for the Security API's answer)".into()),
+        };
+        let lag = self.metrics.poll_lag_max.get();
+        let pollers = if lag <= self.stuck_after.as_secs_f64() {
+            Ok(format!("{} XMIDs, largest lag {lag:.1}s", self.xmids.len()))
+        } else {
+            Err(format!(
+                "a poller is stuck: largest lag {lag:.0}s exceeds {}s",
+                self.stuck_after.as_secs()
+            ))
+        };
+        let disabled: Vec<String> = self
+            .store
+            .sinks()
+            .filter(|s| {
+                self.metrics
+                    .webhook_disabled
+                    .with_label_values(&[s.as_str()])
+                    .get()
+                    > 0
+            })
+            .cloned()
+            .collect();
+        let sinks = if disabled.is_empty() {
+            Ok(format!("{} sinks", self.store.sinks().count()))
+        } else {
+            Err(format!(
+                "webhook endpoint disabled: {} (mxc-relay webhook enable)",
+                disabled.join(", ")
+            ))
+        };
+        vec![
+            ("store", store),
+            ("token", token),
+            ("pollers", pollers),
+            ("sinks", sinks),
+        ]
+    }
+}
+
+/// Serves until `stop`; returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let metrics = health.metrics.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = metrics.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        metrics.render(),
+                    )
+                }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let health = health.clone();
+                async move { readyz(&health).into_response() }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok(bound)
+}
+
+fn readyz(health: &Health) -> (StatusCode, String) {
+    let checks = health.checks();
+    let ready = checks.iter().all(|(_, r)| r.is_ok());
+    let mut text = String::from(if ready { "ready\n" } else { "not ready\n" });
+    for (name, result) in checks {
+        match result {
+            Ok(detail) => text.push_str(&format!("{name}: ok, {detail}\n")),
+            Err(problem) => text.push_str(&format!("{name}: FAILING, {problem}\n")),
+        }
+    }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, text)
+}
