@@ -55,6 +55,9 @@ fn every_error_is_reported_with_its_key_path() {
         [log]
         level = "info"
 
+        [telemetry]
+        listen = "everywhere"
+
         [sinkz]
         x = 1
     "#;
@@ -62,7 +65,7 @@ fn every_error_is_reported_with_its_key_path() {
     let found = errors_of(&text);
     let expected = [
         "mxc.colour: unknown key",
-        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log)",
+        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)",
         "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
         "mxc.page_size: must be 1 to 100, got 250",
         "pollers.xmids[1]: \"A1\" is listed twice",
@@ -70,6 +73,7 @@ fn every_error_is_reported_with_its_key_path() {
         "pollers.interval: must be at least 1s, got 0s",
         "pollers.group_size: must be 1 to 100, got 0",
         "pollers.requests_per_second: must be above 0 and at most 10000, got -1",
+        "telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got \"everywhere\"",
     ];
     for e in expected {
         assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
