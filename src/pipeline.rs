@@ -57,8 +57,7 @@ impl Pipeline {
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
     ) -> Result<Pipeline, PipelineError> {
         let client = Client::new(config.mxc.client_config())?;
-        let sink_names: Vec<String> = config.sinks.keys().cloned().collect();
-        let store = Store::open(&config.store, &sink_names)?;
+        let store = Store::open_for(config)?;
         for (sink, entries) in store.orphan_outboxes() {
             if entries > 0 {
                 tracing::warn!(%sink, entries, "an outbox remains for a sink no longer configured; its events wait there");
@@ -194,13 +193,19 @@ impl Pipeline {
         })
     }
 
+    /// Stops polling at once: an interrupted cycle is redone after a restart (its pages were
+    /// admitted atomically or not at all).
+    async fn stop_pollers(&mut self) {
+        self.stop_polling.cancel();
+        self.pollers.abort_all();
+        while self.pollers.join_next().await.is_some() {}
+    }
+
     /// Stops polling and waits (up to `within`) until every outbox is empty: for a demo or a
     /// test that wants what it admitted delivered before [`Pipeline::shutdown`]. Returns
     /// whether they emptied.
     pub async fn drain(&mut self, within: Duration) -> bool {
-        self.stop_polling.cancel();
-        self.pollers.abort_all();
-        while self.pollers.join_next().await.is_some() {}
+        self.stop_pollers().await;
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let waiting: usize = self
@@ -222,9 +227,7 @@ impl Pipeline {
     /// its pages were admitted atomically or not at all); in-flight deliveries get up to
     /// `delivery.shutdown_timeout` to finish; the store is flushed.
     pub async fn shutdown(mut self) -> Result<(), StoreError> {
-        self.stop_polling.cancel();
-        self.pollers.abort_all();
-        while self.pollers.join_next().await.is_some() {}
+        self.stop_pollers().await;
         self.housekeeping.abort_all();
         while self.housekeeping.join_next().await.is_some() {}
         self.stop_delivering.cancel();

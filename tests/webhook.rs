@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::AuthorizationQuery;
 use mxc_relay::pipeline::Pipeline;
@@ -76,9 +76,16 @@ fn store(dir: &Path, sinks: &[&str]) -> Store {
 
 /// Puts `n` events for `sink` in the store, as the pollers would.
 async fn enqueue(store: &Store, sink: &str, n: usize) -> Vec<Event> {
-    let events: Vec<Event> = (0..n)
-        .map(|i| {
-            let record_id = format!("r-{i}");
+    let ids: Vec<String> = (0..n).map(|i| format!("r-{i}")).collect();
+    enqueue_ids(store, sink, &ids).await
+}
+
+/// Puts one event per record id for `sink` in the store.
+async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Event> {
+    let events: Vec<Event> = record_ids
+        .iter()
+        .map(|record_id| {
+            let record_id = record_id.clone();
             let id = event_id("declines", &record_id);
             Event {
                 body: format!(
@@ -206,7 +213,7 @@ async fn retry_after_is_honoured_and_pauses_the_endpoint() {
     // enqueued meanwhile waits for the pause too.
     receiver.set_behaviour(answer(204));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    enqueue_more(&store).await;
+    enqueue_ids(&store, "alerts", &["late-1".to_string()]).await;
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(receiver.count(), 1, "nothing goes out during the pause");
     assert_eq!(receiver.wait_for(3, Duration::from_secs(120)).await, 3);
@@ -223,37 +230,6 @@ async fn retry_after_is_honoured_and_pauses_the_endpoint() {
     assert_eq!(store.outbox_len("alerts").unwrap(), 0);
     stop.cancel();
     task.await.unwrap();
-}
-
-/// A second event, `late-1`, for the `alerts` sink.
-async fn enqueue_more(store: &Store) {
-    let mut event = enqueue_template();
-    event.record_id = "late-1".into();
-    event.id = event_id("declines", "late-1");
-    store
-        .admit(
-            &[Admission {
-                record_id: event.record_id.clone(),
-                xmid: event.xmid.clone(),
-                events: vec![event],
-            }],
-            &[],
-        )
-        .await
-        .unwrap();
-}
-
-fn enqueue_template() -> Event {
-    Event {
-        id: String::new(),
-        event_type: "authorization.declined".into(),
-        route: "declines".into(),
-        sink: "alerts".into(),
-        xmid: "X1".into(),
-        record_id: String::new(),
-        occurred_at: None,
-        body: r#"{"id":"x","type":"authorization.declined","xmid":"X1","occurred_at":null,"data":{"id":"late-1"}}"#.into(),
-    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,13 +312,14 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled() {
 
 // ---- End to end: simulator → pipeline → webhook receivers ----
 
-fn pipeline_config(sim: &RunningSim, dir: &Path, start: DateTime<Utc>) -> Config {
+/// Polls 5 of the simulator's XMIDs every second, from ten minutes back.
+fn pipeline_config(sim: &RunningSim, dir: &Path) -> Config {
     let mut c = Config::for_simulator(sim.base_url(), sim.xmids()[..5].to_vec());
     c.pollers.interval = Duration::from_secs(1);
     c.pollers.look_back = Duration::from_secs(60);
     c.pollers.requests_per_second = 200.0;
     c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.pollers.start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10));
     c.store.path = dir.join("store");
     c.delivery.shutdown_timeout = Duration::from_secs(5);
     c
@@ -359,12 +336,16 @@ fn add_webhook(c: &mut Config, name: &str, webhook: WebhookConfig) {
     });
 }
 
-/// The record ids of the declines the simulator holds for the configured XMIDs.
-async fn sim_declines(sim: &RunningSim, xmids: &[String], from: DateTime<Utc>) -> HashSet<String> {
+/// Makes the simulator hold `n` records of the configured XMIDs over the last five minutes;
+/// returns the record ids of the declines among them.
+async fn generate(sim: &RunningSim, config: &Config, n: usize) -> HashSet<String> {
+    let (xmids, now) = (&config.pollers.xmids, Utc::now());
+    sim.generate(n, xmids, now - chrono::Duration::minutes(5), now)
+        .unwrap();
     let client = client(sim);
     let mut ids = HashSet::new();
-    let mut pager =
-        client.authorization_pages(AuthorizationQuery::new(xmids.to_vec(), from, Utc::now()));
+    let from = now - chrono::Duration::minutes(10);
+    let mut pager = client.authorization_pages(AuthorizationQuery::new(xmids.clone(), from, now));
     while let Some(batch) = pager.next_page().await.unwrap() {
         for r in &batch.records {
             if r.to_value()["authorizationResponseStatus"] != "Approved" {
@@ -395,14 +376,12 @@ fn delivered(receiver: &Receiver) -> HashMap<String, String> {
 async fn receiver_down_then_back_gets_every_alert_with_its_original_id() {
     let sim = start_sim(quiet_sim()).await;
     let dir = tempfile::tempdir().unwrap();
-    let t0 = Utc::now();
     // Rotation: the sink signs with the old and the new secret; this receiver knows only the
     // new one.
     let (old, new) = (WebhookSecret::generate(), WebhookSecret::generate());
     let mut receiver = receiver(&[&new]).await;
     receiver.stop().await;
-    let mut config = pipeline_config(&sim, dir.path(), t0 - chrono::Duration::minutes(10));
-    let xmids = config.pollers.xmids.clone();
+    let mut config = pipeline_config(&sim, dir.path());
     let mut schedule = vec![0, 200, 500];
     schedule.extend([1_000; 30]);
     add_webhook(
@@ -410,9 +389,7 @@ async fn receiver_down_then_back_gets_every_alert_with_its_original_id() {
         "alerts",
         webhook(&receiver.url(), &[&old, &new], &schedule),
     );
-    sim.generate(400, &xmids, t0 - chrono::Duration::minutes(5), t0)
-        .unwrap();
-    let declines = sim_declines(&sim, &xmids, t0 - chrono::Duration::minutes(10)).await;
+    let declines = generate(&sim, &config, 400).await;
     assert!(
         declines.len() > 20,
         "the simulator declines some: {}",
@@ -468,7 +445,6 @@ async fn receiver_down_then_back_gets_every_alert_with_its_original_id() {
 async fn a_slow_receiver_does_not_delay_a_second_endpoint_nor_other_sinks() {
     let sim = start_sim(quiet_sim()).await;
     let dir = tempfile::tempdir().unwrap();
-    let t0 = Utc::now();
     let secret = WebhookSecret::generate();
     let slow = receiver(&[&secret]).await;
     slow.set_behaviour(Behaviour {
@@ -476,8 +452,7 @@ async fn a_slow_receiver_does_not_delay_a_second_endpoint_nor_other_sinks() {
         ..answer(204)
     });
     let fast = receiver(&[&secret]).await;
-    let mut config = pipeline_config(&sim, dir.path(), t0 - chrono::Duration::minutes(10));
-    let xmids = config.pollers.xmids.clone();
+    let mut config = pipeline_config(&sim, dir.path());
     let mut slow_hook = webhook(&slow.url(), &[&secret], &[0, 1_000]);
     slow_hook.max_in_flight = 1;
     add_webhook(&mut config, "slow", slow_hook);
@@ -495,9 +470,7 @@ async fn a_slow_receiver_does_not_delay_a_second_endpoint_nor_other_sinks() {
     config
         .routes
         .push(RouteConfig::every_record("all", "archive"));
-    sim.generate(300, &xmids, t0 - chrono::Duration::minutes(5), t0)
-        .unwrap();
-    let declines = sim_declines(&sim, &xmids, t0 - chrono::Duration::minutes(10)).await;
+    let declines = generate(&sim, &config, 300).await;
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
 
     // The slow endpoint takes one alert per 5 s; the others get everything meanwhile.
@@ -529,7 +502,6 @@ async fn a_slow_receiver_does_not_delay_a_second_endpoint_nor_other_sinks() {
 async fn dead_letters_are_listed_and_replayed_by_the_cli_and_then_delivered() {
     let sim = start_sim(quiet_sim()).await;
     let dir = tempfile::tempdir().unwrap();
-    let t0 = Utc::now();
     let secret = WebhookSecret::generate();
     let receiver = receiver(&[&secret]).await;
     receiver.set_behaviour(Behaviour {
@@ -537,16 +509,13 @@ async fn dead_letters_are_listed_and_replayed_by_the_cli_and_then_delivered() {
         body: "receiver bug".into(),
         ..Behaviour::default()
     });
-    let mut config = pipeline_config(&sim, dir.path(), t0 - chrono::Duration::minutes(10));
-    let xmids = config.pollers.xmids.clone();
+    let mut config = pipeline_config(&sim, dir.path());
     add_webhook(
         &mut config,
         "alerts",
         webhook(&receiver.url(), &[&secret], &[0, 100]),
     );
-    sim.generate(200, &xmids, t0 - chrono::Duration::minutes(5), t0)
-        .unwrap();
-    let declines = sim_declines(&sim, &xmids, t0 - chrono::Duration::minutes(10)).await;
+    let declines = generate(&sim, &config, 200).await;
     let n = declines.len();
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     let metrics = pipeline.metrics.clone();
@@ -589,6 +558,7 @@ filter = '{DECLINES}'
             key = mxc_relay::sim::DEFAULT_API_KEY,
             user = mxc_relay::sim::DEFAULT_USERNAME,
             password = mxc_relay::sim::DEFAULT_PASSWORD,
+            xmids = config.pollers.xmids,
             store = config.store.path.display(),
             url = receiver.url(),
             secret = secret.expose(),
@@ -656,19 +626,16 @@ filter = '{DECLINES}'
 async fn a_disabled_endpoint_makes_the_instance_not_ready_and_shows_in_metrics() {
     let sim = start_sim(quiet_sim()).await;
     let dir = tempfile::tempdir().unwrap();
-    let t0 = Utc::now();
     let secret = WebhookSecret::generate();
     let receiver = receiver(&[&secret]).await;
     receiver.set_behaviour(answer(410));
-    let mut config = pipeline_config(&sim, dir.path(), t0 - chrono::Duration::minutes(10));
-    let xmids = config.pollers.xmids.clone();
+    let mut config = pipeline_config(&sim, dir.path());
     add_webhook(
         &mut config,
         "alerts",
         webhook(&receiver.url(), &[&secret], &[0, 100]),
     );
-    sim.generate(100, &xmids, t0 - chrono::Duration::minutes(5), t0)
-        .unwrap();
+    generate(&sim, &config, 100).await;
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     let base = format!("http://{}", pipeline.telemetry_addr.expect("serving"));
     receiver.wait_for(1, Duration::from_secs(10)).await;

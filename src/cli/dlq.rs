@@ -70,7 +70,7 @@ pub fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         ),
         None => all.clone(),
     };
-    let store = Store::open(&config.store, &all)?;
+    let store = Store::open_for(&config)?;
     if replay {
         let mut total = 0;
         for sink in &sinks {

@@ -20,7 +20,7 @@ pub struct StateArgs {
 pub fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let sinks: Vec<String> = config.sinks.keys().cloned().collect();
-    let store = Store::open(&config.store, &sinks)?;
+    let store = Store::open_for(&config)?;
     let now = Utc::now();
     let cursors = store.cursors()?;
     println!("store {}", store.path().display());

@@ -110,8 +110,7 @@ fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    let sinks: Vec<String> = config.sinks.keys().cloned().collect();
-    let store = Store::open(&config.store, &sinks)?;
+    let store = Store::open_for(&config)?;
     match store.disabled_endpoint(&args.sink)? {
         Some(off) => {
             store.set_disabled_endpoint(&args.sink, None)?;

@@ -99,11 +99,16 @@ impl MxcError {
 
 /// At most [`EXCERPT_LIMIT`] bytes of a body, as one line, for an error message.
 pub(crate) fn excerpt(body: &[u8]) -> String {
+    excerpt_within(body, EXCERPT_LIMIT)
+}
+
+/// At most `limit` bytes of a body, as one line.
+pub(crate) fn excerpt_within(body: &[u8], limit: usize) -> String {
     if body.is_empty() {
         return "(empty body)".to_string();
     }
     let text = String::from_utf8_lossy(body);
-    let mut end = text.len().min(EXCERPT_LIMIT);
+    let mut end = text.len().min(limit);
     while !text.is_char_boundary(end) {
         end -= 1;
     }

@@ -14,6 +14,7 @@ pub use authorizations::{
 };
 pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
 pub(crate) use client::{error_chain, retry_after};
+pub(crate) use error::excerpt_within;
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use roster::Merchant;

@@ -20,6 +20,11 @@ pub use worker::{run_worker, WorkerConfig};
 use crate::config::SinkConfig;
 use crate::route::Event;
 
+/// A delay cut to whole milliseconds, for log lines.
+fn round(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
+}
+
 /// What became of one event handed to a sink.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {

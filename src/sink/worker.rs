@@ -7,7 +7,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio_util::sync::CancellationToken;
 
-use super::{Outcome, Sink};
+use super::{round, Outcome, Sink};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -128,8 +128,4 @@ async fn pause(stop: &CancellationToken, delay: Duration) {
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => {}
     }
-}
-
-fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
 }

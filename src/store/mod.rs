@@ -216,6 +216,12 @@ impl Store {
         })
     }
 
+    /// Opens the store a configuration describes, with one outbox per configured sink.
+    pub fn open_for(config: &crate::config::Config) -> Result<Store, StoreError> {
+        let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+        Store::open(&config.store, &sinks)
+    }
+
     pub fn path(&self) -> &Path {
         &self.inner.path
     }

@@ -1,6 +1,7 @@
 //! Metric definitions: one place that names every series. Components get a [`Metrics`] handed
 //! in and record through its methods, which also write the matching log line where one is due.
 
+use prometheus::core::Collector;
 use prometheus::{
     Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -43,106 +44,113 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels)
-                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
-            let _ = registry.register(Box::new(c.clone()));
-            c
-        };
-        let polls = counter_vec(
-            "mxc_relay_polls_total",
-            "Poll cycles by outcome.",
-            &["outcome"],
-        );
-        let records = counter_vec(
-            "mxc_relay_records_total",
-            "Records by outcome.",
-            &["outcome"],
-        );
-        let events = counter_vec(
-            "mxc_relay_events_total",
-            "Events by sink and outcome.",
-            &["sink", "outcome"],
-        );
-        let poll_lag = GaugeVec::new(
-            Opts::new(
-                "mxc_relay_poll_lag_seconds",
-                "Seconds between now and the XMID's cursor.",
+        let r = &registry;
+        let polls = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("mxc_relay_polls_total", "Poll cycles by outcome."),
+                &["outcome"],
             ),
-            &["xmid"],
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(poll_lag.clone()));
-        let poll_lag_max = Gauge::new(
-            "mxc_relay_poll_lag_max_seconds",
-            "The largest poll lag over all XMIDs.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(poll_lag_max.clone()));
-        let rate_limiter_waits = IntCounter::new(
-            "mxc_relay_rate_limiter_waits_total",
-            "MXC requests that waited for the global rate limiter.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(rate_limiter_waits.clone()));
-        let webhook_disabled = IntGaugeVec::new(
-            Opts::new(
-                "mxc_relay_webhook_endpoint_disabled",
-                "1 when the webhook sink's endpoint is disabled (410 Gone, or failing too long).",
+        );
+        let records = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("mxc_relay_records_total", "Records by outcome."),
+                &["outcome"],
             ),
-            &["sink"],
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(webhook_disabled.clone()));
-        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = GaugeVec::new(Opts::new(name, help), labels)
-                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
-            let _ = registry.register(Box::new(g.clone()));
-            g
-        };
-        let int_gauge_vec = |name: &str, help: &str, labels: &[&str]| {
-            let g = IntGaugeVec::new(Opts::new(name, help), labels)
-                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
-            let _ = registry.register(Box::new(g.clone()));
-            g
-        };
-        let poll_lag_quantiles = gauge_vec(
-            "mxc_relay_poll_lag_quantile_seconds",
-            "Poll lag quantiles over all XMIDs.",
-            &["quantile"],
         );
-        let outbox_events = int_gauge_vec(
-            "mxc_relay_outbox_events",
-            "Events waiting in the sink's outbox.",
-            &["sink"],
+        let events = register(
+            r,
+            IntCounterVec::new(
+                Opts::new("mxc_relay_events_total", "Events by sink and outcome."),
+                &["sink", "outcome"],
+            ),
         );
-        let dead_letters = int_gauge_vec(
-            "mxc_relay_dead_letters",
-            "Events the sink refused for good or gave up on.",
-            &["sink"],
+        let poll_lag = register(
+            r,
+            GaugeVec::new(
+                Opts::new(
+                    "mxc_relay_poll_lag_seconds",
+                    "Seconds between now and the XMID's cursor.",
+                ),
+                &["xmid"],
+            ),
         );
-        let seen_ids = IntGauge::new(
-            "mxc_relay_seen_ids",
-            "Record ids remembered for deduplication.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(seen_ids.clone()));
-        let token_expiry = Gauge::new(
-            "mxc_relay_token_expiry_seconds",
-            "Seconds until the cached MXC token expires (0 without one).",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(token_expiry.clone()));
-        let auth_requests = IntCounter::new(
-            "mxc_relay_auth_requests_total",
-            "Calls made to the MXC Security API for a token.",
-        )
-        .unwrap_or_else(|e| unreachable!("{e}"));
-        let _ = registry.register(Box::new(auth_requests.clone()));
-        let build_info = int_gauge_vec(
-            "mxc_relay_build_info",
-            "Always 1, labelled with the version.",
-            &["version"],
+        let poll_lag_max = register(
+            r,
+            Gauge::new(
+                "mxc_relay_poll_lag_max_seconds",
+                "The largest poll lag over all XMIDs.",
+            ),
+        );
+        let rate_limiter_waits = register(
+            r,
+            IntCounter::new(
+                "mxc_relay_rate_limiter_waits_total",
+                "MXC requests that waited for the global rate limiter.",
+            ),
+        );
+        let webhook_disabled = register(r, IntGaugeVec::new(Opts::new("mxc_relay_webhook_endpoint_disabled", "1 when the webhook sink's endpoint is disabled (410 Gone, or failing too long)."), &["sink"]));
+        let poll_lag_quantiles = register(
+            r,
+            GaugeVec::new(
+                Opts::new(
+                    "mxc_relay_poll_lag_quantile_seconds",
+                    "Poll lag quantiles over all XMIDs.",
+                ),
+                &["quantile"],
+            ),
+        );
+        let outbox_events = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_outbox_events",
+                    "Events waiting in the sink's outbox.",
+                ),
+                &["sink"],
+            ),
+        );
+        let dead_letters = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_dead_letters",
+                    "Events the sink refused for good or gave up on.",
+                ),
+                &["sink"],
+            ),
+        );
+        let seen_ids = register(
+            r,
+            IntGauge::new(
+                "mxc_relay_seen_ids",
+                "Record ids remembered for deduplication.",
+            ),
+        );
+        let token_expiry = register(
+            r,
+            Gauge::new(
+                "mxc_relay_token_expiry_seconds",
+                "Seconds until the cached MXC token expires (0 without one).",
+            ),
+        );
+        let auth_requests = register(
+            r,
+            IntCounter::new(
+                "mxc_relay_auth_requests_total",
+                "Calls made to the MXC Security API for a token.",
+            ),
+        );
+        let build_info = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_build_info",
+                    "Always 1, labelled with the version.",
+                ),
+                &["version"],
+            ),
         );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -183,6 +191,16 @@ impl Metrics {
     pub fn events(&self, sink: &str, outcome: &str) -> u64 {
         self.events.with_label_values(&[sink, outcome]).get()
     }
+}
+
+/// Registers a metric whose definition is ours: its name and labels are constants, so an
+/// error is a programming mistake, caught by every test.
+fn register<C: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<C>) -> C {
+    let metric = made.unwrap_or_else(|e| unreachable!("invalid metric definition: {e}"));
+    if let Err(e) = registry.register(Box::new(metric.clone())) {
+        unreachable!("metric registered twice: {e}");
+    }
+    metric
 }
 
 impl Default for Metrics {

@@ -13,8 +13,8 @@ use crate::signature::{signature_header, WebhookSecret};
 
 /// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
 const BODY_READ_LIMIT: usize = 4096;
-/// Characters of a response body kept in logs and dead letters.
-const EXCERPT_CHARS: usize = 200;
+/// Bytes of a response body kept in logs and dead letters.
+const EXCERPT_BYTES: usize = 200;
 
 /// What one attempt means for delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,19 +185,7 @@ impl Endpoint {
 
     fn excerpt(&self, body: &[u8]) -> String {
         let text = self.scrubbed(&String::from_utf8_lossy(body));
-        let mut out: String = text
-            .chars()
-            .take(EXCERPT_CHARS)
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        if text.chars().count() > EXCERPT_CHARS {
-            out.push('…');
-        }
-        if out.trim().is_empty() {
-            "(empty body)".into()
-        } else {
-            out
-        }
+        crate::mxc::excerpt_within(text.as_bytes(), EXCERPT_BYTES)
     }
 }
 

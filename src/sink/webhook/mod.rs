@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 pub use endpoint::{body, Attempt, Endpoint, Verdict};
 pub use policy::RetryPolicy;
 
+use super::round;
 use crate::config::WebhookConfig;
 use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
 use crate::telemetry::Metrics;
@@ -328,17 +329,9 @@ impl Dispatcher {
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
                 self.delivered.push(seq);
             }
-            Verdict::Gone => {
-                // Not the event's fault: it waits, unattempted, for the endpoint to return.
-                self.due.insert((now, seq));
-                self.retrying.entry(seq).or_insert_with(|| AttemptState {
-                    attempts: 0,
-                    next_at_ms: Utc::now().timestamp_millis(),
-                    last_status: attempt.status,
-                    last_error: attempt.detail.clone(),
-                });
-                self.disable(format!("the receiver answered {}", attempt.detail));
-            }
+            // Not the event's fault: it stays in the outbox, this attempt not counted, until
+            // the endpoint is enabled again.
+            Verdict::Gone => self.disable(format!("the receiver answered {}", attempt.detail)),
             Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now),
         }
     }
@@ -448,8 +441,4 @@ impl Dispatcher {
             outbox = self.store.outbox_len(name).unwrap_or(0),
             "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}` (service stopped), or configure a new url");
     }
-}
-
-fn round(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
 }
