@@ -48,6 +48,7 @@ fn event(i: usize, data: &str) -> Event {
         xmid: "X1".into(),
         record_id,
         occurred_at: Some("2026-11-28T10:00:00.000Z".into()),
+        fetched_at_ms: 0,
     }
 }
 

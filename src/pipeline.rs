@@ -56,7 +56,9 @@ impl Pipeline {
         metrics: Metrics,
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
     ) -> Result<Pipeline, PipelineError> {
-        let client = Client::new(config.mxc.client_config())?;
+        let mut client_config = config.mxc.client_config();
+        client_config.metrics = Some(metrics.clone());
+        let client = Client::new(client_config)?;
         let store = Store::open_for(config)?;
         for (sink, entries) in store.orphan_outboxes() {
             if entries > 0 {
@@ -300,7 +302,6 @@ async fn sample_gauges(
     per_xmid: bool,
     stop: CancellationToken,
 ) {
-    let mut auth_calls = 0;
     for tick in 0u64.. {
         let now = Utc::now();
         let mut lags = Vec::with_capacity(xmids.len());
@@ -327,11 +328,6 @@ async fn sample_gauges(
         metrics
             .token_expiry
             .set(client.token_expires_in().map_or(0.0, |d| d.as_secs_f64()));
-        let calls = client.auth_calls();
-        metrics
-            .auth_requests
-            .inc_by(calls.saturating_sub(auth_calls));
-        auth_calls = calls;
         if tick % 10 == 0 {
             for sink in store.sinks() {
                 let gauge = |v: Result<usize, _>| v.map_or(0, |n| n as i64);

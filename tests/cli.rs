@@ -375,6 +375,10 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         "mxc_relay_token_expiry_seconds",
         "mxc_relay_auth_requests_total",
         "mxc_relay_build_info{version=",
+        "mxc_relay_auth_failures_total 0",
+        "mxc_relay_api_requests_total{endpoint=\"/report/v1/tsys/authorization\",status=\"200\"}",
+        "mxc_relay_api_request_duration_seconds_bucket{endpoint=\"/report/v1/tsys/authorization\"",
+        "mxc_relay_delivery_latency_seconds_count{sink=\"archive\"} 60",
     ] {
         assert!(metrics.contains(series), "{series} missing from\n{metrics}");
     }

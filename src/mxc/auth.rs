@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::telemetry::Metrics;
+
 use base64::Engine;
 use serde::Deserialize;
 
@@ -89,6 +91,7 @@ pub(crate) struct TokenManager {
     /// Authentication calls made so far (also numbers the tokens).
     attempts: AtomicU64,
     timeout: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl TokenManager {
@@ -98,6 +101,7 @@ impl TokenManager {
         credentials: Credentials,
         policy: TokenPolicy,
         timeout: Duration,
+        metrics: Option<Metrics>,
     ) -> Self {
         TokenManager {
             http,
@@ -108,6 +112,7 @@ impl TokenManager {
             gate: tokio::sync::Mutex::new(Attempt::default()),
             attempts: AtomicU64::new(0),
             timeout,
+            metrics,
         }
     }
 
@@ -148,6 +153,9 @@ impl TokenManager {
             }
         }
         let serial = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(m) = &self.metrics {
+            m.auth_requests.inc();
+        }
         match self.authenticate(serial).await {
             Ok(token) => {
                 let token = Arc::new(token);
@@ -163,6 +171,9 @@ impl TokenManager {
                 Ok(token)
             }
             Err(error) => {
+                if let Some(m) = &self.metrics {
+                    m.auth_failures.inc();
+                }
                 let hold = match &error {
                     MxcError::AuthRejected { .. } => self.policy.rejection_hold,
                     MxcError::Throttled { retry_after, .. } => retry_after
@@ -233,16 +244,18 @@ impl TokenManager {
         if let Some(username) = &self.credentials.username {
             request = request.basic_auth(username, Some(self.credentials.password.expose()));
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| super::client::request_error(AUTH_ENDPOINT, e, self.timeout))?;
+        let started = Instant::now();
+        let observed =
+            |status: &str| super::client::observe(&self.metrics, AUTH_PATH, status, started);
+        let failed = |e: reqwest::Error| {
+            observed(super::client::failure_label(&e));
+            super::client::request_error(AUTH_ENDPOINT, e, self.timeout)
+        };
+        let response = request.send().await.map_err(failed)?;
         let status = response.status();
         let retry_after = super::client::retry_after(response.headers());
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| super::client::request_error(AUTH_ENDPOINT, e, self.timeout))?;
+        let body = response.bytes().await.map_err(failed)?;
+        observed(status.as_str());
         let received = Instant::now();
         // Scrub the whole body before cutting it: a secret across the cut must not leak half.
         let body_excerpt = || excerpt(self.scrub(&String::from_utf8_lossy(&body)).as_bytes());

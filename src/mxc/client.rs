@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use super::auth::{Credentials, TokenManager, TokenPolicy};
 use super::error::{excerpt, MxcError};
 use super::record::Page;
+use crate::telemetry::Metrics;
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.mxconnect.com";
@@ -24,6 +25,8 @@ pub struct ClientConfig {
     /// Whole-request timeout (connect, send, read the body).
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Where each call is counted and timed (`mxc_relay_api_*`), if anywhere.
+    pub metrics: Option<Metrics>,
 }
 
 impl ClientConfig {
@@ -34,6 +37,7 @@ impl ClientConfig {
             tokens: TokenPolicy::default(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -49,6 +53,7 @@ struct Inner {
     base_url: String,
     tokens: TokenManager,
     timeout: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl std::fmt::Debug for Client {
@@ -84,6 +89,7 @@ impl Client {
             config.credentials,
             config.tokens,
             config.timeout,
+            config.metrics.clone(),
         );
         Ok(Client {
             inner: Arc::new(Inner {
@@ -91,6 +97,7 @@ impl Client {
                 base_url,
                 tokens,
                 timeout: config.timeout,
+                metrics: config.metrics,
             }),
         })
     }
@@ -156,16 +163,17 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| request_error(endpoint, e, self.inner.timeout))?;
+            let started = std::time::Instant::now();
+            let observed = |status: &str| observe(&self.inner.metrics, path, status, started);
+            let failed = |e: reqwest::Error| {
+                observed(failure_label(&e));
+                request_error(endpoint, e, self.inner.timeout)
+            };
+            let response = request.send().await.map_err(failed)?;
             let status = response.status();
             let retry_after = retry_after(response.headers());
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| request_error(endpoint, e, self.inner.timeout))?;
+            let bytes = response.bytes().await.map_err(failed)?;
+            observed(status.as_str());
             if status.is_success() {
                 return Ok((status.as_u16(), bytes));
             }
@@ -236,6 +244,28 @@ pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Dura
     MxcError::Transport {
         endpoint: endpoint.to_string(),
         detail: error_chain(error),
+    }
+}
+
+/// Counts and times one MXC call, when the client has metrics. `endpoint` is the path: a
+/// bounded set of label values.
+pub(crate) fn observe(
+    metrics: &Option<Metrics>,
+    endpoint: &str,
+    status: &str,
+    started: std::time::Instant,
+) {
+    if let Some(metrics) = metrics {
+        metrics.api_call(endpoint, status, started.elapsed());
+    }
+}
+
+/// The status label of a call that got no answer.
+pub(crate) fn failure_label(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else {
+        "error"
     }
 }
 

@@ -219,6 +219,7 @@ impl Pollers {
     ) -> Vec<Admission> {
         let mut out = Vec::with_capacity(records.len());
         let needs_tree = self.routes.iter().any(Route::needs_tree);
+        let fetched_at_ms = Utc::now().timestamp_millis();
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
             let Some(id) = record.id() else {
@@ -262,7 +263,7 @@ impl Pollers {
                 .routes
                 .iter()
                 .filter(|r| r.matches(&value))
-                .map(|r| r.event(record, id, &value))
+                .map(|r| r.event(record, id, &value, fetched_at_ms))
                 .collect();
             out.push(Admission {
                 record_id: id.to_string(),

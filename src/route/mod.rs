@@ -38,6 +38,9 @@ pub struct Event {
     pub occurred_at: Option<String>,
     /// The envelope `{id, type, xmid, occurred_at, data}` as JSON text.
     pub body: String,
+    /// When the record was fetched (unix ms): delivery latency is measured from it.
+    #[serde(default)]
+    pub fetched_at_ms: i64,
 }
 
 impl Route {
@@ -85,8 +88,15 @@ impl Route {
     }
 
     /// The event for `record`; `value` is the record's JSON tree, parsed once by the caller
-    /// (it may be `Null` when no route [needs it](Route::needs_tree)).
-    pub fn event(&self, record: &Record, record_id: &str, value: &Value) -> Event {
+    /// (it may be `Null` when no route [needs it](Route::needs_tree)); `fetched_at_ms` is when
+    /// the record was fetched.
+    pub fn event(
+        &self,
+        record: &Record,
+        record_id: &str,
+        value: &Value,
+        fetched_at_ms: i64,
+    ) -> Event {
         let id = event_id(&self.name, record_id);
         let xmid = record.xmid().unwrap_or_default().to_string();
         let occurred_at = record
@@ -126,6 +136,7 @@ impl Route {
             record_id: record_id.to_string(),
             occurred_at,
             body,
+            fetched_at_ms,
         }
     }
 }
@@ -219,9 +230,9 @@ mod tests {
             &[],
         );
         assert!(r.matches(&value));
-        let event = r.event(&record, "r-1", &value);
+        let event = r.event(&record, "r-1", &value, 0);
         assert_eq!(event.id, event_id("declines", "r-1"));
-        assert_eq!(event.id, r.event(&record, "r-1", &value).id);
+        assert_eq!(event.id, r.event(&record, "r-1", &value, 0).id);
         assert_ne!(event.id, event_id("everything", "r-1"));
         let body: Value = serde_json::from_str(&event.body).unwrap();
         assert_eq!(body["id"], event.id.as_str());
@@ -246,7 +257,7 @@ mod tests {
             &["cardNumber.data", "uar.entity.taxId", "not.there"],
             &["cardNumber.hash", "cardNumber.mask"],
         );
-        let body: Value = serde_json::from_str(&r.event(&record, "r-1", &value).body).unwrap();
+        let body: Value = serde_json::from_str(&r.event(&record, "r-1", &value, 0).body).unwrap();
         assert_eq!(
             body["data"]["cardNumber"],
             serde_json::json!({"hash": "********3456", "mask": "****"})
@@ -255,6 +266,6 @@ mod tests {
             .as_object()
             .unwrap()
             .is_empty());
-        assert!(!r.event(&record, "r-1", &value).body.contains("d4t4"));
+        assert!(!r.event(&record, "r-1", &value, 0).body.contains("d4t4"));
     }
 }

@@ -74,7 +74,7 @@ pub async fn run_worker(
         for (entry, outcome) in entries.iter().zip(outcomes) {
             match outcome {
                 Outcome::Delivered if waiting.contains(&entry.event.xmid) => {}
-                Outcome::Delivered => delivered.push(entry.seq),
+                Outcome::Delivered => delivered.push(entry),
                 Outcome::Dead(reason) => {
                     tracing::warn!(sink = %sink_name, event_id = %entry.event.id, record_id = %entry.event.record_id,
                         xmid = %entry.event.xmid, %reason, "event dead-lettered");
@@ -99,11 +99,9 @@ pub async fn run_worker(
             }
         }
         if !delivered.is_empty() {
-            metrics
-                .events
-                .with_label_values(&[&sink_name, "delivered"])
-                .inc_by(delivered.len() as u64);
-            if let Err(e) = store.remove(&sink_name, &delivered) {
+            metrics.delivered(&sink_name, delivered.iter().map(|e| &e.event));
+            let seqs: Vec<u64> = delivered.iter().map(|e| e.seq).collect();
+            if let Err(e) = store.remove(&sink_name, &seqs) {
                 // They were delivered: at worst they are delivered again, with the same ids.
                 tracing::error!(sink = %sink_name, error = %e, "cannot remove delivered events");
             }

@@ -672,6 +672,7 @@ fn encode_event(event: &Event) -> Vec<u8> {
         xmid: &'a str,
         record_id: &'a str,
         occurred_at: Option<&'a str>,
+        fetched_at_ms: i64,
     }
     let head = Head {
         id: &event.id,
@@ -681,6 +682,7 @@ fn encode_event(event: &Event) -> Vec<u8> {
         xmid: &event.xmid,
         record_id: &event.record_id,
         occurred_at: event.occurred_at.as_deref(),
+        fetched_at_ms: event.fetched_at_ms,
     };
     // Serializing borrowed strings cannot fail.
     let mut out = serde_json::to_vec(&head).unwrap_or_default();
@@ -699,6 +701,9 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         xmid: String,
         record_id: String,
         occurred_at: Option<String>,
+        // Entries written before it existed have none.
+        #[serde(default)]
+        fetched_at_ms: i64,
     }
     let split = bytes
         .iter()
@@ -714,6 +719,7 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         xmid: head.xmid,
         record_id: head.record_id,
         occurred_at: head.occurred_at,
+        fetched_at_ms: head.fetched_at_ms,
         body,
     })
 }
@@ -763,6 +769,7 @@ mod tests {
             xmid: "X\n1".into(),
             record_id: "r\"1".into(),
             occurred_at: None,
+            fetched_at_ms: 1_764_000_000_000,
             body: "{\"data\":\"line\\nbreak\"}\n".into(),
         };
         assert_eq!(decode_event(&encode_event(&event)), Ok(event));

@@ -2,6 +2,9 @@
 //! in and record through its methods, which also write the matching log line where one is due.
 
 use prometheus::core::Collector;
+use prometheus::{HistogramOpts, HistogramVec};
+
+use crate::route::Event;
 use prometheus::{
     Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -39,7 +42,20 @@ pub struct Metrics {
     pub auth_requests: IntCounter,
     /// Always 1, labelled with the version.
     pub build_info: IntGaugeVec,
+    /// Security API calls that did not yield a token.
+    pub auth_failures: IntCounter,
+    /// MXC calls by endpoint (its path) and status (the HTTP code, `timeout` or `error`).
+    pub api_requests: IntCounterVec,
+    /// MXC call latency by endpoint, in seconds.
+    pub api_latency: HistogramVec,
+    /// Seconds from fetching a record to the sink confirming its event.
+    pub delivery_latency: HistogramVec,
 }
+
+/// Delivery latency buckets: from sub-second (Kafka, files) to hours (webhook retries).
+const DELIVERY_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0, 36000.0,
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -152,11 +168,53 @@ impl Metrics {
                 &["version"],
             ),
         );
+        let auth_failures = register(
+            r,
+            IntCounter::new(
+                "mxc_relay_auth_failures_total",
+                "Security API calls that did not yield a token.",
+            ),
+        );
+        let api_requests = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "mxc_relay_api_requests_total",
+                    "MXC calls by endpoint and status (HTTP code, timeout or error).",
+                ),
+                &["endpoint", "status"],
+            ),
+        );
+        let api_latency = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "mxc_relay_api_request_duration_seconds",
+                    "MXC call latency by endpoint.",
+                ),
+                &["endpoint"],
+            ),
+        );
+        let delivery_latency = register(
+            r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "mxc_relay_delivery_latency_seconds",
+                    "From fetching a record to the sink confirming its event.",
+                )
+                .buckets(DELIVERY_BUCKETS.to_vec()),
+                &["sink"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         Metrics {
             registry,
+            auth_failures,
+            api_requests,
+            api_latency,
+            delivery_latency,
             poll_lag_quantiles,
             outbox_events,
             dead_letters,
@@ -182,6 +240,33 @@ impl Metrics {
         out
     }
 
+    /// Events confirmed by `sink`: counted, and their latency since fetching observed.
+    pub fn delivered<'a>(&self, sink: &str, events: impl IntoIterator<Item = &'a Event>) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let latency = self.delivery_latency.with_label_values(&[sink]);
+        let mut n = 0;
+        for event in events {
+            n += 1;
+            // Entries queued before fetch times were recorded carry none.
+            if event.fetched_at_ms > 0 {
+                latency.observe(now.saturating_sub(event.fetched_at_ms).max(0) as f64 / 1000.0);
+            }
+        }
+        self.events
+            .with_label_values(&[sink, "delivered"])
+            .inc_by(n);
+    }
+
+    /// One MXC call: `status` is the HTTP code, `timeout` or `error`.
+    pub fn api_call(&self, endpoint: &str, status: &str, elapsed: std::time::Duration) {
+        self.api_requests
+            .with_label_values(&[endpoint, status])
+            .inc();
+        self.api_latency
+            .with_label_values(&[endpoint])
+            .observe(elapsed.as_secs_f64());
+    }
+
     /// Count of records with `outcome`.
     pub fn records(&self, outcome: &str) -> u64 {
         self.records.with_label_values(&[outcome]).get()
@@ -201,6 +286,12 @@ fn register<C: Collector + Clone + 'static>(registry: &Registry, made: prometheu
         unreachable!("metric registered twice: {e}");
     }
     metric
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
 }
 
 impl Default for Metrics {

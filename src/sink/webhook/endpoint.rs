@@ -230,6 +230,7 @@ mod tests {
             xmid: "X1".into(),
             record_id: "r-1".into(),
             occurred_at: Some("2026-01-02T08:04:05.000Z".into()),
+            fetched_at_ms: 0,
             body: r#"{"id":"evt_1","type":"authorization.declined","xmid":"X1","occurred_at":"2026-01-02T08:04:05.000Z","data":{"id":"r-1","n":1}}"#.into(),
         };
         let parsed: Value = serde_json::from_str(&body(&event)).unwrap();

@@ -322,10 +322,7 @@ impl Dispatcher {
                 self.retrying.remove(&seq);
                 self.failing_since = None;
                 self.throttle_streak = 0;
-                self.metrics
-                    .events
-                    .with_label_values(&[&name, "delivered"])
-                    .inc();
+                self.metrics.delivered(&name, [event]);
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
                 self.delivered.push(seq);
             }
