@@ -292,7 +292,7 @@ async fn prune_seen(
 }
 
 /// Samples the gauges: poll lag (now − cursor) every second, per XMID when `per_xmid`, and its
-/// fleet-wide max and quantiles; the token's expiry; the store's sizes every 10 s (counting
+/// fleet-wide max and percentiles; the token's expiry; the store's sizes every 10 s (counting
 /// them reads whole trees).
 async fn sample_gauges(
     store: Store,
@@ -318,10 +318,10 @@ async fn sample_gauges(
         metrics
             .poll_lag_max
             .set(lags.last().copied().unwrap_or(0.0));
-        for (label, q) in [("0.5", 0.5), ("0.9", 0.9), ("0.99", 0.99)] {
+        for (label, q) in [("50", 0.5), ("90", 0.9), ("99", 0.99)] {
             let at = ((lags.len() as f64 * q).ceil() as usize).saturating_sub(1);
             metrics
-                .poll_lag_quantiles
+                .poll_lag_percentiles
                 .with_label_values(&[label])
                 .set(lags.get(at).copied().unwrap_or(0.0));
         }

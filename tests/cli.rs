@@ -368,7 +368,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         "mxc_relay_polls_total{outcome=\"ok\"}",
         "mxc_relay_poll_lag_seconds{xmid=",
         "mxc_relay_poll_lag_max_seconds",
-        "mxc_relay_poll_lag_quantile_seconds{quantile=\"0.99\"}",
+        "mxc_relay_poll_lag_percentile_seconds{percentile=\"99\"}",
         "mxc_relay_outbox_events{sink=\"archive\"}",
         "mxc_relay_dead_letters{sink=\"archive\"}",
         "mxc_relay_seen_ids",

@@ -355,7 +355,7 @@ pub struct TelemetryConfig {
     /// `0.0.0.0:9464` in a container.
     pub listen: String,
     /// Export the poll lag of every XMID as its own series. Switch it off for fleets of many
-    /// thousands: the fleet-wide max and quantiles remain.
+    /// thousands: the fleet-wide max and percentiles remain.
     pub per_xmid_metrics: bool,
 }
 

@@ -75,8 +75,8 @@ pub struct AdmitOutcome {
     pub new: usize,
     /// Records already admitted before.
     pub duplicate: usize,
-    /// Outbox entries written, per sink.
-    pub enqueued: BTreeMap<String, usize>,
+    /// Outbox entries written, per sink and event type.
+    pub enqueued: BTreeMap<(String, String), usize>,
 }
 
 /// An outbox entry: its position in the sink's queue and the event.
@@ -304,13 +304,11 @@ impl Store {
                 }
                 seen.insert(admission.record_id.as_bytes(), &now.to_be_bytes())?;
                 by_time.insert(time_key(now, &admission.record_id), &[])?;
-                for (index, bytes) in events {
+                for ((index, bytes), event) in events.iter().zip(&admission.events) {
                     let seq = t[3 + index].generate_id()?;
                     t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                    *outcome
-                        .enqueued
-                        .entry(sink_names[*index].clone())
-                        .or_default() += 1;
+                    let key = (sink_names[*index].clone(), event.event_type.clone());
+                    *outcome.enqueued.entry(key).or_default() += 1;
                 }
                 outcome.new += 1;
             }
@@ -336,7 +334,7 @@ impl Store {
         if self.inner.durability == Durability::Batch {
             self.flush().await?;
         }
-        for sink in outcome.enqueued.keys() {
+        for (sink, _) in outcome.enqueued.keys() {
             if let Some(s) = self.inner.outboxes.get(sink) {
                 s.notify.notify_one();
             }

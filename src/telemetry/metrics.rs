@@ -28,8 +28,9 @@ pub struct Metrics {
     pub rate_limiter_waits: IntCounter,
     /// 1 for each webhook sink whose endpoint is disabled (410 Gone, or failing too long).
     pub webhook_disabled: IntGaugeVec,
-    /// Poll lag quantiles over all XMIDs (`quantile` = 0.5, 0.9, 0.99).
-    pub poll_lag_quantiles: GaugeVec,
+    /// Poll lag percentiles over all XMIDs (`percentile` = 50, 90, 99). Not `quantile`: that
+    /// label belongs to summaries.
+    pub poll_lag_percentiles: GaugeVec,
     /// Events waiting in each sink's outbox.
     pub outbox_events: IntGaugeVec,
     /// Dead letters per sink.
@@ -50,6 +51,8 @@ pub struct Metrics {
     pub api_latency: HistogramVec,
     /// Seconds from fetching a record to the sink confirming its event.
     pub delivery_latency: HistogramVec,
+    /// Events queued for a sink, by event type (`authorization.declined` …).
+    pub events_enqueued: IntCounterVec,
 }
 
 /// Delivery latency buckets: from sub-second (Kafka, files) to hours (webhook retries).
@@ -107,14 +110,14 @@ impl Metrics {
             ),
         );
         let webhook_disabled = register(r, IntGaugeVec::new(Opts::new("mxc_relay_webhook_endpoint_disabled", "1 when the webhook sink's endpoint is disabled (410 Gone, or failing too long)."), &["sink"]));
-        let poll_lag_quantiles = register(
+        let poll_lag_percentiles = register(
             r,
             GaugeVec::new(
                 Opts::new(
-                    "mxc_relay_poll_lag_quantile_seconds",
-                    "Poll lag quantiles over all XMIDs.",
+                    "mxc_relay_poll_lag_percentile_seconds",
+                    "Poll lag percentiles over all XMIDs.",
                 ),
-                &["quantile"],
+                &["percentile"],
             ),
         );
         let outbox_events = register(
@@ -206,6 +209,16 @@ impl Metrics {
                 &["sink"],
             ),
         );
+        let events_enqueued = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "mxc_relay_events_enqueued_total",
+                    "Events queued for a sink, by event type.",
+                ),
+                &["sink", "event_type"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -215,7 +228,8 @@ impl Metrics {
             api_requests,
             api_latency,
             delivery_latency,
-            poll_lag_quantiles,
+            events_enqueued,
+            poll_lag_percentiles,
             outbox_events,
             dead_letters,
             seen_ids,
