@@ -252,7 +252,7 @@ fn the_alert_rules_pass_their_promtool_unit_tests() {
         ["test", "rules", "alerts_test.yml"],
     ] {
         let out = Command::new(&promtool)
-            .args(&args)
+            .args(args)
             .current_dir(format!("{DEPLOY}/prometheus"))
             .output()
             .unwrap();
