@@ -81,7 +81,10 @@ fn free_port() -> u16 {
 
 /// Runs a pipeline with every kind of series in use: a file sink, a webhook sink and its
 /// receiver, per-XMID lag. Returns it with the number of records it will admit.
-async fn running_instance(dir: &Path) -> (mxc_relay::sim::RunningSim, Pipeline, Receiver, usize) {
+async fn running_instance(
+    dir: &Path,
+    per_xmid_metrics: bool,
+) -> (mxc_relay::sim::RunningSim, Pipeline, Receiver, usize) {
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..3].to_vec();
     let now = Utc::now();
@@ -104,6 +107,7 @@ async fn running_instance(dir: &Path) -> (mxc_relay::sim::RunningSim, Pipeline, 
     c.pollers.look_back = Duration::from_secs(60);
     c.pollers.start = mxc_relay::mxc::instant(now - chrono::Duration::minutes(10));
     c.store.path = dir.join("store");
+    c.telemetry.per_xmid_metrics = per_xmid_metrics;
     c.sinks.insert(
         "archive".into(),
         SinkConfig::File {
@@ -142,7 +146,7 @@ async fn prometheus_scrapes_a_running_instance_and_the_dashboard_and_alerts_find
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (_sim, pipeline, _receiver, records) = running_instance(dir.path()).await;
+    let (_sim, pipeline, _receiver, records) = running_instance(dir.path(), true).await;
     let telemetry = pipeline.telemetry_addr.expect("serving");
     let metrics = get(&format!("http://{telemetry}/metrics")).await;
 
@@ -240,6 +244,23 @@ async fn prometheus_scrapes_a_running_instance_and_the_dashboard_and_alerts_find
         Some(records.to_string().as_str()),
         "Prometheus counted the records"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_xmid_series_can_be_switched_off_leaving_the_fleet_wide_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_sim, pipeline, _receiver, _) = running_instance(dir.path(), false).await;
+    let telemetry = pipeline.telemetry_addr.expect("serving");
+    let metrics = get(&format!("http://{telemetry}/metrics")).await;
+    pipeline.shutdown().await.unwrap();
+    assert!(!metrics.contains("xmid="), "{metrics}");
+    for series in [
+        "mxc_relay_poll_lag_max_seconds ",
+        "mxc_relay_poll_lag_percentile_seconds{percentile=\"50\"}",
+        "mxc_relay_poll_lag_percentile_seconds{percentile=\"99\"}",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
 }
 
 #[test]
