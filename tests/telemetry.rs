@@ -198,6 +198,28 @@ async fn prometheus_scrapes_a_running_instance_and_the_dashboard_and_alerts_find
         );
     }
     assert!(wanted.len() >= 15, "{wanted:?}");
+    // And every series the README's Monitoring table documents.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented: BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `mxc_relay_"))
+        .filter_map(|l| l.split('`').next())
+        .map(|name| format!("mxc_relay_{name}"))
+        .collect();
+    assert!(documented.len() >= 18, "{documented:?}");
+    for name in &documented {
+        assert!(
+            exported.contains(name),
+            "{name} is documented but not exported"
+        );
+    }
+    for name in &exported {
+        assert!(
+            documented.contains(name),
+            "{name} is exported but not documented"
+        );
+    }
 
     // A real Prometheus server scrapes it, and a query returns what was counted.
     let port = free_port();
