@@ -86,6 +86,7 @@ impl Pipeline {
             retry_min: config.delivery.retry_min,
             retry_max: config.delivery.retry_max,
         };
+        let mut probed: Vec<(String, Arc<dyn Sink>)> = Vec::new();
         for (name, sink_config) in &config.sinks {
             let sink = match (provided.remove(name), sink_config) {
                 (Some(sink), _) => sink,
@@ -100,6 +101,7 @@ impl Pipeline {
                 }
                 (None, _) => sink::build(name, sink_config).map_err(PipelineError::Config)?,
             };
+            probed.push((name.clone(), sink.clone()));
             workers.spawn(sink::run_worker(
                 name.clone(),
                 sink,
@@ -136,6 +138,7 @@ impl Pipeline {
 
         let mut housekeeping = JoinSet::new();
         let xmids = Arc::new(config.pollers.xmids.clone());
+        housekeeping.spawn(probe_sinks(probed, metrics.clone(), stop_polling.clone()));
         housekeeping.spawn(prune_seen(
             store.clone(),
             xmids.clone(),
@@ -246,6 +249,31 @@ impl Pipeline {
         self.stop_telemetry.cancel();
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// Probes each sink's destination every 10 s (Kafka: the brokers' metadata), for `/readyz` and
+/// `mxc_relay_sink_unreachable`; logs each change.
+async fn probe_sinks(
+    sinks: Vec<(String, Arc<dyn Sink>)>,
+    metrics: Metrics,
+    stop: CancellationToken,
+) {
+    loop {
+        for (name, sink) in &sinks {
+            let result = sink.probe().await;
+            let gauge = metrics.sink_unreachable.with_label_values(&[name]);
+            match (&result, gauge.get()) {
+                (Err(e), 0) => tracing::warn!(sink = %name, error = %e, "sink unreachable"),
+                (Ok(()), 1) => tracing::info!(sink = %name, "sink reachable again"),
+                _ => {}
+            }
+            gauge.set(result.is_err() as i64);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

@@ -321,7 +321,27 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
         .success());
     sim.generate(3_000, &xmids, Utc::now() - minutes(1), Utc::now())
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(30)).await;
+    // Readiness says so within two probes (10 s apart, 5 s each).
+    let readyz = format!(
+        "http://{}/readyz",
+        pipeline.telemetry_addr.expect("serving")
+    );
+    let frozen_at = Instant::now();
+    let not_ready = loop {
+        let answer = reqwest::get(&readyz).await.unwrap();
+        let (status, text) = (answer.status(), answer.text().await.unwrap());
+        if status == 503 || frozen_at.elapsed() > Duration::from_secs(25) {
+            break (status, text);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(not_ready.0, 503, "{}", not_ready.1);
+    assert!(
+        not_ready.1.contains("sinks: FAILING, unreachable: kafka"),
+        "{}",
+        not_ready.1
+    );
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(frozen_at.elapsed())).await;
     let during = metrics.events("kafka", "delivered");
     assert_eq!(during, 2_000, "nothing confirmed while the broker was gone");
     assert!(Command::new("kill")
@@ -332,6 +352,19 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
     let deadline = Instant::now() + Duration::from_secs(120);
     while metrics.events("kafka", "delivered") < 5_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Ready again once the broker answers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = reqwest::get(&readyz).await.unwrap().status();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let store = pipeline.store.clone();
     pipeline.shutdown().await.unwrap();

@@ -114,7 +114,26 @@ fn classify(error: &KafkaError) -> Outcome {
     }
 }
 
+/// How long a reachability probe waits for the brokers' metadata.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl Sink for KafkaSink {
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let producer = self.producer().ok_or("kafka producer unavailable")?;
+            // librdkafka's metadata call blocks: off the async threads.
+            tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, PROBE_TIMEOUT)
+                    .map(|_| ())
+                    .map_err(|e| format!("no broker metadata within 5 s: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        })
+    }
+
     fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>> {
         Box::pin(async move {
             let Some(producer) = self.producer() else {

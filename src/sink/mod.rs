@@ -40,6 +40,12 @@ pub enum Outcome {
 pub trait Sink: Send + Sync {
     /// Delivers `events` (in order) and says what became of each, in the same order.
     fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>>;
+
+    /// Whether the destination answers now (for `/readyz`), or why not. Sinks that have
+    /// nothing to probe are always reachable.
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Builds the sink a configuration describes (all kinds but webhooks, which retry per entry

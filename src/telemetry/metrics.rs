@@ -53,6 +53,8 @@ pub struct Metrics {
     pub delivery_latency: HistogramVec,
     /// Events queued for a sink, by event type (`authorization.declined` …).
     pub events_enqueued: IntCounterVec,
+    /// 1 while the sink's destination does not answer its probe (Kafka: broker metadata).
+    pub sink_unreachable: IntGaugeVec,
 }
 
 /// Delivery latency buckets: from sub-second (Kafka, files) to hours (webhook retries).
@@ -219,6 +221,16 @@ impl Metrics {
                 &["sink", "event_type"],
             ),
         );
+        let sink_unreachable = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_sink_unreachable",
+                    "1 while the sink's destination does not answer its probe.",
+                ),
+                &["sink"],
+            ),
+        );
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -229,6 +241,7 @@ impl Metrics {
             api_latency,
             delivery_latency,
             events_enqueued,
+            sink_unreachable,
             poll_lag_percentiles,
             outbox_events,
             dead_letters,

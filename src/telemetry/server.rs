@@ -1,6 +1,6 @@
 //! The telemetry endpoints: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (it is doing its job: store readable, MXC token held, no poller stuck, no webhook
-//! endpoint disabled). `/readyz` answers 200 or 503 with one line per check.
+//! `/readyz` (it is doing its job: store readable, MXC token held, no poller stuck, every sink
+//! reachable and no webhook endpoint disabled). `/readyz` answers 200 or 503 with one line per check.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,25 +48,31 @@ impl Health {
                 self.stuck_after.as_secs()
             ))
         };
-        let disabled: Vec<String> = self
-            .store
-            .sinks()
-            .filter(|s| {
-                self.metrics
-                    .webhook_disabled
-                    .with_label_values(&[s.as_str()])
-                    .get()
-                    > 0
-            })
-            .cloned()
-            .collect();
-        let sinks = if disabled.is_empty() {
-            Ok(format!("{} sinks", self.store.sinks().count()))
-        } else {
-            Err(format!(
+        let flagged = |gauge: &prometheus::IntGaugeVec| -> Vec<String> {
+            self.store
+                .sinks()
+                .filter(|s| gauge.with_label_values(&[s.as_str()]).get() > 0)
+                .cloned()
+                .collect()
+        };
+        let (disabled, unreachable) = (
+            flagged(&self.metrics.webhook_disabled),
+            flagged(&self.metrics.sink_unreachable),
+        );
+        let mut problems = Vec::new();
+        if !disabled.is_empty() {
+            problems.push(format!(
                 "webhook endpoint disabled: {} (mxc-relay webhook enable)",
                 disabled.join(", ")
-            ))
+            ));
+        }
+        if !unreachable.is_empty() {
+            problems.push(format!("unreachable: {}", unreachable.join(", ")));
+        }
+        let sinks = if problems.is_empty() {
+            Ok(format!("{} sinks", self.store.sinks().count()))
+        } else {
+            Err(problems.join("; "))
         };
         vec![
             ("store", store),
