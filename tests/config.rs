@@ -359,3 +359,732 @@ fn the_commented_webhook_example_is_valid_once_uncommented() {
     assert_eq!(w.schedule, mxc_relay::config::default_schedule());
     assert_eq!(w.headers.len(), 1);
 }
+
+#[test]
+fn a_table_of_invalid_configs_each_with_its_exact_message() {
+    // The secret values used in the rows: no message may quote one.
+    const SECRETS: &[&str] = &[
+        "API_canary_row_key",
+        "canary-row-password",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "canary-not-whsec",
+        "whsec_canary!!notbase64",
+        "canary-url-token",
+        "canary-header-token",
+        "canary-kafka-password",
+    ];
+    // (name, a whole configuration wrong in exactly one way, its one error); inline tables
+    // keep each configuration to a few lines.
+    let rows: &[(&str, &str, &str)] = &[
+        (
+            "api key missing (env not set)",
+            r#"
+mxc = {}
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.api_key: missing: set MXC_API_KEY in the environment (or mxc.api_key in the file)",
+        ),
+        (
+            "base_url not a URL",
+            r#"
+mxc = { api_key = "API_canary_row_key", base_url = "api.mxconnect.com" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"mxc.base_url: not a URL (relative URL without a base): "api.mxconnect.com""#,
+        ),
+        (
+            "base_url not http(s)",
+            r#"
+mxc = { api_key = "API_canary_row_key", base_url = "ftp://api.mxconnect.com" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"mxc.base_url: must be an http(s) URL with a host, got "ftp://api.mxconnect.com" (scheme ftp)"#,
+        ),
+        (
+            "password without a username",
+            r#"
+mxc = { api_key = "API_canary_row_key", password = "canary-row-password" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.username: a password is set but no username: set MXC_USERNAME (or mxc.username)",
+        ),
+        (
+            "refresh_margin not below the token ttl",
+            r#"
+mxc = { api_key = "API_canary_row_key", refresh_margin = "10m" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.refresh_margin: must be shorter than mxc.assumed_token_ttl (10m), got 10m",
+        ),
+        (
+            "page_size zero",
+            r#"
+mxc = { api_key = "API_canary_row_key", page_size = 0 }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.page_size: must be 1 to 100, got 0",
+        ),
+        (
+            "page_size above the maximum",
+            r#"
+mxc = { api_key = "API_canary_row_key", page_size = 101 }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.page_size: must be 1 to 100, got 101",
+        ),
+        (
+            "max_result_window below page_size",
+            r#"
+mxc = { api_key = "API_canary_row_key", max_result_window = 50 }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.max_result_window: must be at least mxc.page_size (100), got 50",
+        ),
+        (
+            "page_size a string",
+            r#"
+mxc = { api_key = "API_canary_row_key", page_size = "50" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"mxc.page_size: invalid type: string "50", expected u32"#,
+        ),
+        (
+            "unknown key in mxc",
+            r#"
+mxc = { api_key = "API_canary_row_key", base_ulr = "https://api.mxconnect.com" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.base_ulr: unknown key",
+        ),
+        (
+            "xmids empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = [] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.xmids: list at least one XMID to poll",
+        ),
+        (
+            "xmid empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1", ""] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.xmids[1]: an XMID is letters, digits, '-' or '_', got """#,
+        ),
+        (
+            "xmid malformed",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1", "A 2"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.xmids[1]: an XMID is letters, digits, '-' or '_', got "A 2""#,
+        ),
+        (
+            "xmid duplicated",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1", "B2", "A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.xmids[2]: "A1" is listed twice"#,
+        ),
+        (
+            "xmid a number",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = [12345] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.xmids[0]: invalid type: integer `12345`, expected a string",
+        ),
+        (
+            "interval zero",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], interval = "0s" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.interval: must be at least 1s, got 0s",
+        ),
+        (
+            "interval in parsecs",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], interval = "5 parsecs" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.interval: invalid duration "5 parsecs" (unknown time unit "parsecs", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write it like 30s, 10m, 1h30m or 250ms"#,
+        ),
+        (
+            "look_back over 7 days",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], look_back = "8d" }
+store = { seen_retention = "30d" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.look_back: must be at most 7d, got 8days",
+        ),
+        (
+            "look_back negative",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], look_back = "-5m" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.look_back: invalid duration "-5m" (expected number at 0); write it like 30s, 10m, 1h30m or 250ms"#,
+        ),
+        (
+            "group_size above 100",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], group_size = 101 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.group_size: must be 1 to 100, got 101",
+        ),
+        (
+            "requests_per_second zero",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], requests_per_second = 0.0 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.requests_per_second: must be above 0 and at most 10000, got 0",
+        ),
+        (
+            "requests_per_second negative",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], requests_per_second = -2.5 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.requests_per_second: must be above 0 and at most 10000, got -2.5",
+        ),
+        (
+            "burst zero",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], burst = 0 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.burst: must be at least 1, got 0",
+        ),
+        (
+            "burst negative",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], burst = -1 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.burst: invalid value: integer `-1`, expected u32",
+        ),
+        (
+            "start in the future",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], start = "2999-01-01T00:00:00Z" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.start: "2999-01-01T00:00:00Z" is in the future"#,
+        ),
+        (
+            "unknown key in pollers",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], intervall = "30s" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.intervall: unknown key",
+        ),
+        (
+            "store path empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+store = { path = "" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "store.path: must name a directory",
+        ),
+        (
+            "seen_retention not above look_back + interval",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+store = { seen_retention = "10m" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "store.seen_retention: must be longer than pollers.look_back + pollers.interval (10m 30s), got 10m",
+        ),
+        (
+            "retry_max below retry_min",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+delivery = { retry_min = "10s", retry_max = "5s" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "delivery.retry_max: must be at least delivery.retry_min (10s), got 5s",
+        ),
+        (
+            "unknown section",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sink = { kind = "stdout" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)",
+        ),
+        (
+            "section not a table",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+store = "data"
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "store: must be a table, got a string",
+        ),
+        (
+            "no routes",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+"#,
+            "routes: add at least one [[routes]] entry (a sink and, optionally, a filter)",
+        ),
+        (
+            "route to an unknown sink",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "outt" }]
+"#,
+            r#"routes[0].sink: no sink named "outt" (defined: out)"#,
+        ),
+        (
+            "route filter does not parse",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", filter = "authorizedAmount >=" }]
+"#,
+            r#"routes[0].filter: expected a value ("text", a number, true, false or null), found the end at column 20: authorizedAmount >="#,
+        ),
+        (
+            "route names duplicated",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ name = "all", sink = "out" }, { name = "all", sink = "out" }]
+"#,
+            r#"routes[1].name: "all" is used by another route"#,
+        ),
+        (
+            "route event_type upper case",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", event_type = "Authorization.Created" }]
+"#,
+            r#"routes[0].event_type: lower-case letters, digits, '.', '_' or '-', like authorization.declined; got "Authorization.Created""#,
+        ),
+        (
+            "route redact path malformed",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", redact = { mask = ["cardNumber..data"] } }]
+"#,
+            r#"routes[0].redact.mask[0]: "cardNumber..data" is not a dotted field path like cardNumber.data"#,
+        ),
+        (
+            "route unknown key",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", fliter = "cardType == \"Visa\"" }]
+"#,
+            "routes[0].fliter: unknown field `fliter`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
+        ),
+        (
+            "sink of unknown kind",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafkaz" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`, `webhook`",
+        ),
+        (
+            "sink without kind",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { format = "json" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out: missing field `kind`",
+        ),
+        (
+            "sink name malformed",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks."o u t" = { kind = "stdout" }
+routes = [{ sink = "o u t" }]
+"#,
+            "sinks.o u t: a sink name is letters, digits, '-' or '_'",
+        ),
+        (
+            "stdout sink unknown key",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout", formt = "compact" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.formt: unknown key",
+        ),
+        (
+            "stdout format unknown",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout", format = "xml" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.format: unknown variant `xml`, expected `json` or `compact`",
+        ),
+        (
+            "file sink path empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "file", path = "" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.path: must name a file",
+        ),
+        (
+            "kafka brokers empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "" }
+routes = [{ sink = "out" }]
+"#,
+            r#"sinks.out.brokers: must be host:port[,host:port…], got """#,
+        ),
+        (
+            "kafka brokers missing",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out: missing field `brokers`",
+        ),
+        (
+            "kafka topic empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", topic = "" }
+routes = [{ sink = "out" }]
+"#,
+            r#"sinks.out.topic: a topic is letters, digits, '.', '_' or '-' (placeholders {type} and {route} allowed), got """#,
+        ),
+        (
+            "kafka compression unknown",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", compression = "zstd", properties = { "sasl.password" = "canary-kafka-password" } }
+routes = [{ sink = "out" }]
+"#,
+            r#"sinks.out.compression: must be lz4, snappy, gzip or none, got "zstd""#,
+        ),
+        (
+            "kafka key unknown",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", key = "partition" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.key: unknown variant `partition`, expected `xmid` or `record_id`",
+        ),
+        (
+            "kafka unknown key",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", topc = "mxc.events" }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.topc: unknown key",
+        ),
+        (
+            "webhook url plain http",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "http://hooks.example.com/mxc?token=canary-url-token"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#,
+            r#"sinks.out.url: "http://hooks.example.com/mxc?…" is plain http: use https, or set allow_insecure = true for a local receiver"#,
+        ),
+        (
+            "webhook url without a host",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "mailto:ops@example.com?token=canary-url-token"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#,
+            r#"sinks.out.url: "mailto:ops@example.com?…" has no host"#,
+        ),
+        (
+            "webhook url not a URL",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "hooks.example.com/mxc?token=canary-url-token"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#,
+            "sinks.out.url: not a URL (relative URL without a base)",
+        ),
+        (
+            "webhook secret without whsec_",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["canary-not-whsec"]
+"#,
+            "sinks.out.secrets[0]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes",
+        ),
+        (
+            "webhook secret not base64",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_canary!!notbase64"]
+"#,
+            "sinks.out.secrets[0]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes",
+        ),
+        (
+            "webhook secrets_env not set",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets_env = "HOOK_SECRETS"
+"#,
+            "sinks.out.secrets: no signing secret: the list is empty and HOOK_SECRETS (secrets_env) is not set",
+        ),
+        (
+            "webhook schedule empty",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+schedule = []
+"#,
+            "sinks.out.schedule: list 1 to 50 delays (one per attempt), got 0",
+        ),
+        (
+            "webhook schedule in parsecs",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+schedule = ["0s", "5 parsecs"]
+"#,
+            r#"sinks.out.schedule: invalid duration "5 parsecs" (unknown time unit "parsecs", supported units: ns, us/µs, ms, sec, min, hours, days, weeks, months, years (and few variations)); write it like 30s, 10m, 1h30m or 250ms"#,
+        ),
+        (
+            "webhook jitter above 0.5",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+jitter = 0.9
+"#,
+            "sinks.out.jitter: a fraction from 0 to 0.5, got 0.9",
+        ),
+        (
+            "webhook jitter negative",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+jitter = -0.1
+"#,
+            "sinks.out.jitter: a fraction from 0 to 0.5, got -0.1",
+        ),
+        (
+            "webhook jitter a string",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+jitter = "0.1"
+"#,
+            r#"sinks.out.jitter: invalid type: string "0.1", expected f64"#,
+        ),
+        (
+            "webhook reserved header",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+headers = { "Webhook-Id" = "canary-header-token" }
+"#,
+            "sinks.out.headers.Webhook-Id: set by mxc-relay itself; it cannot be configured",
+        ),
+        (
+            "webhook unknown key",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "https://hooks.example.com/mxc"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+allow_insecur = true
+"#,
+            "sinks.out.allow_insecur: unknown key",
+        ),
+        (
+            "log format unknown",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+log = { format = "xml" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "log.format: unknown variant `xml`, expected `pretty` or `json`",
+        ),
+        (
+            "telemetry listen not an address",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+telemetry = { listen = "localhost:9464" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or "" for none), got "localhost:9464""#,
+        ),
+    ];
+    for (name, text, expected) in rows {
+        let found = errors_of(text);
+        assert_eq!(found, vec![expected.to_string()], "row {name:?}");
+        for secret in SECRETS {
+            assert!(!found[0].contains(secret), "row {name:?} quotes {secret:?}");
+        }
+    }
+}

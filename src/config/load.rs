@@ -4,6 +4,7 @@ use std::fmt;
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 use super::{Config, MxcConfig};
 use crate::secret::Secret;
@@ -110,7 +111,10 @@ impl Config {
         config.apply_env(env);
         errors.extend(config.validate().into_iter().filter(|e| {
             let section = e.path.split(['.', '[']).next().unwrap_or_default();
-            !failed.contains(&section)
+            // A route's sink is looked up among the sinks: not when those failed to load.
+            let looks_up_failed_sinks =
+                section == "routes" && e.path.ends_with(".sink") && failed.contains(&"sinks");
+            !(failed.contains(&section) || looks_up_failed_sinks)
         }));
         if errors.is_empty() {
             Ok(config)
@@ -168,6 +172,15 @@ fn section<T: DeserializeOwned + Default>(
         failed.push(name);
         return T::default();
     }
+    let value = if name == "sinks" {
+        let Some(tagged) = tag_sinks(value, errors) else {
+            failed.push(name);
+            return T::default();
+        };
+        tagged
+    } else {
+        value
+    };
     let mut unknown = Vec::new();
     let mut record_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
     let deserializer = serde_ignored::Deserializer::new(value, &mut record_unknown);
@@ -181,9 +194,18 @@ fn section<T: DeserializeOwned + Default>(
     match result {
         Ok(section) => section,
         Err(e) => {
-            let path = e.path().to_string();
+            // A sink's kind (the variant of an externally tagged enum) is no key of the path,
+            // except when it is the error: an unknown kind.
+            let segments: Vec<String> = e
+                .path()
+                .iter()
+                .filter(|s| !matches!(s, Segment::Enum { .. }))
+                .map(ToString::to_string)
+                .collect();
+            let unknown_kind = name == "sinks" && e.path().iter().count() == 1;
+            let path = segments.join(".") + if unknown_kind { ".kind" } else { "" };
             errors.push(ConfigError {
-                path: if path == "." {
+                path: if path.is_empty() {
                     name.to_string()
                 } else {
                     key_path(name, &path)
@@ -204,11 +226,59 @@ fn section<T: DeserializeOwned + Default>(
     }
 }
 
-/// `routes` + `1.redact.dorp` → `routes[1].redact.dorp`.
+/// `[sinks.NAME] kind = "K"` read as `[sinks.NAME.K]`: serde reads an internally tagged enum
+/// from a buffered copy, which loses the key paths of its errors and its unknown keys; an
+/// externally tagged one keeps both. `None` (with the errors) when a sink has no usable `kind`.
+fn tag_sinks(sinks: toml::Value, errors: &mut Vec<ConfigError>) -> Option<toml::Value> {
+    let toml::Value::Table(sinks) = sinks else {
+        return Some(sinks);
+    };
+    let mut tagged = toml::Table::new();
+    let mut ok = true;
+    for (name, sink) in sinks {
+        let path = format!("sinks.{name}");
+        let toml::Value::Table(mut body) = sink else {
+            errors.push(ConfigError {
+                path,
+                message: format!("must be a table with a `kind`, got {sink}"),
+            });
+            ok = false;
+            continue;
+        };
+        match body.remove("kind") {
+            Some(toml::Value::String(kind)) => {
+                let sink = toml::Table::from_iter([(kind, toml::Value::Table(body))]);
+                tagged.insert(name, toml::Value::Table(sink));
+            }
+            Some(kind) => {
+                errors.push(ConfigError {
+                    path: format!("{path}.kind"),
+                    message: format!(
+                        "must be one of `stdout`, `file`, `kafka`, `webhook`, got {kind}"
+                    ),
+                });
+                ok = false;
+            }
+            None => {
+                errors.push(ConfigError {
+                    path,
+                    message: "missing field `kind`".into(),
+                });
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(toml::Value::Table(tagged))
+}
+
+/// `routes` + `1.redact.dorp` → `routes[1].redact.dorp`; `?` (a newtype, such as the webhook
+/// sink's box) is skipped.
 fn key_path(section: &str, inner: &str) -> String {
     let mut out = section.to_string();
     for part in inner.split('.') {
-        if part.starts_with('[') {
+        if part == "?" {
+            continue;
+        } else if part.starts_with('[') {
             out.push_str(part);
         } else if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
             out.push_str(&format!("[{part}]"));

@@ -228,9 +228,12 @@ impl Default for DeliveryConfig {
     }
 }
 
-/// `[sinks.NAME]`: one destination of events.
+/// `[sinks.NAME]`: one destination of events, of the `kind` named by the variant.
+///
+/// Externally tagged for serde: loading turns `kind = "K"` into `[sinks.NAME.K]`, which keeps
+/// key paths and unknown keys in sight (an internally tagged enum would hide them).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
 pub enum SinkConfig {
     /// Events on standard output.
     Stdout {

@@ -146,9 +146,10 @@ impl WebhookConfig {
             })
         };
         match url::Url::parse(&self.url) {
-            Ok(url) if url.host().is_none() => {
-                error("url", format!("{:?} has no host", self.url))
-            }
+            Ok(url) if url.host().is_none() => error(
+                "url",
+                format!("{:?} has no host", crate::mxc::display_url(&self.url)),
+            ),
             Ok(url) if url.scheme() == "https" => {}
             Ok(url) if url.scheme() == "http" && self.allow_insecure => {}
             Ok(url) if url.scheme() == "http" => error(
