@@ -130,7 +130,8 @@ pub fn verify(
         .map_err(|_| SignatureError::BadTimestamp(timestamp.chars().take(32).collect()))?;
     if let Some((now, tolerance_s)) = now_and_tolerance_s {
         let age_s = now.saturating_sub(ts);
-        if age_s.abs() > tolerance_s {
+        // In i128: `i64::MIN.abs()` overflows.
+        if i128::from(age_s).abs() > i128::from(tolerance_s) {
             return Err(SignatureError::OutsideTolerance { age_s, tolerance_s });
         }
     }

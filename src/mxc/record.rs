@@ -50,6 +50,9 @@ impl Record {
     /// [`Record::type_problem`]: the record itself, with its exact JSON, is kept. Fails only
     /// when the record is not a JSON object.
     pub fn from_raw(raw: Box<RawValue>) -> Result<Record, String> {
+        if !is_object(raw.get()) {
+            return Err(format!("not a JSON object: {}", json_kind(raw.get())));
+        }
         let mut track = serde_path_to_error::Track::new();
         let mut de = serde_json::Deserializer::from_str(raw.get());
         let strict =
@@ -164,6 +167,23 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// Whether JSON text is an object. (A derived `Deserialize` also reads a struct from an array
+/// of its fields in order, so a struct deserializing is not enough.)
+fn is_object(json: &str) -> bool {
+    json.trim_start().starts_with('{')
+}
+
+/// What a JSON value that is not an object is, for a rejection reason.
+fn json_kind(json: &str) -> &'static str {
+    match json.trim_start().as_bytes().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
 /// One page of a report endpoint (`/report/v1/tsys/*`, `/boarding/v1/uar`).
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -194,6 +214,9 @@ impl Page {
     /// object lands in [`Page::rejected`] with its reason instead of failing the page.
     pub fn parse(body: &[u8]) -> Result<Page, String> {
         let envelope: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err("the page is a JSON array, not an object".into());
+        }
         let total_amount = envelope
             .aggregations
             .as_ref()
@@ -222,6 +245,9 @@ impl Page {
 
 /// The `id` of a record whose other fields may be unreadable.
 fn id_of(json: &str) -> Option<String> {
+    if !is_object(json) {
+        return None;
+    }
     #[derive(Deserialize)]
     struct IdOnly {
         id: Option<String>,

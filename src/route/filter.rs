@@ -9,11 +9,18 @@
 //! `not`, parentheses. Values: "strings", numbers, true, false, null. Paths are dotted.
 //! A missing field makes `==`, `in` and comparisons false, and `!=`, `not in` true
 //! (a record without a status is "not Approved").
+//! At most 64 levels of parentheses and `not`, and 1000 `and`/`or`: deeper filters would
+//! overflow the stack when parsed or evaluated.
 
 use std::cmp::Ordering;
 use std::fmt;
 
 use serde_json::Value;
+
+/// Deepest nesting of parentheses and `not`: parsing recurses on each level.
+const MAX_NESTING: usize = 64;
+/// Most `and`/`or` in one filter: each is a level of the tree that evaluation recurses into.
+const MAX_AND_OR: usize = 1000;
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +67,8 @@ impl Filter {
             tokens,
             pos: 0,
             end: text.chars().count() + 1,
+            nesting: 0,
+            and_or: 0,
         };
         let filter = parser.or()?;
         match parser.peek() {
@@ -294,6 +303,10 @@ struct Parser {
     tokens: Vec<(usize, Token)>,
     pos: usize,
     end: usize,
+    /// Parentheses and `not` open around the current token.
+    nesting: usize,
+    /// `and`/`or` read so far.
+    and_or: usize,
 }
 
 impl Parser {
@@ -324,9 +337,40 @@ impl Parser {
         }
     }
 
+    /// Fails at the current token when it is one too many: a stack overflow aborts the
+    /// process, so a filter deep enough to cause one is refused here.
+    fn limit(&self, count: usize, max: usize, what: &str) -> Result<(), FilterError> {
+        match self.peek() {
+            Some((column, t)) if count >= max => Err(FilterError {
+                column,
+                message: format!("{t} makes more than {max} {what}"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn count_and_or(&mut self) -> Result<(), FilterError> {
+        self.limit(self.and_or, MAX_AND_OR, "'and'/'or' in one filter")?;
+        self.and_or += 1;
+        Ok(())
+    }
+
+    /// Runs `inner` one level of parentheses or `not` deeper.
+    fn nested(
+        &mut self,
+        inner: impl FnOnce(&mut Self) -> Result<Filter, FilterError>,
+    ) -> Result<Filter, FilterError> {
+        self.limit(self.nesting, MAX_NESTING, "nested parentheses and 'not'")?;
+        self.nesting += 1;
+        let result = inner(self);
+        self.nesting -= 1;
+        result
+    }
+
     fn or(&mut self) -> Result<Filter, FilterError> {
         let mut left = self.and()?;
         while self.keyword("or") {
+            self.count_and_or()?;
             self.pos += 1;
             left = Filter::Or(Box::new(left), Box::new(self.and()?));
         }
@@ -336,6 +380,7 @@ impl Parser {
     fn and(&mut self) -> Result<Filter, FilterError> {
         let mut left = self.unary()?;
         while self.keyword("and") {
+            self.count_and_or()?;
             self.pos += 1;
             left = Filter::And(Box::new(left), Box::new(self.unary()?));
         }
@@ -344,21 +389,25 @@ impl Parser {
 
     fn unary(&mut self) -> Result<Filter, FilterError> {
         if self.keyword("not") {
-            self.pos += 1;
-            return Ok(Filter::Not(Box::new(self.unary()?)));
+            return self.nested(|p| {
+                p.pos += 1;
+                Ok(Filter::Not(Box::new(p.unary()?)))
+            });
         }
         if self.keyword("exists") {
             self.pos += 1;
             return Ok(Filter::Exists(self.path()?));
         }
         if matches!(self.peek(), Some((_, Token::LParen))) {
-            self.pos += 1;
-            let inner = self.or()?;
-            if !matches!(self.peek(), Some((_, Token::RParen))) {
-                return self.fail("')'");
-            }
-            self.pos += 1;
-            return Ok(inner);
+            return self.nested(|p| {
+                p.pos += 1;
+                let inner = p.or()?;
+                if !matches!(p.peek(), Some((_, Token::RParen))) {
+                    return p.fail("')'");
+                }
+                p.pos += 1;
+                Ok(inner)
+            });
         }
         let path = self.path()?;
         match self.peek() {
