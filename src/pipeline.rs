@@ -320,8 +320,8 @@ async fn prune_seen(
 }
 
 /// Samples the gauges: poll lag (now − cursor) every second, per XMID when `per_xmid`, and its
-/// fleet-wide max and percentiles; the token's expiry; the store's sizes every 10 s (counting
-/// them reads whole trees).
+/// fleet-wide max and percentiles; the token's expiry; the disk's free space; the store's sizes
+/// every 10 s (counting them reads whole trees).
 async fn sample_gauges(
     store: Store,
     xmids: Arc<Vec<String>>,
@@ -369,6 +369,9 @@ async fn sample_gauges(
                     .set(gauge(store.dead_len(sink)));
             }
             metrics.seen_ids.set(store.seen_len() as i64);
+        }
+        if let Ok(free) = store.free_bytes() {
+            metrics.store_free_bytes.set(free as i64);
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -181,6 +181,11 @@ pub struct StoreConfig {
     /// How long a record id is remembered after admission; must exceed `pollers.look_back`.
     #[serde(with = "duration")]
     pub seen_retention: Duration,
+    /// Polling pauses (the cursors stay where they are) while the store's file system has
+    /// less free space than this, in MiB, and resumes by itself when space returns. sled
+    /// cannot survive a write that hits a full disk, so the guard keeps it from getting there;
+    /// delivery goes on meanwhile, which frees space.
+    pub min_free_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -190,6 +195,7 @@ impl Default for StoreConfig {
             durability: Durability::Batch,
             flush_interval: Duration::from_millis(100),
             seen_retention: Duration::from_secs(3 * 86_400),
+            min_free_mib: 64,
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct PollConfig {
 pub enum PollError {
     #[error(transparent)]
     Mxc(#[from] MxcError),
-    #[error("cannot write to the store, polling paused so the cursor does not move: {0}")]
+    #[error("cannot write to the store, polling paused so the cursor does not move (it resumes by itself): {0}")]
     Store(#[from] StoreError),
 }
 
@@ -144,6 +144,7 @@ impl Pollers {
     /// One cycle for a group: the window from the earliest cursor (less the look-back) to now,
     /// page by page in time order, each page admitted in one transaction; then the cursors.
     pub async fn poll_once(&self, xmids: &[String]) -> Result<(), PollError> {
+        self.store.check_space()?;
         let now = Utc::now();
         let mut cursors = Vec::with_capacity(xmids.len());
         for xmid in xmids {
@@ -184,6 +185,7 @@ impl Pollers {
                     reason = %rejected.reason, "unreadable record skipped");
             }
             let admissions = self.admissions(&batch.records, &cursors, look_back);
+            self.store.check_space()?;
             let outcome = self.store.admit(&admissions, &[]).await?;
             self.metrics
                 .records

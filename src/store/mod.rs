@@ -47,6 +47,12 @@ pub enum StoreError {
     },
     #[error("no sink named {0:?} in the store")]
     UnknownSink(String),
+    #[error("store {path}: the disk is nearly full ({free_mib} MiB free, store.min_free_mib is {min_free_mib})")]
+    DiskFull {
+        path: PathBuf,
+        free_mib: u64,
+        min_free_mib: u64,
+    },
 }
 
 /// Where an XMID's polling stands.
@@ -133,6 +139,7 @@ struct Inner {
     path: PathBuf,
     db: sled::Db,
     durability: Durability,
+    min_free_mib: u64,
     seen: Tree,
     seen_by_time: Tree,
     cursors: Tree,
@@ -208,6 +215,7 @@ impl Store {
             endpoints: tree(ENDPOINTS)?,
             outboxes,
             durability: config.durability,
+            min_free_mib: config.min_free_mib,
             db,
             path,
         };
@@ -224,6 +232,28 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Free space on the store's file system, in bytes (what an unprivileged process may use).
+    pub fn free_bytes(&self) -> std::io::Result<u64> {
+        fs2::available_space(&self.inner.path)
+    }
+
+    /// `Err(DiskFull)` when the free space is below `store.min_free_mib`: admitting more would
+    /// risk a write that fails half-way. A file system that cannot be asked passes.
+    pub fn check_space(&self) -> Result<(), StoreError> {
+        let Ok(free) = self.free_bytes() else {
+            return Ok(());
+        };
+        let free_mib = free / (1024 * 1024);
+        if free_mib < self.inner.min_free_mib {
+            return Err(StoreError::DiskFull {
+                path: self.inner.path.clone(),
+                free_mib,
+                min_free_mib: self.inner.min_free_mib,
+            });
+        }
+        Ok(())
     }
 
     fn io(&self, operation: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {

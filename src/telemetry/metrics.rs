@@ -37,6 +37,8 @@ pub struct Metrics {
     pub dead_letters: IntGaugeVec,
     /// Record ids remembered for deduplication.
     pub seen_ids: IntGauge,
+    /// Free space on the store's file system (polling pauses below `store.min_free_mib`).
+    pub store_free_bytes: IntGauge,
     /// Seconds until the cached MXC token expires (0 without one).
     pub token_expiry: Gauge,
     /// Calls made to the MXC Security API for a token.
@@ -149,6 +151,13 @@ impl Metrics {
                 "Record ids remembered for deduplication.",
             ),
         );
+        let store_free_bytes = register(
+            r,
+            IntGauge::new(
+                "mxc_relay_store_free_bytes",
+                "Free space on the store's file system; polling pauses below store.min_free_mib.",
+            ),
+        );
         let token_expiry = register(
             r,
             Gauge::new(
@@ -246,6 +255,7 @@ impl Metrics {
             outbox_events,
             dead_letters,
             seen_ids,
+            store_free_bytes,
             token_expiry,
             auth_requests,
             build_info,

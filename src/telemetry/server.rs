@@ -30,7 +30,10 @@ impl Health {
     pub fn checks(&self) -> Vec<(&'static str, Result<String, String>)> {
         let store = match self.xmids.first().map(|x| self.store.cursor(x)) {
             Some(Err(e)) => Err(e.to_string()),
-            _ => Ok(format!("open at {}", self.store.path().display())),
+            _ => match self.store.check_space() {
+                Err(e) => Err(format!("{e}: polling paused")),
+                Ok(()) => Ok(format!("open at {}", self.store.path().display())),
+            },
         };
         let token = match self.client.token_expires_in() {
             Some(left) if !left.is_zero() => Ok(format!(

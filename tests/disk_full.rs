@@ -1,0 +1,167 @@
+//! Disk full: the store lives on a small tmpfs (mounted by the test, which needs root, as in CI)
+//! that another writer fills while records keep coming. Polling must stop for safety with an
+//! error that says so, the cursors must not move, and everything must arrive once space returns.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::config::{Config, RouteConfig, SinkConfig};
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::telemetry::Metrics;
+
+use common::*;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A tmpfs of `mib` MiB at `dir`, unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, mib: u64) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount runs");
+        assert!(
+            status.success(),
+            "mounting a {mib} MiB tmpfs at {} failed: this test needs root (CI runs as root)",
+            dir.display()
+        );
+        SmallDisk {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn free(&self) -> u64 {
+        fs2::available_space(&self.dir).unwrap()
+    }
+
+    /// Another program's file, grown until `leave` bytes are free.
+    fn fill_leaving(&self, leave: u64) -> PathBuf {
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while self.free() > leave + block.len() as u64 {
+            file.write_all(&block).unwrap();
+        }
+        file.sync_all().unwrap();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    while lines(path).len() < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    lines(path).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_returns() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let t0 = Utc::now();
+    sim.generate(200, &xmids, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), 32);
+    let archive = dir.path().join("archive.jsonl");
+    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(10 * 60);
+    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.store.path = disk.dir.join("store");
+    c.store.min_free_mib = 4;
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: archive.clone(),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
+    let readyz = format!("http://{}/readyz", pipeline.telemetry_addr.unwrap());
+    assert_eq!(
+        wait_for_lines(&archive, 200, Duration::from_secs(20)).await,
+        200
+    );
+
+    // Another program fills the disk to 1 MiB short of full: below the 4 MiB guard.
+    let filler = disk.fill_leaving(MIB);
+    let polls_before = metrics.polls.with_label_values(&["ok"]).get();
+    sim.generate(
+        300,
+        &xmids,
+        Utc::now() - chrono::Duration::seconds(2),
+        Utc::now(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let failed = metrics.polls.with_label_values(&["error"]).get();
+    assert_eq!(
+        metrics.polls.with_label_values(&["ok"]).get(),
+        polls_before,
+        "no poll completes while the disk is full"
+    );
+    assert!(
+        failed >= 2,
+        "polls are refused while the disk is full ({failed})"
+    );
+    assert_eq!(lines(&archive).len(), 200, "nothing new is admitted");
+    let lag = metrics.poll_lag_max.get();
+    assert!(
+        lag >= 4.0,
+        "the cursors stay put, so the lag grows ({lag} s)"
+    );
+    let answer = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.contains("the disk is nearly full (") && body.contains("store.min_free_mib is 4"),
+        "readiness says why: {body}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let n = wait_for_lines(&archive, 500, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = lines(&archive);
+    let ids: HashSet<&str> = all.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        (n, all.len(), ids.len()),
+        (500, 500, 500),
+        "every record, once"
+    );
+    let lag = metrics.poll_lag_max.get();
+    assert!(lag < 4.0, "polling caught up ({lag} s)");
+    pipeline.shutdown().await.unwrap();
+}
