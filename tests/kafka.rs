@@ -15,110 +15,13 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, RunningSim};
 use mxc_relay::telemetry::Metrics;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use common::kafka::*;
 use common::*;
 
-/// The shared broker's address; `None` (skip) outside CI when none is running.
-fn broker() -> Option<String> {
-    match std::env::var("MXC_RELAY_TEST_KAFKA") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ if std::env::var("CI").is_ok() => {
-            panic!("MXC_RELAY_TEST_KAFKA is not set: run the tests with .ci/test, which starts a Tansu broker")
-        }
-        _ => {
-            eprintln!("skipped: no Kafka broker (run the tests with .ci/test to start one)");
-            None
-        }
-    }
-}
-
-fn topic_name(test: &str) -> String {
-    format!("mxc-test-{test}-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn create_topic(broker: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    let results = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .unwrap();
-    for r in results {
-        r.unwrap();
-    }
-}
-
-struct Received {
-    partition: i32,
-    key: String,
-    headers: HashMap<String, String>,
-    body: serde_json::Value,
-}
-
-/// Reads the topic from the beginning (no consumer group: assigned partitions) until at least
-/// `expected` messages arrived and then 3 s passed without another (so extras show), or until
-/// `within` passed.
+/// Reads the topic until at least `expected` messages arrived (then 3 s more, so extras show).
 fn consume(broker: &str, topic: &str, expected: usize, within: Duration) -> Vec<Received> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", format!("reader-{}", uuid::Uuid::new_v4()))
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap();
-    let partitions = metadata.topics()[0].partitions().len() as i32;
-    let mut list = TopicPartitionList::new();
-    for p in 0..partitions {
-        list.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&list).unwrap();
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    let mut last_arrival = Instant::now();
-    while Instant::now() < deadline
-        && (out.len() < expected || last_arrival.elapsed() < Duration::from_secs(3))
-    {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                last_arrival = Instant::now();
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .to_string(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push(Received {
-                    partition: m.partition(),
-                    key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
-                    headers,
-                    body: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
-                });
-            }
-            Some(Err(e)) => panic!("consumer: {e}"),
-            None => {}
-        }
-    }
-    out
+    read_topic(broker, topic, |out| out.len() >= expected, within)
 }
 
 fn kafka_config(
