@@ -1,0 +1,234 @@
+//! Soak: the real binary (`mxc-relay run`, release) at a steady rate for a long time, with its
+//! memory and outbox depth sampled, to show they stay flat. Not part of CI.
+//!
+//! `SOAK_MINUTES=30 SOAK_RATE=100 cargo bench --bench soak`
+//!
+//! The simulator (in this process) generates `SOAK_RATE` authorizations/s in real time over 200
+//! merchants (7 % declines); the relay polls them every 2 s in groups of 20, sends every record
+//! to a stdout sink (to /dev/null) and, when `MXC_RELAY_TEST_KAFKA` names a broker, to Kafka
+//! too, and every decline as a signed webhook to a verifying receiver in this process. Every
+//! 10 s: the relay's RSS (/proc) and its /metrics. The baseline is the run's own first
+//! minutes: memory at the end against memory after warm-up (minute 5), and records delivered
+//! against records generated.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mxc_relay::receiver::{Receiver, ReceiverConfig};
+use mxc_relay::signature::WebhookSecret;
+use mxc_relay::sim::{self, SimConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+
+fn env_number(name: &str, default: f64) -> f64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The sum of a series' samples whose labels include all of `labels`, from Prometheus text.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Sample {
+    at: Duration,
+    rss: f64,
+    outbox: f64,
+    generated: u64,
+    new: f64,
+    delivered_stdout: f64,
+    delivered_alerts: f64,
+    lag_max: f64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let minutes = env_number("SOAK_MINUTES", 30.0);
+    let rate = env_number("SOAK_RATE", 100.0);
+    let sim = sim::start(SimConfig {
+        rate,
+        merchants: 200,
+        ..SimConfig::default()
+    })
+    .await?;
+    let secret = WebhookSecret::generate();
+    let receiver = Receiver::start(
+        "127.0.0.1:0".parse()?,
+        ReceiverConfig {
+            secrets: vec![secret.clone()],
+            tolerance: Duration::from_secs(300),
+            keep: false,
+            on_delivery: None,
+        },
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let kafka = match std::env::var("MXC_RELAY_TEST_KAFKA") {
+        Ok(broker) if !broker.is_empty() => format!(
+            "[sinks.kafka]\nkind = \"kafka\"\nbrokers = \"{broker}\"\ntopic = \"mxc-soak-{}\"\n[[routes]]\nsink = \"kafka\"\n",
+            uuid::Uuid::new_v4().simple()
+        ),
+        _ => String::new(),
+    };
+    let config = dir.path().join("soak.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[mxc]
+base_url = "{base}"
+[pollers]
+xmids = {xmids}
+interval = "2s"
+group_size = 20
+requests_per_second = 20
+burst = 20
+[store]
+path = "{store}"
+seen_retention = "1h"
+[sinks.console]
+kind = "stdout"
+[sinks.alerts]
+kind = "webhook"
+url = "{receiver}"
+allow_insecure = true
+secrets_env = "SOAK_WEBHOOK_SECRET"
+[[routes]]
+sink = "console"
+[[routes]]
+sink = "alerts"
+event_type = "authorization.declined"
+filter = 'authorizationResponseStatus != "Approved"'
+[telemetry]
+listen = "{telemetry}"
+[log]
+level = "warn"
+{kafka}"#,
+            base = sim.base_url(),
+            xmids = serde_json::to_string(&sim.xmids())?,
+            store = dir.path().join("store").display(),
+            receiver = receiver.url(),
+        ),
+    )?;
+    let mut relay = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+        .env("SOAK_WEBHOOK_SECRET", secret.expose())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let pid = relay.id();
+    let metrics_url = format!("http://{telemetry}/metrics");
+    eprintln!(
+        "soak: {minutes} min at {rate} authorizations/s over 200 merchants{}; relay pid {pid}",
+        if kafka.is_empty() { "" } else { ", with Kafka" }
+    );
+    println!("minute\trss_mib\toutbox\tgenerated\tadmitted\tdelivered\twebhooks\tlag_max_s");
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let mut samples: Vec<Sample> = Vec::new();
+    while started.elapsed() < Duration::from_secs_f64(minutes * 60.0) {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        if let Ok(Some(status)) = relay.try_wait() {
+            anyhow::bail!("the relay exited: {status}");
+        }
+        let text = match http.get(&metrics_url).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => continue,
+        };
+        let sample = Sample {
+            at: started.elapsed(),
+            rss: rss_mib(pid),
+            outbox: metric(&text, "mxc_relay_outbox_events", &[]),
+            generated: sim.stats().records_generated,
+            new: metric(&text, "mxc_relay_records_total", &["outcome=\"new\""]),
+            delivered_stdout: metric(
+                &text,
+                "mxc_relay_events_total",
+                &["sink=\"console\"", "outcome=\"delivered\""],
+            ),
+            delivered_alerts: metric(
+                &text,
+                "mxc_relay_events_total",
+                &["sink=\"alerts\"", "outcome=\"delivered\""],
+            ),
+            lag_max: metric(&text, "mxc_relay_poll_lag_max_seconds", &[]),
+        };
+        if samples.len() % 6 == 5 {
+            println!(
+                "{:.0}\t{:.1}\t{:.0}\t{}\t{:.0}\t{:.0}\t{:.0}\t{:.1}",
+                sample.at.as_secs_f64() / 60.0,
+                sample.rss,
+                sample.outbox,
+                sample.generated,
+                sample.new,
+                sample.delivered_stdout,
+                sample.delivered_alerts,
+                sample.lag_max
+            );
+        }
+        samples.push(sample);
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
+    let status = relay.wait()?;
+
+    let warm = samples
+        .iter()
+        .find(|s| s.at >= Duration::from_secs(300))
+        .or(samples.first());
+    let (Some(warm), Some(last)) = (warm, samples.last()) else {
+        anyhow::bail!("no samples");
+    };
+    let after_warm: Vec<&Sample> = samples.iter().filter(|s| s.at >= warm.at).collect();
+    let max_rss = after_warm.iter().map(|s| s.rss).fold(0.0, f64::max);
+    let max_outbox = samples.iter().map(|s| s.outbox).fold(0.0, f64::max);
+    let max_lag = samples.iter().map(|s| s.lag_max).fold(0.0, f64::max);
+    println!();
+    println!(
+        "RSS: {:.1} MiB at {:.0} min, {:.1} MiB at the end ({:.2}×), at most {:.1} MiB after warm-up",
+        warm.rss,
+        warm.at.as_secs_f64() / 60.0,
+        last.rss,
+        last.rss / warm.rss.max(1.0),
+        max_rss
+    );
+    println!(
+        "outbox: at most {max_outbox:.0} events (sampled every 10 s), {:.0} at the end",
+        last.outbox
+    );
+    println!("poll lag: at most {max_lag:.1} s");
+    println!(
+        "records: {} generated, {:.0} admitted, {:.0} delivered to stdout ({:.4} of generated at the last sample), {:.0} decline webhooks",
+        last.generated,
+        last.new,
+        last.delivered_stdout,
+        last.delivered_stdout / (last.generated.max(1) as f64),
+        last.delivered_alerts
+    );
+    println!("relay exit: {status}");
+    Ok(())
+}
