@@ -19,6 +19,11 @@ use crate::route::Route;
 use crate::store::{Admission, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
 
+/// A record whose JSON is larger than this is counted (`outcome="oversize"`) and logged: it is
+/// still admitted and delivered, but sinks with a smaller limit (Kafka's `message.max.bytes`,
+/// 1,000,000 by default) dead-letter it with the reason.
+pub const OVERSIZE_BYTES: usize = 1 << 20;
+
 /// How pollers behave (from `[pollers]` and `[mxc]`).
 #[derive(Debug, Clone)]
 pub struct PollConfig {
@@ -245,6 +250,13 @@ impl Pollers {
                     .with_label_values(&["wrong_type"])
                     .inc();
                 tracing::warn!(%xmid, record_id = %id, %problem, "record with a field of an unexpected type");
+            }
+            // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
+            let bytes = record.json().len();
+            if bytes > OVERSIZE_BYTES {
+                self.metrics.records.with_label_values(&["oversize"]).inc();
+                tracing::warn!(%xmid, record_id = %id, bytes, limit = OVERSIZE_BYTES,
+                    "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
             }
             // A group's window starts at its earliest member's: each XMID only takes records
             // from its own window, so no member re-reads (and re-admits, once their ids are

@@ -16,7 +16,7 @@ pub struct Metrics {
     /// Poll cycles by outcome (`ok`, `error`).
     pub polls: IntCounterVec,
     /// Records by outcome: `fetched`, `new`, `duplicate`, `skipped_no_id`, `wrong_type`,
-    /// `rejected`, `outside_window`.
+    /// `oversize`, `rejected`, `outside_window`.
     pub records: IntCounterVec,
     /// Events by sink and outcome: `delivered`, `failed` (will retry), `dead_lettered`.
     pub events: IntCounterVec,

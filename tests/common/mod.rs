@@ -7,6 +7,8 @@ use mxc_relay::mxc::{Client, ClientConfig, Credentials};
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, RunningSim, SimConfig};
 
+pub mod canary;
+
 pub mod kafka;
 
 /// A quiet simulator: no live traffic, data only from `generate`.
