@@ -105,7 +105,7 @@ requests_per_second = 20
 burst = 20
 [store]
 path = "{store}"
-seen_retention = "1h"
+seen_retention = "11m"
 [sinks.console]
 kind = "stdout"
 [sinks.alerts]

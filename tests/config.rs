@@ -649,6 +649,17 @@ routes = [{ sink = "out" }]
             "store.path: must name a directory",
         ),
         (
+            "store cache_mib too small",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+store = { cache_mib = 1 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "store.cache_mib: must be at least 8, got 1",
+        ),
+        (
             "seen_retention not above look_back + interval",
             r#"
 mxc = { api_key = "API_canary_row_key" }

@@ -186,6 +186,9 @@ pub struct StoreConfig {
     /// cannot survive a write that hits a full disk, so the guard keeps it from getting there;
     /// delivery goes on meanwhile, which frees space.
     pub min_free_mib: u64,
+    /// Memory for sled's page cache, in MiB (sled's own default is 1 GiB). Beyond it, pages
+    /// are read from disk again.
+    pub cache_mib: u64,
 }
 
 impl Default for StoreConfig {
@@ -196,6 +199,7 @@ impl Default for StoreConfig {
             flush_interval: Duration::from_millis(100),
             seen_retention: Duration::from_secs(3 * 86_400),
             min_free_mib: 64,
+            cache_mib: 64,
         }
     }
 }

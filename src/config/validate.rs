@@ -153,6 +153,12 @@ impl Config {
         if self.store.path.as_os_str().is_empty() {
             error("store.path", "must name a directory".into());
         }
+        if self.store.cache_mib < 8 {
+            error(
+                "store.cache_mib",
+                format!("must be at least 8, got {}", self.store.cache_mib),
+            );
+        }
 
         let re_read = self.pollers.look_back.saturating_add(self.pollers.interval);
         if self.store.seen_retention <= re_read {

@@ -174,6 +174,7 @@ impl Store {
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(Some(flush_ms))
+            .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| StoreError::Open {
                 detail: match &e {
