@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError};
-use crate::poll::{rate_limiter, PollConfig, Pollers};
+use crate::poll::{rate_limiter, Fleet, PollConfig, Pollers, RosterWatch};
 use crate::route::Route;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
@@ -132,23 +132,34 @@ impl Pipeline {
             .start_instant()
             .map_err(|e| PipelineError::Config(format!("pollers.start: {e}")))?
             .unwrap_or_else(Utc::now);
-        pollers.init_cursors(&config.pollers.xmids, start).await?;
+        let listed = config.pollers.listed_xmids();
+        pollers.init_cursors(&listed, start).await?;
         let mut poller_tasks = JoinSet::new();
-        pollers.spawn(&config.pollers.xmids, &mut poller_tasks, &stop_polling);
+        pollers.spawn(&listed, &mut poller_tasks, &stop_polling);
+        let fleet = Fleet::new(listed.clone());
+        if config.pollers.uses_roster() {
+            let watch = RosterWatch {
+                pollers: pollers.clone(),
+                config: config.pollers.roster.clone(),
+                listed,
+                start,
+                fleet: fleet.clone(),
+            };
+            poller_tasks.spawn(watch.run(stop_polling.clone()));
+        }
 
         let mut housekeeping = JoinSet::new();
-        let xmids = Arc::new(config.pollers.xmids.clone());
         housekeeping.spawn(probe_sinks(probed, metrics.clone(), stop_polling.clone()));
         housekeeping.spawn(prune_seen(
             store.clone(),
-            xmids.clone(),
+            fleet.clone(),
             config.store.seen_retention,
             config.pollers.look_back,
             stop_polling.clone(),
         ));
         housekeeping.spawn(sample_gauges(
             store.clone(),
-            xmids.clone(),
+            fleet.clone(),
             client.clone(),
             metrics.clone(),
             config.telemetry.per_xmid_metrics,
@@ -161,7 +172,7 @@ impl Pipeline {
                     metrics: metrics.clone(),
                     store: store.clone(),
                     client,
-                    xmids,
+                    fleet,
                     // Three missed polls, plus time for a long one.
                     stuck_after: config.pollers.interval * 3 + Duration::from_secs(60),
                 };
@@ -178,7 +189,8 @@ impl Pipeline {
             None => None,
         };
         tracing::info!(
-            xmids = config.pollers.xmids.len(),
+            xmids = config.pollers.listed_xmids().len(),
+            roster = config.pollers.uses_roster(),
             sinks = config.sinks.len(),
             routes = config.routes.len(),
             store = %store.path().display(),
@@ -282,7 +294,7 @@ async fn probe_sinks(
 /// (a poller stuck for days keeps its ids until it catches up).
 async fn prune_seen(
     store: Store,
-    xmids: Arc<Vec<String>>,
+    fleet: Fleet,
     retention: Duration,
     look_back: Duration,
     stop: CancellationToken,
@@ -294,7 +306,7 @@ async fn prune_seen(
             _ = stop.cancelled() => return,
         }
         let store = store.clone();
-        let xmids = xmids.clone();
+        let xmids = fleet.xmids();
         let pruned = tokio::task::spawn_blocking(move || {
             let now = Utc::now();
             let mut before = chrono::Duration::from_std(retention)
@@ -324,14 +336,23 @@ async fn prune_seen(
 /// every 10 s (counting them reads whole trees).
 async fn sample_gauges(
     store: Store,
-    xmids: Arc<Vec<String>>,
+    fleet: Fleet,
     client: Client,
     metrics: Metrics,
     per_xmid: bool,
     stop: CancellationToken,
 ) {
+    let mut previous = fleet.xmids();
     for tick in 0u64.. {
         let now = Utc::now();
+        let xmids = fleet.xmids();
+        if per_xmid && !Arc::ptr_eq(&previous, &xmids) {
+            // A merchant no longer polled leaves no stale lag behind.
+            for gone in previous.iter().filter(|x| !xmids.contains(x)) {
+                let _ = metrics.poll_lag.remove_label_values(&[gone]);
+            }
+            previous = xmids.clone();
+        }
         let mut lags = Vec::with_capacity(xmids.len());
         for xmid in xmids.iter() {
             if let Ok(Some(cursor)) = store.cursor(xmid) {

@@ -102,7 +102,7 @@ fn check_config_lists_every_error_and_exits_non_zero() {
         [
             "  mxc.api_key: missing: set MXC_API_KEY in the environment (or mxc.api_key in the file)",
             "  mxc.page_size: must be 1 to 100, got 0",
-            "  pollers.xmids: list at least one XMID to poll",
+            "  pollers.xmids: list at least one XMID to poll (or \"roster\")",
             "  pollers.interval: must be at least 1s, got 0s",
             "  routes: add at least one [[routes]] entry (a sink and, optionally, a filter)",
         ]

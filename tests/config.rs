@@ -484,7 +484,7 @@ pollers = { xmids = [] }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
-            "pollers.xmids: list at least one XMID to poll",
+            "pollers.xmids: list at least one XMID to poll (or \"roster\")",
         ),
         (
             "xmid empty",

@@ -130,7 +130,9 @@ impl MxcConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct PollersConfig {
-    /// The XMIDs (merchant account numbers) to poll.
+    /// The XMIDs (merchant account numbers) to poll. `"roster"` (alone, `xmids = "roster"`, or
+    /// among them) adds every merchant the roster lists, as `[pollers.roster]` selects them.
+    #[serde(deserialize_with = "one_or_many")]
     pub xmids: Vec<String>,
     /// Time between two polls of one XMID (or group).
     #[serde(with = "duration")]
@@ -147,6 +149,90 @@ pub struct PollersConfig {
     pub burst: u32,
     /// Where a new XMID starts: `now`, or an ISO-8601 instant to backfill from.
     pub start: String,
+    /// Discovery from the merchant roster, when `xmids` includes `"roster"`.
+    pub roster: RosterConfig,
+}
+
+/// The entry of `pollers.xmids` that stands for the roster's merchants.
+pub const ROSTER: &str = "roster";
+
+impl PollersConfig {
+    /// The XMIDs listed by hand (without `"roster"`).
+    pub fn listed_xmids(&self) -> Vec<String> {
+        self.xmids
+            .iter()
+            .filter(|x| *x != ROSTER)
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the roster's merchants are polled too.
+    pub fn uses_roster(&self) -> bool {
+        self.xmids.iter().any(|x| x == ROSTER)
+    }
+}
+
+/// `[pollers.roster]`: which of the roster's merchants (`GET /boarding/v1/uar`) are polled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RosterConfig {
+    /// How often the roster is read again.
+    #[serde(with = "duration")]
+    pub refresh: Duration,
+    /// Only merchants whose account is active.
+    pub active_only: bool,
+    /// Only these products (`account.product.id`; "3" is TSYS); empty: any.
+    pub product_ids: Vec<String>,
+    /// Only these account statuses (e.g. "Approved"); empty: any.
+    pub statuses: Vec<String>,
+    /// Never polled, whatever the roster says.
+    pub exclude: Vec<String>,
+    /// A merchant that leaves the roster (or stops matching: closed) is polled this much
+    /// longer, to catch its last records; then it stops. Its state stays in the store.
+    #[serde(with = "duration")]
+    pub grace: Duration,
+    /// A merchant new to the roster is read from this far back.
+    #[serde(with = "duration")]
+    pub backfill: Duration,
+}
+
+impl Default for RosterConfig {
+    fn default() -> Self {
+        RosterConfig {
+            refresh: Duration::from_secs(300),
+            active_only: true,
+            product_ids: Vec::new(),
+            statuses: Vec::new(),
+            exclude: Vec::new(),
+            grace: Duration::from_secs(3600),
+            backfill: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A string or a list of strings (each element's error keeps its index in the key path).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> serde::de::Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a list of XMIDs or \"roster\"")
+        }
+        fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<String>, E> {
+            Ok(vec![s.to_string()])
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<String>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(x) = seq.next_element::<String>()? {
+                out.push(x);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_any(OneOrMany)
 }
 
 impl Default for PollersConfig {
@@ -159,6 +245,7 @@ impl Default for PollersConfig {
             requests_per_second: 10.0,
             burst: 10,
             start: "now".to_string(),
+            roster: RosterConfig::default(),
         }
     }
 }

@@ -99,7 +99,10 @@ impl Config {
 
         // [pollers]
         if self.pollers.xmids.is_empty() {
-            error("pollers.xmids", "list at least one XMID to poll".into());
+            error(
+                "pollers.xmids",
+                "list at least one XMID to poll (or \"roster\")".into(),
+            );
         }
         let mut seen = HashSet::new();
         for (i, xmid) in self.pollers.xmids.iter().enumerate() {
@@ -115,6 +118,21 @@ impl Config {
                 );
             } else if !seen.insert(xmid) {
                 error(&path, format!("{xmid:?} is listed twice"));
+            }
+        }
+        let roster = &self.pollers.roster;
+        if roster.refresh < Duration::from_secs(1) {
+            error(
+                "pollers.roster.refresh",
+                format!("must be at least 1s, got {}", fmt(roster.refresh)),
+            );
+        }
+        for (i, xmid) in roster.exclude.iter().enumerate() {
+            if self.pollers.xmids.contains(xmid) {
+                error(
+                    &format!("pollers.roster.exclude[{i}]"),
+                    format!("{xmid:?} is also listed in pollers.xmids"),
+                );
             }
         }
         if self.pollers.interval < Duration::from_secs(1) {

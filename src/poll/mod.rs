@@ -14,6 +14,10 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod roster;
+
+pub use roster::{Fleet, RosterWatch};
+
 use crate::mxc::{AuthorizationQuery, Client, MxcError, Record};
 use crate::route::Route;
 use crate::store::{Admission, Cursor, Store, StoreError};

@@ -366,16 +366,7 @@ impl Dataset {
             by_xmid.insert(xmid, merchants.len());
             merchants.push(merchant);
         }
-        let mut cumulative = 0.0;
-        let active_weights = merchants
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.active)
-            .map(|(i, m)| {
-                cumulative += m.weight;
-                (cumulative, i)
-            })
-            .collect();
+        let active_weights = active_weights(&merchants);
         let records = vec![BTreeMap::new(); merchants.len()];
         let start = (now_ms - config.backlog_ms) as f64;
         let mut dataset = Dataset {
@@ -395,6 +386,34 @@ impl Dataset {
 
     pub fn merchant_index(&self, xmid: &str) -> Option<usize> {
         self.by_xmid.get(xmid).copied()
+    }
+
+    /// Boards a new active merchant (it gets live traffic from now on); returns its XMID.
+    pub fn add_merchant(&mut self) -> String {
+        loop {
+            let xmid = format!("8{:011}", self.rng.gen_range(0..100_000_000_000u64));
+            if self.by_xmid.contains_key(&xmid) {
+                continue;
+            }
+            let merchant = new_merchant(&mut self.rng, xmid.clone(), true);
+            self.by_xmid.insert(xmid.clone(), self.merchants.len());
+            self.merchants.push(merchant);
+            self.records.push(BTreeMap::new());
+            self.active_weights = active_weights(&self.merchants);
+            return xmid;
+        }
+    }
+
+    /// Closes a merchant: still in the roster (inactive, "Closed"), no new traffic; its
+    /// records stay queryable. False if there is no such merchant.
+    pub fn close_merchant(&mut self, xmid: &str) -> bool {
+        let Some(&i) = self.by_xmid.get(xmid) else {
+            return false;
+        };
+        self.merchants[i].active = false;
+        self.merchants[i].status = "Closed";
+        self.active_weights = active_weights(&self.merchants);
+        true
     }
 
     /// Generates every record that has arrived by `now_ms` at the configured rate.
@@ -680,6 +699,20 @@ impl Dataset {
             },
         })
     }
+}
+
+/// Cumulative traffic weights of the active merchants.
+fn active_weights(merchants: &[SimMerchant]) -> Vec<(f64, usize)> {
+    let mut cumulative = 0.0;
+    merchants
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.active)
+        .map(|(i, m)| {
+            cumulative += m.weight;
+            (cumulative, i)
+        })
+        .collect()
 }
 
 fn new_merchant(rng: &mut ChaCha8Rng, xmid: String, active: bool) -> SimMerchant {

@@ -36,8 +36,6 @@ struct SimState {
     config: SimConfig,
     jwt: JwtKey,
     data: Mutex<Dataset>,
-    /// Pre-rendered roster entries.
-    roster: Vec<String>,
     faults: RwLock<Faults>,
     stats: Stats,
     scrolls: Mutex<HashMap<String, Scroll>>,
@@ -81,6 +79,22 @@ impl RunningSim {
 
     pub fn stats(&self) -> StatsSnapshot {
         self.state.snapshot(false)
+    }
+
+    /// Boards `count` new active merchants; returns their XMIDs.
+    pub fn add_merchants(&self, count: usize) -> Vec<String> {
+        match self.state.data.lock() {
+            Ok(mut data) => (0..count).map(|_| data.add_merchant()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Closes a merchant (see [`Dataset::close_merchant`]); false if unknown.
+    pub fn close_merchant(&self, xmid: &str) -> bool {
+        self.state
+            .data
+            .lock()
+            .is_ok_and(|mut data| data.close_merchant(xmid))
     }
 
     pub fn set_faults(&self, faults: Faults) {
@@ -154,17 +168,11 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let data = tokio::task::spawn_blocking(move || Dataset::new(generation, now_ms))
         .await
         .map_err(std::io::Error::other)?;
-    let roster = data
-        .merchants
-        .iter()
-        .map(|m| Dataset::roster_entry(m).to_string())
-        .collect();
     let mut key = config.seed.to_le_bytes().to_vec();
     key.extend_from_slice(&rand::thread_rng().gen::<[u8; 24]>());
     let state = Arc::new(SimState {
         jwt: JwtKey::new(key),
         data: Mutex::new(data),
-        roster,
         faults: RwLock::new(config.faults.clone()),
         stats: Stats::default(),
         scrolls: Mutex::new(HashMap::new()),
@@ -179,6 +187,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/generate", post(generate))
+        .route("/_sim/merchants", post(change_merchants))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "No such endpoint") })
         .with_state(state.clone());
@@ -662,14 +671,29 @@ async fn roster_page(
             &format!("size must be at most 100, got {size}"),
         );
     }
-    let start = from.min(state.roster.len());
-    let end = (start + size).min(state.roster.len());
+    // Rendered per request: the roster changes when merchants board or close.
+    let (total, entries) = match state.data.lock() {
+        Ok(data) => {
+            let start = from.min(data.merchants.len());
+            let end = (start + size).min(data.merchants.len());
+            let entries: Vec<String> = data.merchants[start..end]
+                .iter()
+                .map(|m| Dataset::roster_entry(m).to_string())
+                .collect();
+            (data.merchants.len(), entries)
+        }
+        Err(_) => {
+            return json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "simulator state poisoned",
+            )
+        }
+    };
     let mut body = format!(
-        r#"{{"totalRecords":{},"recordCount":{},"records":["#,
-        state.roster.len(),
-        end - start
+        r#"{{"totalRecords":{total},"recordCount":{},"records":["#,
+        entries.len()
     );
-    body.push_str(&state.roster[start..end].join(","));
+    body.push_str(&entries.join(","));
     body.push_str("]}");
     json_body(body)
 }
@@ -733,4 +757,42 @@ async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
         Ok(()) => Json(serde_json::json!({ "generated": request.count })).into_response(),
         Err(message) => json_error(StatusCode::BAD_REQUEST, &format!("generate: {message}")),
     }
+}
+
+/// `POST /_sim/merchants {"add": N, "close": ["XMID", …]}`: boards and closes merchants.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MerchantsBody {
+    #[serde(default)]
+    add: usize,
+    #[serde(default)]
+    close: Vec<String>,
+}
+
+async fn change_merchants(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
+    let request: MerchantsBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("merchants: {e}")),
+    };
+    let Ok(mut data) = state.data.lock() else {
+        return json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "simulator state poisoned",
+        );
+    };
+    if let Some(unknown) = request
+        .close
+        .iter()
+        .find(|x| data.merchant_index(x).is_none())
+    {
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            &format!("merchants: no merchant {unknown:?} to close"),
+        );
+    }
+    for xmid in &request.close {
+        data.close_merchant(xmid);
+    }
+    let added: Vec<String> = (0..request.add).map(|_| data.add_merchant()).collect();
+    Json(serde_json::json!({ "added": added, "closed": request.close })).into_response()
 }

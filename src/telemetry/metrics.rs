@@ -37,6 +37,12 @@ pub struct Metrics {
     pub dead_letters: IntGaugeVec,
     /// Record ids remembered for deduplication.
     pub seen_ids: IntGauge,
+    /// Merchants polled because the roster lists them (grace periods included).
+    pub roster_merchants: IntGauge,
+    /// Merchants that joined the roster (after the first read) and started polling.
+    pub roster_added: IntCounter,
+    /// Merchants that left the roster (or closed) and stopped polling after the grace period.
+    pub roster_removed: IntCounter,
     /// Free space on the store's file system (polling pauses below `store.min_free_mib`).
     pub store_free_bytes: IntGauge,
     /// Seconds until the cached MXC token expires (0 without one).
@@ -151,6 +157,27 @@ impl Metrics {
                 "Record ids remembered for deduplication.",
             ),
         );
+        let roster_merchants = register(
+            r,
+            IntGauge::new(
+                "mxc_relay_roster_merchants",
+                "Merchants polled because the roster lists them (grace periods included).",
+            ),
+        );
+        let roster_added = register(
+            r,
+            IntCounter::new(
+                "mxc_relay_roster_added_total",
+                "Merchants that joined the roster and started polling.",
+            ),
+        );
+        let roster_removed = register(
+            r,
+            IntCounter::new(
+                "mxc_relay_roster_removed_total",
+                "Merchants that left the roster (or closed) and stopped polling after the grace period.",
+            ),
+        );
         let store_free_bytes = register(
             r,
             IntGauge::new(
@@ -256,6 +283,9 @@ impl Metrics {
             dead_letters,
             seen_ids,
             store_free_bytes,
+            roster_merchants,
+            roster_added,
+            roster_removed,
             token_expiry,
             auth_requests,
             build_info,

@@ -3,7 +3,6 @@
 //! reachable and no webhook endpoint disabled). `/readyz` answers 200 or 503 with one line per check.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -12,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
 use crate::mxc::Client;
+use crate::poll::Fleet;
 use crate::store::Store;
 
 /// What `/readyz` looks at.
@@ -20,7 +20,8 @@ pub struct Health {
     pub metrics: Metrics,
     pub store: Store,
     pub client: Client,
-    pub xmids: Arc<Vec<String>>,
+    /// The XMIDs polled (listed and discovered).
+    pub fleet: Fleet,
     /// A poller whose lag exceeds this is stuck.
     pub stuck_after: Duration,
 }
@@ -28,7 +29,8 @@ pub struct Health {
 impl Health {
     /// Each check with its verdict: `Ok(detail)` or `Err(what is wrong)`.
     pub fn checks(&self) -> Vec<(&'static str, Result<String, String>)> {
-        let store = match self.xmids.first().map(|x| self.store.cursor(x)) {
+        let xmids = self.fleet.xmids();
+        let store = match xmids.first().map(|x| self.store.cursor(x)) {
             Some(Err(e)) => Err(e.to_string()),
             _ => match self.store.check_space() {
                 Err(e) => Err(format!("{e}: polling paused")),
@@ -44,7 +46,7 @@ impl Health {
         };
         let lag = self.metrics.poll_lag_max.get();
         let pollers = if lag <= self.stuck_after.as_secs_f64() {
-            Ok(format!("{} XMIDs, largest lag {lag:.1}s", self.xmids.len()))
+            Ok(format!("{} XMIDs, largest lag {lag:.1}s", xmids.len()))
         } else {
             Err(format!(
                 "a poller is stuck: largest lag {lag:.0}s exceeds {}s",

@@ -1,0 +1,230 @@
+//! Discovery from the roster: `xmids = "roster"` polls every active merchant the simulator's
+//! roster lists; a merchant boarded or closed is picked up within one refresh, with nothing
+//! lost or duplicated for the others.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::config::{Config, RouteConfig, SinkConfig};
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::sim::SimConfig;
+use mxc_relay::telemetry::Metrics;
+
+use common::*;
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ids_of(lines: &[serde_json::Value], xmid: &str) -> usize {
+    lines.iter().filter(|l| l["xmid"] == xmid).count()
+}
+
+async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+#[test]
+fn xmids_may_be_the_roster_alone_or_with_listed_ones() {
+    let env = |name: &str| (name == "MXC_API_KEY").then(|| "API_key".to_string());
+    let sink = "[sinks.out]\nkind = \"stdout\"\n[[routes]]\nsink = \"out\"\n";
+    let alone = Config::from_toml(
+        &format!("[pollers]\nxmids = \"roster\"\n{sink}"),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert!(alone.pollers.uses_roster());
+    assert!(alone.pollers.listed_xmids().is_empty());
+    let both = Config::from_toml(
+        &format!("[pollers]\nxmids = [\"roster\", \"887000000001\"]\n[pollers.roster]\nrefresh = \"1m\"\nexclude = [\"887000000002\"]\n{sink}"),
+        "t.toml",
+        &env,
+    )
+    .unwrap();
+    assert!(both.pollers.uses_roster());
+    assert_eq!(both.pollers.listed_xmids(), ["887000000001"]);
+    assert_eq!(both.pollers.roster.refresh, Duration::from_secs(60));
+    let errors = Config::from_toml(
+        &format!("[pollers]\nxmids = 5\n[pollers.roster]\nrefresh = \"0s\"\nexclude = [\"887000000001\"]\nxmid = []\n{sink}"),
+        "t.toml",
+        &env,
+    )
+    .unwrap_err()
+    .errors
+    .iter()
+    .map(|e| e.to_string())
+    .collect::<Vec<_>>();
+    assert_eq!(
+        errors,
+        [
+            "pollers.roster.xmid: unknown key",
+            "pollers.xmids: invalid type: integer `5`, expected a list of XMIDs or \"roster\"",
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothing_else_changes() {
+    let sim = start_sim(SimConfig {
+        merchants: 6,
+        closed_merchants: Some(2),
+        ..quiet_sim()
+    })
+    .await;
+    let active: Vec<String> = sim.xmids()[..6].to_vec();
+    let closed_before: Vec<String> = sim.xmids()[6..].to_vec();
+    let t0 = Utc::now();
+    sim.generate(300, &active, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+    sim.generate(20, &closed_before, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.pollers.roster.refresh = Duration::from_secs(2);
+    c.pollers.roster.grace = Duration::from_secs(3);
+    c.pollers.roster.backfill = Duration::from_secs(10 * 60);
+    c.store.path = dir.path().join("store");
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: archive.clone(),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
+
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&archive).len() >= 300).await,
+        "the roster's 6 active merchants are polled: {} lines",
+        lines(&archive).len()
+    );
+    assert_eq!(metrics.roster_merchants.get(), 6);
+    assert_eq!(
+        metrics.roster_added.get(),
+        0,
+        "the first read adds no change"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        lines(&archive).len(),
+        300,
+        "closed merchants are not polled"
+    );
+
+    // One merchant boards, with records from two minutes ago; another closes, with a last
+    // record just before; the others go on.
+    let boarded = sim.add_merchants(1).remove(0);
+    let closing = active[0].clone();
+    let closing_before = ids_of(&lines(&archive), &closing);
+    let now = Utc::now();
+    sim.generate(
+        50,
+        std::slice::from_ref(&boarded),
+        now - chrono::Duration::minutes(2),
+        now,
+    )
+    .unwrap();
+    sim.generate(
+        10,
+        std::slice::from_ref(&closing),
+        now - chrono::Duration::seconds(30),
+        now,
+    )
+    .unwrap();
+    assert!(sim.close_merchant(&closing));
+    sim.generate(50, &active[1..], now - chrono::Duration::seconds(30), now)
+        .unwrap();
+    let changed = Instant::now();
+    let arrived = |xmid: &str, n: usize| {
+        let archive = archive.clone();
+        let xmid = xmid.to_string();
+        async move {
+            wait_until(Duration::from_secs(10), || {
+                ids_of(&lines(&archive), &xmid) >= n
+            })
+            .await;
+            ids_of(&lines(&archive), &xmid)
+        }
+    };
+    assert_eq!(
+        arrived(&boarded, 50).await,
+        50,
+        "the boarded merchant's records, from its backfill window"
+    );
+    eprintln!(
+        "boarded merchant's records all in after {:?}",
+        changed.elapsed()
+    );
+    assert_eq!(metrics.roster_added.get(), 1);
+    assert_eq!(
+        arrived(&closing, closing_before + 10).await,
+        closing_before + 10,
+        "the closed merchant is polled during its grace period"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || lines(&archive).len() >= 410).await,
+        "the others' records too: {} of 410",
+        lines(&archive).len()
+    );
+
+    // After the grace period, the closed merchant is no longer polled.
+    assert!(
+        wait_until(Duration::from_secs(10), || metrics.roster_removed.get()
+            == 1)
+        .await,
+        "the closed merchant stops after its grace period"
+    );
+    assert_eq!(
+        metrics.roster_merchants.get(),
+        6,
+        "6 − 1 closed + 1 boarded"
+    );
+    let now = Utc::now();
+    sim.generate(
+        5,
+        std::slice::from_ref(&closing),
+        now - chrono::Duration::seconds(5),
+        now,
+    )
+    .unwrap();
+    sim.generate(30, &active[1..], now - chrono::Duration::seconds(5), now)
+        .unwrap();
+    let total = 300 + 50 + 10 + 50 + 30;
+    assert!(wait_until(Duration::from_secs(10), || lines(&archive).len() >= total).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = lines(&archive);
+    let ids: HashSet<&str> = all
+        .iter()
+        .map(|l| l["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (total, total),
+        "every record once, none of the stopped merchant's new ones"
+    );
+    assert_eq!(ids_of(&all, &closing), closing_before + 10);
+    pipeline.shutdown().await.unwrap();
+}
