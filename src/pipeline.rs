@@ -54,12 +54,56 @@ impl Pipeline {
     pub async fn start_with_sinks(
         config: &Config,
         metrics: Metrics,
+        provided: BTreeMap<String, Arc<dyn Sink>>,
+    ) -> Result<Pipeline, PipelineError> {
+        let store = Store::open_for(config)?;
+        Pipeline::start_on(config, metrics, provided, store).await
+    }
+
+    /// Applies a new configuration without leaving the process: this pipeline stops
+    /// gracefully (polling at once, in-flight deliveries finished: the outboxes, cursors and
+    /// retry states are in the store) and one built from `new` starts on the same store. If
+    /// `new` cannot start (a sink its client library refuses, say), `current` starts again
+    /// and the error is returned beside it; `Err` only if neither can start.
+    pub async fn reload(
+        self,
+        current: &Config,
+        new: &Config,
+    ) -> Result<(Pipeline, Result<(), PipelineError>), PipelineError> {
+        let (store, metrics) = (self.store.clone(), self.metrics.clone());
+        if let Err(e) = self.shutdown().await {
+            tracing::error!(error = %e, "stopping for the reload did not flush the store");
+        }
+        let started = match store.reconfigure(new) {
+            Ok(view) => Pipeline::start_on(new, metrics.clone(), BTreeMap::new(), view).await,
+            Err(e) => Err(e.into()),
+        };
+        match started {
+            Ok(pipeline) => Ok((pipeline, Ok(()))),
+            Err(error) => {
+                let restarted = match store.reconfigure(current) {
+                    Ok(view) => Pipeline::start_on(current, metrics, BTreeMap::new(), view).await,
+                    Err(e) => Err(e.into()),
+                };
+                match restarted {
+                    Ok(pipeline) => Ok((pipeline, Err(error))),
+                    Err(again) => Err(PipelineError::Config(format!(
+                        "the new configuration failed to start ({error}), and the previous one could not start again: {again}"
+                    ))),
+                }
+            }
+        }
+    }
+
+    async fn start_on(
+        config: &Config,
+        metrics: Metrics,
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
+        store: Store,
     ) -> Result<Pipeline, PipelineError> {
         let mut client_config = config.mxc.client_config();
         client_config.metrics = Some(metrics.clone());
         let client = Client::new(client_config)?;
-        let store = Store::open_for(config)?;
         for (sink, entries) in store.orphan_outboxes() {
             if entries > 0 {
                 tracing::warn!(%sink, entries, "an outbox remains for a sink no longer configured; its events wait there");

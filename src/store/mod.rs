@@ -190,6 +190,36 @@ impl Store {
                 },
                 path: path.clone(),
             })?;
+        Store::on(db, path, config, sinks)
+    }
+
+    /// The same open database with the outboxes of `config`'s sinks and its settings: a
+    /// reloaded configuration's view of the store. The path cannot change without a restart.
+    pub fn reconfigure(&self, config: &crate::config::Config) -> Result<Store, StoreError> {
+        if config.store.path != self.inner.path {
+            return Err(StoreError::Open {
+                path: config.store.path.clone(),
+                detail: format!(
+                    "store.path cannot change while running (it is {}): restart to move the store",
+                    self.inner.path.display()
+                ),
+            });
+        }
+        let sinks: Vec<String> = config.sinks.keys().cloned().collect();
+        Store::on(
+            self.inner.db.clone(),
+            self.inner.path.clone(),
+            &config.store,
+            &sinks,
+        )
+    }
+
+    fn on(
+        db: sled::Db,
+        path: PathBuf,
+        config: &StoreConfig,
+        sinks: &[String],
+    ) -> Result<Store, StoreError> {
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Io {
                 path: path.clone(),

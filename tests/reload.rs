@@ -1,0 +1,222 @@
+//! Live reload: SIGHUP makes the running binary re-read its file. A reload that adds a route
+//! (to a new sink) and removes an XMID takes effect without a restart, losing and repeating
+//! nothing; a broken file is refused with its errors and the running configuration stays.
+
+mod common;
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+const DECLINES: &str = r#"
+[sinks.declines]
+kind = "file"
+path = "{dir}/declines.jsonl"
+
+[[routes]]
+name = "declines"
+sink = "declines"
+event_type = "authorization.declined"
+filter = 'authorizationResponseStatus != "Approved"'
+"#;
+
+fn lines(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn config(sim_url: &str, xmids: &[String], dir: &Path, telemetry: &str, extra: &str) -> String {
+    format!(
+        r#"[mxc]
+base_url = "{sim_url}"
+
+[pollers]
+xmids = {xmids}
+interval = "1s"
+start = "{start}"
+
+[store]
+path = "{dir}/store"
+
+[sinks.archive]
+kind = "file"
+path = "{dir}/archive.jsonl"
+
+[[routes]]
+sink = "archive"
+
+[telemetry]
+listen = "{telemetry}"
+{extra}"#,
+        xmids = serde_json::to_string(xmids).unwrap(),
+        start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
+        dir = dir.display(),
+        extra = extra.replace("{dir}", &dir.display().to_string()),
+    )
+}
+
+async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_nothing() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let (kept, removed) = (&xmids[..3], &xmids[3]);
+    let t0 = Utc::now();
+    sim.generate(200, &xmids, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let file = dir.path().join("relay.toml");
+    std::fs::write(
+        &file,
+        config(&sim.base_url(), &xmids, dir.path(), &telemetry, ""),
+    )
+    .unwrap();
+    let log = dir.path().join("relay.log");
+    let mut relay = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let declines = dir.path().join("declines.jsonl");
+    let logged = |text: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches(text)
+            .count()
+    };
+    assert!(wait_until(Duration::from_secs(20), || lines(&archive).len() >= 200).await);
+
+    // Reload: a decline route to a new sink; one XMID fewer.
+    std::fs::write(
+        &file,
+        config(&sim.base_url(), kept, dir.path(), &telemetry, DECLINES),
+    )
+    .unwrap();
+    signal(relay.id(), "HUP");
+    assert!(
+        wait_until(Duration::from_secs(20), || logged("configuration reloaded")
+            == 1)
+        .await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        logged("XMIDs +0 −1, sinks +1 −0, routes +1 −0"),
+        1,
+        "the log says what changed"
+    );
+    let now = Utc::now();
+    sim.generate(100, kept, now - chrono::Duration::seconds(5), now)
+        .unwrap();
+    sim.generate(
+        20,
+        std::slice::from_ref(removed),
+        now - chrono::Duration::seconds(5),
+        now,
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || lines(&archive).len() >= 300).await);
+
+    // A broken file: refused with its errors; the running configuration goes on.
+    std::fs::write(
+        &file,
+        config(
+            &sim.base_url(),
+            kept,
+            dir.path(),
+            &telemetry,
+            "[delivery]\nbatch_size = 0\n",
+        ),
+    )
+    .unwrap();
+    signal(relay.id(), "HUP");
+    assert!(
+        wait_until(Duration::from_secs(10), || logged("reload refused") == 1).await,
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(
+        logged("delivery.batch_size"),
+        1,
+        "the refusal names the key"
+    );
+    let now = Utc::now();
+    sim.generate(50, kept, now - chrono::Duration::seconds(5), now)
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || lines(&archive).len() >= 350).await);
+    let ready = reqwest::get(format!("http://{telemetry}/readyz"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "still ready");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    signal(relay.id(), "TERM");
+    assert!(relay.wait().unwrap().success());
+    let all = lines(&archive);
+    let ids: HashSet<&str> = all
+        .iter()
+        .map(|l| l["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        (all.len(), ids.len()),
+        (350, 350),
+        "every record once; none of the removed XMID's new ones"
+    );
+    let new_declines: Vec<&serde_json::Value> = all[200..]
+        .iter()
+        .filter(|l| l["data"]["authorizationResponseStatus"] != "Approved")
+        .collect();
+    let alerts = lines(&declines);
+    assert!(!new_declines.is_empty());
+    assert_eq!(
+        alerts
+            .iter()
+            .map(|l| l["data"]["id"].as_str().unwrap())
+            .collect::<HashSet<_>>(),
+        new_declines
+            .iter()
+            .map(|l| l["data"]["id"].as_str().unwrap())
+            .collect::<HashSet<_>>(),
+        "the new route takes every decline admitted after the reload"
+    );
+    assert_eq!(alerts.len(), new_declines.len());
+    assert!(alerts.iter().all(|l| l["type"] == "authorization.declined"));
+}
