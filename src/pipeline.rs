@@ -11,7 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError};
-use crate::poll::{rate_limiter, Fleet, PollConfig, Pollers, RosterWatch};
+use crate::poll::{
+    rate_limiter, BackfillProgress, BackfillRequest, Fleet, PollConfig, PollError, Pollers,
+    RosterWatch,
+};
 use crate::route::Route;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
@@ -34,6 +37,8 @@ pub struct Pipeline {
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub telemetry_addr: Option<std::net::SocketAddr>,
     stop_telemetry: CancellationToken,
+    /// What the poller tasks share (client, store, routes, budget): also what a backfill uses.
+    polling: Pollers,
     pollers: JoinSet<()>,
     workers: JoinSet<()>,
     housekeeping: JoinSet<()>,
@@ -245,6 +250,7 @@ impl Pipeline {
             metrics,
             telemetry_addr,
             stop_telemetry,
+            polling: pollers,
             pollers: poller_tasks,
             workers,
             housekeeping,
@@ -252,6 +258,16 @@ impl Pipeline {
             stop_delivering,
             shutdown_timeout: config.delivery.shutdown_timeout,
         })
+    }
+
+    /// Replays history into the sinks (see [`Pollers::backfill`]), beside whatever polls.
+    pub async fn backfill(
+        &self,
+        request: &BackfillRequest,
+        stop: &CancellationToken,
+        on_page: impl FnMut(&BackfillProgress),
+    ) -> Result<BackfillProgress, PollError> {
+        self.polling.backfill(request, stop, on_page).await
     }
 
     /// Stops polling at once: an interrupted cycle is redone after a restart (its pages were

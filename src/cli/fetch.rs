@@ -25,10 +25,10 @@ pub struct FetchArgs {
     #[arg(long = "xmid", required = true, value_delimiter = ',')]
     xmids: Vec<String>,
     /// Window start: an ISO-8601 instant, a date, or a duration ago (`1h`).
-    #[arg(long, value_parser = instant)]
+    #[arg(long, value_parser = super::instant)]
     since: DateTime<Utc>,
     /// Window end, same forms [default: now].
-    #[arg(long, value_parser = instant)]
+    #[arg(long, value_parser = super::instant)]
     until: Option<DateTime<Utc>>,
     /// Use the export (scroll) form, for large windows.
     #[arg(long)]
@@ -36,23 +36,6 @@ pub struct FetchArgs {
     /// Records per page, 1 to 100.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
-}
-
-/// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
-fn instant(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
-    }
-    let ago = mxc_relay::config::parse_duration(text).map_err(|_| {
-        format!("{text:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")
-    })?;
-    chrono::Duration::from_std(ago)
-        .ok()
-        .and_then(|d| Utc::now().checked_sub_signed(d))
-        .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
 }
 
 pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {

@@ -1,5 +1,6 @@
 //! Subcommands. Each file is one command; a fatal error returns here and is printed once.
 
+mod backfill;
 mod check_config;
 mod demo;
 mod dlq;
@@ -11,6 +12,7 @@ mod webhook;
 
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 
 /// Watches MX Connect for new card authorizations per merchant (XMID) and publishes each one
@@ -39,6 +41,9 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Dead letters: list them, or replay them into their sink's outbox.
     Dlq(dlq::DlqArgs),
+    /// Replay history into the sinks, each record once (resumable; run it with the service
+    /// stopped: it uses the service's store).
+    Backfill(backfill::BackfillArgs),
     /// One-shot query: print the authorizations of some XMIDs in a time window as JSON lines.
     Fetch(fetch::FetchArgs),
 }
@@ -53,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => fetch::run(args).await,
         Command::Webhook(args) => webhook::run(args).await,
         Command::Dlq(args) => dlq::run(args),
+        Command::Backfill(args) => backfill::run(args).await,
     }
 }
 
@@ -80,4 +86,21 @@ pub fn exit_on_second_signal() {
         eprintln!("second signal: exiting now");
         std::process::exit(130);
     });
+}
+
+/// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
+pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    let ago = mxc_relay::config::parse_duration(text).map_err(|_| {
+        format!("{text:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")
+    })?;
+    chrono::Duration::from_std(ago)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
 }

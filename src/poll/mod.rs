@@ -14,8 +14,10 @@ use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+mod backfill;
 mod roster;
 
+pub use backfill::{BackfillProgress, BackfillRequest};
 pub use roster::{Fleet, RosterWatch};
 
 use crate::mxc::{AuthorizationQuery, Client, MxcError, Record};

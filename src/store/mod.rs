@@ -27,6 +27,8 @@ const OUTBOX_PREFIX: &str = "outbox/";
 const DEAD_PREFIX: &str = "dead/";
 const ATTEMPTS_PREFIX: &str = "attempts/";
 const ENDPOINTS: &str = "endpoints";
+/// Checkpoints of long jobs (backfills), keyed by the job.
+const CHECKPOINTS: &str = "checkpoints";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -144,6 +146,7 @@ struct Inner {
     seen_by_time: Tree,
     cursors: Tree,
     endpoints: Tree,
+    checkpoints: Tree,
     outboxes: BTreeMap<String, Sink>,
 }
 
@@ -244,6 +247,7 @@ impl Store {
             seen_by_time: tree(SEEN_BY_TIME)?,
             cursors: tree(CURSORS)?,
             endpoints: tree(ENDPOINTS)?,
+            checkpoints: tree(CHECKPOINTS)?,
             outboxes,
             durability: config.durability,
             min_free_mib: config.min_free_mib,
@@ -507,6 +511,34 @@ impl Store {
             out.push((seq, state));
         }
         Ok(out)
+    }
+
+    /// A job's checkpoint (JSON), if it has one.
+    pub fn checkpoint(&self, job: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let raw = self
+            .inner
+            .checkpoints
+            .get(job)
+            .map_err(self.io("read checkpoint"))?;
+        raw.map(|v| {
+            serde_json::from_slice(&v).map_err(|e| self.corrupt("checkpoint", job, &e.to_string()))
+        })
+        .transpose()
+    }
+
+    /// Records (`Some`) or clears (`None`) a job's checkpoint, durably.
+    pub async fn set_checkpoint(
+        &self,
+        job: &str,
+        value: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let tree = &self.inner.checkpoints;
+        match value {
+            Some(v) => tree.insert(job, v.to_string().as_bytes()).map(|_| ()),
+            None => tree.remove(job).map(|_| ()),
+        }
+        .map_err(self.io("write checkpoint"))?;
+        self.flush().await
     }
 
     /// Whether (and why) a webhook endpoint is disabled.

@@ -1,0 +1,174 @@
+//! `mxc-relay backfill`: history replayed into the sinks through the export API, each record
+//! once (what polling or an earlier run already sent is skipped), with progress on stderr and
+//! a checkpoint after every page: Ctrl-C, then the same command, resumes.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use mxc_relay::config::Config;
+use mxc_relay::pipeline::Pipeline;
+use mxc_relay::poll::{BackfillProgress, BackfillRequest};
+use mxc_relay::telemetry::{self, Metrics};
+
+#[derive(Args)]
+pub struct BackfillArgs {
+    /// The service's configuration: its MXC account, routes, sinks and store.
+    #[arg(long, short, default_value = "config/mxc-relay.toml")]
+    config: PathBuf,
+    /// Start: an ISO-8601 instant, a date, or a duration ago (`7d`).
+    #[arg(long, value_parser = super::instant)]
+    since: DateTime<Utc>,
+    /// End [default: now].
+    #[arg(long, value_parser = super::instant)]
+    until: Option<DateTime<Utc>>,
+    /// XMIDs to replay (repeatable) [default: those listed in pollers.xmids].
+    #[arg(long = "xmid")]
+    xmids: Vec<String>,
+}
+
+pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    telemetry::init_logging(&config.log.level, config.log.format);
+    let xmids = if args.xmids.is_empty() {
+        config.pollers.listed_xmids()
+    } else {
+        args.xmids.clone()
+    };
+    anyhow::ensure!(
+        !xmids.is_empty(),
+        "no XMIDs: give --xmid (the roster is not read by backfill), or list them in pollers.xmids"
+    );
+    let request = BackfillRequest {
+        xmids,
+        since: args.since,
+        until: args.until.unwrap_or_else(Utc::now),
+    };
+    anyhow::ensure!(
+        request.since < request.until,
+        "--since ({}) must be before --until ({})",
+        mxc_relay::mxc::instant(request.since),
+        mxc_relay::mxc::instant(request.until)
+    );
+    // Sinks and the store as the service has them; no pollers and no telemetry server.
+    let mut delivery = config.clone();
+    delivery.pollers.xmids = Vec::new();
+    delivery.telemetry.listen = String::new();
+    let mut pipeline = Pipeline::start(&delivery, Metrics::new())
+        .await
+        .context("backfill uses the service's store: stop the service first")?;
+
+    let stop = CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            stop.cancel();
+        });
+    }
+    eprintln!(
+        "backfill: {} XMIDs from {} to {}",
+        request.xmids.len(),
+        mxc_relay::mxc::instant(request.since),
+        mxc_relay::mxc::instant(request.until)
+    );
+    let mut bar = ProgressLine::new();
+    let result = pipeline
+        .backfill(&request, &stop, |p| bar.show(p, false))
+        .await;
+    let progress = match result {
+        Ok(p) => p,
+        Err(e) => {
+            pipeline.shutdown().await?;
+            return Err(e)
+                .context("backfill stopped; run the same command to resume from its checkpoint");
+        }
+    };
+    bar.show(&progress, true);
+    if !progress.complete {
+        eprintln!("interrupted: admitted events are delivered before exit; run the same command to resume");
+        pipeline.shutdown().await?;
+        return Ok(ExitCode::from(130));
+    }
+    // Everything admitted is in the outboxes: wait until the sinks confirm it (Ctrl-C leaves
+    // the rest there for the service, under the same ids).
+    eprintln!("delivering what was admitted …");
+    tokio::select! {
+        _ = pipeline.drain(Duration::from_secs(30 * 86_400)) => {}
+        _ = stop.cancelled() => eprintln!("interrupted: the rest waits in the outboxes for the service"),
+    }
+    pipeline.shutdown().await?;
+    eprintln!(
+        "backfill complete: {} records read, {} sent, {} already sent before{}",
+        progress.read,
+        progress.new,
+        progress.duplicate,
+        if progress.resumed {
+            " (resumed from a checkpoint)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One progress line on stderr: redrawn in place on a terminal, every 5 s otherwise.
+struct ProgressLine {
+    started: Instant,
+    last: Instant,
+    terminal: bool,
+    read_at_start: Option<u64>,
+}
+
+impl ProgressLine {
+    fn new() -> ProgressLine {
+        ProgressLine {
+            started: Instant::now(),
+            last: Instant::now(),
+            terminal: std::io::stderr().is_terminal(),
+            read_at_start: None,
+        }
+    }
+
+    fn show(&mut self, p: &BackfillProgress, last: bool) {
+        let start = *self.read_at_start.get_or_insert(p.read);
+        let every = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if !last && self.last.elapsed() < every {
+            return;
+        }
+        self.last = Instant::now();
+        let elapsed = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = (p.read - start) as f64 / elapsed;
+        let share = match p.total {
+            Some(total) if total > 0 => format!(
+                " of {total} ({:.0} %, about {:.0} s left)",
+                100.0 * p.read.min(total) as f64 / total as f64,
+                total.saturating_sub(p.read) as f64 / rate.max(1.0)
+            ),
+            _ => String::new(),
+        };
+        let position = p.position.map(mxc_relay::mxc::instant).unwrap_or_default();
+        let line = format!(
+            "backfill: {} read{share}, {} new, {} already sent, {rate:.0}/s, at {position}",
+            p.read, p.new, p.duplicate
+        );
+        if self.terminal {
+            eprint!("\r\x1b[2K{line}");
+            if last {
+                eprintln!();
+            }
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Backfill: history replayed through the export (scroll) API, in time order, into the same
+//! admission as polling — so what was already sent is recognised and not sent again — with a
+//! checkpoint after every page, so an interrupted backfill resumes where it stopped.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::{sleep_or_stop, PollError, Pollers};
+use crate::mxc::AuthorizationQuery;
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct BackfillRequest {
+    pub xmids: Vec<String>,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+}
+
+impl BackfillRequest {
+    /// The checkpoint's key: the same request resumes the same checkpoint.
+    fn job(&self) -> String {
+        format!(
+            "backfill {} {} {}",
+            crate::mxc::instant(self.since),
+            crate::mxc::instant(self.until),
+            self.xmids.join(",")
+        )
+    }
+}
+
+/// Where a backfill stands; also its checkpoint.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BackfillProgress {
+    /// Records read (since the backfill first started).
+    pub read: u64,
+    /// Of which admitted for the first time (sent to the sinks) …
+    pub new: u64,
+    /// … or already admitted before (by polling or an earlier run): not sent again.
+    pub duplicate: u64,
+    /// Records of the whole request, as far as the server has said.
+    pub total: Option<u64>,
+    /// Everything before this transaction time is admitted.
+    pub position: Option<DateTime<Utc>>,
+    /// Whether this run resumed a checkpoint.
+    #[serde(skip)]
+    pub resumed: bool,
+    /// Whether the request is entirely admitted (else it was interrupted).
+    #[serde(skip)]
+    pub complete: bool,
+}
+
+impl Pollers {
+    /// Replays `request` page by page, calling `on_page` after each; stops early (checkpoint
+    /// kept) when `stop` is cancelled. Transient errors are retried from the checkpoint.
+    pub async fn backfill(
+        &self,
+        request: &BackfillRequest,
+        stop: &CancellationToken,
+        mut on_page: impl FnMut(&BackfillProgress),
+    ) -> Result<BackfillProgress, PollError> {
+        let job = request.job();
+        let mut progress: BackfillProgress = match self.store.checkpoint(&job)? {
+            Some(value) => match serde_json::from_value(value) {
+                Ok(p) => BackfillProgress { resumed: true, ..p },
+                Err(_) => BackfillProgress::default(),
+            },
+            None => BackfillProgress::default(),
+        };
+        let mut failures = 0u32;
+        'export: loop {
+            // From the checkpoint on: records at exactly that instant are read again and
+            // recognised as admitted.
+            let from = progress
+                .position
+                .unwrap_or(request.since)
+                .max(request.since);
+            let read_before = progress.read;
+            let mut query = AuthorizationQuery::new(request.xmids.clone(), from, request.until);
+            query.page_size = self.config.page_size;
+            let mut export = self.client.authorization_export(query);
+            let mut first_page = true;
+            loop {
+                if stop.is_cancelled() {
+                    return Ok(progress);
+                }
+                if self.limiter.check().is_err() {
+                    self.metrics.rate_limiter_waits.inc();
+                    self.limiter.until_ready().await;
+                }
+                let batch = match export.next_page().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break 'export,
+                    Err(e) if e.is_transient() && failures < 10 => {
+                        failures += 1;
+                        let wait = e
+                            .retry_after()
+                            .unwrap_or(Duration::from_secs(1 << failures.min(5)));
+                        tracing::warn!(error = %e, retry_in = ?wait, "backfill page failed; resuming from the checkpoint");
+                        if sleep_or_stop(stop, wait).await {
+                            return Ok(progress);
+                        }
+                        continue 'export;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                failures = 0;
+                if first_page {
+                    // What this export holds plus what earlier exports read.
+                    progress.total = batch.total_records.map(|t| t + read_before);
+                    first_page = false;
+                }
+                let admissions = self.admissions(&batch.records, &[], chrono::Duration::zero());
+                self.store.check_space()?;
+                let outcome = self.store.admit(&admissions, &[]).await?;
+                self.metrics
+                    .records
+                    .with_label_values(&["new"])
+                    .inc_by(outcome.new as u64);
+                self.metrics
+                    .records
+                    .with_label_values(&["duplicate"])
+                    .inc_by(outcome.duplicate as u64);
+                progress.read += (batch.records.len() + batch.rejected.len()) as u64;
+                progress.new += outcome.new as u64;
+                progress.duplicate += outcome.duplicate as u64;
+                if let Some(last) = batch
+                    .records
+                    .iter()
+                    .filter_map(|r| r.transaction_time())
+                    .max()
+                {
+                    progress.position = Some(progress.position.map_or(last, |p| p.max(last)));
+                }
+                let checkpoint = serde_json::to_value(&progress).unwrap_or_default();
+                self.store.set_checkpoint(&job, Some(&checkpoint)).await?;
+                on_page(&progress);
+            }
+        }
+        self.store.set_checkpoint(&job, None).await?;
+        progress.complete = true;
+        Ok(progress)
+    }
+}
