@@ -62,7 +62,7 @@ impl Pipeline {
         provided: BTreeMap<String, Arc<dyn Sink>>,
     ) -> Result<Pipeline, PipelineError> {
         let store = Store::open_for(config)?;
-        Pipeline::start_on(config, metrics, provided, store).await
+        Pipeline::start_on(config, metrics, provided, store, true).await
     }
 
     /// Applies a new configuration without leaving the process: this pipeline stops
@@ -80,14 +80,35 @@ impl Pipeline {
             tracing::error!(error = %e, "stopping for the reload did not flush the store");
         }
         let started = match store.reconfigure(new) {
-            Ok(view) => Pipeline::start_on(new, metrics.clone(), BTreeMap::new(), view).await,
+            Ok(view) => Pipeline::start_on(new, metrics.clone(), BTreeMap::new(), view, true).await,
             Err(e) => Err(e.into()),
         };
         match started {
-            Ok(pipeline) => Ok((pipeline, Ok(()))),
+            Ok(pipeline) => {
+                // Series of sinks and XMIDs the new configuration dropped would otherwise
+                // keep their last value (an alert on a sink that no longer exists).
+                let m = &pipeline.metrics;
+                for sink in current.sinks.keys().filter(|s| !new.sinks.contains_key(*s)) {
+                    let _ = m.sink_unreachable.remove_label_values(&[sink]);
+                    let _ = m.webhook_disabled.remove_label_values(&[sink]);
+                    let _ = m.outbox_events.remove_label_values(&[sink]);
+                    let _ = m.dead_letters.remove_label_values(&[sink]);
+                }
+                let listed = new.pollers.listed_xmids();
+                for xmid in current.pollers.listed_xmids() {
+                    if !listed.contains(&xmid) {
+                        let _ = m.poll_lag.remove_label_values(&[&xmid]);
+                    }
+                }
+                Ok((pipeline, Ok(())))
+            }
             Err(error) => {
                 let restarted = match store.reconfigure(current) {
-                    Ok(view) => Pipeline::start_on(current, metrics, BTreeMap::new(), view).await,
+                    // Refused credentials do not stop it: delivery needs no MXC, and the
+                    // pollers retry.
+                    Ok(view) => {
+                        Pipeline::start_on(current, metrics, BTreeMap::new(), view, false).await
+                    }
                     Err(e) => Err(e.into()),
                 };
                 match restarted {
@@ -105,6 +126,7 @@ impl Pipeline {
         metrics: Metrics,
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
         store: Store,
+        refused_credentials_fail: bool,
     ) -> Result<Pipeline, PipelineError> {
         let mut client_config = config.mxc.client_config();
         client_config.metrics = Some(metrics.clone());
@@ -123,7 +145,9 @@ impl Pipeline {
             .map_err(PipelineError::Config)?;
         match client.authenticate().await {
             Ok(()) => tracing::info!(base_url = client.base_url(), "authenticated with MXC"),
-            Err(e @ MxcError::AuthRejected { .. }) => return Err(e.into()),
+            Err(e @ MxcError::AuthRejected { .. }) if refused_credentials_fail => {
+                return Err(e.into())
+            }
             Err(e) => tracing::warn!(error = %e, "cannot reach MXC yet; pollers will retry"),
         }
 
@@ -135,25 +159,29 @@ impl Pipeline {
             retry_min: config.delivery.retry_min,
             retry_max: config.delivery.retry_max,
         };
+        // Every sink is built before any delivery starts: a sink that cannot be built leaves
+        // nothing half-started behind (a reload falls back cleanly).
+        let mut webhooks = Vec::new();
         let mut probed: Vec<(String, Arc<dyn Sink>)> = Vec::new();
         for (name, sink_config) in &config.sinks {
-            let sink = match (provided.remove(name), sink_config) {
-                (Some(sink), _) => sink,
+            match (provided.remove(name), sink_config) {
+                (Some(sink), _) => probed.push((name.clone(), sink)),
                 (None, SinkConfig::Webhook(webhook)) => {
-                    let sink = WebhookSink::new(name, webhook).map_err(PipelineError::Config)?;
-                    workers.spawn(sink.run(
-                        store.clone(),
-                        metrics.clone(),
-                        stop_delivering.clone(),
-                    ));
-                    continue;
+                    webhooks.push(WebhookSink::new(name, webhook).map_err(PipelineError::Config)?)
                 }
-                (None, _) => sink::build(name, sink_config).map_err(PipelineError::Config)?,
-            };
-            probed.push((name.clone(), sink.clone()));
+                (None, _) => probed.push((
+                    name.clone(),
+                    sink::build(name, sink_config).map_err(PipelineError::Config)?,
+                )),
+            }
+        }
+        for webhook in webhooks {
+            workers.spawn(webhook.run(store.clone(), metrics.clone(), stop_delivering.clone()));
+        }
+        for (name, sink) in &probed {
             workers.spawn(sink::run_worker(
                 name.clone(),
-                sink,
+                sink.clone(),
                 store.clone(),
                 worker_config.clone(),
                 metrics.clone(),
@@ -173,6 +201,7 @@ impl Pipeline {
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,
                 max_backoff: Duration::from_secs(300),
+                seen_retention: config.store.seen_retention,
             },
             metrics: metrics.clone(),
         };
@@ -222,6 +251,10 @@ impl Pipeline {
                     store: store.clone(),
                     client,
                     fleet,
+                    roster_refresh: config
+                        .pollers
+                        .uses_roster()
+                        .then_some(config.pollers.roster.refresh),
                     // Three missed polls, plus time for a long one.
                     stuck_after: config.pollers.interval * 3 + Duration::from_secs(60),
                 };
@@ -408,7 +441,8 @@ async fn sample_gauges(
         let xmids = fleet.xmids();
         if per_xmid && !Arc::ptr_eq(&previous, &xmids) {
             // A merchant no longer polled leaves no stale lag behind.
-            for gone in previous.iter().filter(|x| !xmids.contains(x)) {
+            let now_polled: std::collections::HashSet<&String> = xmids.iter().collect();
+            for gone in previous.iter().filter(|x| !now_polled.contains(x)) {
                 let _ = metrics.poll_lag.remove_label_values(&[gone]);
             }
             previous = xmids.clone();

@@ -228,3 +228,86 @@ async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothi
     assert_eq!(ids_of(&all, &closing), closing_before + 10);
     pipeline.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_boarded_or_closed_while_the_service_was_down_lose_nothing() {
+    let sim = start_sim(SimConfig {
+        merchants: 4,
+        closed_merchants: Some(0),
+        ..quiet_sim()
+    })
+    .await;
+    let active: Vec<String> = sim.xmids();
+    let t0 = Utc::now();
+    sim.generate(100, &active, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.pollers.roster.refresh = Duration::from_secs(2);
+    c.pollers.roster.backfill = Duration::from_secs(30 * 60);
+    c.store.path = dir.path().join("store");
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: archive.clone(),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+    let pipeline = Pipeline::start(&c, Metrics::new()).await.unwrap();
+    assert!(wait_until(Duration::from_secs(20), || lines(&archive).len() >= 100).await);
+    tokio::time::sleep(Duration::from_secs(2)).await; // a roster read after the first polls
+    pipeline.shutdown().await.unwrap();
+
+    // While it is down: a merchant boards with records from 20 minutes ago (before
+    // `pollers.start` would reach, within the 30-minute backfill); another has a last
+    // sale and closes.
+    let boarded = sim.add_merchants(1).remove(0);
+    let closing = active[0].clone();
+    let now = Utc::now();
+    sim.generate(
+        30,
+        std::slice::from_ref(&boarded),
+        now - chrono::Duration::minutes(21),
+        now - chrono::Duration::minutes(19),
+    )
+    .unwrap();
+    sim.generate(
+        10,
+        std::slice::from_ref(&closing),
+        now - chrono::Duration::seconds(20),
+        now,
+    )
+    .unwrap();
+    assert!(sim.close_merchant(&closing));
+
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&archive).len() >= 140).await,
+        "{} of 140",
+        lines(&archive).len()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all = lines(&archive);
+    let ids: HashSet<&str> = all
+        .iter()
+        .map(|l| l["data"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!((all.len(), ids.len()), (140, 140));
+    assert_eq!(
+        ids_of(&all, &boarded),
+        30,
+        "boarded while down: read from its backfill window"
+    );
+    assert_eq!(metrics.roster_added.get(), 1);
+    assert_eq!(
+        metrics.roster_merchants.get(),
+        5,
+        "the closed merchant is still polled: its grace period started at the restart"
+    );
+    pipeline.shutdown().await.unwrap();
+}

@@ -18,15 +18,20 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut config = Config::load(&args.config)?;
-    telemetry::init_logging(&config.log.level, config.log.format);
-    let mut pipeline = Pipeline::start(&config, Metrics::new()).await?;
-    // Both listeners live across iterations, so no signal falls between two of them.
+    // Listening first: a SIGHUP during start-up must not end the process (its default), and
+    // both listeners live across iterations, so no signal falls between two of them.
+    let mut hangups = Hangups::new();
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
-    let mut hangups = Hangups::new();
+    let mut config = Config::load(&args.config)?;
+    telemetry::init_logging(&config.log.level, config.log.format);
+    let mut pipeline = tokio::select! {
+        started = Pipeline::start(&config, Metrics::new()) => started?,
+        _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
+    };
     loop {
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
             _ = hangups.next() => {
                 let Some(new) = reread(&args.config, &config) else { continue };
@@ -81,9 +86,21 @@ fn reread(path: &Path, current: &Config) -> Option<Config> {
             tracing::error!(errors = %errors, "reload refused: the configuration has errors; the running one stays");
             None
         }
+        Ok(new) if new.store.path != current.store.path => {
+            tracing::error!(running = %current.store.path.display(), new = %new.store.path.display(),
+                "reload refused: store.path cannot change while running; restart to move the store");
+            None
+        }
         Ok(new) => {
             if new.log.level != current.log.level || new.log.format != current.log.format {
                 tracing::warn!("[log] changes take effect at the next start");
+            }
+            let (a, b) = (&new.store, &current.store);
+            if a.durability != b.durability
+                || a.flush_interval != b.flush_interval
+                || a.cache_mib != b.cache_mib
+            {
+                tracing::warn!("store.durability, store.flush_interval and store.cache_mib changes take effect at the next start");
             }
             Some(new)
         }

@@ -240,7 +240,8 @@ fn tag_sinks(sinks: toml::Value, errors: &mut Vec<ConfigError>) -> Option<toml::
         let toml::Value::Table(mut body) = sink else {
             errors.push(ConfigError {
                 path,
-                message: format!("must be a table with a `kind`, got {sink}"),
+                // The type only: the value could be a secret put in the wrong place.
+                message: format!("must be a table with a `kind`, got {}", sink.type_str()),
             });
             ok = false;
             continue;

@@ -270,8 +270,9 @@ pub struct StoreConfig {
     pub seen_retention: Duration,
     /// Polling pauses (the cursors stay where they are) while the store's file system has
     /// less free space than this, in MiB, and resumes by itself when space returns. sled
-    /// cannot survive a write that hits a full disk, so the guard keeps it from getting there;
-    /// delivery goes on meanwhile, which frees space.
+    /// cannot survive a write that hits a full disk, so the guard keeps it from getting there.
+    /// Delivery goes on meanwhile (sled does not give the space of delivered entries back to
+    /// the file system at once: free space on the disk).
     pub min_free_mib: u64,
     /// Memory for sled's page cache, in MiB (sled's own default is 1 GiB). Beyond it, pages
     /// are read from disk again.

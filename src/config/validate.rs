@@ -127,6 +127,21 @@ impl Config {
                 format!("must be at least 1s, got {}", fmt(roster.refresh)),
             );
         }
+        for (key, value, max) in [
+            ("grace", roster.grace, Duration::from_secs(90 * 86_400)),
+            (
+                "backfill",
+                roster.backfill,
+                Duration::from_secs(366 * 86_400),
+            ),
+        ] {
+            if value > max {
+                error(
+                    &format!("pollers.roster.{key}"),
+                    format!("must be at most {}, got {}", fmt(max), fmt(value)),
+                );
+            }
+        }
         for (i, xmid) in roster.exclude.iter().enumerate() {
             if self.pollers.xmids.contains(xmid) {
                 error(

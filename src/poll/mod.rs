@@ -40,6 +40,8 @@ pub struct PollConfig {
     pub max_result_window: u32,
     /// Longest wait after repeated failures.
     pub max_backoff: Duration,
+    /// How long record ids are remembered (`store.seen_retention`).
+    pub seen_retention: Duration,
 }
 
 /// Why a poll cycle failed.
@@ -135,6 +137,8 @@ impl Pollers {
                     // A refused credential or request will not fix itself: wait the longest.
                     let backoff = match &error {
                         PollError::Mxc(e) if !e.is_transient() => self.config.max_backoff,
+                        // Space can return any moment: look again soon, not after minutes.
+                        PollError::Store(StoreError::DiskFull { .. }) => Duration::from_secs(5),
                         _ => delays.next().unwrap_or(self.config.max_backoff),
                     };
                     // Honour Retry-After, within reason.
@@ -257,13 +261,6 @@ impl Pollers {
                     .inc();
                 tracing::warn!(%xmid, record_id = %id, %problem, "record with a field of an unexpected type");
             }
-            // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
-            let bytes = record.json().len();
-            if bytes > OVERSIZE_BYTES {
-                self.metrics.records.with_label_values(&["oversize"]).inc();
-                tracing::warn!(%xmid, record_id = %id, bytes, limit = OVERSIZE_BYTES,
-                    "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
-            }
             // A group's window starts at its earliest member's: each XMID only takes records
             // from its own window, so no member re-reads (and re-admits, once their ids are
             // pruned) what it covered long ago, nor anything before its start.
@@ -279,6 +276,13 @@ impl Pollers {
                         .inc();
                     continue;
                 }
+            }
+            // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
+            let bytes = record.json().len();
+            if bytes > OVERSIZE_BYTES {
+                self.metrics.records.with_label_values(&["oversize"]).inc();
+                tracing::warn!(%xmid, record_id = %id, bytes, limit = OVERSIZE_BYTES,
+                    "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
             }
             let value = if needs_tree {
                 record.to_value()

@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
-use tokio::task::JoinSet;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, Pollers};
 use crate::config::RosterConfig;
 use crate::mxc::Merchant;
+use crate::store::{Cursor, StoreError};
 
 /// The XMIDs polled right now (listed and discovered), shared with housekeeping and health.
 #[derive(Clone, Default)]
@@ -49,11 +51,22 @@ pub struct RosterWatch {
     pub fleet: Fleet,
 }
 
-/// One poller task's XMIDs and its own stop switch.
+/// One poller task's XMIDs, its stop switch and its task.
 struct Group {
     xmids: Vec<String>,
     stop: CancellationToken,
+    task: JoinHandle<()>,
 }
+
+/// What survives a restart or a reload: when the roster was last read, and the merchants
+/// polled then, with the instant they left the roster for those in their grace period.
+#[derive(Default, Serialize, Deserialize)]
+struct Checkpoint {
+    read_at: Option<DateTime<Utc>>,
+    polled: BTreeMap<String, Option<DateTime<Utc>>>,
+}
+
+const CHECKPOINT: &str = "roster";
 
 impl RosterWatch {
     fn selects(&self, merchant: &Merchant) -> bool {
@@ -74,18 +87,35 @@ impl RosterWatch {
     }
 
     pub async fn run(self, stop: CancellationToken) {
-        let mut tasks = JoinSet::new();
         let mut groups: Vec<Group> = Vec::new();
         // Discovered XMIDs → when they left the roster (None: in it).
         let mut polled: BTreeMap<String, Option<DateTime<Utc>>> = BTreeMap::new();
-        let mut first = true;
+        let saved: Option<Checkpoint> = match self.pollers.store.checkpoint(CHECKPOINT) {
+            Ok(value) => value.and_then(|v| serde_json::from_value(v).ok()),
+            Err(error) => {
+                tracing::error!(%error, "cannot read the roster's checkpoint; merchants in a grace period are not restored");
+                None
+            }
+        };
+        // Merchants first seen by this process were boarded while it was down (or before a
+        // reload), unless the roster was never read: then they start where `pollers.start` says.
+        let ever_read = saved.as_ref().is_some_and(|c| c.read_at.is_some());
+        let mut restored = saved.map(|c| c.polled).unwrap_or_default();
         let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
         let backfill = chrono::Duration::from_std(self.config.backfill).unwrap_or_default();
+        let mut read_once = false;
         loop {
-            match self.pollers.client.roster().await {
+            let wait = match self.pollers.client.roster().await {
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = %humantime::format_duration(self.config.refresh),
-                    "cannot read the roster; the merchants polled stay as they are")
+                    // Until the first good read nothing of the roster is polled: retry soon.
+                    let wait = if read_once {
+                        self.config.refresh
+                    } else {
+                        self.config.refresh.min(std::time::Duration::from_secs(10))
+                    };
+                    tracing::warn!(%error, retry_in = %humantime::format_duration(wait),
+                        "cannot read the roster; the merchants polled stay as they are");
+                    wait
                 }
                 Ok(roster) => {
                     let now = Utc::now();
@@ -94,6 +124,13 @@ impl RosterWatch {
                         .filter(|m| self.selects(m))
                         .map(|m| m.xmid.clone())
                         .collect();
+                    // Merchants the last process polled that are gone now: their grace period
+                    // goes on (or starts, if they left while no process was watching).
+                    for (xmid, left) in std::mem::take(&mut restored) {
+                        if !wanted.contains(&xmid) {
+                            polled.insert(xmid, Some(left.unwrap_or(now)));
+                        }
+                    }
                     for (xmid, left) in polled.iter_mut() {
                         match (wanted.contains(xmid), *left) {
                             (false, None) => {
@@ -110,39 +147,53 @@ impl RosterWatch {
                     }
                     let expired: BTreeSet<String> = polled
                         .iter()
-                        .filter(|(_, left)| left.is_some_and(|t| t + grace <= now))
+                        .filter(|(_, left)| {
+                            left.is_some_and(|t| {
+                                t.checked_add_signed(grace).is_none_or(|end| end <= now)
+                            })
+                        })
                         .map(|(x, _)| x.clone())
                         .collect();
                     if !expired.is_empty() {
                         for xmid in &expired {
                             polled.remove(xmid);
                         }
-                        self.stop_polling(&mut groups, &expired, &mut tasks, &stop);
+                        self.stop_polling(&mut groups, &expired, &stop).await;
                         self.pollers
                             .metrics
                             .roster_removed
                             .inc_by(expired.len() as u64);
-                        tracing::info!(xmids = %join(&expired), "merchants no longer polled (their state stays in the store)");
+                        tracing::info!(count = expired.len(), xmids = %sample(&expired),
+                            "merchants no longer polled (their state stays in the store)");
                     }
                     let new: Vec<String> = wanted
                         .iter()
-                        .filter(|x| !polled.contains_key(*x))
+                        .chain(polled.keys().filter(|x| !wanted.contains(*x)))
+                        .filter(|x| !groups.iter().any(|g| g.xmids.contains(x)))
                         .cloned()
                         .collect();
                     if !new.is_empty() {
-                        let from = if first { self.start } else { now - backfill };
-                        match self.pollers.init_cursors(&new, from).await {
+                        let boarded = new
+                            .iter()
+                            .filter(|x| matches!(self.pollers.store.cursor(x), Ok(None)))
+                            .count();
+                        let from = if read_once || ever_read {
+                            now.checked_sub_signed(backfill).unwrap_or(now)
+                        } else {
+                            self.start
+                        };
+                        match self.prepare(&new, from, now).await {
                             Ok(()) => {
                                 for chunk in new.chunks(self.pollers.config.group_size.max(1)) {
-                                    groups.push(self.spawn(chunk.to_vec(), &mut tasks, &stop));
+                                    groups.push(self.spawn(chunk.to_vec(), &stop));
                                 }
                                 for xmid in &new {
-                                    polled.insert(xmid.clone(), None);
+                                    polled.entry(xmid.clone()).or_insert(None);
                                 }
-                                if !first {
-                                    self.pollers.metrics.roster_added.inc_by(new.len() as u64);
+                                if read_once || ever_read {
+                                    self.pollers.metrics.roster_added.inc_by(boarded as u64);
                                 }
-                                tracing::info!(count = new.len(), xmids = %join(&new), from = %from,
+                                tracing::info!(count = new.len(), xmids = %sample(&new), new_from = %from,
                                     "merchants from the roster start polling");
                             }
                             Err(error) => {
@@ -150,32 +201,85 @@ impl RosterWatch {
                             }
                         }
                     }
-                    first = false;
-                    self.pollers
-                        .metrics
-                        .roster_merchants
-                        .set(polled.len() as i64);
+                    read_once = true;
+                    let checkpoint = Checkpoint {
+                        read_at: Some(now),
+                        polled: polled.clone(),
+                    };
+                    if let Err(error) = self
+                        .pollers
+                        .store
+                        .set_checkpoint(CHECKPOINT, serde_json::to_value(&checkpoint).ok().as_ref())
+                        .await
+                    {
+                        tracing::error!(%error, "cannot save the roster's checkpoint");
+                    }
+                    let metrics = &self.pollers.metrics;
+                    metrics.roster_merchants.set(polled.len() as i64);
+                    metrics.roster_last_read.set(now.timestamp() as f64);
                     let mut all = self.listed.clone();
                     all.extend(polled.keys().cloned());
                     self.fleet.set(all);
+                    self.config.refresh
+                }
+            };
+            // A poller task that ended by itself panicked: say so and start it again.
+            for group in groups.iter_mut() {
+                if group.task.is_finished() && !stop.is_cancelled() {
+                    tracing::error!(xmids = %sample(&group.xmids), "a poller task ended unexpectedly; starting it again");
+                    *group = self.spawn(std::mem::take(&mut group.xmids), &stop);
                 }
             }
-            if sleep_or_stop(&stop, self.config.refresh).await {
-                for group in &groups {
+            if sleep_or_stop(&stop, wait).await {
+                for group in groups {
                     group.stop.cancel();
+                    let _ = group.task.await;
                 }
-                while tasks.join_next().await.is_some() {}
                 return;
             }
         }
     }
 
-    fn spawn(
+    /// Cursors for merchants about to be polled: new ones start at `from`; one that comes
+    /// back after its record ids may have been forgotten (older than the retention) does not
+    /// look back before its cursor, so nothing it sent is admitted again.
+    async fn prepare(
         &self,
-        xmids: Vec<String>,
-        tasks: &mut JoinSet<()>,
-        stop: &CancellationToken,
-    ) -> Group {
+        xmids: &[String],
+        from: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.pollers.init_cursors(xmids, from).await?;
+        let horizon = chrono::Duration::from_std(
+            self.pollers
+                .config
+                .seen_retention
+                .saturating_sub(self.pollers.config.look_back),
+        )
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(now);
+        let mut stale = Vec::new();
+        for xmid in xmids {
+            if let Some(cursor) = self.pollers.store.cursor(xmid)? {
+                if cursor.position < horizon && cursor.floor < cursor.position {
+                    stale.push((
+                        xmid.clone(),
+                        Cursor {
+                            position: cursor.position,
+                            floor: cursor.position,
+                        },
+                    ));
+                }
+            }
+        }
+        if !stale.is_empty() {
+            self.pollers.store.admit(&[], &stale).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&self, xmids: Vec<String>, stop: &CancellationToken) -> Group {
         let group_stop = stop.child_token();
         let mut one = self.pollers.config.clone();
         one.group_size = xmids.len().max(1);
@@ -183,19 +287,23 @@ impl RosterWatch {
             config: one,
             ..self.pollers.clone()
         };
-        pollers.spawn(&xmids, tasks, &group_stop);
+        let task = {
+            let (xmids, stop) = (xmids.clone(), group_stop.clone());
+            tokio::spawn(async move { pollers.run_group(xmids, stop).await })
+        };
         Group {
             xmids,
             stop: group_stop,
+            task,
         }
     }
 
-    /// Stops the groups holding any of `xmids`; their other members go on in a new group.
-    fn stop_polling(
+    /// Stops the groups holding any of `xmids` — each finishes the poll it is in, so two polls
+    /// of one merchant never overlap — and restarts their other members in a new group.
+    async fn stop_polling(
         &self,
         groups: &mut Vec<Group>,
         xmids: &BTreeSet<String>,
-        tasks: &mut JoinSet<()>,
         stop: &CancellationToken,
     ) {
         let (hit, kept): (Vec<Group>, Vec<Group>) = std::mem::take(groups)
@@ -204,22 +312,24 @@ impl RosterWatch {
         *groups = kept;
         for group in hit {
             group.stop.cancel();
+            let _ = group.task.await;
             let rest: Vec<String> = group
                 .xmids
                 .into_iter()
                 .filter(|x| !xmids.contains(x))
                 .collect();
             if !rest.is_empty() {
-                groups.push(self.spawn(rest, tasks, stop));
+                groups.push(self.spawn(rest, stop));
             }
         }
     }
 }
 
-fn join<'a>(xmids: impl IntoIterator<Item = &'a String>) -> String {
-    xmids
-        .into_iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>()
-        .join(",")
+/// Up to 10 XMIDs for a log line, and how many more.
+fn sample<'a>(xmids: impl IntoIterator<Item = &'a String>) -> String {
+    let all: Vec<&str> = xmids.into_iter().map(String::as_str).collect();
+    match all.len() {
+        0..=10 => all.join(","),
+        n => format!("{} and {} more", all[..10].join(","), n - 10),
+    }
 }

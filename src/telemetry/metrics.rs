@@ -39,6 +39,8 @@ pub struct Metrics {
     pub seen_ids: IntGauge,
     /// Merchants polled because the roster lists them (grace periods included).
     pub roster_merchants: IntGauge,
+    /// When the roster was last read successfully (Unix seconds; 0: never).
+    pub roster_last_read: Gauge,
     /// Merchants that joined the roster (after the first read) and started polling.
     pub roster_added: IntCounter,
     /// Merchants that left the roster (or closed) and stopped polling after the grace period.
@@ -164,6 +166,13 @@ impl Metrics {
                 "Merchants polled because the roster lists them (grace periods included).",
             ),
         );
+        let roster_last_read = register(
+            r,
+            Gauge::new(
+                "mxc_relay_roster_last_read_timestamp_seconds",
+                "When the roster was last read successfully (Unix seconds; 0: never).",
+            ),
+        );
         let roster_added = register(
             r,
             IntCounter::new(
@@ -284,6 +293,7 @@ impl Metrics {
             seen_ids,
             store_free_bytes,
             roster_merchants,
+            roster_last_read,
             roster_added,
             roster_removed,
             token_expiry,

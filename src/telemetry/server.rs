@@ -22,6 +22,8 @@ pub struct Health {
     pub client: Client,
     /// The XMIDs polled (listed and discovered).
     pub fleet: Fleet,
+    /// `pollers.roster.refresh` when the roster is used.
+    pub roster_refresh: Option<Duration>,
     /// A poller whose lag exceeds this is stuck.
     pub stuck_after: Duration,
 }
@@ -79,12 +81,30 @@ impl Health {
         } else {
             Err(problems.join("; "))
         };
-        vec![
+        let mut checks = vec![
             ("store", store),
             ("token", token),
             ("pollers", pollers),
             ("sinks", sinks),
-        ]
+        ];
+        if let Some(refresh) = self.roster_refresh {
+            let last = self.metrics.roster_last_read.get();
+            let age = chrono::Utc::now().timestamp() as f64 - last;
+            let limit = 2.0 * refresh.as_secs_f64() + 60.0;
+            checks.push((
+                "roster",
+                if last <= 0.0 {
+                    Err("not read yet (see the log for the MXC answer)".into())
+                } else if age > limit {
+                    Err(format!(
+                        "last read {age:.0}s ago, beyond two refreshes (see the log)"
+                    ))
+                } else {
+                    Ok(format!("read {age:.0}s ago"))
+                },
+            ));
+        }
+        checks
     }
 }
 
@@ -94,7 +114,17 @@ pub async fn serve(
     health: Health,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+    // After a reload the previous server may hold the port a moment longer.
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            other => break other?,
+        }
+    };
     let bound = listener.local_addr()?;
     let metrics = health.metrics.clone();
     let app = axum::Router::new()
