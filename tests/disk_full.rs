@@ -65,15 +65,6 @@ impl Drop for SmallDisk {
     }
 }
 
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> usize {
     let deadline = Instant::now() + within;
     while lines(path).len() < n && Instant::now() < deadline {

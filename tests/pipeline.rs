@@ -50,16 +50,6 @@ fn route(name: &str, sink: &str, filter: Option<&str>) -> RouteConfig {
     }
 }
 
-/// The complete lines of a sink's file: a line still being written (no newline yet) waits.
-fn lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
 async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> Vec<Value> {
     let deadline = Instant::now() + within;
     loop {

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -25,15 +25,6 @@ sink = "declines"
 event_type = "authorization.declined"
 filter = 'authorizationResponseStatus != "Approved"'
 "#;
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn config(sim_url: &str, xmids: &[String], dir: &Path, telemetry: &str, extra: &str) -> String {
     format!(
@@ -63,17 +54,6 @@ listen = "{telemetry}"
         dir = dir.display(),
         extra = extra.replace("{dir}", &dir.display().to_string()),
     )
-}
-
-async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
 }
 
 fn signal(pid: u32, name: &str) {

@@ -5,39 +5,37 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::SimConfig;
+use mxc_relay::sim::{RunningSim, SimConfig};
 use mxc_relay::telemetry::Metrics;
 
 use common::*;
-
-fn lines(path: &Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn ids_of(lines: &[serde_json::Value], xmid: &str) -> usize {
     lines.iter().filter(|l| l["xmid"] == xmid).count()
 }
 
-async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
+/// `xmids = "roster"` against `sim`, refreshed every 2 s, from 10 minutes before `t0`, every
+/// record to `dir/archive.jsonl`.
+fn roster_config(sim: &RunningSim, dir: &std::path::Path, t0: DateTime<Utc>) -> Config {
+    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.pollers.roster.refresh = Duration::from_secs(2);
+    c.store.path = dir.join("store");
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: dir.join("archive.jsonl"),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+    c
 }
 
 #[test]
@@ -98,21 +96,9 @@ async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothi
 
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
-    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.pollers.roster.refresh = Duration::from_secs(2);
+    let mut c = roster_config(&sim, dir.path(), t0);
     c.pollers.roster.grace = Duration::from_secs(3);
     c.pollers.roster.backfill = Duration::from_secs(10 * 60);
-    c.store.path = dir.path().join("store");
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: archive.clone(),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
     let metrics = Metrics::new();
     let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
 
@@ -243,20 +229,8 @@ async fn merchants_boarded_or_closed_while_the_service_was_down_lose_nothing() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
-    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.pollers.roster.refresh = Duration::from_secs(2);
+    let mut c = roster_config(&sim, dir.path(), t0);
     c.pollers.roster.backfill = Duration::from_secs(30 * 60);
-    c.store.path = dir.path().join("store");
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: archive.clone(),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
     let pipeline = Pipeline::start(&c, Metrics::new()).await.unwrap();
     assert!(wait_until(Duration::from_secs(20), || lines(&archive).len() >= 100).await);
     tokio::time::sleep(Duration::from_secs(2)).await; // a roster read after the first polls

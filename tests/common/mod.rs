@@ -40,3 +40,25 @@ pub fn client_config(sim: &RunningSim) -> ClientConfig {
 pub fn client(sim: &RunningSim) -> Client {
     Client::new(client_config(sim)).expect("client builds")
 }
+
+/// The JSON lines of a sink's file, complete ones only (a line still being written waits).
+pub fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect()
+}
+
+/// Waits until `done` or `within` passed; whether `done` came true.
+pub async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
