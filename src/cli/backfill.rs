@@ -48,13 +48,14 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let request = BackfillRequest {
         xmids,
         since: args.since,
-        until: args.until.unwrap_or_else(Utc::now),
+        until: args.until,
     };
+    let until = args.until.unwrap_or_else(Utc::now);
     anyhow::ensure!(
-        request.since < request.until,
+        request.since < until,
         "--since ({}) must be before --until ({})",
         mxc_relay::mxc::instant(request.since),
-        mxc_relay::mxc::instant(request.until)
+        mxc_relay::mxc::instant(until)
     );
     // Sinks and the store as the service has them; no pollers and no telemetry server.
     let mut delivery = config.clone();
@@ -76,7 +77,10 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         "backfill: {} XMIDs from {} to {}",
         request.xmids.len(),
         mxc_relay::mxc::instant(request.since),
-        mxc_relay::mxc::instant(request.until)
+        args.until.map_or(
+            "now (or where an interrupted run of this command ended)".into(),
+            mxc_relay::mxc::instant
+        )
     );
     let mut bar = ProgressLine::new();
     let result = pipeline
@@ -92,7 +96,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     };
     bar.show(&progress, true);
     if !progress.complete {
-        eprintln!("interrupted: admitted events are delivered before exit; run the same command to resume");
+        eprintln!("interrupted: deliveries in flight finish; what is admitted but not yet delivered waits in the outboxes for the service or the next run; run the same command to resume");
         pipeline.shutdown().await?;
         return Ok(ExitCode::from(130));
     }

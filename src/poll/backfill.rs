@@ -16,7 +16,9 @@ use crate::mxc::AuthorizationQuery;
 pub struct BackfillRequest {
     pub xmids: Vec<String>,
     pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    /// The end; `None`: the instant the backfill first started (kept in its checkpoint, so
+    /// the same command resumes the same window).
+    pub until: Option<DateTime<Utc>>,
 }
 
 impl BackfillRequest {
@@ -25,7 +27,7 @@ impl BackfillRequest {
         format!(
             "backfill {} {} {}",
             crate::mxc::instant(self.since),
-            crate::mxc::instant(self.until),
+            self.until.map_or("(start)".into(), crate::mxc::instant),
             self.xmids.join(",")
         )
     }
@@ -44,6 +46,8 @@ pub struct BackfillProgress {
     pub total: Option<u64>,
     /// Everything before this transaction time is admitted.
     pub position: Option<DateTime<Utc>>,
+    /// The window's end, fixed when the backfill first started.
+    pub until: Option<DateTime<Utc>>,
     /// Whether this run resumed a checkpoint.
     #[serde(skip)]
     pub resumed: bool,
@@ -69,6 +73,9 @@ impl Pollers {
             },
             None => BackfillProgress::default(),
         };
+        let until = *progress
+            .until
+            .get_or_insert(request.until.unwrap_or_else(Utc::now));
         let mut failures = 0u32;
         'export: loop {
             // From the checkpoint on: records at exactly that instant are read again and
@@ -78,7 +85,7 @@ impl Pollers {
                 .unwrap_or(request.since)
                 .max(request.since);
             let read_before = progress.read;
-            let mut query = AuthorizationQuery::new(request.xmids.clone(), from, request.until);
+            let mut query = AuthorizationQuery::new(request.xmids.clone(), from, until);
             query.page_size = self.config.page_size;
             let mut export = self.client.authorization_export(query);
             let mut first_page = true;
