@@ -228,13 +228,17 @@ impl Pipeline {
 
         let mut housekeeping = JoinSet::new();
         housekeeping.spawn(probe_sinks(probed, metrics.clone(), stop_polling.clone()));
-        housekeeping.spawn(prune_seen(
-            store.clone(),
-            fleet.clone(),
-            config.store.seen_retention,
-            config.pollers.look_back,
-            stop_polling.clone(),
-        ));
+        // Pruning protects the ids the fleet's cursors could re-read; without pollers (a
+        // backfill) the fleet is unknown here, so nothing is pruned.
+        if !config.pollers.xmids.is_empty() {
+            housekeeping.spawn(prune_seen(
+                store.clone(),
+                fleet.clone(),
+                config.store.seen_retention,
+                config.pollers.look_back,
+                stop_polling.clone(),
+            ));
+        }
         housekeeping.spawn(sample_gauges(
             store.clone(),
             fleet.clone(),

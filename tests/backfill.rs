@@ -80,7 +80,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
         Command::new(BIN)
             .args(["backfill", "--config"])
             .arg(&file)
-            .args(["--since", &mxc_relay::mxc::instant(t0 - hours(49))])
+            .args(["--since", "49h"])
             .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join(log)).unwrap())

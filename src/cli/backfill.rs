@@ -22,9 +22,10 @@ pub struct BackfillArgs {
     /// The service's configuration: its MXC account, routes, sinks and store.
     #[arg(long, short, default_value = "config/mxc-relay.toml")]
     config: PathBuf,
-    /// Start: an ISO-8601 instant, a date, or a duration ago (`7d`).
-    #[arg(long, value_parser = super::instant)]
-    since: DateTime<Utc>,
+    /// Start: an ISO-8601 instant, a date, or a duration ago (`7d`; a resumed run keeps the
+    /// instant of its first run).
+    #[arg(long)]
+    since: String,
     /// End [default: now].
     #[arg(long, value_parser = super::instant)]
     until: Option<DateTime<Utc>>,
@@ -45,11 +46,22 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         !xmids.is_empty(),
         "no XMIDs: give --xmid (the roster is not read by backfill), or list them in pollers.xmids"
     );
+    let since = super::instant(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let request = BackfillRequest {
         xmids,
-        since: args.since,
+        since_spec: args.since.clone(),
+        since,
         until: args.until,
     };
+    let remembered = chrono::Duration::from_std(config.store.seen_retention)
+        .ok()
+        .and_then(|r| Utc::now().checked_sub_signed(r));
+    if remembered.is_some_and(|r| since < r) {
+        eprintln!(
+            "note: ids are remembered for store.seen_retention ({}): records older than that which were already sent are sent again (same ids)",
+            humantime::format_duration(config.store.seen_retention)
+        );
+    }
     let until = args.until.unwrap_or_else(Utc::now);
     anyhow::ensure!(
         request.since < until,

@@ -15,6 +15,10 @@ use crate::mxc::AuthorizationQuery;
 #[derive(Debug, Clone)]
 pub struct BackfillRequest {
     pub xmids: Vec<String>,
+    /// The start as the user gave it (`30d`, an instant …): with `until` and the XMIDs, the
+    /// checkpoint's key, so the same command resumes even when its start is relative.
+    pub since_spec: String,
+    /// The start, resolved now; a resumed backfill keeps the one of its first run.
     pub since: DateTime<Utc>,
     /// The end; `None`: the instant the backfill first started (kept in its checkpoint, so
     /// the same command resumes the same window).
@@ -26,7 +30,7 @@ impl BackfillRequest {
     fn job(&self) -> String {
         format!(
             "backfill {} {} {}",
-            crate::mxc::instant(self.since),
+            self.since_spec,
             self.until.map_or("(start)".into(), crate::mxc::instant),
             self.xmids.join(",")
         )
@@ -46,7 +50,8 @@ pub struct BackfillProgress {
     pub total: Option<u64>,
     /// Everything before this transaction time is admitted.
     pub position: Option<DateTime<Utc>>,
-    /// The window's end, fixed when the backfill first started.
+    /// The window, fixed when the backfill first started.
+    pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Whether this run resumed a checkpoint.
     #[serde(skip)]
@@ -73,17 +78,19 @@ impl Pollers {
             },
             None => BackfillProgress::default(),
         };
+        let since = *progress.since.get_or_insert(request.since);
         let until = *progress
             .until
             .get_or_insert(request.until.unwrap_or_else(Utc::now));
+        // The checkpoint is only a position if pages come oldest first, as asked; once one
+        // does not, it stays where it was (a resume then re-reads, deduplicated).
+        let mut ordered = true;
+        let mut newest_seen: Option<DateTime<Utc>> = progress.position;
         let mut failures = 0u32;
         'export: loop {
             // From the checkpoint on: records at exactly that instant are read again and
             // recognised as admitted.
-            let from = progress
-                .position
-                .unwrap_or(request.since)
-                .max(request.since);
+            let from = progress.position.unwrap_or(since).max(since);
             let read_before = progress.read;
             let mut query = AuthorizationQuery::new(request.xmids.clone(), from, until);
             query.page_size = self.config.page_size;
@@ -119,6 +126,11 @@ impl Pollers {
                     progress.total = batch.total_records.map(|t| t + read_before);
                     first_page = false;
                 }
+                for rejected in &batch.rejected {
+                    self.metrics.records.with_label_values(&["rejected"]).inc();
+                    tracing::warn!(record_id = rejected.id.as_deref().unwrap_or("(none)"),
+                        reason = %rejected.reason, "backfill: unreadable record skipped");
+                }
                 let admissions = self.admissions(&batch.records, &[], chrono::Duration::zero());
                 self.store.check_space()?;
                 let outcome = self.store.admit(&admissions, &[]).await?;
@@ -133,13 +145,15 @@ impl Pollers {
                 progress.read += (batch.records.len() + batch.rejected.len()) as u64;
                 progress.new += outcome.new as u64;
                 progress.duplicate += outcome.duplicate as u64;
-                if let Some(last) = batch
-                    .records
-                    .iter()
-                    .filter_map(|r| r.transaction_time())
-                    .max()
-                {
-                    progress.position = Some(progress.position.map_or(last, |p| p.max(last)));
+                for t in batch.records.iter().filter_map(|r| r.transaction_time()) {
+                    if ordered && newest_seen.is_some_and(|n| t < n) {
+                        ordered = false;
+                        tracing::error!(at = %t, "backfill: the export is not in time order; the checkpoint stays where it is, so a resume re-reads from there");
+                    }
+                    newest_seen = Some(newest_seen.map_or(t, |n| n.max(t)));
+                }
+                if ordered {
+                    progress.position = newest_seen;
                 }
                 let checkpoint = serde_json::to_value(&progress).unwrap_or_default();
                 self.store.set_checkpoint(&job, Some(&checkpoint)).await?;

@@ -51,11 +51,18 @@ pub struct RosterWatch {
     pub fleet: Fleet,
 }
 
-/// One poller task's XMIDs, its stop switch and its task.
+/// One poller task's XMIDs, its stop switch and its task. Dropping it (the watch stopped or
+/// aborted with its pipeline) aborts the task, so no poller outlives its pipeline.
 struct Group {
     xmids: Vec<String>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What survives a restart or a reload: when the roster was last read, and the merchants
@@ -127,7 +134,8 @@ impl RosterWatch {
                     // Merchants the last process polled that are gone now: their grace period
                     // goes on (or starts, if they left while no process was watching).
                     for (xmid, left) in std::mem::take(&mut restored) {
-                        if !wanted.contains(&xmid) {
+                        // Listed by hand since: its own poller has it.
+                        if !wanted.contains(&xmid) && !self.listed.contains(&xmid) {
                             polled.insert(xmid, Some(left.unwrap_or(now)));
                         }
                     }
@@ -227,13 +235,16 @@ impl RosterWatch {
             for group in groups.iter_mut() {
                 if group.task.is_finished() && !stop.is_cancelled() {
                     tracing::error!(xmids = %sample(&group.xmids), "a poller task ended unexpectedly; starting it again");
-                    *group = self.spawn(std::mem::take(&mut group.xmids), &stop);
+                    let xmids = std::mem::take(&mut group.xmids);
+                    *group = self.spawn(xmids, &stop);
                 }
             }
             if sleep_or_stop(&stop, wait).await {
-                for group in groups {
+                for group in &groups {
                     group.stop.cancel();
-                    let _ = group.task.await;
+                }
+                for group in groups.iter_mut() {
+                    let _ = (&mut group.task).await;
                 }
                 return;
             }
@@ -310,11 +321,13 @@ impl RosterWatch {
             .into_iter()
             .partition(|g| g.xmids.iter().any(|x| xmids.contains(x)));
         *groups = kept;
-        for group in hit {
+        // All stop together; each finishes the poll it is in.
+        for group in &hit {
             group.stop.cancel();
-            let _ = group.task.await;
-            let rest: Vec<String> = group
-                .xmids
+        }
+        for mut group in hit {
+            let _ = (&mut group.task).await;
+            let rest: Vec<String> = std::mem::take(&mut group.xmids)
                 .into_iter()
                 .filter(|x| !xmids.contains(x))
                 .collect();
