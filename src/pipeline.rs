@@ -85,21 +85,7 @@ impl Pipeline {
         };
         match started {
             Ok(pipeline) => {
-                // Series of sinks and XMIDs the new configuration dropped would otherwise
-                // keep their last value (an alert on a sink that no longer exists).
-                let m = &pipeline.metrics;
-                for sink in current.sinks.keys().filter(|s| !new.sinks.contains_key(*s)) {
-                    let _ = m.sink_unreachable.remove_label_values(&[sink]);
-                    let _ = m.webhook_disabled.remove_label_values(&[sink]);
-                    let _ = m.outbox_events.remove_label_values(&[sink]);
-                    let _ = m.dead_letters.remove_label_values(&[sink]);
-                }
-                let listed = new.pollers.listed_xmids();
-                for xmid in current.pollers.listed_xmids() {
-                    if !listed.contains(&xmid) {
-                        let _ = m.poll_lag.remove_label_values(&[&xmid]);
-                    }
-                }
+                forget_dropped_series(&pipeline.metrics, current, new);
                 Ok((pipeline, Ok(())))
             }
             Err(error) => {
@@ -358,6 +344,23 @@ impl Pipeline {
         self.stop_telemetry.cancel();
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// Series of the sinks and listed XMIDs a reload dropped would otherwise keep their last value
+/// (an alert on a sink that no longer exists).
+fn forget_dropped_series(metrics: &Metrics, current: &Config, new: &Config) {
+    for sink in current.sinks.keys().filter(|s| !new.sinks.contains_key(*s)) {
+        let _ = metrics.sink_unreachable.remove_label_values(&[sink]);
+        let _ = metrics.webhook_disabled.remove_label_values(&[sink]);
+        let _ = metrics.outbox_events.remove_label_values(&[sink]);
+        let _ = metrics.dead_letters.remove_label_values(&[sink]);
+    }
+    let listed = new.pollers.listed_xmids();
+    for xmid in current.pollers.listed_xmids() {
+        if !listed.contains(&xmid) {
+            let _ = metrics.poll_lag.remove_label_values(&[&xmid]);
+        }
     }
 }
 

@@ -174,10 +174,12 @@ impl RosterWatch {
                         tracing::info!(count = expired.len(), xmids = %sample(&expired),
                             "merchants no longer polled (their state stays in the store)");
                     }
+                    let in_groups: BTreeSet<&String> =
+                        groups.iter().flat_map(|g| g.xmids.iter()).collect();
                     let new: Vec<String> = wanted
                         .iter()
                         .chain(polled.keys().filter(|x| !wanted.contains(*x)))
-                        .filter(|x| !groups.iter().any(|g| g.xmids.contains(x)))
+                        .filter(|x| !in_groups.contains(x))
                         .cloned()
                         .collect();
                     if !new.is_empty() {
