@@ -115,11 +115,15 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     // Everything admitted is in the outboxes: wait until the sinks confirm it (Ctrl-C leaves
     // the rest there for the service, under the same ids).
     eprintln!("delivering what was admitted …");
-    tokio::select! {
-        _ = pipeline.drain(Duration::from_secs(30 * 86_400)) => {}
-        _ = stop.cancelled() => eprintln!("interrupted: the rest waits in the outboxes for the service"),
-    }
+    let drained = tokio::select! {
+        drained = pipeline.drain(Duration::from_secs(30 * 86_400)) => drained,
+        _ = stop.cancelled() => false,
+    };
     pipeline.shutdown().await?;
+    if !drained {
+        eprintln!("admitted in full; interrupted while delivering: the rest waits in the outboxes for the service (same ids)");
+        return Ok(ExitCode::from(130));
+    }
     eprintln!(
         "backfill complete: {} records read, {} sent, {} already sent before{}",
         progress.read,
