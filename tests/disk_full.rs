@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,10 +145,7 @@ async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_re
     let n = wait_for_lines(&archive, 500, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = lines(&archive);
-    let ids: HashSet<&str> = all
-        .iter()
-        .map(|l| l["data"]["id"].as_str().unwrap())
-        .collect();
+    let ids = record_ids(&all);
     assert_eq!(
         (n, all.len(), ids.len()),
         (500, 500, 500),

@@ -59,14 +59,6 @@ fn config(base_url: &str, xmids: &[String], dir: &Path, start: DateTime<Utc>) ->
     c
 }
 
-/// The complete lines of a sink's file, as JSON (a line still being written waits).
-fn lines(path: &Path) -> Vec<Value> {
-    complete_lines(path)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
 fn complete_lines(path: &Path) -> String {
     let mut text = std::fs::read_to_string(path).unwrap_or_default();
     text.truncate(text.rfind('\n').map_or(0, |i| i + 1));
@@ -91,11 +83,6 @@ fn archived(path: &Path) -> Vec<Archived> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is an event"))
         .collect()
-}
-
-fn line_count(path: &Path) -> usize {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    bytes.iter().filter(|b| **b == b'\n').count()
 }
 
 async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> usize {

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -171,10 +170,7 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
     signal(relay.id(), "TERM");
     assert!(relay.wait().unwrap().success());
     let all = lines(&archive);
-    let ids: HashSet<&str> = all
-        .iter()
-        .map(|l| l["data"]["id"].as_str().unwrap())
-        .collect();
+    let ids = record_ids(&all);
     assert_eq!(
         (all.len(), ids.len()),
         (350, 350),
@@ -187,14 +183,11 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
     let alerts = lines(&declines);
     assert!(!new_declines.is_empty());
     assert_eq!(
-        alerts
-            .iter()
-            .map(|l| l["data"]["id"].as_str().unwrap())
-            .collect::<HashSet<_>>(),
+        record_ids(&alerts),
         new_declines
             .iter()
             .map(|l| l["data"]["id"].as_str().unwrap())
-            .collect::<HashSet<_>>(),
+            .collect(),
         "the new route takes every decline admitted after the reload"
     );
     assert_eq!(alerts.len(), new_declines.len());

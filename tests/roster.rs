@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -202,10 +201,7 @@ async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothi
     assert!(wait_until(Duration::from_secs(10), || lines(&archive).len() >= total).await);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = lines(&archive);
-    let ids: HashSet<&str> = all
-        .iter()
-        .map(|l| l["data"]["id"].as_str().unwrap())
-        .collect();
+    let ids = record_ids(&all);
     assert_eq!(
         (all.len(), ids.len()),
         (total, total),
@@ -267,10 +263,7 @@ async fn merchants_boarded_or_closed_while_the_service_was_down_lose_nothing() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let all = lines(&archive);
-    let ids: HashSet<&str> = all
-        .iter()
-        .map(|l| l["data"]["id"].as_str().unwrap())
-        .collect();
+    let ids = record_ids(&all);
     assert_eq!((all.len(), ids.len()), (140, 140));
     assert_eq!(
         ids_of(&all, &boarded),

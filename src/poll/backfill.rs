@@ -100,10 +100,7 @@ impl Pollers {
                 if stop.is_cancelled() {
                     return Ok(progress);
                 }
-                if self.limiter.check().is_err() {
-                    self.metrics.rate_limiter_waits.inc();
-                    self.limiter.until_ready().await;
-                }
+                self.wait_for_budget().await;
                 let batch = match export.next_page().await {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break 'export,
@@ -126,22 +123,9 @@ impl Pollers {
                     progress.total = batch.total_records.map(|t| t + read_before);
                     first_page = false;
                 }
-                for rejected in &batch.rejected {
-                    self.metrics.records.with_label_values(&["rejected"]).inc();
-                    tracing::warn!(record_id = rejected.id.as_deref().unwrap_or("(none)"),
-                        reason = %rejected.reason, "backfill: unreadable record skipped");
-                }
-                let admissions = self.admissions(&batch.records, &[], chrono::Duration::zero());
-                self.store.check_space()?;
-                let outcome = self.store.admit(&admissions, &[]).await?;
-                self.metrics
-                    .records
-                    .with_label_values(&["new"])
-                    .inc_by(outcome.new as u64);
-                self.metrics
-                    .records
-                    .with_label_values(&["duplicate"])
-                    .inc_by(outcome.duplicate as u64);
+                let outcome = self
+                    .admit_batch(&batch, &[], chrono::Duration::zero(), "backfill")
+                    .await?;
                 progress.read += (batch.records.len() + batch.rejected.len()) as u64;
                 progress.new += outcome.new as u64;
                 progress.duplicate += outcome.duplicate as u64;

@@ -20,9 +20,9 @@ mod roster;
 pub use backfill::{BackfillProgress, BackfillRequest};
 pub use roster::{Fleet, RosterWatch};
 
-use crate::mxc::{AuthorizationQuery, Client, MxcError, Record};
+use crate::mxc::{AuthorizationQuery, Batch, Client, MxcError, Record};
 use crate::route::Route;
-use crate::store::{Admission, Cursor, Store, StoreError};
+use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
 
 /// A record whose JSON is larger than this is counted (`outcome="oversize"`) and logged: it is
@@ -183,39 +183,12 @@ impl Pollers {
             .authorization_pages(query)
             .with_max_result_window(self.config.max_result_window);
         loop {
-            if self.limiter.check().is_err() {
-                self.metrics.rate_limiter_waits.inc();
-                self.limiter.until_ready().await;
-            }
+            self.wait_for_budget().await;
             let Some(batch) = pager.next_page().await? else {
                 break;
             };
-            self.metrics
-                .records
-                .with_label_values(&["fetched"])
-                .inc_by((batch.records.len() + batch.rejected.len()) as u64);
-            for rejected in &batch.rejected {
-                self.metrics.records.with_label_values(&["rejected"]).inc();
-                tracing::warn!(xmids = %xmids.join(","), record_id = rejected.id.as_deref().unwrap_or("(none)"),
-                    reason = %rejected.reason, "unreadable record skipped");
-            }
-            let admissions = self.admissions(&batch.records, &cursors, look_back);
-            self.store.check_space()?;
-            let outcome = self.store.admit(&admissions, &[]).await?;
-            self.metrics
-                .records
-                .with_label_values(&["new"])
-                .inc_by(outcome.new as u64);
-            self.metrics
-                .records
-                .with_label_values(&["duplicate"])
-                .inc_by(outcome.duplicate as u64);
-            for ((sink, event_type), n) in &outcome.enqueued {
-                self.metrics
-                    .events_enqueued
-                    .with_label_values(&[sink, event_type])
-                    .inc_by(*n as u64);
-            }
+            self.admit_batch(&batch, &cursors, look_back, &xmids.join(","))
+                .await?;
         }
         let moved: Vec<(String, Cursor)> = cursors
             .into_iter()
@@ -231,6 +204,50 @@ impl Pollers {
             .collect();
         self.store.admit(&[], &moved).await?;
         Ok(())
+    }
+
+    /// Waits for the global request budget, counting the waits.
+    async fn wait_for_budget(&self) {
+        if self.limiter.check().is_err() {
+            self.metrics.rate_limiter_waits.inc();
+            self.limiter.until_ready().await;
+        }
+    }
+
+    /// Admits one fetched page in one transaction (unless the disk is nearly full), counting
+    /// and logging what it held; `source` names the XMIDs (or job) in log lines.
+    async fn admit_batch(
+        &self,
+        batch: &Batch,
+        cursors: &[(String, Cursor)],
+        look_back: chrono::Duration,
+        source: &str,
+    ) -> Result<AdmitOutcome, PollError> {
+        let records = &self.metrics.records;
+        records
+            .with_label_values(&["fetched"])
+            .inc_by((batch.records.len() + batch.rejected.len()) as u64);
+        for rejected in &batch.rejected {
+            records.with_label_values(&["rejected"]).inc();
+            tracing::warn!(%source, record_id = rejected.id.as_deref().unwrap_or("(none)"),
+                reason = %rejected.reason, "unreadable record skipped");
+        }
+        let admissions = self.admissions(&batch.records, cursors, look_back);
+        self.store.check_space()?;
+        let outcome = self.store.admit(&admissions, &[]).await?;
+        records
+            .with_label_values(&["new"])
+            .inc_by(outcome.new as u64);
+        records
+            .with_label_values(&["duplicate"])
+            .inc_by(outcome.duplicate as u64);
+        for ((sink, event_type), n) in &outcome.enqueued {
+            self.metrics
+                .events_enqueued
+                .with_label_values(&[sink, event_type])
+                .inc_by(*n as u64);
+        }
+        Ok(outcome)
     }
 
     /// The admissions of one page: each record with an id, with the events its routes select.

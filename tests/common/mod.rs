@@ -62,3 +62,18 @@ pub async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> boo
     }
     true
 }
+
+/// The record ids of a sink's lines (`data.id` of each event).
+pub fn record_ids(lines: &[serde_json::Value]) -> std::collections::HashSet<&str> {
+    lines
+        .iter()
+        .map(|l| l["data"]["id"].as_str().expect("an event names its record"))
+        .collect()
+}
+
+/// Complete lines in a file, without parsing them.
+pub fn line_count(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
