@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig};
-use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, Credentials};
+use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, SimConfig};
@@ -69,12 +69,9 @@ async fn end_to_end() {
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
             for xmid in chunk {
-                let q = AuthorizationQuery::new(
-                    vec![xmid],
-                    t0 - chrono::Duration::minutes(31),
-                    Utc::now(),
-                );
-                let mut pager = client.authorization_pages(q);
+                let q =
+                    ReportQuery::new(vec![xmid], t0 - chrono::Duration::minutes(31), Utc::now());
+                let mut pager = client.report_pages(q);
                 while let Some(batch) = pager.next_page().await.expect("page") {
                     n += batch.records.len();
                 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use chrono::Utc;
-use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, Credentials};
+use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, SimConfig};
 
@@ -59,7 +59,7 @@ async fn run() {
     client.authenticate().await.expect("token");
 
     // One page as the simulator renders it, for the baseline server.
-    let query = move |xmid: &str| AuthorizationQuery::new(vec![xmid.to_string()], from, to);
+    let query = move |xmid: &str| ReportQuery::new(vec![xmid.to_string()], from, to);
     let http = reqwest::Client::new();
     let token = raw_token(&http, &sim.base_url()).await;
     let sample = raw_page(&http, &sim.base_url(), &token, &query(&xmids[0]), 0).await;
@@ -121,7 +121,7 @@ async fn run() {
             async move {
                 let mut n = 0;
                 for xmid in mine {
-                    let mut pager = client.authorization_pages(query(&xmid));
+                    let mut pager = client.report_pages(query(&xmid));
                     while let Some(batch) = pager.next_page().await.expect("page") {
                         n += batch.records.len();
                     }
@@ -205,7 +205,7 @@ async fn raw_page(
     http: &reqwest::Client,
     base: &str,
     token: &str,
-    q: &AuthorizationQuery,
+    q: &ReportQuery,
     offset: u32,
 ) -> bytes::Bytes {
     http.get(format!("{base}/report/v1/tsys/authorization"))

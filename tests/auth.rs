@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use mxc_relay::mxc::{AuthorizationQuery, Client, Credentials, MxcError, TokenPolicy};
+use mxc_relay::mxc::{Client, Credentials, MxcError, ReportQuery, TokenPolicy};
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{Faults, SimConfig};
 
@@ -14,7 +14,7 @@ use common::*;
 const AUTH: &str = "POST /security/v1/apiKey/authenticate";
 
 async fn one_query(client: &Client, xmid: &str) -> Result<(), MxcError> {
-    let q = AuthorizationQuery::new(
+    let q = ReportQuery::new(
         vec![xmid.to_string()],
         Utc::now() - chrono::Duration::hours(1),
         Utc::now(),

@@ -55,7 +55,7 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
         .collect();
     let page = client
         .authorizations(
-            &mxc_relay::mxc::AuthorizationQuery::new(
+            &mxc_relay::mxc::ReportQuery::new(
                 xmids,
                 Utc::now() - Duration::minutes(15),
                 Utc::now(),

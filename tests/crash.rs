@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::Utc;
-use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, Credentials};
+use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::secret::Secret;
 use mxc_relay::signature::WebhookSecret;
@@ -132,12 +132,12 @@ fn spawn(config: &Path, log: &Path) -> Child {
 /// whether it is a decline.
 async fn generated(client: &Client, xmids: &[String]) -> BTreeMap<String, bool> {
     let mut out = BTreeMap::new();
-    let query = AuthorizationQuery::new(
+    let query = ReportQuery::new(
         xmids.to_vec(),
         Utc::now() - chrono::Duration::hours(1),
         Utc::now() + chrono::Duration::minutes(1),
     );
-    let mut pager = client.authorization_pages(query);
+    let mut pager = client.report_pages(query);
     while let Some(batch) = pager.next_page().await.unwrap() {
         for record in batch.records {
             let decline = record.to_value()["authorizationResponseStatus"] != "Approved";

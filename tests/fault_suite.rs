@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::{AuthorizationQuery, Client, ClientConfig, MxcError};
+use mxc_relay::mxc::{Client, ClientConfig, MxcError, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::route::event_id;
@@ -125,9 +125,9 @@ async fn sim_ids(
     let client = canary::client(sim);
     let mut ids = HashSet::new();
     for xmid in xmids {
-        let mut query = AuthorizationQuery::new(vec![xmid.clone()], from, to);
+        let mut query = ReportQuery::new(vec![xmid.clone()], from, to);
         query.fields = Some(vec!["id".into(), "transactionDateAndTime".into()]);
-        let mut pager = client.authorization_pages(query);
+        let mut pager = client.report_pages(query);
         while let Some(batch) = pager.next_page().await.unwrap() {
             ids.extend(
                 batch
@@ -140,8 +140,8 @@ async fn sim_ids(
     ids
 }
 
-fn query(xmid: &str) -> AuthorizationQuery {
-    AuthorizationQuery::new(vec![xmid.to_string()], Utc::now() - minutes(60), Utc::now())
+fn query(xmid: &str) -> ReportQuery {
+    ReportQuery::new(vec![xmid.to_string()], Utc::now() - minutes(60), Utc::now())
 }
 
 /// MXC authorization calls the pipeline counted with `status`.

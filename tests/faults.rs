@@ -5,13 +5,13 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use mxc_relay::mxc::{AuthorizationQuery, Client, MxcError};
+use mxc_relay::mxc::{Client, MxcError, ReportQuery};
 use mxc_relay::sim::Faults;
 
 use common::*;
 
-fn query(xmid: &str) -> AuthorizationQuery {
-    AuthorizationQuery::new(
+fn query(xmid: &str) -> ReportQuery {
+    ReportQuery::new(
         vec![xmid.to_string()],
         Utc::now() - chrono::Duration::hours(1),
         Utc::now(),

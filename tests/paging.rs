@@ -6,15 +6,13 @@ mod common;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use mxc_relay::mxc::{AuthorizationQuery, Client, Record};
+use mxc_relay::mxc::{Client, Record, ReportQuery};
 use mxc_relay::sim::SimConfig;
 
 use common::*;
 
-async fn all_pages(client: &Client, query: AuthorizationQuery, window: u32) -> Vec<Record> {
-    let mut pager = client
-        .authorization_pages(query)
-        .with_max_result_window(window);
+async fn all_pages(client: &Client, query: ReportQuery, window: u32) -> Vec<Record> {
+    let mut pager = client.report_pages(query).with_max_result_window(window);
     let mut out = Vec::new();
     while let Some(batch) = pager.next_page().await.expect("page") {
         assert!(batch.rejected.is_empty());
@@ -27,10 +25,7 @@ fn assert_once_in_time_order(records: &[Record], expected: usize) {
     let ids: HashSet<&str> = records.iter().map(|r| r.id().unwrap()).collect();
     assert_eq!(records.len(), expected, "every record fetched");
     assert_eq!(ids.len(), expected, "no record fetched twice");
-    let times: Vec<DateTime<Utc>> = records
-        .iter()
-        .map(|r| r.transaction_time().unwrap())
-        .collect();
+    let times: Vec<DateTime<Utc>> = records.iter().map(|r| r.time().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
 }
 
@@ -61,7 +56,7 @@ async fn a_window_of_1234_records_is_fetched_exactly_once_in_time_order() {
     let client = client(&sim);
     let records = all_pages(
         &client,
-        AuthorizationQuery::new(vec![xmid.clone()], from, to),
+        ReportQuery::new(vec![xmid.clone()], from, to),
         10_000,
     )
     .await;
@@ -88,7 +83,7 @@ async fn a_window_larger_than_the_result_window_is_re_anchored_without_loss() {
     sim.generate(1234, std::slice::from_ref(&xmid), from, to)
         .unwrap();
     let client = client(&sim);
-    let records = all_pages(&client, AuthorizationQuery::new(vec![xmid], from, to), 500).await;
+    let records = all_pages(&client, ReportQuery::new(vec![xmid], from, to), 500).await;
     assert_once_in_time_order(&records, 1234);
     assert_eq!(
         sim.stats()
@@ -109,7 +104,7 @@ async fn several_xmids_in_one_call() {
             .unwrap();
     }
     let client = client(&sim);
-    let query = AuthorizationQuery::new(xmids[..2].to_vec(), from, to);
+    let query = ReportQuery::new(xmids[..2].to_vec(), from, to);
     let page = client.authorizations(&query, 0).await.unwrap();
     assert_eq!(
         page.total_records,
@@ -137,7 +132,7 @@ async fn the_export_form_scrolls_through_everything() {
     let from = to - Duration::hours(3);
     sim.generate(777, &xmids, from, to).unwrap();
     let client = client(&sim);
-    let mut pager = client.authorization_export(AuthorizationQuery::new(xmids, from, to));
+    let mut pager = client.report_export(ReportQuery::new(xmids, from, to));
     let mut records = Vec::new();
     while let Some(batch) = pager.next_page().await.unwrap() {
         assert_eq!(batch.total_records, Some(777));
@@ -191,7 +186,7 @@ async fn live_traffic_with_late_records_is_caught_by_a_look_back_window() {
     let first_to = Utc::now();
     let first = all_pages(
         &client,
-        AuthorizationQuery::new(xmids.clone(), start - Duration::minutes(15), first_to),
+        ReportQuery::new(xmids.clone(), start - Duration::minutes(15), first_to),
         10_000,
     )
     .await;
@@ -199,16 +194,14 @@ async fn live_traffic_with_late_records_is_caught_by_a_look_back_window() {
     // The second poll re-reads the look-back: it finds records older than the first poll's end.
     let second = all_pages(
         &client,
-        AuthorizationQuery::new(xmids, start - Duration::minutes(15), Utc::now()),
+        ReportQuery::new(xmids, start - Duration::minutes(15), Utc::now()),
         10_000,
     )
     .await;
     let first_ids: HashSet<&str> = first.iter().filter_map(|r| r.id()).collect();
     let late: Vec<&Record> = second
         .iter()
-        .filter(|r| {
-            !first_ids.contains(r.id().unwrap()) && r.transaction_time().unwrap() < first_to
-        })
+        .filter(|r| !first_ids.contains(r.id().unwrap()) && r.time().unwrap() < first_to)
         .collect();
     assert!(!first.is_empty());
     assert!(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, RedactConfig, RouteConfig, SinkConfig};
-use mxc_relay::mxc::AuthorizationQuery;
+use mxc_relay::mxc::ReportQuery;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
@@ -71,8 +71,7 @@ async fn sim_ids(
     let client = client(sim);
     let mut ids = HashSet::new();
     for xmid in xmids {
-        let mut pager =
-            client.authorization_pages(AuthorizationQuery::new(vec![xmid.clone()], from, to));
+        let mut pager = client.report_pages(ReportQuery::new(vec![xmid.clone()], from, to));
         while let Some(batch) = pager.next_page().await.unwrap() {
             ids.extend(
                 batch

@@ -419,7 +419,7 @@ proptest! {
         for (record, g) in page.records.iter().zip(&records) {
             prop_assert_eq!(record.type_problem(), None);
             prop_assert_eq!(record.view().authorized_amount, Some(g.amount));
-            prop_assert_eq!(record.transaction_time(), Some(g.time.with_timezone(&Utc)));
+            prop_assert_eq!(record.time(), Some(g.time.with_timezone(&Utc)));
             prop_assert_eq!(record.xmid(), Some("xmid_1"));
         }
     }

@@ -25,7 +25,7 @@ fn the_documented_page_parses() {
     assert_eq!(view.mcc_code.as_deref(), Some("5462"));
     assert_eq!(view.pos_entry_mode1.as_deref(), Some("05"));
     assert_eq!(
-        record.transaction_time().map(|t| t.to_rfc3339()),
+        record.time().map(|t| t.to_rfc3339()),
         Some("2019-11-07T12:55:49+00:00".to_string())
     );
 }

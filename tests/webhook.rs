@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::AuthorizationQuery;
+use mxc_relay::mxc::ReportQuery;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::route::{event_id, Event};
@@ -346,7 +346,7 @@ async fn generate(sim: &RunningSim, config: &Config, n: usize) -> HashSet<String
     let client = client(sim);
     let mut ids = HashSet::new();
     let from = now - chrono::Duration::minutes(10);
-    let mut pager = client.authorization_pages(AuthorizationQuery::new(xmids.clone(), from, now));
+    let mut pager = client.report_pages(ReportQuery::new(xmids.clone(), from, now));
     while let Some(batch) = pager.next_page().await.unwrap() {
         for r in &batch.records {
             if r.to_value()["authorizationResponseStatus"] != "Approved" {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mxc_relay::config::{Config, LogFormat, MxcConfig};
-use mxc_relay::mxc::{AuthorizationQuery, Batch, Client, MxcError};
+use mxc_relay::mxc::{Batch, Client, MxcError, ReportQuery};
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -56,7 +56,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
     let client = Client::new(client_config)?;
     let until = args.until.unwrap_or_else(Utc::now);
-    let mut query = AuthorizationQuery::new(args.xmids.clone(), args.since, until);
+    let mut query = ReportQuery::new(args.xmids.clone(), args.since, until);
     query.page_size = args.page_size;
 
     let started = Instant::now();
@@ -86,13 +86,13 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     };
     if args.export {
-        let mut pager = client.authorization_export(query);
+        let mut pager = client.report_export(query);
         while let Some(batch) = pager.next_page().await.map_err(fetch_error)? {
             print(batch)?;
         }
     } else {
         let mut pager = client
-            .authorization_pages(query)
+            .report_pages(query)
             .with_max_result_window(mxc.max_result_window);
         while let Some(batch) = pager.next_page().await.map_err(fetch_error)? {
             print(batch)?;

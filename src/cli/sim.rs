@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use mxc_relay::config::LogFormat;
-use mxc_relay::sim::{self, Faults, SimConfig};
+use mxc_relay::sim::{self, Faults, SettlementConfig, SimConfig};
 
 #[derive(Args)]
 pub struct SimArgs {
@@ -50,6 +50,19 @@ pub struct SimArgs {
     /// Share of authorizations that appear minutes after their transaction time (0 to 1).
     #[arg(long, default_value_t = 0.03)]
     late_fraction: f64,
+    /// Share of approved authorizations disputed later (0 to 1).
+    #[arg(long, default_value_t = 0.005)]
+    dispute_rate: f64,
+    /// A dispute arrives between 30 s and this long after its authorization.
+    #[arg(long, default_value = "5m", value_parser = duration)]
+    dispute_delay: Duration,
+    /// A terminal's business day (compressed): every merchant closes one settlement batch
+    /// per period, summing its approved authorizations.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    batch_every: Duration,
+    /// A settled batch is deposited (ACH) this long after it closes.
+    #[arg(long, default_value = "2m", value_parser = duration)]
+    deposit_delay: Duration,
     /// Largest `from + size` the report endpoints accept.
     #[arg(long, default_value_t = 10_000)]
     max_result_window: usize,
@@ -102,6 +115,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     for (name, value) in [
         ("--decline-rate", args.decline_rate),
         ("--late-fraction", args.late_fraction),
+        ("--dispute-rate", args.dispute_rate),
     ] {
         anyhow::ensure!(
             (0.0..=1.0).contains(&value),
@@ -112,6 +126,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         args.rate >= 0.0 && args.rate.is_finite(),
         "--rate must be 0 or more, got {}",
         args.rate
+    );
+    anyhow::ensure!(
+        args.batch_every >= Duration::from_secs(1),
+        "--batch-every must be at least 1s, got {}",
+        humantime::format_duration(args.batch_every)
     );
     let config = SimConfig {
         listen: args.listen,
@@ -128,6 +147,12 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         late_fraction: args.late_fraction,
         max_lateness: Duration::from_secs(600),
         max_result_window: args.max_result_window,
+        settlement: SettlementConfig {
+            dispute_rate: args.dispute_rate,
+            dispute_delay_ms: args.dispute_delay.as_millis() as i64,
+            batch_every_ms: args.batch_every.as_millis() as i64,
+            deposit_delay_ms: args.deposit_delay.as_millis() as i64,
+        },
         faults,
     };
     let merchants = config.merchants;

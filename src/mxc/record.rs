@@ -1,9 +1,13 @@
 //! The record model: each record keeps its exact JSON (the ~140 documented fields and any
 //! unknown ones pass through untouched) plus a typed view of what routing needs.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
+
+use super::resource::{Resource, AUTHORIZATIONS};
 
 /// One record as MXC sent it.
 #[derive(Debug, Clone)]
@@ -13,6 +17,9 @@ pub struct Record {
     /// Known fields that had an unexpected type (and read as absent), e.g.
     /// "field `authorizedAmount`: invalid type: string \"12.00\", expected f64".
     type_problem: Option<String>,
+    /// The record's time: its resource's time field (`transactionDateAndTime` until
+    /// [`Record::of`] says which resource it belongs to).
+    time: Option<DateTime<Utc>>,
 }
 
 /// The fields mxc-relay reads. Every one is optional: MXC may omit any of them, and a missing
@@ -71,11 +78,43 @@ impl Record {
                 (RecordView::lenient(&object), Some(problem))
             }
         };
+        let time = view
+            .transaction_date_and_time
+            .map(|t| t.with_timezone(&Utc));
         Ok(Record {
             raw,
             view,
             type_problem,
+            time,
         })
+    }
+
+    /// Reads the id and the time from `resource`'s fields, when they are not the
+    /// authorizations' ones (`id`, `transactionDateAndTime`).
+    pub fn of(mut self, resource: &Resource) -> Record {
+        if resource.id_field == AUTHORIZATIONS.id_field
+            && resource.time_field == AUTHORIZATIONS.time_field
+        {
+            return self;
+        }
+        // Other resources are low-volume: one more pass over the top level is cheap.
+        let Ok(fields) = serde_json::from_str::<HashMap<String, &RawValue>>(self.raw.get()) else {
+            return self;
+        };
+        let id = fields.get(resource.id_field).and_then(|v| {
+            match serde_json::from_str::<serde_json::Value>(v.get()).ok()? {
+                serde_json::Value::String(s) => Some(s),
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            }
+        });
+        let time = fields
+            .get(resource.time_field)
+            .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+            .and_then(|text| parse_time(&text));
+        self.view.id = id;
+        self.time = time;
+        self
     }
 
     /// The first known field that had an unexpected type, if any.
@@ -108,11 +147,9 @@ impl Record {
         self.view.account_number.as_deref()
     }
 
-    /// `transactionDateAndTime` as a UTC instant.
-    pub fn transaction_time(&self) -> Option<DateTime<Utc>> {
-        self.view
-            .transaction_date_and_time
-            .map(|t| t.with_timezone(&Utc))
+    /// The record's time (its resource's time field) as a UTC instant.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        self.time
     }
 
     /// The whole record as a JSON tree, for routing filters and redaction.
@@ -120,6 +157,21 @@ impl Record {
         // The text was valid JSON when the record was built.
         serde_json::from_str(self.raw.get()).unwrap_or(serde_json::Value::Null)
     }
+}
+
+/// An instant as the reports write them: RFC 3339 (`2026-01-02T03:04:05.000-05:00`), without
+/// an offset (taken as UTC), or a date alone (its midnight UTC).
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(t.and_utc());
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
 }
 
 impl RecordView {
@@ -210,6 +262,12 @@ struct Envelope {
 }
 
 impl Page {
+    /// Reads each record's id and time from `resource`'s fields (see [`Record::of`]).
+    pub fn of(mut self, resource: &Resource) -> Page {
+        self.records = self.records.into_iter().map(|r| r.of(resource)).collect();
+        self
+    }
+
     /// Parses a page. The envelope must be well-formed; a record inside it that is not a JSON
     /// object lands in [`Page::rejected`] with its reason instead of failing the page.
     pub fn parse(body: &[u8]) -> Result<Page, String> {
@@ -296,6 +354,24 @@ mod tests {
     fn an_envelope_without_records_is_an_error() {
         assert!(Page::parse(br#"{"totalRecords":0}"#).is_err());
         assert!(Page::parse(br#"{"totalRecords":1,"records":[{"id""#).is_err());
+    }
+
+    #[test]
+    fn other_resources_read_their_own_time_field() {
+        use crate::mxc::resource::{BATCHES, DISPUTES};
+        let r = Record::from_json(r#"{"id":"d-1","disputeDate":"2026-03-04T05:06:07.000-05:00","transactionDateAndTime":"2026-01-01T00:00:00Z"}"#)
+            .unwrap()
+            .of(&DISPUTES);
+        assert_eq!(r.id(), Some("d-1"));
+        assert_eq!(r.time().unwrap().to_rfc3339(), "2026-03-04T10:06:07+00:00");
+        let b = Record::from_json(r#"{"id":"b-1","batchDate":"2026-03-04"}"#)
+            .unwrap()
+            .of(&BATCHES);
+        assert_eq!(b.time().unwrap().to_rfc3339(), "2026-03-04T00:00:00+00:00");
+        let none = Record::from_json(r#"{"id":"b-2","batchDate":"soon"}"#)
+            .unwrap()
+            .of(&BATCHES);
+        assert_eq!(none.time(), None);
     }
 
     #[test]

@@ -3,9 +3,9 @@
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::authorizations::MAX_PAGE_SIZE;
 use super::client::Client;
 use super::error::MxcError;
+use super::report::MAX_PAGE_SIZE;
 
 pub const ROSTER_PATH: &str = "/boarding/v1/uar";
 

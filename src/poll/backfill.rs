@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, PollError, Pollers};
-use crate::mxc::AuthorizationQuery;
+use crate::mxc::ReportQuery;
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -92,9 +92,9 @@ impl Pollers {
             // recognised as admitted.
             let from = progress.position.unwrap_or(since).max(since);
             let read_before = progress.read;
-            let mut query = AuthorizationQuery::new(request.xmids.clone(), from, until);
+            let mut query = ReportQuery::new(request.xmids.clone(), from, until);
             query.page_size = self.config.page_size;
-            let mut export = self.client.authorization_export(query);
+            let mut export = self.client.report_export(query);
             let mut first_page = true;
             loop {
                 if stop.is_cancelled() {
@@ -129,7 +129,7 @@ impl Pollers {
                 progress.read += (batch.records.len() + batch.rejected.len()) as u64;
                 progress.new += outcome.new as u64;
                 progress.duplicate += outcome.duplicate as u64;
-                for t in batch.records.iter().filter_map(|r| r.transaction_time()) {
+                for t in batch.records.iter().filter_map(|r| r.time()) {
                     if ordered && newest_seen.is_some_and(|n| t < n) {
                         ordered = false;
                         tracing::error!(at = %t, "backfill: the export is not in time order; the checkpoint stays where it is, so a resume re-reads from there");

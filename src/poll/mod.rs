@@ -20,7 +20,7 @@ mod roster;
 pub use backfill::{BackfillProgress, BackfillRequest};
 pub use roster::{Fleet, RosterWatch};
 
-use crate::mxc::{AuthorizationQuery, Batch, Client, MxcError, Record};
+use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery};
 use crate::route::Route;
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -176,11 +176,11 @@ impl Pollers {
             .min()
             .unwrap_or(now)
             .min(now);
-        let mut query = AuthorizationQuery::new(xmids.to_vec(), from, now);
+        let mut query = ReportQuery::new(xmids.to_vec(), from, now);
         query.page_size = self.config.page_size;
         let mut pager = self
             .client
-            .authorization_pages(query)
+            .report_pages(query)
             .with_max_result_window(self.config.max_result_window);
         loop {
             self.wait_for_budget().await;
@@ -267,7 +267,7 @@ impl Pollers {
                     .records
                     .with_label_values(&["skipped_no_id"])
                     .inc();
-                tracing::warn!(%xmid, transaction_time = ?record.transaction_time(), "record without an id skipped");
+                tracing::warn!(%xmid, transaction_time = ?record.time(), "record without an id skipped");
                 continue;
             };
             if let Some(problem) = record.type_problem() {
@@ -285,7 +285,7 @@ impl Pollers {
                 .iter()
                 .find(|(x, _)| x == xmid)
                 .map(|(_, c)| (c.position - look_back).max(c.floor));
-            if let (Some(start), Some(t)) = (own_start, record.transaction_time()) {
+            if let (Some(start), Some(t)) = (own_start, record.time()) {
                 if t < start {
                     self.metrics
                         .records

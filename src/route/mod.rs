@@ -100,7 +100,7 @@ impl Route {
         let id = event_id(&self.name, record_id);
         let xmid = record.xmid().unwrap_or_default().to_string();
         let occurred_at = record
-            .transaction_time()
+            .time()
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
         // The envelope is written around the record's own JSON text: no tree to clone and
         // serialize again unless this route redacts.

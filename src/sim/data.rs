@@ -9,6 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
+use super::settlement::{Settlement, SettlementConfig};
+use crate::mxc::{Resource, AUTHORIZATIONS};
+
 /// One merchant account (XMID) of the roster.
 #[derive(Debug, Clone)]
 pub struct SimMerchant {
@@ -28,20 +31,35 @@ pub struct SimMerchant {
     weight: f64,
 }
 
-/// One authorization, rendered to JSON once when it is generated.
+/// One record (an authorization, dispute, batch or deposit), rendered to JSON once when it
+/// is generated.
 #[derive(Debug)]
 pub struct SimRecord {
     pub id: String,
     pub xmid: String,
-    /// `transactionDateAndTime`, unix milliseconds.
+    /// Its resource's time field (`transactionDateAndTime` …), unix milliseconds.
     pub tx_ms: i64,
-    /// `created`, unix milliseconds.
+    /// When it became visible (`created`), unix milliseconds.
     pub created_ms: i64,
     /// Generation order; breaks ties between equal times.
     pub seq: u64,
     pub amount: f64,
+    /// A declined authorization, a rejected batch, a returned deposit.
     pub declined: bool,
+    pub resource: &'static Resource,
     pub json: Box<str>,
+}
+
+impl SimMerchant {
+    /// The UTC offset of the merchant's city: its records' local times use it.
+    pub fn utc_offset(&self) -> FixedOffset {
+        FixedOffset::east_opt(self.city.utc_offset_hours * 3600)
+            .unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()))
+    }
+
+    pub fn terminal(&self) -> &str {
+        &self.terminal
+    }
 }
 
 #[derive(Debug)]
@@ -330,14 +348,18 @@ pub struct GenerationConfig {
     /// Share of records that become visible minutes after their transaction time.
     pub late_fraction: f64,
     pub max_lateness_ms: i64,
+    /// Disputes, batches and deposits.
+    pub settlement: SettlementConfig,
 }
 
 /// Merchants and their records, ordered by transaction time per merchant.
 pub struct Dataset {
     pub merchants: Vec<SimMerchant>,
     by_xmid: HashMap<String, usize>,
-    /// Per merchant: (tx_ms, seq) → record.
+    /// Per merchant: (tx_ms, seq) → authorization.
     records: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    /// The disputes, batches and deposits that follow them.
+    settlement: Settlement,
     /// Cumulative traffic weights of the active merchants, for picking one.
     active_weights: Vec<(f64, usize)>,
     config: GenerationConfig,
@@ -369,10 +391,18 @@ impl Dataset {
         let active_weights = active_weights(&merchants);
         let records = vec![BTreeMap::new(); merchants.len()];
         let start = (now_ms - config.backlog_ms) as f64;
+        let settlement = Settlement::new(
+            config.settlement.clone(),
+            config.seed,
+            &merchants,
+            start as i64,
+            config.max_lateness_ms.max(2_000),
+        );
         let mut dataset = Dataset {
             merchants,
             by_xmid,
             records,
+            settlement,
             active_weights,
             config,
             rng,
@@ -399,6 +429,8 @@ impl Dataset {
             self.by_xmid.insert(xmid.clone(), self.merchants.len());
             self.merchants.push(merchant);
             self.records.push(BTreeMap::new());
+            self.settlement
+                .add_merchant(true, self.next_arrival_ms as i64);
             self.active_weights = active_weights(&self.merchants);
             return xmid;
         }
@@ -417,13 +449,18 @@ impl Dataset {
     }
 
     /// Generates every record that has arrived by `now_ms` at the configured rate.
+    /// The disputes, batches and deposits due by then follow, in time order.
     pub fn advance(&mut self, now_ms: i64) {
         if self.config.rate <= 0.0 || self.active_weights.is_empty() {
+            self.settlement
+                .advance(now_ms, &self.merchants, &self.records);
             return;
         }
         let mean_gap_ms = 1000.0 / self.config.rate;
         while self.next_arrival_ms <= now_ms as f64 {
             let arrival = self.next_arrival_ms as i64;
+            self.settlement
+                .advance(arrival, &self.merchants, &self.records);
             let lateness = if self.rng.gen_bool(self.config.late_fraction.clamp(0.0, 1.0)) {
                 self.rng
                     .gen_range(60_000..self.config.max_lateness_ms.max(60_001))
@@ -431,11 +468,14 @@ impl Dataset {
                 self.rng.gen_range(0..2_000)
             };
             let merchant = self.pick_merchant();
-            self.insert(merchant, arrival - lateness, arrival, Shape::NORMAL);
+            let record = self.insert(merchant, arrival - lateness, arrival, Shape::NORMAL);
+            self.settlement.on_authorization(merchant, &record);
             // Poisson arrivals: exponential gaps with the configured mean.
             let u: f64 = self.rng.gen_range(f64::EPSILON..1.0);
             self.next_arrival_ms += -u.ln() * mean_gap_ms;
         }
+        self.settlement
+            .advance(now_ms, &self.merchants, &self.records);
     }
 
     /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
@@ -464,15 +504,22 @@ impl Dataset {
         }
     }
 
-    /// Records of the given merchants with transaction times in `[from_ms, to_ms]`.
-    pub fn select(&self, merchants: &[usize], from_ms: i64, to_ms: i64) -> Vec<Arc<SimRecord>> {
+    /// Records of `resource` of the given merchants with times in `[from_ms, to_ms]`.
+    pub fn select(
+        &self,
+        resource: &Resource,
+        merchants: &[usize],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<Arc<SimRecord>> {
         let mut out = Vec::new();
         if from_ms > to_ms {
             return out;
         }
+        let timelines = self.settlement.timelines(resource).unwrap_or(&self.records);
         for &m in merchants {
             out.extend(
-                self.records[m]
+                timelines[m]
                     .range((from_ms, 0)..=(to_ms, u64::MAX))
                     .map(|(_, r)| r.clone()),
             );
@@ -487,11 +534,18 @@ impl Dataset {
         self.active_weights[at.min(self.active_weights.len() - 1)].1
     }
 
-    fn insert(&mut self, merchant: usize, tx_ms: i64, created_ms: i64, shape: Shape) {
+    fn insert(
+        &mut self,
+        merchant: usize,
+        tx_ms: i64,
+        created_ms: i64,
+        shape: Shape,
+    ) -> Arc<SimRecord> {
         let seq = self.generated;
         self.generated += 1;
-        let record = self.render(merchant, tx_ms, created_ms, seq, shape);
-        self.records[merchant].insert((tx_ms, seq), Arc::new(record));
+        let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
+        self.records[merchant].insert((tx_ms, seq), record.clone());
+        record
     }
 
     /// Renders a record in the given shape.
@@ -516,8 +570,7 @@ impl Dataset {
         } else {
             ("00", "Approved or completed successfully", "Approved")
         };
-        let offset = FixedOffset::east_opt(m.city.utc_offset_hours * 3600)
-            .unwrap_or_else(|| FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+        let offset = m.utc_offset();
         let tx = local(tx_ms, offset);
         let created = local(created_ms, offset);
         let card_hash = format!("{:016x}{:016x}", rng.gen::<u64>(), rng.gen::<u64>());
@@ -667,6 +720,7 @@ impl Dataset {
             seq,
             amount,
             declined,
+            resource: &AUTHORIZATIONS,
             json: value.to_string().into_boxed_str(),
         }
     }
@@ -740,7 +794,7 @@ fn new_merchant(rng: &mut ChaCha8Rng, xmid: String, active: bool) -> SimMerchant
     }
 }
 
-fn uuid(rng: &mut ChaCha8Rng) -> String {
+pub(super) fn uuid(rng: &mut ChaCha8Rng) -> String {
     uuid::Builder::from_random_bytes(rng.gen())
         .into_uuid()
         .hyphenated()
@@ -773,7 +827,7 @@ fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T], weight: impl Fn(&T) -> f64)
     &items[items.len() - 1]
 }
 
-fn local(ms: i64, offset: FixedOffset) -> DateTime<FixedOffset> {
+pub(super) fn local(ms: i64, offset: FixedOffset) -> DateTime<FixedOffset> {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_default()
@@ -794,6 +848,7 @@ mod tests {
             decline_rate: 0.07,
             late_fraction: 0.05,
             max_lateness_ms: 600_000,
+            settlement: SettlementConfig::default(),
         }
     }
 
@@ -803,7 +858,7 @@ mod tests {
         let b = Dataset::new(config(2.0), 1_700_000_000_000);
         let all: Vec<usize> = (0..6).collect();
         let ids = |d: &Dataset| {
-            d.select(&all, 0, i64::MAX)
+            d.select(&AUTHORIZATIONS, &all, 0, i64::MAX)
                 .iter()
                 .map(|r| r.id.clone())
                 .collect::<Vec<_>>()
@@ -816,13 +871,13 @@ mod tests {
     fn records_have_the_full_field_set_and_closed_merchants_get_none() {
         let d = Dataset::new(config(2.0), 1_700_000_000_000);
         let template: Value = serde_json::from_str(include_str!("record_template.json")).unwrap();
-        let recs = d.select(&(0..5).collect::<Vec<_>>(), 0, i64::MAX);
+        let recs = d.select(&AUTHORIZATIONS, &(0..5).collect::<Vec<_>>(), 0, i64::MAX);
         let v: Value = serde_json::from_str(&recs[0].json).unwrap();
         assert_eq!(
             v.as_object().unwrap().keys().collect::<Vec<_>>(),
             template.as_object().unwrap().keys().collect::<Vec<_>>()
         );
-        assert!(d.select(&[5], 0, i64::MAX).is_empty());
+        assert!(d.select(&AUTHORIZATIONS, &[5], 0, i64::MAX).is_empty());
         assert!(!d.merchants[5].active);
         let declines = recs.iter().filter(|r| r.declined).count() as f64 / recs.len() as f64;
         assert!((0.04..0.11).contains(&declines), "decline share {declines}");

@@ -7,6 +7,7 @@ mod faults;
 mod jwt;
 mod query;
 mod server;
+mod settlement;
 mod stats;
 
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use data::Shape;
 pub use faults::Faults;
 pub use server::RunningSim;
+pub use settlement::SettlementConfig;
 pub use stats::StatsSnapshot;
 
 /// Default credentials of the simulator (documented in the README).
@@ -49,6 +51,8 @@ pub struct SimConfig {
     pub max_lateness: Duration,
     /// Largest `from + size` the report endpoints accept (Elasticsearch's default: 10,000).
     pub max_result_window: usize,
+    /// Disputes, settlement batches and ACH deposits that follow the authorizations.
+    pub settlement: SettlementConfig,
     pub faults: Faults,
 }
 
@@ -69,6 +73,7 @@ impl Default for SimConfig {
             late_fraction: 0.03,
             max_lateness: Duration::from_secs(600),
             max_result_window: 10_000,
+            settlement: SettlementConfig::default(),
             faults: Faults::default(),
         }
     }

@@ -9,6 +9,7 @@ use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use super::data::SimRecord;
+use crate::mxc::{Resource, AUTHORIZATIONS};
 
 /// Elasticsearch's default page when `size` is absent.
 const DEFAULT_SIZE: usize = 10;
@@ -17,6 +18,7 @@ const MAX_SIZE: usize = 100;
 /// A parsed report query. Errors are the text of the 400 answer.
 #[derive(Debug)]
 pub struct ReportQuery {
+    pub resource: &'static Resource,
     /// `None`: every merchant of the portfolio.
     pub xmids: Option<Vec<String>>,
     pub from_ms: i64,
@@ -30,6 +32,7 @@ pub struct ReportQuery {
 
 impl ReportQuery {
     pub fn parse(
+        resource: &'static Resource,
         params: &HashMap<String, String>,
         now: DateTime<Utc>,
     ) -> Result<ReportQuery, String> {
@@ -70,7 +73,7 @@ impl ReportQuery {
                 .map_err(|_| format!("from must be a whole number, got {s:?}"))?,
         };
         let sort = match params.get("sort") {
-            None => vec![("transactionDateAndTime".to_string(), false)],
+            None => vec![(resource.time_field.to_string(), false)],
             Some(s) => parse_sort(s)?,
         };
         let fields = match params.get("fields") {
@@ -89,6 +92,7 @@ impl ReportQuery {
             }
         };
         Ok(ReportQuery {
+            resource,
             xmids,
             from_ms,
             to_ms,
@@ -106,7 +110,7 @@ impl ReportQuery {
 
     /// Orders records by the `sort` fields, then by generation order.
     pub fn sort(&self, records: &mut [std::sync::Arc<SimRecord>]) {
-        let fast = self.sort.len() == 1 && self.sort[0].0 == "transactionDateAndTime";
+        let fast = self.sort.len() == 1 && self.sort[0].0 == self.resource.time_field;
         if fast {
             let asc = self.sort[0].1;
             records.sort_unstable_by(|a, b| {
@@ -230,17 +234,18 @@ fn parse_sort(text: &str) -> Result<Vec<(String, bool)>, String> {
 
 /// A field of a record: the common ones without parsing, the rest from its JSON.
 fn field_of<'a>(record: &'a SimRecord, field: &str) -> Option<Cow<'a, Value>> {
+    let authorization = record.resource == &AUTHORIZATIONS;
     let fast = match field {
         "id" => Some(Value::from(record.id.as_str())),
         "accountNumber" => Some(Value::from(record.xmid.as_str())),
-        "authorizedAmount" => Some(Value::from(record.amount)),
-        "authorizationResponseStatus" => Some(Value::from(if record.declined {
+        f if f == record.resource.time_field => Some(Value::from(record.tx_ms)),
+        "authorizedAmount" if authorization => Some(Value::from(record.amount)),
+        "authorizationResponseStatus" if authorization => Some(Value::from(if record.declined {
             "Declined"
         } else {
             "Approved"
         })),
-        "transactionDateAndTime" => Some(Value::from(record.tx_ms)),
-        "created" => Some(Value::from(record.created_ms)),
+        "created" if authorization => Some(Value::from(record.created_ms)),
         _ => None,
     };
     if let Some(v) = fast {
@@ -452,6 +457,7 @@ mod tests {
             seq: 0,
             amount,
             declined,
+            resource: &AUTHORIZATIONS,
             json: format!(r#"{{"id":"r1","cardType":"Visa","cardNumber":{{"mask":"4242"}},"authorizedAmount":{amount}}}"#).into(),
         }
     }
@@ -490,7 +496,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            ReportQuery::parse(&map, now)
+            ReportQuery::parse(&AUTHORIZATIONS, &map, now)
         };
         assert!(q(&[("size", "101")]).unwrap_err().contains("at most 100"));
         assert!(q(&[("dr_type", "abs"), ("dr_from", "yesterday")])

@@ -27,7 +27,8 @@ use super::jwt::{JwtKey, Rejection};
 use super::query::ReportQuery;
 use super::stats::{Stats, StatsSnapshot};
 use super::SimConfig;
-use crate::mxc::paths::{AUTHORIZATIONS_PATH, AUTH_PATH, EXPORT_PATH, ROSTER_PATH};
+use crate::mxc::paths::{AUTH_PATH, ROSTER_PATH};
+use crate::mxc::{Resource, RESOURCES};
 
 /// An export scroll is forgotten after this long without use.
 const SCROLL_IDLE: Duration = Duration::from_secs(300);
@@ -163,6 +164,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         decline_rate: config.decline_rate,
         late_fraction: config.late_fraction,
         max_lateness_ms: config.max_lateness.as_millis() as i64,
+        settlement: config.settlement.clone(),
     };
     // Generating a large backlog takes a while: keep it off the async workers.
     let data = tokio::task::spawn_blocking(move || Dataset::new(generation, now_ms))
@@ -179,10 +181,22 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         next_id: AtomicU64::new(1),
         config,
     });
-    let app = Router::new()
-        .route(AUTH_PATH, post(authenticate))
-        .route(AUTHORIZATIONS_PATH, get(authorizations))
-        .route(EXPORT_PATH, post(export))
+    let mut app = Router::new().route(AUTH_PATH, post(authenticate));
+    // Every report resource: the same query language, envelope and export form.
+    for resource in RESOURCES {
+        app = app
+            .route(
+                resource.path,
+                get(move |state, headers, params| report(resource, state, headers, params)),
+            )
+            .route(
+                resource.export_path,
+                post(move |state, headers, params, body| {
+                    export(resource, state, headers, params, body)
+                }),
+            );
+    }
+    let app = app
         .route(ROSTER_PATH, get(roster_page))
         .route("/_sim/stats", get(stats))
         .route("/_sim/faults", get(get_faults).post(set_faults))
@@ -258,7 +272,7 @@ impl SimState {
                         .collect(),
                     None => (0..data.merchants.len()).collect(),
                 };
-                data.select(&merchants, query.from_ms, query.to_ms)
+                data.select(query.resource, &merchants, query.from_ms, query.to_ms)
             }
             Err(_) => {
                 return Err(ApiError::new(
@@ -458,7 +472,8 @@ async fn authenticate(
     Json(serde_json::json!({ "token": token })).into_response()
 }
 
-async fn authorizations(
+async fn report(
+    resource: &'static Resource,
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -466,7 +481,7 @@ async fn authorizations(
     if let Err(error) = state.authorize(&headers) {
         return error.into_response();
     }
-    let query = match parse_report_query(&state, &params) {
+    let query = match parse_report_query(resource, &state, &params) {
         Ok(q) => q,
         Err(error) => return error.into_response(),
     };
@@ -498,10 +513,11 @@ async fn authorizations(
 
 /// Parses a report query and applies the `fail_xmids` fault.
 fn parse_report_query(
+    resource: &'static Resource,
     state: &SimState,
     params: &HashMap<String, String>,
 ) -> Result<ReportQuery, ApiError> {
-    let query = ReportQuery::parse(params, Utc::now())
+    let query = ReportQuery::parse(resource, params, Utc::now())
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     if let Some(xmids) = &query.xmids {
         state.stats.count_query(xmids);
@@ -559,6 +575,7 @@ struct ScrollBody {
 }
 
 async fn export(
+    resource: &'static Resource,
     State(state): State<Arc<SimState>>,
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
@@ -605,7 +622,7 @@ async fn export(
         return json_body(body);
     }
     drop(scrolls);
-    let mut query = match parse_report_query(&state, &params) {
+    let mut query = match parse_report_query(resource, &state, &params) {
         Ok(q) => q,
         Err(error) => return error.into_response(),
     };

@@ -1,5 +1,5 @@
-//! Authorization queries: one page, every page of a time window in time order, and the
-//! export (scroll) form for large backfills.
+//! Report queries (authorizations, disputes, batches, ACH): one page, every page of a time
+//! window in time order, and the export (scroll) form for large backfills.
 
 use std::collections::HashSet;
 
@@ -9,18 +9,18 @@ use reqwest::Method;
 use super::client::Client;
 use super::error::MxcError;
 use super::record::{Page, Record, RejectedRecord};
-
-pub const AUTHORIZATIONS_PATH: &str = "/report/v1/tsys/authorization";
-pub const EXPORT_PATH: &str = "/report/v1/tsys/authorization/export";
+use super::resource::{Resource, AUTHORIZATIONS};
 
 /// The API's largest page.
 pub const MAX_PAGE_SIZE: u32 = 100;
 /// Elasticsearch's default `max_result_window`: `from + size` beyond it is refused.
 pub const DEFAULT_MAX_RESULT_WINDOW: u32 = 10_000;
 
-/// Authorizations of some XMIDs whose `transactionDateAndTime` lies in `[from, to]`, oldest first.
+/// Records of one resource (authorizations unless [`ReportQuery::of`] says otherwise) of
+/// some XMIDs whose time field lies in `[from, to]`, oldest first.
 #[derive(Debug, Clone)]
-pub struct AuthorizationQuery {
+pub struct ReportQuery {
+    pub resource: &'static Resource,
     pub xmids: Vec<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -32,9 +32,11 @@ pub struct AuthorizationQuery {
     pub filter: Option<serde_json::Value>,
 }
 
-impl AuthorizationQuery {
+impl ReportQuery {
+    /// Authorizations.
     pub fn new(xmids: Vec<String>, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
-        AuthorizationQuery {
+        ReportQuery {
+            resource: &AUTHORIZATIONS,
             xmids,
             from,
             to,
@@ -44,11 +46,18 @@ impl AuthorizationQuery {
         }
     }
 
+    /// The same query over another resource.
+    pub fn of(mut self, resource: &'static Resource) -> Self {
+        self.resource = resource;
+        self
+    }
+
     fn check(&self) -> Result<(), MxcError> {
         if self.xmids.is_empty() {
-            return Err(MxcError::InvalidRequest(
-                "an authorization query needs at least one XMID".into(),
-            ));
+            return Err(MxcError::InvalidRequest(format!(
+                "a query of {} needs at least one XMID",
+                self.resource.name
+            )));
         }
         if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(MxcError::InvalidRequest(format!(
@@ -76,7 +85,7 @@ impl AuthorizationQuery {
             ("dr_type", "abs".to_string()),
             ("dr_from", instant(self.from)),
             ("dr_to", instant(self.to)),
-            ("sort", "transactionDateAndTime:asc".to_string()),
+            ("sort", format!("{}:asc", self.resource.time_field)),
             ("size", self.page_size.to_string()),
         ];
         if let Some(fields) = &self.fields {
@@ -95,22 +104,20 @@ pub fn instant(t: DateTime<Utc>) -> String {
 }
 
 impl Client {
-    /// One page of authorizations, `offset` records into the window.
-    pub async fn authorizations(
-        &self,
-        query: &AuthorizationQuery,
-        offset: u32,
-    ) -> Result<Page, MxcError> {
+    /// One page of the query's resource, `offset` records into the window.
+    pub async fn report(&self, query: &ReportQuery, offset: u32) -> Result<Page, MxcError> {
         query.check()?;
         let mut params = query.params();
         params.push(("from", offset.to_string()));
-        self.page(Method::GET, AUTHORIZATIONS_PATH, &params, None)
-            .await
+        let page = self
+            .page(Method::GET, query.resource.path, &params, None)
+            .await?;
+        Ok(page.of(query.resource))
     }
 
-    /// Every page of the window, in time order (see [`AuthorizationPager`]).
-    pub fn authorization_pages(&self, query: AuthorizationQuery) -> AuthorizationPager {
-        AuthorizationPager {
+    /// Every page of the window, in time order (see [`ReportPager`]).
+    pub fn report_pages(&self, query: ReportQuery) -> ReportPager {
+        ReportPager {
             client: self.clone(),
             query,
             offset: 0,
@@ -121,7 +128,7 @@ impl Client {
     }
 
     /// Starts an export (scroll) over the query: for backfills larger than paging can reach.
-    pub fn authorization_export(&self, query: AuthorizationQuery) -> ExportPager {
+    pub fn report_export(&self, query: ReportQuery) -> ExportPager {
         ExportPager {
             client: self.clone(),
             query,
@@ -136,9 +143,9 @@ impl Client {
 /// Elasticsearch refuses `from + size` beyond its result window (10,000 by default), so when a
 /// window holds more, the pager moves the window's start to the time of the last record it
 /// returned and pages again from offset 0, skipping the records at that instant it already gave.
-pub struct AuthorizationPager {
+pub struct ReportPager {
     client: Client,
-    query: AuthorizationQuery,
+    query: ReportQuery,
     offset: u32,
     max_result_window: u32,
     /// The latest transaction time returned, with the ids returned at exactly that time.
@@ -146,7 +153,7 @@ pub struct AuthorizationPager {
     done: bool,
 }
 
-/// What one call of [`AuthorizationPager::next_page`] yields.
+/// What one call of [`ReportPager::next_page`] yields.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub records: Vec<Record>,
@@ -155,7 +162,7 @@ pub struct Batch {
     pub total_records: Option<u64>,
 }
 
-impl AuthorizationPager {
+impl ReportPager {
     /// Overrides the result window (for a server configured with another one).
     pub fn with_max_result_window(mut self, window: u32) -> Self {
         self.max_result_window = window.max(self.query.page_size);
@@ -170,7 +177,7 @@ impl AuthorizationPager {
         if self.offset + self.query.page_size > self.max_result_window {
             self.reanchor()?;
         }
-        let page = self.client.authorizations(&self.query, self.offset).await?;
+        let page = self.client.report(&self.query, self.offset).await?;
         let received = (page.records.len() + page.rejected.len()) as u32;
         self.offset += received;
         // With a total, page until it is reached (a server may send shorter pages than asked);
@@ -203,8 +210,9 @@ impl AuthorizationPager {
                 Ok(())
             }
             _ => Err(MxcError::InvalidRequest(format!(
-                "more than {} authorizations share one instant ({}) for {:?}; use the export form",
+                "more than {} {} share one instant ({}) for {:?}; use the export form",
                 self.max_result_window,
+                self.query.resource.name,
                 instant(self.query.from),
                 self.query.xmids
             ))),
@@ -212,14 +220,14 @@ impl AuthorizationPager {
     }
 
     fn seen_at_boundary(&self, record: &Record) -> bool {
-        match (&self.boundary, record.transaction_time(), record.id()) {
+        match (&self.boundary, record.time(), record.id()) {
             (Some((time, ids)), Some(t), Some(id)) => t == *time && ids.contains(id),
             _ => false,
         }
     }
 
     fn extend_boundary(&mut self, record: &Record) {
-        let (Some(t), Some(id)) = (record.transaction_time(), record.id()) else {
+        let (Some(t), Some(id)) = (record.time(), record.id()) else {
             return;
         };
         match &mut self.boundary {
@@ -236,7 +244,7 @@ impl AuthorizationPager {
 /// posts `{"scrollId": …}`; an empty page ends it.
 pub struct ExportPager {
     client: Client,
-    query: AuthorizationQuery,
+    query: ReportQuery,
     scroll_id: Option<String>,
     done: bool,
 }
@@ -254,8 +262,14 @@ impl ExportPager {
             .map(|id| serde_json::json!({ "scrollId": id }));
         let page = self
             .client
-            .page(Method::POST, EXPORT_PATH, &params, body.as_ref())
-            .await?;
+            .page(
+                Method::POST,
+                self.query.resource.export_path,
+                &params,
+                body.as_ref(),
+            )
+            .await?
+            .of(self.query.resource);
         if page.records.is_empty() && page.rejected.is_empty() {
             self.done = true;
             return Ok(None);
@@ -264,7 +278,7 @@ impl ExportPager {
             Some(id) => self.scroll_id = Some(id),
             None if self.scroll_id.is_none() => {
                 return Err(MxcError::Malformed {
-                    endpoint: format!("POST {EXPORT_PATH}"),
+                    endpoint: format!("POST {}", self.query.resource.export_path),
                     status: 200,
                     detail: "the export answer has records but no _scroll_id".into(),
                     excerpt: String::new(),
