@@ -19,7 +19,7 @@ async fn one_query(client: &Client, xmid: &str) -> Result<(), MxcError> {
         Utc::now() - chrono::Duration::hours(1),
         Utc::now(),
     );
-    client.authorizations(&q, 0).await.map(|_| ())
+    client.report(&q, 0).await.map(|_| ())
 }
 
 /// `n` queries at once, each on its own task.

@@ -54,7 +54,7 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
         .map(|m| m.xmid.clone())
         .collect();
     let page = client
-        .authorizations(
+        .report(
             &mxc_relay::mxc::ReportQuery::new(
                 xmids,
                 Utc::now() - Duration::minutes(15),

@@ -387,7 +387,7 @@ async fn a_401_storm_loses_nothing_and_costs_one_auth_call_per_failed_poll() {
     let failed_polls = polls(&metrics, "error") - failed_before;
     // What a caller sees meanwhile (two more auth calls: its first token and one retry).
     let direct = canary::client(&h.sim)
-        .authorizations(&query(&h.xmids[0]), 0)
+        .report(&query(&h.xmids[0]), 0)
         .await
         .unwrap_err();
     assert!(matches!(direct, MxcError::Unauthorized { .. }), "{direct}");
@@ -551,7 +551,7 @@ async fn answers_slower_than_the_client_timeout_lose_nothing() {
     direct_config.timeout = Duration::from_secs(1);
     let direct_client = Client::new(direct_config).unwrap();
     let direct = direct_client
-        .authorizations(&query(&h.xmids[0]), 0)
+        .report(&query(&h.xmids[0]), 0)
         .await
         .unwrap_err();
     assert!(matches!(direct, MxcError::Timeout { .. }), "{direct}");
@@ -736,7 +736,7 @@ async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
     let metrics = pipeline.metrics.clone();
     h.generate(100);
     let direct = canary::client(&h.sim)
-        .authorizations(&query(&gone), 0)
+        .report(&query(&gone), 0)
         .await
         .unwrap_err();
     assert!(

@@ -29,10 +29,7 @@ async fn with_fault(faults: Faults) -> MxcError {
     )
     .unwrap();
     sim.set_faults(faults);
-    client(&sim)
-        .authorizations(&query(&xmid), 0)
-        .await
-        .unwrap_err()
+    client(&sim).report(&query(&xmid), 0).await.unwrap_err()
 }
 
 #[tokio::test]
@@ -118,7 +115,7 @@ async fn a_slow_server_times_out() {
         latency_ms: 2_000,
         ..Faults::default()
     });
-    let err = client.authorizations(&query(&xmid), 0).await.unwrap_err();
+    let err = client.report(&query(&xmid), 0).await.unwrap_err();
     assert!(matches!(err, MxcError::Timeout { .. }), "{err}");
     assert_eq!(
         err.to_string(),
@@ -135,12 +132,9 @@ async fn a_failing_xmid_fails_alone() {
         ..Faults::default()
     });
     let client = client(&sim);
-    let err = client
-        .authorizations(&query(&xmids[0]), 0)
-        .await
-        .unwrap_err();
+    let err = client.report(&query(&xmids[0]), 0).await.unwrap_err();
     assert!(matches!(err, MxcError::Server { status: 500, .. }), "{err}");
-    client.authorizations(&query(&xmids[1]), 0).await.unwrap();
+    client.report(&query(&xmids[1]), 0).await.unwrap();
 }
 
 #[tokio::test]
@@ -149,7 +143,7 @@ async fn a_bad_request_is_refused_with_the_servers_message() {
     let client = client(&sim);
     // Past the result window: the server refuses with 400.
     let err = client
-        .authorizations(&query(&sim.xmids()[0]), 9_950)
+        .report(&query(&sim.xmids()[0]), 9_950)
         .await
         .unwrap_err();
     assert!(

@@ -105,7 +105,7 @@ async fn several_xmids_in_one_call() {
     }
     let client = client(&sim);
     let query = ReportQuery::new(xmids[..2].to_vec(), from, to);
-    let page = client.authorizations(&query, 0).await.unwrap();
+    let page = client.report(&query, 0).await.unwrap();
     assert_eq!(
         page.total_records,
         Some(90),
