@@ -44,6 +44,7 @@ fn event(i: usize, data: &str) -> Event {
         id,
         event_type: "authorization.declined".into(),
         route: "declines".into(),
+        resource: "authorizations".into(),
         sink: "alerts".into(),
         xmid: "X1".into(),
         record_id,

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SinkConfig};
-use crate::mxc::{Client, MxcError};
+use crate::mxc::{Client, MxcError, Resource};
 use crate::poll::{
     rate_limiter, BackfillProgress, BackfillRequest, Fleet, PollConfig, PollError, Pollers,
     RosterWatch,
@@ -188,6 +188,7 @@ impl Pipeline {
                 max_result_window: config.mxc.max_result_window,
                 max_backoff: Duration::from_secs(300),
                 seen_retention: config.store.seen_retention,
+                resources: config.pollers.polled_resources(),
             },
             metrics: metrics.clone(),
         };
@@ -220,6 +221,7 @@ impl Pipeline {
             housekeeping.spawn(prune_seen(
                 store.clone(),
                 fleet.clone(),
+                pollers.config.resources.clone(),
                 config.store.seen_retention,
                 config.pollers.look_back,
                 stop_polling.clone(),
@@ -228,6 +230,7 @@ impl Pipeline {
         housekeeping.spawn(sample_gauges(
             store.clone(),
             fleet.clone(),
+            pollers.config.resources.clone(),
             client.clone(),
             metrics.clone(),
             config.telemetry.per_xmid_metrics,
@@ -395,6 +398,7 @@ async fn probe_sinks(
 async fn prune_seen(
     store: Store,
     fleet: Fleet,
+    resources: Vec<&'static Resource>,
     retention: Duration,
     look_back: Duration,
     stop: CancellationToken,
@@ -405,7 +409,7 @@ async fn prune_seen(
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return,
         }
-        let store = store.clone();
+        let (store, resources) = (store.clone(), resources.clone());
         let xmids = fleet.xmids();
         let pruned = tokio::task::spawn_blocking(move || {
             let now = Utc::now();
@@ -415,8 +419,8 @@ async fn prune_seen(
                 .unwrap_or(DateTime::<Utc>::MIN_UTC);
             let look_back = chrono::Duration::from_std(look_back).unwrap_or_default();
             for xmid in xmids.iter() {
-                if let Some(cursor) = store.cursor(xmid)? {
-                    before = before.min(cursor.position - look_back);
+                if let Some(position) = oldest_position(&store, &resources, xmid)? {
+                    before = before.min(position - look_back);
                 }
             }
             store.prune_seen(before)
@@ -431,12 +435,29 @@ async fn prune_seen(
     }
 }
 
-/// Samples the gauges: poll lag (now − cursor) every second, per XMID when `per_xmid`, and its
+/// The position of the XMID's cursor that lags most, over the resources polled.
+fn oldest_position(
+    store: &Store,
+    resources: &[&'static Resource],
+    xmid: &str,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut oldest = None;
+    for resource in resources {
+        if let Some(cursor) = store.cursor(&resource.cursor_key(xmid))? {
+            oldest =
+                Some(oldest.map_or(cursor.position, |o: DateTime<Utc>| o.min(cursor.position)));
+        }
+    }
+    Ok(oldest)
+}
+
+/// Samples the gauges: poll lag (now − its most lagging cursor) every second, per XMID when `per_xmid`, and its
 /// fleet-wide max and percentiles; the token's expiry; the disk's free space; the store's sizes
 /// every 10 s (counting them reads whole trees).
 async fn sample_gauges(
     store: Store,
     fleet: Fleet,
+    resources: Vec<&'static Resource>,
     client: Client,
     metrics: Metrics,
     per_xmid: bool,
@@ -456,8 +477,8 @@ async fn sample_gauges(
         }
         let mut lags = Vec::with_capacity(xmids.len());
         for xmid in xmids.iter() {
-            if let Ok(Some(cursor)) = store.cursor(xmid) {
-                let lag = (now - cursor.position).num_milliseconds().max(0) as f64 / 1000.0;
+            if let Ok(Some(position)) = oldest_position(&store, &resources, xmid) {
+                let lag = (now - position).num_milliseconds().max(0) as f64 / 1000.0;
                 if per_xmid {
                     metrics.poll_lag.with_label_values(&[xmid]).set(lag);
                 }

@@ -369,9 +369,9 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
         "alerts",
         Some(r#"authorizationResponseStatus != "Approved""#),
     );
-    declines.event_type = "authorization.declined".into();
+    declines.event_type = Some("authorization.declined".into());
     let mut large = route("large", "alerts", Some("authorizedAmount >= 500"));
-    large.event_type = "authorization.large".into();
+    large.event_type = Some("authorization.large".into());
     config.routes.extend([declines, large]);
     assert_eq!(config.validate(), vec![]);
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();

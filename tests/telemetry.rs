@@ -121,7 +121,7 @@ async fn running_instance(
         .insert("alerts".into(), SinkConfig::Webhook(Box::new(alerts)));
     c.routes.push(RouteConfig {
         name: Some("declines".into()),
-        event_type: "authorization.declined".into(),
+        event_type: Some("authorization.declined".into()),
         filter: Some(r#"authorizationResponseStatus != "Approved""#.into()),
         ..RouteConfig::every_record("", "alerts")
     });

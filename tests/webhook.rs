@@ -94,6 +94,7 @@ async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Ev
                 id,
                 event_type: "authorization.declined".into(),
                 route: "declines".into(),
+                resource: "authorizations".into(),
                 sink: sink.into(),
                 xmid: "X1".into(),
                 record_id,
@@ -331,7 +332,7 @@ fn add_webhook(c: &mut Config, name: &str, webhook: WebhookConfig) {
         .insert(name.into(), SinkConfig::Webhook(Box::new(webhook)));
     c.routes.push(RouteConfig {
         name: Some(format!("{name}-declines")),
-        event_type: "authorization.declined".into(),
+        event_type: Some("authorization.declined".into()),
         filter: Some(DECLINES.into()),
         ..RouteConfig::every_record("", name)
     });

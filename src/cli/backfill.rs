@@ -13,6 +13,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use mxc_relay::config::Config;
+use mxc_relay::mxc::Resource;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::poll::{BackfillProgress, BackfillRequest};
 use mxc_relay::telemetry::{self, Metrics};
@@ -32,6 +33,9 @@ pub struct BackfillArgs {
     /// XMIDs to replay (repeatable) [default: those listed in pollers.xmids].
     #[arg(long = "xmid")]
     xmids: Vec<String>,
+    /// What to replay: authorizations, disputes, batches or ach.
+    #[arg(long, default_value = "authorizations", value_parser = super::resource)]
+    resource: &'static Resource,
 }
 
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
@@ -46,8 +50,17 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         !xmids.is_empty(),
         "no XMIDs: give --xmid (the roster is not read by backfill), or list them in pollers.xmids"
     );
+    anyhow::ensure!(
+        config.routes.iter().any(|r| r.resource == args.resource.name),
+        "no route in {} takes {}: add a [[routes]] entry with resource = {:?} (and {:?} to pollers.resources)",
+        args.config.display(),
+        args.resource.name,
+        args.resource.name,
+        args.resource.name
+    );
     let since = super::instant(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
     let request = BackfillRequest {
+        resource: args.resource,
         xmids,
         since_spec: args.since.clone(),
         since,

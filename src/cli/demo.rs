@@ -1,24 +1,27 @@
 //! `mxc-relay demo`: the whole job on embedded defaults — a simulator in-process, 20 merchants
-//! polled, each new authorization printed as it arrives and published to Kafka, each decline
-//! sent as a signed webhook to a verifying receiver, and a running summary.
+//! polled, each new authorization, dispute, settlement batch and ACH deposit printed as it
+//! arrives and published to Kafka (a topic per resource), each decline, chargeback, rejected
+//! batch and returned deposit sent as a signed webhook to a verifying receiver, and a running
+//! summary.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use futures::future::BoxFuture;
 
 use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat, WebhookConfig};
+use mxc_relay::mxc::RESOURCES;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
 use mxc_relay::route::Event;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{self, SimConfig};
+use mxc_relay::sim::{self, SettlementConfig, SimConfig};
 use mxc_relay::sink::{Outcome, Sink, StdoutSink};
 use mxc_relay::telemetry::{self, Metrics};
 
@@ -41,13 +44,23 @@ pub struct DemoArgs {
     kafka: Option<String>,
 }
 
-const DEMO_TOPIC: &str = "mxc.authorizations";
+/// The Kafka sink's topic template: `mxc.authorizations`, `mxc.disputes` …
+const DEMO_TOPIC: &str = "mxc.{resource}";
 
-/// The console sink, counting what it prints for the summary line.
+/// The console sink, counting what it prints, by event type, for the summary line.
 struct CountingConsole {
     inner: StdoutSink,
     events: AtomicU64,
-    declines: AtomicU64,
+    by_type: Mutex<BTreeMap<String, u64>>,
+}
+
+impl CountingConsole {
+    fn count(&self, event_type: &str) -> u64 {
+        self.by_type
+            .lock()
+            .map(|m| m.get(event_type).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
 }
 
 impl Sink for CountingConsole {
@@ -57,11 +70,18 @@ impl Sink for CountingConsole {
             for (event, outcome) in events.iter().zip(&outcomes) {
                 if *outcome == Outcome::Delivered {
                     self.events.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(mut counts) = self.by_type.lock() {
+                        *counts.entry(event.event_type.clone()).or_default() += 1;
+                    }
                     // Read the field, not the text: MXC's JSON spacing is not ours to assume.
-                    let body: serde_json::Value =
-                        serde_json::from_str(&event.body).unwrap_or_default();
-                    if body["data"]["authorizationResponseStatus"] != "Approved" {
-                        self.declines.fetch_add(1, Ordering::Relaxed);
+                    if event.resource == "authorizations" {
+                        let body: serde_json::Value =
+                            serde_json::from_str(&event.body).unwrap_or_default();
+                        if body["data"]["authorizationResponseStatus"] != "Approved" {
+                            if let Ok(mut counts) = self.by_type.lock() {
+                                *counts.entry("declines".into()).or_default() += 1;
+                            }
+                        }
                     }
                 }
             }
@@ -90,10 +110,10 @@ mod kafka {
     }
 
     impl MockKafka {
-        pub fn start(topic: &str) -> anyhow::Result<MockKafka> {
+        pub fn start(topics: &[String]) -> anyhow::Result<MockKafka> {
             let (ready_tx, ready_rx) = mpsc::channel();
             let (stop, stop_rx) = mpsc::channel::<()>();
-            let topic = topic.to_string();
+            let topics = topics.to_vec();
             std::thread::spawn(move || {
                 let cluster = match MockCluster::new(1) {
                     Ok(c) => c,
@@ -102,9 +122,11 @@ mod kafka {
                         return;
                     }
                 };
-                if let Err(e) = cluster.create_topic(&topic, PARTITIONS, 1) {
-                    let _ = ready_tx.send(Err(e.to_string()));
-                    return;
+                for topic in &topics {
+                    if let Err(e) = cluster.create_topic(topic, PARTITIONS, 1) {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
                 // Keep the cluster alive until the demo ends.
@@ -124,16 +146,17 @@ mod kafka {
         }
     }
 
-    /// Creates the topic on a real broker unless it exists.
-    pub async fn ensure_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    /// Creates the topics on a real broker unless they exist.
+    pub async fn ensure_topics(brokers: &str, topics: &[String]) -> anyhow::Result<()> {
         let admin: AdminClient<_> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .create()?;
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
         let results = admin
-            .create_topics(
-                &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
+            .create_topics(&new, &AdminOptions::new())
             .await
             .map_err(|e| anyhow::anyhow!("Kafka at {brokers}: {e}"))?;
         for result in results {
@@ -145,7 +168,7 @@ mod kafka {
         Ok(())
     }
 
-    /// Reads the topic and counts messages, on its own thread.
+    /// Reads the topics and counts messages, on its own thread.
     pub struct Counter {
         count: Arc<AtomicU64>,
         stop: Arc<AtomicBool>,
@@ -153,28 +176,34 @@ mod kafka {
     }
 
     impl Counter {
-        pub fn start(brokers: &str, topic: &str, from_beginning: bool) -> anyhow::Result<Counter> {
+        pub fn start(
+            brokers: &str,
+            topics: &[String],
+            from_beginning: bool,
+        ) -> anyhow::Result<Counter> {
             let consumer: BaseConsumer = ClientConfig::new()
                 .set("bootstrap.servers", brokers)
                 .set("group.id", "mxc-relay-demo")
                 .set("enable.auto.commit", "false")
                 .create()?;
-            // However many partitions the topic has (a compose-made one has more than ours).
-            let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len() as i32)
-                .filter(|n| *n > 0)
-                .unwrap_or(PARTITIONS);
             let mut list = TopicPartitionList::new();
-            for p in 0..partitions {
-                let offset = if from_beginning {
-                    Offset::Beginning
-                } else {
-                    Offset::End
-                };
-                list.add_partition_offset(topic, p, offset)?;
+            for topic in topics {
+                // However many partitions the topic has (a compose-made one has more than ours).
+                let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+                let partitions = metadata
+                    .topics()
+                    .first()
+                    .map(|t| t.partitions().len() as i32)
+                    .filter(|n| *n > 0)
+                    .unwrap_or(PARTITIONS);
+                for p in 0..partitions {
+                    let offset = if from_beginning {
+                        Offset::Beginning
+                    } else {
+                        Offset::End
+                    };
+                    list.add_partition_offset(topic, p, offset)?;
+                }
             }
             consumer.assign(&list)?;
             let count = Arc::new(AtomicU64::new(0));
@@ -238,6 +267,13 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         // Late records stay within the look-back below, so none is missed.
         max_lateness: Duration::from_secs(90),
         seed: rand::random(),
+        // Time compressed further than by default, so a short demo shows each kind.
+        settlement: SettlementConfig {
+            dispute_rate: 0.03,
+            dispute_delay_ms: 60_000,
+            batch_every_ms: 60_000,
+            deposit_delay_ms: 20_000,
+        },
         ..SimConfig::default()
     })
     .await?;
@@ -255,6 +291,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.pollers.look_back = Duration::from_secs(120);
     config.pollers.requests_per_second = 50.0;
     config.pollers.burst = 20;
+    config.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
     // Start two minutes back, so the first poll already shows some traffic.
     config.pollers.start =
         mxc_relay::mxc::instant(chrono::Utc::now() - chrono::Duration::minutes(2));
@@ -265,30 +302,46 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             format: StdoutFormat::Compact,
         },
     );
-    config.routes.push(RouteConfig {
-        name: Some("authorizations".into()),
-        sink: "console".into(),
-        event_type: "authorization.created".into(),
+    // Every record of every resource to the console, to Kafka, and the urgent ones as
+    // webhooks: one route per resource and destination.
+    let route = |name: String, sink: &str, resource: &str, alerts: bool| RouteConfig {
+        name: Some(name),
+        sink: sink.into(),
+        resource: resource.into(),
+        alerts,
+        event_type: None,
         filter: None,
         redact: mxc_relay::config::RedactConfig {
             drop: vec!["cardNumber.data".into()],
             mask: vec!["cardNumber.hash".into()],
         },
-    });
+    };
+    for resource in RESOURCES {
+        config.routes.push(route(
+            resource.name.to_string(),
+            "console",
+            resource.name,
+            false,
+        ));
+    }
     // Kafka: a real broker if given, else librdkafka's mock cluster in this process.
+    let topics: Vec<String> = RESOURCES
+        .iter()
+        .map(|r| DEMO_TOPIC.replace("{resource}", r.name))
+        .collect();
     let (kafka, brokers) = match &args.kafka {
         Some(address) => {
-            kafka::ensure_topic(address, DEMO_TOPIC).await?;
+            kafka::ensure_topics(address, &topics).await?;
             (None, address.clone())
         }
         None => {
-            let mock = kafka::MockKafka::start(DEMO_TOPIC)?;
+            let mock = kafka::MockKafka::start(&topics)?;
             let brokers = mock.brokers.clone();
             (Some(mock), brokers)
         }
     };
-    // On a real broker the topic may hold earlier runs: count only what arrives from now on.
-    let kafka_counter = kafka::Counter::start(&brokers, DEMO_TOPIC, kafka.is_some())?;
+    // On a real broker the topics may hold earlier runs: count only what arrives from now on.
+    let kafka_counter = kafka::Counter::start(&brokers, &topics, kafka.is_some())?;
     config.sinks.insert(
         "kafka".into(),
         SinkConfig::Kafka {
@@ -299,16 +352,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             properties: Default::default(),
         },
     );
-    config.routes.push(RouteConfig {
-        name: Some("authorizations-to-kafka".into()),
-        sink: "kafka".into(),
-        event_type: "authorization.created".into(),
-        filter: None,
-        redact: mxc_relay::config::RedactConfig {
-            drop: vec!["cardNumber.data".into()],
-            mask: vec!["cardNumber.hash".into()],
-        },
-    });
+    for resource in RESOURCES {
+        config.routes.push(route(
+            format!("{}-to-kafka", resource.name),
+            "kafka",
+            resource.name,
+            false,
+        ));
+    }
     // Decline alerts: signed webhooks to a verifying receiver in this process.
     let secret = WebhookSecret::generate();
     let receiver = Receiver::start(
@@ -328,31 +379,32 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config
         .sinks
         .insert("alerts".into(), SinkConfig::Webhook(Box::new(alerts)));
-    config.routes.push(RouteConfig {
-        name: Some("decline-alerts".into()),
-        sink: "alerts".into(),
-        event_type: "authorization.declined".into(),
-        filter: Some(r#"authorizationResponseStatus != "Approved""#.into()),
-        redact: mxc_relay::config::RedactConfig {
-            drop: vec!["cardNumber.data".into(), "uar".into()],
-            mask: vec!["cardNumber.hash".into()],
-        },
-    });
+    for resource in RESOURCES {
+        let mut alerts = route(
+            format!("{}-alerts", resource.name),
+            "alerts",
+            resource.name,
+            true,
+        );
+        alerts.redact.drop.push("uar".into());
+        config.routes.push(alerts);
+    }
     let problems = config.validate();
     anyhow::ensure!(problems.is_empty(), "demo configuration: {problems:?}");
 
     let console = Arc::new(CountingConsole {
         inner: StdoutSink::new(StdoutFormat::Compact),
         events: AtomicU64::new(0),
-        declines: AtomicU64::new(0),
+        by_type: Mutex::new(BTreeMap::new()),
     });
     let metrics = Metrics::new();
     let sinks: BTreeMap<String, Arc<dyn Sink>> =
         BTreeMap::from([("console".to_string(), console.clone() as Arc<dyn Sink>)]);
     eprintln!(
-        "mxc-relay demo: MXC simulator at {}, watching {} merchants, Kafka topic {DEMO_TOPIC} on {}, decline alerts signed to {}, store in {}{} (times in UTC)",
+        "mxc-relay demo: MXC simulator at {}, watching {} merchants (authorizations, disputes, batches, ACH deposits), Kafka topics {} on {}, alerts (declines, chargebacks, rejected batches, returned deposits) signed to {}, store in {}{} (times in UTC)",
         simulator.base_url(),
         config.pollers.xmids.len(),
+        topics.join(", "),
         if kafka.is_some() { format!("an in-process mock cluster ({brokers})") } else { brokers.clone() },
         receiver.url(),
         data_dir.display(),
@@ -366,13 +418,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let store = pipeline.store.clone();
     let summary = |final_line: bool| {
-        let events = console.events.load(Ordering::Relaxed);
+        let events = console.count("authorization.created");
         let secs = started.elapsed().as_secs_f64().max(0.001);
         let line = format!(
-            "{} {events} authorizations ({:.1}/s), {} declines, {} decline alerts verified, {} on Kafka, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
+            "{} {events} authorizations ({:.1}/s), {} declines, {} disputes, {} batches, {} deposits, {} alerts verified, {} on Kafka, {} duplicates dropped, poll lag ≤ {:.1}s, outbox {}",
             if final_line { "total:" } else { "──" },
             events as f64 / secs,
-            console.declines.load(Ordering::Relaxed),
+            console.count("declines"),
+            console.count("dispute.created"),
+            console.count("batch.created"),
+            console.count("ach.deposit"),
             receiver.count(),
             kafka_counter.received(),
             metrics.records("duplicate"),

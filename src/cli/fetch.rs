@@ -1,5 +1,5 @@
-//! `mxc-relay fetch`: a one-shot query that prints authorizations as JSON lines, handy for
-//! checking credentials and data against the real API.
+//! `mxc-relay fetch`: a one-shot query that prints records (authorizations, disputes, batches
+//! or ACH deposits) as JSON lines, handy for checking credentials and data against the real API.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 
 use mxc_relay::config::{Config, LogFormat, MxcConfig};
-use mxc_relay::mxc::{Batch, Client, MxcError, ReportQuery};
+use mxc_relay::mxc::{Batch, Client, MxcError, ReportQuery, Resource};
 
 #[derive(Args)]
 pub struct FetchArgs {
@@ -33,6 +33,9 @@ pub struct FetchArgs {
     /// Use the export (scroll) form, for large windows.
     #[arg(long)]
     export: bool,
+    /// What to fetch: authorizations, disputes, batches or ach.
+    #[arg(long, default_value = "authorizations", value_parser = super::resource)]
+    resource: &'static Resource,
     /// Records per page, 1 to 100.
     #[arg(long, default_value_t = 100)]
     page_size: u32,
@@ -56,7 +59,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
     }
     let client = Client::new(client_config)?;
     let until = args.until.unwrap_or_else(Utc::now);
-    let mut query = ReportQuery::new(args.xmids.clone(), args.since, until);
+    let mut query = ReportQuery::new(args.xmids.clone(), args.since, until).of(args.resource);
     query.page_size = args.page_size;
 
     let started = Instant::now();

@@ -104,3 +104,13 @@ pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
         .and_then(|d| Utc::now().checked_sub_signed(d))
         .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
 }
+
+/// A resource by name, for `--resource`.
+pub fn resource(text: &str) -> Result<&'static mxc_relay::mxc::Resource, String> {
+    mxc_relay::mxc::Resource::named(text).ok_or_else(|| {
+        format!(
+            "no resource named {text:?} (known: {})",
+            mxc_relay::mxc::Resource::names()
+        )
+    })
+}

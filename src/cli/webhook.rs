@@ -203,15 +203,26 @@ pub fn describe(d: &Delivery) -> String {
                 Some(other) => other.to_string(),
                 None => "-".into(),
             };
+            // The amount and the reason, whichever resource the event is about.
+            let first = |keys: &[&str]| {
+                keys.iter()
+                    .find(|k| data.get(**k).is_some_and(|v| !v.is_null()))
+                    .map_or("-".to_string(), |k| field(data, k))
+            };
             format!(
-                "verified (secret #{})  {}  {}  xmid={}  {} {}  {}",
+                "verified (secret #{})  {}  {}  xmid={}  {}  {}",
                 index + 1,
                 d.id,
                 field(&event, "type"),
                 field(data, "accountNumber"),
-                field(data, "authorizedAmount"),
-                field(data, "authorizationResponseStatus"),
-                field(data, "authorizationResponseDescription"),
+                first(&["authorizedAmount", "disputeAmount", "netAmount", "amount"]),
+                first(&[
+                    "authorizationResponseDescription",
+                    "reasonDescription",
+                    "rejectReason",
+                    "returnReason",
+                    "status"
+                ]),
             )
         }
         Err(e) => format!("refused {}: {e}", d.id),

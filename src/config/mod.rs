@@ -151,12 +151,25 @@ pub struct PollersConfig {
     pub start: String,
     /// Discovery from the merchant roster, when `xmids` includes `"roster"`.
     pub roster: RosterConfig,
+    /// What is polled for each merchant: `authorizations`, `disputes` (chargebacks and
+    /// retrieval requests), `batches` (settlement batches) and `ach` (ACH deposits). Each
+    /// resource of each group of XMIDs has its own cursor and schedule, so one that fails does
+    /// not hold the others back; all share the request budget.
+    pub resources: Vec<String>,
 }
 
 /// The entry of `pollers.xmids` that stands for the roster's merchants.
 pub const ROSTER: &str = "roster";
 
 impl PollersConfig {
+    /// The resources polled (validation has checked the names).
+    pub fn polled_resources(&self) -> Vec<&'static mxc::Resource> {
+        mxc::RESOURCES
+            .into_iter()
+            .filter(|r| self.resources.iter().any(|name| name == r.name))
+            .collect()
+    }
+
     /// The XMIDs listed by hand (without `"roster"`).
     pub fn listed_xmids(&self) -> Vec<String> {
         self.xmids
@@ -246,6 +259,7 @@ impl Default for PollersConfig {
             burst: 10,
             start: "now".to_string(),
             roster: RosterConfig::default(),
+            resources: vec![mxc::AUTHORIZATIONS.name.to_string()],
         }
     }
 }
@@ -347,8 +361,9 @@ pub enum SinkConfig {
     Kafka {
         /// Bootstrap brokers, `host:port[,host:port…]`.
         brokers: String,
-        /// The topic, or a template: `{type}` is the event type, `{route}` the route name
-        /// (`mxc.{type}` → `mxc.authorization.declined`).
+        /// The topic, or a template: `{resource}` is the resource (`mxc.{resource}` →
+        /// `mxc.authorizations`, `mxc.disputes` …), `{type}` the event type, `{route}` the
+        /// route name (`mxc.{type}` → `mxc.authorization.declined`).
         #[serde(default = "default_topic")]
         topic: String,
         /// The message key: `xmid` (per-merchant order on one partition) or `record_id`.
@@ -377,7 +392,7 @@ pub enum KafkaKey {
 }
 
 fn default_topic() -> String {
-    "mxc.authorizations".to_string()
+    "mxc.{resource}".to_string()
 }
 
 fn default_compression() -> String {
@@ -392,7 +407,7 @@ pub enum StdoutFormat {
     Compact,
 }
 
-/// `[[routes]]`: records matching `filter` become `event_type` events for `sink`.
+/// `[[routes]]`: records of `resource` matching `filter` become `event_type` events for `sink`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
@@ -401,11 +416,23 @@ pub struct RouteConfig {
     pub name: Option<String>,
     /// A name from `[sinks]`.
     pub sink: String,
-    /// `authorization.created`, `authorization.declined`, …
-    #[serde(default = "default_event_type")]
-    pub event_type: String,
+    /// Whose records: `authorizations`, `disputes`, `batches` or `ach` (one of
+    /// `pollers.resources`).
+    #[serde(default = "default_resource")]
+    pub resource: String,
+    /// Only the records someone must act on now, as the resource defines them: declined
+    /// authorizations (`authorization.declined`), chargebacks (`dispute.chargeback`), rejected
+    /// batches (`batch.rejected`), returned deposits (`ach.returned`). `filter` and
+    /// `event_type`, when given, still win.
+    #[serde(default)]
+    pub alerts: bool,
+    /// The event type [default: the resource's: `authorization.created`, `dispute.created`,
+    /// `batch.created`, `ach.deposit`; with `alerts`, the alert's].
+    #[serde(default)]
+    pub event_type: Option<String>,
     /// An expression over record fields, e.g. `authorizationResponseStatus != "Approved"` or
-    /// `authorizedAmount >= 500 and cardType in ["Visa", "Mastercard"]`. None: every record.
+    /// `authorizedAmount >= 500 and cardType in ["Visa", "Mastercard"]`. None: every record
+    /// (with `alerts`, the resource's alert filter).
     #[serde(default)]
     pub filter: Option<String>,
     /// Fields removed or masked before the event leaves.
@@ -414,14 +441,40 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// A route taking every record to `sink` as `authorization.created`, unredacted.
+    /// A route taking every authorization to `sink` as `authorization.created`, unredacted.
     pub fn every_record(name: &str, sink: &str) -> RouteConfig {
         RouteConfig {
             name: Some(name.to_string()),
             sink: sink.to_string(),
-            event_type: default_event_type(),
+            resource: default_resource(),
+            alerts: false,
+            event_type: None,
             filter: None,
             redact: RedactConfig::default(),
+        }
+    }
+
+    /// The route's resource, if its name is one.
+    pub fn resource(&self) -> Option<&'static mxc::Resource> {
+        mxc::Resource::named(&self.resource)
+    }
+
+    /// The event type: its own, else the resource's (or its alert's).
+    pub fn event_type(&self) -> String {
+        match (&self.event_type, self.resource()) {
+            (Some(t), _) => t.clone(),
+            (None, Some(r)) if self.alerts => r.alert.event_type.to_string(),
+            (None, Some(r)) => r.event_type.to_string(),
+            (None, None) => mxc::AUTHORIZATIONS.event_type.to_string(),
+        }
+    }
+
+    /// The filter: its own, else with `alerts` the resource's alert filter.
+    pub fn filter(&self) -> Option<&str> {
+        match (&self.filter, self.resource()) {
+            (Some(f), _) => Some(f),
+            (None, Some(r)) if self.alerts => r.alert.filter,
+            _ => None,
         }
     }
 
@@ -433,8 +486,8 @@ impl RouteConfig {
     }
 }
 
-fn default_event_type() -> String {
-    "authorization.created".to_string()
+fn default_resource() -> String {
+    mxc::AUTHORIZATIONS.name.to_string()
 }
 
 /// Dotted field paths to remove (`drop`) or mask (`mask`: strings keep their last four

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Config, ConfigError, SinkConfig};
-use crate::mxc::MAX_PAGE_SIZE;
+use crate::mxc::{Resource, MAX_PAGE_SIZE};
 use crate::route::{Filter, Path};
 
 impl Config {
@@ -148,6 +148,24 @@ impl Config {
                     &format!("pollers.roster.exclude[{i}]"),
                     format!("{xmid:?} is also listed in pollers.xmids"),
                 );
+            }
+        }
+        if self.pollers.resources.is_empty() {
+            error(
+                "pollers.resources",
+                format!("poll at least one of: {}", Resource::names()),
+            );
+        }
+        let mut polled = HashSet::new();
+        for (i, name) in self.pollers.resources.iter().enumerate() {
+            let at = format!("pollers.resources[{i}]");
+            if Resource::named(name).is_none() {
+                error(
+                    &at,
+                    format!("no resource named {name:?} (known: {})", Resource::names()),
+                );
+            } else if !polled.insert(name) {
+                error(&at, format!("{name:?} is listed twice"));
             }
         }
         if self.pollers.interval < Duration::from_secs(1) {
@@ -317,7 +335,10 @@ impl Config {
                             format!("must be host:port[,host:port…], got {brokers:?}"),
                         );
                     }
-                    let bare = topic.replace("{type}", "t").replace("{route}", "r");
+                    let bare = topic
+                        .replace("{resource}", "s")
+                        .replace("{type}", "t")
+                        .replace("{route}", "r");
                     if bare.is_empty()
                         || bare.len() > 249
                         || !bare
@@ -326,7 +347,7 @@ impl Config {
                     {
                         error(
                             &format!("sinks.{name}.topic"),
-                            format!("a topic is letters, digits, '.', '_' or '-' (placeholders {{type}} and {{route}} allowed), got {topic:?}"),
+                            format!("a topic is letters, digits, '.', '_' or '-' (placeholders {{resource}}, {{type}} and {{route}} allowed), got {topic:?}"),
                         );
                     }
                     if !["lz4", "snappy", "gzip", "none"].contains(&compression.as_str()) {
@@ -372,15 +393,35 @@ impl Config {
                     format!("{:?} is used by another route", route.display_name(i)),
                 );
             }
-            if route.event_type.is_empty()
-                || !route.event_type.chars().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-                })
-            {
-                error(
-                    &at("event_type"),
-                    format!("lower-case letters, digits, '.', '_' or '-', like authorization.declined; got {:?}", route.event_type),
-                );
+            match route.resource() {
+                None => error(
+                    &at("resource"),
+                    format!(
+                        "no resource named {:?} (known: {})",
+                        route.resource,
+                        Resource::names()
+                    ),
+                ),
+                Some(r) if !self.pollers.resources.iter().any(|p| p == r.name) => error(
+                    &at("resource"),
+                    format!(
+                        "{:?} is not polled: add it to pollers.resources (now {:?})",
+                        r.name, self.pollers.resources
+                    ),
+                ),
+                Some(_) => {}
+            }
+            if let Some(event_type) = &route.event_type {
+                if event_type.is_empty()
+                    || !event_type.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                    })
+                {
+                    error(
+                        &at("event_type"),
+                        format!("lower-case letters, digits, '.', '_' or '-', like authorization.declined; got {event_type:?}"),
+                    );
+                }
             }
             if let Some(filter) = &route.filter {
                 if let Err(e) = Filter::parse(filter) {

@@ -9,11 +9,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, PollError, Pollers};
-use crate::mxc::ReportQuery;
+use crate::mxc::{ReportQuery, Resource, AUTHORIZATIONS};
 
 /// What to replay.
 #[derive(Debug, Clone)]
 pub struct BackfillRequest {
+    /// What is replayed.
+    pub resource: &'static Resource,
     pub xmids: Vec<String>,
     /// The start as the user gave it (`30d`, an instant …): with `until` and the XMIDs, the
     /// checkpoint's key, so the same command resumes even when its start is relative.
@@ -28,8 +30,14 @@ pub struct BackfillRequest {
 impl BackfillRequest {
     /// The checkpoint's key: the same request resumes the same checkpoint.
     fn job(&self) -> String {
+        // Authorizations keep the key they had before there were other resources.
+        let resource = if self.resource == &AUTHORIZATIONS {
+            String::new()
+        } else {
+            format!("{} ", self.resource.name)
+        };
         format!(
-            "backfill {} {} {}",
+            "backfill {resource}{} {} {}",
             self.since_spec,
             self.until.map_or("(start)".into(), crate::mxc::instant),
             self.xmids.join(",")
@@ -92,7 +100,8 @@ impl Pollers {
             // recognised as admitted.
             let from = progress.position.unwrap_or(since).max(since);
             let read_before = progress.read;
-            let mut query = ReportQuery::new(request.xmids.clone(), from, until);
+            let mut query =
+                ReportQuery::new(request.xmids.clone(), from, until).of(request.resource);
             query.page_size = self.config.page_size;
             let mut export = self.client.report_export(query);
             let mut first_page = true;
@@ -124,7 +133,13 @@ impl Pollers {
                     first_page = false;
                 }
                 let outcome = self
-                    .admit_batch(&batch, &[], chrono::Duration::zero(), "backfill")
+                    .admit_batch(
+                        request.resource,
+                        &batch,
+                        &[],
+                        chrono::Duration::zero(),
+                        "backfill",
+                    )
                     .await?;
                 progress.read += (batch.records.len() + batch.rejected.len()) as u64;
                 progress.new += outcome.new as u64;

@@ -1,7 +1,7 @@
-//! Pollers: one task per XMID (or group of XMIDs), each cycling
-//! window → pages in time order → admit → cursor, under a global request budget, with
-//! exponential backoff (honouring Retry-After) on errors. Polls of one group never overlap,
-//! and one group's failures never delay another's.
+//! Pollers: one task per XMID (or group of XMIDs) and one loop in it per resource polled
+//! (authorizations, disputes …), each cycling window → pages in time order → admit → cursor,
+//! under a global request budget, with exponential backoff (honouring Retry-After) on errors.
+//! Polls of one group and resource never overlap, and the failures of one never delay another.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ mod roster;
 pub use backfill::{BackfillProgress, BackfillRequest};
 pub use roster::{Fleet, RosterWatch};
 
-use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery};
+use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource};
 use crate::route::Route;
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -42,6 +42,8 @@ pub struct PollConfig {
     pub max_backoff: Duration,
     /// How long record ids are remembered (`store.seen_retention`).
     pub seen_retention: Duration,
+    /// What is polled for each XMID (`pollers.resources`).
+    pub resources: Vec<&'static Resource>,
 }
 
 /// Why a poll cycle failed.
@@ -74,8 +76,26 @@ pub struct Pollers {
 }
 
 impl Pollers {
-    /// Gives every XMID without a cursor one at `start` (its floor: nothing earlier is
-    /// fetched), so a restart does not move the starting line.
+    /// The store keys of an XMID's cursors, one per resource polled.
+    pub fn cursor_keys<'a>(&'a self, xmid: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.config
+            .resources
+            .iter()
+            .map(move |r| r.cursor_key(xmid))
+    }
+
+    /// Whether any resource of the XMID has been polled (has a cursor).
+    pub fn has_cursor(&self, xmid: &str) -> Result<bool, StoreError> {
+        for key in self.cursor_keys(xmid) {
+            if self.store.cursor(&key)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Gives every XMID and resource without a cursor one at `start` (its floor: nothing
+    /// earlier is fetched), so a restart does not move the starting line.
     pub async fn init_cursors(
         &self,
         xmids: &[String],
@@ -83,19 +103,21 @@ impl Pollers {
     ) -> Result<(), StoreError> {
         let mut fresh = Vec::new();
         for xmid in xmids {
-            if self.store.cursor(xmid)?.is_none() {
-                fresh.push((
-                    xmid.clone(),
-                    Cursor {
-                        position: start,
-                        floor: start,
-                    },
-                ));
+            for key in self.cursor_keys(xmid) {
+                if self.store.cursor(&key)?.is_none() {
+                    fresh.push((
+                        key,
+                        Cursor {
+                            position: start,
+                            floor: start,
+                        },
+                    ));
+                }
             }
         }
         if !fresh.is_empty() {
             self.store.admit(&[], &fresh).await?;
-            tracing::info!(xmids = fresh.len(), start = %start, "new XMIDs start polling");
+            tracing::info!(cursors = fresh.len(), start = %start, "new XMIDs (or resources) start polling");
         }
         Ok(())
     }
@@ -110,10 +132,25 @@ impl Pollers {
         }
     }
 
+    /// Polls each resource of the group on its own schedule, until `stop`.
     async fn run_group(self, xmids: Vec<String>, stop: CancellationToken) {
+        let loops = self
+            .config
+            .resources
+            .iter()
+            .map(|resource| self.run_resource(resource, &xmids, &stop));
+        futures::future::join_all(loops).await;
+    }
+
+    async fn run_resource(
+        &self,
+        resource: &'static Resource,
+        xmids: &[String],
+        stop: &CancellationToken,
+    ) {
         // Spread the first polls over one interval so thousands of pollers do not fire at once.
         let jitter = rand::thread_rng().gen_range(0.0..1.0) * self.config.interval.as_secs_f64();
-        if sleep_or_stop(&stop, Duration::from_secs_f64(jitter)).await {
+        if sleep_or_stop(stop, Duration::from_secs_f64(jitter)).await {
             return;
         }
         let backoff = || {
@@ -126,7 +163,7 @@ impl Pollers {
         };
         let mut delays = backoff();
         loop {
-            let delay = match self.poll_once(&xmids).await {
+            let delay = match self.poll_once(resource, xmids).await {
                 Ok(()) => {
                     self.metrics.polls.with_label_values(&["ok"]).inc();
                     delays = backoff();
@@ -146,27 +183,35 @@ impl Pollers {
                         Some(after) => backoff.max(after.min(self.config.max_backoff)),
                         None => backoff,
                     };
-                    tracing::warn!(xmids = %xmids.join(","), %error, retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)), "poll failed");
+                    tracing::warn!(xmids = %xmids.join(","), resource = resource.name, %error, retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)), "poll failed");
                     delay
                 }
             };
-            if sleep_or_stop(&stop, delay).await {
+            if sleep_or_stop(stop, delay).await {
                 return;
             }
         }
     }
 
-    /// One cycle for a group: the window from the earliest cursor (less the look-back) to now,
-    /// page by page in time order, each page admitted in one transaction; then the cursors.
-    pub async fn poll_once(&self, xmids: &[String]) -> Result<(), PollError> {
+    /// One cycle for a group and a resource: the window from the earliest cursor (less the
+    /// look-back) to now, page by page in time order, each page admitted in one transaction;
+    /// then the cursors.
+    pub async fn poll_once(
+        &self,
+        resource: &'static Resource,
+        xmids: &[String],
+    ) -> Result<(), PollError> {
         self.store.check_space()?;
         let now = Utc::now();
         let mut cursors = Vec::with_capacity(xmids.len());
         for xmid in xmids {
-            let cursor = self.store.cursor(xmid)?.unwrap_or(Cursor {
-                position: now,
-                floor: now,
-            });
+            let cursor = self
+                .store
+                .cursor(&resource.cursor_key(xmid))?
+                .unwrap_or(Cursor {
+                    position: now,
+                    floor: now,
+                });
             cursors.push((xmid.clone(), cursor));
         }
         let look_back = chrono::Duration::from_std(self.config.look_back).unwrap_or_default();
@@ -176,7 +221,7 @@ impl Pollers {
             .min()
             .unwrap_or(now)
             .min(now);
-        let mut query = ReportQuery::new(xmids.to_vec(), from, now);
+        let mut query = ReportQuery::new(xmids.to_vec(), from, now).of(resource);
         query.page_size = self.config.page_size;
         let mut pager = self
             .client
@@ -187,14 +232,14 @@ impl Pollers {
             let Some(batch) = pager.next_page().await? else {
                 break;
             };
-            self.admit_batch(&batch, &cursors, look_back, &xmids.join(","))
+            self.admit_batch(resource, &batch, &cursors, look_back, &xmids.join(","))
                 .await?;
         }
         let moved: Vec<(String, Cursor)> = cursors
             .into_iter()
             .map(|(xmid, c)| {
                 (
-                    xmid,
+                    resource.cursor_key(&xmid),
                     Cursor {
                         position: now,
                         floor: c.floor,
@@ -218,6 +263,7 @@ impl Pollers {
     /// and logging what it held; `source` names the XMIDs (or job) in log lines.
     async fn admit_batch(
         &self,
+        resource: &'static Resource,
         batch: &Batch,
         cursors: &[(String, Cursor)],
         look_back: chrono::Duration,
@@ -229,10 +275,10 @@ impl Pollers {
             .inc_by((batch.records.len() + batch.rejected.len()) as u64);
         for rejected in &batch.rejected {
             records.with_label_values(&["rejected"]).inc();
-            tracing::warn!(%source, record_id = rejected.id.as_deref().unwrap_or("(none)"),
+            tracing::warn!(%source, resource = resource.name, record_id = rejected.id.as_deref().unwrap_or("(none)"),
                 reason = %rejected.reason, "unreadable record skipped");
         }
-        let admissions = self.admissions(&batch.records, cursors, look_back);
+        let admissions = self.admissions(resource, &batch.records, cursors, look_back);
         self.store.check_space()?;
         let outcome = self.store.admit(&admissions, &[]).await?;
         records
@@ -250,15 +296,22 @@ impl Pollers {
         Ok(outcome)
     }
 
-    /// The admissions of one page: each record with an id, with the events its routes select.
+    /// The admissions of one page: each record with an id, with the events its resource's
+    /// routes select.
     fn admissions(
         &self,
+        resource: &'static Resource,
         records: &[Record],
         cursors: &[(String, Cursor)],
         look_back: chrono::Duration,
     ) -> Vec<Admission> {
         let mut out = Vec::with_capacity(records.len());
-        let needs_tree = self.routes.iter().any(Route::needs_tree);
+        let routes: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.resource == resource)
+            .collect();
+        let needs_tree = routes.iter().any(|r| r.needs_tree());
         let fetched_at_ms = Utc::now().timestamp_millis();
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
@@ -267,7 +320,7 @@ impl Pollers {
                     .records
                     .with_label_values(&["skipped_no_id"])
                     .inc();
-                tracing::warn!(%xmid, transaction_time = ?record.time(), "record without an id skipped");
+                tracing::warn!(%xmid, resource = resource.name, time = ?record.time(), "record without an id skipped");
                 continue;
             };
             if let Some(problem) = record.type_problem() {
@@ -276,7 +329,7 @@ impl Pollers {
                     .records
                     .with_label_values(&["wrong_type"])
                     .inc();
-                tracing::warn!(%xmid, record_id = %id, %problem, "record with a field of an unexpected type");
+                tracing::warn!(%xmid, resource = resource.name, record_id = %id, %problem, "record with a field of an unexpected type");
             }
             // A group's window starts at its earliest member's: each XMID only takes records
             // from its own window, so no member re-reads (and re-admits, once their ids are
@@ -298,7 +351,7 @@ impl Pollers {
             let bytes = record.json().len();
             if bytes > OVERSIZE_BYTES {
                 self.metrics.records.with_label_values(&["oversize"]).inc();
-                tracing::warn!(%xmid, record_id = %id, bytes, limit = OVERSIZE_BYTES,
+                tracing::warn!(%xmid, resource = resource.name, record_id = %id, bytes, limit = OVERSIZE_BYTES,
                     "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
             }
             let value = if needs_tree {
@@ -306,14 +359,13 @@ impl Pollers {
             } else {
                 serde_json::Value::Null
             };
-            let events = self
-                .routes
+            let events = routes
                 .iter()
                 .filter(|r| r.matches(&value))
                 .map(|r| r.event(record, id, &value, fetched_at_ms))
                 .collect();
             out.push(Admission {
-                record_id: id.to_string(),
+                record_id: resource.seen_key(id),
                 xmid: xmid.to_string(),
                 events,
             });

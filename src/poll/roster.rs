@@ -185,7 +185,7 @@ impl RosterWatch {
                     if !new.is_empty() {
                         let boarded = new
                             .iter()
-                            .filter(|x| matches!(self.pollers.store.cursor(x), Ok(None)))
+                            .filter(|x| matches!(self.pollers.has_cursor(x), Ok(false)))
                             .count();
                         let from = if read_once || ever_read {
                             now.checked_sub_signed(backfill).unwrap_or(now)
@@ -273,11 +273,11 @@ impl RosterWatch {
         .and_then(|d| now.checked_sub_signed(d))
         .unwrap_or(now);
         let mut stale = Vec::new();
-        for xmid in xmids {
-            if let Some(cursor) = self.pollers.store.cursor(xmid)? {
+        for key in xmids.iter().flat_map(|x| self.pollers.cursor_keys(x)) {
+            if let Some(cursor) = self.pollers.store.cursor(&key)? {
                 if cursor.position < horizon && cursor.floor < cursor.position {
                     stale.push((
-                        xmid.clone(),
+                        key,
                         Cursor {
                             position: cursor.position,
                             floor: cursor.position,

@@ -10,13 +10,15 @@ use sha2::{Digest, Sha256};
 pub use filter::{Filter, FilterError, Path};
 
 use crate::config::RouteConfig;
-use crate::mxc::Record;
+use crate::mxc::{Record, Resource, AUTHORIZATIONS};
 
 /// A route, compiled from its configuration.
 #[derive(Debug, Clone)]
 pub struct Route {
     pub name: String,
     pub sink: String,
+    /// Whose records it takes.
+    pub resource: &'static Resource,
     pub event_type: String,
     filter: Option<Filter>,
     drop: Vec<Path>,
@@ -30,11 +32,14 @@ pub struct Event {
     pub id: String,
     pub event_type: String,
     pub route: String,
+    /// The resource of its record (`authorizations`, `disputes` …).
+    #[serde(default = "authorizations")]
+    pub resource: String,
     /// The sink whose outbox holds it.
     pub sink: String,
     pub xmid: String,
     pub record_id: String,
-    /// `transactionDateAndTime` in UTC, RFC 3339.
+    /// The record's time (`transactionDateAndTime`, `disputeDate` …) in UTC, RFC 3339.
     pub occurred_at: Option<String>,
     /// The envelope `{id, type, xmid, occurred_at, data}` as JSON text.
     pub body: String,
@@ -48,7 +53,13 @@ impl Route {
     /// route and are for callers that skipped validation.
     pub fn compile(config: &RouteConfig, index: usize) -> Result<Route, String> {
         let name = config.display_name(index);
-        let filter = match &config.filter {
+        let resource = config.resource().ok_or_else(|| {
+            format!(
+                "routes[{index}].resource: no resource named {:?}",
+                config.resource
+            )
+        })?;
+        let filter = match config.filter() {
             Some(text) => {
                 Some(Filter::parse(text).map_err(|e| format!("routes[{index}].filter: {e}"))?)
             }
@@ -66,7 +77,8 @@ impl Route {
         Ok(Route {
             name,
             sink: config.sink.clone(),
-            event_type: config.event_type.clone(),
+            resource,
+            event_type: config.event_type(),
             filter,
             drop: paths(&config.redact.drop, "drop")?,
             mask: paths(&config.redact.mask, "mask")?,
@@ -131,6 +143,7 @@ impl Route {
             id,
             event_type: self.event_type.clone(),
             route: self.name.clone(),
+            resource: self.resource.name.to_string(),
             sink: self.sink.clone(),
             xmid,
             record_id: record_id.to_string(),
@@ -151,6 +164,10 @@ impl Event {
             .and_then(|at| self.body.get(at + 8..self.body.len().saturating_sub(1)))
             .unwrap_or("null")
     }
+}
+
+fn authorizations() -> String {
+    AUTHORIZATIONS.name.to_string()
 }
 
 /// `evt_` and 32 hex digits of SHA-256 over the route name and the record id.
@@ -208,7 +225,9 @@ mod tests {
         let config = RouteConfig {
             name: Some("declines".into()),
             sink: "alerts".into(),
-            event_type: "authorization.declined".into(),
+            resource: "authorizations".into(),
+            alerts: false,
+            event_type: Some("authorization.declined".into()),
             filter: filter.map(str::to_string),
             redact: RedactConfig {
                 drop: drop.iter().map(|s| s.to_string()).collect(),

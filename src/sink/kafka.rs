@@ -65,6 +65,7 @@ impl KafkaSink {
 
     fn topic_for(&self, event: &Event) -> String {
         self.topic
+            .replace("{resource}", &event.resource)
             .replace("{type}", &event.event_type)
             .replace("{route}", &event.route)
     }

@@ -759,6 +759,7 @@ fn encode_event(event: &Event) -> Vec<u8> {
         id: &'a str,
         event_type: &'a str,
         route: &'a str,
+        resource: &'a str,
         sink: &'a str,
         xmid: &'a str,
         record_id: &'a str,
@@ -769,6 +770,7 @@ fn encode_event(event: &Event) -> Vec<u8> {
         id: &event.id,
         event_type: &event.event_type,
         route: &event.route,
+        resource: &event.resource,
         sink: &event.sink,
         xmid: &event.xmid,
         record_id: &event.record_id,
@@ -788,6 +790,9 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         id: String,
         event_type: String,
         route: String,
+        // Entries written before there were other resources are authorizations.
+        #[serde(default = "authorizations")]
+        resource: String,
         sink: String,
         xmid: String,
         record_id: String,
@@ -806,6 +811,7 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         id: head.id,
         event_type: head.event_type,
         route: head.route,
+        resource: head.resource,
         sink: head.sink,
         xmid: head.xmid,
         record_id: head.record_id,
@@ -813,6 +819,10 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         fetched_at_ms: head.fetched_at_ms,
         body,
     })
+}
+
+fn authorizations() -> String {
+    crate::mxc::AUTHORIZATIONS.name.to_string()
 }
 
 /// An event ready for the transaction: the index of its sink's outbox and its bytes.
@@ -856,6 +866,7 @@ mod tests {
             id: "evt_1".into(),
             event_type: "authorization.created".into(),
             route: "all".into(),
+            resource: "authorizations".into(),
             sink: "archive".into(),
             xmid: "X\n1".into(),
             record_id: "r\"1".into(),

@@ -226,6 +226,7 @@ mod tests {
             id: "evt_1".into(),
             event_type: "authorization.declined".into(),
             route: "declines".into(),
+            resource: "authorizations".into(),
             sink: "alerts".into(),
             xmid: "X1".into(),
             record_id: "r-1".into(),
