@@ -273,6 +273,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             dispute_delay_ms: 60_000,
             batch_every_ms: 60_000,
             deposit_delay_ms: 20_000,
+            ..SettlementConfig::default()
         },
         ..SimConfig::default()
     })
@@ -289,8 +290,9 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::for_simulator(simulator.base_url(), xmids);
     config.pollers.interval = Duration::from_secs(2);
     config.pollers.look_back = Duration::from_secs(120);
-    config.pollers.requests_per_second = 50.0;
-    config.pollers.burst = 20;
+    // Four resources per merchant every 2 s: 40 polls a second.
+    config.pollers.requests_per_second = 100.0;
+    config.pollers.burst = 40;
     config.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
     // Start two minutes back, so the first poll already shows some traffic.
     config.pollers.start =

@@ -53,7 +53,7 @@ pub struct SimArgs {
     /// Share of approved authorizations disputed later (0 to 1).
     #[arg(long, default_value_t = 0.005)]
     dispute_rate: f64,
-    /// A dispute arrives between 30 s and this long after its authorization.
+    /// A dispute arrives between a tenth of this and this long after its authorization.
     #[arg(long, default_value = "5m", value_parser = duration)]
     dispute_delay: Duration,
     /// A terminal's business day (compressed): every merchant closes one settlement batch
@@ -152,6 +152,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
             dispute_delay_ms: args.dispute_delay.as_millis() as i64,
             batch_every_ms: args.batch_every.as_millis() as i64,
             deposit_delay_ms: args.deposit_delay.as_millis() as i64,
+            ..SettlementConfig::default()
         },
         faults,
     };

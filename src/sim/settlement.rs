@@ -20,12 +20,16 @@ use crate::mxc::{Resource, ACH, BATCHES, DISPUTES};
 pub struct SettlementConfig {
     /// Share of approved authorizations that are disputed later.
     pub dispute_rate: f64,
-    /// A dispute arrives between 30 s and this long after its authorization.
+    /// A dispute arrives between a tenth of this and this long after its authorization.
     pub dispute_delay_ms: i64,
     /// A terminal's business day: each merchant closes one batch per period.
     pub batch_every_ms: i64,
     /// A settled batch is deposited this long after it closes.
     pub deposit_delay_ms: i64,
+    /// Share of batches the processor rejects (never deposited).
+    pub reject_rate: f64,
+    /// Share of deposits the bank returns.
+    pub return_rate: f64,
 }
 
 impl Default for SettlementConfig {
@@ -35,13 +39,11 @@ impl Default for SettlementConfig {
             dispute_delay_ms: 300_000,
             batch_every_ms: 600_000,
             deposit_delay_ms: 120_000,
+            reject_rate: 0.02,
+            return_rate: 0.02,
         }
     }
 }
-
-/// Share of batches the processor rejects, and of deposits the bank returns.
-const REJECT_RATE: f64 = 0.02;
-const RETURN_RATE: f64 = 0.02;
 
 /// Chargeback reasons by card brand: (code, description).
 const REASONS: &[(&str, &[(&str, &str)])] = &[
@@ -175,9 +177,8 @@ impl Settlement {
         if auth.declined || !self.rng.gen_bool(self.config.dispute_rate.clamp(0.0, 1.0)) {
             return;
         }
-        let delay = self
-            .rng
-            .gen_range(30_000..self.config.dispute_delay_ms.max(30_001));
+        let longest = self.config.dispute_delay_ms.max(10);
+        let delay = self.rng.gen_range(longest / 10..=longest);
         let at = auth.created_ms.max(auth.tx_ms) + delay;
         self.schedule(
             at,
@@ -343,7 +344,7 @@ impl Settlement {
         number: u32,
     ) -> SimRecord {
         let amount = (sales.iter().map(|r| r.amount).sum::<f64>() * 100.0).round() / 100.0;
-        let rejected = self.rng.gen_bool(REJECT_RATE);
+        let rejected = self.rng.gen_bool(self.config.reject_rate.clamp(0.0, 1.0));
         let offset = m.utc_offset();
         let id = uuid(&mut self.rng);
         let json = json!({
@@ -375,7 +376,7 @@ impl Settlement {
         // Card fees: 2.9% and $0.10 per sale.
         let fees = ((batch.amount * 0.029 + 0.10 * count as f64) * 100.0).round() / 100.0;
         let net = ((batch.amount - fees) * 100.0).round() / 100.0;
-        let returned = self.rng.gen_bool(RETURN_RATE);
+        let returned = self.rng.gen_bool(self.config.return_rate.clamp(0.0, 1.0));
         let id = uuid(&mut self.rng);
         let trace = format!("{:015}", self.rng.gen_range(0..1_000_000_000_000_000u64));
         let json = json!({
@@ -449,6 +450,7 @@ mod tests {
                     dispute_delay_ms: 120_000,
                     batch_every_ms: 300_000,
                     deposit_delay_ms: 30_000,
+                    ..SettlementConfig::default()
                 },
             },
             NOW,
@@ -488,7 +490,7 @@ mod tests {
                 json(auth)["transactionDateAndTime"]
             );
             assert!(
-                auth.tx_ms + 30_000 <= dispute.tx_ms,
+                auth.tx_ms + 12_000 <= dispute.tx_ms,
                 "a dispute comes later"
             );
             assert_eq!(ms(&v["disputeDate"]), dispute.tx_ms);
