@@ -164,7 +164,7 @@ fn routes_and_sinks_are_checked() {
     let found = errors_of(text);
     for e in [
         "sinks.bad.kind: unknown variant `kafkaz`, expected one of `stdout`, `file`, `kafka`, `webhook`",
-        "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
+        "routes[1].colour: unknown field `colour`, expected one of `name`, `sink`, `resource`, `alerts`, `event_type`, `filter`, `redact`",
     ] {
         assert!(found.iter().any(|f| f == e), "missing {e:?} in {found:#?}");
     }
@@ -753,6 +753,56 @@ routes = [{ sink = "out", event_type = "Authorization.Created" }]
             r#"routes[0].event_type: lower-case letters, digits, '.', '_' or '-', like authorization.declined; got "Authorization.Created""#,
         ),
         (
+            "unknown resource polled",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], resources = ["authorizations", "chargebacks"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.resources[1]: no resource named "chargebacks" (known: authorizations, disputes, batches, ach)"#,
+        ),
+        (
+            "resource polled twice",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], resources = ["disputes", "disputes"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", resource = "disputes" }]
+"#,
+            r#"pollers.resources[1]: "disputes" is listed twice"#,
+        ),
+        (
+            "no resource polled",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], resources = [] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.resources: poll at least one of: authorizations, disputes, batches, ach",
+        ),
+        (
+            "route over a resource not polled",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", resource = "batches", alerts = true }]
+"#,
+            r#"routes[0].resource: "batches" is not polled: add it to pollers.resources (now ["authorizations"])"#,
+        ),
+        (
+            "route over an unknown resource",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], resources = ["ach"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out", resource = "deposits" }]
+"#,
+            r#"routes[0].resource: no resource named "deposits" (known: authorizations, disputes, batches, ach)"#,
+        ),
+        (
             "route redact path malformed",
             r#"
 mxc = { api_key = "API_canary_row_key" }
@@ -770,7 +820,7 @@ pollers = { xmids = ["A1"] }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out", fliter = "cardType == \"Visa\"" }]
 "#,
-            "routes[0].fliter: unknown field `fliter`, expected one of `name`, `sink`, `event_type`, `filter`, `redact`",
+            "routes[0].fliter: unknown field `fliter`, expected one of `name`, `sink`, `resource`, `alerts`, `event_type`, `filter`, `redact`",
         ),
         (
             "sink of unknown kind",
@@ -860,7 +910,7 @@ pollers = { xmids = ["A1"] }
 sinks.out = { kind = "kafka", brokers = "localhost:9092", topic = "" }
 routes = [{ sink = "out" }]
 "#,
-            r#"sinks.out.topic: a topic is letters, digits, '.', '_' or '-' (placeholders {type} and {route} allowed), got """#,
+            r#"sinks.out.topic: a topic is letters, digits, '.', '_' or '-' (placeholders {resource}, {type} and {route} allowed), got """#,
         ),
         (
             "kafka compression unknown",

@@ -402,13 +402,19 @@ impl Config {
                         Resource::names()
                     ),
                 ),
-                Some(r) if !self.pollers.resources.iter().any(|p| p == r.name) => error(
-                    &at("resource"),
-                    format!(
-                        "{:?} is not polled: add it to pollers.resources (now {:?})",
-                        r.name, self.pollers.resources
-                    ),
-                ),
+                // (With none polled, that error alone says it.)
+                Some(r)
+                    if !self.pollers.resources.is_empty()
+                        && !self.pollers.resources.iter().any(|p| p == r.name) =>
+                {
+                    error(
+                        &at("resource"),
+                        format!(
+                            "{:?} is not polled: add it to pollers.resources (now {:?})",
+                            r.name, self.pollers.resources
+                        ),
+                    )
+                }
                 Some(_) => {}
             }
             if let Some(event_type) = &route.event_type {
