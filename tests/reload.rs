@@ -118,7 +118,7 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
         std::fs::read_to_string(&log).unwrap()
     );
     assert_eq!(
-        logged("XMIDs +0 −1, sinks +1 −0, routes +1 −0"),
+        logged("XMIDs +0 −1, resources +0 −0, sinks +1 −0, routes +1 −0"),
         1,
         "the log says what changed"
     );
@@ -192,4 +192,82 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
     );
     assert_eq!(alerts.len(), new_declines.len());
     assert!(alerts.iter().all(|l| l["type"] == "authorization.declined"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reload_command_checks_the_file_applies_it_and_says_what_changed() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..2].to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let file = dir.path().join("relay.toml");
+    let base = config(&sim.base_url(), &xmids, dir.path(), &telemetry, "");
+    std::fs::write(&file, &base).unwrap();
+    let log = dir.path().join("relay.log");
+    let mut relay = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&file)
+        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("store").join("mxc-relay.pid");
+    assert!(wait_until(Duration::from_secs(20), || pid_file.exists()).await);
+    let reload = || {
+        Command::new(BIN)
+            .args(["reload", "--config"])
+            .arg(&file)
+            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .output()
+            .unwrap()
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+
+    // A file with an error: refused by the command itself; the service never hears of it.
+    std::fs::write(&file, format!("{base}[delivery]\nbatch_size = 0\n")).unwrap();
+    let out = reload();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("delivery.batch_size") && stderr.contains("not reloaded"),
+        "{stderr}"
+    );
+    assert!(!std::fs::read_to_string(&log).unwrap().contains("SIGHUP"));
+
+    // Disputes polled too, into the archive: applied, and the command says what changed.
+    let with_disputes = base.replace(
+        "interval = \"1s\"",
+        "interval = \"1s\"\nresources = [\"authorizations\", \"disputes\"]",
+    ) + "\n[[routes]]\nsink = \"archive\"\nresource = \"disputes\"\n";
+    std::fs::write(&file, with_disputes).unwrap();
+    let out = reload();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "reloaded: XMIDs +0 −0, resources +1 −0, sinks +0 −0, routes +1 −0\n"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            sim.stats().requests_to("GET /report/v1/tsys/disputes") > 0
+        })
+        .await,
+        "disputes are polled"
+    );
+
+    signal(relay.id(), "TERM");
+    assert!(relay.wait().unwrap().success());
+    assert!(!pid_file.exists(), "a stopped service leaves no pid behind");
+    let out = reload();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no running service found"),
+        "{}",
+        text(&out.stderr)
+    );
 }

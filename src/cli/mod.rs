@@ -5,6 +5,7 @@ mod check_config;
 mod demo;
 mod dlq;
 mod fetch;
+mod reload;
 mod run;
 mod sim;
 mod state;
@@ -30,6 +31,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the service: poll, deduplicate, deliver.
     Run(run::RunArgs),
+    /// Apply the configuration file to the running service (checked first; a file with errors
+    /// changes nothing) and say what changed.
+    Reload(reload::ReloadArgs),
     /// Show the store: cursors and lag per XMID, seen ids, outboxes, dead letters.
     State(state::StateArgs),
     /// Run the MX Connect simulator (for the demo, tests, benchmarks and your own tests).
@@ -44,7 +48,8 @@ enum Command {
     /// Replay history into the sinks, each record once (resumable; run it with the service
     /// stopped: it uses the service's store).
     Backfill(backfill::BackfillArgs),
-    /// One-shot query: print the authorizations of some XMIDs in a time window as JSON lines.
+    /// One-shot query: print the records (authorizations, disputes …) of some XMIDs in a time
+    /// window as JSON lines.
     Fetch(fetch::FetchArgs),
 }
 
@@ -52,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Reload(args) => reload::run(args).await,
         Command::State(args) => state::run(args),
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),

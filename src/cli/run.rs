@@ -1,5 +1,7 @@
-//! `mxc-relay run`: the service. SIGHUP re-reads the configuration file and applies it without
-//! leaving the process; a file with errors is refused and the running configuration stays.
+//! `mxc-relay run`: the service. SIGHUP (or `mxc-relay reload`) re-reads the configuration
+//! file and applies it without leaving the process; a file with errors is refused and the
+//! running configuration stays. Beside the store it keeps its pid and the last reload's
+//! outcome, for `mxc-relay reload`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,29 +31,110 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         started = Pipeline::start(&config, Metrics::new()) => started?,
         _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
     };
+    // The store is open (and locked): this process is the one `mxc-relay reload` signals.
+    let control = Control::new(&config.store.path);
+    control.write_pid();
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
             _ = hangups.next() => {
-                let Some(new) = reread(&args.config, &config) else { continue };
-                let (next, applied) = pipeline.reload(&config, &new).await?;
-                pipeline = next;
-                match applied {
-                    Ok(()) => {
-                        tracing::info!(changes = %changes(&config, &new), "configuration reloaded");
-                        config = new;
+                let outcome = match reread(&args.config, &config) {
+                    Err(refused) => Err(refused),
+                    Ok(new) => {
+                        let (next, applied) = pipeline.reload(&config, &new).await?;
+                        pipeline = next;
+                        match applied {
+                            Ok(()) => {
+                                let changes = changes(&config, &new);
+                                tracing::info!(%changes, "configuration reloaded");
+                                config = new;
+                                Ok(changes)
+                            }
+                            Err(error) => {
+                                tracing::error!(%error, "reload failed to start; the previous configuration runs again");
+                                Err(format!("the new configuration failed to start ({error}); the previous one runs again"))
+                            }
+                        }
                     }
-                    Err(error) => tracing::error!(%error,
-                        "reload failed to start; the previous configuration runs again"),
-                }
+                };
+                control.write_outcome(&outcome);
             }
         }
     }
     super::exit_on_second_signal();
     tracing::info!("stopping: finishing in-flight deliveries (a second signal exits at once)");
     pipeline.shutdown().await?;
+    control.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// The files beside the store through which `mxc-relay reload` finds the service and learns
+/// what its reload did (both are the user's own: no port or socket is opened for it).
+pub(super) struct Control {
+    pid: PathBuf,
+    outcome: PathBuf,
+}
+
+/// What the service writes after each reload attempt.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct ReloadOutcome {
+    /// Unix milliseconds.
+    pub at_ms: i64,
+    pub ok: bool,
+    /// What changed, or why nothing did.
+    pub message: String,
+}
+
+impl Control {
+    pub(super) fn new(store: &Path) -> Control {
+        Control {
+            pid: store.join("mxc-relay.pid"),
+            outcome: store.join("last-reload.json"),
+        }
+    }
+
+    fn write_pid(&self) {
+        if let Err(e) = std::fs::write(&self.pid, std::process::id().to_string()) {
+            tracing::warn!(file = %self.pid.display(), error = %e, "cannot write the pid file; `mxc-relay reload` will not find this process (SIGHUP still works)");
+        }
+    }
+
+    fn write_outcome(&self, outcome: &Result<String, String>) {
+        let record = ReloadOutcome {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            ok: outcome.is_ok(),
+            message: match outcome {
+                Ok(m) | Err(m) => m.clone(),
+            },
+        };
+        let text = serde_json::to_string(&record).unwrap_or_default();
+        if let Err(e) = std::fs::write(&self.outcome, text) {
+            tracing::warn!(file = %self.outcome.display(), error = %e, "cannot record the reload's outcome");
+        }
+    }
+
+    fn remove(&self) {
+        let _ = std::fs::remove_file(&self.pid);
+    }
+
+    /// The running service's pid, if its file is there.
+    pub(super) fn read_pid(&self) -> Result<u32, String> {
+        let text = std::fs::read_to_string(&self.pid).map_err(|e| {
+            format!(
+                "no running service found ({}: {e}); is it running with this configuration's store.path?",
+                self.pid.display()
+            )
+        })?;
+        text.trim()
+            .parse()
+            .map_err(|_| format!("{}: not a pid: {:?}", self.pid.display(), text.trim()))
+    }
+
+    pub(super) fn read_outcome(&self) -> Option<ReloadOutcome> {
+        let text = std::fs::read_to_string(&self.outcome).ok()?;
+        serde_json::from_str(&text).ok()
+    }
 }
 
 /// SIGHUPs, as they come (none where the platform has none).
@@ -78,18 +161,24 @@ impl Hangups {
     }
 }
 
-/// The file again, if it is valid; its errors logged if not.
-fn reread(path: &Path, current: &Config) -> Option<Config> {
+/// The file again, if it is valid; why not (logged too) if not.
+fn reread(path: &Path, current: &Config) -> Result<Config, String> {
     tracing::info!(file = %path.display(), "SIGHUP: reading the configuration again");
     match Config::load(path) {
         Err(errors) => {
             tracing::error!(errors = %errors, "reload refused: the configuration has errors; the running one stays");
-            None
+            Err(format!(
+                "refused, the running configuration stays: {errors}"
+            ))
         }
         Ok(new) if new.store.path != current.store.path => {
             tracing::error!(running = %current.store.path.display(), new = %new.store.path.display(),
                 "reload refused: store.path cannot change while running; restart to move the store");
-            None
+            Err(format!(
+                "refused: store.path cannot change while running ({} → {}); restart to move the store",
+                current.store.path.display(),
+                new.store.path.display()
+            ))
         }
         Ok(new) => {
             if new.log.level != current.log.level || new.log.format != current.log.format {
@@ -102,12 +191,12 @@ fn reread(path: &Path, current: &Config) -> Option<Config> {
             {
                 tracing::warn!("store.durability, store.flush_interval and store.cache_mib changes take effect at the next start");
             }
-            Some(new)
+            Ok(new)
         }
     }
 }
 
-/// What a reload changes, in a few words: XMIDs, routes and sinks added or removed.
+/// What a reload changes, in a few words: XMIDs, resources, routes and sinks added or removed.
 fn changes(old: &Config, new: &Config) -> String {
     let diff = |old: Vec<String>, new: Vec<String>| {
         let added: Vec<&String> = new.iter().filter(|x| !old.contains(x)).collect();
@@ -119,10 +208,12 @@ fn changes(old: &Config, new: &Config) -> String {
             .iter()
             .map(|r| {
                 format!(
-                    "{}→{}:{:?}",
+                    "{}→{}:{}:{}:{:?}",
                     r.name.clone().unwrap_or_default(),
                     r.sink,
-                    r.filter
+                    r.resource,
+                    r.event_type(),
+                    r.filter()
                 )
             })
             .collect()
@@ -133,5 +224,6 @@ fn changes(old: &Config, new: &Config) -> String {
         new.sinks.keys().cloned().collect(),
     );
     let (ra, rr) = diff(routes(old), routes(new));
-    format!("XMIDs +{xa} −{xr}, sinks +{sa} −{sr}, routes +{ra} −{rr}")
+    let (pa, pr) = diff(old.pollers.resources.clone(), new.pollers.resources.clone());
+    format!("XMIDs +{xa} −{xr}, resources +{pa} −{pr}, sinks +{sa} −{sr}, routes +{ra} −{rr}")
 }
