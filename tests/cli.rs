@@ -269,14 +269,28 @@ fn the_demo_streams_authorizations_and_stops_by_itself() {
         stdout.lines().partition(|l| l.starts_with("  ↳ webhook "));
     // Two minutes of history at 20/s, then live traffic.
     assert!(lines.len() > 1_000, "{} lines", lines.len());
-    // Every decline also came as a signed webhook, verified by the demo's receiver.
-    let declines = lines.iter().filter(|l| l.contains("DECLINED")).count();
+    // Every decline (and chargeback, rejected batch, returned deposit) also came as a signed
+    // webhook, verified by the demo's receiver.
+    let urgent = |l: &&&str| {
+        l.contains("DECLINED")
+            || l.contains("CHARGEBACK")
+            || l.ends_with(", Rejected")
+            || l.contains("  Returned")
+    };
+    let declines = lines.iter().filter(urgent).count();
     assert_eq!(alerts.len(), declines, "{stdout}");
     assert!(
         alerts
             .iter()
             .all(|a| a.contains("webhook verified (secret #1)")
-                && a.contains("authorization.declined")),
+                && [
+                    "authorization.declined",
+                    "dispute.chargeback",
+                    "batch.rejected",
+                    "ach.returned"
+                ]
+                .iter()
+                .any(|t| a.contains(t))),
         "{stdout}"
     );
     assert!(
@@ -284,14 +298,22 @@ fn the_demo_streams_authorizations_and_stops_by_itself() {
         "declines are shown"
     );
     assert!(
-        lines
-            .iter()
-            .all(|l| l.contains('$') && (l.contains("Approved") || l.contains("DECLINED"))),
+        lines.iter().all(
+            |l| l.contains('$') && (l.contains("Approved") || l.contains("DECLINED"))
+                || l.contains("RETRIEVAL REQUEST")
+                || l.contains("CHARGEBACK")
+                || l.contains(" sales, ")
+                || l.contains("ACH deposit")
+        ),
         "{stdout}"
     );
+    let authorizations = lines
+        .iter()
+        .filter(|l| l.contains("Approved") || l.contains("DECLINED"))
+        .count();
     let total = stderr.lines().last().unwrap_or_default();
     assert!(
-        total.starts_with(&format!("total: {} authorizations", lines.len())),
+        total.starts_with(&format!("total: {authorizations} authorizations")),
         "{total}"
     );
     assert!(

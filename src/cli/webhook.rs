@@ -210,18 +210,18 @@ pub fn describe(d: &Delivery) -> String {
                     .map_or("-".to_string(), |k| field(data, k))
             };
             format!(
-                "verified (secret #{})  {}  {}  xmid={}  {}  {}",
+                "verified (secret #{})  {}  {}  xmid={}  {} {}  {}",
                 index + 1,
                 d.id,
                 field(&event, "type"),
                 field(data, "accountNumber"),
                 first(&["authorizedAmount", "disputeAmount", "netAmount", "amount"]),
+                first(&["authorizationResponseStatus", "disputeType", "status"]),
                 first(&[
                     "authorizationResponseDescription",
                     "reasonDescription",
                     "rejectReason",
                     "returnReason",
-                    "status"
                 ]),
             )
         }
