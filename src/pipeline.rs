@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{self, ClusterError, Handover, Membership, Polling, Sharding};
 use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError, Resource};
 use crate::poll::{
@@ -28,6 +29,8 @@ pub enum PipelineError {
     Mxc(#[from] MxcError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// A pipeline that has been started.
@@ -45,6 +48,57 @@ pub struct Pipeline {
     stop_polling: CancellationToken,
     stop_delivering: CancellationToken,
     shutdown_timeout: Duration,
+    /// In a cluster: this instance's membership and state handover.
+    cluster: Option<ClusterMember>,
+}
+
+struct ClusterMember {
+    membership: Membership,
+    handover: Handover,
+}
+
+/// What joining the cluster starts.
+struct Joined {
+    sharding: Sharding,
+    membership: Membership,
+    handover: Handover,
+}
+
+/// Creates the cluster's topics if needed, starts the state handover and joins the group;
+/// returns the pollers that publish their state.
+async fn join_cluster(
+    config: &Config,
+    mut pollers: Pollers,
+    store: &Store,
+) -> Result<(Pollers, Joined), PipelineError> {
+    let cluster = &config.cluster;
+    let shards = cluster::ensure_topics(cluster).await?;
+    let (c, s) = (cluster.clone(), store.clone());
+    let handover = tokio::task::spawn_blocking(move || Handover::start(&c, s))
+        .await
+        .map_err(|e| PipelineError::Config(format!("cluster: {e}")))??;
+    pollers.handover = Some(handover.clone());
+    let (changes, receiver) = tokio::sync::mpsc::unbounded_channel();
+    // A revocation holds the group's rebalance while deliveries finish, and a little longer.
+    let revoke_within = config.delivery.shutdown_timeout + Duration::from_secs(30);
+    let membership = Membership::join(cluster, changes, revoke_within)?;
+    tracing::info!(instance = handover.instance(), group = %cluster.group, shards,
+        "joined the cluster; waiting for shards");
+    let sharding = Sharding {
+        changes: receiver,
+        handover: handover.clone(),
+        shards,
+        state_interval: cluster.state_interval,
+        handover_within: config.delivery.shutdown_timeout,
+    };
+    Ok((
+        pollers,
+        Joined {
+            sharding,
+            membership,
+            handover,
+        },
+    ))
 }
 
 impl Pipeline {
@@ -116,6 +170,14 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let mut client_config = config.mxc.client_config();
         client_config.metrics = Some(metrics.clone());
+        if config.cluster.enabled() {
+            // MXC (and the simulator's counts) can tell the instances apart.
+            client_config.user_agent = format!(
+                "{} (instance {})",
+                client_config.user_agent,
+                config.cluster.instance_name()
+            );
+        }
         let client = Client::new(client_config)?;
         for (sink, entries) in store.orphan_outboxes() {
             if entries > 0 {
@@ -191,6 +253,7 @@ impl Pipeline {
                 resources: config.pollers.polled_resources(),
             },
             metrics: metrics.clone(),
+            handover: None,
         };
         let start = config
             .pollers
@@ -198,19 +261,43 @@ impl Pipeline {
             .map_err(|e| PipelineError::Config(format!("pollers.start: {e}")))?
             .unwrap_or_else(Utc::now);
         let listed = config.pollers.listed_xmids();
-        pollers.init_cursors(&listed, start).await?;
         let mut poller_tasks = JoinSet::new();
-        pollers.spawn(&listed, &mut poller_tasks, &stop_polling);
-        let fleet = Fleet::new(listed.clone());
-        if config.pollers.uses_roster() {
-            let watch = RosterWatch {
-                pollers: pollers.clone(),
-                config: config.pollers.roster.clone(),
+        let mut membership = None;
+        let fleet;
+        if config.cluster.enabled() {
+            // The group decides which merchants this instance polls (see `cluster`).
+            let (pollers, joined) = join_cluster(config, pollers.clone(), &store).await?;
+            membership = Some(ClusterMember {
+                membership: joined.membership,
+                handover: joined.handover,
+            });
+            fleet = Fleet::new(Vec::new());
+            let polling = Polling {
+                pollers,
                 listed,
+                roster: config
+                    .pollers
+                    .uses_roster()
+                    .then(|| config.pollers.roster.clone()),
                 start,
                 fleet: fleet.clone(),
             };
-            poller_tasks.spawn(watch.run(stop_polling.clone()));
+            poller_tasks.spawn(joined.sharding.run(polling, stop_polling.clone()));
+        } else {
+            pollers.init_cursors(&listed, start).await?;
+            pollers.spawn(&listed, &mut poller_tasks, &stop_polling);
+            fleet = Fleet::new(listed.clone());
+            if config.pollers.uses_roster() {
+                let watch = RosterWatch {
+                    pollers: pollers.clone(),
+                    config: config.pollers.roster.clone(),
+                    listed,
+                    start,
+                    fleet: fleet.clone(),
+                    owns: None,
+                };
+                poller_tasks.spawn(watch.run(stop_polling.clone()));
+            }
         }
 
         let mut housekeeping = JoinSet::new();
@@ -283,6 +370,7 @@ impl Pipeline {
             stop_polling,
             stop_delivering,
             shutdown_timeout: config.delivery.shutdown_timeout,
+            cluster: membership,
         })
     }
 
@@ -300,6 +388,19 @@ impl Pipeline {
     /// admitted atomically or not at all).
     async fn stop_pollers(&mut self) {
         self.stop_polling.cancel();
+        if let Some(cluster) = self.cluster.take() {
+            // The sharding task hands its merchants over (deliveries finished, states
+            // published) before the group is left, so the others resume where it stopped.
+            let within = self.shutdown_timeout + Duration::from_secs(15);
+            let pollers = &mut self.pollers;
+            let _ = tokio::time::timeout(within, async {
+                while pollers.join_next().await.is_some() {}
+            })
+            .await;
+            cluster.handover.stop();
+            let mut membership = cluster.membership;
+            let _ = tokio::task::spawn_blocking(move || membership.leave()).await;
+        }
         self.pollers.abort_all();
         while self.pollers.join_next().await.is_some() {}
     }

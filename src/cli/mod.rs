@@ -2,6 +2,7 @@
 
 mod backfill;
 mod check_config;
+mod cluster;
 mod demo;
 mod dlq;
 mod fetch;
@@ -31,6 +32,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Run the service: poll, deduplicate, deliver.
     Run(run::RunArgs),
+    /// Several instances sharing the merchants: `cluster status`.
+    Cluster(cluster::ClusterArgs),
     /// Apply the configuration file to the running service (checked first; a file with errors
     /// changes nothing) and say what changed.
     Reload(reload::ReloadArgs),
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(args).await,
         Command::Run(args) => run::run(args).await,
         Command::Reload(args) => reload::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
         Command::State(args) => state::run(args),
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),

@@ -101,11 +101,12 @@ impl Config {
             routes: section(&mut table, "routes", &mut errors, &mut failed),
             log: section(&mut table, "log", &mut errors, &mut failed),
             telemetry: section(&mut table, "telemetry", &mut errors, &mut failed),
+            cluster: section(&mut table, "cluster", &mut errors, &mut failed),
         };
         for key in table.keys() {
             errors.push(ConfigError {
                 path: key.clone(),
-                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)".into(),
+                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)".into(),
             });
         }
         config.apply_env(env);

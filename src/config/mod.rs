@@ -32,6 +32,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    /// `[cluster]`: several instances sharing the merchants.
+    pub cluster: ClusterConfig,
 }
 
 impl Config {
@@ -526,6 +528,79 @@ impl TelemetryConfig {
     /// The listen address, if any (validation has checked it).
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
         self.listen.trim().parse().ok()
+    }
+}
+
+/// `[cluster]`: several instances share the merchants through a Kafka consumer group. The XMIDs
+/// are hashed onto the partitions of a control topic (the shards); each instance polls the
+/// XMIDs of the partitions the group assigns it, and the merchants' state (cursors, recent ids)
+/// moves with them through a compacted state topic. Off (one instance polls every merchant)
+/// while `brokers` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClusterConfig {
+    /// Bootstrap brokers, `host:port[,host:port…]`; empty: no cluster.
+    pub brokers: String,
+    /// The consumer group every instance joins.
+    pub group: String,
+    /// The control topic, whose partitions are the shards (created with `shards` partitions if
+    /// missing; nothing is written to it).
+    pub control_topic: String,
+    /// Shards (the control topic's partitions) when the topic is created: the most instances
+    /// that can share the work.
+    pub shards: u32,
+    /// The compacted topic holding each merchant's delivered state (cursor and the ids of its
+    /// look-back window, keyed by XMID) and each instance's status; created if missing.
+    pub state_topic: String,
+    /// This instance's name in `mxc-relay cluster status` [default: host name and pid].
+    pub instance: String,
+    /// An instance silent this long loses its shards to the others (the group's session
+    /// timeout): the longest gap a crash leaves.
+    #[serde(with = "duration")]
+    pub session_timeout: Duration,
+    /// How often the delivered state of each merchant is published: after a crash, the next
+    /// owner repeats (under the same ids) at most what was delivered in this much time.
+    #[serde(with = "duration")]
+    pub state_interval: Duration,
+    /// librdkafka properties for the cluster's own clients (`security.protocol`, SASL …),
+    /// applied last; values never printed.
+    pub properties: BTreeMap<String, Secret>,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            brokers: String::new(),
+            group: "mxc-relay".into(),
+            control_topic: "mxc-relay.shards".into(),
+            shards: 32,
+            state_topic: "mxc-relay.state".into(),
+            instance: String::new(),
+            session_timeout: Duration::from_secs(10),
+            state_interval: Duration::from_secs(5),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// Whether this instance shares the merchants with others.
+    pub fn enabled(&self) -> bool {
+        !self.brokers.trim().is_empty()
+    }
+
+    /// The instance's name: its own, or host name and pid.
+    pub fn instance_name(&self) -> String {
+        if !self.instance.trim().is_empty() {
+            return self.instance.trim().to_string();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "mxc-relay".into());
+        format!("{host}-{}", std::process::id())
     }
 }
 

@@ -464,6 +464,59 @@ impl Config {
                 format!("an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got {listen:?}"),
             );
         }
+        // [cluster]
+        let cluster = &self.cluster;
+        if cluster.enabled() {
+            if !(1..=1000).contains(&cluster.shards) {
+                error(
+                    "cluster.shards",
+                    format!("must be 1 to 1000, got {}", cluster.shards),
+                );
+            }
+            for (key, topic) in [
+                ("cluster.control_topic", &cluster.control_topic),
+                ("cluster.state_topic", &cluster.state_topic),
+            ] {
+                if topic.is_empty()
+                    || !topic
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    error(
+                        key,
+                        format!("a topic is letters, digits, '.', '_' or '-', got {topic:?}"),
+                    );
+                }
+            }
+            if cluster.control_topic == cluster.state_topic {
+                error(
+                    "cluster.state_topic",
+                    "must differ from cluster.control_topic".into(),
+                );
+            }
+            if cluster.group.trim().is_empty() {
+                error("cluster.group", "must not be empty".into());
+            }
+            if !(Duration::from_secs(6)..=Duration::from_secs(300))
+                .contains(&cluster.session_timeout)
+            {
+                error(
+                    "cluster.session_timeout",
+                    format!(
+                        "must be 6s to 5m (the brokers' usual bounds), got {}",
+                        fmt(cluster.session_timeout)
+                    ),
+                );
+            }
+            if !(Duration::from_millis(500)..=Duration::from_secs(600))
+                .contains(&cluster.state_interval)
+            {
+                error(
+                    "cluster.state_interval",
+                    format!("must be 500ms to 10m, got {}", fmt(cluster.state_interval)),
+                );
+            }
+        }
         errors.extend(sink_errors);
         errors
     }

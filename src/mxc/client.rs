@@ -27,6 +27,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Where each call is counted and timed (`mxc_relay_api_*`), if anywhere.
     pub metrics: Option<Metrics>,
+    /// The `User-Agent` header: `mxc-relay/VERSION`, and the instance in a cluster.
+    pub user_agent: String,
 }
 
 impl ClientConfig {
@@ -38,6 +40,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             metrics: None,
+            user_agent: concat!("mxc-relay/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
 }
@@ -78,7 +81,7 @@ impl Client {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("mxc-relay/", env!("CARGO_PKG_VERSION")))
+            .user_agent(config.user_agent.clone())
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| MxcError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;

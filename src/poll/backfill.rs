@@ -139,6 +139,7 @@ impl Pollers {
                         &[],
                         chrono::Duration::zero(),
                         "backfill",
+                        None,
                     )
                     .await?;
                 progress.read += (batch.records.len() + batch.rejected.len()) as u64;

@@ -3,6 +3,7 @@
 //! under a global request budget, with exponential backoff (honouring Retry-After) on errors.
 //! Polls of one group and resource never overlap, and the failures of one never delay another.
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +19,9 @@ mod backfill;
 mod roster;
 
 pub use backfill::{BackfillProgress, BackfillRequest};
-pub use roster::{Fleet, RosterWatch};
+pub use roster::{Fleet, Ownership, RosterWatch};
 
+use crate::cluster::{Handover, MerchantState};
 use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource};
 use crate::route::Route;
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
@@ -73,6 +75,8 @@ pub struct Pollers {
     pub limiter: Arc<DefaultDirectRateLimiter>,
     pub config: PollConfig,
     pub metrics: Metrics,
+    /// In a cluster: where each poll's state goes once its events are delivered.
+    pub handover: Option<Handover>,
 }
 
 impl Pollers {
@@ -227,13 +231,23 @@ impl Pollers {
             .client
             .report_pages(query)
             .with_max_result_window(self.config.max_result_window);
+        // In a cluster: the ids of each XMID's window, handed over with its cursor.
+        let mut seen: Option<HashMap<String, Vec<String>>> =
+            self.handover.as_ref().map(|_| HashMap::new());
         loop {
             self.wait_for_budget().await;
             let Some(batch) = pager.next_page().await? else {
                 break;
             };
-            self.admit_batch(resource, &batch, &cursors, look_back, &xmids.join(","))
-                .await?;
+            self.admit_batch(
+                resource,
+                &batch,
+                &cursors,
+                look_back,
+                &xmids.join(","),
+                seen.as_mut(),
+            )
+            .await?;
         }
         let moved: Vec<(String, Cursor)> = cursors
             .into_iter()
@@ -248,6 +262,21 @@ impl Pollers {
             })
             .collect();
         self.store.admit(&[], &moved).await?;
+        if let (Some(handover), Some(mut seen)) = (&self.handover, seen) {
+            let states = moved
+                .iter()
+                .zip(xmids)
+                .map(|((key, cursor), xmid)| MerchantState {
+                    instance: handover.instance().to_string(),
+                    xmid: xmid.clone(),
+                    key: key.clone(),
+                    position: cursor.position,
+                    floor: cursor.floor,
+                    seen: seen.remove(xmid).unwrap_or_default(),
+                })
+                .collect();
+            handover.polled(states);
+        }
         Ok(())
     }
 
@@ -268,6 +297,7 @@ impl Pollers {
         cursors: &[(String, Cursor)],
         look_back: chrono::Duration,
         source: &str,
+        seen: Option<&mut HashMap<String, Vec<String>>>,
     ) -> Result<AdmitOutcome, PollError> {
         let records = &self.metrics.records;
         records
@@ -279,6 +309,13 @@ impl Pollers {
                 reason = %rejected.reason, "unreadable record skipped");
         }
         let admissions = self.admissions(resource, &batch.records, cursors, look_back);
+        if let Some(seen) = seen {
+            for admission in &admissions {
+                seen.entry(admission.xmid.clone())
+                    .or_default()
+                    .push(admission.record_id.clone());
+            }
+        }
         self.store.check_space()?;
         let outcome = self.store.admit(&admissions, &[]).await?;
         records
@@ -329,7 +366,7 @@ impl Pollers {
                     .records
                     .with_label_values(&["wrong_type"])
                     .inc();
-                tracing::warn!(%xmid, resource = resource.name, record_id = %id, %problem, "record with a field of an unexpected type");
+                tracing::warn!(%xmid, record_id = %id, resource = resource.name, %problem, "record with a field of an unexpected type");
             }
             // A group's window starts at its earliest member's: each XMID only takes records
             // from its own window, so no member re-reads (and re-admits, once their ids are
@@ -351,7 +388,7 @@ impl Pollers {
             let bytes = record.json().len();
             if bytes > OVERSIZE_BYTES {
                 self.metrics.records.with_label_values(&["oversize"]).inc();
-                tracing::warn!(%xmid, resource = resource.name, record_id = %id, bytes, limit = OVERSIZE_BYTES,
+                tracing::warn!(%xmid, record_id = %id, resource = resource.name, bytes, limit = OVERSIZE_BYTES,
                     "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
             }
             let value = if needs_tree {

@@ -32,7 +32,7 @@ impl Fleet {
         }
     }
 
-    fn set(&self, xmids: Vec<String>) {
+    pub fn set(&self, xmids: Vec<String>) {
         match self.0.write() {
             Ok(mut x) => *x = Arc::new(xmids),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(xmids),
@@ -49,7 +49,13 @@ pub struct RosterWatch {
     /// Where merchants found by the first read start (later ones: `backfill` back).
     pub start: DateTime<Utc>,
     pub fleet: Fleet,
+    /// In a cluster: whether this instance owns a merchant (its shard). Merchants it does not
+    /// own are another instance's, not merchants that left the roster.
+    pub owns: Option<Ownership>,
 }
+
+/// Whether this instance polls a merchant (cluster mode).
+pub type Ownership = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// One poller task's XMIDs, its stop switch and its task. Dropping it (the watch stopped or
 /// aborted with its pipeline) aborts the task, so no poller outlives its pipeline.
@@ -131,6 +137,15 @@ impl RosterWatch {
                         .filter(|m| self.selects(m))
                         .map(|m| m.xmid.clone())
                         .collect();
+                    if let Some(owns) = &self.owns {
+                        // Another instance's merchants: neither polled nor in a grace period here.
+                        polled.retain(|x, _| owns(x));
+                        restored.retain(|x, _| owns(x));
+                    }
+                    let wanted: BTreeSet<String> = match &self.owns {
+                        Some(owns) => wanted.into_iter().filter(|x| owns(x)).collect(),
+                        None => wanted,
+                    };
                     // Merchants the last process polled that are gone now: their grace period
                     // goes on (or starts, if they left while no process was watching).
                     for (xmid, left) in std::mem::take(&mut restored) {

@@ -481,7 +481,7 @@ async fn report(
     if let Err(error) = state.authorize(&headers) {
         return error.into_response();
     }
-    let query = match parse_report_query(resource, &state, &params) {
+    let query = match parse_report_query(resource, &state, &headers, &params) {
         Ok(q) => q,
         Err(error) => return error.into_response(),
     };
@@ -515,12 +515,17 @@ async fn report(
 fn parse_report_query(
     resource: &'static Resource,
     state: &SimState,
+    headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<ReportQuery, ApiError> {
     let query = ReportQuery::parse(resource, params, Utc::now())
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
     if let Some(xmids) = &query.xmids {
-        state.stats.count_query(xmids);
+        let client = headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        state.stats.count_query(xmids, client);
         let failing = state.faults().fail_xmids;
         if xmids.iter().any(|x| failing.contains(x)) {
             return Err(ApiError::new(
@@ -622,7 +627,7 @@ async fn export(
         return json_body(body);
     }
     drop(scrolls);
-    let mut query = match parse_report_query(resource, &state, &params) {
+    let mut query = match parse_report_query(resource, &state, &headers, &params) {
         Ok(q) => q,
         Err(error) => return error.into_response(),
     };

@@ -14,8 +14,10 @@ pub struct Stats {
     pub records_served: AtomicU64,
     /// "METHOD /route" → status → count.
     requests: Mutex<BTreeMap<String, BTreeMap<u16, u64>>>,
-    /// XMID → authorization queries naming it.
+    /// XMID → report queries naming it.
     queries_by_xmid: Mutex<BTreeMap<String, u64>>,
+    /// XMID → the clients (`User-Agent`) that queried it → how often.
+    clients_by_xmid: Mutex<BTreeMap<String, BTreeMap<String, u64>>>,
 }
 
 /// The JSON of `GET /_sim/stats`.
@@ -29,6 +31,9 @@ pub struct StatsSnapshot {
     pub requests: BTreeMap<String, BTreeMap<u16, u64>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub queries_by_xmid: BTreeMap<String, u64>,
+    /// XMID → client (`User-Agent`: a cluster's instances name themselves) → queries.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub clients_by_xmid: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl StatsSnapshot {
@@ -61,10 +66,19 @@ impl Stats {
         }
     }
 
-    pub fn count_query(&self, xmids: &[String]) {
+    pub fn count_query(&self, xmids: &[String], client: &str) {
         if let Ok(mut counts) = self.queries_by_xmid.lock() {
             for xmid in xmids {
                 *counts.entry(xmid.clone()).or_default() += 1;
+            }
+        }
+        if let Ok(mut clients) = self.clients_by_xmid.lock() {
+            for xmid in xmids {
+                *clients
+                    .entry(xmid.clone())
+                    .or_default()
+                    .entry(client.to_string())
+                    .or_default() += 1;
             }
         }
     }
@@ -79,6 +93,14 @@ impl Stats {
             requests: self.requests.lock().map(|r| r.clone()).unwrap_or_default(),
             queries_by_xmid: if by_xmid {
                 self.queries_by_xmid
+                    .lock()
+                    .map(|q| q.clone())
+                    .unwrap_or_default()
+            } else {
+                BTreeMap::new()
+            },
+            clients_by_xmid: if by_xmid {
+                self.clients_by_xmid
                     .lock()
                     .map(|q| q.clone())
                     .unwrap_or_default()

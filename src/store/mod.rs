@@ -7,6 +7,8 @@
 //! is never marked seen without its outbox entries, and a cursor never moves past records that
 //! were not admitted.
 
+mod handover;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

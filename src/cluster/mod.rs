@@ -1,0 +1,249 @@
+//! Several instances sharing the merchants through Kafka, the engine the users already run: no
+//! coordinator and no election of our own. Each XMID belongs to one shard (a partition of the
+//! control topic, by hash); the consumer group on that topic assigns the shards to the
+//! instances (`membership`); each instance polls the XMIDs of its shards (`Sharding`), and the
+//! merchants' state follows them through the state topic (`state`).
+
+mod membership;
+mod state;
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use membership::{Change, Membership};
+pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage};
+
+use crate::config::{ClusterConfig, RosterConfig};
+use crate::poll::{Fleet, Pollers, RosterWatch};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster: {0}")]
+    Kafka(String),
+    #[error("cluster: {0}")]
+    Store(String),
+}
+
+/// The shard of an XMID: the first four bytes of its SHA-256, modulo the number of shards.
+/// Stable across instances, versions and platforms.
+pub fn shard_of(xmid: &str, shards: u32) -> u32 {
+    let digest = Sha256::digest(xmid.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % shards.max(1)
+}
+
+/// librdkafka settings shared by the cluster's clients.
+fn kafka_config(config: &ClusterConfig) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", &config.brokers);
+    c.set("client.id", config.instance_name());
+    for (key, value) in &config.properties {
+        c.set(key, value.expose());
+    }
+    c
+}
+
+/// Creates the control topic (`shards` partitions) and the state topic (compacted) unless
+/// they exist; returns the control topic's partition count (the shards, as they really are).
+pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> {
+    let admin: AdminClient<DefaultClientContext> = kafka_config(config)
+        .create()
+        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    let control = NewTopic::new(
+        &config.control_topic,
+        config.shards as i32,
+        TopicReplication::Fixed(1),
+    );
+    let state = NewTopic::new(&config.state_topic, 8, TopicReplication::Fixed(1))
+        .set("cleanup.policy", "compact");
+    let results = admin
+        .create_topics(&[control, state], &AdminOptions::new())
+        .await
+        .map_err(|e| ClusterError::Kafka(format!("brokers {}: {e}", config.brokers)))?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, e)) => {
+                return Err(ClusterError::Kafka(format!(
+                    "cannot create topic {topic}: {e}"
+                )))
+            }
+        }
+    }
+    let c = config.clone();
+    let partitions = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = kafka_config(&c)
+            .create()
+            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        let metadata = consumer
+            .fetch_metadata(Some(&c.control_topic), Duration::from_secs(10))
+            .map_err(|e| ClusterError::Kafka(format!("topic {}: {e}", c.control_topic)))?;
+        Ok::<_, ClusterError>(
+            metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().len() as u32)
+                .unwrap_or(0),
+        )
+    })
+    .await
+    .map_err(|e| ClusterError::Kafka(e.to_string()))??;
+    if partitions == 0 {
+        return Err(ClusterError::Kafka(format!(
+            "topic {} has no partitions",
+            config.control_topic
+        )));
+    }
+    Ok(partitions)
+}
+
+/// What polling needs to start over for a new set of shards.
+pub struct Polling {
+    pub pollers: Pollers,
+    /// Every XMID listed by hand (each instance polls those of its shards).
+    pub listed: Vec<String>,
+    /// Discovery from the roster, if configured.
+    pub roster: Option<RosterConfig>,
+    pub start: DateTime<Utc>,
+    pub fleet: Fleet,
+}
+
+/// Keeps this instance polling exactly the XMIDs of the shards it owns, as the group changes
+/// them, and publishes their delivered state.
+pub struct Sharding {
+    pub changes: UnboundedReceiver<Change>,
+    pub handover: Handover,
+    /// The control topic's partitions.
+    pub shards: u32,
+    pub state_interval: Duration,
+    /// How long a revoked shard's deliveries may take before it is handed over anyway.
+    pub handover_within: Duration,
+}
+
+impl Sharding {
+    pub async fn run(mut self, polling: Polling, stop: CancellationToken) {
+        let mut owned: BTreeSet<u32> = BTreeSet::new();
+        let mut running: Option<(CancellationToken, JoinSet<()>)> = None;
+        let mut tick = tokio::time::interval(self.state_interval);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                change = self.changes.recv() => match change {
+                    None => break,
+                    Some(Change::Revoke { shards, done }) => {
+                        let gone: HashSet<String> = polling.fleet.xmids().iter()
+                            .filter(|x| shards.contains(&shard_of(x, self.shards)))
+                            .cloned()
+                            .collect();
+                        halt(&mut running).await;
+                        for s in &shards {
+                            owned.remove(s);
+                        }
+                        self.handover.finish(&gone, self.handover_within).await;
+                        tracing::info!(shards = ?shards, merchants = gone.len(), "shards revoked and handed over");
+                        let _ = done.send(());
+                        running = Some(self.start(&polling, &owned, &stop).await);
+                        self.status(&owned, &polling, false).await;
+                    }
+                    Some(Change::Assign { shards }) => {
+                        owned.extend(shards.iter().copied());
+                        // Resume from what the last owners published.
+                        self.handover.catch_up(Duration::from_secs(60)).await;
+                        halt(&mut running).await;
+                        running = Some(self.start(&polling, &owned, &stop).await);
+                        tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), "shards assigned");
+                        self.status(&owned, &polling, false).await;
+                    }
+                },
+                _ = tick.tick() => {
+                    if let Err(error) = self.handover.publish_delivered().await {
+                        tracing::warn!(%error, "cannot publish merchant states");
+                    }
+                    self.status(&owned, &polling, false).await;
+                }
+            }
+        }
+        // Stopping: hand everything over before leaving the group.
+        let all: HashSet<String> = polling.fleet.xmids().iter().cloned().collect();
+        halt(&mut running).await;
+        self.handover.finish(&all, self.handover_within).await;
+        self.status(&BTreeSet::new(), &polling, true).await;
+    }
+
+    async fn status(&self, owned: &BTreeSet<u32>, polling: &Polling, stopped: bool) {
+        self.handover
+            .publish_status(
+                owned.iter().copied().collect(),
+                polling.fleet.xmids().len(),
+                stopped,
+            )
+            .await;
+    }
+
+    /// Starts the pollers of the owned shards' XMIDs.
+    async fn start(
+        &self,
+        polling: &Polling,
+        owned: &BTreeSet<u32>,
+        stop: &CancellationToken,
+    ) -> (CancellationToken, JoinSet<()>) {
+        let token = stop.child_token();
+        let mut tasks = JoinSet::new();
+        let shards = self.shards;
+        let owned = owned.clone();
+        let owns: Arc<dyn Fn(&str) -> bool + Send + Sync> =
+            Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
+        let listed: Vec<String> = polling.listed.iter().filter(|x| owns(x)).cloned().collect();
+        if let Err(error) = polling.pollers.init_cursors(&listed, polling.start).await {
+            tracing::error!(%error, "cannot record the new merchants' cursors; retrying at the next change");
+        }
+        polling.fleet.set(listed.clone());
+        polling.pollers.spawn(&listed, &mut tasks, &token);
+        if let Some(roster) = &polling.roster {
+            let watch = RosterWatch {
+                pollers: polling.pollers.clone(),
+                config: roster.clone(),
+                listed,
+                start: polling.start,
+                fleet: polling.fleet.clone(),
+                owns: Some(owns),
+            };
+            tasks.spawn(watch.run(token.clone()));
+        }
+        (token, tasks)
+    }
+}
+
+/// Stops the running pollers (a poll in progress is dropped: its admitted pages stay, its
+/// cursor does not move, and its state is not published).
+async fn halt(running: &mut Option<(CancellationToken, JoinSet<()>)>) {
+    if let Some((token, mut tasks)) = running.take() {
+        token.cancel();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard_of("887000000001", 32), shard_of("887000000001", 32));
+        let mut counts = [0u32; 8];
+        for i in 0..8000 {
+            counts[shard_of(&format!("8{i:011}"), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|c| (850..1150).contains(c)), "{counts:?}");
+    }
+}

@@ -1,0 +1,431 @@
+//! The state that moves with a shard, through the state topic (compacted, keyed per merchant
+//! and resource): each merchant's cursor and the record ids of its look-back window, published
+//! only once every event admitted up to it is delivered — so the next owner resumes where
+//! delivery really stood, and nothing admitted but undelivered by an instance that dies is
+//! skipped. Every instance tails the topic and adopts the others' states into its own store.
+//! Each instance also publishes its status there (`cluster status` reads it).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::{kafka_config, ClusterError};
+use crate::config::ClusterConfig;
+use crate::store::{Cursor, Store};
+
+/// Most ids carried for one merchant (its newest): a window that holds more repeats the rest.
+const MAX_IDS: usize = 10_000;
+/// Past this many outbox entries, which merchants wait is not worked out: nothing is published.
+const MAX_WAITING_SCAN: usize = 50_000;
+/// States kept per merchant while their events are delivered.
+const MAX_PENDING: usize = 8;
+
+/// A message of the state topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StateMessage {
+    /// One merchant's delivered state for one resource.
+    Merchant(MerchantState),
+    /// An instance: its shards and merchants, now.
+    Instance(InstanceStatus),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MerchantState {
+    /// The instance that polled it.
+    pub instance: String,
+    pub xmid: String,
+    /// The store's cursor key (`XMID`, `disputes/XMID` …).
+    pub key: String,
+    pub position: DateTime<Utc>,
+    pub floor: DateTime<Utc>,
+    /// Seen-set keys of the records admitted in its last window.
+    pub seen: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub instance: String,
+    pub shards: Vec<u32>,
+    pub merchants: usize,
+    pub at: DateTime<Utc>,
+    /// Set by an instance leaving the group.
+    pub stopped: bool,
+}
+
+impl StateMessage {
+    /// The message's key: `merchant/CURSOR_KEY` or `instance/NAME`.
+    pub fn key(&self) -> String {
+        match self {
+            StateMessage::Merchant(m) => format!("merchant/{}", m.key),
+            StateMessage::Instance(i) => format!("instance/{}", i.instance),
+        }
+    }
+}
+
+struct Pending {
+    /// Every outbox entry of this poll is below it.
+    watermark: u64,
+    state: MerchantState,
+}
+
+/// Publishes this instance's delivered states and adopts the others'.
+#[derive(Clone)]
+pub struct Handover {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    instance: String,
+    topic: String,
+    store: Store,
+    producer: FutureProducer,
+    pending: Mutex<HashMap<String, VecDeque<Pending>>>,
+    /// Next offset the tailer will read, per partition.
+    tailed: Mutex<HashMap<i32, i64>>,
+    stop_tailing: AtomicBool,
+    brokers: ClusterConfig,
+}
+
+impl Handover {
+    /// Connects, and starts tailing the state topic from its beginning on a thread of its own.
+    pub fn start(config: &ClusterConfig, store: Store) -> Result<Handover, ClusterError> {
+        let producer: FutureProducer = kafka_config(config)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "20")
+            .create()
+            .map_err(|e| ClusterError::Kafka(format!("state producer: {e}")))?;
+        let handover = Handover {
+            inner: Arc::new(Inner {
+                instance: config.instance_name(),
+                topic: config.state_topic.clone(),
+                store,
+                producer,
+                pending: Mutex::new(HashMap::new()),
+                tailed: Mutex::new(HashMap::new()),
+                stop_tailing: AtomicBool::new(false),
+                brokers: config.clone(),
+            }),
+        };
+        let tailer: BaseConsumer = kafka_config(config)
+            .set(
+                "group.id",
+                format!("mxc-relay-tail-{}", uuid::Uuid::new_v4()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| ClusterError::Kafka(format!("state reader: {e}")))?;
+        let partitions = partitions(&tailer, &config.state_topic)?;
+        let mut list = TopicPartitionList::new();
+        for p in 0..partitions {
+            list.add_partition_offset(&config.state_topic, p, Offset::Beginning)
+                .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        }
+        tailer
+            .assign(&list)
+            .map_err(|e| ClusterError::Kafka(format!("state reader: {e}")))?;
+        let inner = handover.inner.clone();
+        std::thread::Builder::new()
+            .name("state-tail".into())
+            .spawn(move || tail(tailer, inner))
+            .map_err(|e| ClusterError::Kafka(format!("cannot start the state reader: {e}")))?;
+        Ok(handover)
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// A poll completed: these states become publishable once its events are delivered.
+    pub fn polled(&self, states: Vec<MerchantState>) {
+        let Ok(watermark) = self.inner.store.watermark() else {
+            return;
+        };
+        let Ok(mut pending) = self.inner.pending.lock() else {
+            return;
+        };
+        for mut state in states {
+            if state.seen.len() > MAX_IDS {
+                state.seen.drain(..state.seen.len() - MAX_IDS);
+            }
+            let queue = pending.entry(state.key.clone()).or_default();
+            if queue.len() == MAX_PENDING {
+                queue.pop_front();
+            }
+            queue.push_back(Pending { watermark, state });
+        }
+    }
+
+    /// Publishes, for each merchant, its newest state whose events are all delivered.
+    pub async fn publish_delivered(&self) -> Result<usize, ClusterError> {
+        let waiting = self
+            .inner
+            .store
+            .waiting_by_xmid(MAX_WAITING_SCAN)
+            .map_err(|e| ClusterError::Store(e.to_string()))?;
+        let Some(waiting) = waiting else {
+            return Ok(0);
+        };
+        let ready: Vec<MerchantState> = {
+            let Ok(mut pending) = self.inner.pending.lock() else {
+                return Ok(0);
+            };
+            let mut ready = Vec::new();
+            for queue in pending.values_mut() {
+                let clear = |p: &Pending| {
+                    waiting
+                        .get(&p.state.xmid)
+                        .is_none_or(|oldest| *oldest > p.watermark)
+                };
+                if let Some(at) = queue.iter().rposition(clear) {
+                    let newest = queue.drain(..=at).last();
+                    ready.extend(newest.map(|p| p.state));
+                }
+            }
+            pending.retain(|_, q| !q.is_empty());
+            ready
+        };
+        let n = ready.len();
+        self.send(ready.into_iter().map(StateMessage::Merchant).collect())
+            .await?;
+        Ok(n)
+    }
+
+    /// Hands over `xmids` (their pollers already stopped): waits up to `within` for their
+    /// events to be delivered, publishes their last delivered states, and forgets the rest.
+    pub async fn finish(&self, xmids: &HashSet<String>, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Err(error) = self.publish_delivered().await {
+                tracing::warn!(%error, "cannot publish merchant states");
+            }
+            let left = self
+                .inner
+                .pending
+                .lock()
+                .map(|p| {
+                    p.values()
+                        .flatten()
+                        .filter(|x| xmids.contains(&x.state.xmid))
+                        .count()
+                })
+                .unwrap_or(0);
+            if left == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(states = left, "handing over before every event was delivered: the next owner repeats those records (same ids)");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Ok(mut pending) = self.inner.pending.lock() {
+            pending.retain(|_, q| q.front().is_none_or(|p| !xmids.contains(&p.state.xmid)));
+        }
+        self.flush().await;
+    }
+
+    /// Publishes this instance's status.
+    pub async fn publish_status(&self, shards: Vec<u32>, merchants: usize, stopped: bool) {
+        let status = StateMessage::Instance(InstanceStatus {
+            instance: self.inner.instance.clone(),
+            shards,
+            merchants,
+            at: Utc::now(),
+            stopped,
+        });
+        if let Err(error) = self.send(vec![status]).await {
+            tracing::warn!(%error, "cannot publish this instance's status");
+        }
+    }
+
+    /// Waits until the tailer has read (and adopted) everything on the topic now, so a shard
+    /// just assigned starts from what its last owner published. False after `within`.
+    pub async fn catch_up(&self, within: Duration) -> bool {
+        let config = self.inner.brokers.clone();
+        let topic = self.inner.topic.clone();
+        let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic)).await;
+        let ends = match ends {
+            Ok(Ok(ends)) => ends,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the state topic's end; starting from the local state");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            let behind = {
+                let tailed = self
+                    .inner
+                    .tailed
+                    .lock()
+                    .map(|t| t.clone())
+                    .unwrap_or_default();
+                ends.iter()
+                    .any(|(p, end)| *end > 0 && tailed.get(p).copied().unwrap_or(0) < *end)
+            };
+            if !behind {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!("the state topic was not read to its end in time; starting from the local state");
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn send(&self, messages: Vec<StateMessage>) -> Result<(), ClusterError> {
+        let encoded: Vec<(String, Vec<u8>)> = messages
+            .iter()
+            .map(|m| (m.key(), serde_json::to_vec(m).unwrap_or_default()))
+            .collect();
+        let mut sends = Vec::with_capacity(encoded.len());
+        for (key, payload) in &encoded {
+            let record = FutureRecord::to(&self.inner.topic)
+                .key(key)
+                .payload(payload);
+            sends.push(self.inner.producer.send(record, Duration::from_secs(30)));
+        }
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(e, _)| {
+                ClusterError::Kafka(format!("state topic {}: {e}", self.inner.topic))
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&self) {
+        let producer = self.inner.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await;
+    }
+
+    /// Stops the tailer thread.
+    pub fn stop(&self) {
+        self.inner.stop_tailing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads the state topic for good, adopting every other instance's merchant states.
+fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
+    while !inner.stop_tailing.load(Ordering::Relaxed) {
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let message = match result {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::warn!(%error, "reading the state topic");
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        if let Some(Ok(StateMessage::Merchant(state))) = message
+            .payload()
+            .map(serde_json::from_slice::<StateMessage>)
+        {
+            if state.instance != inner.instance {
+                let cursor = Cursor {
+                    position: state.position,
+                    floor: state.floor,
+                };
+                if let Err(error) = inner.store.adopt(&state.key, cursor, &state.seen) {
+                    tracing::error!(%error, key = %state.key, "cannot adopt a merchant's state");
+                }
+            }
+        }
+        if let Ok(mut tailed) = inner.tailed.lock() {
+            tailed.insert(message.partition(), message.offset() + 1);
+        }
+    }
+}
+
+fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, ClusterError> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| ClusterError::Kafka(format!("topic {topic}: {e}")))?;
+    let n = metadata
+        .topics()
+        .first()
+        .map(|t| t.partitions().len() as i32)
+        .unwrap_or(0);
+    if n == 0 {
+        return Err(ClusterError::Kafka(format!(
+            "topic {topic} has no partitions"
+        )));
+    }
+    Ok(n)
+}
+
+/// Each partition's end (the offset the next message will get).
+fn high_watermarks(config: &ClusterConfig, topic: &str) -> Result<Vec<(i32, i64)>, ClusterError> {
+    let consumer: BaseConsumer = kafka_config(config)
+        .create()
+        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    let n = partitions(&consumer, topic)?;
+    (0..n)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map(|(_, high)| (p, high))
+                .map_err(|e| ClusterError::Kafka(format!("topic {topic}[{p}]: {e}")))
+        })
+        .collect()
+}
+
+/// Every message of the state topic up to its current end, latest per key: for
+/// `cluster status`. Blocking.
+pub fn read_all(config: &ClusterConfig) -> Result<Vec<StateMessage>, ClusterError> {
+    let topic = &config.state_topic;
+    let ends = high_watermarks(config, topic)?;
+    let consumer: BaseConsumer = kafka_config(config)
+        .set(
+            "group.id",
+            format!("mxc-relay-status-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    let mut list = TopicPartitionList::new();
+    for (p, _) in &ends {
+        list.add_partition_offset(topic, *p, Offset::Beginning)
+            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    }
+    consumer
+        .assign(&list)
+        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut latest: HashMap<String, StateMessage> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ends
+        .iter()
+        .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
+    {
+        if Instant::now() > deadline {
+            return Err(ClusterError::Kafka(format!(
+                "reading {topic} took over 60 s"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                next.insert(m.partition(), m.offset() + 1);
+                if let Some(Ok(state)) = m.payload().map(serde_json::from_slice::<StateMessage>) {
+                    latest.insert(state.key(), state);
+                }
+            }
+            Some(Err(e)) => return Err(ClusterError::Kafka(format!("{topic}: {e}"))),
+            None => {}
+        }
+    }
+    Ok(latest.into_values().collect())
+}

@@ -1,0 +1,372 @@
+//! Several instances share the merchants through a Kafka consumer group: the real binary, three
+//! then four instances, a real broker (Tansu, started by `.ci/test`), the simulator counting
+//! which instance queries which merchant (each names itself in its `User-Agent`).
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::mxc::ReportQuery;
+use mxc_relay::sim::{RunningSim, StatsSnapshot};
+
+use common::kafka::*;
+use common::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+const MERCHANTS: usize = 3000;
+const INTERVAL_S: u64 = 2;
+const SESSION_S: u64 = 6;
+
+struct Cluster {
+    dir: PathBuf,
+    sim_url: String,
+    xmids: Vec<String>,
+    broker: String,
+    name: String,
+}
+
+impl Cluster {
+    fn config(&self, instance: &str) -> PathBuf {
+        let dir = self.dir.join(instance);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("relay.toml");
+        let text = format!(
+            r#"[mxc]
+base_url = "{sim}"
+
+[pollers]
+xmids = {xmids}
+interval = "{INTERVAL_S}s"
+look_back = "1m"
+group_size = 50
+requests_per_second = 200.0
+burst = 100
+start = "{start}"
+
+[store]
+path = "{dir}/store"
+durability = "interval"
+
+[delivery]
+retry_min = "200ms"
+
+[sinks.kafka]
+kind = "kafka"
+brokers = "{broker}"
+topic = "{name}-out"
+
+[[routes]]
+name = "all"
+sink = "kafka"
+
+[telemetry]
+listen = ""
+
+[cluster]
+brokers = "{broker}"
+group = "{name}"
+control_topic = "{name}-shards"
+state_topic = "{name}-state"
+shards = 12
+instance = "{instance}"
+session_timeout = "{SESSION_S}s"
+state_interval = "1s"
+"#,
+            sim = self.sim_url,
+            xmids = serde_json::to_string(&self.xmids).unwrap(),
+            start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
+            dir = dir.display(),
+            broker = self.broker,
+            name = self.name,
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    fn start(&self, instance: &str) -> Child {
+        let file = self.config(instance);
+        let log = std::fs::File::create(self.dir.join(instance).join("relay.log")).unwrap();
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&file)
+            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self, instance: &str) -> String {
+        std::fs::read_to_string(self.dir.join(instance).join("relay.log")).unwrap_or_default()
+    }
+}
+
+/// The instance in a `User-Agent` like `mxc-relay/0.1.0 (instance i1)`.
+fn instance_of(agent: &str) -> String {
+    agent
+        .split("(instance ")
+        .nth(1)
+        .map(|s| s.trim_end_matches(')').to_string())
+        .unwrap_or_else(|| agent.to_string())
+}
+
+/// XMID → instance → queries between two snapshots.
+fn queried(
+    before: &StatsSnapshot,
+    after: &StatsSnapshot,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+    for (xmid, clients) in &after.clients_by_xmid {
+        for (agent, n) in clients {
+            let was = before
+                .clients_by_xmid
+                .get(xmid)
+                .and_then(|c| c.get(agent))
+                .copied()
+                .unwrap_or(0);
+            if *n > was {
+                *out.entry(xmid.clone())
+                    .or_default()
+                    .entry(instance_of(agent))
+                    .or_default() += n - was;
+            }
+        }
+    }
+    out
+}
+
+async fn stats(sim: &RunningSim) -> StatsSnapshot {
+    reqwest::get(format!("{}/_sim/stats?by_xmid=true", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until, over a window of three poll intervals, every merchant is queried by exactly
+/// one instance, and returns that window's owners (XMID → instance).
+async fn steady(sim: &RunningSim, xmids: &[String], within: Duration) -> BTreeMap<String, String> {
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let before = stats(sim).await;
+        tokio::time::sleep(Duration::from_secs(3 * INTERVAL_S)).await;
+        let window = queried(&before, &stats(sim).await);
+        let missing = xmids.iter().filter(|x| !window.contains_key(*x)).count();
+        let shared = window.values().filter(|c| c.len() > 1).count();
+        if missing == 0 && shared == 0 {
+            return window
+                .into_iter()
+                .map(|(x, c)| (x, c.into_keys().next().unwrap()))
+                .collect();
+        }
+        last = format!("{missing} merchants not polled, {shared} polled by more than one instance");
+    }
+    panic!("no steady state within {within:?}: {last}");
+}
+
+fn per_instance(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for instance in owners.values() {
+        *out.entry(instance.clone()).or_default() += 1;
+    }
+    out
+}
+
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}
+
+async fn all_record_ids(
+    sim: &RunningSim,
+    xmids: &[String],
+    from: chrono::DateTime<Utc>,
+) -> HashSet<String> {
+    let client = client(sim);
+    let mut ids = HashSet::new();
+    for chunk in xmids.chunks(200) {
+        let mut pager = client.report_pages(ReportQuery::new(chunk.to_vec(), from, Utc::now()));
+        while let Some(batch) = pager.next_page().await.unwrap() {
+            ids.extend(batch.records.iter().map(|r| r.id().unwrap().to_string()));
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance_to_a_new_one() {
+    let Some(broker) = broker() else { return };
+    let sim = start_sim(mxc_relay::sim::SimConfig {
+        merchants: MERCHANTS,
+        closed_merchants: Some(0),
+        ..quiet_sim()
+    })
+    .await;
+    let xmids = sim.xmids();
+    assert_eq!(xmids.len(), MERCHANTS);
+    let name = topic_name("cluster");
+    create_topic(&broker, &format!("{name}-out"), 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        dir: dir.path().to_path_buf(),
+        sim_url: sim.base_url(),
+        xmids: xmids.clone(),
+        broker: broker.clone(),
+        name: name.clone(),
+    };
+    let t0 = Utc::now();
+    sim.generate(3000, &xmids, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+
+    // Three instances: each merchant polled by exactly one of them.
+    let mut i1 = cluster.start("i1");
+    let mut i2 = cluster.start("i2");
+    let mut i3 = cluster.start("i3");
+    let owners = steady(&sim, &xmids, Duration::from_secs(90)).await;
+    let shares = per_instance(&owners);
+    eprintln!("3 instances: merchants per instance {shares:?}");
+    assert_eq!(shares.len(), 3, "{shares:?}");
+    assert!(shares.values().all(|n| *n >= 500), "{shares:?}");
+
+    let status = Command::new(BIN)
+        .args(["cluster", "status", "--config"])
+        .arg(cluster.config("i1"))
+        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(text.contains("3 live instances, 12 shards"), "{text}");
+    for i in ["i1", "i2", "i3"] {
+        assert!(text.contains(i), "{text}");
+    }
+    assert!(!text.contains("(none)"), "every shard owned: {text}");
+
+    // Records keep arriving while i3 is killed: its merchants are polled by the others within
+    // the session timeout and one poll interval (plus the first poll's spread).
+    let generating = {
+        let (sim_url, xmids) = (sim.base_url(), xmids.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for _ in 0..60 {
+                let now = Utc::now();
+                let body = serde_json::json!({
+                    "count": 50, "xmids": xmids,
+                    "from": mxc_relay::mxc::instant(now - chrono::Duration::seconds(2)),
+                    "to": mxc_relay::mxc::instant(now),
+                });
+                http.post(format!("{sim_url}/_sim/generate"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
+    let orphans: Vec<&String> = owners
+        .iter()
+        .filter(|(_, i)| *i == "i3")
+        .map(|(x, _)| x)
+        .collect();
+    let killed_at = Instant::now();
+    let before_kill = stats(&sim).await;
+    let _ = Command::new("kill")
+        .args(["-KILL", &i3.id().to_string()])
+        .status();
+    let _ = i3.wait();
+    let limit = Duration::from_secs(SESSION_S + 3 * INTERVAL_S + 10);
+    let taken_over = loop {
+        let window = queried(&before_kill, &stats(&sim).await);
+        let left = orphans
+            .iter()
+            .filter(|x| !window.get(**x).is_some_and(|c| c.keys().any(|i| i != "i3")))
+            .count();
+        if left == 0 {
+            break killed_at.elapsed();
+        }
+        assert!(
+            killed_at.elapsed() < limit,
+            "{left} of i3's merchants not taken over after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "i3 killed: its {} merchants polled again by i1/i2 after {taken_over:?}",
+        orphans.len()
+    );
+    let owners = steady(&sim, &xmids, Duration::from_secs(60)).await;
+    assert_eq!(per_instance(&owners).len(), 2);
+
+    // A fourth instance joins: the shards rebalance over three again.
+    let mut i4 = cluster.start("i4");
+    let owners = steady(&sim, &xmids, Duration::from_secs(90)).await;
+    let shares = per_instance(&owners);
+    eprintln!("i4 joined: merchants per instance {shares:?}");
+    assert_eq!(shares.keys().collect::<Vec<_>>(), ["i1", "i2", "i4"]);
+    generating.await.unwrap();
+    // Everything generated so far reaches the topic.
+    let expected = all_record_ids(&sim, &xmids, t0 - chrono::Duration::minutes(6)).await;
+    assert_eq!(expected.len(), 3000 + 60 * 50);
+    tokio::time::sleep(Duration::from_secs(3 * INTERVAL_S)).await;
+    for child in [&mut i1, &mut i2, &mut i4] {
+        stop(child);
+    }
+    let (b, topic, n) = (broker.clone(), format!("{name}-out"), expected.len());
+    let received = tokio::task::spawn_blocking(move || {
+        read_topic(&b, &topic, |m| m.len() >= n, Duration::from_secs(120))
+    })
+    .await
+    .unwrap();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for m in &received {
+        *copies
+            .entry(m.headers["mxc-record-id"].clone())
+            .or_default() += 1;
+        let id = m.body["id"].as_str().unwrap();
+        assert_eq!(
+            id,
+            mxc_relay::route::event_id("all", &m.headers["mxc-record-id"]),
+            "a repeat carries the same event id"
+        );
+    }
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|id| !copies.contains_key(*id))
+        .collect();
+    let repeats: usize = copies.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} records, {} messages, {} repeats, {} missing",
+        expected.len(),
+        received.len(),
+        repeats,
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "lost: {} e.g. {:?}",
+        missing.len(),
+        missing.first()
+    );
+    assert!(
+        copies.keys().all(|id| expected.contains(id)),
+        "nothing but the records"
+    );
+    for i in ["i1", "i2", "i4"] {
+        let log = cluster.log(i);
+        assert!(log.contains("shards assigned"), "{i}: {log}");
+    }
+}
