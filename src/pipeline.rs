@@ -251,6 +251,7 @@ impl Pipeline {
                 max_backoff: Duration::from_secs(300),
                 seen_retention: config.store.seen_retention,
                 resources: config.pollers.polled_resources(),
+                first_poll_within: config.pollers.interval,
             },
             metrics: metrics.clone(),
             handover: None,

@@ -7,7 +7,7 @@
 mod membership;
 mod state;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub use membership::{Change, Membership};
 pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage};
 
 use crate::config::{ClusterConfig, RosterConfig};
-use crate::poll::{Fleet, Pollers, RosterWatch};
+use crate::poll::{Fleet, Ownership, Pollers, RosterWatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -118,7 +118,9 @@ pub struct Polling {
 }
 
 /// Keeps this instance polling exactly the XMIDs of the shards it owns, as the group changes
-/// them, and publishes their delivered state.
+/// them, and publishes their delivered state. Each shard's listed XMIDs have their own poller
+/// tasks, so a change touches only the shards that move; the roster's merchants (if any) are
+/// watched by one roster task, started again on each change.
 pub struct Sharding {
     pub changes: UnboundedReceiver<Change>,
     pub handover: Handover,
@@ -129,10 +131,33 @@ pub struct Sharding {
     pub handover_within: Duration,
 }
 
+/// Tasks with their stop switch.
+struct Tasks {
+    stop: CancellationToken,
+    set: JoinSet<()>,
+}
+
+impl Tasks {
+    fn new(parent: &CancellationToken) -> Tasks {
+        Tasks {
+            stop: parent.child_token(),
+            set: JoinSet::new(),
+        }
+    }
+
+    /// Stops them (a poll in progress is dropped: its admitted pages stay, its cursor does not
+    /// move, and its state is not published).
+    async fn halt(mut self) {
+        self.stop.cancel();
+        self.set.abort_all();
+        while self.set.join_next().await.is_some() {}
+    }
+}
+
 impl Sharding {
     pub async fn run(mut self, polling: Polling, stop: CancellationToken) {
-        let mut owned: BTreeSet<u32> = BTreeSet::new();
-        let mut running: Option<(CancellationToken, JoinSet<()>)> = None;
+        let mut owned: BTreeMap<u32, Tasks> = BTreeMap::new();
+        let mut roster: Option<Tasks> = None;
         let mut tick = tokio::time::interval(self.state_interval);
         loop {
             tokio::select! {
@@ -144,22 +169,33 @@ impl Sharding {
                             .filter(|x| shards.contains(&shard_of(x, self.shards)))
                             .cloned()
                             .collect();
-                        halt(&mut running).await;
-                        for s in &shards {
-                            owned.remove(s);
+                        for shard in &shards {
+                            if let Some(tasks) = owned.remove(shard) {
+                                tasks.halt().await;
+                            }
+                        }
+                        if let Some(tasks) = roster.take() {
+                            tasks.halt().await;
                         }
                         self.handover.finish(&gone, self.handover_within).await;
                         tracing::info!(shards = ?shards, merchants = gone.len(), "shards revoked and handed over");
                         let _ = done.send(());
-                        running = Some(self.start(&polling, &owned, &stop).await);
+                        roster = self.watch_roster(&polling, &owned, &stop);
                         self.status(&owned, &polling, false).await;
                     }
                     Some(Change::Assign { shards }) => {
-                        owned.extend(shards.iter().copied());
                         // Resume from what the last owners published.
                         self.handover.catch_up(Duration::from_secs(60)).await;
-                        halt(&mut running).await;
-                        running = Some(self.start(&polling, &owned, &stop).await);
+                        for shard in shards.iter().copied() {
+                            if !owned.contains_key(&shard) {
+                                let tasks = self.poll_shard(&polling, shard, &stop).await;
+                                owned.insert(shard, tasks);
+                            }
+                        }
+                        if let Some(tasks) = roster.take() {
+                            tasks.halt().await;
+                        }
+                        roster = self.watch_roster(&polling, &owned, &stop);
                         tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), "shards assigned");
                         self.status(&owned, &polling, false).await;
                     }
@@ -174,62 +210,79 @@ impl Sharding {
         }
         // Stopping: hand everything over before leaving the group.
         let all: HashSet<String> = polling.fleet.xmids().iter().cloned().collect();
-        halt(&mut running).await;
+        for tasks in std::mem::take(&mut owned)
+            .into_values()
+            .chain(roster.take())
+        {
+            tasks.halt().await;
+        }
         self.handover.finish(&all, self.handover_within).await;
-        self.status(&BTreeSet::new(), &polling, true).await;
+        self.status(&owned, &polling, true).await;
     }
 
-    async fn status(&self, owned: &BTreeSet<u32>, polling: &Polling, stopped: bool) {
+    async fn status(&self, owned: &BTreeMap<u32, Tasks>, polling: &Polling, stopped: bool) {
         self.handover
             .publish_status(
-                owned.iter().copied().collect(),
+                owned.keys().copied().collect(),
                 polling.fleet.xmids().len(),
                 stopped,
             )
             .await;
     }
 
-    /// Starts the pollers of the owned shards' XMIDs.
-    async fn start(
+    /// The listed XMIDs of the owned shards.
+    fn listed(&self, polling: &Polling, owned: impl Fn(u32) -> bool) -> Vec<String> {
+        polling
+            .listed
+            .iter()
+            .filter(|x| owned(shard_of(x, self.shards)))
+            .cloned()
+            .collect()
+    }
+
+    /// Starts polling one shard's listed XMIDs at once (a shard taken over has waited enough).
+    async fn poll_shard(&self, polling: &Polling, shard: u32, stop: &CancellationToken) -> Tasks {
+        let mut tasks = Tasks::new(stop);
+        let xmids = self.listed(polling, |s| s == shard);
+        if let Err(error) = polling.pollers.init_cursors(&xmids, polling.start).await {
+            tracing::error!(%error, shard, "cannot record the shard's new cursors; its merchants start where their cursors are");
+        }
+        let mut pollers = polling.pollers.clone();
+        pollers.config.first_poll_within = pollers.config.interval / 10;
+        pollers.spawn(&xmids, &mut tasks.set, &tasks.stop);
+        let mut fleet: Vec<String> = polling.fleet.xmids().iter().cloned().collect();
+        fleet.extend(xmids);
+        polling.fleet.set(fleet);
+        tasks
+    }
+
+    /// The roster task for the owned shards, if the roster is used; else the fleet is the
+    /// owned shards' listed XMIDs.
+    fn watch_roster(
         &self,
         polling: &Polling,
-        owned: &BTreeSet<u32>,
+        owned: &BTreeMap<u32, Tasks>,
         stop: &CancellationToken,
-    ) -> (CancellationToken, JoinSet<()>) {
-        let token = stop.child_token();
-        let mut tasks = JoinSet::new();
+    ) -> Option<Tasks> {
         let shards = self.shards;
-        let owned = owned.clone();
-        let owns: Arc<dyn Fn(&str) -> bool + Send + Sync> =
-            Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
-        let listed: Vec<String> = polling.listed.iter().filter(|x| owns(x)).cloned().collect();
-        if let Err(error) = polling.pollers.init_cursors(&listed, polling.start).await {
-            tracing::error!(%error, "cannot record the new merchants' cursors; retrying at the next change");
-        }
-        polling.fleet.set(listed.clone());
-        polling.pollers.spawn(&listed, &mut tasks, &token);
-        if let Some(roster) = &polling.roster {
-            let watch = RosterWatch {
-                pollers: polling.pollers.clone(),
-                config: roster.clone(),
-                listed,
-                start: polling.start,
-                fleet: polling.fleet.clone(),
-                owns: Some(owns),
-            };
-            tasks.spawn(watch.run(token.clone()));
-        }
-        (token, tasks)
-    }
-}
-
-/// Stops the running pollers (a poll in progress is dropped: its admitted pages stay, its
-/// cursor does not move, and its state is not published).
-async fn halt(running: &mut Option<(CancellationToken, JoinSet<()>)>) {
-    if let Some((token, mut tasks)) = running.take() {
-        token.cancel();
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        let owned: BTreeSet<u32> = owned.keys().copied().collect();
+        let listed = self.listed(polling, |s| owned.contains(&s));
+        let Some(config) = &polling.roster else {
+            polling.fleet.set(listed);
+            return None;
+        };
+        let owns: Ownership = Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
+        let mut tasks = Tasks::new(stop);
+        let watch = RosterWatch {
+            pollers: polling.pollers.clone(),
+            config: config.clone(),
+            listed,
+            start: polling.start,
+            fleet: polling.fleet.clone(),
+            owns: Some(owns),
+        };
+        tasks.set.spawn(watch.run(tasks.stop.clone()));
+        Some(tasks)
     }
 }
 

@@ -46,6 +46,9 @@ pub struct PollConfig {
     pub seen_retention: Duration,
     /// What is polled for each XMID (`pollers.resources`).
     pub resources: Vec<&'static Resource>,
+    /// New pollers spread their first polls over this much (usually one interval), so
+    /// thousands of them do not fire at once.
+    pub first_poll_within: Duration,
 }
 
 /// Why a poll cycle failed.
@@ -152,8 +155,9 @@ impl Pollers {
         xmids: &[String],
         stop: &CancellationToken,
     ) {
-        // Spread the first polls over one interval so thousands of pollers do not fire at once.
-        let jitter = rand::thread_rng().gen_range(0.0..1.0) * self.config.interval.as_secs_f64();
+        // Spread the first polls so thousands of pollers do not fire at once.
+        let jitter =
+            rand::thread_rng().gen_range(0.0..1.0) * self.config.first_poll_within.as_secs_f64();
         if sleep_or_stop(stop, Duration::from_secs_f64(jitter)).await {
             return;
         }
