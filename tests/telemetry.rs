@@ -327,6 +327,12 @@ fn the_deploy_configurations_are_valid() {
     let text = std::fs::read_to_string(format!("{DEPLOY}/config/compose.toml")).unwrap();
     let config = Config::from_toml(&text, "compose.toml", &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.telemetry.listen, "0.0.0.0:9464");
+    // Three relays in one consumer group with the cluster profile, each under its own name.
+    assert!(config.cluster.enabled());
+    for name in ["relay-1", "relay-2", "relay-3"] {
+        assert!(compose.contains(&format!("MXC_CLUSTER_INSTANCE: {name}")), "{name}");
+    }
+    assert_eq!(compose.matches("profiles: [\"cluster\"]").count(), 2);
 
     // The Kubernetes ConfigMap's file.
     let k8s = std::fs::read_to_string(format!("{DEPLOY}/k8s/mxc-relay.yaml")).unwrap();
@@ -345,4 +351,7 @@ fn the_deploy_configurations_are_valid() {
     let config =
         Config::from_toml(&embedded, "k8s", &env).unwrap_or_else(|e| panic!("{e}\n{embedded}"));
     assert_eq!(config.sinks.len(), 2);
+    assert!(config.cluster.enabled(), "the replicas share the merchants");
+    assert!(k8s.contains("replicas: 3"));
+    assert!(k8s.contains("name: MXC_CLUSTER_INSTANCE"));
 }

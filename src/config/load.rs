@@ -54,6 +54,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MXC_API_KEY", "mxc.api_key"),
     ("MXC_USERNAME", "mxc.username"),
     ("MXC_PASSWORD", "mxc.password"),
+    ("MXC_CLUSTER_INSTANCE", "cluster.instance"),
 ];
 
 impl Config {
@@ -126,6 +127,10 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         self.mxc.apply_env(env);
+        // One file for every replica, each naming itself (a pod's name, say).
+        if let Some(name) = env("MXC_CLUSTER_INSTANCE").filter(|v| !v.is_empty()) {
+            self.cluster.instance = name;
+        }
         for sink in self.sinks.values_mut() {
             if let super::SinkConfig::Webhook(webhook) = sink {
                 webhook.apply_env(env);
