@@ -104,6 +104,19 @@ state_interval = "1s"
     fn log(&self, instance: &str) -> String {
         std::fs::read_to_string(self.dir.join(instance).join("relay.log")).unwrap_or_default()
     }
+
+    /// The instances' cluster events (joins, assignments, handovers), for a failure message.
+    fn timeline(&self, instances: &[&str]) -> String {
+        let mut out = String::new();
+        for i in instances {
+            for line in self.log(i).lines().filter(|l| {
+                l.contains("shards") || l.contains("cluster") || l.contains("state topic")
+            }) {
+                out.push_str(&format!("{i}: {line}\n"));
+            }
+        }
+        out
+    }
 }
 
 /// The instance in a `User-Agent` like `mxc-relay/0.1.0 (instance i1)`.
@@ -319,9 +332,34 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
     );
     steady(&sim, &xmids, &["i1", "i2"], Duration::from_secs(60)).await;
 
-    // A fourth instance joins: the shards rebalance over three again.
+    // A fourth instance joins: the shards rebalance over three again, and no merchant goes
+    // unpolled meanwhile for long (the longest gap between two queries of a merchant).
+    let mut last_change: HashMap<String, (u64, Instant)> = HashMap::new();
+    let mut longest_gap = Duration::ZERO;
+    let mut sample_gaps = |snapshot: &StatsSnapshot| {
+        let now = Instant::now();
+        for xmid in &xmids {
+            let n = snapshot.queries_by_xmid.get(xmid).copied().unwrap_or(0);
+            let entry = last_change.entry(xmid.clone()).or_insert((n, now));
+            if entry.0 != n {
+                longest_gap = longest_gap.max(now - entry.1);
+                *entry = (n, now);
+            }
+        }
+    };
+    sample_gaps(&stats(&sim).await);
     let mut i4 = cluster.start("i4");
     let joined_at = Instant::now();
+    while joined_at.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        sample_gaps(&stats(&sim).await);
+    }
+    eprintln!("i4 joining: longest a merchant went unpolled: {longest_gap:?}");
+    assert!(
+        longest_gap <= Duration::from_secs(SESSION_S + 2 * INTERVAL_S),
+        "a gap of {longest_gap:?} while i4 joined\n{}",
+        cluster.timeline(&["i1", "i2", "i4"])
+    );
     let owners = steady(&sim, &xmids, &["i1", "i2", "i4"], Duration::from_secs(90)).await;
     let shares = per_instance(&owners);
     eprintln!(

@@ -330,7 +330,10 @@ fn the_deploy_configurations_are_valid() {
     // Three relays in one consumer group with the cluster profile, each under its own name.
     assert!(config.cluster.enabled());
     for name in ["relay-1", "relay-2", "relay-3"] {
-        assert!(compose.contains(&format!("MXC_CLUSTER_INSTANCE: {name}")), "{name}");
+        assert!(
+            compose.contains(&format!("MXC_CLUSTER_INSTANCE: {name}")),
+            "{name}"
+        );
     }
     assert_eq!(compose.matches("profiles: [\"cluster\"]").count(), 2);
 

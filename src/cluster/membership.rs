@@ -89,7 +89,12 @@ impl Membership {
             .set("group.id", &config.group)
             .set("client.id", config.instance_name())
             .set("session.timeout.ms", session.to_string())
-            .set("heartbeat.interval.ms", (session / 4).max(500).to_string())
+            // Heartbeats are also how a member learns of a rebalance: often enough that a
+            // handover takes a second or two, not several.
+            .set(
+                "heartbeat.interval.ms",
+                (session / 10).clamp(300, 1000).to_string(),
+            )
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .create_with_context(Context {

@@ -178,6 +178,9 @@ impl Sharding {
                             tasks.halt().await;
                         }
                         self.handover.finish(&gone, self.handover_within).await;
+                        polling.pollers.metrics.cluster_shard_changes
+                            .with_label_values(&["revoked"])
+                            .inc_by(shards.len() as u64);
                         tracing::info!(shards = ?shards, merchants = gone.len(), "shards revoked and handed over");
                         let _ = done.send(());
                         roster = self.watch_roster(&polling, &owned, &stop);
@@ -185,7 +188,9 @@ impl Sharding {
                     }
                     Some(Change::Assign { shards }) => {
                         // Resume from what the last owners published.
+                        let reading = std::time::Instant::now();
                         self.handover.catch_up(Duration::from_secs(60)).await;
+                        let caught_up_ms = reading.elapsed().as_millis() as u64;
                         for shard in shards.iter().copied() {
                             if !owned.contains_key(&shard) {
                                 let tasks = self.poll_shard(&polling, shard, &stop).await;
@@ -196,7 +201,10 @@ impl Sharding {
                             tasks.halt().await;
                         }
                         roster = self.watch_roster(&polling, &owned, &stop);
-                        tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), "shards assigned");
+                        polling.pollers.metrics.cluster_shard_changes
+                            .with_label_values(&["assigned"])
+                            .inc_by(shards.len() as u64);
+                        tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), caught_up_ms, "shards assigned");
                         self.status(&owned, &polling, false).await;
                     }
                 },
@@ -221,6 +229,11 @@ impl Sharding {
     }
 
     async fn status(&self, owned: &BTreeMap<u32, Tasks>, polling: &Polling, stopped: bool) {
+        polling
+            .pollers
+            .metrics
+            .cluster_shards
+            .set(owned.len() as i64);
         self.handover
             .publish_status(
                 owned.keys().copied().collect(),

@@ -42,6 +42,9 @@ pub enum StateMessage {
 pub struct MerchantState {
     /// The instance that polled it.
     pub instance: String,
+    /// That instance's process (a fresh id per start): what a reader skips as its own.
+    #[serde(default)]
+    pub run: String,
     pub xmid: String,
     /// The store's cursor key (`XMID`, `disputes/XMID` …).
     pub key: String,
@@ -85,6 +88,8 @@ pub struct Handover {
 
 struct Inner {
     instance: String,
+    /// This process's id: its own states, read back, are skipped (a namesake's are not).
+    run: String,
     topic: String,
     store: Store,
     producer: FutureProducer,
@@ -107,6 +112,7 @@ impl Handover {
         let handover = Handover {
             inner: Arc::new(Inner {
                 instance: config.instance_name(),
+                run: uuid::Uuid::new_v4().simple().to_string(),
                 topic: config.state_topic.clone(),
                 store,
                 producer,
@@ -157,6 +163,7 @@ impl Handover {
             if state.seen.len() > MAX_IDS {
                 state.seen.drain(..state.seen.len() - MAX_IDS);
             }
+            state.run = self.inner.run.clone();
             let queue = pending.entry(state.key.clone()).or_default();
             if queue.len() == MAX_PENDING {
                 queue.pop_front();
@@ -316,37 +323,66 @@ impl Handover {
     }
 }
 
-/// Reads the state topic for good, adopting every other instance's merchant states.
+/// Reads the state topic for good, adopting every other instance's merchant states: in
+/// batches (the newest state per merchant of what arrived), each in one store transaction, and
+/// only then counted as read, so `catch_up` waits for them to be adopted.
 fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
+    const BATCH: usize = 5_000;
+    let mut batch: HashMap<String, MerchantState> = HashMap::new();
+    let mut read: HashMap<i32, i64> = HashMap::new();
+    let mut started = Instant::now();
     while !inner.stop_tailing.load(Ordering::Relaxed) {
-        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
-            continue;
-        };
-        let message = match result {
-            Ok(m) => m,
-            Err(error) => {
+        let polled = consumer.poll(Duration::from_millis(
+            if batch.is_empty() && read.is_empty() {
+                200
+            } else {
+                0
+            },
+        ));
+        match polled {
+            Some(Ok(message)) => {
+                if let Some(Ok(StateMessage::Merchant(state))) = message
+                    .payload()
+                    .map(serde_json::from_slice::<StateMessage>)
+                {
+                    if state.run != inner.run {
+                        batch.insert(state.key.clone(), state);
+                    }
+                }
+                read.insert(message.partition(), message.offset() + 1);
+                if batch.len() < BATCH && started.elapsed() < Duration::from_millis(500) {
+                    continue;
+                }
+            }
+            Some(Err(error)) => {
                 tracing::warn!(%error, "reading the state topic");
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
-        };
-        if let Some(Ok(StateMessage::Merchant(state))) = message
-            .payload()
-            .map(serde_json::from_slice::<StateMessage>)
-        {
-            if state.instance != inner.instance {
-                let cursor = Cursor {
-                    position: state.position,
-                    floor: state.floor,
-                };
-                if let Err(error) = inner.store.adopt(&state.key, cursor, &state.seen) {
-                    tracing::error!(%error, key = %state.key, "cannot adopt a merchant's state");
-                }
+            None => {}
+        }
+        // Caught up for now (or the batch is full): adopt, then count as read.
+        let states: Vec<MerchantState> = batch.drain().map(|(_, s)| s).collect();
+        if !states.is_empty() {
+            if let Err(error) = inner.store.adopt_all(
+                &states
+                    .iter()
+                    .map(|s| {
+                        let cursor = Cursor {
+                            position: s.position,
+                            floor: s.floor,
+                        };
+                        (s.key.as_str(), cursor, s.seen.as_slice())
+                    })
+                    .collect::<Vec<_>>(),
+            ) {
+                tracing::error!(%error, merchants = states.len(), "cannot adopt merchant states");
             }
         }
         if let Ok(mut tailed) = inner.tailed.lock() {
-            tailed.insert(message.partition(), message.offset() + 1);
+            tailed.extend(read.drain());
         }
+        started = Instant::now();
     }
 }
 

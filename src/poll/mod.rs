@@ -170,12 +170,21 @@ impl Pollers {
                 .build()
         };
         let mut delays = backoff();
+        // Pollers started at once (a shard taken over) spread out after their first poll, so
+        // they do not all want the request budget at the same instant of every interval.
+        let mut spread_out = self.config.first_poll_within < self.config.interval;
         loop {
             let delay = match self.poll_once(resource, xmids).await {
                 Ok(()) => {
                     self.metrics.polls.with_label_values(&["ok"]).inc();
                     delays = backoff();
-                    self.config.interval
+                    if std::mem::take(&mut spread_out) {
+                        self.config
+                            .interval
+                            .mul_f64(rand::thread_rng().gen_range(0.0..1.0))
+                    } else {
+                        self.config.interval
+                    }
                 }
                 Err(error) => {
                     self.metrics.polls.with_label_values(&["error"]).inc();
@@ -272,6 +281,7 @@ impl Pollers {
                 .zip(xmids)
                 .map(|((key, cursor), xmid)| MerchantState {
                     instance: handover.instance().to_string(),
+                    run: String::new(),
                     xmid: xmid.clone(),
                     key: key.clone(),
                     position: cursor.position,

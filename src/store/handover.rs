@@ -7,7 +7,7 @@ use chrono::Utc;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{decode_cursor, decode_event, encode_cursor, time_key, Cursor, Store, StoreError};
+use super::{decode_cursor, encode_cursor, time_key, Cursor, Store, StoreError};
 
 impl Store {
     /// A number above every outbox entry admitted so far (and below every later one).
@@ -33,9 +33,9 @@ impl Store {
             for item in sink.outbox.iter() {
                 let (key, value) = item.map_err(self.io("read outbox"))?;
                 let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
-                let event =
-                    decode_event(&value).map_err(|e| self.corrupt("outbox entry", name, &e))?;
-                let slot = oldest.entry(event.xmid).or_insert(seq);
+                let xmid = xmid_of(&value)
+                    .ok_or_else(|| self.corrupt("outbox entry", name, "no readable header line"))?;
+                let slot = oldest.entry(xmid).or_insert(seq);
                 *slot = (*slot).min(seq);
             }
         }
@@ -46,6 +46,11 @@ impl Store {
     /// of this store's, and the record ids it had admitted (seen-set keys), so the look-back
     /// window it re-reads is not sent again. Returns whether the cursor moved.
     pub fn adopt(&self, key: &str, cursor: Cursor, seen: &[String]) -> Result<bool, StoreError> {
+        Ok(self.adopt_all(&[(key, cursor, seen)])? == 1)
+    }
+
+    /// [`Store::adopt`] for many, in one transaction; returns how many cursors moved.
+    pub fn adopt_all(&self, states: &[(&str, Cursor, &[String])]) -> Result<usize, StoreError> {
         let now = Utc::now().timestamp_millis();
         let trees = [
             self.inner.seen.clone(),
@@ -54,23 +59,26 @@ impl Store {
         ];
         let result = trees[..].transaction(|t| {
             let (seen_tree, by_time, cursors) = (&t[0], &t[1], &t[2]);
-            for id in seen {
-                if seen_tree.get(id.as_bytes())?.is_none() {
-                    seen_tree.insert(id.as_bytes(), &now.to_be_bytes())?;
-                    by_time.insert(time_key(now, id), &[])?;
+            let mut moved = 0;
+            for (key, cursor, seen) in states {
+                for id in seen.iter() {
+                    if seen_tree.get(id.as_bytes())?.is_none() {
+                        seen_tree.insert(id.as_bytes(), &now.to_be_bytes())?;
+                        by_time.insert(time_key(now, id), &[])?;
+                    }
+                }
+                let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
+                if local.is_none_or(|l| l.position < cursor.position) {
+                    let floor = local.map_or(cursor.floor, |l| l.floor.min(cursor.floor));
+                    let merged = Cursor {
+                        position: cursor.position,
+                        floor,
+                    };
+                    cursors.insert(key.as_bytes(), &encode_cursor(&merged))?;
+                    moved += 1;
                 }
             }
-            let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
-            let ahead = local.is_none_or(|l| l.position < cursor.position);
-            if ahead {
-                let floor = local.map_or(cursor.floor, |l| l.floor.min(cursor.floor));
-                let merged = Cursor {
-                    position: cursor.position,
-                    floor,
-                };
-                cursors.insert(key.as_bytes(), &encode_cursor(&merged))?;
-            }
-            Ok::<_, ConflictableTransactionError<()>>(ahead)
+            Ok::<_, ConflictableTransactionError<()>>(moved)
         });
         match result {
             Ok(moved) => Ok(moved),
@@ -79,7 +87,98 @@ impl Store {
                 operation: "adopt state",
                 source,
             }),
-            Err(TransactionError::Abort(())) => Err(self.corrupt("adoption", key, "aborted")),
+            Err(TransactionError::Abort(())) => Err(self.corrupt("adoption", "(batch)", "aborted")),
         }
+    }
+}
+
+/// The XMID of an outbox entry, from its header line alone (the body can be kilobytes).
+fn xmid_of(entry: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        xmid: String,
+    }
+    let end = entry.iter().position(|b| *b == b'\n')?;
+    serde_json::from_slice::<Head>(&entry[..end])
+        .ok()
+        .map(|h| h.xmid)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::route::Event;
+    use crate::store::Admission;
+
+    fn event(xmid: &str, id: &str) -> Event {
+        Event {
+            id: format!("evt_{id}"),
+            event_type: "authorization.created".into(),
+            route: "all".into(),
+            resource: "authorizations".into(),
+            sink: "out".into(),
+            xmid: xmid.into(),
+            record_id: id.into(),
+            occurred_at: None,
+            fetched_at_ms: 0,
+            body: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn adopting_moves_cursors_forward_only_and_remembers_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("store"),
+            ..Default::default()
+        };
+        let store = Store::open(&config, &["out".to_string()]).unwrap();
+        let now = Utc::now();
+        let at = |minutes| Cursor {
+            position: now - Duration::minutes(minutes),
+            floor: now - Duration::minutes(60),
+        };
+        assert!(store.adopt("X1", at(5), &["r1".into()]).unwrap());
+        assert!(
+            !store.adopt("X1", at(10), &["r2".into()]).unwrap(),
+            "never back"
+        );
+        assert_eq!(
+            store
+                .cursor("X1")
+                .unwrap()
+                .unwrap()
+                .position
+                .timestamp_millis(),
+            at(5).position.timestamp_millis()
+        );
+        assert!(store.is_seen("r1").unwrap() && store.is_seen("r2").unwrap());
+
+        // Waiting entries, per merchant, against a watermark.
+        let before = store.watermark().unwrap();
+        let admit = |xmid: &str, id: &str| Admission {
+            record_id: id.into(),
+            xmid: xmid.into(),
+            events: vec![event(xmid, id)],
+        };
+        store
+            .admit(
+                &[admit("X1", "a"), admit("X2", "b"), admit("X1", "r1")],
+                &[],
+            )
+            .await
+            .unwrap();
+        let after = store.watermark().unwrap();
+        let waiting = store.waiting_by_xmid(100).unwrap().unwrap();
+        assert_eq!(waiting.len(), 2, "r1 was adopted as seen: not enqueued");
+        assert!(waiting.values().all(|seq| *seq > before && *seq < after));
+        assert_eq!(
+            store.waiting_by_xmid(1).unwrap(),
+            None,
+            "too many to look through"
+        );
     }
 }

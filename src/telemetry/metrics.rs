@@ -47,6 +47,10 @@ pub struct Metrics {
     pub roster_removed: IntCounter,
     /// Free space on the store's file system (polling pauses below `store.min_free_mib`).
     pub store_free_bytes: IntGauge,
+    /// In a cluster: the shards this instance owns (0 outside one).
+    pub cluster_shards: IntGauge,
+    /// In a cluster: shards assigned to this instance, and revoked from it (handed over).
+    pub cluster_shard_changes: IntCounterVec,
     /// Seconds until the cached MXC token expires (0 without one).
     pub token_expiry: Gauge,
     /// Calls made to the MXC Security API for a token.
@@ -159,6 +163,26 @@ impl Metrics {
                 "Record ids remembered for deduplication.",
             ),
         );
+        let cluster_shards = register(
+            r,
+            IntGauge::new(
+                "mxc_relay_cluster_shards",
+                "In a cluster: the shards this instance owns (0 outside one).",
+            ),
+        );
+        let cluster_shard_changes = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "mxc_relay_cluster_shard_changes_total",
+                    "In a cluster: shards assigned to this instance, and revoked from it (handed over).",
+                ),
+                &["change"],
+            ),
+        );
+        for change in ["assigned", "revoked"] {
+            cluster_shard_changes.with_label_values(&[change]);
+        }
         let roster_merchants = register(
             r,
             IntGauge::new(
@@ -292,6 +316,8 @@ impl Metrics {
             dead_letters,
             seen_ids,
             store_free_bytes,
+            cluster_shards,
+            cluster_shard_changes,
             roster_merchants,
             roster_last_read,
             roster_added,

@@ -1,0 +1,215 @@
+//! Scale-out: 1, 2 and 3 instances (the real release binary) sharing 10,000 merchants through a
+//! consumer group, each with its own request budget. For each: how long the cluster takes to
+//! deliver a backlog of 100,000 records (records/s), and the API calls per second it then makes
+//! in steady state. The baseline is the run's own single instance.
+//!
+//! `MXC_RELAY_BENCH_KAFKA=HOST:PORT cargo bench --bench cluster` (a Kafka-protocol broker; or
+//! `MXC_RELAY_TEST_TANSU=/path/to/tansu` to start one). Not part of CI.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use mxc_relay::sim::{self, SimConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+const MERCHANTS: usize = 10_000;
+const BACKLOG: usize = 100_000;
+/// Each instance's request budget: the bottleneck one instance cannot pass.
+const BUDGET_RPS: f64 = 25.0;
+const INTERVAL_S: u64 = 10;
+const GROUP: usize = 50;
+
+fn env_broker() -> (String, Option<Child>) {
+    if let Ok(b) = std::env::var("MXC_RELAY_BENCH_KAFKA") {
+        return (b, None);
+    }
+    let tansu = std::env::var("MXC_RELAY_TEST_TANSU")
+        .expect("set MXC_RELAY_BENCH_KAFKA=HOST:PORT, or MXC_RELAY_TEST_TANSU to a Tansu binary");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let url = format!("tcp://127.0.0.1:{port}");
+    let child = Command::new(tansu)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu starts");
+    std::thread::sleep(Duration::from_secs(1));
+    (format!("127.0.0.1:{port}"), Some(child))
+}
+
+fn line_count(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+struct Run {
+    instances: usize,
+    deliver_s: f64,
+    records_per_s: f64,
+    calls_during_backlog: u64,
+    steady_calls_per_s: f64,
+}
+
+async fn run(instances: usize, broker: &str) -> Run {
+    let sim = sim::start(SimConfig {
+        merchants: MERCHANTS,
+        closed_merchants: Some(0),
+        rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let xmids = sim.xmids();
+    let t0 = Utc::now();
+    sim.generate(BACKLOG, &xmids, t0 - chrono::Duration::minutes(10), t0)
+        .expect("records");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let name = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let mut children = Vec::new();
+    let mut outputs = Vec::new();
+    for i in 0..instances {
+        let home = dir.path().join(format!("i{i}"));
+        std::fs::create_dir_all(&home).expect("dir");
+        let out = home.join("out.jsonl");
+        let config = format!(
+            r#"[mxc]
+base_url = "{sim}"
+[pollers]
+xmids = {xmids}
+interval = "{INTERVAL_S}s"
+look_back = "1m"
+group_size = {GROUP}
+requests_per_second = {BUDGET_RPS}
+burst = 25
+start = "{start}"
+[store]
+path = "{home}/store"
+durability = "interval"
+[sinks.out]
+kind = "file"
+path = "{out}"
+[[routes]]
+sink = "out"
+[telemetry]
+listen = ""
+[log]
+level = "warn"
+[cluster]
+brokers = "{broker}"
+group = "{name}"
+control_topic = "{name}-shards"
+state_topic = "{name}-state"
+shards = 12
+instance = "i{i}"
+session_timeout = "6s"
+"#,
+            sim = sim.base_url(),
+            xmids = serde_json::to_string(&xmids).expect("json"),
+            start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(11)),
+            home = home.display(),
+            out = out.display(),
+        );
+        let file = home.join("relay.toml");
+        std::fs::write(&file, config).expect("config");
+        children.push(
+            Command::new(BIN)
+                .args(["run", "--config"])
+                .arg(&file)
+                .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(home.join("relay.log")).expect("log"))
+                .spawn()
+                .expect("relay starts"),
+        );
+        outputs.push(out);
+    }
+    let route = "GET /report/v1/tsys/authorization";
+    let started = Instant::now();
+    let calls_at_start = sim.stats().requests_to(route);
+    loop {
+        let delivered: usize = outputs.iter().map(|p| line_count(p)).sum();
+        if delivered >= BACKLOG {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "{delivered} of {BACKLOG} after 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deliver_s = started.elapsed().as_secs_f64();
+    let calls_during_backlog = sim.stats().requests_to(route) - calls_at_start;
+    // Steady state: two intervals to settle (the last catch-up polls end), then three with
+    // nothing new.
+    tokio::time::sleep(Duration::from_secs(2 * INTERVAL_S)).await;
+    let before = sim.stats().requests_to(route);
+    let window = Duration::from_secs(3 * INTERVAL_S);
+    tokio::time::sleep(window).await;
+    let steady = (sim.stats().requests_to(route) - before) as f64 / window.as_secs_f64();
+    for child in &mut children {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+    }
+    for child in &mut children {
+        let _ = child.wait();
+    }
+    let delivered: usize = outputs.iter().map(|p| line_count(p)).sum();
+    assert!(delivered >= BACKLOG, "{delivered} delivered");
+    let _ = sim.shutdown().await;
+    Run {
+        instances,
+        deliver_s,
+        records_per_s: BACKLOG as f64 / deliver_s,
+        calls_during_backlog,
+        steady_calls_per_s: steady,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (broker, tansu) = env_broker();
+    println!(
+        "{MERCHANTS} merchants, {BACKLOG} records over the last 10 minutes; each instance: {BUDGET_RPS} requests/s, groups of {GROUP}, every {INTERVAL_S} s"
+    );
+    let mut runs = Vec::new();
+    for n in 1..=3 {
+        let r = run(n, &broker).await;
+        println!(
+            "{} instance(s): backlog delivered in {:.1} s ({:.0} records/s), {} API calls meanwhile; steady state {:.1} calls/s",
+            r.instances, r.deliver_s, r.records_per_s, r.calls_during_backlog, r.steady_calls_per_s
+        );
+        runs.push(r);
+    }
+    let base = &runs[0];
+    println!();
+    println!("| instances | backlog delivered | records/s | ratio | API calls (backlog) | steady calls/s | ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &runs {
+        println!(
+            "| {} | {:.1} s | {:.0} | {:.2} | {} | {:.1} | {:.2} |",
+            r.instances,
+            r.deliver_s,
+            r.records_per_s,
+            r.records_per_s / base.records_per_s,
+            r.calls_during_backlog,
+            r.steady_calls_per_s,
+            r.steady_calls_per_s / base.steady_calls_per_s.max(f64::MIN_POSITIVE)
+        );
+    }
+    if let Some(mut t) = tansu {
+        let _ = t.kill();
+    }
+}
