@@ -48,6 +48,14 @@ fn env_broker() -> (String, Option<Child>) {
     (format!("127.0.0.1:{port}"), Some(child))
 }
 
+/// `CLUSTER_BENCH_SETTLE_S`: seconds between the backlog's delivery and the steady window.
+fn settle_s() -> u64 {
+    std::env::var("CLUSTER_BENCH_SETTLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2 * INTERVAL_S)
+}
+
 fn line_count(path: &std::path::Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|c| **c == b'\n').count())
@@ -151,9 +159,9 @@ session_timeout = "6s"
     }
     let deliver_s = started.elapsed().as_secs_f64();
     let calls_during_backlog = sim.stats().requests_to(route) - calls_at_start;
-    // Steady state: two intervals to settle (the last catch-up polls end), then three with
+    // Steady state: time to settle (the last catch-up polls end), then three intervals with
     // nothing new.
-    tokio::time::sleep(Duration::from_secs(2 * INTERVAL_S)).await;
+    tokio::time::sleep(Duration::from_secs(settle_s())).await;
     let before = sim.stats().requests_to(route);
     let window = Duration::from_secs(3 * INTERVAL_S);
     tokio::time::sleep(window).await;
@@ -185,7 +193,12 @@ async fn main() {
         "{MERCHANTS} merchants, {BACKLOG} records over the last 10 minutes; each instance: {BUDGET_RPS} requests/s, groups of {GROUP}, every {INTERVAL_S} s"
     );
     let mut runs = Vec::new();
-    for n in 1..=3 {
+    // `CLUSTER_BENCH_MAX=1` measures the single instance alone.
+    let max: usize = std::env::var("CLUSTER_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    for n in 1..=max {
         let r = run(n, &broker).await;
         println!(
             "{} instance(s): backlog delivered in {:.1} s ({:.0} records/s), {} API calls meanwhile; steady state {:.1} calls/s",

@@ -63,6 +63,19 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
+/// `mxc-relay run --config FILE`, logging to `log`.
+fn run(file: &Path, log: &Path) -> std::process::Child {
+    Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(file)
+        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_nothing() {
     let sim = start_sim(quiet_sim()).await;
@@ -84,15 +97,7 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
     )
     .unwrap();
     let log = dir.path().join("relay.log");
-    let mut relay = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&file)
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut relay = run(&file, &log);
     let archive = dir.path().join("archive.jsonl");
     let declines = dir.path().join("declines.jsonl");
     let logged = |text: &str| {
@@ -208,15 +213,7 @@ async fn the_reload_command_checks_the_file_applies_it_and_says_what_changed() {
     let base = config(&sim.base_url(), &xmids, dir.path(), &telemetry, "");
     std::fs::write(&file, &base).unwrap();
     let log = dir.path().join("relay.log");
-    let mut relay = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&file)
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut relay = run(&file, &log);
     let pid_file = dir.path().join("store").join("mxc-relay.pid");
     assert!(wait_until(Duration::from_secs(20), || pid_file.exists()).await);
     let reload = || {

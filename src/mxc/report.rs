@@ -169,6 +169,11 @@ impl ReportPager {
         self
     }
 
+    /// Whether the window is exhausted: the next call returns `None` without a request.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     /// The next page, or `None` when the window is exhausted.
     pub async fn next_page(&mut self) -> Result<Option<Batch>, MxcError> {
         if self.done {

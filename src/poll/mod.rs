@@ -247,7 +247,8 @@ impl Pollers {
         // In a cluster: the ids of each XMID's window, handed over with its cursor.
         let mut seen: Option<HashMap<String, Vec<String>>> =
             self.handover.as_ref().map(|_| HashMap::new());
-        loop {
+        // Only pages that are requested spend the budget (the pager knows when it is done).
+        while !pager.is_done() {
             self.wait_for_budget().await;
             let Some(batch) = pager.next_page().await? else {
                 break;
