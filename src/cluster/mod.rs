@@ -7,6 +7,7 @@
 mod membership;
 mod state;
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -192,9 +193,8 @@ impl Sharding {
                         self.handover.catch_up(Duration::from_secs(60)).await;
                         let caught_up_ms = reading.elapsed().as_millis() as u64;
                         for shard in shards.iter().copied() {
-                            if !owned.contains_key(&shard) {
-                                let tasks = self.poll_shard(&polling, shard, &stop).await;
-                                owned.insert(shard, tasks);
+                            if let Entry::Vacant(slot) = owned.entry(shard) {
+                                slot.insert(self.poll_shard(&polling, shard, &stop).await);
                             }
                         }
                         if let Some(tasks) = roster.take() {

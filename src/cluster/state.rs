@@ -194,7 +194,7 @@ impl Handover {
                         .is_none_or(|oldest| *oldest > p.watermark)
                 };
                 if let Some(at) = queue.iter().rposition(clear) {
-                    let newest = queue.drain(..=at).last();
+                    let newest = queue.drain(..=at).next_back();
                     ready.extend(newest.map(|p| p.state));
                 }
             }

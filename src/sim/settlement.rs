@@ -146,7 +146,7 @@ impl Settlement {
         let mut settlement = Settlement {
             max_lateness_ms,
             config,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5e77_1e3e_47),
+            rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_771e_3e47),
             records: [Vec::new(), Vec::new(), Vec::new()],
             queue: BinaryHeap::new(),
             last_close: Vec::new(),
