@@ -65,7 +65,7 @@ fn every_error_is_reported_with_its_key_path() {
     let found = errors_of(&text);
     let expected = [
         "mxc.colour: unknown key",
-        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)",
+        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
         "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
         "mxc.page_size: must be 1 to 100, got 250",
         "pollers.xmids[1]: \"A1\" is listed twice",
@@ -690,7 +690,7 @@ sink = { kind = "stdout" }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
-            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry)",
+            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
         ),
         (
             "section not a table",
@@ -801,6 +801,39 @@ sinks.out = { kind = "stdout" }
 routes = [{ sink = "out", resource = "deposits" }]
 "#,
             r#"routes[0].resource: no resource named "deposits" (known: authorizations, disputes, batches, ach)"#,
+        ),
+        (
+            "cluster shards zero",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+cluster = { brokers = "kafka:9092", shards = 0 }
+"#,
+            "cluster.shards: must be 1 to 1000, got 0",
+        ),
+        (
+            "cluster state topic is the control topic",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+cluster = { brokers = "kafka:9092", control_topic = "relay", state_topic = "relay" }
+"#,
+            "cluster.state_topic: must differ from cluster.control_topic",
+        ),
+        (
+            "cluster session timeout too short",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+cluster = { brokers = "kafka:9092", session_timeout = "1s" }
+"#,
+            "cluster.session_timeout: must be 6s to 5m (the brokers' usual bounds), got 1s",
         ),
         (
             "route redact path malformed",

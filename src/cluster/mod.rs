@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use membership::{Change, Membership};
-pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage};
+pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage, MAX_IDS};
 
 use crate::config::{ClusterConfig, RosterConfig};
 use crate::poll::{Fleet, Ownership, Pollers, RosterWatch};
@@ -162,6 +162,8 @@ impl Sharding {
         let mut tick = tokio::time::interval(self.state_interval);
         loop {
             tokio::select! {
+                // Changes first: a revocation holds the whole group.
+                biased;
                 _ = stop.cancelled() => break,
                 change = self.changes.recv() => match change {
                     None => break,
@@ -189,8 +191,15 @@ impl Sharding {
                     }
                     Some(Change::Assign { shards }) => {
                         // Resume from what the last owners published.
+                        // Until then, nothing of these shards is polled: starting from a local or
+                        // fresh cursor could skip what the last owner never delivered.
                         let reading = std::time::Instant::now();
-                        self.handover.catch_up(Duration::from_secs(60)).await;
+                        while !self.handover.catch_up(Duration::from_secs(60)).await {
+                            if stop.is_cancelled() {
+                                break;
+                            }
+                            tracing::warn!(shards = ?shards, "the state topic could not be read to its end; trying again before polling these shards");
+                        }
                         let caught_up_ms = reading.elapsed().as_millis() as u64;
                         for shard in shards.iter().copied() {
                             if let Entry::Vacant(slot) = owned.entry(shard) {

@@ -22,7 +22,7 @@ use crate::config::ClusterConfig;
 use crate::store::{Cursor, Store};
 
 /// Most ids carried for one merchant (its newest): a window that holds more repeats the rest.
-const MAX_IDS: usize = 10_000;
+pub const MAX_IDS: usize = 10_000;
 /// Past this many outbox entries, which merchants wait is not worked out: nothing is published.
 const MAX_WAITING_SCAN: usize = 50_000;
 /// States kept per merchant while their events are delivered.
@@ -84,6 +84,16 @@ struct Pending {
 #[derive(Clone)]
 pub struct Handover {
     inner: Arc<Inner>,
+    /// Stops the reader thread when the last handle goes (a failed start or reload included).
+    _tailing: Arc<StopTailing>,
+}
+
+struct StopTailing(Arc<Inner>);
+
+impl Drop for StopTailing {
+    fn drop(&mut self) {
+        self.0.stop_tailing.store(true, Ordering::Relaxed);
+    }
 }
 
 struct Inner {
@@ -109,18 +119,20 @@ impl Handover {
             .set("linger.ms", "20")
             .create()
             .map_err(|e| ClusterError::Kafka(format!("state producer: {e}")))?;
+        let inner = Arc::new(Inner {
+            instance: config.instance_name(),
+            run: uuid::Uuid::new_v4().simple().to_string(),
+            topic: config.state_topic.clone(),
+            store,
+            producer,
+            pending: Mutex::new(HashMap::new()),
+            tailed: Mutex::new(HashMap::new()),
+            stop_tailing: AtomicBool::new(false),
+            brokers: config.clone(),
+        });
         let handover = Handover {
-            inner: Arc::new(Inner {
-                instance: config.instance_name(),
-                run: uuid::Uuid::new_v4().simple().to_string(),
-                topic: config.state_topic.clone(),
-                store,
-                producer,
-                pending: Mutex::new(HashMap::new()),
-                tailed: Mutex::new(HashMap::new()),
-                stop_tailing: AtomicBool::new(false),
-                brokers: config.clone(),
-            }),
+            _tailing: Arc::new(StopTailing(inner.clone())),
+            inner,
         };
         let tailer: BaseConsumer = kafka_config(config)
             .set(
@@ -165,8 +177,10 @@ impl Handover {
             }
             state.run = self.inner.run.clone();
             let queue = pending.entry(state.key.clone()).or_default();
+            // Full (delivery lags): the newest replaces the last, and the oldest stay, so the
+            // oldest can still clear and be published while the lag lasts.
             if queue.len() == MAX_PENDING {
-                queue.pop_front();
+                queue.pop_back();
             }
             queue.push_back(Pending { watermark, state });
         }
@@ -174,12 +188,17 @@ impl Handover {
 
     /// Publishes, for each merchant, its newest state whose events are all delivered.
     pub async fn publish_delivered(&self) -> Result<usize, ClusterError> {
-        let waiting = self
-            .inner
-            .store
-            .waiting_by_xmid(MAX_WAITING_SCAN)
-            .map_err(|e| ClusterError::Store(e.to_string()))?;
-        let Some(waiting) = waiting else {
+        // Only polls that ended before the scan began are judged by it: one admitted while it
+        // ran could have entries it did not see.
+        let store = self.inner.store.clone();
+        let scanned = tokio::task::spawn_blocking(move || {
+            let cutoff = store.watermark()?;
+            Ok::<_, crate::store::StoreError>((cutoff, store.waiting_by_xmid(MAX_WAITING_SCAN)?))
+        })
+        .await
+        .map_err(|e| ClusterError::Store(format!("outbox scan: {e}")))?
+        .map_err(|e| ClusterError::Store(format!("outbox scan: {e}")))?;
+        let (cutoff, Some(waiting)) = scanned else {
             return Ok(0);
         };
         let ready: Vec<MerchantState> = {
@@ -189,9 +208,10 @@ impl Handover {
             let mut ready = Vec::new();
             for queue in pending.values_mut() {
                 let clear = |p: &Pending| {
-                    waiting
-                        .get(&p.state.xmid)
-                        .is_none_or(|oldest| *oldest > p.watermark)
+                    p.watermark < cutoff
+                        && waiting
+                            .get(&p.state.xmid)
+                            .is_none_or(|oldest| *oldest > p.watermark)
                 };
                 if let Some(at) = queue.iter().rposition(clear) {
                     let newest = queue.drain(..=at).next_back();
@@ -341,13 +361,17 @@ fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
         ));
         match polled {
             Some(Ok(message)) => {
-                if let Some(Ok(StateMessage::Merchant(state))) = message
+                match message
                     .payload()
                     .map(serde_json::from_slice::<StateMessage>)
                 {
-                    if state.run != inner.run {
+                    Some(Ok(StateMessage::Merchant(state))) if state.run != inner.run => {
                         batch.insert(state.key.clone(), state);
                     }
+                    Some(Err(error)) => tracing::warn!(%error, topic = %inner.topic,
+                        partition = message.partition(), offset = message.offset(),
+                        "unreadable message on the state topic skipped"),
+                    _ => {}
                 }
                 read.insert(message.partition(), message.offset() + 1);
                 if batch.len() < BATCH && started.elapsed() < Duration::from_millis(500) {
@@ -376,7 +400,11 @@ fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
                     })
                     .collect::<Vec<_>>(),
             ) {
-                tracing::error!(%error, merchants = states.len(), "cannot adopt merchant states");
+                // Not counted as read: `catch_up` keeps waiting, and the batch is tried again.
+                tracing::error!(%error, merchants = states.len(), "cannot adopt merchant states; retrying");
+                batch.extend(states.into_iter().map(|s| (s.key.clone(), s)));
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
             }
         }
         if let Ok(mut tailed) = inner.tailed.lock() {

@@ -326,9 +326,12 @@ impl Pollers {
         let admissions = self.admissions(resource, &batch.records, cursors, look_back);
         if let Some(seen) = seen {
             for admission in &admissions {
-                seen.entry(admission.xmid.clone())
-                    .or_default()
-                    .push(admission.record_id.clone());
+                let ids = seen.entry(admission.xmid.clone()).or_default();
+                ids.push(admission.record_id.clone());
+                // A long catch-up window: keep the newest (the handover carries at most these).
+                if ids.len() >= 2 * crate::cluster::MAX_IDS {
+                    ids.drain(..crate::cluster::MAX_IDS);
+                }
             }
         }
         self.store.check_space()?;

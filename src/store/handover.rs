@@ -68,8 +68,14 @@ impl Store {
                     }
                 }
                 let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
-                if local.is_none_or(|l| l.position < cursor.position) {
-                    let floor = local.map_or(cursor.floor, |l| l.floor.min(cursor.floor));
+                // A cursor only set up here (never polled: position at its floor) yields to the
+                // published one, even an older one: that is where delivery really stands.
+                let never_polled = local.is_some_and(|l| l.position == l.floor);
+                if never_polled || local.is_none_or(|l| l.position < cursor.position) {
+                    let floor = match local {
+                        Some(l) if !never_polled => l.floor.min(cursor.floor),
+                        _ => cursor.floor,
+                    };
                     let merged = Cursor {
                         position: cursor.position,
                         floor,
@@ -87,7 +93,11 @@ impl Store {
                 operation: "adopt state",
                 source,
             }),
-            Err(TransactionError::Abort(())) => Err(self.corrupt("adoption", "(batch)", "aborted")),
+            Err(TransactionError::Abort(())) => Err(self.corrupt(
+                "adoption",
+                &format!("{} merchant states", states.len()),
+                "aborted",
+            )),
         }
     }
 }
