@@ -34,6 +34,13 @@ pub enum ClusterError {
     Store(String),
 }
 
+impl ClusterError {
+    /// A Kafka client failure, naming the brokers it was for.
+    fn client(config: &ClusterConfig, error: impl std::fmt::Display) -> ClusterError {
+        ClusterError::Kafka(format!("Kafka at {}: {error}", config.brokers))
+    }
+}
+
 /// The shard of an XMID: the first four bytes of its SHA-256, modulo the number of shards.
 /// Stable across instances, versions and platforms.
 pub fn shard_of(xmid: &str, shards: u32) -> u32 {
@@ -57,7 +64,7 @@ fn kafka_config(config: &ClusterConfig) -> rdkafka::ClientConfig {
 pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> {
     let admin: AdminClient<DefaultClientContext> = kafka_config(config)
         .create()
-        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        .map_err(|e| ClusterError::client(config, e))?;
     let control = NewTopic::new(
         &config.control_topic,
         config.shards as i32,
@@ -84,7 +91,7 @@ pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> 
         use rdkafka::consumer::{BaseConsumer, Consumer};
         let consumer: BaseConsumer = kafka_config(&c)
             .create()
-            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+            .map_err(|e| ClusterError::client(&c, e))?;
         let metadata = consumer
             .fetch_metadata(Some(&c.control_topic), Duration::from_secs(10))
             .map_err(|e| ClusterError::Kafka(format!("topic {}: {e}", c.control_topic)))?;
@@ -97,7 +104,7 @@ pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> 
         )
     })
     .await
-    .map_err(|e| ClusterError::Kafka(e.to_string()))??;
+    .map_err(|e| ClusterError::client(config, e))??;
     if partitions == 0 {
         return Err(ClusterError::Kafka(format!(
             "topic {} has no partitions",

@@ -146,7 +146,7 @@ impl Handover {
         let mut list = TopicPartitionList::new();
         for p in 0..partitions {
             list.add_partition_offset(&config.state_topic, p, Offset::Beginning)
-                .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+                .map_err(|e| ClusterError::client(config, e))?;
         }
         tailer
             .assign(&list)
@@ -435,7 +435,7 @@ fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, ClusterError>
 fn high_watermarks(config: &ClusterConfig, topic: &str) -> Result<Vec<(i32, i64)>, ClusterError> {
     let consumer: BaseConsumer = kafka_config(config)
         .create()
-        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        .map_err(|e| ClusterError::client(config, e))?;
     let n = partitions(&consumer, topic)?;
     (0..n)
         .map(|p| {
@@ -459,15 +459,15 @@ pub fn read_all(config: &ClusterConfig) -> Result<Vec<StateMessage>, ClusterErro
         )
         .set("enable.auto.commit", "false")
         .create()
-        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        .map_err(|e| ClusterError::client(config, e))?;
     let mut list = TopicPartitionList::new();
     for (p, _) in &ends {
         list.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+            .map_err(|e| ClusterError::client(config, e))?;
     }
     consumer
         .assign(&list)
-        .map_err(|e| ClusterError::Kafka(e.to_string()))?;
+        .map_err(|e| ClusterError::client(config, e))?;
     let mut next: HashMap<i32, i64> = HashMap::new();
     let mut latest: HashMap<String, StateMessage> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
