@@ -88,30 +88,14 @@ pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> 
     }
     let c = config.clone();
     let partitions = tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let consumer: BaseConsumer = kafka_config(&c)
+        let consumer: rdkafka::consumer::BaseConsumer = kafka_config(&c)
             .create()
             .map_err(|e| ClusterError::client(&c, e))?;
-        let metadata = consumer
-            .fetch_metadata(Some(&c.control_topic), Duration::from_secs(10))
-            .map_err(|e| ClusterError::Kafka(format!("topic {}: {e}", c.control_topic)))?;
-        Ok::<_, ClusterError>(
-            metadata
-                .topics()
-                .first()
-                .map(|t| t.partitions().len() as u32)
-                .unwrap_or(0),
-        )
+        state::partitions(&consumer, &c.control_topic)
     })
     .await
     .map_err(|e| ClusterError::client(config, e))??;
-    if partitions == 0 {
-        return Err(ClusterError::Kafka(format!(
-            "topic {} has no partitions",
-            config.control_topic
-        )));
-    }
-    Ok(partitions)
+    Ok(partitions as u32)
 }
 
 /// What polling needs to start over for a new set of shards.

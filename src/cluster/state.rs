@@ -107,7 +107,7 @@ struct Inner {
     /// Next offset the tailer will read, per partition.
     tailed: Mutex<HashMap<i32, i64>>,
     stop_tailing: AtomicBool,
-    brokers: ClusterConfig,
+    config: ClusterConfig,
 }
 
 impl Handover {
@@ -128,7 +128,7 @@ impl Handover {
             pending: Mutex::new(HashMap::new()),
             tailed: Mutex::new(HashMap::new()),
             stop_tailing: AtomicBool::new(false),
-            brokers: config.clone(),
+            config: config.clone(),
         });
         let handover = Handover {
             _tailing: Arc::new(StopTailing(inner.clone())),
@@ -165,8 +165,13 @@ impl Handover {
 
     /// A poll completed: these states become publishable once its events are delivered.
     pub fn polled(&self, states: Vec<MerchantState>) {
-        let Ok(watermark) = self.inner.store.watermark() else {
-            return;
+        let watermark = match self.inner.store.watermark() {
+            Ok(w) => w,
+            Err(error) => {
+                // Not published this time: the next poll's state will be.
+                tracing::warn!(%error, "cannot number this poll's state; it is not handed over");
+                return;
+            }
         };
         let Ok(mut pending) = self.inner.pending.lock() else {
             return;
@@ -278,7 +283,7 @@ impl Handover {
     /// Waits until the tailer has read (and adopted) everything on the topic now, so a shard
     /// just assigned starts from what its last owner published. False after `within`.
     pub async fn catch_up(&self, within: Duration) -> bool {
-        let config = self.inner.brokers.clone();
+        let config = self.inner.config.clone();
         let topic = self.inner.topic.clone();
         let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic)).await;
         let ends = match ends {
@@ -414,7 +419,7 @@ fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
     }
 }
 
-fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, ClusterError> {
+pub(super) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, ClusterError> {
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .map_err(|e| ClusterError::Kafka(format!("topic {topic}: {e}")))?;

@@ -132,20 +132,15 @@ impl RosterWatch {
                 }
                 Ok(roster) => {
                     let now = Utc::now();
+                    let owned = |x: &str| self.owns.as_ref().is_none_or(|owns| owns(x));
                     let wanted: BTreeSet<String> = roster
                         .iter()
-                        .filter(|m| self.selects(m))
+                        .filter(|m| self.selects(m) && owned(&m.xmid))
                         .map(|m| m.xmid.clone())
                         .collect();
-                    if let Some(owns) = &self.owns {
-                        // Another instance's merchants: neither polled nor in a grace period here.
-                        polled.retain(|x, _| owns(x));
-                        restored.retain(|x, _| owns(x));
-                    }
-                    let wanted: BTreeSet<String> = match &self.owns {
-                        Some(owns) => wanted.into_iter().filter(|x| owns(x)).collect(),
-                        None => wanted,
-                    };
+                    // Another instance's merchants: neither polled nor in a grace period here.
+                    polled.retain(|x, _| owned(x));
+                    restored.retain(|x, _| owned(x));
                     // Merchants the last process polled that are gone now: their grace period
                     // goes on (or starts, if they left while no process was watching).
                     for (xmid, left) in std::mem::take(&mut restored) {

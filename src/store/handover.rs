@@ -21,16 +21,14 @@ impl Store {
         &self,
         limit: usize,
     ) -> Result<Option<HashMap<String, u64>>, StoreError> {
-        let mut total = 0;
-        for sink in self.inner.outboxes.values() {
-            total += sink.outbox.len();
-        }
-        if total > limit {
-            return Ok(None);
-        }
         let mut oldest: HashMap<String, u64> = HashMap::new();
+        let mut seen = 0;
         for (name, sink) in &self.inner.outboxes {
             for item in sink.outbox.iter() {
+                seen += 1;
+                if seen > limit {
+                    return Ok(None);
+                }
                 let (key, value) = item.map_err(self.io("read outbox"))?;
                 let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
                 let xmid = xmid_of(&value)
