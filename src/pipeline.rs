@@ -13,7 +13,7 @@ use crate::cluster::{self, ClusterError, Handover, Membership, Polling, Sharding
 use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError, Resource};
 use crate::poll::{
-    rate_limiter, BackfillProgress, BackfillRequest, Fleet, PollConfig, PollError, Pollers,
+    rate_limiter, BackfillProgress, BackfillRequest, Bases, Fleet, PollConfig, PollError, Pollers,
     RosterWatch,
 };
 use crate::route::Route;
@@ -244,7 +244,13 @@ impl Pipeline {
             limiter: rate_limiter(config.pollers.requests_per_second, config.pollers.burst),
             config: PollConfig {
                 interval: config.pollers.interval,
+                cursor: config.pollers.cursor,
+                settle: config.pollers.settle,
+                overlap: config.pollers.overlap,
                 look_back: config.pollers.look_back,
+                reconcile_every: config.pollers.reconcile_every,
+                reconcile_window: config.pollers.reconcile_window,
+                requests_per_second: config.pollers.requests_per_second,
                 group_size: config.pollers.group_size,
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,
@@ -255,12 +261,16 @@ impl Pipeline {
             },
             metrics: metrics.clone(),
             handover: None,
+            bases: Arc::new(Bases::new(config.pollers.cursor)),
+            polls_waiting: Arc::default(),
         };
+        // `now` is MXC's (from the authentication's answer): on `created`, a start on our
+        // clock ahead of MXC's would skip what MXC ingests until its clock gets there.
         let start = config
             .pollers
             .start_instant()
             .map_err(|e| PipelineError::Config(format!("pollers.start: {e}")))?
-            .unwrap_or_else(Utc::now);
+            .unwrap_or_else(|| client.mxc_now());
         let listed = config.pollers.listed_xmids();
         let mut poller_tasks = JoinSet::new();
         let mut membership = None;
@@ -553,7 +563,8 @@ fn oldest_position(
     Ok(oldest)
 }
 
-/// Samples the gauges: poll lag (now − its most lagging cursor) every second, per XMID when `per_xmid`, and its
+/// Samples the gauges: poll lag (MXC's now − the end of the XMID's last completed poll, its
+/// most lagging cursor) every second, per XMID when `per_xmid`, and its
 /// fleet-wide max and percentiles; the token's expiry; the disk's free space; the store's sizes
 /// every 10 s (counting them reads whole trees).
 async fn sample_gauges(
@@ -567,7 +578,8 @@ async fn sample_gauges(
 ) {
     let mut previous = fleet.xmids();
     for tick in 0u64.. {
-        let now = Utc::now();
+        // Cursors are on MXC's clock: the lag is measured on it too.
+        let now = client.mxc_now();
         let xmids = fleet.xmids();
         if per_xmid && !Arc::ptr_eq(&previous, &xmids) {
             // A merchant no longer polled leaves no stale lag behind.

@@ -25,7 +25,8 @@ pub fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     let cursors = store.cursors()?;
     println!("store {}", store.path().display());
     println!();
-    println!("{:<20} {:<26} {:>12}", "XMID", "cursor", "lag");
+    // A cursor is the end of the last completed poll: on `created`, MXC's ingestion time.
+    println!("{:<20} {:<26} {:>12}", "XMID", "polled up to", "lag");
     for (xmid, cursor) in &cursors {
         let lag = (now - cursor.position).to_std().unwrap_or_default();
         println!(

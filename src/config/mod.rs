@@ -139,9 +139,36 @@ pub struct PollersConfig {
     /// Time between two polls of one XMID (or group).
     #[serde(with = "duration")]
     pub interval: Duration,
-    /// Each poll re-reads this much before its cursor, to catch records that appear late.
+    /// What a poll's cursor follows. `auto` (the default): MXC's ingestion time (`created`)
+    /// where the resource has one, falling back to `transaction_time` for a resource whose
+    /// `created` queries MXC refuses (HTTP 400; said once in the log, in
+    /// `mxc_relay_cursor_fallback` and on `/readyz`). `created`: only the ingestion time (a
+    /// refusal is an error). `transaction_time`: windows on the record's own time, re-reading
+    /// `look_back` each poll (records later than that are missed, except by the sweep).
+    pub cursor: CursorMode,
+    /// A poll on `created` stops this far short of MXC's now (its clock, from the `Date` of
+    /// its answers), so records still being indexed are read by the next poll.
+    #[serde(with = "duration")]
+    pub settle: Duration,
+    /// A poll on `created` re-reads this much below its cursor, as a guard against records
+    /// indexed late (their ids deduplicate what is read twice).
+    #[serde(with = "duration")]
+    pub overlap: Duration,
+    /// With the `transaction_time` cursor (chosen, or fallen back to), and for resources
+    /// without an ingestion time: each poll re-reads this much before its cursor, to catch
+    /// records that appear late.
     #[serde(with = "duration")]
     pub look_back: Duration,
+    /// The safety net: this often, each group re-reads `reconcile_window` of transaction time
+    /// (one export, at low priority under the request budget: it never delays a poll) and
+    /// admits what the cursor missed, counted as `mxc_relay_records_total{outcome="reconciled"}`
+    /// and logged with XMID and id. A healthy run counts 0. `0s` switches it off.
+    #[serde(with = "duration")]
+    pub reconcile_every: Duration,
+    /// How far back (in transaction time) the sweep re-reads; at most `store.seen_retention`,
+    /// so what it re-reads is still recognised.
+    #[serde(with = "duration")]
+    pub reconcile_window: Duration,
     /// XMIDs per query (`accountNumbers` takes many); 20–50 keeps a large fleet under the
     /// API's limits. 1 polls each XMID on its own.
     pub group_size: usize,
@@ -158,6 +185,18 @@ pub struct PollersConfig {
     /// resource of each group of XMIDs has its own cursor and schedule, so one that fails does
     /// not hold the others back; all share the request budget.
     pub resources: Vec<String>,
+}
+
+/// `pollers.cursor`: what a poll's cursor follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorMode {
+    /// `created` where MXC answers such queries, else `transaction_time`, said out loud.
+    Auto,
+    /// MXC's ingestion time only.
+    Created,
+    /// The record's own time, with a look-back.
+    TransactionTime,
 }
 
 /// The entry of `pollers.xmids` that stands for the roster's merchants.
@@ -255,7 +294,12 @@ impl Default for PollersConfig {
         PollersConfig {
             xmids: Vec::new(),
             interval: Duration::from_secs(30),
+            cursor: CursorMode::Auto,
+            settle: Duration::from_secs(5),
+            overlap: Duration::from_secs(5),
             look_back: Duration::from_secs(600),
+            reconcile_every: Duration::from_secs(3600),
+            reconcile_window: Duration::from_secs(26 * 3600),
             group_size: 1,
             requests_per_second: 10.0,
             burst: 10,

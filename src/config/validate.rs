@@ -180,6 +180,46 @@ impl Config {
                 format!("must be at most 7d, got {}", fmt(self.pollers.look_back)),
             );
         }
+        for (path, value) in [
+            ("pollers.settle", self.pollers.settle),
+            ("pollers.overlap", self.pollers.overlap),
+        ] {
+            if value > Duration::from_secs(3600) {
+                error(path, format!("must be at most 1h, got {}", fmt(value)));
+            }
+        }
+        if self.pollers.reconcile_every > Duration::ZERO {
+            if self.pollers.reconcile_every < Duration::from_secs(10) {
+                error(
+                    "pollers.reconcile_every",
+                    format!(
+                        "must be 0s (off) or at least 10s, got {}",
+                        fmt(self.pollers.reconcile_every)
+                    ),
+                );
+            }
+            if self.pollers.reconcile_window < self.pollers.interval
+                || self.pollers.reconcile_window > Duration::from_secs(7 * 86_400)
+            {
+                error(
+                    "pollers.reconcile_window",
+                    format!(
+                        "must be at least pollers.interval ({}) and at most 7d, got {}",
+                        fmt(self.pollers.interval),
+                        fmt(self.pollers.reconcile_window)
+                    ),
+                );
+            } else if self.store.seen_retention <= self.pollers.reconcile_window {
+                error(
+                    "store.seen_retention",
+                    format!(
+                        "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
+                        fmt(self.pollers.reconcile_window),
+                        fmt(self.store.seen_retention)
+                    ),
+                );
+            }
+        }
         if !(1..=100).contains(&self.pollers.group_size) {
             error(
                 "pollers.group_size",

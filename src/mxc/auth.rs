@@ -10,6 +10,7 @@ use crate::telemetry::Metrics;
 use base64::Engine;
 use serde::Deserialize;
 
+use super::clock::MxcClock;
 use super::error::{excerpt, MxcError};
 use crate::secret::Secret;
 
@@ -92,6 +93,8 @@ pub(crate) struct TokenManager {
     attempts: AtomicU64,
     timeout: Duration,
     metrics: Option<Metrics>,
+    /// MXC's clock, read from every answer (this one's too).
+    clock: Arc<MxcClock>,
 }
 
 impl TokenManager {
@@ -102,6 +105,7 @@ impl TokenManager {
         policy: TokenPolicy,
         timeout: Duration,
         metrics: Option<Metrics>,
+        clock: Arc<MxcClock>,
     ) -> Self {
         TokenManager {
             http,
@@ -113,6 +117,7 @@ impl TokenManager {
             attempts: AtomicU64::new(0),
             timeout,
             metrics,
+            clock,
         }
     }
 
@@ -254,6 +259,7 @@ impl TokenManager {
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
         let retry_after = super::client::retry_after(response.headers());
+        self.clock.observe(response.headers());
         let body = response.bytes().await.map_err(failed)?;
         observed(status.as_str());
         let received = Instant::now();

@@ -7,7 +7,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
+use chrono::{DateTime, Utc};
+
 use super::auth::{Credentials, TokenManager, TokenPolicy};
+use super::clock::MxcClock;
 use super::error::{excerpt, MxcError};
 use super::record::Page;
 use crate::telemetry::Metrics;
@@ -57,6 +60,7 @@ struct Inner {
     tokens: TokenManager,
     timeout: Duration,
     metrics: Option<Metrics>,
+    clock: Arc<MxcClock>,
 }
 
 impl std::fmt::Debug for Client {
@@ -86,6 +90,7 @@ impl Client {
             .build()
             .map_err(|e| MxcError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
         let base_url = config.base_url.trim_end_matches('/').to_string();
+        let clock = Arc::new(MxcClock::default());
         let tokens = TokenManager::new(
             http.clone(),
             &base_url,
@@ -93,6 +98,7 @@ impl Client {
             config.tokens,
             config.timeout,
             config.metrics.clone(),
+            clock.clone(),
         );
         Ok(Client {
             inner: Arc::new(Inner {
@@ -101,6 +107,7 @@ impl Client {
                 tokens,
                 timeout: config.timeout,
                 metrics: config.metrics,
+                clock,
             }),
         })
     }
@@ -113,6 +120,17 @@ impl Client {
     /// Obtains a token now (or checks the cached one), e.g. to fail fast at start-up.
     pub async fn authenticate(&self) -> Result<(), MxcError> {
         self.inner.tokens.token().await.map(|_| ())
+    }
+
+    /// MXC's now, from the `Date` of its last answer (ours until one has told it): where a
+    /// poll on `created` must stop.
+    pub fn mxc_now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// MXC's clock minus ours, in milliseconds, once an answer has told it.
+    pub fn mxc_clock_offset_ms(&self) -> Option<i64> {
+        self.inner.clock.offset_ms()
     }
 
     /// Calls made to the Security API so far.
@@ -175,6 +193,7 @@ impl Client {
             let response = request.send().await.map_err(failed)?;
             let status = response.status();
             let retry_after = retry_after(response.headers());
+            self.inner.clock.observe(response.headers());
             let bytes = response.bytes().await.map_err(failed)?;
             observed(status.as_str());
             if status.is_success() {

@@ -3,6 +3,7 @@
 
 mod auth;
 mod client;
+mod clock;
 mod error;
 mod record;
 mod report;
@@ -16,7 +17,8 @@ pub(crate) use error::excerpt_within;
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use report::{
-    instant, Batch, ExportPager, ReportPager, ReportQuery, DEFAULT_MAX_RESULT_WINDOW, MAX_PAGE_SIZE,
+    instant, Batch, ExportPager, ReportPager, ReportQuery, TimeBasis, DEFAULT_MAX_RESULT_WINDOW,
+    MAX_PAGE_SIZE,
 };
 pub use resource::{Alert, Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES, RESOURCES};
 pub use roster::Merchant;

@@ -152,6 +152,11 @@ impl Record {
         self.time
     }
 
+    /// When MXC ingested the record (`created`), as a UTC instant.
+    pub fn created(&self) -> Option<DateTime<Utc>> {
+        self.view.created.map(|t| t.with_timezone(&Utc))
+    }
+
     /// The whole record as a JSON tree, for routing filters and redaction.
     pub fn to_value(&self) -> serde_json::Value {
         // The text was valid JSON when the record was built.

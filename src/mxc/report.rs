@@ -16,11 +16,24 @@ pub const MAX_PAGE_SIZE: u32 = 100;
 /// Elasticsearch's default `max_result_window`: `from + size` beyond it is refused.
 pub const DEFAULT_MAX_RESULT_WINDOW: u32 = 10_000;
 
+/// Which of a record's instants a query selects, sorts and pages by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeBasis {
+    /// The resource's time field (`transactionDateAndTime` …), with `dr_from`/`dr_to`.
+    Transaction,
+    /// When MXC ingested the record (the resource's `ingestion_field`, `created`), with a
+    /// `range` filter and `sort=created:asc,id:asc`: records that reach MXC late still come
+    /// after everything read before them.
+    Ingestion,
+}
+
 /// Records of one resource (authorizations unless [`ReportQuery::of`] says otherwise) of
-/// some XMIDs whose time field lies in `[from, to]`, oldest first.
+/// some XMIDs whose time (of the query's [`TimeBasis`]) lies in `[from, to]`, oldest first.
 #[derive(Debug, Clone)]
 pub struct ReportQuery {
     pub resource: &'static Resource,
+    /// Transaction time unless [`ReportQuery::by`] says otherwise.
+    pub basis: TimeBasis,
     pub xmids: Vec<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -37,6 +50,7 @@ impl ReportQuery {
     pub fn new(xmids: Vec<String>, from: DateTime<Utc>, to: DateTime<Utc>) -> Self {
         ReportQuery {
             resource: &AUTHORIZATIONS,
+            basis: TimeBasis::Transaction,
             xmids,
             from,
             to,
@@ -52,7 +66,35 @@ impl ReportQuery {
         self
     }
 
+    /// The same query on another time basis.
+    pub fn by(mut self, basis: TimeBasis) -> Self {
+        self.basis = basis;
+        self
+    }
+
+    /// The field the query selects and sorts by.
+    pub fn time_field(&self) -> &'static str {
+        match self.basis {
+            TimeBasis::Transaction => self.resource.time_field,
+            TimeBasis::Ingestion => self.resource.ingestion_field.unwrap_or("created"),
+        }
+    }
+
+    /// A record's instant on the query's basis.
+    pub fn time_of(&self, record: &Record) -> Option<DateTime<Utc>> {
+        match self.basis {
+            TimeBasis::Transaction => record.time(),
+            TimeBasis::Ingestion => record.created(),
+        }
+    }
+
     fn check(&self) -> Result<(), MxcError> {
+        if self.basis == TimeBasis::Ingestion && self.resource.ingestion_field.is_none() {
+            return Err(MxcError::InvalidRequest(format!(
+                "{} records carry no ingestion time: query them by {}",
+                self.resource.name, self.resource.time_field
+            )));
+        }
         if self.xmids.is_empty() {
             return Err(MxcError::InvalidRequest(format!(
                 "a query of {} needs at least one XMID",
@@ -77,21 +119,43 @@ impl ReportQuery {
 
     /// The query string, without `from` (the offset).
     fn params(&self) -> Vec<(&'static str, String)> {
-        let mut params = vec![
-            (
-                "accountNumbers",
-                serde_json::to_string(&self.xmids).unwrap_or_default(),
-            ),
-            ("dr_type", "abs".to_string()),
-            ("dr_from", instant(self.from)),
-            ("dr_to", instant(self.to)),
-            ("sort", format!("{}:asc", self.resource.time_field)),
-            ("size", self.page_size.to_string()),
-        ];
+        let mut params = vec![(
+            "accountNumbers",
+            serde_json::to_string(&self.xmids).unwrap_or_default(),
+        )];
+        let filter = match self.basis {
+            TimeBasis::Transaction => {
+                params.extend([
+                    ("dr_type", "abs".to_string()),
+                    ("dr_from", instant(self.from)),
+                    ("dr_to", instant(self.to)),
+                    ("sort", format!("{}:asc", self.time_field())),
+                ]);
+                self.filter.clone()
+            }
+            TimeBasis::Ingestion => {
+                // No dr_type: the range on the ingestion time bounds the query, whatever the
+                // records' transaction times. The id breaks ties, so paging is stable.
+                let field = self.time_field();
+                params.push((
+                    "sort",
+                    format!("{field}:asc,{}:asc", self.resource.id_field),
+                ));
+                let range = serde_json::json!({ "range": { field: {
+                    "gte": instant(self.from),
+                    "lte": instant(self.to),
+                } } });
+                Some(match &self.filter {
+                    None => serde_json::json!({ "must": [range] }),
+                    Some(extra) => serde_json::json!({ "must": [range, { "bool": extra }] }),
+                })
+            }
+        };
+        params.push(("size", self.page_size.to_string()));
         if let Some(fields) = &self.fields {
             params.push(("fields", serde_json::to_string(fields).unwrap_or_default()));
         }
-        if let Some(filter) = &self.filter {
+        if let Some(filter) = filter {
             params.push(("filter", filter.to_string()));
         }
         params
@@ -148,7 +212,7 @@ pub struct ReportPager {
     query: ReportQuery,
     offset: u32,
     max_result_window: u32,
-    /// The latest transaction time returned, with the ids returned at exactly that time.
+    /// The latest time (of the query's basis) returned, with the ids returned at exactly it.
     boundary: Option<(DateTime<Utc>, HashSet<String>)>,
     done: bool,
 }
@@ -225,14 +289,14 @@ impl ReportPager {
     }
 
     fn seen_at_boundary(&self, record: &Record) -> bool {
-        match (&self.boundary, record.time(), record.id()) {
+        match (&self.boundary, self.query.time_of(record), record.id()) {
             (Some((time, ids)), Some(t), Some(id)) => t == *time && ids.contains(id),
             _ => false,
         }
     }
 
     fn extend_boundary(&mut self, record: &Record) {
-        let (Some(t), Some(id)) = (record.time(), record.id()) else {
+        let (Some(t), Some(id)) = (self.query.time_of(record), record.id()) else {
             return;
         };
         match &mut self.boundary {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::{sleep_or_stop, PollError, Pollers};
-use crate::mxc::{ReportQuery, Resource, AUTHORIZATIONS};
+use super::{sleep_or_stop, PollError, Pollers, Window};
+use crate::mxc::{ReportQuery, Resource, TimeBasis, AUTHORIZATIONS};
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -137,7 +137,10 @@ impl Pollers {
                         request.resource,
                         &batch,
                         &[],
-                        chrono::Duration::zero(),
+                        &Window {
+                            basis: TimeBasis::Transaction,
+                            below: chrono::Duration::zero(),
+                        },
                         "backfill",
                         None,
                     )

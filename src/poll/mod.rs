@@ -2,9 +2,16 @@
 //! (authorizations, disputes …), each cycling window → pages in time order → admit → cursor,
 //! under a global request budget, with exponential backoff (honouring Retry-After) on errors.
 //! Polls of one group and resource never overlap, and the failures of one never delay another.
+//!
+//! The window is on MXC's ingestion time (`created`) where the resource has one: from the
+//! cursor (less `overlap`) to MXC's now (less `settle`), so a record is read once whatever its
+//! lateness, and a poll costs the pages of what is new. Without one (or when MXC refuses such
+//! queries) it is on the record's own time, re-reading `look_back`. A periodic sweep over
+//! transaction time (`sweep`) is the safety net.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +23,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod backfill;
+mod basis;
 mod roster;
+mod sweep;
 
 pub use backfill::{BackfillProgress, BackfillRequest};
+pub use basis::Bases;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
 use crate::cluster::{Handover, MerchantState};
-use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource};
+use crate::config::CursorMode;
+use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 use crate::route::Route;
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -36,7 +47,19 @@ pub const OVERSIZE_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub interval: Duration,
+    /// What the cursor follows (`pollers.cursor`).
+    pub cursor: CursorMode,
+    /// How far short of MXC's now a poll on `created` stops.
+    pub settle: Duration,
+    /// How far below its cursor a poll on `created` re-reads.
+    pub overlap: Duration,
+    /// How far below its cursor a poll on transaction time re-reads.
     pub look_back: Duration,
+    /// How often the sweep runs (zero: never), and how far back it reads.
+    pub reconcile_every: Duration,
+    pub reconcile_window: Duration,
+    /// The request budget (`pollers.requests_per_second`): the sweep takes at most half.
+    pub requests_per_second: f64,
     pub group_size: usize,
     pub page_size: u32,
     pub max_result_window: u32,
@@ -80,6 +103,33 @@ pub struct Pollers {
     pub metrics: Metrics,
     /// In a cluster: where each poll's state goes once its events are delivered.
     pub handover: Option<Handover>,
+    /// What each resource's polls follow (shared: a fallback is learnt once).
+    pub bases: Arc<Bases>,
+    /// Polls waiting for the request budget: the sweep takes budget only when none is.
+    pub polls_waiting: Arc<AtomicUsize>,
+}
+
+/// A poll's window on one time basis: from each cursor less `below` (never before its floor)
+/// to `upper`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Window {
+    pub basis: TimeBasis,
+    pub below: chrono::Duration,
+}
+
+impl Window {
+    /// Where an XMID's part of the window starts.
+    pub fn start(&self, cursor: &Cursor) -> DateTime<Utc> {
+        (cursor.position - self.below).max(cursor.floor)
+    }
+
+    /// A record's instant on the window's basis.
+    pub fn time_of(&self, record: &Record) -> Option<DateTime<Utc>> {
+        match self.basis {
+            TimeBasis::Transaction => record.time(),
+            TimeBasis::Ingestion => record.created(),
+        }
+    }
 }
 
 impl Pollers {
@@ -139,14 +189,24 @@ impl Pollers {
         }
     }
 
-    /// Polls each resource of the group on its own schedule, until `stop`.
+    /// Polls each resource of the group on its own schedule, and sweeps it on its own,
+    /// until `stop`.
     async fn run_group(self, xmids: Vec<String>, stop: CancellationToken) {
         let loops = self
             .config
             .resources
             .iter()
             .map(|resource| self.run_resource(resource, &xmids, &stop));
-        futures::future::join_all(loops).await;
+        let sweeps = self
+            .config
+            .resources
+            .iter()
+            .map(|resource| self.run_sweeps(resource, &xmids, &stop));
+        futures::future::join(
+            futures::future::join_all(loops),
+            futures::future::join_all(sweeps),
+        )
+        .await;
     }
 
     async fn run_resource(
@@ -210,35 +270,60 @@ impl Pollers {
         }
     }
 
-    /// One cycle for a group and a resource: the window from the earliest cursor (less the
-    /// look-back) to now, page by page in time order, each page admitted in one transaction;
-    /// then the cursors.
+    /// One cycle for a group and a resource, on the resource's time basis (see the module's
+    /// doc). In `auto`, a poll on `created` that MXC refuses (400) falls back to transaction
+    /// time at once.
     pub async fn poll_once(
         &self,
         resource: &'static Resource,
         xmids: &[String],
     ) -> Result<(), PollError> {
+        let basis = self.bases.of(resource);
+        match self.poll_by(resource, xmids, basis).await {
+            Err(PollError::Mxc(error))
+                if basis == TimeBasis::Ingestion
+                    && self.bases.fall_back(resource, &error, &self.metrics) =>
+            {
+                self.poll_by(resource, xmids, TimeBasis::Transaction).await
+            }
+            other => other,
+        }
+    }
+
+    /// The window from the earliest cursor (less the overlap or look-back) to MXC's now (less
+    /// the settle time on `created`), page by page in time order, each page admitted in one
+    /// transaction; then the cursors, to the window's end.
+    async fn poll_by(
+        &self,
+        resource: &'static Resource,
+        xmids: &[String],
+        basis: TimeBasis,
+    ) -> Result<(), PollError> {
         self.store.check_space()?;
-        let now = Utc::now();
+        let (window, upper) = self.window(basis);
         let mut cursors = Vec::with_capacity(xmids.len());
         for xmid in xmids {
             let cursor = self
                 .store
                 .cursor(&resource.cursor_key(xmid))?
                 .unwrap_or(Cursor {
-                    position: now,
-                    floor: now,
+                    position: upper,
+                    floor: upper,
                 });
             cursors.push((xmid.clone(), cursor));
         }
-        let look_back = chrono::Duration::from_std(self.config.look_back).unwrap_or_default();
         let from = cursors
             .iter()
-            .map(|(_, c)| (c.position - look_back).max(c.floor))
+            .map(|(_, c)| window.start(c))
             .min()
-            .unwrap_or(now)
-            .min(now);
-        let mut query = ReportQuery::new(xmids.to_vec(), from, now).of(resource);
+            .unwrap_or(upper);
+        // Nothing can have been ingested since (a cursor just set at MXC's now): no request.
+        if from >= upper {
+            return Ok(());
+        }
+        let mut query = ReportQuery::new(xmids.to_vec(), from, upper)
+            .of(resource)
+            .by(basis);
         query.page_size = self.config.page_size;
         let mut pager = self
             .client
@@ -257,7 +342,7 @@ impl Pollers {
                 resource,
                 &batch,
                 &cursors,
-                look_back,
+                &window,
                 &xmids.join(","),
                 seen.as_mut(),
             )
@@ -269,7 +354,8 @@ impl Pollers {
                 (
                     resource.cursor_key(&xmid),
                     Cursor {
-                        position: now,
+                        // Never backwards (MXC's clock, as its answers tell it, may step back).
+                        position: c.position.max(upper),
                         floor: c.floor,
                     },
                 )
@@ -295,11 +381,36 @@ impl Pollers {
         Ok(())
     }
 
+    /// The window of a poll starting now on `basis`, and its end: MXC's now, less the settle
+    /// time on `created` (records still being indexed are read next time).
+    pub(crate) fn window(&self, basis: TimeBasis) -> (Window, DateTime<Utc>) {
+        let now = self.client.mxc_now();
+        let duration = |d: Duration| chrono::Duration::from_std(d).unwrap_or_default();
+        match basis {
+            TimeBasis::Ingestion => (
+                Window {
+                    basis,
+                    below: duration(self.config.overlap),
+                },
+                now - duration(self.config.settle),
+            ),
+            TimeBasis::Transaction => (
+                Window {
+                    basis,
+                    below: duration(self.config.look_back),
+                },
+                now,
+            ),
+        }
+    }
+
     /// Waits for the global request budget, counting the waits.
     async fn wait_for_budget(&self) {
         if self.limiter.check().is_err() {
             self.metrics.rate_limiter_waits.inc();
+            self.polls_waiting.fetch_add(1, Ordering::Relaxed);
             self.limiter.until_ready().await;
+            self.polls_waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -310,7 +421,7 @@ impl Pollers {
         resource: &'static Resource,
         batch: &Batch,
         cursors: &[(String, Cursor)],
-        look_back: chrono::Duration,
+        window: &Window,
         source: &str,
         seen: Option<&mut HashMap<String, Vec<String>>>,
     ) -> Result<AdmitOutcome, PollError> {
@@ -323,7 +434,7 @@ impl Pollers {
             tracing::warn!(%source, resource = resource.name, record_id = rejected.id.as_deref().unwrap_or("(none)"),
                 reason = %rejected.reason, "unreadable record skipped");
         }
-        let admissions = self.admissions(resource, &batch.records, cursors, look_back);
+        let admissions = self.admissions(resource, &batch.records, cursors, window);
         if let Some(seen) = seen {
             for admission in &admissions {
                 let ids = seen.entry(admission.xmid.clone()).or_default();
@@ -358,7 +469,7 @@ impl Pollers {
         resource: &'static Resource,
         records: &[Record],
         cursors: &[(String, Cursor)],
-        look_back: chrono::Duration,
+        window: &Window,
     ) -> Vec<Admission> {
         let mut out = Vec::with_capacity(records.len());
         let routes: Vec<&Route> = self
@@ -392,8 +503,8 @@ impl Pollers {
             let own_start = cursors
                 .iter()
                 .find(|(x, _)| x == xmid)
-                .map(|(_, c)| (c.position - look_back).max(c.floor));
-            if let (Some(start), Some(t)) = (own_start, record.time()) {
+                .map(|(_, c)| window.start(c));
+            if let (Some(start), Some(t)) = (own_start, window.time_of(record)) {
                 if t < start {
                     self.metrics
                         .records

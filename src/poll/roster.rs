@@ -131,7 +131,8 @@ impl RosterWatch {
                     wait
                 }
                 Ok(roster) => {
-                    let now = Utc::now();
+                    // MXC's: new merchants' cursors start on its clock.
+                    let now = self.pollers.client.mxc_now();
                     let owned = |x: &str| self.owns.as_ref().is_none_or(|owns| owns(x));
                     let wanted: BTreeSet<String> = roster
                         .iter()

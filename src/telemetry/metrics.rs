@@ -16,8 +16,14 @@ pub struct Metrics {
     /// Poll cycles by outcome (`ok`, `error`).
     pub polls: IntCounterVec,
     /// Records by outcome: `fetched`, `new`, `duplicate`, `skipped_no_id`, `wrong_type`,
-    /// `oversize`, `rejected`, `outside_window`.
+    /// `oversize`, `rejected`, `outside_window`, `reconciled` (missed by the cursor, found by
+    /// the sweep: 0 in a healthy run).
     pub records: IntCounterVec,
+    /// 1 for a resource polled by transaction time because MXC refused its `created` queries
+    /// (`pollers.cursor = "auto"`).
+    pub cursor_fallback: IntGaugeVec,
+    /// Reconciliation sweeps by outcome (`ok`, `error`).
+    pub sweeps: IntCounterVec,
     /// Events by sink and outcome: `delivered`, `failed` (will retry), `dead_lettered`.
     pub events: IntCounterVec,
     /// Seconds between now and each XMID's cursor.
@@ -99,6 +105,26 @@ impl Metrics {
             IntCounterVec::new(
                 Opts::new("mxc_relay_events_total", "Events by sink and outcome."),
                 &["sink", "outcome"],
+            ),
+        );
+        let cursor_fallback = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_cursor_fallback",
+                    "1 for a resource polled by transaction time because MXC refused its created queries.",
+                ),
+                &["resource"],
+            ),
+        );
+        let sweeps = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "mxc_relay_reconcile_sweeps_total",
+                    "Reconciliation sweeps by outcome.",
+                ),
+                &["outcome"],
             ),
         );
         let poll_lag = register(
@@ -328,6 +354,8 @@ impl Metrics {
             webhook_disabled,
             polls,
             records,
+            cursor_fallback,
+            sweeps,
             events,
             poll_lag,
             poll_lag_max,

@@ -87,6 +87,27 @@ impl Health {
             ("pollers", pollers),
             ("sinks", sinks),
         ];
+        // Still ready, but said: records later than the look-back are now left to the sweep.
+        let fallen_back: Vec<&str> = crate::mxc::RESOURCES
+            .iter()
+            .filter(|r| {
+                self.metrics
+                    .cursor_fallback
+                    .with_label_values(&[r.name])
+                    .get()
+                    > 0
+            })
+            .map(|r| r.name)
+            .collect();
+        if !fallen_back.is_empty() {
+            checks.push((
+                "cursor",
+                Ok(format!(
+                    "MXC refused created queries: {} polled by transaction time with pollers.look_back (see the log)",
+                    fallen_back.join(", ")
+                )),
+            ));
+        }
         if let Some(refresh) = self.roster_refresh {
             let last = self.metrics.roster_last_read.get();
             let age = chrono::Utc::now().timestamp() as f64 - last;

@@ -1,0 +1,73 @@
+//! MXC's clock, as its answers tell it: the `Date` header of every response. A cursor on
+//! `created` must stop short of MXC's "now", not ours: a relay whose clock runs ahead would
+//! move its cursor past records MXC has not ingested yet, and never read them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use chrono::{DateTime, Utc};
+use reqwest::header::{HeaderMap, DATE};
+
+/// The offset of MXC's clock from ours, learnt from the last answer that carried a `Date`.
+///
+/// `Date` has whole seconds and is written after the server's clock read it, so the offset
+/// it gives is at most a second behind the truth: an upper bound taken from it errs on the
+/// safe side (a little earlier than MXC's now).
+#[derive(Debug, Default)]
+pub struct MxcClock {
+    offset_ms: AtomicI64,
+    known: AtomicBool,
+}
+
+impl MxcClock {
+    /// Reads the `Date` header of an answer received just now.
+    pub fn observe(&self, headers: &HeaderMap) {
+        let Some(date) = headers
+            .get(DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(v).ok())
+        else {
+            return;
+        };
+        let offset = date.timestamp_millis() - Utc::now().timestamp_millis();
+        self.offset_ms.store(offset, Ordering::Relaxed);
+        self.known.store(true, Ordering::Relaxed);
+    }
+
+    /// MXC's now: ours plus the last offset seen (ours alone until an answer carried a date).
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// MXC's clock minus ours, in milliseconds, once an answer has told it.
+    pub fn offset_ms(&self) -> Option<i64> {
+        self.known
+            .load(Ordering::Relaxed)
+            .then(|| self.offset_ms.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn the_date_header_sets_the_offset() {
+        let clock = MxcClock::default();
+        assert_eq!(clock.offset_ms(), None);
+        let ahead = Utc::now() + chrono::Duration::seconds(3600);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            DATE,
+            HeaderValue::from_str(&ahead.format("%a, %d %b %Y %H:%M:%S GMT").to_string()).unwrap(),
+        );
+        clock.observe(&headers);
+        let offset = clock.offset_ms().unwrap();
+        assert!((3_598_000..=3_600_000).contains(&offset), "{offset}");
+        assert!(clock.now() > Utc::now() + chrono::Duration::seconds(3590));
+        // A missing or unreadable date leaves it as it was.
+        headers.insert(DATE, HeaderValue::from_static("yesterday"));
+        clock.observe(&headers);
+        assert_eq!(clock.offset_ms(), Some(offset));
+    }
+}

@@ -1,0 +1,149 @@
+//! The reconciliation sweep, the safety net under the cursor: every `reconcile_every`, each
+//! group re-reads `reconcile_window` of transaction time in one export and admits what its
+//! cursor passed without reading it, counted as `records_total{outcome="reconciled"}` and
+//! logged with XMID and id. A healthy run counts zero.
+//!
+//! It runs at low priority under the same request budget: it takes a request only while no
+//! poll waits for one, and at most half the rate, so the budget stays full for the polls.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{sleep_or_stop, PollError, Pollers};
+use crate::mxc::{Record, ReportQuery, Resource};
+use crate::store::Cursor;
+
+impl Pollers {
+    /// Sweeps the group's `resource` every `reconcile_every` (never when it is zero), until
+    /// `stop`.
+    pub(super) async fn run_sweeps(
+        &self,
+        resource: &'static Resource,
+        xmids: &[String],
+        stop: &CancellationToken,
+    ) {
+        if self.config.reconcile_every.is_zero() {
+            return;
+        }
+        loop {
+            if sleep_or_stop(stop, self.config.reconcile_every).await {
+                return;
+            }
+            match self.sweep(resource, xmids, stop).await {
+                Ok(found) => {
+                    self.metrics.sweeps.with_label_values(&["ok"]).inc();
+                    tracing::debug!(xmids = %xmids.join(","), resource = resource.name, found, "reconciliation sweep done");
+                }
+                Err(error) => {
+                    self.metrics.sweeps.with_label_values(&["error"]).inc();
+                    tracing::warn!(xmids = %xmids.join(","), resource = resource.name, %error,
+                        "reconciliation sweep failed; the next one is due in pollers.reconcile_every");
+                }
+            }
+        }
+    }
+
+    /// One sweep of the group's `resource`: returns how many records the cursor had missed.
+    pub async fn sweep(
+        &self,
+        resource: &'static Resource,
+        xmids: &[String],
+        stop: &CancellationToken,
+    ) -> Result<usize, PollError> {
+        let now = self.client.mxc_now();
+        let span = chrono::Duration::from_std(self.config.reconcile_window).unwrap_or_default();
+        let mut query = ReportQuery::new(xmids.to_vec(), now - span, now).of(resource);
+        query.page_size = self.config.page_size;
+        let mut export = self.client.report_export(query);
+        let mut found = 0;
+        loop {
+            if self.wait_for_spare_budget(stop).await {
+                return Ok(found);
+            }
+            let Some(batch) = export.next_page().await? else {
+                return Ok(found);
+            };
+            let missed = self.missed(resource, batch.records)?;
+            if missed.is_empty() {
+                continue;
+            }
+            // Admitted as they are: the window check belongs to polls, and these are behind it.
+            let admissions = self.admissions(
+                resource,
+                &missed,
+                &[],
+                &self.window(self.bases.of(resource)).0,
+            );
+            self.store.check_space()?;
+            let outcome = self.store.admit(&admissions, &[]).await?;
+            self.metrics
+                .records
+                .with_label_values(&["reconciled"])
+                .inc_by(outcome.new as u64);
+            for ((sink, event_type), n) in &outcome.enqueued {
+                self.metrics
+                    .events_enqueued
+                    .with_label_values(&[sink, event_type])
+                    .inc_by(*n as u64);
+            }
+            found += outcome.new;
+        }
+    }
+
+    /// The records of a sweep's page that the cursor passed (they are behind its window and
+    /// at or after its floor) without admitting them. Records still ahead of a cursor are
+    /// left to the polls.
+    fn missed(
+        &self,
+        resource: &'static Resource,
+        records: Vec<Record>,
+    ) -> Result<Vec<Record>, PollError> {
+        let (window, _) = self.window(self.bases.of(resource));
+        let mut cursors: HashMap<String, Option<Cursor>> = HashMap::new();
+        let mut missed = Vec::new();
+        for record in records {
+            let (Some(xmid), Some(id)) = (record.xmid(), record.id()) else {
+                continue;
+            };
+            let cursor = match cursors.get(xmid) {
+                Some(c) => *c,
+                None => {
+                    let c = self.store.cursor(&resource.cursor_key(xmid))?;
+                    cursors.insert(xmid.to_string(), c);
+                    c
+                }
+            };
+            let (Some(cursor), Some(t)) = (cursor, window.time_of(&record)) else {
+                continue;
+            };
+            if t < cursor.floor || t >= window.start(&cursor) {
+                continue;
+            }
+            if self.store.is_seen(&resource.seen_key(id))? {
+                continue;
+            }
+            tracing::warn!(%xmid, record_id = %id, resource = resource.name, at = %t,
+                "reconciliation sweep found a record the cursor missed: admitted now");
+            missed.push(record);
+        }
+        Ok(missed)
+    }
+
+    /// Waits until a request can be spent without delaying a poll: none waits for the budget,
+    /// and the budget has a request to spare; then paces itself to half the budget's rate.
+    /// True if `stop` came first.
+    async fn wait_for_spare_budget(&self, stop: &CancellationToken) -> bool {
+        let period = Duration::from_secs_f64(1.0 / self.config.requests_per_second.max(1e-3));
+        loop {
+            if self.polls_waiting.load(Ordering::Relaxed) == 0 && self.limiter.check().is_ok() {
+                return sleep_or_stop(stop, period).await;
+            }
+            if sleep_or_stop(stop, period.max(Duration::from_millis(50))).await {
+                return true;
+            }
+        }
+    }
+}
