@@ -110,8 +110,8 @@ async fn five_thousand_records_with_late_arrivals_reach_the_sink_exactly_once_in
         last = now;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
-    // Late traffic: records that appear long after their transaction time, inside windows
-    // that were already polled (the look-back windows overlap).
+    // Late traffic: records that appear long after their transaction time (20 to 30 minutes
+    // before the start), ingested now: the cursor on `created` reads them as new.
     for _ in 0..5 {
         sim.generate(500, &xmids, t0 - minutes(30), t0 - minutes(21))
             .unwrap();
@@ -132,29 +132,26 @@ async fn five_thousand_records_with_late_arrivals_reach_the_sink_exactly_once_in
         unique,
         sim_ids(&sim, &xmids, t0 - minutes(31), Utc::now()).await
     );
-    assert!(
-        metrics.records("duplicate") > 5_000,
-        "the windows overlapped: {}",
-        metrics.records("duplicate")
-    );
     assert_eq!(metrics.records("new"), 5_000);
+    assert_eq!(metrics.records("reconciled"), 0);
 
-    // Per XMID, the in-order records come out in the order they were admitted: time order.
+    // Per XMID, records come out in the order MXC ingested them (`created`).
     let mut per_xmid: HashMap<String, Vec<String>> = HashMap::new();
     for line in &found_after {
-        let t = line["occurred_at"].as_str().unwrap().to_string();
-        if t >= mxc_relay::mxc::instant(t0 - minutes(20)) {
-            per_xmid
-                .entry(line["xmid"].as_str().unwrap().to_string())
-                .or_default()
-                .push(t);
-        }
+        let created = line["data"]["created"].as_str().unwrap();
+        let created = DateTime::parse_from_rfc3339(created)
+            .unwrap()
+            .with_timezone(&Utc);
+        per_xmid
+            .entry(line["xmid"].as_str().unwrap().to_string())
+            .or_default()
+            .push(mxc_relay::mxc::instant(created));
     }
     assert_eq!(per_xmid.len(), 20);
     for (xmid, times) in per_xmid {
         assert!(
             times.windows(2).all(|w| w[0] <= w[1]),
-            "{xmid} out of order"
+            "{xmid} out of ingestion order"
         );
     }
 }
@@ -251,7 +248,8 @@ async fn the_global_request_budget_holds() {
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..20].to_vec();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(&sim, &xmids, dir.path(), Utc::now());
+    // From a minute back: polls started at MXC's now would have nothing settled to read.
+    let mut config = config(&sim, &xmids, dir.path(), Utc::now() - minutes(1));
     // 20 pollers would like 20 requests/s; the budget is 5/s with a burst of 2.
     config.pollers.requests_per_second = 5.0;
     config.pollers.burst = 2;
