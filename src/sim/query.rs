@@ -641,6 +641,78 @@ mod tests {
         assert!(f.matches(&big_visa));
     }
 
+    fn parse(pairs: &[(&str, &str)]) -> Result<ReportQuery, String> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ReportQuery::parse(&AUTHORIZATIONS, &map, Utc::now())
+    }
+
+    #[test]
+    fn a_created_range_is_planned_from_the_top_level_must() {
+        let q = parse(&[(
+            "filter",
+            r#"{"must":[{"range":{"created":{"gte":"2026-11-30T05:00:00.000Z","lte":"2026-11-30T05:00:25.000Z"}}},{"term":{"cardType":"Visa"}}]}"#,
+        )])
+        .unwrap();
+        let gte = DateTime::parse_from_rfc3339("2026-11-30T05:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(q.created_range, Some((gte, gte + 25_000)));
+        assert!(q.on_created && !q.has_dr_type);
+        // Exclusive bounds, epoch milliseconds, two ranges intersected, `filter` as `must`.
+        let q = parse(&[(
+            "filter",
+            r#"{"filter":[{"range":{"created":{"gt":1000,"lt":"5000"}}},{"range":{"created":{"gte":2000}}}]}"#,
+        )])
+        .unwrap();
+        assert_eq!(q.created_range, Some((2_000, 4_999)));
+        // Under `should` it narrows nothing, but it is still a query on `created`.
+        let q = parse(&[(
+            "filter",
+            r#"{"should":[{"range":{"created":{"gte":1000}}}]}"#,
+        )])
+        .unwrap();
+        assert_eq!(q.created_range, None);
+        assert!(q.on_created);
+        let q = parse(&[("sort", "created:desc")]).unwrap();
+        assert!(q.on_created && q.sorts_by("created") && q.created_range.is_none());
+        assert!(
+            !parse(&[("sort", "transactionDateAndTime:asc")])
+                .unwrap()
+                .on_created
+        );
+        assert!(
+            parse(&[("filter", r#"{"must":{"range":{"created":{"gte":"soon"}}}}"#)])
+                .unwrap_err()
+                .contains("failed to parse date field")
+        );
+    }
+
+    #[test]
+    fn sorting_by_created_then_id_orders_by_both() {
+        let mk = |id: &str, created_ms: i64, seq: u64| {
+            std::sync::Arc::new(SimRecord {
+                id: id.into(),
+                created_ms,
+                seq,
+                ..record(1.0, false)
+            })
+        };
+        let mut records = vec![mk("b", 2, 0), mk("c", 1, 1), mk("a", 2, 2), mk("d", 1, 3)];
+        parse(&[("sort", "created:asc, id:asc")])
+            .unwrap()
+            .sort(&mut records);
+        let order: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["c", "d", "a", "b"]);
+        parse(&[("sort", "created:DESC,id:desc")])
+            .unwrap()
+            .sort(&mut records);
+        let order: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["b", "a", "d", "c"]);
+    }
+
     #[test]
     fn bad_queries_say_what_is_wrong() {
         let now = Utc::now();

@@ -905,3 +905,32 @@ async fn change_merchants(State(state): State<Arc<SimState>>, body: Bytes) -> Re
     let added: Vec<String> = (0..request.add).map(|_| data.add_merchant()).collect();
     Json(serde_json::json!({ "added": added, "closed": request.close })).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_opens_with_an_empty_body_or_an_object_without_scroll_id() {
+        for body in [
+            "",
+            " \n\t",
+            "{}",
+            r#"{"scrollId": null}"#,
+            r#"{"size": 100}"#,
+        ] {
+            assert_eq!(
+                export_body(body.as_bytes()),
+                Ok(ExportBody::Open),
+                "{body:?}"
+            );
+        }
+        assert_eq!(
+            export_body(br#"{"scrollId": "s-1", "scroll": "5m"}"#),
+            Ok(ExportBody::Continue("s-1".into()))
+        );
+        for body in ["[]", "\"s-1\"", r#"{"scrollId": 1}"#, "{"] {
+            assert!(export_body(body.as_bytes()).is_err(), "{body:?}");
+        }
+    }
+}

@@ -447,7 +447,8 @@ mod tests {
                 backlog_ms: 3_600_000,
                 decline_rate: 0.1,
                 late_fraction: 0.05,
-                max_lateness_ms: 600_000,
+                // The default long tail: batches go by `created`, however late.
+                max_lateness_ms: 3 * 3_600_000,
                 index_delay_ms: 0,
                 settlement: SettlementConfig {
                     dispute_rate: 0.05,
