@@ -241,14 +241,13 @@ impl SimState {
 
     /// Sets the faults; a changed clock offset moves the clock of the data with it.
     fn set_faults(&self, faults: Faults) {
-        let Ok(mut data) = self.data.lock() else {
-            return;
-        };
+        // Data first, then faults: the order every other path takes them in.
+        let mut data = self.data.lock().ok();
         let Ok(mut current) = self.faults.write() else {
             return;
         };
         let delta = faults.clock_offset_ms - current.clock_offset_ms;
-        if delta != 0 {
+        if let Some(data) = data.as_mut().filter(|_| delta != 0) {
             // What arrived on the old clock first, then arrivals go on from the new reading.
             data.advance(Utc::now().timestamp_millis() + current.clock_offset_ms);
             data.shift_clock(delta);
