@@ -47,9 +47,16 @@ pub struct SimArgs {
     /// Share of declined authorizations (0 to 1).
     #[arg(long, default_value_t = 0.07)]
     decline_rate: f64,
-    /// Share of authorizations that appear minutes after their transaction time (0 to 1).
+    /// Share of authorizations ingested (`created`) long after their transaction time (0 to
+    /// 1); the others within 2 s of it.
     #[arg(long, default_value_t = 0.03)]
     late_fraction: f64,
+    /// Longest lateness of those: log-uniform between 1m (a tenth of this if shorter) and this.
+    #[arg(long, default_value = "3h", value_parser = duration)]
+    max_lateness: Duration,
+    /// A record created at T is searchable from T + this; 5 % of records up to 5 times this.
+    #[arg(long, default_value = "1s", value_parser = duration)]
+    index_delay: Duration,
     /// Share of approved authorizations disputed later (0 to 1).
     #[arg(long, default_value_t = 0.005)]
     dispute_rate: f64,
@@ -66,6 +73,14 @@ pub struct SimArgs {
     /// Largest `from + size` the report endpoints accept.
     #[arg(long, default_value_t = 10_000)]
     max_result_window: usize,
+    /// The faults to inject from the start (boxed: the other commands' arguments are small).
+    #[command(flatten)]
+    faults: Box<FaultArgs>,
+}
+
+/// Faults at start; `POST /_sim/faults` changes them at run time.
+#[derive(Args)]
+struct FaultArgs {
     /// Fault: share of API requests answered 429 (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     throttle_rate: f64,
@@ -90,24 +105,50 @@ pub struct SimArgs {
     /// Fault: refuse JWTs older than this, before their exp (a JWT that expires early).
     #[arg(long, value_parser = duration)]
     jwt_max_age: Option<Duration>,
+    /// Fault: report queries filtering or sorting on `created` get 400.
+    #[arg(long)]
+    refuse_created: bool,
+    /// Fault: share of authorizations that queries on `created` never return (0 to 1).
+    #[arg(long, default_value_t = 0.0)]
+    hide_from_created_rate: f64,
+    /// Fault: the simulator's clock runs this far ahead of the machine's, e.g. 90s, or behind
+    /// with a leading minus, e.g. -5m (`Date` header, `created`, arrivals, `dr_quick`).
+    #[arg(long, default_value = "0s", value_parser = signed_duration, allow_hyphen_values = true)]
+    clock_offset: i64,
 }
 
 pub fn duration(text: &str) -> Result<Duration, String> {
     mxc_relay::config::parse_duration(text)
 }
 
+/// A duration with an optional sign, in milliseconds: `90s`, `-5m`, `+1h`.
+fn signed_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let (sign, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let ms = i64::try_from(duration(magnitude)?.as_millis())
+        .map_err(|_| format!("{text:?} is too long"))?;
+    Ok(sign * ms)
+}
+
 pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
     mxc_relay::telemetry::init_logging("info", LogFormat::Pretty);
+    let f = &args.faults;
     let faults = Faults {
-        throttle_rate: args.throttle_rate,
-        retry_after_secs: args.retry_after,
-        error_rate: args.error_rate,
-        error_status: Some(args.error_status),
-        latency_ms: args.latency.as_millis() as u64,
-        truncate_rate: args.truncate_rate,
-        malformed_rate: args.malformed_rate,
-        jwt_max_age_secs: args.jwt_max_age.map(|d| d.as_secs()),
+        throttle_rate: f.throttle_rate,
+        retry_after_secs: f.retry_after,
+        error_rate: f.error_rate,
+        error_status: Some(f.error_status),
+        latency_ms: f.latency.as_millis() as u64,
+        truncate_rate: f.truncate_rate,
+        malformed_rate: f.malformed_rate,
+        jwt_max_age_secs: f.jwt_max_age.map(|d| d.as_secs()),
         fail_xmids: Vec::new(),
+        refuse_created: f.refuse_created,
+        hide_from_created_rate: f.hide_from_created_rate,
+        clock_offset_ms: f.clock_offset,
     };
     faults
         .validate()
@@ -128,6 +169,11 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         args.rate
     );
     anyhow::ensure!(
+        args.max_lateness >= Duration::from_secs(1),
+        "--max-lateness must be at least 1s, got {}",
+        humantime::format_duration(args.max_lateness)
+    );
+    anyhow::ensure!(
         args.batch_every >= Duration::from_secs(1),
         "--batch-every must be at least 1s, got {}",
         humantime::format_duration(args.batch_every)
@@ -145,7 +191,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         jwt_ttl: args.jwt_ttl,
         decline_rate: args.decline_rate,
         late_fraction: args.late_fraction,
-        max_lateness: Duration::from_secs(600),
+        max_lateness: args.max_lateness,
+        index_delay: args.index_delay,
         max_result_window: args.max_result_window,
         settlement: SettlementConfig {
             dispute_rate: args.dispute_rate,

@@ -39,8 +39,11 @@ pub struct SimRecord {
     pub xmid: String,
     /// Its resource's time field (`transactionDateAndTime` …), unix milliseconds.
     pub tx_ms: i64,
-    /// When it became visible (`created`), unix milliseconds.
+    /// When MXC ingested it (`created`), unix milliseconds of the simulator's clock.
     pub created_ms: i64,
+    /// When it becomes searchable (`created` plus the index delay): no query returns it
+    /// before, unix milliseconds of the simulator's clock.
+    pub visible_ms: i64,
     /// Generation order; breaks ties between equal times.
     pub seq: u64,
     pub amount: f64,
@@ -345,9 +348,11 @@ pub struct GenerationConfig {
     pub backlog_ms: i64,
     /// Share of declines.
     pub decline_rate: f64,
-    /// Share of records that become visible minutes after their transaction time.
+    /// Share of records ingested long after their transaction time.
     pub late_fraction: f64,
     pub max_lateness_ms: i64,
+    /// A record is searchable this long after its `created` (5 % of them up to 5 times it).
+    pub index_delay_ms: i64,
     /// Disputes, batches and deposits.
     pub settlement: SettlementConfig,
 }
@@ -358,6 +363,11 @@ pub struct Dataset {
     by_xmid: HashMap<String, usize>,
     /// Per merchant: (tx_ms, seq) → authorization.
     records: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    /// Per merchant: (created_ms, seq) → authorization, for queries on `created`.
+    by_created: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    /// The latest clock reading seen: records visible by then are searchable. Never goes
+    /// back, so a clock set back does not hide records already served.
+    index_now_ms: i64,
     /// The disputes, batches and deposits that follow them.
     settlement: Settlement,
     /// Cumulative traffic weights of the active merchants, for picking one.
@@ -390,18 +400,21 @@ impl Dataset {
         }
         let active_weights = active_weights(&merchants);
         let records = vec![BTreeMap::new(); merchants.len()];
+        let by_created = records.clone();
         let start = (now_ms - config.backlog_ms) as f64;
         let settlement = Settlement::new(
             config.settlement.clone(),
             config.seed,
             &merchants,
             start as i64,
-            config.max_lateness_ms.max(2_000),
+            config.index_delay_ms.max(0),
         );
         let mut dataset = Dataset {
             merchants,
             by_xmid,
             records,
+            by_created,
+            index_now_ms: i64::MIN,
             settlement,
             active_weights,
             config,
@@ -429,6 +442,7 @@ impl Dataset {
             self.by_xmid.insert(xmid.clone(), self.merchants.len());
             self.merchants.push(merchant);
             self.records.push(BTreeMap::new());
+            self.by_created.push(BTreeMap::new());
             self.settlement
                 .add_merchant(true, self.next_arrival_ms as i64);
             self.active_weights = active_weights(&self.merchants);
@@ -451,19 +465,20 @@ impl Dataset {
     /// Generates every record that has arrived by `now_ms` at the configured rate.
     /// The disputes, batches and deposits due by then follow, in time order.
     pub fn advance(&mut self, now_ms: i64) {
+        self.index_now_ms = self.index_now_ms.max(now_ms);
         if self.config.rate <= 0.0 || self.active_weights.is_empty() {
             self.settlement
-                .advance(now_ms, &self.merchants, &self.records);
+                .advance(now_ms, &self.merchants, &self.by_created);
             return;
         }
         let mean_gap_ms = 1000.0 / self.config.rate;
         while self.next_arrival_ms <= now_ms as f64 {
             let arrival = self.next_arrival_ms as i64;
             self.settlement
-                .advance(arrival, &self.merchants, &self.records);
+                .advance(arrival, &self.merchants, &self.by_created);
             let lateness = if self.rng.gen_bool(self.config.late_fraction.clamp(0.0, 1.0)) {
-                self.rng
-                    .gen_range(60_000..self.config.max_lateness_ms.max(60_001))
+                let u: f64 = self.rng.gen();
+                late_lateness_ms(u, self.config.max_lateness_ms)
             } else {
                 self.rng.gen_range(0..2_000)
             };
@@ -475,11 +490,18 @@ impl Dataset {
             self.next_arrival_ms += -u.ln() * mean_gap_ms;
         }
         self.settlement
-            .advance(now_ms, &self.merchants, &self.records);
+            .advance(now_ms, &self.merchants, &self.by_created);
+    }
+
+    /// The simulator's clock was set `delta_ms` forward (or back): arrivals go on at the
+    /// same rate, stamped on the new clock.
+    pub fn shift_clock(&mut self, delta_ms: i64) {
+        self.next_arrival_ms += delta_ms as f64;
     }
 
     /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
-    /// spread evenly at random over `[from_ms, to_ms]`, visible at `now_ms`; `with_id: false`
+    /// spread evenly at random over `[from_ms, to_ms]`, `created` at `now_ms` (or at their
+    /// transaction time if later) and searchable after the index delay; `with_id: false`
     /// leaves their `id` out.
     pub fn generate(
         &mut self,
@@ -490,6 +512,7 @@ impl Dataset {
         now_ms: i64,
         shape: Shape,
     ) {
+        self.index_now_ms = self.index_now_ms.max(now_ms);
         if merchants.is_empty() && self.active_weights.is_empty() {
             return;
         }
@@ -504,10 +527,33 @@ impl Dataset {
         }
     }
 
-    /// Records of `resource` of the given merchants with times in `[from_ms, to_ms]`.
+    /// Searchable records of `resource` of the given merchants with times in
+    /// `[from_ms, to_ms]`.
     pub fn select(
         &self,
         resource: &Resource,
+        merchants: &[usize],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<Arc<SimRecord>> {
+        let timelines = self.settlement.timelines(resource).unwrap_or(&self.records);
+        self.select_in(timelines, merchants, from_ms, to_ms)
+    }
+
+    /// Searchable authorizations of the given merchants with `created` in `[from_ms, to_ms]`,
+    /// from the index by `created`.
+    pub fn select_created(
+        &self,
+        merchants: &[usize],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<Arc<SimRecord>> {
+        self.select_in(&self.by_created, merchants, from_ms, to_ms)
+    }
+
+    fn select_in(
+        &self,
+        timelines: &[BTreeMap<(i64, u64), Arc<SimRecord>>],
         merchants: &[usize],
         from_ms: i64,
         to_ms: i64,
@@ -516,11 +562,15 @@ impl Dataset {
         if from_ms > to_ms {
             return out;
         }
-        let timelines = self.settlement.timelines(resource).unwrap_or(&self.records);
+        let now = self.index_now_ms;
         for &m in merchants {
+            let Some(timeline) = timelines.get(m) else {
+                continue;
+            };
             out.extend(
-                timelines[m]
+                timeline
                     .range((from_ms, 0)..=(to_ms, u64::MAX))
+                    .filter(|(_, r)| r.visible_ms <= now)
                     .map(|(_, r)| r.clone()),
             );
         }
@@ -545,6 +595,7 @@ impl Dataset {
         self.generated += 1;
         let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
         self.records[merchant].insert((tx_ms, seq), record.clone());
+        self.by_created[merchant].insert((created_ms, seq), record.clone());
         record
     }
 
@@ -717,6 +768,12 @@ impl Dataset {
             xmid: m.xmid.clone(),
             tx_ms,
             created_ms,
+            visible_ms: visible_at(
+                created_ms,
+                seq,
+                SALT_AUTHORIZATIONS,
+                self.config.index_delay_ms,
+            ),
             seq,
             amount,
             declined,
@@ -753,6 +810,51 @@ impl Dataset {
             },
         })
     }
+}
+
+/// Salts of [`unit_hash`]: authorizations and the follow-up records number their `seq`
+/// separately.
+pub(super) const SALT_AUTHORIZATIONS: u64 = 0x0a07_0c1e_0a11;
+pub(super) const SALT_FOLLOW_UPS: u64 = 0x0f01_10e0_04b5;
+/// Salt of the records hidden from queries on `created` (the `hide_from_created_rate` fault).
+pub(super) const SALT_HIDDEN: u64 = 0x0b1d_de00_c4e7;
+/// Share of records indexed later than the index delay.
+const SLOW_INDEX_SHARE: f64 = 0.05;
+
+/// A number in [0, 1) fixed by `seq` and `salt` (splitmix64): chooses, always the same way,
+/// which records get a trait without drawing from the data's random stream.
+pub(super) fn unit_hash(seq: u64, salt: u64) -> f64 {
+    let mut z = seq ^ salt.rotate_left(17);
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// When a record `created` at `created_ms` becomes searchable: after `delay_ms`, or for
+/// 5 % of records uniformly between `delay_ms` and 5 times it.
+pub(super) fn visible_at(created_ms: i64, seq: u64, salt: u64, delay_ms: i64) -> i64 {
+    let delay = delay_ms.max(0);
+    if delay == 0 {
+        return created_ms;
+    }
+    let u = unit_hash(seq, salt);
+    if u < SLOW_INDEX_SHARE {
+        // Reuse the same hash for the extra delay: uniform over [delay, 5 × delay].
+        let v = u / SLOW_INDEX_SHARE;
+        created_ms + delay + (v * 4.0 * delay as f64) as i64
+    } else {
+        created_ms + delay
+    }
+}
+
+/// The lateness of a late record, from a uniform `u` in [0, 1): log-uniform between a minute
+/// (a tenth of `max_ms` if that is shorter) and `max_ms`, so 98 minutes is as ordinary as 9.
+pub(super) fn late_lateness_ms(u: f64, max_ms: i64) -> i64 {
+    let max = max_ms.max(1) as f64;
+    let min = 60_000f64.min(max / 10.0).max(1.0);
+    (min * (max / min).powf(u.clamp(0.0, 1.0))).round() as i64
 }
 
 /// Cumulative traffic weights of the active merchants.
@@ -848,8 +950,95 @@ mod tests {
             decline_rate: 0.07,
             late_fraction: 0.05,
             max_lateness_ms: 600_000,
+            index_delay_ms: 0,
             settlement: SettlementConfig::default(),
         }
+    }
+
+    #[test]
+    fn lateness_has_a_long_tail_up_to_the_maximum() {
+        let three_hours = 3 * 3_600_000;
+        let late: Vec<i64> = (0..10_000)
+            .map(|i| late_lateness_ms(i as f64 / 10_000.0, three_hours))
+            .collect();
+        assert!(late.iter().all(|l| (60_000..=three_hours).contains(l)));
+        let beyond_98_minutes = late.iter().filter(|l| **l >= 98 * 60_000).count();
+        // Log-uniform over 1 min to 3 h: ln(180/98) / ln(180) ≈ 12 % beyond 98 minutes.
+        assert!(
+            (1_000..1_400).contains(&beyond_98_minutes),
+            "{beyond_98_minutes}"
+        );
+        // A maximum under a minute: between a tenth of it and it.
+        assert!((0..100)
+            .map(|i| late_lateness_ms(i as f64 / 100.0, 20_000))
+            .all(|l| (2_000..=20_000).contains(&l)));
+
+        let mut c = config(5.0);
+        c.late_fraction = 0.2;
+        c.max_lateness_ms = three_hours;
+        c.backlog_ms = 4 * 3_600_000;
+        let d = Dataset::new(c, 1_700_000_000_000);
+        let all: Vec<usize> = (0..6).collect();
+        let recs = d.select(&AUTHORIZATIONS, &all, i64::MIN, i64::MAX);
+        let lateness: Vec<i64> = recs.iter().map(|r| r.created_ms - r.tx_ms).collect();
+        let instant = lateness.iter().filter(|l| **l < 2_000).count() as f64;
+        assert!((0.77..0.83).contains(&(instant / recs.len() as f64)));
+        assert!(lateness.iter().all(|l| (0..=three_hours).contains(l)));
+        assert!(lateness.iter().any(|l| *l > 2 * 3_600_000), "beyond 2 h");
+    }
+
+    #[test]
+    fn records_are_searchable_after_the_index_delay_some_later() {
+        let delays: Vec<i64> = (0..20_000)
+            .map(|seq| visible_at(1_000, seq, SALT_AUTHORIZATIONS, 1_000) - 1_000)
+            .collect();
+        assert!(delays.iter().all(|d| (1_000..=5_000).contains(d)));
+        let later = delays.iter().filter(|d| **d > 1_000).count();
+        assert!((800..1_200).contains(&later), "{later} of 20,000 later");
+        assert!(delays.iter().any(|d| *d > 4_500));
+        assert_eq!(visible_at(1_000, 3, SALT_AUTHORIZATIONS, 0), 1_000);
+
+        let mut c = config(0.0);
+        c.index_delay_ms = 1_000;
+        let now = 1_700_000_000_000;
+        let mut d = Dataset::new(c, now);
+        d.generate(500, &[0, 1], now - 60_000, now, now, Shape::NORMAL);
+        let visible = |d: &Dataset| d.select(&AUTHORIZATIONS, &[0, 1], i64::MIN, i64::MAX).len();
+        assert_eq!(visible(&d), 0);
+        assert!(d.select_created(&[0, 1], now, now).is_empty());
+        d.advance(now + 999);
+        assert_eq!(visible(&d), 0, "not a millisecond early");
+        d.advance(now + 1_000);
+        let most = visible(&d);
+        assert!((440..500).contains(&most), "{most}");
+        d.advance(now + 5_000);
+        assert_eq!(visible(&d), 500);
+        assert_eq!(d.select_created(&[0, 1], now, now).len(), 500);
+    }
+
+    #[test]
+    fn the_index_by_created_selects_a_created_range() {
+        let mut c = config(3.0);
+        c.late_fraction = 0.3;
+        let now = 1_700_000_000_000;
+        let d = Dataset::new(c, now);
+        let all: Vec<usize> = (0..6).collect();
+        let (from, to) = (now - 400_000, now - 200_000);
+        let mut expected: Vec<u64> = d
+            .select(&AUTHORIZATIONS, &all, i64::MIN, i64::MAX)
+            .iter()
+            .filter(|r| (from..=to).contains(&r.created_ms))
+            .map(|r| r.seq)
+            .collect();
+        expected.sort();
+        let mut got: Vec<u64> = d
+            .select_created(&all, from, to)
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        got.sort();
+        assert!(expected.len() > 400);
+        assert_eq!(got, expected);
     }
 
     #[test]

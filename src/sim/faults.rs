@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The largest clock offset accepted: a week either way.
+pub const MAX_CLOCK_OFFSET_MS: i64 = 7 * 86_400_000;
+
 /// Faults applied to the API endpoints (`/report/…`, `/boarding/…`). Rates are probabilities
 /// per request, from 0 to 1.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -24,6 +27,17 @@ pub struct Faults {
     pub jwt_max_age_secs: Option<u64>,
     /// Authorization queries naming any of these XMIDs get 500.
     pub fail_xmids: Vec<String>,
+    /// Report queries (GET, or opening an export) that filter or sort on `created` get 400,
+    /// as an index without that field would answer.
+    pub refuse_created: bool,
+    /// Share of authorizations (chosen per record, always the same ones) that queries
+    /// filtering or sorting on `created` never return; transaction-time queries and exports
+    /// do.
+    pub hide_from_created_rate: f64,
+    /// The simulator's clock runs this far ahead (+) or behind (−) the machine's, in
+    /// milliseconds: arrivals and their `created`, visibility, `dr_quick`, `/_sim/generate`
+    /// and the `Date` header follow it (JWT `iat`/`exp` do not).
+    pub clock_offset_ms: i64,
 }
 
 impl Faults {
@@ -33,6 +47,7 @@ impl Faults {
             ("error_rate", self.error_rate),
             ("truncate_rate", self.truncate_rate),
             ("malformed_rate", self.malformed_rate),
+            ("hide_from_created_rate", self.hide_from_created_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(format!("{name} must be between 0 and 1, got {rate}"));
@@ -43,6 +58,44 @@ impl Faults {
                 return Err(format!("error_status must be 400 to 599, got {status}"));
             }
         }
+        if !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&self.clock_offset_ms) {
+            return Err(format!(
+                "clock_offset_ms must be between -{MAX_CLOCK_OFFSET_MS} and {MAX_CLOCK_OFFSET_MS} (a week), got {}",
+                self.clock_offset_ms
+            ));
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_faults_are_validated() {
+        let ok = Faults {
+            refuse_created: true,
+            hide_from_created_rate: 0.5,
+            clock_offset_ms: -3_600_000,
+            ..Faults::default()
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let bad_rate = Faults {
+            hide_from_created_rate: 1.5,
+            ..Faults::default()
+        };
+        assert!(bad_rate
+            .validate()
+            .unwrap_err()
+            .contains("hide_from_created_rate"));
+        let bad_offset = Faults {
+            clock_offset_ms: MAX_CLOCK_OFFSET_MS + 1,
+            ..Faults::default()
+        };
+        assert!(bad_offset
+            .validate()
+            .unwrap_err()
+            .contains("clock_offset_ms"));
     }
 }

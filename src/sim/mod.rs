@@ -46,9 +46,16 @@ pub struct SimConfig {
     pub jwt_ttl: Duration,
     /// Share of declined authorizations.
     pub decline_rate: f64,
-    /// Share of authorizations that become visible minutes after their transaction time.
+    /// Share of authorizations ingested (`created`) long after their transaction time; the
+    /// others arrive within 2 s of it.
     pub late_fraction: f64,
+    /// The longest such lateness: a late record's lateness is log-uniform between a minute
+    /// (a tenth of this if shorter) and this (default 3 h).
     pub max_lateness: Duration,
+    /// A record with `created` T is searchable from T + this; 5 % of records (always the
+    /// same ones) are indexed later, uniformly up to 5 times this. Zero by default here
+    /// (in-process tests see what they generate at once); `mxc-relay sim` defaults to 1 s.
+    pub index_delay: Duration,
     /// Largest `from + size` the report endpoints accept (Elasticsearch's default: 10,000).
     pub max_result_window: usize,
     /// Disputes, settlement batches and ACH deposits that follow the authorizations.
@@ -71,7 +78,8 @@ impl Default for SimConfig {
             jwt_ttl: Duration::from_secs(600),
             decline_rate: 0.07,
             late_fraction: 0.03,
-            max_lateness: Duration::from_secs(600),
+            max_lateness: Duration::from_secs(3 * 3600),
+            index_delay: Duration::ZERO,
             max_result_window: 10_000,
             settlement: SettlementConfig::default(),
             faults: Faults::default(),

@@ -23,6 +23,13 @@ pub struct ReportQuery {
     pub xmids: Option<Vec<String>>,
     pub from_ms: i64,
     pub to_ms: i64,
+    /// Whether `dr_type` bounds the query (by the resource's time field).
+    pub has_dr_type: bool,
+    /// The bounds on `created` of the `range` clauses of the filter's top-level
+    /// `must`/`filter`, intersected: the index by `created` can answer the query.
+    pub created_range: Option<(i64, i64)>,
+    /// Whether any filter clause or the sort names `created`.
+    pub on_created: bool,
     pub size: usize,
     pub offset: usize,
     sort: Vec<(String, bool)>,
@@ -91,11 +98,17 @@ impl ReportQuery {
                 Some(Filter::parse(&value)?)
             }
         };
+        let created_range = filter.as_ref().and_then(Filter::created_range);
+        let on_created = sort.iter().any(|(f, _)| f == CREATED)
+            || filter.as_ref().is_some_and(|f| f.names(CREATED));
         Ok(ReportQuery {
             resource,
             xmids,
             from_ms,
             to_ms,
+            has_dr_type: params.contains_key("dr_type"),
+            created_range,
+            on_created,
             size,
             offset,
             sort,
@@ -104,22 +117,33 @@ impl ReportQuery {
         })
     }
 
+    /// Whether the sort names `field`.
+    pub fn sorts_by(&self, field: &str) -> bool {
+        self.sort.iter().any(|(f, _)| f == field)
+    }
+
     pub fn matches(&self, record: &SimRecord) -> bool {
         self.filter.as_ref().is_none_or(|f| f.matches(record))
     }
 
     /// Orders records by the `sort` fields, then by generation order.
     pub fn sort(&self, records: &mut [std::sync::Arc<SimRecord>]) {
-        let fast = self.sort.len() == 1 && self.sort[0].0 == self.resource.time_field;
-        if fast {
-            let asc = self.sort[0].1;
+        // The usual sorts (time, `created`, `id`, amount) compare fields held outside the
+        // JSON: no parsing per record.
+        let fast: Option<Vec<(FastKey, bool)>> = self
+            .sort
+            .iter()
+            .map(|(field, asc)| FastKey::of(self.resource, field).map(|k| (k, *asc)))
+            .collect();
+        if let Some(keys) = fast {
             records.sort_unstable_by(|a, b| {
-                let o = (a.tx_ms, a.seq).cmp(&(b.tx_ms, b.seq));
-                if asc {
-                    o
-                } else {
-                    o.reverse()
+                for (key, asc) in &keys {
+                    let o = key.compare(a, b);
+                    if o != Ordering::Equal {
+                        return if *asc { o } else { o.reverse() };
+                    }
                 }
+                a.seq.cmp(&b.seq)
             });
             return;
         }
@@ -150,6 +174,41 @@ impl ReportQuery {
     }
 }
 
+/// The field of MXC's ingestion instant.
+const CREATED: &str = "created";
+
+/// A sort field held outside the record's JSON.
+#[derive(Debug, Clone, Copy)]
+enum FastKey {
+    Time,
+    Created,
+    Id,
+    Amount,
+}
+
+impl FastKey {
+    fn of(resource: &Resource, field: &str) -> Option<FastKey> {
+        let authorization = resource == &AUTHORIZATIONS;
+        match field {
+            f if f == resource.time_field => Some(FastKey::Time),
+            CREATED if authorization => Some(FastKey::Created),
+            "id" => Some(FastKey::Id),
+            "authorizedAmount" if authorization => Some(FastKey::Amount),
+            _ => None,
+        }
+    }
+
+    fn compare(self, a: &SimRecord, b: &SimRecord) -> Ordering {
+        match self {
+            FastKey::Time => a.tx_ms.cmp(&b.tx_ms),
+            FastKey::Created => a.created_ms.cmp(&b.created_ms),
+            // A record without an id sorts first, as a missing value does.
+            FastKey::Id => a.id.cmp(&b.id),
+            FastKey::Amount => a.amount.total_cmp(&b.amount),
+        }
+    }
+}
+
 fn instant_param(
     params: &HashMap<String, String>,
     name: &str,
@@ -163,10 +222,14 @@ fn instant_param(
     })
 }
 
-/// An ISO-8601 instant, or a plain date (its first or last millisecond).
+/// An ISO-8601 instant, one without an offset (UTC, as Elasticsearch reads it), or a plain
+/// date (its first or last millisecond).
 fn parse_instant(text: &str, end_of_day: bool) -> Option<i64> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Some(t.timestamp_millis());
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(Utc.from_utc_datetime(&t).timestamp_millis());
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
     let start = Utc
@@ -211,25 +274,35 @@ fn quick_range(quick: &str, now: DateTime<Utc>) -> Result<(i64, i64), String> {
     }
 }
 
+/// `field:asc,field:desc`: spaces around the parts, an upper-case direction and empty parts
+/// (a trailing comma) are accepted, as a lenient server would.
 fn parse_sort(text: &str) -> Result<Vec<(String, bool)>, String> {
-    text.split(',')
+    let sort: Vec<(String, bool)> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
         .map(|part| {
             let (field, dir) = part.split_once(':').unwrap_or((part, "asc"));
-            let asc = match dir {
-                "asc" => true,
-                "desc" => false,
-                _ => {
-                    return Err(format!(
-                        "sort direction must be asc or desc, got {dir:?} in {text:?}"
-                    ))
-                }
+            let (field, dir) = (field.trim(), dir.trim());
+            let asc = if dir.eq_ignore_ascii_case("asc") {
+                true
+            } else if dir.eq_ignore_ascii_case("desc") {
+                false
+            } else {
+                return Err(format!(
+                    "sort direction must be asc or desc, got {dir:?} in {text:?}"
+                ));
             };
             if field.is_empty() {
                 return Err(format!("sort needs a field name, got {text:?}"));
             }
             Ok((field.to_string(), asc))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    if sort.is_empty() {
+        return Err(format!("sort needs a field name, got {text:?}"));
+    }
+    Ok(sort)
 }
 
 /// A field of a record: the common ones without parsing, the rest from its JSON.
@@ -245,7 +318,7 @@ fn field_of<'a>(record: &'a SimRecord, field: &str) -> Option<Cow<'a, Value>> {
         } else {
             "Approved"
         })),
-        "created" if authorization => Some(Value::from(record.created_ms)),
+        CREATED if authorization => Some(Value::from(record.created_ms)),
         _ => None,
     };
     if let Some(v) = fast {
@@ -325,12 +398,72 @@ struct Filter {
 #[derive(Debug)]
 enum Clause {
     Terms(String, Vec<Value>),
-    Range(String, Vec<(Ordering, bool, Value)>),
+    Range(String, Vec<Bound>),
     Exists(String),
     Bool(Filter),
 }
 
+/// One bound of a `range`: the side, whether it is inclusive, the value and, read once, the
+/// value as a number (or an instant as unix milliseconds).
+#[derive(Debug)]
+struct Bound {
+    side: Ordering,
+    inclusive: bool,
+    value: Value,
+    number: Option<f64>,
+}
+
+impl Bound {
+    /// Whether a field's value is within this bound.
+    fn admits(&self, v: &Value) -> bool {
+        let o = match (self.number, v.as_f64().or_else(|| number(v))) {
+            (Some(y), Some(x)) => x.partial_cmp(&y).unwrap_or(Ordering::Equal),
+            _ => compare(Some(v), Some(&self.value)),
+        };
+        o == self.side || (self.inclusive && o == Ordering::Equal)
+    }
+}
+
 impl Filter {
+    /// The `created` bounds its top-level `must`/`filter` ranges set, intersected, in unix
+    /// milliseconds (inclusive).
+    fn created_range(&self) -> Option<(i64, i64)> {
+        let mut range: Option<(i64, i64)> = None;
+        for clause in &self.must {
+            let Clause::Range(field, bounds) = clause else {
+                continue;
+            };
+            if field != CREATED {
+                continue;
+            }
+            let (mut from, mut to) = range.unwrap_or((i64::MIN, i64::MAX));
+            for bound in bounds {
+                // Checked at parse time: a bound on `created` is an instant.
+                let Some(n) = bound.number else {
+                    continue;
+                };
+                let ms = n as i64;
+                match (bound.side, bound.inclusive) {
+                    (Ordering::Greater, true) => from = from.max(ms),
+                    (Ordering::Greater, false) => from = from.max(ms.saturating_add(1)),
+                    (Ordering::Less, true) => to = to.min(ms),
+                    _ => to = to.min(ms.saturating_sub(1)),
+                }
+            }
+            range = Some((from, to));
+        }
+        range
+    }
+
+    /// Whether any clause, however nested, is on `field`.
+    fn names(&self, field: &str) -> bool {
+        self.must
+            .iter()
+            .chain(&self.should)
+            .chain(&self.must_not)
+            .any(|c| c.names(field))
+    }
+
     fn parse(value: &Value) -> Result<Filter, String> {
         let object = value
             .as_object()
@@ -403,7 +536,7 @@ impl Clause {
                     .ok_or_else(|| format!("range on {field} needs {{\"gte\": …}} and the like"))?;
                 let mut out = Vec::new();
                 for (op, v) in bounds {
-                    let (ord, inclusive) = match op.as_str() {
+                    let (side, inclusive) = match op.as_str() {
                         "gt" => (Ordering::Greater, false),
                         "gte" => (Ordering::Greater, true),
                         "lt" => (Ordering::Less, false),
@@ -411,7 +544,20 @@ impl Clause {
                         "format" | "time_zone" => continue,
                         other => return Err(format!("range on {field}: unsupported bound {other:?}")),
                     };
-                    out.push((ord, inclusive, v.clone()));
+                    let number = match v {
+                        // A date without a time: `lte` and `gt` take its last millisecond.
+                        Value::String(text) => parse_instant(text, op == "lte" || op == "gt")
+                            .map(|ms| ms as f64)
+                            .or_else(|| text.parse::<f64>().ok()),
+                        other => number(other),
+                    };
+                    // `created` is a date: Elasticsearch refuses what it cannot read as one.
+                    if field == CREATED && number.is_none() {
+                        return Err(format!(
+                            "failed to parse date field [{v}] with format [strict_date_optional_time||epoch_millis] (range on {field})"
+                        ));
+                    }
+                    out.push(Bound { side, inclusive, value: v.clone(), number });
                 }
                 Ok(Clause::Range(field, out))
             }
@@ -427,17 +573,23 @@ impl Clause {
         }
     }
 
+    fn names(&self, name: &str) -> bool {
+        match self {
+            Clause::Terms(field, _) | Clause::Range(field, _) | Clause::Exists(field) => {
+                field == name
+            }
+            Clause::Bool(filter) => filter.names(name),
+        }
+    }
+
     fn matches(&self, record: &SimRecord) -> bool {
         match self {
             Clause::Terms(field, values) => {
                 field_of(record, field).is_some_and(|v| values.iter().any(|x| equal(&v, x)))
             }
-            Clause::Range(field, bounds) => field_of(record, field).is_some_and(|v| {
-                bounds.iter().all(|(ord, inclusive, bound)| {
-                    let o = compare(Some(&v), Some(bound));
-                    o == *ord || (*inclusive && o == Ordering::Equal)
-                })
-            }),
+            Clause::Range(field, bounds) => {
+                field_of(record, field).is_some_and(|v| bounds.iter().all(|b| b.admits(&v)))
+            }
             Clause::Exists(field) => field_of(record, field).is_some_and(|v| !v.is_null()),
             Clause::Bool(filter) => filter.matches(record),
         }
@@ -454,6 +606,7 @@ mod tests {
             xmid: "X1".into(),
             tx_ms: 1_700_000_000_000,
             created_ms: 1_700_000_000_000,
+            visible_ms: 1_700_000_000_000,
             seq: 0,
             amount,
             declined,
@@ -486,6 +639,78 @@ mod tests {
             r#"{"must":{"range":{"transactionDateAndTime":{"gte":"2023-11-14T22:13:20.000Z","lt":"2023-11-14T22:13:21Z"}}}}"#,
         );
         assert!(f.matches(&big_visa));
+    }
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ReportQuery, String> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        ReportQuery::parse(&AUTHORIZATIONS, &map, Utc::now())
+    }
+
+    #[test]
+    fn a_created_range_is_planned_from_the_top_level_must() {
+        let q = parse(&[(
+            "filter",
+            r#"{"must":[{"range":{"created":{"gte":"2026-11-30T05:00:00.000Z","lte":"2026-11-30T05:00:25.000Z"}}},{"term":{"cardType":"Visa"}}]}"#,
+        )])
+        .unwrap();
+        let gte = DateTime::parse_from_rfc3339("2026-11-30T05:00:00Z")
+            .unwrap()
+            .timestamp_millis();
+        assert_eq!(q.created_range, Some((gte, gte + 25_000)));
+        assert!(q.on_created && !q.has_dr_type);
+        // Exclusive bounds, epoch milliseconds, two ranges intersected, `filter` as `must`.
+        let q = parse(&[(
+            "filter",
+            r#"{"filter":[{"range":{"created":{"gt":1000,"lt":"5000"}}},{"range":{"created":{"gte":2000}}}]}"#,
+        )])
+        .unwrap();
+        assert_eq!(q.created_range, Some((2_000, 4_999)));
+        // Under `should` it narrows nothing, but it is still a query on `created`.
+        let q = parse(&[(
+            "filter",
+            r#"{"should":[{"range":{"created":{"gte":1000}}}]}"#,
+        )])
+        .unwrap();
+        assert_eq!(q.created_range, None);
+        assert!(q.on_created);
+        let q = parse(&[("sort", "created:desc")]).unwrap();
+        assert!(q.on_created && q.sorts_by("created") && q.created_range.is_none());
+        assert!(
+            !parse(&[("sort", "transactionDateAndTime:asc")])
+                .unwrap()
+                .on_created
+        );
+        assert!(
+            parse(&[("filter", r#"{"must":{"range":{"created":{"gte":"soon"}}}}"#)])
+                .unwrap_err()
+                .contains("failed to parse date field")
+        );
+    }
+
+    #[test]
+    fn sorting_by_created_then_id_orders_by_both() {
+        let mk = |id: &str, created_ms: i64, seq: u64| {
+            std::sync::Arc::new(SimRecord {
+                id: id.into(),
+                created_ms,
+                seq,
+                ..record(1.0, false)
+            })
+        };
+        let mut records = vec![mk("b", 2, 0), mk("c", 1, 1), mk("a", 2, 2), mk("d", 1, 3)];
+        parse(&[("sort", "created:asc, id:asc")])
+            .unwrap()
+            .sort(&mut records);
+        let order: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["c", "d", "a", "b"]);
+        parse(&[("sort", "created:DESC,id:desc")])
+            .unwrap()
+            .sort(&mut records);
+        let order: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(order, ["b", "a", "d", "c"]);
     }
 
     #[test]

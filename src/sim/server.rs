@@ -21,14 +21,14 @@ use rand::Rng;
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
-use super::data::{Dataset, GenerationConfig, Shape, SimRecord};
+use super::data::{unit_hash, Dataset, GenerationConfig, Shape, SimRecord, SALT_HIDDEN};
 use super::faults::Faults;
 use super::jwt::{JwtKey, Rejection};
 use super::query::ReportQuery;
 use super::stats::{Stats, StatsSnapshot};
 use super::SimConfig;
 use crate::mxc::paths::{AUTH_PATH, ROSTER_PATH};
-use crate::mxc::{Resource, RESOURCES};
+use crate::mxc::{Resource, AUTHORIZATIONS, RESOURCES};
 
 /// An export scroll is forgotten after this long without use.
 const SCROLL_IDLE: Duration = Duration::from_secs(300);
@@ -98,10 +98,15 @@ impl RunningSim {
             .is_ok_and(|mut data| data.close_merchant(xmid))
     }
 
+    /// Sets the faults (not validated: see [`Faults::validate`]). A new `clock_offset_ms`
+    /// sets the simulator's clock forward or back from now on.
     pub fn set_faults(&self, faults: Faults) {
-        if let Ok(mut current) = self.state.faults.write() {
-            *current = faults;
-        }
+        self.state.set_faults(faults);
+    }
+
+    /// The simulator's clock: the machine's plus the `clock_offset_ms` fault.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.state.now()
     }
 
     /// Adds `count` authorizations for `xmids` (all active merchants if empty) with
@@ -154,7 +159,7 @@ impl Drop for RunningSim {
 pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let now_ms = Utc::now().timestamp_millis();
+    let now_ms = Utc::now().timestamp_millis() + config.faults.clock_offset_ms;
     let generation = GenerationConfig {
         seed: config.seed,
         merchants: config.merchants,
@@ -164,6 +169,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         decline_rate: config.decline_rate,
         late_fraction: config.late_fraction,
         max_lateness_ms: config.max_lateness.as_millis() as i64,
+        index_delay_ms: config.index_delay.as_millis() as i64,
         settlement: config.settlement.clone(),
     };
     // Generating a large backlog takes a while: keep it off the async workers.
@@ -204,6 +210,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .route("/_sim/merchants", post(change_merchants))
         .route_layer(middleware::from_fn_with_state(state.clone(), observe))
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "No such endpoint") })
+        .layer(middleware::from_fn_with_state(state.clone(), date_header))
         .with_state(state.clone());
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -222,12 +229,39 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
 }
 
 impl SimState {
+    /// The simulator's clock, in unix milliseconds: the machine's plus the offset fault.
+    fn now_ms(&self) -> i64 {
+        let offset = self.faults.read().map(|f| f.clock_offset_ms).unwrap_or(0);
+        Utc::now().timestamp_millis().saturating_add(offset)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.now_ms()).unwrap_or_else(Utc::now)
+    }
+
+    /// Sets the faults; a changed clock offset moves the clock of the data with it.
+    fn set_faults(&self, faults: Faults) {
+        // Data first, then faults: the order every other path takes them in.
+        let mut data = self.data.lock().ok();
+        let Ok(mut current) = self.faults.write() else {
+            return;
+        };
+        let delta = faults.clock_offset_ms - current.clock_offset_ms;
+        if let Some(data) = data.as_mut().filter(|_| delta != 0) {
+            // What arrived on the old clock first, then arrivals go on from the new reading.
+            data.advance(Utc::now().timestamp_millis() + current.clock_offset_ms);
+            data.shift_clock(delta);
+        }
+        *current = faults;
+    }
+
     fn snapshot(&self, by_xmid: bool) -> StatsSnapshot {
+        let now = self.now_ms();
         let generated = self
             .data
             .lock()
             .map(|mut d| {
-                d.advance(Utc::now().timestamp_millis());
+                d.advance(now);
                 d.generated
             })
             .unwrap_or(0);
@@ -259,12 +293,20 @@ impl SimState {
         }
     }
 
-    /// The records a report query selects, in its order, with their total amount.
+    /// The records a report query selects, in its order, with their total amount: only
+    /// those already searchable, and none the `hide_from_created_rate` fault hides from a
+    /// query on `created`.
     /// A poisoned lock is a 500, never an empty page a client would take for "no records".
     fn matching(&self, query: &ReportQuery) -> Result<(Vec<Arc<SimRecord>>, f64), ApiError> {
+        let now = self.now_ms();
+        let hide_rate = if query.on_created {
+            self.faults().hide_from_created_rate
+        } else {
+            0.0
+        };
         let mut records = match self.data.lock() {
             Ok(mut data) => {
-                data.advance(Utc::now().timestamp_millis());
+                data.advance(now);
                 let merchants: Vec<usize> = match &query.xmids {
                     Some(xmids) => xmids
                         .iter()
@@ -272,7 +314,13 @@ impl SimState {
                         .collect(),
                     None => (0..data.merchants.len()).collect(),
                 };
-                data.select(query.resource, &merchants, query.from_ms, query.to_ms)
+                match query.created_range {
+                    // Bounded by `created` only: the index by `created` answers.
+                    Some((from, to)) if !query.has_dr_type && query.resource == &AUTHORIZATIONS => {
+                        data.select_created(&merchants, from, to)
+                    }
+                    _ => data.select(query.resource, &merchants, query.from_ms, query.to_ms),
+                }
             }
             Err(_) => {
                 return Err(ApiError::new(
@@ -281,7 +329,12 @@ impl SimState {
                 ))
             }
         };
-        records.retain(|r| query.matches(r));
+        records.retain(|r| {
+            query.matches(r)
+                && !(hide_rate > 0.0
+                    && r.resource == &AUTHORIZATIONS
+                    && unit_hash(r.seq, SALT_HIDDEN) < hide_rate)
+        });
         query.sort(&mut records);
         let total = records.iter().map(|r| r.amount).sum::<f64>();
         Ok((records, (total * 100.0).round() / 100.0))
@@ -309,7 +362,7 @@ impl SimState {
         if from > to {
             return Err(format!("from {from} is after to {to}"));
         }
-        let now = Utc::now().timestamp_millis();
+        let now = self.now_ms();
         data.generate(
             count,
             &merchants,
@@ -320,6 +373,16 @@ impl SimState {
         );
         Ok(())
     }
+}
+
+/// Sets `Date` on every answer from the simulator's clock (hyper then adds none of its own).
+async fn date_header(State(state): State<Arc<SimState>>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let date = state.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        response.headers_mut().insert(header::DATE, value);
+    }
+    response
 }
 
 /// Counts every request by route and status, and applies the faults to the API endpoints.
@@ -518,8 +581,17 @@ fn parse_report_query(
     headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<ReportQuery, ApiError> {
-    let query = ReportQuery::parse(resource, params, Utc::now())
+    let query = ReportQuery::parse(resource, params, state.now())
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    if query.on_created && state.faults().refuse_created {
+        // What an index without a usable `created` answers.
+        let message = if query.sorts_by("created") {
+            "No mapping found for [created] in order to sort on"
+        } else {
+            "Cannot search on field [created] since it is not indexed."
+        };
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, message));
+    }
     if let Some(xmids) = &query.xmids {
         let client = headers
             .get(header::USER_AGENT)
@@ -573,10 +645,28 @@ fn envelope(
     body
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ScrollBody {
-    scroll_id: String,
+/// What the body of `POST …/export` asks for.
+#[derive(Debug, PartialEq)]
+enum ExportBody {
+    /// Open a scroll: an empty or blank body, `{}`, or `{"scrollId": null}`.
+    Open,
+    /// The next page of a scroll: `{"scrollId": "…"}`, other keys ignored.
+    Continue(String),
+}
+
+fn export_body(body: &[u8]) -> Result<ExportBody, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExportBody::Open);
+    }
+    let bad = || "Body must be {\"scrollId\": \"…\"}, {} or empty".to_string();
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("{} ({e})", bad()))?;
+    let object = value.as_object().ok_or_else(bad)?;
+    match object.get("scrollId") {
+        None | Some(serde_json::Value::Null) => Ok(ExportBody::Open),
+        Some(serde_json::Value::String(id)) => Ok(ExportBody::Continue(id.clone())),
+        Some(_) => Err(bad()),
+    }
 }
 
 async fn export(
@@ -596,13 +686,11 @@ async fn export(
         );
     };
     scrolls.retain(|_, s| s.last_used.elapsed() < SCROLL_IDLE);
-    if !body.is_empty() {
-        let Ok(ScrollBody { scroll_id }) = serde_json::from_slice(&body) else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                "Body must be {\"scrollId\": \"…\"} or empty",
-            );
-        };
+    let asked = match export_body(&body) {
+        Ok(asked) => asked,
+        Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
+    };
+    if let ExportBody::Continue(scroll_id) = asked {
         let Some(scroll) = scrolls.get_mut(&scroll_id) else {
             return json_error(
                 StatusCode::NOT_FOUND,
@@ -742,9 +830,7 @@ async fn set_faults(State(state): State<Arc<SimState>>, body: Bytes) -> Response
     if let Err(message) = faults.validate() {
         return json_error(StatusCode::BAD_REQUEST, &format!("faults: {message}"));
     }
-    if let Ok(mut current) = state.faults.write() {
-        *current = faults.clone();
-    }
+    state.set_faults(faults.clone());
     Json(faults).into_response()
 }
 
@@ -769,7 +855,7 @@ async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("generate: {e}")),
     };
-    let to = request.to.unwrap_or_else(Utc::now);
+    let to = request.to.unwrap_or_else(|| state.now());
     let from = request.from.unwrap_or(to - chrono::Duration::hours(1));
     let shape = Shape {
         with_id: !request.without_id,
@@ -817,4 +903,33 @@ async fn change_merchants(State(state): State<Arc<SimState>>, body: Bytes) -> Re
     }
     let added: Vec<String> = (0..request.add).map(|_| data.add_merchant()).collect();
     Json(serde_json::json!({ "added": added, "closed": request.close })).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_export_opens_with_an_empty_body_or_an_object_without_scroll_id() {
+        for body in [
+            "",
+            " \n\t",
+            "{}",
+            r#"{"scrollId": null}"#,
+            r#"{"size": 100}"#,
+        ] {
+            assert_eq!(
+                export_body(body.as_bytes()),
+                Ok(ExportBody::Open),
+                "{body:?}"
+            );
+        }
+        assert_eq!(
+            export_body(br#"{"scrollId": "s-1", "scroll": "5m"}"#),
+            Ok(ExportBody::Continue("s-1".into()))
+        );
+        for body in ["[]", "\"s-1\"", r#"{"scrollId": 1}"#, "{"] {
+            assert!(export_body(body.as_bytes()).is_err(), "{body:?}");
+        }
+    }
 }

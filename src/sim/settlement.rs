@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::data::{local, uuid, SimMerchant, SimRecord};
+use super::data::{local, uuid, visible_at, SimMerchant, SimRecord, SALT_FOLLOW_UPS};
 use crate::mxc::{Resource, ACH, BATCHES, DISPUTES};
 
 /// How follow-up records are generated (simulated time is real time).
@@ -128,8 +128,8 @@ pub struct Settlement {
     queue: BinaryHeap<Reverse<Due>>,
     /// Per merchant: the last batch's close and number.
     last_close: Vec<(i64, u32)>,
-    /// How long after its transaction time an authorization may arrive.
-    max_lateness_ms: i64,
+    /// A record is searchable this long after it is created (see `data::visible_at`).
+    index_delay_ms: i64,
     seq: u64,
 }
 
@@ -141,10 +141,10 @@ impl Settlement {
         seed: u64,
         merchants: &[SimMerchant],
         start_ms: i64,
-        max_lateness_ms: i64,
+        index_delay_ms: i64,
     ) -> Self {
         let mut settlement = Settlement {
-            max_lateness_ms,
+            index_delay_ms,
             config,
             rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_771e_3e47),
             records: [Vec::new(), Vec::new(), Vec::new()],
@@ -190,7 +190,8 @@ impl Settlement {
     }
 
     /// Generates everything due by `now_ms`. `authorizations` are the merchants' timelines of
-    /// authorizations (a batch sums its terminal's approved ones).
+    /// authorizations by `created` (a batch sums its terminal's approved ones that reached
+    /// the processor during its day).
     pub fn advance(&mut self, now_ms: i64, merchants: &[SimMerchant], authorizations: &[Timeline]) {
         while self
             .queue
@@ -211,11 +212,11 @@ impl Settlement {
                         continue;
                     }
                     let (open_ms, number) = self.last_close[merchant];
-                    // The sales that reached the processor during the day, late ones included
-                    // (one arriving after the close goes into the next day's batch).
-                    let earliest = open_ms - self.max_lateness_ms;
+                    // The sales that reached the processor during the day, however late after
+                    // their transaction (one arriving after the close goes into the next
+                    // day's batch).
                     let sales: Vec<&Arc<SimRecord>> = authorizations[merchant]
-                        .range((earliest, 0)..=(due.at_ms, u64::MAX))
+                        .range((open_ms.saturating_add(1), 0)..=(due.at_ms, u64::MAX))
                         .map(|(_, r)| r)
                         .filter(|r| {
                             !r.declined && open_ms < r.created_ms && r.created_ms <= due.at_ms
@@ -410,12 +411,14 @@ impl Settlement {
         declined: bool,
         json: Value,
     ) -> SimRecord {
+        let seq = self.next_seq();
         SimRecord {
             id: json["id"].as_str().unwrap_or_default().to_string(),
             xmid: m.xmid.clone(),
             tx_ms: at_ms,
             created_ms: at_ms,
-            seq: self.next_seq(),
+            visible_ms: visible_at(at_ms, seq, SALT_FOLLOW_UPS, self.index_delay_ms),
+            seq,
             amount,
             declined,
             resource,
@@ -444,7 +447,9 @@ mod tests {
                 backlog_ms: 3_600_000,
                 decline_rate: 0.1,
                 late_fraction: 0.05,
-                max_lateness_ms: 600_000,
+                // The default long tail: batches go by `created`, however late.
+                max_lateness_ms: 3 * 3_600_000,
+                index_delay_ms: 0,
                 settlement: SettlementConfig {
                     dispute_rate: 0.05,
                     dispute_delay_ms: 120_000,
