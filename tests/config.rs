@@ -568,6 +568,58 @@ routes = [{ sink = "out" }]
             r#"pollers.look_back: invalid duration "-5m" (expected number at 0); write it like 30s, 10m, 1h30m or 250ms"#,
         ),
         (
+            "cursor of an unknown kind",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], cursor = "newest" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.cursor: unknown variant `newest`, expected one of `auto`, `created`, `transaction_time`",
+        ),
+        (
+            "settle over an hour",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], settle = "2h" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.settle: must be at most 1h, got 2h",
+        ),
+        (
+            "reconcile_every too short",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], reconcile_every = "5s" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.reconcile_every: must be 0s (off) or at least 10s, got 5s",
+        ),
+        (
+            "reconcile_window over 7 days",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], reconcile_window = "8d" }
+store = { seen_retention = "30d" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.reconcile_window: must be at least pollers.interval (30s) and at most 7d, got 8days",
+        ),
+        (
+            "seen_retention not above the sweep's window",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+store = { seen_retention = "1d" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "store.seen_retention: must be longer than pollers.reconcile_window (1day 2h), or the sweep would send again what it no longer recognises; got 1day",
+        ),
+        (
             "group_size above 100",
             r#"
 mxc = { api_key = "API_canary_row_key" }
@@ -663,7 +715,7 @@ routes = [{ sink = "out" }]
             "seen_retention not above look_back + interval",
             r#"
 mxc = { api_key = "API_canary_row_key" }
-pollers = { xmids = ["A1"] }
+pollers = { xmids = ["A1"], reconcile_every = "0s" }
 store = { seen_retention = "10m" }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
