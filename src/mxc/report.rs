@@ -34,6 +34,10 @@ pub struct ReportQuery {
     pub resource: &'static Resource,
     /// Transaction time unless [`ReportQuery::by`] says otherwise.
     pub basis: TimeBasis,
+    /// On ingestion time: sort on the id after it (`created:asc,id:asc`), so records of one
+    /// instant keep their order from page to page. On by default; off for an API that
+    /// refuses a second sort key.
+    pub tie_break: bool,
     pub xmids: Vec<String>,
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
@@ -51,6 +55,7 @@ impl ReportQuery {
         ReportQuery {
             resource: &AUTHORIZATIONS,
             basis: TimeBasis::Transaction,
+            tie_break: true,
             xmids,
             from,
             to,
@@ -137,10 +142,12 @@ impl ReportQuery {
                 // No dr_type: the range on the ingestion time bounds the query, whatever the
                 // records' transaction times. The id breaks ties, so paging is stable.
                 let field = self.time_field();
-                params.push((
-                    "sort",
-                    format!("{field}:asc,{}:asc", self.resource.id_field),
-                ));
+                let sort = if self.tie_break {
+                    format!("{field}:asc,{}:asc", self.resource.id_field)
+                } else {
+                    format!("{field}:asc")
+                };
+                params.push(("sort", sort));
                 let range = serde_json::json!({ "range": { field: {
                     "gte": instant(self.from),
                     "lte": instant(self.to),

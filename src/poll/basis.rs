@@ -1,6 +1,8 @@
 //! Which instant each resource's polls follow: MXC's ingestion time (`created`) where the
 //! resource has one and MXC answers such queries, the transaction time otherwise — and the
-//! fall from one to the other said out loud, once per resource.
+//! fall from one to the other said out loud, once per resource. Before falling back, a
+//! refused query on `created` is tried once more without its second sort key (`id`): the API's
+//! support for either is inferred, not documented.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -15,6 +17,8 @@ pub struct Bases {
     mode: CursorMode,
     /// Resources whose `created` queries MXC refused (`auto` only).
     fallen_back: Mutex<HashSet<&'static str>>,
+    /// Resources whose `created` queries are sorted without the `id` tie-break.
+    without_tie_break: Mutex<HashSet<&'static str>>,
 }
 
 impl Bases {
@@ -22,7 +26,13 @@ impl Bases {
         Bases {
             mode,
             fallen_back: Mutex::new(HashSet::new()),
+            without_tie_break: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether a query of `resource` on `created` sorts on the id too.
+    pub fn tie_break(&self, resource: &Resource) -> bool {
+        !contains(&self.without_tie_break, resource)
     }
 
     /// What the next poll of `resource` follows.
@@ -39,40 +49,53 @@ impl Bases {
     }
 
     fn has_fallen_back(&self, resource: &Resource) -> bool {
-        self.fallen_back
-            .lock()
-            .map(|set| set.contains(resource.name))
-            .unwrap_or(false)
+        contains(&self.fallen_back, resource)
     }
 
-    /// After `error` from a poll on `created`: whether `resource` now falls back to the
-    /// transaction time (`auto`, and MXC refused the query with 400). The first time, says
-    /// so in the log and in `mxc_relay_cursor_fallback`.
+    /// After `error` from a poll on `created`: whether the poll is worth trying again at once
+    /// on a lesser basis, because MXC refused the query (400) — first without the `id`
+    /// tie-break, then (`auto` only) on transaction time. Each step is said once, in the log;
+    /// the second also in `mxc_relay_cursor_fallback`.
     pub fn fall_back(
         &self,
         resource: &'static Resource,
         error: &MxcError,
         metrics: &Metrics,
     ) -> bool {
-        if self.mode != CursorMode::Auto || !matches!(error, MxcError::Refused { status: 400, .. })
+        if self.mode == CursorMode::TransactionTime
+            || !matches!(error, MxcError::Refused { status: 400, .. })
         {
             return false;
         }
-        let first = self
-            .fallen_back
-            .lock()
-            .map(|mut set| set.insert(resource.name))
-            .unwrap_or(false);
-        if first {
-            metrics
-                .cursor_fallback
-                .with_label_values(&[resource.name])
-                .set(1);
+        if insert(&self.without_tie_break, resource) {
             tracing::warn!(resource = resource.name, %error,
-                "MXC refuses queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
+                "MXC refuses a query on the ingestion time (created) sorted by created and id: trying created alone (records of one instant may then change order between pages; the sweep is the safety net)");
+            return true;
         }
+        if self.mode != CursorMode::Auto || !insert(&self.fallen_back, resource) {
+            return false;
+        }
+        metrics
+            .cursor_fallback
+            .with_label_values(&[resource.name])
+            .set(1);
+        tracing::warn!(resource = resource.name, %error,
+            "MXC refuses queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
         true
     }
+}
+
+fn contains(set: &Mutex<HashSet<&'static str>>, resource: &Resource) -> bool {
+    set.lock()
+        .map(|set| set.contains(resource.name))
+        .unwrap_or(false)
+}
+
+/// Adds the resource; whether it was not there yet.
+fn insert(set: &Mutex<HashSet<&'static str>>, resource: &'static Resource) -> bool {
+    set.lock()
+        .map(|mut set| set.insert(resource.name))
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -96,8 +119,19 @@ mod tests {
         assert_eq!(bases.of(&DISPUTES), TimeBasis::Transaction);
         assert!(!bases.fall_back(&AUTHORIZATIONS, &refused(403), &metrics));
         assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
+        assert!(bases.tie_break(&AUTHORIZATIONS));
+        // First without the id tie-break, still on created …
+        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
+        assert!(!bases.tie_break(&AUTHORIZATIONS));
+        let gauge = metrics
+            .cursor_fallback
+            .with_label_values(&["authorizations"]);
+        assert_eq!(gauge.get(), 0);
+        // … then on transaction time, and no further.
         assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
         assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Transaction);
+        assert!(!bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
         let gauge = metrics
             .cursor_fallback
             .with_label_values(&["authorizations"]);
@@ -105,9 +139,11 @@ mod tests {
     }
 
     #[test]
-    fn created_never_falls_back_and_transaction_time_never_asks() {
+    fn created_drops_only_the_tie_break_and_transaction_time_never_asks() {
         let metrics = Metrics::new();
         let created = Bases::new(CursorMode::Created);
+        assert!(created.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        assert!(!created.tie_break(&AUTHORIZATIONS));
         assert!(!created.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
         assert_eq!(created.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
         let tx = Bases::new(CursorMode::TransactionTime);

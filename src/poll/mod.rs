@@ -271,22 +271,22 @@ impl Pollers {
     }
 
     /// One cycle for a group and a resource, on the resource's time basis (see the module's
-    /// doc). In `auto`, a poll on `created` that MXC refuses (400) falls back to transaction
-    /// time at once.
+    /// doc). A poll on `created` that MXC refuses (400) is tried again at once without its
+    /// `id` tie-break, then (in `auto`) on transaction time.
     pub async fn poll_once(
         &self,
         resource: &'static Resource,
         xmids: &[String],
     ) -> Result<(), PollError> {
-        let basis = self.bases.of(resource);
-        match self.poll_by(resource, xmids, basis).await {
-            Err(PollError::Mxc(error))
-                if basis == TimeBasis::Ingestion
-                    && self.bases.fall_back(resource, &error, &self.metrics) =>
-            {
-                self.poll_by(resource, xmids, TimeBasis::Transaction).await
+        loop {
+            let basis = self.bases.of(resource);
+            match self.poll_by(resource, xmids, basis).await {
+                // Each fallback step happens once: this loop turns at most twice more.
+                Err(PollError::Mxc(error))
+                    if basis == TimeBasis::Ingestion
+                        && self.bases.fall_back(resource, &error, &self.metrics) => {}
+                other => return other,
             }
-            other => other,
         }
     }
 
@@ -325,6 +325,7 @@ impl Pollers {
             .of(resource)
             .by(basis);
         query.page_size = self.config.page_size;
+        query.tie_break = self.bases.tie_break(resource);
         let mut pager = self
             .client
             .report_pages(query)
