@@ -430,11 +430,14 @@ async fn when_mxc_refuses_created_queries_the_relay_falls_back_out_loud_and_deli
     let ids: HashSet<String> = record_ids(&found).into_iter().map(str::to_string).collect();
     assert_eq!(ids, expected);
     assert_eq!(found.len(), 150, "each once");
-    assert!(
+    // Twice refused: sorted by created and id, then by created alone; then never asked again.
+    assert_eq!(
         sim.stats()
-            .requests_with("GET /report/v1/tsys/authorization", 400)
-            >= 1
+            .requests_with("GET /report/v1/tsys/authorization", 400),
+        2
     );
+    let tie_break = lines_with(&["sorted by created and id: trying created alone"]);
+    assert_eq!(tie_break.len(), 1, "{tie_break:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
