@@ -52,14 +52,15 @@ impl Bases {
         contains(&self.fallen_back, resource)
     }
 
-    /// After `error` from a poll on `created`: whether the poll is worth trying again at once
-    /// on a lesser basis, because MXC refused the query (400) — first without the `id`
-    /// tie-break, then (`auto` only) on transaction time. Each step is said once, in the log;
-    /// the second also in `mxc_relay_cursor_fallback`.
+    /// After `error` from a poll on `created` (sorted on the id too if `tie_break`): whether
+    /// the poll is worth trying again at once on a lesser basis, because MXC refused the query
+    /// (400) — first without the `id` tie-break, then (`auto` only) on transaction time. Each
+    /// step is said once, in the log; the second also in `mxc_relay_cursor_fallback`.
     pub fn fall_back(
         &self,
         resource: &'static Resource,
         error: &MxcError,
+        tie_break: bool,
         metrics: &Metrics,
     ) -> bool {
         if self.mode == CursorMode::TransactionTime
@@ -67,20 +68,24 @@ impl Bases {
         {
             return false;
         }
-        if insert(&self.without_tie_break, resource) {
-            tracing::warn!(resource = resource.name, %error,
-                "MXC refuses a query on the ingestion time (created) sorted by created and id: trying created alone (records of one instant may then change order between pages; the sweep is the safety net)");
+        if tie_break {
+            if insert(&self.without_tie_break, resource) {
+                tracing::warn!(resource = resource.name, %error,
+                    "MXC refuses a query on the ingestion time (created) sorted by created and id: trying created alone (records of one instant may then change order between pages; the sweep is the safety net)");
+            }
             return true;
         }
-        if self.mode != CursorMode::Auto || !insert(&self.fallen_back, resource) {
+        if self.mode != CursorMode::Auto {
             return false;
         }
-        metrics
-            .cursor_fallback
-            .with_label_values(&[resource.name])
-            .set(1);
-        tracing::warn!(resource = resource.name, %error,
-            "MXC refuses queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
+        if insert(&self.fallen_back, resource) {
+            metrics
+                .cursor_fallback
+                .with_label_values(&[resource.name])
+                .set(1);
+            tracing::warn!(resource = resource.name, %error,
+                "MXC refuses queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
+        }
         true
     }
 }
@@ -112,29 +117,25 @@ mod tests {
     }
 
     #[test]
-    fn auto_falls_back_on_400_only_and_once() {
+    fn auto_drops_the_tie_break_then_falls_back_on_400_only() {
         let metrics = Metrics::new();
         let bases = Bases::new(CursorMode::Auto);
         assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
         assert_eq!(bases.of(&DISPUTES), TimeBasis::Transaction);
-        assert!(!bases.fall_back(&AUTHORIZATIONS, &refused(403), &metrics));
-        assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
+        assert!(!bases.fall_back(&AUTHORIZATIONS, &refused(403), true, &metrics));
         assert!(bases.tie_break(&AUTHORIZATIONS));
-        // First without the id tie-break, still on created …
-        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        // First without the id tie-break, still on created (twice: pollers may race) …
+        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), true, &metrics));
+        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), true, &metrics));
         assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
         assert!(!bases.tie_break(&AUTHORIZATIONS));
         let gauge = metrics
             .cursor_fallback
             .with_label_values(&["authorizations"]);
         assert_eq!(gauge.get(), 0);
-        // … then on transaction time, and no further.
-        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        // … then on transaction time.
+        assert!(bases.fall_back(&AUTHORIZATIONS, &refused(400), false, &metrics));
         assert_eq!(bases.of(&AUTHORIZATIONS), TimeBasis::Transaction);
-        assert!(!bases.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
-        let gauge = metrics
-            .cursor_fallback
-            .with_label_values(&["authorizations"]);
         assert_eq!(gauge.get(), 1);
     }
 
@@ -142,11 +143,12 @@ mod tests {
     fn created_drops_only_the_tie_break_and_transaction_time_never_asks() {
         let metrics = Metrics::new();
         let created = Bases::new(CursorMode::Created);
-        assert!(created.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        assert!(created.fall_back(&AUTHORIZATIONS, &refused(400), true, &metrics));
         assert!(!created.tie_break(&AUTHORIZATIONS));
-        assert!(!created.fall_back(&AUTHORIZATIONS, &refused(400), &metrics));
+        assert!(!created.fall_back(&AUTHORIZATIONS, &refused(400), false, &metrics));
         assert_eq!(created.of(&AUTHORIZATIONS), TimeBasis::Ingestion);
         let tx = Bases::new(CursorMode::TransactionTime);
         assert_eq!(tx.of(&AUTHORIZATIONS), TimeBasis::Transaction);
+        assert!(!tx.fall_back(&AUTHORIZATIONS, &refused(400), true, &metrics));
     }
 }

@@ -279,12 +279,14 @@ impl Pollers {
         xmids: &[String],
     ) -> Result<(), PollError> {
         loop {
-            let basis = self.bases.of(resource);
+            let (basis, tie_break) = (self.bases.of(resource), self.bases.tie_break(resource));
             match self.poll_by(resource, xmids, basis).await {
-                // Each fallback step happens once: this loop turns at most twice more.
+                // Each retry is on a lesser basis: this loop turns at most twice more.
                 Err(PollError::Mxc(error))
                     if basis == TimeBasis::Ingestion
-                        && self.bases.fall_back(resource, &error, &self.metrics) => {}
+                        && self
+                            .bases
+                            .fall_back(resource, &error, tie_break, &self.metrics) => {}
                 other => return other,
             }
         }
