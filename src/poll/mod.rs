@@ -456,12 +456,7 @@ impl Pollers {
         records
             .with_label_values(&["duplicate"])
             .inc_by(outcome.duplicate as u64);
-        for ((sink, event_type), n) in &outcome.enqueued {
-            self.metrics
-                .events_enqueued
-                .with_label_values(&[sink, event_type])
-                .inc_by(*n as u64);
-        }
+        self.metrics.count_enqueued(&outcome.enqueued);
         Ok(outcome)
     }
 

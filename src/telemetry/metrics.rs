@@ -398,6 +398,15 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// Counts the outbox entries one admission wrote, per sink and event type.
+    pub fn count_enqueued(&self, enqueued: &std::collections::BTreeMap<(String, String), usize>) {
+        for ((sink, event_type), n) in enqueued {
+            self.events_enqueued
+                .with_label_values(&[sink, event_type])
+                .inc_by(*n as u64);
+        }
+    }
+
     /// Count of records with `outcome`.
     pub fn records(&self, outcome: &str) -> u64 {
         self.records.with_label_values(&[outcome]).get()
