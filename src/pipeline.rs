@@ -264,6 +264,15 @@ impl Pipeline {
             bases: Arc::new(Bases::new(config.pollers.cursor)),
             polls_waiting: Arc::default(),
         };
+        // Said from the start (0), so a dashboard or alert sees the series before any fallback.
+        for resource in &pollers.config.resources {
+            if resource.ingestion_field.is_some() {
+                metrics
+                    .cursor_fallback
+                    .with_label_values(&[resource.name])
+                    .set(0);
+            }
+        }
         // `now` is MXC's (from the authentication's answer): on `created`, a start on our
         // clock ahead of MXC's would skip what MXC ingests until its clock gets there.
         let start = config

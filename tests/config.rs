@@ -620,6 +620,16 @@ routes = [{ sink = "out" }]
             "store.seen_retention: must be longer than pollers.reconcile_window (1day 2h), or the sweep would send again what it no longer recognises; got 1day",
         ),
         (
+            "roster grace shorter than settle + interval",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = "roster", roster = { grace = "10s" } }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.roster.grace: must be at least pollers.settle + pollers.interval (35s): what a merchant receives just before it leaves is read only once it settled; got 10s",
+        ),
+        (
             "group_size above 100",
             r#"
 mxc = { api_key = "API_canary_row_key" }

@@ -683,8 +683,9 @@ async fn a_jwt_refused_mid_paging_is_renewed_without_failing_the_poll() {
     });
     let pipeline = h.start().await;
     let metrics = pipeline.metrics.clone();
-    wait_until(Duration::from_secs(12), || {
-        (polls(&metrics, "ok") >= 1).then_some(())
+    // The first poll that reads them (once they settled) pages through all 3,000.
+    wait_until(Duration::from_secs(20), || {
+        (metrics.records("new") >= 3_000).then_some(())
     })
     .await;
     let first_window = h.sim.stats();

@@ -95,7 +95,8 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
         .collect();
     assert_eq!(ids.len(), 50_000, "distinct records");
     let mut partition_of: HashMap<&str, i32> = HashMap::new();
-    let mut per_xmid: HashMap<&str, Vec<&str>> = HashMap::new();
+    let mut per_xmid: HashMap<&str, Vec<(chrono::DateTime<chrono::FixedOffset>, &str)>> =
+        HashMap::new();
     for m in &received {
         let xmid = m.body["xmid"].as_str().unwrap();
         assert_eq!(m.key, xmid, "keyed by XMID");
@@ -115,13 +116,16 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
             m.partition,
             "one partition per XMID"
         );
+        // The order MXC ingested them in: `created`, then the id (the poll's sort).
+        let created = m.body["data"]["created"].as_str().unwrap();
+        let created = chrono::DateTime::parse_from_rfc3339(created).unwrap();
         per_xmid
             .entry(xmid)
             .or_default()
-            .push(m.body["occurred_at"].as_str().unwrap());
+            .push((created, m.body["data"]["id"].as_str().unwrap()));
     }
-    for (xmid, times) in per_xmid {
-        assert!(times.windows(2).all(|w| w[0] <= w[1]), "{xmid}: order kept");
+    for (xmid, order) in per_xmid {
+        assert!(order.windows(2).all(|w| w[0] <= w[1]), "{xmid}: order kept");
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::{Record, ReportQuery, Resource, RESOURCES};
+use mxc_relay::mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
@@ -29,8 +29,16 @@ async fn truth(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> HashMap<String, Value> {
-    let mut pager =
-        client(sim).report_pages(ReportQuery::new(xmids.to_vec(), from, to).of(resource));
+    // What the relay polls: records ingested in the window where the resource says when
+    // (authorizations), else records of that time.
+    let basis = match resource.ingestion_field {
+        Some(_) => TimeBasis::Ingestion,
+        None => TimeBasis::Transaction,
+    };
+    let query = ReportQuery::new(xmids.to_vec(), from, to)
+        .of(resource)
+        .by(basis);
+    let mut pager = client(sim).report_pages(query);
     let mut out = HashMap::new();
     while let Some(batch) = pager.next_page().await.unwrap() {
         for record in batch.records {

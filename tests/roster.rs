@@ -96,7 +96,8 @@ async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothi
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
     let mut c = roster_config(&sim, dir.path(), t0);
-    c.pollers.roster.grace = Duration::from_secs(3);
+    // Long enough for the records it gets just before it closes to settle (5 s) and be read.
+    c.pollers.roster.grace = Duration::from_secs(8);
     c.pollers.roster.backfill = Duration::from_secs(10 * 60);
     let metrics = Metrics::new();
     let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
@@ -177,7 +178,7 @@ async fn merchants_boarded_and_closed_are_picked_up_within_one_refresh_and_nothi
 
     // After the grace period, the closed merchant is no longer polled.
     assert!(
-        wait_until(Duration::from_secs(10), || metrics.roster_removed.get()
+        wait_until(Duration::from_secs(15), || metrics.roster_removed.get()
             == 1)
         .await,
         "the closed merchant stops after its grace period"

@@ -391,6 +391,9 @@ async fn receiver_down_then_back_gets_every_alert_with_its_original_id() {
         "alerts",
         webhook(&receiver.url(), &[&old, &new], &schedule),
     );
+    // Read within a second or two of the start (not the default 5 s), so the first attempts
+    // meet the receiver down.
+    config.pollers.settle = Duration::from_millis(500);
     let declines = generate(&sim, &config, 400).await;
     assert!(
         declines.len() > 20,

@@ -127,6 +127,17 @@ impl Config {
                 format!("must be at least 1s, got {}", fmt(roster.refresh)),
             );
         }
+        let settled = self.pollers.settle.saturating_add(self.pollers.interval);
+        if roster.grace < settled {
+            error(
+                "pollers.roster.grace",
+                format!(
+                    "must be at least pollers.settle + pollers.interval ({}): what a merchant receives just before it leaves is read only once it settled; got {}",
+                    fmt(settled),
+                    fmt(roster.grace)
+                ),
+            );
+        }
         for (key, value, max) in [
             ("grace", roster.grace, Duration::from_secs(90 * 86_400)),
             (
