@@ -6,8 +6,11 @@
 //! not tell the two apart). Default configuration apart from `start`, `group_size = 50`, the
 //! roster's 200 active merchants, the cursor and a file sink.
 //!
-//! `cargo bench --bench ingestion` (5 minutes); `MXC_BENCH_SECS=60` for a shorter run. Not part
-//! of CI.
+//! `cargo bench --bench ingestion` (5 minutes); `MXC_BENCH_SECS=60` for a shorter run. The
+//! simulators start with 10 minutes of history (`--backlog`, the default look-back, so that a
+//! transaction-time poll re-reads a full look-back from the start; `MXC_BENCH_BACKLOG_SECS=0`
+//! starts them empty) and `pollers.start` is 10 minutes back, where that history begins: both
+//! relays first catch up on it. Not part of CI.
 //!
 //! Measured per mode over the whole run and over its second half (the steady part): MXC
 //! requests/s (the simulator's own counts), requests per 100 new records, duplicates fetched per
@@ -32,9 +35,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 200;
 const RATE: f64 = 100.0;
 const GROUP: usize = 50;
-/// `pollers.start`, this long before the run begins (the simulators start empty at the run's
-/// start): as far back as the default look-back, so the transaction-time relay's floor is never
-/// above its look-back and both modes start as if they had been running for a while.
+/// `pollers.start`, this long before the run begins: as far back as the default look-back and
+/// the simulators' default backlog, so the transaction-time relay's floor is never above its
+/// look-back.
 const START_BACK: Duration = Duration::from_secs(600);
 const SAMPLE_EVERY: Duration = Duration::from_secs(5);
 /// After the last sample the relays run this much longer before they are stopped, so the records
@@ -64,11 +67,23 @@ impl Drop for Children {
     }
 }
 
-fn bench_secs() -> u64 {
-    std::env::var("MXC_BENCH_SECS")
+fn env_secs(name: &str, default: u64) -> u64 {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(300)
+        .unwrap_or(default)
+}
+
+/// `MXC_BENCH_SECS`: the run's length (5 minutes).
+fn bench_secs() -> u64 {
+    env_secs("MXC_BENCH_SECS", 300)
+}
+
+/// `MXC_BENCH_BACKLOG_SECS`: history the simulators hold at start (`--backlog`), 10 minutes by
+/// default: without it, a transaction-time poll's look-back (10 minutes) is never full within a
+/// 5-minute run, and its cost would be under-stated. 0 starts them empty.
+fn backlog_secs() -> u64 {
+    env_secs("MXC_BENCH_BACKLOG_SECS", START_BACK.as_secs())
 }
 
 /// Starts `mxc-relay sim` and returns its base URL, from the first line it prints.
@@ -78,6 +93,8 @@ fn spawn_sim(children: &mut Children, log: &Path) -> String {
         .arg(MERCHANTS.to_string())
         .arg("--rate")
         .arg(RATE.to_string())
+        .arg("--backlog")
+        .arg(format!("{}s", backlog_secs()))
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log).expect("sim log"))
         .spawn()
@@ -422,7 +439,8 @@ listen = "{telemetry}"
         });
     }
     eprintln!(
-        "ingestion: {secs} s, {MERCHANTS} merchants at {RATE} authorizations/s, groups of {GROUP}, start {} ({} s back); simulators {}; work dir {}",
+        "ingestion: {secs} s, {MERCHANTS} merchants at {RATE} authorizations/s ({} s of backlog), groups of {GROUP}, start {} ({} s back); simulators {}; work dir {}",
+        backlog_secs(),
         mxc::instant(start),
         START_BACK.as_secs(),
         sims.join(", "),
@@ -545,8 +563,12 @@ listen = "{telemetry}"
     println!();
     println!("Machine: {}", machine());
     println!(
-        "Command: `{}cargo bench --bench ingestion` — two `mxc-relay sim --listen 127.0.0.1:0 --merchants {MERCHANTS} --rate {RATE}` (default seed and lateness), two `mxc-relay run` with default configuration but `pollers.start` = {} s before the run, `group_size = {GROUP}`, `xmids = \"roster\"`, a file sink, and `pollers.cursor` as named; {secs} s, steady part = second half",
-        std::env::var("MXC_BENCH_SECS").map_or(String::new(), |s| format!("MXC_BENCH_SECS={s} ")),
+        "Command: `{}cargo bench --bench ingestion` — two `mxc-relay sim --listen 127.0.0.1:0 --merchants {MERCHANTS} --rate {RATE} --backlog {}s` (default seed, lateness and index delay), two `mxc-relay run` with default configuration but `pollers.start` = {} s before the run, `group_size = {GROUP}`, `xmids = \"roster\"`, a file sink, and `pollers.cursor` as named; {secs} s, steady part = second half",
+        ["MXC_BENCH_SECS", "MXC_BENCH_BACKLOG_SECS"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok().map(|s| format!("{v}={s} ")))
+            .collect::<String>(),
+        backlog_secs(),
         START_BACK.as_secs(),
     );
     println!();

@@ -264,7 +264,11 @@ impl Pipeline {
             bases: Arc::new(Bases::new(config.pollers.cursor)),
             polls_waiting: Arc::default(),
         };
-        // Said from the start (0), so a dashboard or alert sees the series before any fallback.
+        // Said from the start (0), so a dashboard or alert sees the series before any fallback
+        // or sweep.
+        for outcome in ["ok", "error"] {
+            metrics.sweeps.with_label_values(&[outcome]).inc_by(0);
+        }
         for resource in &pollers.config.resources {
             if resource.ingestion_field.is_some() {
                 metrics

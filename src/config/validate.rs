@@ -128,7 +128,7 @@ impl Config {
             );
         }
         let settled = self.pollers.settle.saturating_add(self.pollers.interval);
-        if roster.grace < settled {
+        if self.pollers.uses_roster() && roster.grace < settled {
             error(
                 "pollers.roster.grace",
                 format!(
