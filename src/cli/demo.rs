@@ -291,6 +291,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let xmids = simulator.xmids().into_iter().take(args.merchants).collect();
     let mut config = Config::for_simulator(simulator.base_url(), xmids);
     config.pollers.interval = Duration::from_secs(2);
+    // Polls every 2 s: a 1 s guard below the cursor re-reads half a poll, not two and a half.
+    config.pollers.overlap = Duration::from_secs(1);
     // Disputes, batches and deposits have no ingestion time: their windows look back.
     config.pollers.look_back = Duration::from_secs(120);
     // Four resources per merchant every 2 s: 40 polls a second.
