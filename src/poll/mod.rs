@@ -234,6 +234,7 @@ impl Pollers {
         // they do not all want the request budget at the same instant of every interval.
         let mut spread_out = self.config.first_poll_within < self.config.interval;
         loop {
+            let started = tokio::time::Instant::now();
             let delay = match self.poll_once(resource, xmids).await {
                 Ok(()) => {
                     self.metrics.polls.with_label_values(&["ok"]).inc();
@@ -243,7 +244,9 @@ impl Pollers {
                             .interval
                             .mul_f64(rand::thread_rng().gen_range(0.0..1.0))
                     } else {
-                        self.config.interval
+                        // One interval from this poll's start, not its end: the time a poll
+                        // takes (pages, waits for the budget) does not add to the lag.
+                        self.config.interval.saturating_sub(started.elapsed())
                     }
                 }
                 Err(error) => {
