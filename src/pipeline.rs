@@ -244,7 +244,6 @@ impl Pipeline {
             limiter: rate_limiter(config.pollers.requests_per_second, config.pollers.burst),
             config: PollConfig {
                 interval: config.pollers.interval,
-                cursor: config.pollers.cursor,
                 settle: config.pollers.settle,
                 overlap: config.pollers.overlap,
                 look_back: config.pollers.look_back,

@@ -533,7 +533,6 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         limiter: rate_limiter(1000.0, 100),
         config: PollConfig {
             interval: Duration::from_secs(1),
-            cursor: CursorMode::Auto,
             settle: Duration::from_millis(500),
             overlap: Duration::from_millis(500),
             look_back: Duration::from_secs(600),

@@ -27,6 +27,16 @@ pub enum TimeBasis {
     Ingestion,
 }
 
+impl TimeBasis {
+    /// A record's instant on this basis.
+    pub fn of(self, record: &Record) -> Option<DateTime<Utc>> {
+        match self {
+            TimeBasis::Transaction => record.time(),
+            TimeBasis::Ingestion => record.created(),
+        }
+    }
+}
+
 /// Records of one resource (authorizations unless [`ReportQuery::of`] says otherwise) of
 /// some XMIDs whose time (of the query's [`TimeBasis`]) lies in `[from, to]`, oldest first.
 #[derive(Debug, Clone)]
@@ -82,14 +92,6 @@ impl ReportQuery {
         match self.basis {
             TimeBasis::Transaction => self.resource.time_field,
             TimeBasis::Ingestion => self.resource.ingestion_field.unwrap_or("created"),
-        }
-    }
-
-    /// A record's instant on the query's basis.
-    pub fn time_of(&self, record: &Record) -> Option<DateTime<Utc>> {
-        match self.basis {
-            TimeBasis::Transaction => record.time(),
-            TimeBasis::Ingestion => record.created(),
         }
     }
 
@@ -296,14 +298,14 @@ impl ReportPager {
     }
 
     fn seen_at_boundary(&self, record: &Record) -> bool {
-        match (&self.boundary, self.query.time_of(record), record.id()) {
+        match (&self.boundary, self.query.basis.of(record), record.id()) {
             (Some((time, ids)), Some(t), Some(id)) => t == *time && ids.contains(id),
             _ => false,
         }
     }
 
     fn extend_boundary(&mut self, record: &Record) {
-        let (Some(t), Some(id)) = (self.query.time_of(record), record.id()) else {
+        let (Some(t), Some(id)) = (self.query.basis.of(record), record.id()) else {
             return;
         };
         match &mut self.boundary {

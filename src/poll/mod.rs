@@ -32,7 +32,6 @@ pub use basis::Bases;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
 use crate::cluster::{Handover, MerchantState};
-use crate::config::CursorMode;
 use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 use crate::route::Route;
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
@@ -47,8 +46,6 @@ pub const OVERSIZE_BYTES: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct PollConfig {
     pub interval: Duration,
-    /// What the cursor follows (`pollers.cursor`).
-    pub cursor: CursorMode,
     /// How far short of MXC's now a poll on `created` stops.
     pub settle: Duration,
     /// How far below its cursor a poll on `created` re-reads.
@@ -125,10 +122,7 @@ impl Window {
 
     /// A record's instant on the window's basis.
     pub fn time_of(&self, record: &Record) -> Option<DateTime<Utc>> {
-        match self.basis {
-            TimeBasis::Transaction => record.time(),
-            TimeBasis::Ingestion => record.created(),
-        }
+        self.basis.of(record)
     }
 }
 
