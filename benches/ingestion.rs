@@ -19,6 +19,8 @@
 //! end less (interval + settle) reached the file sink (the simulator's records, read on
 //! `created` with the crate's own client, against the ids in the file).
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use common::metric;
 use mxc_relay::config::PollersConfig;
 use mxc_relay::mxc::{self, Client, ClientConfig, Credentials, ReportQuery, TimeBasis};
 use mxc_relay::secret::Secret;
@@ -121,19 +124,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-/// The sum of a series' samples whose labels include all of `labels`, from Prometheus text.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Every sample of a per-XMID series: XMID → value.

@@ -11,9 +11,12 @@
 //! memory at the end against memory at half-time (the seen ids are kept 11 minutes, so their
 //! set — and sled's cache — is full by then), and records delivered against records generated.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::metric;
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sim::{self, SimConfig};
@@ -35,19 +38,6 @@ fn rss_mib(pid: u32) -> f64 {
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
-}
-
-/// The sum of a series' samples whose labels include all of `labels`, from Prometheus text.
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|l| labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 struct Sample {

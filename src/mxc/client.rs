@@ -128,11 +128,6 @@ impl Client {
         self.inner.clock.now()
     }
 
-    /// MXC's clock minus ours, in milliseconds, once an answer has told it.
-    pub fn mxc_clock_offset_ms(&self) -> Option<i64> {
-        self.inner.clock.offset_ms()
-    }
-
     /// Calls made to the Security API so far.
     pub fn auth_calls(&self) -> u64 {
         self.inner.tokens.attempts()

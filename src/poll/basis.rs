@@ -43,13 +43,9 @@ impl Bases {
         match self.mode {
             CursorMode::TransactionTime => TimeBasis::Transaction,
             CursorMode::Created => TimeBasis::Ingestion,
-            CursorMode::Auto if self.has_fallen_back(resource) => TimeBasis::Transaction,
+            CursorMode::Auto if contains(&self.fallen_back, resource) => TimeBasis::Transaction,
             CursorMode::Auto => TimeBasis::Ingestion,
         }
-    }
-
-    fn has_fallen_back(&self, resource: &Resource) -> bool {
-        contains(&self.fallen_back, resource)
     }
 
     /// After `error` from a poll on `created` (sorted on the id too if `tie_break`): whether

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{sleep_or_stop, PollError, Pollers};
+use super::{sleep_or_stop, PollError, Pollers, Window};
 use crate::mxc::{Record, ReportQuery, Resource};
 use crate::store::Cursor;
 
@@ -66,17 +66,13 @@ impl Pollers {
             let Some(batch) = export.next_page().await? else {
                 return Ok(found);
             };
-            let missed = self.missed(resource, batch.records)?;
+            let (window, _) = self.window(self.bases.of(resource));
+            let missed = self.missed(resource, &window, batch.records)?;
             if missed.is_empty() {
                 continue;
             }
-            // Admitted as they are: the window check belongs to polls, and these are behind it.
-            let admissions = self.admissions(
-                resource,
-                &missed,
-                &[],
-                &self.window(self.bases.of(resource)).0,
-            );
+            // Admitted as they are (no cursors: no window check): these are behind the window.
+            let admissions = self.admissions(resource, &missed, &[], &window);
             self.store.check_space()?;
             let outcome = self.store.admit(&admissions, &[]).await?;
             self.metrics
@@ -94,9 +90,9 @@ impl Pollers {
     fn missed(
         &self,
         resource: &'static Resource,
+        window: &Window,
         records: Vec<Record>,
     ) -> Result<Vec<Record>, PollError> {
-        let (window, _) = self.window(self.bases.of(resource));
         let mut cursors: HashMap<String, Option<Cursor>> = HashMap::new();
         let mut missed = Vec::new();
         for record in records {

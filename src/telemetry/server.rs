@@ -90,6 +90,7 @@ impl Health {
         // Still ready, but said: records later than the look-back are now left to the sweep.
         let fallen_back: Vec<&str> = crate::mxc::RESOURCES
             .iter()
+            .filter(|r| r.ingestion_field.is_some())
             .filter(|r| {
                 self.metrics
                     .cursor_fallback
