@@ -40,7 +40,7 @@ fn event(i: usize, data: &str) -> Event {
     Event {
         body: format!(
             r#"{{"id":"{id}","type":"authorization.declined","xmid":"X1","occurred_at":"2026-11-28T10:00:00.000Z","data":{data}}}"#
-        ),
+        ).into(),
         id,
         event_type: "authorization.declined".into(),
         route: "declines".into(),

@@ -90,7 +90,7 @@ async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Ev
             Event {
                 body: format!(
                     r#"{{"id":"{id}","type":"authorization.declined","xmid":"X1","occurred_at":"2026-11-28T10:00:00.000Z","data":{{"id":"{record_id}"}}}}"#
-                ),
+                ).into(),
                 id,
                 event_type: "authorization.declined".into(),
                 route: "declines".into(),

@@ -148,7 +148,7 @@ impl Client {
     ) -> Result<Page, MxcError> {
         let endpoint = format!("{method} {path}");
         let (status, bytes) = self.send(method, path, query, body, &endpoint).await?;
-        Page::parse(&bytes).map_err(|detail| MxcError::Malformed {
+        Page::parse_bytes(bytes.clone()).map_err(|detail| MxcError::Malformed {
             endpoint,
             status,
             detail,

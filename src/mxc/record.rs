@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
@@ -12,7 +14,8 @@ use super::resource::{Resource, AUTHORIZATIONS};
 /// One record as MXC sent it.
 #[derive(Debug, Clone)]
 pub struct Record {
-    raw: Box<RawValue>,
+    /// Its exact JSON text: a slice of the page's HTTP body (shared, not copied).
+    raw: ByteString,
     view: RecordView,
     /// Known fields that had an unexpected type (and read as absent), e.g.
     /// "field `authorizedAmount`: invalid type: string \"12.00\", expected f64".
@@ -52,29 +55,32 @@ pub struct RejectedRecord {
 }
 
 impl Record {
-    /// Reads the typed view of `raw`. A known field of an unexpected type (an amount given as
-    /// text, a time that is not ISO-8601 …) reads as absent and is reported by
+    /// Reads the typed view of `raw` (JSON text). A known field of an unexpected type (an
+    /// amount given as text, a time that is not ISO-8601 …) reads as absent and is reported by
     /// [`Record::type_problem`]: the record itself, with its exact JSON, is kept. Fails only
     /// when the record is not a JSON object.
-    pub fn from_raw(raw: Box<RawValue>) -> Result<Record, String> {
-        if !is_object(raw.get()) {
-            return Err(format!("not a JSON object: {}", json_kind(raw.get())));
+    pub fn from_text(raw: ByteString) -> Result<Record, String> {
+        if !is_object(&raw) {
+            return Err(format!("not a JSON object: {}", json_kind(&raw)));
         }
-        let mut track = serde_path_to_error::Track::new();
-        let mut de = serde_json::Deserializer::from_str(raw.get());
-        let strict =
-            RecordView::deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
-        let (view, type_problem) = match strict {
+        // The common case first, at full speed; the path of a bad field is traced only when
+        // there is one.
+        let (view, type_problem) = match serde_json::from_str::<RecordView>(&raw) {
             Ok(view) => (view, None),
-            Err(e) => {
+            Err(_) => {
+                let mut track = serde_path_to_error::Track::new();
+                let mut de = serde_json::Deserializer::from_str(&raw);
+                let traced = RecordView::deserialize(serde_path_to_error::Deserializer::new(
+                    &mut de, &mut track,
+                ));
+                let reason = traced.err().map(|e| strip_position(&e.to_string()));
                 let problem = format!(
                     "field `{}`: {}",
                     track.path(),
-                    strip_position(&e.to_string())
+                    reason.as_deref().unwrap_or("unreadable")
                 );
-                let object: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(raw.get())
-                        .map_err(|_| format!("not a JSON object ({problem})"))?;
+                let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&raw)
+                    .map_err(|_| format!("not a JSON object ({problem})"))?;
                 (RecordView::lenient(&object), Some(problem))
             }
         };
@@ -98,7 +104,7 @@ impl Record {
             return self;
         }
         // Other resources are low-volume: one more pass over the top level is cheap.
-        let Ok(fields) = serde_json::from_str::<HashMap<String, &RawValue>>(self.raw.get()) else {
+        let Ok(fields) = serde_json::from_str::<HashMap<String, &RawValue>>(&self.raw) else {
             return self;
         };
         let id = fields.get(resource.id_field).and_then(|v| {
@@ -124,13 +130,17 @@ impl Record {
 
     /// Parses one record from JSON text.
     pub fn from_json(json: &str) -> Result<Record, String> {
-        let raw = RawValue::from_string(json.to_string()).map_err(|e| e.to_string())?;
-        Record::from_raw(raw)
+        Record::from_text(ByteString::from(json))
     }
 
     /// The exact JSON text MXC sent for this record.
     pub fn json(&self) -> &str {
-        self.raw.get()
+        &self.raw
+    }
+
+    /// The same text, shared (a clone costs no copy).
+    pub fn shared_json(&self) -> &ByteString {
+        &self.raw
     }
 
     pub fn view(&self) -> &RecordView {
@@ -157,10 +167,79 @@ impl Record {
         self.view.created.map(|t| t.with_timezone(&Utc))
     }
 
-    /// The whole record as a JSON tree, for routing filters and redaction.
+    /// The record's top-level `fields` (those it has) as a JSON object, the rest skipped
+    /// unparsed: what a routing filter reads.
+    pub fn pick(&self, fields: &[String]) -> serde_json::Value {
+        let mut de = serde_json::Deserializer::from_str(&self.raw);
+        match serde::de::DeserializeSeed::deserialize(pick::Pick(fields), &mut de) {
+            Ok(object) => serde_json::Value::Object(object),
+            // The text was valid JSON when the record was built.
+            Err(_) => self.to_value(),
+        }
+    }
+
+    /// The whole record as a JSON tree, for redaction.
     pub fn to_value(&self) -> serde_json::Value {
         // The text was valid JSON when the record was built.
-        serde_json::from_str(self.raw.get()).unwrap_or(serde_json::Value::Null)
+        serde_json::from_str(&self.raw).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+mod pick {
+    //! A serde seed that keeps some top-level fields of an object and skips the others
+    //! without building them.
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde_json::{Map, Value};
+    use std::fmt;
+
+    pub struct Pick<'a>(pub &'a [String]);
+
+    impl<'de> DeserializeSeed<'de> for Pick<'_> {
+        type Value = Map<String, Value>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Pick<'_> {
+        type Value = Map<String, Value>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Map::new();
+            while let Some(wanted) = map.next_key_seed(Key(self.0))? {
+                match wanted {
+                    Some(i) => {
+                        out.insert(self.0[i].clone(), map.next_value()?);
+                    }
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(out)
+        }
+    }
+
+    /// A key: the index of the wanted field it names, if any (no allocation either way).
+    struct Key<'a>(&'a [String]);
+
+    impl<'de> DeserializeSeed<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_str(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Key<'_> {
+        type Value = Option<usize>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a field name")
+        }
+        fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+            Ok(self.0.iter().position(|k| k == key))
+        }
     }
 }
 
@@ -212,7 +291,11 @@ impl RecordView {
 
 impl Serialize for Record {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.raw.serialize(serializer)
+        // The text is the JSON: written as it is, not as a string.
+        match serde_json::from_str::<&RawValue>(&self.raw) {
+            Ok(raw) => raw.serialize(serializer),
+            Err(e) => Err(serde::ser::Error::custom(e)),
+        }
     }
 }
 
@@ -256,12 +339,13 @@ pub struct Page {
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+struct Envelope<'a> {
     #[serde(default)]
     aggregations: Option<serde_json::Value>,
     #[serde(default)]
     total_records: Option<u64>,
-    records: Vec<Box<RawValue>>,
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
     #[serde(default, rename = "_scroll_id")]
     scroll_id: Option<String>,
 }
@@ -276,8 +360,14 @@ impl Page {
     /// Parses a page. The envelope must be well-formed; a record inside it that is not a JSON
     /// object lands in [`Page::rejected`] with its reason instead of failing the page.
     pub fn parse(body: &[u8]) -> Result<Page, String> {
-        let envelope: Envelope = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-        if body.trim_ascii_start().first() != Some(&b'{') {
+        Page::parse_bytes(Bytes::copy_from_slice(body))
+    }
+
+    /// [`Page::parse`] of an HTTP body as received: each record keeps a slice of it.
+    pub fn parse_bytes(body: Bytes) -> Result<Page, String> {
+        let text = ByteString::try_from(body).map_err(|e| format!("not UTF-8: {e}"))?;
+        let envelope: Envelope = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        if text.trim_start().as_bytes().first() != Some(&b'{') {
             return Err("the page is a JSON array, not an object".into());
         }
         let total_amount = envelope
@@ -293,7 +383,7 @@ impl Page {
             scroll_id: envelope.scroll_id,
         };
         for (index, raw) in envelope.records.into_iter().enumerate() {
-            match Record::from_raw(raw.clone()) {
+            match Record::from_text(text.slice_ref(raw.get())) {
                 Ok(record) => page.records.push(record),
                 Err(reason) => page.rejected.push(RejectedRecord {
                     index,

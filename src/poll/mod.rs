@@ -33,7 +33,7 @@ pub use roster::{Fleet, Ownership, RosterWatch};
 
 use crate::cluster::{Handover, MerchantState};
 use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
-use crate::route::Route;
+use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
 
@@ -434,17 +434,8 @@ impl Pollers {
             tracing::warn!(%source, resource = resource.name, record_id = rejected.id.as_deref().unwrap_or("(none)"),
                 reason = %rejected.reason, "unreadable record skipped");
         }
-        let admissions = self.admissions(resource, &batch.records, cursors, window);
-        if let Some(seen) = seen {
-            for admission in &admissions {
-                let ids = seen.entry(admission.xmid.clone()).or_default();
-                ids.push(admission.record_id.clone());
-                // A long catch-up window: keep the newest (the handover carries at most these).
-                if ids.len() >= 2 * crate::cluster::MAX_IDS {
-                    ids.drain(..crate::cluster::MAX_IDS);
-                }
-            }
-        }
+        let (admissions, known) =
+            self.admissions(resource, &batch.records, cursors, window, seen)?;
         self.store.check_space()?;
         let outcome = self.store.admit(&admissions, &[]).await?;
         records
@@ -452,27 +443,32 @@ impl Pollers {
             .inc_by(outcome.new as u64);
         records
             .with_label_values(&["duplicate"])
-            .inc_by(outcome.duplicate as u64);
+            .inc_by((known + outcome.duplicate) as u64);
         self.metrics.count_enqueued(&outcome.enqueued);
         Ok(outcome)
     }
 
-    /// The admissions of one page: each record with an id, with the events its resource's
-    /// routes select.
+    /// The admissions of one page: each record with an id that is not known yet, with the
+    /// events its resource's routes select; and how many were known (seen before). A known
+    /// record is not routed: on a re-read most records are, and routing costs more than the
+    /// look-up. (`admit` checks again, in its transaction.) `seen`, in a cluster, collects the
+    /// ids of each XMID's window, known or not.
     fn admissions(
         &self,
         resource: &'static Resource,
         records: &[Record],
         cursors: &[(String, Cursor)],
         window: &Window,
-    ) -> Vec<Admission> {
+        mut seen: Option<&mut HashMap<String, Vec<String>>>,
+    ) -> Result<(Vec<Admission>, usize), StoreError> {
         let mut out = Vec::with_capacity(records.len());
+        let mut known = 0;
         let routes: Vec<&Route> = self
             .routes
             .iter()
             .filter(|r| r.resource == resource)
             .collect();
-        let needs_tree = routes.iter().any(|r| r.needs_tree());
+        let tree = TreeNeed::of(routes.iter().copied());
         let fetched_at_ms = Utc::now().timestamp_millis();
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
@@ -484,14 +480,6 @@ impl Pollers {
                 tracing::warn!(%xmid, resource = resource.name, time = ?record.time(), "record without an id skipped");
                 continue;
             };
-            if let Some(problem) = record.type_problem() {
-                // Kept and delivered as MXC sent it; filters see the field as it is.
-                self.metrics
-                    .records
-                    .with_label_values(&["wrong_type"])
-                    .inc();
-                tracing::warn!(%xmid, record_id = %id, resource = resource.name, %problem, "record with a field of an unexpected type");
-            }
             // A group's window starts at its earliest member's: each XMID only takes records
             // from its own window, so no member re-reads (and re-admits, once their ids are
             // pruned) what it covered long ago, nor anything before its start.
@@ -508,6 +496,27 @@ impl Pollers {
                     continue;
                 }
             }
+            let record_id = resource.seen_key(id);
+            if let Some(seen) = seen.as_deref_mut() {
+                let ids = seen.entry(xmid.to_string()).or_default();
+                ids.push(record_id.clone());
+                // A long catch-up window: keep the newest (the handover carries at most these).
+                if ids.len() >= 2 * crate::cluster::MAX_IDS {
+                    ids.drain(..crate::cluster::MAX_IDS);
+                }
+            }
+            if self.store.is_seen(&record_id)? {
+                known += 1;
+                continue;
+            }
+            if let Some(problem) = record.type_problem() {
+                // Kept and delivered as MXC sent it; filters see the field as it is.
+                self.metrics
+                    .records
+                    .with_label_values(&["wrong_type"])
+                    .inc();
+                tracing::warn!(%xmid, record_id = %id, resource = resource.name, %problem, "record with a field of an unexpected type");
+            }
             // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
             let bytes = record.json().len();
             if bytes > OVERSIZE_BYTES {
@@ -515,23 +524,19 @@ impl Pollers {
                 tracing::warn!(%xmid, record_id = %id, resource = resource.name, bytes, limit = OVERSIZE_BYTES,
                     "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
             }
-            let value = if needs_tree {
-                record.to_value()
-            } else {
-                serde_json::Value::Null
-            };
+            let value = tree.read(record);
             let events = routes
                 .iter()
                 .filter(|r| r.matches(&value))
                 .map(|r| r.event(record, id, &value, fetched_at_ms))
                 .collect();
             out.push(Admission {
-                record_id: resource.seen_key(id),
+                record_id,
                 xmid: xmid.to_string(),
                 events,
             });
         }
-        out
+        Ok((out, known))
     }
 }
 

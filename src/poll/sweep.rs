@@ -72,7 +72,7 @@ impl Pollers {
                 continue;
             }
             // Admitted as they are (no cursors: no window check): these are behind the window.
-            let admissions = self.admissions(resource, &missed, &[], &window);
+            let (admissions, _) = self.admissions(resource, &missed, &[], &window, None)?;
             self.store.check_space()?;
             let outcome = self.store.admit(&admissions, &[]).await?;
             self.metrics

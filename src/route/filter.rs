@@ -112,6 +112,28 @@ impl Filter {
             Filter::Or(a, b) => a.matches(record) || b.matches(record),
         }
     }
+
+    /// The record's top-level fields the filter reads (to parse only those).
+    pub fn fields(&self, out: &mut Vec<String>) {
+        let mut add = |path: &Path| {
+            if let Some(first) = path.0.first() {
+                if !out.contains(first) {
+                    out.push(first.clone());
+                }
+            }
+        };
+        match self {
+            Filter::Compare(path, _, _)
+            | Filter::In(path, _)
+            | Filter::NotIn(path, _)
+            | Filter::Exists(path) => add(path),
+            Filter::Not(inner) => inner.fields(out),
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                a.fields(out);
+                b.fields(out);
+            }
+        }
+    }
 }
 
 impl Path {

@@ -3,6 +3,7 @@
 
 mod filter;
 
+use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -41,8 +42,9 @@ pub struct Event {
     pub record_id: String,
     /// The record's time (`transactionDateAndTime`, `disputeDate` …) in UTC, RFC 3339.
     pub occurred_at: Option<String>,
-    /// The envelope `{id, type, xmid, occurred_at, data}` as JSON text.
-    pub body: String,
+    /// The envelope `{id, type, xmid, occurred_at, data}` as JSON text (shared: a clone of the
+    /// event does not copy it).
+    pub body: ByteString,
     /// When the record was fetched (unix ms): delivery latency is measured from it.
     #[serde(default)]
     pub fetched_at_ms: i64,
@@ -85,12 +87,6 @@ impl Route {
         })
     }
 
-    /// Whether this route reads the record's JSON tree (to filter or to redact); when no route
-    /// does, the caller need not parse it.
-    pub fn needs_tree(&self) -> bool {
-        self.filter.is_some() || self.redacts()
-    }
-
     fn redacts(&self) -> bool {
         !self.drop.is_empty() || !self.mask.is_empty()
     }
@@ -99,9 +95,8 @@ impl Route {
         self.filter.as_ref().is_none_or(|f| f.matches(record))
     }
 
-    /// The event for `record`; `value` is the record's JSON tree, parsed once by the caller
-    /// (it may be `Null` when no route [needs it](Route::needs_tree)); `fetched_at_ms` is when
-    /// the record was fetched.
+    /// The event for `record`; `value` is the record's JSON tree, parsed once by the caller as
+    /// far as the routes [need it](TreeNeed); `fetched_at_ms` is when the record was fetched.
     pub fn event(
         &self,
         record: &Record,
@@ -128,17 +123,22 @@ impl Route {
         } else {
             std::borrow::Cow::Borrowed(record.json())
         };
-        let text = |s: &str| Value::from(s).to_string();
-        let body = format!(
-            r#"{{"id":{},"type":{},"xmid":{},"occurred_at":{},"data":{data}}}"#,
-            text(&id),
-            text(&self.event_type),
-            text(&xmid),
-            occurred_at
-                .as_deref()
-                .map(text)
-                .unwrap_or_else(|| "null".into()),
-        );
+        // Written once, at its final size, straight into the buffer the sinks will send.
+        let mut body = String::with_capacity(data.len() + id.len() + xmid.len() + 128);
+        body.push_str(r#"{"id":"#);
+        push_json_str(&mut body, &id);
+        body.push_str(r#","type":"#);
+        push_json_str(&mut body, &self.event_type);
+        body.push_str(r#","xmid":"#);
+        push_json_str(&mut body, &xmid);
+        body.push_str(r#","occurred_at":"#);
+        match &occurred_at {
+            Some(t) => push_json_str(&mut body, t),
+            None => body.push_str("null"),
+        }
+        body.push_str(r#","data":"#);
+        body.push_str(&data);
+        body.push('}');
         Event {
             id,
             event_type: self.event_type.clone(),
@@ -148,8 +148,62 @@ impl Route {
             xmid,
             record_id: record_id.to_string(),
             occurred_at,
-            body,
+            body: ByteString::from(body),
             fetched_at_ms,
+        }
+    }
+}
+
+/// Appends `text` as a JSON string (quoted and escaped).
+fn push_json_str(out: &mut String, text: &str) {
+    // Ids, types and XMIDs are plain ASCII: no escaping pass needed.
+    if text
+        .bytes()
+        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
+    {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        // Writing JSON into a String cannot fail.
+        out.push_str(&Value::from(text).to_string());
+    }
+}
+
+/// How much of each record's JSON tree a set of routes reads: none of it, a few top-level
+/// fields (filters), or all of it (redaction). A 7 KB record parsed into a tree costs more than
+/// everything else routing does, so it is parsed only as far as needed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TreeNeed {
+    Nothing,
+    Fields(Vec<String>),
+    Whole,
+}
+
+impl TreeNeed {
+    pub fn of<'r>(routes: impl IntoIterator<Item = &'r Route>) -> TreeNeed {
+        let mut fields = Vec::new();
+        for route in routes {
+            if route.redacts() {
+                return TreeNeed::Whole;
+            }
+            if let Some(filter) = &route.filter {
+                filter.fields(&mut fields);
+            }
+        }
+        if fields.is_empty() {
+            TreeNeed::Nothing
+        } else {
+            TreeNeed::Fields(fields)
+        }
+    }
+
+    /// The part of `record`'s tree the routes read (`Null` when they read none).
+    pub fn read(&self, record: &Record) -> Value {
+        match self {
+            TreeNeed::Nothing => Value::Null,
+            TreeNeed::Fields(fields) => record.pick(fields),
+            TreeNeed::Whole => record.to_value(),
         }
     }
 }
@@ -177,8 +231,14 @@ pub fn event_id(route: &str, record_id: &str) -> String {
     hash.update([0]);
     hash.update(record_id.as_bytes());
     let digest = hash.finalize();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(36);
+    id.push_str("evt_");
+    for b in &digest[..16] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 15)] as char);
+    }
+    id
 }
 
 fn remove(value: &mut Value, path: &[String]) {

@@ -159,9 +159,9 @@ impl ReportQuery {
     }
 
     /// The record as it goes on the wire: whole, or only the `fields` asked for.
-    pub fn render(&self, record: &SimRecord) -> Cow<'_, str> {
+    pub fn render<'r>(&self, record: &'r SimRecord) -> Cow<'r, str> {
         let Some(fields) = &self.fields else {
-            return Cow::Owned(record.json.to_string());
+            return Cow::Borrowed(&record.json);
         };
         let full: Value = serde_json::from_str(&record.json).unwrap_or(Value::Null);
         let mut out = Map::new();

@@ -179,7 +179,7 @@ impl Sink for KafkaSink {
                     });
                 let mut record = FutureRecord::to(&topic)
                     .key(key)
-                    .payload(&event.body)
+                    .payload(event.body.as_bytes().as_ref())
                     .headers(headers);
                 loop {
                     match producer.send_result(record) {

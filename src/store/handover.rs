@@ -55,34 +55,36 @@ impl Store {
             self.inner.seen_by_time.clone(),
             self.inner.cursors.clone(),
         ];
-        let result = trees[..].transaction(|t| {
-            let (seen_tree, by_time, cursors) = (&t[0], &t[1], &t[2]);
-            let mut moved = 0;
-            for (key, cursor, seen) in states {
-                for id in seen.iter() {
-                    if seen_tree.get(id.as_bytes())?.is_none() {
-                        seen_tree.insert(id.as_bytes(), &now.to_be_bytes())?;
-                        by_time.insert(time_key(now, id), &[])?;
+        let result = self.inner.disk.write(|| {
+            trees[..].transaction(|t| {
+                let (seen_tree, by_time, cursors) = (&t[0], &t[1], &t[2]);
+                let mut moved = 0;
+                for (key, cursor, seen) in states {
+                    for id in seen.iter() {
+                        if seen_tree.get(id.as_bytes())?.is_none() {
+                            seen_tree.insert(id.as_bytes(), &now.to_be_bytes())?;
+                            by_time.insert(time_key(now, id), &[])?;
+                        }
+                    }
+                    let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
+                    // A cursor only set up here (never polled: position at its floor) yields to the
+                    // published one, even an older one: that is where delivery really stands.
+                    let never_polled = local.is_some_and(|l| l.position == l.floor);
+                    if never_polled || local.is_none_or(|l| l.position < cursor.position) {
+                        let floor = match local {
+                            Some(l) if !never_polled => l.floor.min(cursor.floor),
+                            _ => cursor.floor,
+                        };
+                        let merged = Cursor {
+                            position: cursor.position,
+                            floor,
+                        };
+                        cursors.insert(key.as_bytes(), &encode_cursor(&merged))?;
+                        moved += 1;
                     }
                 }
-                let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
-                // A cursor only set up here (never polled: position at its floor) yields to the
-                // published one, even an older one: that is where delivery really stands.
-                let never_polled = local.is_some_and(|l| l.position == l.floor);
-                if never_polled || local.is_none_or(|l| l.position < cursor.position) {
-                    let floor = match local {
-                        Some(l) if !never_polled => l.floor.min(cursor.floor),
-                        _ => cursor.floor,
-                    };
-                    let merged = Cursor {
-                        position: cursor.position,
-                        floor,
-                    };
-                    cursors.insert(key.as_bytes(), &encode_cursor(&merged))?;
-                    moved += 1;
-                }
-            }
-            Ok::<_, ConflictableTransactionError<()>>(moved)
+                Ok::<_, ConflictableTransactionError<()>>(moved)
+            })
         });
         match result {
             Ok(moved) => Ok(moved),

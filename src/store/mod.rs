@@ -7,12 +7,15 @@
 //! is never marked seen without its outbox entries, and a cursor never moves past records that
 //! were not admitted.
 
+mod bodies;
 mod handover;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -21,6 +24,7 @@ use tokio::sync::Notify;
 
 use crate::config::{Durability, StoreConfig};
 use crate::route::Event;
+use bodies::BodyRef;
 
 const SEEN: &str = "seen";
 const SEEN_BY_TIME: &str = "seen_by_time";
@@ -49,6 +53,14 @@ pub enum StoreError {
         key: String,
         detail: String,
     },
+    #[error("store {path}: {operation} failed: {source}")]
+    Disk {
+        path: PathBuf,
+        operation: &'static str,
+        source: std::io::Error,
+    },
+    #[error("store {path}: flush failed: {detail}")]
+    Flush { path: PathBuf, detail: String },
     #[error("no sink named {0:?} in the store")]
     UnknownSink(String),
     #[error("store {path}: the disk is nearly full ({free_mib} MiB free, store.min_free_mib is {min_free_mib})")]
@@ -142,6 +154,8 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     db: sled::Db,
+    /// Event bodies, outside sled (see `bodies`); shared by reconfigured views.
+    disk: Arc<Disk>,
     durability: Durability,
     min_free_mib: u64,
     seen: Tree,
@@ -150,6 +164,55 @@ struct Inner {
     endpoints: Tree,
     checkpoints: Tree,
     outboxes: BTreeMap<String, Sink>,
+}
+
+/// sled and the body segments, flushed together: bodies first, so that no pointer reaches
+/// the disk before its body.
+struct Disk {
+    db: sled::Db,
+    bodies: bodies::Bodies,
+    /// Multi-key writes (transactions, batches) hold it shared, a flush exclusively. sled can
+    /// deadlock when a flush runs while a transaction waits for its global write lock (the
+    /// flush holds it shared and waits for its log, which waits behind the transaction).
+    gate: std::sync::RwLock<()>,
+}
+
+impl Disk {
+    /// Bodies, then sled, on disk; blocking.
+    fn flush(&self) -> Result<(), String> {
+        self.bodies
+            .sync()
+            .map_err(|e| format!("sync event bodies: {e}"))?;
+        let _flushing = self.gate.write().unwrap_or_else(|e| e.into_inner());
+        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+    }
+
+    /// Runs a multi-key write; never alongside a flush (see `gate`).
+    fn write<T>(&self, write: impl FnOnce() -> T) -> T {
+        let _writing = self.gate.read().unwrap_or_else(|e| e.into_inner());
+        write()
+    }
+}
+
+/// Flushes every `every` until the store is closed (the last `Store` dropped). sled's own
+/// flusher is off: it would write pointers whose bodies are not synced yet.
+fn spawn_flusher(disk: &Arc<Disk>, every: std::time::Duration, path: &Path) {
+    let disk = Arc::downgrade(disk);
+    let path = path.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("store flusher".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(disk) = disk.upgrade() else {
+                return;
+            };
+            if let Err(e) = disk.flush() {
+                tracing::error!(store = %path.display(), error = %e, "periodic store flush failed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the store flusher: writes reach the disk at each batch only");
+    }
 }
 
 struct Sink {
@@ -178,7 +241,7 @@ impl Store {
         };
         let db = sled::Config::new()
             .path(&path)
-            .flush_every_ms(Some(flush_ms))
+            .flush_every_ms(None)
             .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| StoreError::Open {
@@ -195,7 +258,23 @@ impl Store {
                 },
                 path: path.clone(),
             })?;
-        Store::on(db, path, config, sinks)
+        let live = count_bodies(&db).map_err(|source| StoreError::Io {
+            path: path.clone(),
+            operation: "count event bodies",
+            source,
+        })?;
+        let bodies =
+            bodies::Bodies::open(&path.join("bodies"), live).map_err(|e| StoreError::Open {
+                path: path.clone(),
+                detail: format!("event bodies ({}): {e}", path.join("bodies").display()),
+            })?;
+        let disk = Arc::new(Disk {
+            db: db.clone(),
+            bodies,
+            gate: std::sync::RwLock::new(()),
+        });
+        spawn_flusher(&disk, std::time::Duration::from_millis(flush_ms), &path);
+        Store::on(db, disk, path, config, sinks)
     }
 
     /// The same open database with the outboxes of `config`'s sinks and its settings: a
@@ -213,6 +292,7 @@ impl Store {
         let sinks: Vec<String> = config.sinks.keys().cloned().collect();
         Store::on(
             self.inner.db.clone(),
+            self.inner.disk.clone(),
             self.inner.path.clone(),
             &config.store,
             &sinks,
@@ -221,6 +301,7 @@ impl Store {
 
     fn on(
         db: sled::Db,
+        disk: Arc<Disk>,
         path: PathBuf,
         config: &StoreConfig,
         sinks: &[String],
@@ -254,6 +335,7 @@ impl Store {
             durability: config.durability,
             min_free_mib: config.min_free_mib,
             db,
+            disk,
             path,
         };
         Ok(Store {
@@ -338,6 +420,9 @@ impl Store {
         admissions: &[Admission],
         cursors: &[(String, Cursor)],
     ) -> Result<AdmitOutcome, StoreError> {
+        if admissions.is_empty() && cursors.is_empty() {
+            return Ok(AdmitOutcome::default());
+        }
         let now = Utc::now().timestamp_millis();
         let sink_names: Vec<&String> = self.inner.outboxes.keys().collect();
         let mut trees: Vec<Tree> = vec![
@@ -346,7 +431,27 @@ impl Store {
             self.inner.cursors.clone(),
         ];
         trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
-        // Encode outside the transaction: its closure may run more than once.
+        // Bodies first, into their segment (synced before the transaction under "batch"),
+        // so the entries can point at them; encoded outside the transaction, whose closure
+        // may run more than once.
+        let bodies: Vec<&[u8]> = admissions
+            .iter()
+            .flat_map(|a| a.events.iter().map(|e| e.body.as_bytes().as_ref()))
+            .collect();
+        let disk = &self.inner.disk;
+        let body_error = || self.disk_error("write event bodies");
+        let mut refs = disk
+            .bodies
+            .append(&bodies)
+            .map_err(body_error())?
+            .into_iter();
+        let all_refs: Vec<BodyRef> = refs.clone().collect();
+        if self.inner.durability == Durability::Batch {
+            if let Err(e) = self.sync_bodies().await {
+                let _ = disk.bodies.release(all_refs);
+                return Err(body_error()(e));
+            }
+        }
         let mut encoded: Vec<(&Admission, Vec<EncodedEvent>)> =
             Vec::with_capacity(admissions.len());
         for admission in admissions {
@@ -356,36 +461,67 @@ impl Store {
                     .iter()
                     .position(|s| **s == event.sink)
                     .ok_or_else(|| StoreError::UnknownSink(event.sink.clone()))?;
-                let bytes = encode_event(event);
-                events.push((index, bytes));
+                events.push((index, encode_event(event, refs.next())));
             }
             encoded.push((admission, events));
         }
-        let result = trees[..].transaction(|t| {
-            let (seen, by_time, cursor_tree) = (&t[0], &t[1], &t[2]);
-            let mut outcome = AdmitOutcome::default();
-            for (admission, events) in &encoded {
-                if seen.get(admission.record_id.as_bytes())?.is_some() {
-                    outcome.duplicate += 1;
-                    continue;
+        let result = disk.write(|| {
+            trees[..].transaction(|t| {
+                let (seen, by_time, cursor_tree) = (&t[0], &t[1], &t[2]);
+                let mut new = 0;
+                // Their bodies were written for nothing.
+                let mut duplicates = Vec::new();
+                // Counted by reference here, named once outside (the closure may run again).
+                let mut enqueued: BTreeMap<(usize, &str), usize> = BTreeMap::new();
+                for (i, (admission, events)) in encoded.iter().enumerate() {
+                    if seen.get(admission.record_id.as_bytes())?.is_some() {
+                        duplicates.push(i);
+                        continue;
+                    }
+                    seen.insert(admission.record_id.as_bytes(), &now.to_be_bytes())?;
+                    by_time.insert(time_key(now, &admission.record_id), &[])?;
+                    for ((index, bytes), event) in events.iter().zip(&admission.events) {
+                        let seq = t[3 + index].generate_id()?;
+                        t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
+                        *enqueued
+                            .entry((*index, event.event_type.as_str()))
+                            .or_default() += 1;
+                    }
+                    new += 1;
                 }
-                seen.insert(admission.record_id.as_bytes(), &now.to_be_bytes())?;
-                by_time.insert(time_key(now, &admission.record_id), &[])?;
-                for ((index, bytes), event) in events.iter().zip(&admission.events) {
-                    let seq = t[3 + index].generate_id()?;
-                    t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                    let key = (sink_names[*index].clone(), event.event_type.clone());
-                    *outcome.enqueued.entry(key).or_default() += 1;
+                for (xmid, cursor) in cursors {
+                    cursor_tree.insert(xmid.as_bytes(), &encode_cursor(cursor))?;
                 }
-                outcome.new += 1;
-            }
-            for (xmid, cursor) in cursors {
-                cursor_tree.insert(xmid.as_bytes(), &encode_cursor(cursor))?;
-            }
-            Ok::<_, ConflictableTransactionError<()>>(outcome)
+                Ok::<_, ConflictableTransactionError<()>>((new, duplicates, enqueued))
+            })
         });
+        if result.is_err() {
+            let _ = disk.bodies.release(all_refs.iter().copied());
+        }
         let outcome = match result {
-            Ok(outcome) => outcome,
+            Ok((new, duplicates, enqueued)) => {
+                let mut first = 0;
+                let unused = encoded.iter().enumerate().flat_map(|(i, (a, _))| {
+                    let refs = &all_refs[first..first + a.events.len()];
+                    first += a.events.len();
+                    if duplicates.binary_search(&i).is_ok() {
+                        refs
+                    } else {
+                        &[]
+                    }
+                });
+                self.release(unused.copied())?;
+                AdmitOutcome {
+                    new,
+                    duplicate: duplicates.len(),
+                    enqueued: enqueued
+                        .into_iter()
+                        .map(|((index, event_type), n)| {
+                            ((sink_names[index].clone(), event_type.to_string()), n)
+                        })
+                        .collect(),
+                }
+            }
             Err(TransactionError::Storage(source)) => {
                 return Err(StoreError::Io {
                     path: self.inner.path.clone(),
@@ -409,14 +545,16 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Writes everything to disk.
+    /// Writes everything to disk (off the async threads: an fsync takes milliseconds).
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.inner
-            .db
-            .flush_async()
+        let disk = self.inner.disk.clone();
+        tokio::task::spawn_blocking(move || disk.flush())
             .await
-            .map(|_| ())
-            .map_err(self.io("flush"))
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|detail| StoreError::Flush {
+                path: self.inner.path.clone(),
+                detail,
+            })
     }
 
     /// The first `limit` entries of a sink's outbox, oldest first.
@@ -432,9 +570,7 @@ impl Store {
             let (k, v) = item.map_err(self.io("read outbox"))?;
             let seq =
                 decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
-            let event = decode_event(&v)
-                .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e))?;
-            out.push(Entry { seq, event });
+            out.push(self.entry_of(sink, seq, v)?);
         }
         Ok(out)
     }
@@ -443,23 +579,55 @@ impl Store {
     pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
         let mut batch = sled::Batch::default();
+        let mut bodies = Vec::with_capacity(seqs.len());
         for seq in seqs {
-            batch.remove(&seq.to_be_bytes());
+            let key = seq.to_be_bytes();
+            if let Some(value) = s.outbox.get(key).map_err(self.io("read outbox"))? {
+                if let Ok((_, Some(at))) = decode_event(value) {
+                    bodies.push(at);
+                }
+            }
+            batch.remove(&key);
         }
-        s.outbox
-            .apply_batch(batch)
+        let disk = &self.inner.disk;
+        disk.write(|| s.outbox.apply_batch(batch))
             .map_err(self.io("remove delivered"))?;
+        self.release(bodies)?;
         // A crash between the two leaves retry state without an entry: ignored when read.
         if !s.attempts.is_empty() {
             let mut batch = sled::Batch::default();
             for seq in seqs {
                 batch.remove(&seq.to_be_bytes());
             }
-            s.attempts
-                .apply_batch(batch)
+            disk.write(|| s.attempts.apply_batch(batch))
                 .map_err(self.io("remove retry state"))?;
         }
         Ok(())
+    }
+
+    /// Syncs the body segments off the async threads (an fsync takes milliseconds).
+    async fn sync_bodies(&self) -> std::io::Result<()> {
+        let disk = self.inner.disk.clone();
+        tokio::task::spawn_blocking(move || disk.bodies.sync())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+
+    /// Lets go of the bodies of entries that are gone.
+    fn release(&self, bodies: impl IntoIterator<Item = BodyRef>) -> Result<(), StoreError> {
+        self.inner
+            .disk
+            .bodies
+            .release(bodies)
+            .map_err(self.disk_error("delete a body segment"))
+    }
+
+    fn disk_error(&self, operation: &'static str) -> impl Fn(std::io::Error) -> StoreError + '_ {
+        move |source| StoreError::Disk {
+            path: self.inner.path.join("bodies"),
+            operation,
+            source,
+        }
     }
 
     /// One outbox entry, if it is still there.
@@ -469,12 +637,18 @@ impl Store {
             .outbox
             .get(seq.to_be_bytes())
             .map_err(self.io("read outbox"))?;
-        raw.map(|v| {
-            decode_event(&v)
-                .map(|event| Entry { seq, event })
-                .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e))
-        })
-        .transpose()
+        raw.map(|v| self.entry_of(sink, seq, v)).transpose()
+    }
+
+    /// An outbox entry from its stored value, its body read from its segment if it has one.
+    fn entry_of(&self, sink: &str, seq: u64, value: sled::IVec) -> Result<Entry, StoreError> {
+        let corrupt = |e: String| self.corrupt("outbox", &format!("{sink}/{seq}"), &e);
+        let (mut event, at) = decode_event(value).map_err(corrupt)?;
+        if let Some(at) = at {
+            let bytes = self.inner.disk.bodies.read(&at).map_err(corrupt)?;
+            event.body = ByteString::try_from(bytes).map_err(|e| corrupt(e.to_string()))?;
+        }
+        Ok(Entry { seq, event })
     }
 
     /// Records a failed attempt of an entry.
@@ -595,10 +769,11 @@ impl Store {
         for chunk in letters.chunks(1000) {
             let encoded: Vec<(u64, Vec<u8>)> = chunk
                 .iter()
-                .map(|(seq, l)| (*seq, encode_event(&l.event)))
+                .map(|(seq, l)| (*seq, encode_event(&l.event, None)))
                 .collect();
-            (&s.outbox, &s.dead)
-                .transaction(|(outbox, dead)| {
+            let disk = &self.inner.disk;
+            disk.write(|| {
+                (&s.outbox, &s.dead).transaction(|(outbox, dead)| {
                     for (old_seq, bytes) in &encoded {
                         let seq = outbox.generate_id()?;
                         outbox.insert(&seq.to_be_bytes(), bytes.as_slice())?;
@@ -606,9 +781,16 @@ impl Store {
                     }
                     Ok::<_, ConflictableTransactionError<()>>(())
                 })
-                .map_err(|e| self.transaction_error(e, "replay dead letters", sink))?;
+            })
+            .map_err(|e| self.transaction_error(e, "replay dead letters", sink))?;
         }
-        self.inner.db.flush().map_err(self.io("flush"))?;
+        self.inner
+            .disk
+            .flush()
+            .map_err(|detail| StoreError::Flush {
+                path: self.inner.path.clone(),
+                detail,
+            })?;
         s.notify.notify_one();
         Ok(letters.len())
     }
@@ -649,14 +831,21 @@ impl Store {
         };
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
-        (&s.outbox, &s.dead, &s.attempts)
-            .transaction(|(outbox, dead, retry)| {
-                outbox.remove(&entry.seq.to_be_bytes())?;
+        let disk = &self.inner.disk;
+        disk.write(|| {
+            (&s.outbox, &s.dead, &s.attempts).transaction(|(outbox, dead, retry)| {
+                let old = outbox.remove(&entry.seq.to_be_bytes())?;
                 retry.remove(&entry.seq.to_be_bytes())?;
                 dead.insert(&entry.seq.to_be_bytes(), bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(())
+                Ok::<_, ConflictableTransactionError<()>>(old)
             })
-            .map_err(|e| self.transaction_error(e, "dead-letter", &entry.event.id))
+        })
+        .map_err(|e| self.transaction_error(e, "dead-letter", &entry.event.id))
+        .and_then(|old| {
+            // The dead letter holds its own copy of the body.
+            let at = old.and_then(|v| decode_event(v).ok()?.1);
+            self.release(at)
+        })
     }
 
     /// A sink's dead letters, oldest first.
@@ -755,9 +944,11 @@ impl Store {
 
 /// An outbox value: the event's fields as one JSON line, then its body as it is. Keeping the
 /// body out of the JSON spares escaping and unescaping kilobytes of JSON per event.
-fn encode_event(event: &Event) -> Vec<u8> {
+fn encode_event(event: &Event, body_at: Option<BodyRef>) -> Vec<u8> {
     #[derive(Serialize)]
     struct Head<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body_at: Option<[u64; 3]>,
         id: &'a str,
         event_type: &'a str,
         route: &'a str,
@@ -769,6 +960,7 @@ fn encode_event(event: &Event) -> Vec<u8> {
         fetched_at_ms: i64,
     }
     let head = Head {
+        body_at: body_at.map(|r| [r.segment, r.offset, u64::from(r.len)]),
         id: &event.id,
         event_type: &event.event_type,
         route: &event.route,
@@ -779,16 +971,29 @@ fn encode_event(event: &Event) -> Vec<u8> {
         occurred_at: event.occurred_at.as_deref(),
         fetched_at_ms: event.fetched_at_ms,
     };
-    // Serializing borrowed strings cannot fail.
-    let mut out = serde_json::to_vec(&head).unwrap_or_default();
+    let inline = if body_at.is_some() {
+        0
+    } else {
+        event.body.len()
+    };
+    // One allocation at the final size.
+    let mut out = Vec::with_capacity(inline + 256);
+    // Serializing borrowed strings into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut out, &head);
     out.push(b'\n');
-    out.extend_from_slice(event.body.as_bytes());
+    if body_at.is_none() {
+        out.extend_from_slice(event.body.as_bytes());
+    }
     out
 }
 
-fn decode_event(bytes: &[u8]) -> Result<Event, String> {
+/// An outbox entry's event, with its body still to be read when it is in a segment.
+fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>), String> {
+    let bytes = Bytes::from_owner(value);
     #[derive(Deserialize)]
     struct Head {
+        #[serde(default)]
+        body_at: Option<[u64; 3]>,
         id: String,
         event_type: String,
         route: String,
@@ -808,8 +1013,27 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         .position(|b| *b == b'\n')
         .ok_or("no header line")?;
     let head: Head = serde_json::from_slice(&bytes[..split]).map_err(|e| e.to_string())?;
-    let body = String::from_utf8(bytes[split + 1..].to_vec()).map_err(|e| e.to_string())?;
-    Ok(Event {
+    let (body, at) = match head.body_at {
+        // Read by the caller, from its segment.
+        Some([segment, offset, len]) => {
+            let len = u32::try_from(len).map_err(|_| "a body length over 4 GiB".to_string())?;
+            (
+                ByteString::new(),
+                Some(BodyRef {
+                    segment,
+                    offset,
+                    len,
+                }),
+            )
+        }
+        // Entries written before bodies had segments (and replayed dead letters): the body
+        // stays in sled's buffer (shared, not copied).
+        None => (
+            ByteString::try_from(bytes.slice(split + 1..)).map_err(|e| e.to_string())?,
+            None,
+        ),
+    };
+    let event = Event {
         id: head.id,
         event_type: head.event_type,
         route: head.route,
@@ -820,7 +1044,26 @@ fn decode_event(bytes: &[u8]) -> Result<Event, String> {
         occurred_at: head.occurred_at,
         fetched_at_ms: head.fetched_at_ms,
         body,
-    })
+    };
+    Ok((event, at))
+}
+
+/// Entries pointing into each body segment, over every outbox in the database (those of
+/// sinks no longer configured too).
+fn count_bodies(db: &sled::Db) -> sled::Result<HashMap<u64, usize>> {
+    let mut live = HashMap::new();
+    for name in db.tree_names() {
+        if !name.starts_with(OUTBOX_PREFIX.as_bytes()) {
+            continue;
+        }
+        for item in db.open_tree(&name)?.iter() {
+            let (_, value) = item?;
+            if let Ok((_, Some(r))) = decode_event(value) {
+                *live.entry(r.segment).or_default() += 1;
+            }
+        }
+    }
+    Ok(live)
 }
 
 fn authorizations() -> String {
@@ -876,7 +1119,77 @@ mod tests {
             fetched_at_ms: 1_764_000_000_000,
             body: "{\"data\":\"line\\nbreak\"}\n".into(),
         };
-        assert_eq!(decode_event(&encode_event(&event)), Ok(event));
-        assert!(decode_event(b"no newline").is_err());
+        assert_eq!(
+            decode_event(encode_event(&event, None).into()),
+            Ok((event.clone(), None))
+        );
+        let at = BodyRef {
+            segment: 3,
+            offset: 4096,
+            len: 22,
+        };
+        let (head, body_at) = decode_event(encode_event(&event, Some(at)).into()).unwrap();
+        assert_eq!(body_at, Some(at));
+        assert_eq!(head.id, event.id);
+        assert!(
+            head.body.is_empty(),
+            "the body is in its segment, not in the entry"
+        );
+        assert!(decode_event(sled::IVec::from(&b"no newline"[..])).is_err());
+    }
+}
+
+#[cfg(test)]
+mod reopen_tests {
+    use super::*;
+
+    fn event(n: usize) -> Event {
+        Event {
+            id: format!("evt_{n}"),
+            event_type: "authorization.created".into(),
+            route: "all".into(),
+            resource: "authorizations".into(),
+            sink: "archive".into(),
+            xmid: "X1".into(),
+            record_id: format!("r{n}"),
+            occurred_at: None,
+            fetched_at_ms: 0,
+            body: format!("{{\"data\":{{\"id\":\"r{n}\"}}}}").into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_and_their_bodies_survive_a_reopen_and_go_once_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("store"),
+            ..StoreConfig::default()
+        };
+        let sinks = ["archive".to_string()];
+        let admissions: Vec<Admission> = (0..5)
+            .map(|n| Admission {
+                record_id: format!("r{n}"),
+                xmid: "X1".into(),
+                events: vec![event(n)],
+            })
+            .collect();
+        {
+            let store = Store::open(&config, &sinks).unwrap();
+            assert_eq!(store.admit(&admissions, &[]).await.unwrap().new, 5);
+            let again = store.admit(&admissions, &[]).await.unwrap();
+            assert_eq!((again.new, again.duplicate), (0, 5));
+        }
+        let store = Store::open(&config, &sinks).unwrap();
+        let entries = store.peek("archive", 10).unwrap();
+        let bodies: Vec<String> = entries.iter().map(|e| e.event.body.to_string()).collect();
+        let sent: Vec<String> = (0..5).map(|n| event(n).body.to_string()).collect();
+        assert_eq!(bodies, sent);
+        store
+            .remove(
+                "archive",
+                &entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            )
+            .unwrap();
+        assert!(store.peek("archive", 10).unwrap().is_empty());
     }
 }
