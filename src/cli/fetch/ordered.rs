@@ -172,13 +172,14 @@ impl Spill {
 }
 
 /// Each record's text on a line of its own. Whitespace between a record's tokens is all a line
-/// break inside it can be (JSON strings escape theirs), so one is printed as a space.
+/// feed inside it can be (JSON strings escape theirs), so one is printed as a space. (A
+/// carriage return alone ends no JSON line.)
 fn write_lines(out: &mut impl Write, records: &[Bytes]) -> io::Result<()> {
     for record in records {
-        if record.contains(&b'\n') || record.contains(&b'\r') {
+        if record.contains(&b'\n') {
             let flat: Vec<u8> = record
                 .iter()
-                .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b })
+                .map(|&b| if b == b'\n' { b' ' } else { b })
                 .collect();
             out.write_all(&flat)?;
         } else {
@@ -247,6 +248,6 @@ mod tests {
         let body = Bytes::from_static(b"{\"records\":[{\"id\":\"1\",\r\n \"a\":\"x\\ny\"}]}");
         let mut out = Vec::new();
         write_lines(&mut out, &RawPage::parse(&body).unwrap().records).unwrap();
-        assert_eq!(out, b"{\"id\":\"1\",   \"a\":\"x\\ny\"}\n");
+        assert_eq!(out, b"{\"id\":\"1\",\r  \"a\":\"x\\ny\"}\n");
     }
 }
