@@ -5,8 +5,9 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use chrono::{Duration, Utc};
-use mxc_relay::sim::SimConfig;
+use chrono::{Duration, DurationRound, Utc};
+use mxc_relay::mxc;
+use mxc_relay::sim::{self, SimConfig};
 
 use common::*;
 
@@ -232,6 +233,108 @@ async fn a_refused_credential_is_one_clear_line_without_the_secret() {
     assert_no_secret(&stderr);
     assert!(!stderr.contains("canary-wrong-password-55"));
     assert_eq!(sim.stats().auth_calls, 1);
+}
+
+/// `fetch --export` of `[since, until]` with extra arguments: (stdout, stderr).
+fn export(
+    base: &str,
+    xmids: &[String],
+    since: &str,
+    until: &str,
+    extra: &[&str],
+) -> (Vec<u8>, String) {
+    let out = Command::new(BIN)
+        .args(["fetch", "--export", "--base-url", base, "--xmid"])
+        .arg(xmids.join(","))
+        .args(["--since", since, "--until", until, "--page-size", "7"])
+        .args(extra)
+        .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{extra:?}: {stderr}");
+    (out.stdout, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parallel_export_prints_what_one_scroll_prints() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids = sim.xmids()[..3].to_vec();
+    let ms = Duration::milliseconds;
+    let t0 = (Utc::now() - Duration::hours(6))
+        .duration_trunc(Duration::seconds(1))
+        .unwrap();
+    let t4 = t0 + Duration::hours(4);
+    sim.generate(400, &xmids, t0, t4).unwrap();
+    // Four slices of [t0, t4] start at t0 + 1 h, 2 h, 3 h (ReportQuery::split): records on
+    // both sides of each boundary and at the window's ends, three at each such instant.
+    let mut inside = 400;
+    for h in 0..=4 {
+        for at in [-1, 0, 1].map(|d| t0 + Duration::hours(h) + ms(d)) {
+            sim.generate(3, &xmids, at, at).unwrap();
+            if (t0..=t4).contains(&at) {
+                inside += 3;
+            }
+        }
+    }
+    let (since, until) = (mxc::instant(t0), mxc::instant(t4));
+    let base = sim.base_url();
+    let runs = tokio::task::spawn_blocking(move || {
+        [
+            &["--parallel", "1"][..],
+            &["--parallel", "4"],
+            &["--parallel", "4", "--buffer-mib", "0"],
+        ]
+        .map(|extra| export(&base, &xmids, &since, &until, extra))
+    })
+    .await
+    .unwrap();
+
+    let (one, stderr) = &runs[0];
+    assert!(
+        stderr.contains(&format!("fetched {inside} record(s)")) && !stderr.contains("slices"),
+        "{stderr}"
+    );
+    let records: Vec<serde_json::Value> = std::str::from_utf8(one)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), inside);
+    let times: Vec<_> = records
+        .iter()
+        .map(|r| {
+            chrono::DateTime::parse_from_rfc3339(r["transactionDateAndTime"].as_str().unwrap())
+                .unwrap()
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "in time order");
+    let ids: std::collections::HashSet<_> = records.iter().map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), inside, "each record once");
+    for (stdout, stderr) in &runs[1..] {
+        assert!(
+            stderr.contains(&format!("fetched {inside} record(s) in "))
+                && stderr.contains("for 3 XMID(s)")
+                && stderr.contains("4 slices of the window read at once"),
+            "{stderr}"
+        );
+        assert!(
+            stdout == one,
+            "the same records in the same order, byte for byte"
+        );
+    }
+}
+
+#[test]
+fn parallel_is_an_export_option() {
+    let out = Command::new(BIN)
+        .args(["fetch", "--xmid", "X1", "--since", "1h", "--parallel", "2"])
+        .env("MXC_API_KEY", "API_x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--export"), "{stderr}");
 }
 
 #[test]

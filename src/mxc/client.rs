@@ -157,7 +157,8 @@ impl Client {
     }
 
     /// Sends with the bearer token; on 401 forgets the token and tries once more with a new one.
-    async fn send(
+    /// Returns the status and the body unparsed (the export's raw pages read only part of it).
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,

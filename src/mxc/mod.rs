@@ -17,8 +17,8 @@ pub(crate) use error::excerpt_within;
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use report::{
-    instant, Batch, ExportPager, ReportPager, ReportQuery, TimeBasis, DEFAULT_MAX_RESULT_WINDOW,
-    MAX_PAGE_SIZE,
+    instant, Batch, ExportPager, RawPage, ReportPager, ReportQuery, TimeBasis,
+    DEFAULT_MAX_RESULT_WINDOW, MAX_PAGE_SIZE,
 };
 pub use resource::{Alert, Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES, RESOURCES};
 pub use roster::Merchant;

@@ -3,11 +3,14 @@
 
 use std::collections::HashSet;
 
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
 use super::client::Client;
-use super::error::MxcError;
+use super::error::{excerpt, MxcError};
 use super::record::{Page, Record, RejectedRecord};
 use super::resource::{Resource, AUTHORIZATIONS};
 
@@ -95,6 +98,33 @@ impl ReportQuery {
         }
     }
 
+    /// The window cut by time into at most `parts` consecutive windows that together cover
+    /// exactly this one and share no instant: the API's bounds are inclusive and to the
+    /// millisecond, so each ends a millisecond before the next begins. Fewer parts when the
+    /// window holds fewer milliseconds; the window itself when it is empty or reversed.
+    pub fn split(&self, parts: usize) -> Vec<ReportQuery> {
+        let (from_ms, to_ms) = (self.from.timestamp_millis(), self.to.timestamp_millis());
+        let slots = i128::from(to_ms) - i128::from(from_ms) + 1;
+        if slots <= 1 || parts <= 1 {
+            return vec![self.clone()];
+        }
+        let parts = (parts as i128).min(slots);
+        // Part k starts at `from + ⌊slots·k/parts⌋` ms: at least one millisecond each.
+        let start = |k: i128| from_ms + (slots * k / parts) as i64;
+        (0..parts)
+            .map(|k| {
+                let mut part = self.clone();
+                if k > 0 {
+                    part.from = at_ms(start(k));
+                }
+                if k + 1 < parts {
+                    part.to = at_ms(start(k + 1) - 1);
+                }
+                part
+            })
+            .collect()
+    }
+
     fn check(&self) -> Result<(), MxcError> {
         if self.basis == TimeBasis::Ingestion && self.resource.ingestion_field.is_none() {
             return Err(MxcError::InvalidRequest(format!(
@@ -174,6 +204,11 @@ impl ReportQuery {
 /// The API's instant format: `2026-01-01T00:00:00.000Z`.
 pub fn instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An instant from unix milliseconds that lie between two instants chrono holds.
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl Client {
@@ -318,6 +353,9 @@ impl ReportPager {
     }
 }
 
+/// A call's query string, as pairs.
+type QueryString = Vec<(&'static str, String)>;
+
 /// Pages through the export (scroll) form: the first call opens the scroll, each next one
 /// posts `{"scrollId": …}`; an empty page ends it.
 pub struct ExportPager {
@@ -332,12 +370,7 @@ impl ExportPager {
         if self.done {
             return Ok(None);
         }
-        self.query.check()?;
-        let params = self.query.params();
-        let body = self
-            .scroll_id
-            .as_ref()
-            .map(|id| serde_json::json!({ "scrollId": id }));
+        let (params, body) = self.request()?;
         let page = self
             .client
             .page(
@@ -348,11 +381,60 @@ impl ExportPager {
             )
             .await?
             .of(self.query.resource);
-        if page.records.is_empty() && page.rejected.is_empty() {
-            self.done = true;
+        let empty = page.records.is_empty() && page.rejected.is_empty();
+        if !self.advance(empty, page.scroll_id)? {
             return Ok(None);
         }
-        match page.scroll_id {
+        Ok(Some(Batch {
+            records: page.records,
+            rejected: page.rejected,
+            total_records: page.total_records,
+        }))
+    }
+
+    /// Like [`ExportPager::next_page`], with the records left unparsed (see [`RawPage`]).
+    pub async fn next_raw_page(&mut self) -> Result<Option<RawPage>, MxcError> {
+        if self.done {
+            return Ok(None);
+        }
+        let (params, body) = self.request()?;
+        let path = self.query.resource.export_path;
+        let endpoint = format!("POST {path}");
+        let (status, bytes) = self
+            .client
+            .send(Method::POST, path, &params, body.as_ref(), &endpoint)
+            .await?;
+        let mut page = RawPage::parse(&bytes).map_err(|detail| MxcError::Malformed {
+            endpoint,
+            status,
+            detail,
+            excerpt: excerpt(&bytes),
+        })?;
+        let empty = page.records.is_empty() && page.rejected.is_empty();
+        if !self.advance(empty, page.scroll_id.take())? {
+            return Ok(None);
+        }
+        Ok(Some(page))
+    }
+
+    /// The query string and body of the next call: the first opens the scroll, the others
+    /// name it.
+    fn request(&self) -> Result<(QueryString, Option<serde_json::Value>), MxcError> {
+        self.query.check()?;
+        let body = self
+            .scroll_id
+            .as_ref()
+            .map(|id| serde_json::json!({ "scrollId": id }));
+        Ok((self.query.params(), body))
+    }
+
+    /// Takes in an answer: false when it ends the scroll (an empty page).
+    fn advance(&mut self, empty: bool, scroll_id: Option<String>) -> Result<bool, MxcError> {
+        if empty {
+            self.done = true;
+            return Ok(false);
+        }
+        match scroll_id {
             Some(id) => self.scroll_id = Some(id),
             None if self.scroll_id.is_none() => {
                 return Err(MxcError::Malformed {
@@ -364,10 +446,161 @@ impl ExportPager {
             }
             None => {}
         }
-        Ok(Some(Batch {
-            records: page.records,
-            rejected: page.rejected,
-            total_records: page.total_records,
-        }))
+        Ok(true)
+    }
+}
+
+/// One page of the export as MXC sent it, its records not parsed: each record's exact JSON
+/// text cut out of the body (sharing its buffer), for callers that pass records on as they
+/// are. Reading the envelope still checks that every record is well-formed JSON.
+#[derive(Debug, Default)]
+pub struct RawPage {
+    /// The records that are JSON objects, in the page's order.
+    pub records: Vec<Bytes>,
+    /// The others, with the reason, as [`Page::rejected`] has them.
+    pub rejected: Vec<RejectedRecord>,
+    /// The window's `totalRecords`, when the server says.
+    pub total_records: Option<u64>,
+    scroll_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawEnvelope<'a> {
+    #[serde(default)]
+    total_records: Option<u64>,
+    #[serde(borrow)]
+    records: Vec<&'a RawValue>,
+    #[serde(default, rename = "_scroll_id")]
+    scroll_id: Option<String>,
+}
+
+impl RawPage {
+    /// Reads the envelope; the same answers are malformed as for [`Page::parse`].
+    pub fn parse(body: &Bytes) -> Result<RawPage, String> {
+        if body.trim_ascii_start().first() != Some(&b'{') {
+            return Err("the page is not a JSON object".into());
+        }
+        let envelope: RawEnvelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let mut page = RawPage {
+            records: Vec::with_capacity(envelope.records.len()),
+            rejected: Vec::new(),
+            total_records: envelope.total_records,
+            scroll_id: envelope.scroll_id,
+        };
+        for (index, raw) in envelope.records.into_iter().enumerate() {
+            let text = raw.get();
+            if text.starts_with('{') {
+                // serde_json borrows raw values from the input: `text` lies within `body`.
+                page.records.push(body.slice_ref(text.as_bytes()));
+            } else {
+                let reason = Record::from_raw(raw.to_owned())
+                    .err()
+                    .unwrap_or_else(|| "not a JSON object".into());
+                page.rejected.push(RejectedRecord {
+                    index,
+                    id: None,
+                    reason,
+                });
+            }
+        }
+        Ok(page)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(from: &str, to: &str) -> ReportQuery {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        ReportQuery::new(vec!["X".into()], at(from), at(to))
+    }
+
+    fn bounds(parts: &[ReportQuery]) -> Vec<(String, String)> {
+        parts
+            .iter()
+            .map(|p| (instant(p.from), instant(p.to)))
+            .collect()
+    }
+
+    #[test]
+    fn a_split_covers_the_window_with_parts_that_share_no_millisecond() {
+        let q = window("2026-01-01T00:00:00Z", "2026-01-01T04:00:00Z");
+        assert_eq!(
+            bounds(&q.split(4)),
+            [
+                ("2026-01-01T00:00:00.000Z", "2026-01-01T00:59:59.999Z"),
+                ("2026-01-01T01:00:00.000Z", "2026-01-01T01:59:59.999Z"),
+                ("2026-01-01T02:00:00.000Z", "2026-01-01T02:59:59.999Z"),
+                ("2026-01-01T03:00:00.000Z", "2026-01-01T04:00:00.000Z"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        assert_eq!(bounds(&q.split(1)), bounds(std::slice::from_ref(&q)));
+    }
+
+    #[test]
+    fn a_short_window_gives_one_part_per_millisecond_at_most() {
+        let q = window("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.002Z");
+        assert_eq!(
+            bounds(&q.split(8)),
+            [
+                ("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:00.000Z"),
+                ("2026-01-01T00:00:00.001Z", "2026-01-01T00:00:00.001Z"),
+                ("2026-01-01T00:00:00.002Z", "2026-01-01T00:00:00.002Z"),
+            ]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+        );
+        let instant_only = window("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        assert_eq!(instant_only.split(4).len(), 1);
+        let reversed = window("2026-01-02T00:00:00Z", "2026-01-01T00:00:00Z");
+        assert_eq!(reversed.split(4).len(), 1, "left for check() to refuse");
+    }
+
+    #[test]
+    fn uneven_splits_keep_every_millisecond_once() {
+        let q = window("2026-01-01T00:00:00.000Z", "2026-01-01T00:00:01.000Z");
+        for parts in 1..=16 {
+            let split = q.split(parts);
+            assert_eq!(split.len(), parts);
+            assert_eq!(split[0].from, q.from);
+            assert_eq!(split[parts - 1].to, q.to);
+            for pair in split.windows(2) {
+                assert!(pair[0].from <= pair[0].to);
+                assert_eq!(
+                    pair[1].from - pair[0].to,
+                    chrono::TimeDelta::milliseconds(1)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_raw_page_keeps_each_record_text_exactly() {
+        let body = Bytes::from_static(
+            br#"{"aggregations":{"totalAmount":{"value":1.5}},"totalRecords":7,"_scroll_id":"s-1","records":[
+                {"id":"a", "n": [1, 2]},["not an object"],{"id":"b","x":"\u00e9"}]}"#,
+        );
+        let mut page = RawPage::parse(&body).unwrap();
+        assert_eq!(page.records.len(), 2);
+        assert_eq!(&page.records[0][..], br#"{"id":"a", "n": [1, 2]}"#);
+        assert_eq!(&page.records[1][..], br#"{"id":"b","x":"\u00e9"}"#);
+        assert_eq!(page.rejected.len(), 1);
+        assert_eq!(page.rejected[0].index, 1);
+        assert!(
+            page.rejected[0].reason.contains("an array"),
+            "{:?}",
+            page.rejected
+        );
+        assert_eq!(page.total_records, Some(7));
+        assert_eq!(page.scroll_id.take().as_deref(), Some("s-1"));
+        for bad in [
+            &br#"[{"records":[]}]"#[..],
+            br#"{"totalRecords":1}"#,
+            br#"{"records":[{"id""#,
+        ] {
+            assert!(RawPage::parse(&Bytes::copy_from_slice(bad)).is_err());
+        }
     }
 }
