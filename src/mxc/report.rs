@@ -494,7 +494,7 @@ impl RawPage {
                 // serde_json borrows raw values from the input: `text` lies within `body`.
                 page.records.push(body.slice_ref(text.as_bytes()));
             } else {
-                let reason = Record::from_raw(raw.to_owned())
+                let reason = Record::from_json(text)
                     .err()
                     .unwrap_or_else(|| "not a JSON object".into());
                 page.rejected.push(RejectedRecord {
