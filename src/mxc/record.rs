@@ -337,17 +337,18 @@ pub struct Page {
     pub scroll_id: Option<String>,
 }
 
+/// A page as the report endpoints send it, its records left as borrowed JSON text.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+pub(crate) struct Envelope<'a> {
     #[serde(default)]
-    aggregations: Option<serde_json::Value>,
+    pub aggregations: Option<serde_json::Value>,
     #[serde(default)]
-    total_records: Option<u64>,
+    pub total_records: Option<u64>,
     #[serde(borrow)]
-    records: Vec<&'a RawValue>,
+    pub records: Vec<&'a RawValue>,
     #[serde(default, rename = "_scroll_id")]
-    scroll_id: Option<String>,
+    pub scroll_id: Option<String>,
 }
 
 impl Page {

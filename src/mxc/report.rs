@@ -6,12 +6,10 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 
 use super::client::Client;
 use super::error::{excerpt, MxcError};
-use super::record::{Page, Record, RejectedRecord};
+use super::record::{Envelope, Page, Record, RejectedRecord};
 use super::resource::{Resource, AUTHORIZATIONS};
 
 /// The API's largest page.
@@ -464,24 +462,13 @@ pub struct RawPage {
     scroll_id: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawEnvelope<'a> {
-    #[serde(default)]
-    total_records: Option<u64>,
-    #[serde(borrow)]
-    records: Vec<&'a RawValue>,
-    #[serde(default, rename = "_scroll_id")]
-    scroll_id: Option<String>,
-}
-
 impl RawPage {
     /// Reads the envelope; the same answers are malformed as for [`Page::parse`].
     pub fn parse(body: &Bytes) -> Result<RawPage, String> {
         if body.trim_ascii_start().first() != Some(&b'{') {
             return Err("the page is not a JSON object".into());
         }
-        let envelope: RawEnvelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
         let mut page = RawPage {
             records: Vec::with_capacity(envelope.records.len()),
             rejected: Vec::new(),
