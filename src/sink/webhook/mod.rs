@@ -11,14 +11,18 @@ mod endpoint;
 mod policy;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +38,15 @@ use crate::telemetry::Metrics;
 const READ_AHEAD: usize = 64;
 /// Even without a notification, look for new entries this often.
 const RESCAN: Duration = Duration::from_secs(5);
+/// Delivered entries leave the outbox together, this many at most, and none waits longer than
+/// `REMOVE_WITHIN` (nor once nothing else is in flight). Each sled batch seals and writes the
+/// log buffer with a `sync_file_range`, which cost more than the deliveries themselves when done
+/// for every answer or two.
+const REMOVE_BATCH: usize = 64;
+const REMOVE_WITHIN: Duration = Duration::from_millis(2);
+
+/// One attempt in flight; `Err` if it panicked (its entry then stays in the outbox).
+type InFlight = Pin<Box<dyn Future<Output = Result<(Entry, Attempt), u64>> + Send>>;
 
 /// A configured webhook endpoint, ready to run.
 pub struct WebhookSink {
@@ -93,23 +106,26 @@ impl WebhookSink {
             let wake = dispatcher.next_wake();
             tokio::select! {
                 biased;
-                _ = stop.cancelled(), if !stopping => stopping = true,
-                Some(joined) = dispatcher.in_flight.join_next(), if !dispatcher.in_flight.is_empty() => {
-                    // Settle this answer and any others already in, then remove the delivered
-                    // ones from the outbox in one write.
-                    let mut joined = Some(joined);
-                    while let Some(result) = joined {
-                        match result {
-                            Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
-                            // Attempts do not panic; were one to, its entry stays in the outbox.
-                            Err(e) => tracing::error!(sink = %dispatcher.sink.name, error = %e, "a webhook attempt failed to run"),
-                        }
-                        joined = dispatcher.in_flight.try_join_next();
-                    }
+                _ = stop.cancelled(), if !stopping => {
+                    // From now on nothing waits to be removed: the caller may give up on the
+                    // attempts still in flight, not on what was delivered.
+                    stopping = true;
                     dispatcher.remove_delivered();
                 }
+                Some(done) = dispatcher.in_flight.next(), if !dispatcher.in_flight.is_empty() => {
+                    match done {
+                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
+                        // Attempts do not panic; were one to, its entry stays in the outbox.
+                        Err(seq) => tracing::error!(sink = %dispatcher.sink.name, seq, "a webhook attempt panicked"),
+                    }
+                    if stopping {
+                        dispatcher.remove_delivered();
+                    } else {
+                        dispatcher.remove_delivered_if_due();
+                    }
+                }
                 _ = notify.notified(), if !stopping => dispatcher.fresh_exhausted = false,
-                _ = tokio::time::sleep_until(wake), if !stopping => {}
+                _ = tokio::time::sleep_until(wake), if !stopping => dispatcher.remove_delivered_if_due(),
             }
             if stopping && dispatcher.in_flight.is_empty() {
                 return;
@@ -136,10 +152,13 @@ struct Dispatcher {
     next_fresh: u64,
     fresh_exhausted: bool,
     last_scan: Instant,
-    in_flight: JoinSet<(Entry, Attempt)>,
+    /// Polled by the dispatcher's own task: an answer wakes it directly, with no task to spawn
+    /// per attempt nor a second wake-up to hand the result over.
+    in_flight: FuturesUnordered<InFlight>,
     in_flight_seqs: BTreeSet<u64>,
-    /// Delivered, to be removed from the outbox.
+    /// Delivered, to be removed from the outbox, and since when the first of them waits.
     delivered: Vec<u64>,
+    delivered_since: Option<Instant>,
     /// No attempt before this instant (throttled by the receiver, or by our rate limit).
     paused_until: Option<Instant>,
     throttle_streak: u32,
@@ -197,9 +216,10 @@ impl Dispatcher {
             next_fresh: 0,
             fresh_exhausted: false,
             last_scan: now,
-            in_flight: JoinSet::new(),
+            in_flight: FuturesUnordered::new(),
             in_flight_seqs: BTreeSet::new(),
-            delivered: Vec::new(),
+            delivered: Vec::with_capacity(REMOVE_BATCH),
+            delivered_since: None,
             paused_until: None,
             throttle_streak: 0,
             failing_since: None,
@@ -238,12 +258,18 @@ impl Dispatcher {
                 }
             };
             let Some(entry) = entry else { continue };
-            self.in_flight_seqs.insert(entry.seq);
+            let seq = entry.seq;
+            self.in_flight_seqs.insert(seq);
             let endpoint = self.sink.endpoint.clone();
-            self.in_flight.spawn(async move {
+            let attempt = async move {
                 let attempt = endpoint.attempt(&entry.event).await;
                 (entry, attempt)
-            });
+            };
+            self.in_flight.push(Box::pin(
+                AssertUnwindSafe(attempt)
+                    .catch_unwind()
+                    .map(move |r| r.map_err(|_| seq)),
+            ));
         }
     }
 
@@ -285,6 +311,15 @@ impl Dispatcher {
 
     /// When the loop must look again even if nothing happens.
     fn next_wake(&self) -> Instant {
+        let wake = self.next_start();
+        match self.delivered_since {
+            Some(since) => wake.min(since + REMOVE_WITHIN),
+            None => wake,
+        }
+    }
+
+    /// When an attempt might start.
+    fn next_start(&self) -> Instant {
         let mut wake = Instant::now() + RESCAN;
         if self.disabled || self.in_flight.len() >= self.sink.max_in_flight {
             // Nothing can start now; a finished attempt wakes the loop anyway.
@@ -300,7 +335,23 @@ impl Dispatcher {
         }
     }
 
+    /// Removes the delivered entries once `REMOVE_BATCH` of them wait, the first has waited
+    /// `REMOVE_WITHIN`, or nothing else is in flight. Until then a crash would deliver them again
+    /// under the same webhook-ids, as it would the attempts in flight.
+    fn remove_delivered_if_due(&mut self) {
+        let Some(since) = self.delivered_since else {
+            return;
+        };
+        if self.delivered.len() >= REMOVE_BATCH
+            || self.in_flight.is_empty()
+            || since.elapsed() >= REMOVE_WITHIN
+        {
+            self.remove_delivered();
+        }
+    }
+
     fn remove_delivered(&mut self) {
+        self.delivered_since = None;
         if self.delivered.is_empty() {
             return;
         }
@@ -325,6 +376,7 @@ impl Dispatcher {
                 self.metrics.delivered(&name, [event]);
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
                 self.delivered.push(seq);
+                self.delivered_since.get_or_insert(now);
             }
             // Not the event's fault: it stays in the outbox, this attempt not counted, until
             // the endpoint is enabled again.
