@@ -46,6 +46,9 @@ struct State {
     unsynced: Option<File>,
     /// Segments open for reading (opened once, not per body).
     readers: HashMap<u64, Arc<File>>,
+    /// Closed segments nothing points into any more, deleted once that is on disk: until sled
+    /// has flushed the removals, a crash would bring back entries that point into them.
+    doomed: Vec<u64>,
 }
 
 struct Active {
@@ -79,6 +82,7 @@ impl Bodies {
                 dirty: false,
                 unsynced: None,
                 readers: HashMap::new(),
+                doomed: Vec::new(),
             }),
         })
     }
@@ -99,9 +103,7 @@ impl Bodies {
             let next = Active::create(&self.dir, state.active.id + 1)?;
             let closed = std::mem::replace(&mut state.active, next);
             if state.live.get(&closed.id).copied().unwrap_or(0) == 0 {
-                drop(closed.file);
-                state.readers.remove(&closed.id);
-                std::fs::remove_file(segment_path(&self.dir, closed.id))?;
+                state.doomed.push(closed.id);
             } else if state.dirty {
                 state.unsynced = Some(closed.file);
             }
@@ -162,8 +164,8 @@ impl Bodies {
         synced
     }
 
-    /// Forgets entries that are gone (delivered, dead-lettered); deletes closed segments no
-    /// entry points into any more.
+    /// Forgets entries that are gone (delivered, dead-lettered); closed segments no entry
+    /// points into any more are deleted by the next [`Bodies::delete_doomed`].
     pub fn release(&self, refs: impl IntoIterator<Item = BodyRef>) -> std::io::Result<()> {
         let mut state = self.state()?;
         for r in refs {
@@ -173,11 +175,30 @@ impl Bodies {
             *count = count.saturating_sub(1);
             if *count == 0 && r.segment != state.active.id {
                 state.live.remove(&r.segment);
-                state.readers.remove(&r.segment);
-                match std::fs::remove_file(segment_path(&self.dir, r.segment)) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
+                state.doomed.push(r.segment);
+            }
+        }
+        Ok(())
+    }
+
+    /// Segments released so far: call before the flush that makes their removals durable,
+    /// then [`Bodies::delete`] them once it succeeded.
+    pub fn doomed(&self) -> std::io::Result<Vec<u64>> {
+        Ok(std::mem::take(&mut self.state()?.doomed))
+    }
+
+    /// Deletes segments (from [`Bodies::doomed`]).
+    pub fn delete(&self, segments: Vec<u64>) -> std::io::Result<()> {
+        let mut state = self.state()?;
+        for id in segments {
+            // Revived meanwhile (never the case for a closed segment, but cheap to check).
+            if state.live.contains_key(&id) || id == state.active.id {
+                continue;
+            }
+            state.readers.remove(&id);
+            match std::fs::remove_file(segment_path(&self.dir, id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
             }
         }
         Ok(())
@@ -262,6 +283,13 @@ mod tests {
         let bodies = Bodies::open(dir.path(), live).unwrap();
         assert_eq!(&bodies.read(&refs[1]).unwrap()[..], b"{}");
         bodies.release(refs.clone()).unwrap();
+        assert!(
+            bodies.read(&refs[0]).is_ok(),
+            "kept until the removals are flushed"
+        );
+        let doomed = bodies.doomed().unwrap();
+        assert_eq!(doomed, vec![refs[0].segment]);
+        bodies.delete(doomed).unwrap();
         assert!(
             bodies.read(&refs[0]).is_err(),
             "a closed segment at zero is deleted"

@@ -178,13 +178,20 @@ struct Disk {
 }
 
 impl Disk {
-    /// Bodies, then sled, on disk; blocking.
+    /// Bodies, then sled, on disk; then the segments whose last entries this flush removed
+    /// for good are deleted. Blocking.
     fn flush(&self) -> Result<(), String> {
+        let doomed = self.bodies.doomed().map_err(|e| e.to_string())?;
         self.bodies
             .sync()
             .map_err(|e| format!("sync event bodies: {e}"))?;
-        let _flushing = self.gate.write().unwrap_or_else(|e| e.into_inner());
-        self.db.flush().map(|_| ()).map_err(|e| e.to_string())
+        {
+            let _flushing = self.gate.write().unwrap_or_else(|e| e.into_inner());
+            self.db.flush().map_err(|e| e.to_string())?;
+        }
+        self.bodies
+            .delete(doomed)
+            .map_err(|e| format!("delete delivered body segments: {e}"))
     }
 
     /// Runs a multi-key write; never alongside a flush (see `gate`).
@@ -434,6 +441,13 @@ impl Store {
         // Bodies first, into their segment (synced before the transaction under "batch"),
         // so the entries can point at them; encoded outside the transaction, whose closure
         // may run more than once.
+        if let Some(e) = admissions
+            .iter()
+            .flat_map(|a| &a.events)
+            .find(|e| !self.inner.outboxes.contains_key(&e.sink))
+        {
+            return Err(StoreError::UnknownSink(e.sink.clone()));
+        }
         let bodies: Vec<&[u8]> = admissions
             .iter()
             .flat_map(|a| a.events.iter().map(|e| e.body.as_bytes().as_ref()))
@@ -1159,7 +1173,7 @@ mod reopen_tests {
     }
 
     #[tokio::test]
-    async fn entries_and_their_bodies_survive_a_reopen_and_go_once_delivered() {
+    async fn entries_and_their_bodies_survive_a_reopen_and_their_segment_goes_once_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let config = StoreConfig {
             path: dir.path().join("store"),
@@ -1184,12 +1198,17 @@ mod reopen_tests {
         let bodies: Vec<String> = entries.iter().map(|e| e.event.body.to_string()).collect();
         let sent: Vec<String> = (0..5).map(|n| event(n).body.to_string()).collect();
         assert_eq!(bodies, sent);
-        store
-            .remove(
-                "archive",
-                &entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
-            )
-            .unwrap();
+        let segments = || {
+            std::fs::read_dir(config.path.join("bodies"))
+                .unwrap()
+                .count()
+        };
+        assert_eq!(segments(), 2, "the first run's segment and this run's");
+        let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+        store.remove("archive", &seqs).unwrap();
         assert!(store.peek("archive", 10).unwrap().is_empty());
+        assert_eq!(segments(), 2, "kept until the removals are on disk");
+        store.flush().await.unwrap();
+        assert_eq!(segments(), 1, "delivered bodies take no disk once flushed");
     }
 }
