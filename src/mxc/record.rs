@@ -138,11 +138,6 @@ impl Record {
         &self.raw
     }
 
-    /// The same text, shared (a clone costs no copy).
-    pub fn shared_json(&self) -> &ByteString {
-        &self.raw
-    }
-
     pub fn view(&self) -> &RecordView {
         &self.view
     }
