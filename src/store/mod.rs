@@ -32,6 +32,14 @@ const ENDPOINTS: &str = "endpoints";
 /// Checkpoints of long jobs (backfills), keyed by the job.
 const CHECKPOINTS: &str = "checkpoints";
 
+/// Flushes in flight, process-wide: one. sled runs `flush_async` on its small global thread
+/// pool, whose threads also write the log buffers those flushes wait for; with every pool
+/// thread waiting in a flush (or, behind a transaction, for the lock a flush holds) nothing
+/// writes them and the process hangs — seen with 10,000 pollers of one XMID each. One at a
+/// time leaves the pool free; a flush that waited finds its writes durable already and
+/// returns at once (a group commit).
+static FLUSHES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {path}: {detail}")]
@@ -411,6 +419,8 @@ impl Store {
 
     /// Writes everything to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        // Never closed: `acquire` cannot fail.
+        let _one = FLUSHES.acquire().await;
         self.inner
             .db
             .flush_async()
