@@ -250,7 +250,7 @@ impl Pipeline {
                 reconcile_every: config.pollers.reconcile_every,
                 reconcile_window: config.pollers.reconcile_window,
                 requests_per_second: config.pollers.requests_per_second,
-                group_size: config.pollers.group_size,
+                group_size: config.pollers.group_size.max_xmids(),
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,
                 max_backoff: Duration::from_secs(300),

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod backfill;
 mod basis;
+mod groups;
 mod roster;
 mod sweep;
 
@@ -57,6 +58,7 @@ pub struct PollConfig {
     pub reconcile_window: Duration,
     /// The request budget (`pollers.requests_per_second`): the sweep takes at most half.
     pub requests_per_second: f64,
+    /// The most XMIDs in one group (`pollers.group_size`, resolved).
     pub group_size: usize,
     pub page_size: u32,
     pub max_result_window: u32,
@@ -173,11 +175,11 @@ impl Pollers {
         Ok(())
     }
 
-    /// Spawns one task per group of XMIDs on `tasks`; they stop when `stop` is cancelled.
+    /// Spawns one task per group of XMIDs (even groups of at most `group_size`) on `tasks`;
+    /// they stop when `stop` is cancelled.
     pub fn spawn(&self, xmids: &[String], tasks: &mut JoinSet<()>, stop: &CancellationToken) {
-        for group in xmids.chunks(self.config.group_size.max(1)) {
+        for group in groups::even(xmids, self.config.group_size) {
             let poller = self.clone();
-            let group = group.to_vec();
             let stop = stop.clone();
             tasks.spawn(async move { poller.run_group(group, stop).await });
         }
