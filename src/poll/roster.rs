@@ -310,8 +310,8 @@ impl RosterWatch {
                 }
             }
         }
-        if !stale.is_empty() {
-            self.pollers.store.admit(&[], &stale).await?;
+        for chunk in stale.chunks(super::CURSORS_PER_TRANSACTION) {
+            self.pollers.store.admit(&[], chunk).await?;
         }
         Ok(())
     }
