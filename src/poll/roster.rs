@@ -186,10 +186,6 @@ impl RosterWatch {
                             polled.remove(xmid);
                         }
                         remaining = self.stop_polling(&mut groups, &expired).await;
-                        self.pollers
-                            .metrics
-                            .roster_removed
-                            .inc_by(expired.len() as u64);
                         tracing::info!(count = expired.len(), xmids = %sample(&expired),
                             "merchants no longer polled (their state stays in the store)");
                     }
@@ -249,6 +245,9 @@ impl RosterWatch {
                         tracing::error!(%error, "cannot save the roster's checkpoint");
                     }
                     let metrics = &self.pollers.metrics;
+                    // Both at once, after the groups are re-formed: one who reads the counter
+                    // sees the gauge of the same read.
+                    metrics.roster_removed.inc_by(expired.len() as u64);
                     metrics.roster_merchants.set(polled.len() as i64);
                     metrics.roster_last_read.set(now.timestamp() as f64);
                     let mut all = self.listed.clone();
