@@ -585,6 +585,9 @@ async fn answers_slower_than_the_client_timeout_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stalling_halfway_times_out_and_loses_nothing() {
     let mut h = Harness::new(111, 5).await;
+    // Five pollers, so that three stalls come within seconds: one (a group of the five)
+    // backs off after each, and its third stall can come after the wait below.
+    h.config.pollers.group_size = GroupSize::Fixed(1);
     let proxy = Proxy::start(h.sim.base_url()).await;
     h.config.mxc.base_url = proxy.url.clone();
     h.config.mxc.timeout = Duration::from_secs(1);
@@ -626,7 +629,8 @@ async fn a_body_stalling_halfway_times_out_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn html_and_truncated_pages_lose_nothing() {
     // Twenty pollers: enough calls in 3 s that both faults are hit (each at 0.3 a call).
-    let h = Harness::new(105, 20).await;
+    let mut h = Harness::new(105, 20).await;
+    h.config.pollers.group_size = GroupSize::Fixed(1);
     h.generate(400);
     let pipeline = h.start().await;
     wait_for_lines(&h.archive(), 400, Duration::from_secs(10)).await;

@@ -341,21 +341,37 @@ impl Pollers {
         // In a cluster: the ids of each XMID's window, handed over with its cursor.
         let mut seen: Option<HashMap<String, Vec<String>>> =
             self.handover.as_ref().map(|_| HashMap::new());
-        // Only pages that are requested spend the budget (the pager knows when it is done).
-        while !pager.is_done() {
-            self.wait_for_budget().await;
-            let Some(batch) = pager.next_page().await? else {
-                break;
+        let source = xmids.join(",");
+        // Each page is fetched while the one before it is admitted (its transaction and flush):
+        // a group's pages come one after another, and waiting for the flush before asking for
+        // the next page would leave both the disk and MXC idle half the time. Pages are still
+        // admitted in order, each in its own transaction; an error of either stops the poll
+        // with the cursors where they were. Only pages that are requested spend the budget
+        // (the pager knows when it is done).
+        let mut fetched: Option<Batch> = None;
+        loop {
+            let next = async {
+                if pager.is_done() {
+                    return Ok(None);
+                }
+                self.wait_for_budget().await;
+                pager.next_page().await
             };
-            self.admit_batch(
-                resource,
-                &batch,
-                &cursors,
-                &window,
-                &xmids.join(","),
-                seen.as_mut(),
-            )
-            .await?;
+            let admit = async {
+                match &fetched {
+                    Some(batch) => self
+                        .admit_batch(resource, batch, &cursors, &window, &source, seen.as_mut())
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            };
+            let (next, admitted) = futures::future::join(next, admit).await;
+            admitted?;
+            match next? {
+                Some(batch) => fetched = Some(batch),
+                None => break,
+            }
         }
         let moved: Vec<(String, Cursor)> = cursors
             .into_iter()
