@@ -5,9 +5,10 @@
 //! 1. End to end: records/s from the simulator through dedup and the sled outbox to the file
 //!    sink, for both durability policies, beside the rate at which the simulator alone serves
 //!    the same records to the same client (the ceiling).
-//! 2. Fleet cost: 10,000 idle XMIDs polled every 10 s by the real binary against the real
-//!    simulator binary, group size 1 vs 50: MXC calls per poll cycle and the process's RSS.
-//!    (`BENCH_SKIP_FLEET=1` skips this part.)
+//! 2. Fleet cost: 10,000 idle XMIDs polled by the real binary against the real simulator
+//!    binary, by group size (1, 50, `"auto"` listed and from the roster, the default
+//!    configuration): MXC calls per poll cycle and the process's RSS, at the end and at its
+//!    peak. (`BENCH_SKIP_FLEET=1` skips this part; `BENCH_SKIP_END_TO_END=1` the first.)
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -15,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, Durability, GroupSize, RouteConfig, SinkConfig};
 use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
@@ -33,7 +34,9 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(end_to_end());
+    if std::env::var("BENCH_SKIP_END_TO_END").is_err() {
+        runtime.block_on(end_to_end());
+    }
     if std::env::var("BENCH_SKIP_FLEET").is_err() {
         fleet_cost();
     }
@@ -96,9 +99,17 @@ async fn end_to_end() {
         "simulator alone → mxc::Client (baseline)".to_string(),
         baseline,
     )];
-    for durability in [Durability::Batch, Durability::Interval] {
+    // Each XMID polled alone (as the rows of earlier runs), then the default grouping: the 20
+    // XMIDs in one group, one pager (the simulator gives one `generate` call's records one
+    // ingestion instant: past the result window, that instant comes through the export form).
+    for (durability, group_size) in [
+        (Durability::Batch, GroupSize::Fixed(1)),
+        (Durability::Interval, GroupSize::Fixed(1)),
+        (Durability::Batch, GroupSize::Auto),
+    ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = Config::for_simulator(sim.base_url(), xmids.clone());
+        config.pollers.group_size = group_size;
         config.pollers.interval = Duration::from_millis(200);
         config.pollers.look_back = Duration::from_secs(3600);
         config.pollers.requests_per_second = 10_000.0;
@@ -130,8 +141,15 @@ async fn end_to_end() {
         let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
         pipeline.shutdown().await.expect("shutdown");
         assert_eq!(count_lines(&dir.path().join("out.jsonl")), RECORDS);
+        let grouping = match group_size {
+            GroupSize::Auto => "`group_size = \"auto\"` (one group of 20)".to_string(),
+            GroupSize::Fixed(n) => format!("`group_size = {n}`"),
+        };
         rows.push((
-            format!("pipeline end to end, durability = {durability:?}").to_lowercase(),
+            format!(
+                "pipeline end to end, `store.durability = \"{}\"`, {grouping}",
+                format!("{durability:?}").to_lowercase()
+            ),
             rate,
         ));
     }
@@ -161,12 +179,13 @@ impl Drop for Guard {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// A figure of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), 0 if unreadable.
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
@@ -212,17 +231,56 @@ fn fleet_cost() {
         .collect();
     assert_eq!(xmids.len(), FLEET);
 
-    println!("fleet cost: {FLEET} idle XMIDs, interval 10s, real binaries (`mxc-relay run` against `mxc-relay sim`), 25 s each");
+    // (what, [pollers] lines besides `xmids`, `xmids`, seconds). The first four poll every
+    // 10 s with a budget that never holds them back, so a poll cycle is 10 s whatever the
+    // grouping; the last is the default configuration as it is (interval 30 s, 10 requests/s).
+    let listed = serde_json::to_string(&xmids).expect("json");
+    let fast =
+        "interval = \"10s\"\nlook_back = \"1m\"\nrequests_per_second = 5000.0\nburst = 500\n";
+    let runs: [(&str, String, &str, u64); 5] = [
+        (
+            "`pollers.group_size = 1` (the default before `\"auto\"`)",
+            format!("{fast}group_size = 1\n"),
+            &listed,
+            25,
+        ),
+        (
+            "`pollers.group_size = 50`",
+            format!("{fast}group_size = 50\n"),
+            &listed,
+            25,
+        ),
+        (
+            "`pollers.group_size = \"auto\"` (default), XMIDs listed",
+            fast.to_string(),
+            &listed,
+            25,
+        ),
+        (
+            "`pollers.group_size = \"auto\"` (default), `xmids = \"roster\"`",
+            fast.to_string(),
+            "\"roster\"",
+            25,
+        ),
+        (
+            "default configuration (interval 30 s, 10 requests/s), `xmids = \"roster\"`",
+            String::new(),
+            "\"roster\"",
+            65,
+        ),
+    ];
+    println!(
+        "fleet cost: {FLEET} idle XMIDs, real binaries (`mxc-relay run` against `mxc-relay sim`)"
+    );
     println!();
-    println!("| group size | MXC calls per poll cycle | RSS of mxc-relay run | vs group size 1 (calls) |");
-    println!("|---:|---:|---:|---:|");
+    println!("| configuration | MXC calls per poll cycle | RSS at the end | peak RSS (VmHWM) | calls vs group size 1 |");
+    println!("|---|---:|---:|---:|---:|");
     let mut first_calls = 0.0;
-    for group in [1usize, 50] {
+    for (name, pollers, xmids_value, secs) in runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"10s\"\nlook_back = \"1m\"\ngroup_size = {group}\nrequests_per_second = 5000.0\nburst = 500\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"\"\n",
+            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {xmids_value}\n{pollers}[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
             sim::DEFAULT_API_KEY,
-            serde_json::to_string(&xmids).expect("json"),
             dir.path().join("store").display(),
             dir.path().join("out.jsonl").display(),
         );
@@ -238,20 +296,24 @@ fn fleet_cost() {
                 .spawn()
                 .expect("run"),
         );
-        std::thread::sleep(Duration::from_secs(25));
-        let rss = rss_kib(run.0.id());
+        std::thread::sleep(Duration::from_secs(secs));
+        let (rss, peak) = (
+            status_kib(run.0.id(), "VmRSS:"),
+            status_kib(run.0.id(), "VmHWM:"),
+        );
         drop(run);
         let after = queries(&runtime, &base);
         let calls = (after.0 - before.0) as f64;
         // Each XMID is named once per cycle: cycles = mean queries per XMID.
         let cycles = (after.1 - before.1) as f64 / FLEET as f64;
         let per_cycle = calls / cycles.max(1e-9);
-        if group == 1 {
+        if first_calls == 0.0 {
             first_calls = per_cycle;
         }
         println!(
-            "| {group} | {per_cycle:.0} | {:.1} MiB | {:.3} |",
+            "| {name} | {per_cycle:.0} | {:.1} MiB | {:.1} MiB | {:.3} |",
             rss as f64 / 1024.0,
+            peak as f64 / 1024.0,
             per_cycle / first_calls
         );
     }

@@ -250,7 +250,7 @@ impl Pipeline {
                 reconcile_every: config.pollers.reconcile_every,
                 reconcile_window: config.pollers.reconcile_window,
                 requests_per_second: config.pollers.requests_per_second,
-                group_size: config.pollers.group_size,
+                group_size: config.pollers.group_size.max_xmids(),
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,
                 max_backoff: Duration::from_secs(300),
@@ -337,6 +337,11 @@ impl Pipeline {
                 stop_polling.clone(),
             ));
         }
+        housekeeping.spawn(count_seen(
+            store.clone(),
+            metrics.clone(),
+            stop_polling.clone(),
+        ));
         housekeeping.spawn(sample_gauges(
             store.clone(),
             fleet.clone(),
@@ -575,10 +580,35 @@ fn oldest_position(
     Ok(oldest)
 }
 
+/// Counts the record ids remembered (`mxc_relay_seen_ids`) a minute after start, then every
+/// five minutes, on a blocking thread. Counting reads the whole set — at a million ids about a
+/// second of CPU, and every page of it through sled's cache — so it is kept out of the start
+/// (it delayed the first polls) and off the runtime's workers.
+async fn count_seen(store: Store, metrics: Metrics, stop: CancellationToken) {
+    let mut wait = SEEN_COUNT_FIRST;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = SEEN_COUNT_EVERY;
+        let counting = store.clone();
+        match tokio::task::spawn_blocking(move || counting.seen_len()).await {
+            Ok(n) => metrics.seen_ids.set(n as i64),
+            Err(e) => tracing::error!(error = %e, "counting the seen ids failed"),
+        }
+    }
+}
+
+/// When the seen ids are first counted, and how often after that.
+const SEEN_COUNT_FIRST: Duration = Duration::from_secs(60);
+const SEEN_COUNT_EVERY: Duration = Duration::from_secs(300);
+
 /// Samples the gauges: poll lag (MXC's now − the end of the XMID's last completed poll, its
 /// most lagging cursor) every second, per XMID when `per_xmid`, and its
-/// fleet-wide max and percentiles; the token's expiry; the disk's free space; the store's sizes
-/// every 10 s (counting them reads whole trees).
+/// fleet-wide max and percentiles; the token's expiry; the disk's free space; the outboxes'
+/// and dead letters' sizes every 10 s (counting them reads whole trees; they are small when
+/// the sinks keep up). The seen ids are counted apart (`count_seen`).
 async fn sample_gauges(
     store: Store,
     fleet: Fleet,
@@ -637,7 +667,6 @@ async fn sample_gauges(
                     .with_label_values(&[sink])
                     .set(gauge(store.dead_len(sink)));
             }
-            metrics.seen_ids.set(store.seen_len() as i64);
         }
         if let Ok(free) = store.free_bytes() {
             metrics.store_free_bytes.set(free as i64);

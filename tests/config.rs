@@ -1,6 +1,6 @@
 //! Loading and validating configuration: every error at once, each with its key path.
 
-use mxc_relay::config::Config;
+use mxc_relay::config::{Config, GroupSize};
 
 /// A sink and a route, so that tests about other sections see no error about them.
 const ROUTED: &str = "\n[sinks.out]\nkind = \"stdout\"\n[[routes]]\nsink = \"out\"\n";
@@ -71,7 +71,7 @@ fn every_error_is_reported_with_its_key_path() {
         "pollers.xmids[1]: \"A1\" is listed twice",
         "pollers.xmids[2]: an XMID is letters, digits, '-' or '_', got \"bad xmid\"",
         "pollers.interval: must be at least 1s, got 0s",
-        "pollers.group_size: must be 1 to 100, got 0",
+        "pollers.group_size: must be \"auto\" or 1 to 100, got 0",
         "pollers.requests_per_second: must be above 0 and at most 10000, got -1",
         "telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got \"everywhere\"",
     ];
@@ -85,6 +85,24 @@ fn every_error_is_reported_with_its_key_path() {
         "{found:#?}"
     );
     assert_eq!(found.len(), expected.len() + 1, "{found:#?}");
+}
+
+#[test]
+fn group_size_is_auto_by_default_or_a_number() {
+    let group_size = |line: &str| {
+        Config::from_toml(
+            &format!("[mxc]\napi_key = \"API_x\"\n[pollers]\nxmids = [\"A1\"]\n{line}\n{ROUTED}"),
+            "test.toml",
+            &no_env,
+        )
+        .map(|c| c.pollers.group_size)
+        .unwrap()
+    };
+    assert_eq!(group_size(""), GroupSize::Auto);
+    assert_eq!(group_size("group_size = \"auto\""), GroupSize::Auto);
+    assert_eq!(group_size("group_size = 20"), GroupSize::Fixed(20));
+    assert_eq!(GroupSize::Auto.max_xmids(), 50);
+    assert_eq!(GroupSize::Fixed(1).max_xmids(), 1);
 }
 
 #[test]
@@ -637,7 +655,37 @@ pollers = { xmids = ["A1"], group_size = 101 }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
-            "pollers.group_size: must be 1 to 100, got 101",
+            r#"pollers.group_size: must be "auto" or 1 to 100, got 101"#,
+        ),
+        (
+            "group_size a word other than auto",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], group_size = "big" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.group_size: invalid value: string "big", expected "auto" or a number of XMIDs per query"#,
+        ),
+        (
+            "group_size negative",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], group_size = -3 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.group_size: invalid value: integer `-3`, expected "auto" or a number of XMIDs per query"#,
+        ),
+        (
+            "group_size a fraction",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], group_size = 2.5 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"pollers.group_size: invalid type: floating point `2.5`, expected "auto" or a number of XMIDs per query"#,
         ),
         (
             "requests_per_second zero",

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, RouteConfig, SinkConfig, WebhookConfig};
+use mxc_relay::config::{Config, GroupSize, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::{Client, ClientConfig, MxcError, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
@@ -445,7 +445,7 @@ async fn a_401_storm_loses_nothing_and_costs_one_auth_call_per_failed_poll() {
 async fn a_429_with_retry_after_holds_the_poller_for_at_least_that_long() {
     let mut h = Harness::new(102, 5).await;
     // One poller for the five XMIDs: "the next request" is that poller's.
-    h.config.pollers.group_size = 5;
+    h.config.pollers.group_size = GroupSize::Fixed(5);
     h.generate(200);
     h.sim.set_faults(Faults {
         throttle_rate: 1.0,
@@ -585,6 +585,9 @@ async fn answers_slower_than_the_client_timeout_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_stalling_halfway_times_out_and_loses_nothing() {
     let mut h = Harness::new(111, 5).await;
+    // Five pollers, so that three stalls come within seconds: one (a group of the five)
+    // backs off after each, and its third stall can come after the wait below.
+    h.config.pollers.group_size = GroupSize::Fixed(1);
     let proxy = Proxy::start(h.sim.base_url()).await;
     h.config.mxc.base_url = proxy.url.clone();
     h.config.mxc.timeout = Duration::from_secs(1);
@@ -626,7 +629,8 @@ async fn a_body_stalling_halfway_times_out_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn html_and_truncated_pages_lose_nothing() {
     // Twenty pollers: enough calls in 3 s that both faults are hit (each at 0.3 a call).
-    let h = Harness::new(105, 20).await;
+    let mut h = Harness::new(105, 20).await;
+    h.config.pollers.group_size = GroupSize::Fixed(1);
     h.generate(400);
     let pipeline = h.start().await;
     wait_for_lines(&h.archive(), 400, Duration::from_secs(10)).await;
@@ -669,7 +673,7 @@ async fn a_jwt_refused_mid_paging_is_renewed_without_failing_the_poll() {
     let mut h = Harness::new(106, 2).await;
     // 3,000 records in pages of 10 at 100 requests/s: a window takes over 3 s to page through,
     // and the server refuses tokens older than 2 s.
-    h.config.pollers.group_size = 2;
+    h.config.pollers.group_size = GroupSize::Fixed(2);
     h.config.mxc.page_size = 10;
     h.config.pollers.requests_per_second = 100.0;
     h.config.pollers.burst = 10;
@@ -725,7 +729,10 @@ async fn a_jwt_refused_mid_paging_is_renewed_without_failing_the_poll() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
-    let h = Harness::new(107, 5).await;
+    let mut h = Harness::new(107, 5).await;
+    // Alone only when polled alone: in a group (the default), MXC's error for one member fails
+    // the group's polls (README, "pollers.group_size").
+    h.config.pollers.group_size = GroupSize::Fixed(1);
     let (gone, healthy) = (h.xmids[0].clone(), h.xmids[1..].to_vec());
     h.generate(250);
     h.sim.set_faults(Faults {

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use mxc_relay::mxc::{Client, Record, ReportQuery};
+use mxc_relay::mxc::{Client, Record, ReportQuery, TimeBasis};
 use mxc_relay::sim::SimConfig;
 
 use common::*;
@@ -88,6 +88,56 @@ async fn a_window_larger_than_the_result_window_is_re_anchored_without_loss() {
     assert_eq!(
         sim.stats()
             .requests_with("GET /report/v1/tsys/authorization", 400),
+        0,
+        "never asked past the window"
+    );
+}
+
+#[tokio::test]
+async fn more_records_than_the_result_window_at_one_instant_are_read_through_the_export_form() {
+    let sim = start_sim(SimConfig {
+        max_result_window: 500,
+        ..quiet_sim()
+    })
+    .await;
+    let xmids: Vec<String> = sim.xmids()[..3].to_vec();
+    let t0 = Utc::now();
+    // One call's records reach the simulator at one instant (`created`): 1,234 of a group of
+    // three merchants, ingested in bulk, with 20 more before and after.
+    sim.generate(20, &xmids, t0 - Duration::hours(2), t0 - Duration::hours(1))
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    sim.generate(1234, &xmids, t0 - Duration::hours(1), t0)
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    sim.generate(20, &xmids, t0 - Duration::minutes(5), t0)
+        .unwrap();
+    let client = client(&sim);
+    let query =
+        ReportQuery::new(xmids, t0 - Duration::minutes(1), Utc::now()).by(TimeBasis::Ingestion);
+    let records = all_pages(&client, query, 500).await;
+    let ids: HashSet<&str> = records.iter().map(|r| r.id().unwrap()).collect();
+    assert_eq!(
+        (records.len(), ids.len()),
+        (1274, 1274),
+        "every record once"
+    );
+    let created: Vec<DateTime<Utc>> = records
+        .iter()
+        .map(|r| TimeBasis::Ingestion.of(r).unwrap())
+        .collect();
+    assert!(
+        created.windows(2).all(|w| w[0] <= w[1]),
+        "in ingestion order"
+    );
+    let stats = sim.stats();
+    assert!(
+        stats.requests_with("POST /report/v1/tsys/authorization/export", 200) >= 13,
+        "the crowded instant through the export form: {:?}",
+        stats.requests
+    );
+    assert_eq!(
+        stats.requests_with("GET /report/v1/tsys/authorization", 400),
         0,
         "never asked past the window"
     );

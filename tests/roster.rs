@@ -1,15 +1,16 @@
 //! Discovery from the roster: `xmids = "roster"` polls every active merchant the simulator's
 //! roster lists; a merchant boarded or closed is picked up within one refresh, with nothing
-//! lost or duplicated for the others.
+//! lost or duplicated for the others. By default the merchants are polled in groups, and
+//! groups that shrink are merged again.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, GroupSize, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::{RunningSim, SimConfig};
+use mxc_relay::sim::{RunningSim, SimConfig, StatsSnapshot};
 use mxc_relay::telemetry::Metrics;
 
 use common::*;
@@ -276,6 +277,151 @@ async fn merchants_boarded_or_closed_while_the_service_was_down_lose_nothing() {
         metrics.roster_merchants.get(),
         5,
         "the closed merchant is still polled: its grace period started at the restart"
+    );
+    pipeline.shutdown().await.unwrap();
+}
+
+/// (authorization requests, XMIDs named by them) so far, from the simulator's stats.
+async fn poll_counts(sim: &RunningSim) -> (u64, u64) {
+    let stats: StatsSnapshot = reqwest::get(format!("{}/_sim/stats?by_xmid=true", sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (
+        stats.requests_to("GET /report/v1/tsys/authorization"),
+        stats.queries_by_xmid.values().sum(),
+    )
+}
+
+/// Requests per poll cycle of `merchants` merchants over `window`: a cycle names each of them
+/// once, so cycles = XMIDs named / merchants (exact whatever the window's edges, as long as
+/// the polls are idle: one request each).
+async fn calls_per_cycle(sim: &RunningSim, merchants: usize, window: Duration) -> f64 {
+    let (calls, named) = poll_counts(sim).await;
+    tokio::time::sleep(window).await;
+    let (calls_after, named_after) = poll_counts(sim).await;
+    let cycles = (named_after - named) as f64 / merchants as f64;
+    (calls_after - calls) as f64 / cycles
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_fleet_is_polled_in_groups_by_default_and_groups_that_shrink_are_merged() {
+    const MERCHANTS: usize = 230;
+    let sim = start_sim(SimConfig {
+        merchants: MERCHANTS,
+        closed_merchants: Some(0),
+        ..quiet_sim()
+    })
+    .await;
+    let all = sim.xmids();
+    assert_eq!(all.len(), MERCHANTS);
+    let t0 = Utc::now();
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive.jsonl");
+    let mut c = roster_config(&sim, dir.path(), t0);
+    assert_eq!(c.pollers.group_size, GroupSize::Auto, "the default");
+    // At least settle (5 s) + interval (1 s).
+    c.pollers.roster.grace = Duration::from_secs(7);
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
+
+    // 230 merchants in ceil(230 / 50) = 5 groups (of 46): 5 requests per cycle, not 230.
+    let everyone_polled = async {
+        for _ in 0..200 {
+            let stats: StatsSnapshot =
+                reqwest::get(format!("{}/_sim/stats?by_xmid=true", sim.base_url()))
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+            if stats.queries_by_xmid.len() == MERCHANTS {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(everyone_polled.await, "every merchant of the roster polled");
+    let groups = MERCHANTS.div_ceil(GroupSize::AUTO);
+    let before = calls_per_cycle(&sim, MERCHANTS, Duration::from_secs(4)).await;
+    eprintln!("{MERCHANTS} merchants: {before:.2} requests per cycle");
+    assert!(
+        (before - groups as f64).abs() < 0.5,
+        "{MERCHANTS} merchants in {groups} requests per cycle, got {before:.2}"
+    );
+
+    // Records for everyone, then four merchants of five (of every group: the roster's groups
+    // are formed in XMID order) close.
+    let now = Utc::now();
+    sim.generate(300, &all, now - chrono::Duration::minutes(2), now)
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&archive).len() >= 300).await,
+        "{} of 300",
+        lines(&archive).len()
+    );
+    let mut sorted = all.clone();
+    sorted.sort();
+    let stay: Vec<String> = sorted.iter().step_by(5).cloned().collect();
+    let go: Vec<&String> = sorted.iter().filter(|x| !stay.contains(x)).collect();
+    for xmid in &go {
+        assert!(sim.close_merchant(xmid));
+    }
+    // Records keep coming for the merchants that stay, before, during and after the merge.
+    let mut generated = 300;
+    let mut merged_at = None;
+    let churned = Instant::now();
+    loop {
+        let now = Utc::now();
+        sim.generate(5, &stay, now - chrono::Duration::seconds(1), now)
+            .unwrap();
+        generated += 5;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if merged_at.is_none() && metrics.roster_removed.get() == go.len() as u64 {
+            merged_at = Some(Instant::now());
+        }
+        if merged_at.is_some_and(|t| t.elapsed() > Duration::from_secs(4)) {
+            break;
+        }
+        assert!(
+            churned.elapsed() < Duration::from_secs(40),
+            "the closed merchants stop after their grace period: {} of {} stopped",
+            metrics.roster_removed.get(),
+            go.len()
+        );
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || lines(&archive).len()
+            >= generated)
+        .await,
+        "{} of {generated}",
+        lines(&archive).len()
+    );
+
+    // The 46 that stay, spread over five groups of 9 or 10, are one group now.
+    let after = calls_per_cycle(&sim, stay.len(), Duration::from_secs(4)).await;
+    eprintln!(
+        "{} merchants after the merge: {after:.2} requests per cycle; {generated} records",
+        stay.len()
+    );
+    assert!(
+        (after - 1.0).abs() < 0.5,
+        "{} merchants in 1 request per cycle after the merge, got {after:.2}",
+        stay.len()
+    );
+    assert_eq!(metrics.roster_merchants.get(), stay.len() as i64);
+
+    // Nothing lost across the merge, nothing twice.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all_lines = lines(&archive);
+    let ids = record_ids(&all_lines);
+    assert_eq!(
+        (all_lines.len(), ids.len()),
+        (generated, generated),
+        "every record once"
     );
     pipeline.shutdown().await.unwrap();
 }

@@ -10,6 +10,7 @@ use clap::Args;
 
 use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
+use mxc_relay::store::Store;
 use mxc_relay::telemetry::{self, Metrics};
 
 #[derive(Args)]
@@ -65,8 +66,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     super::exit_on_second_signal();
     tracing::info!("stopping: finishing in-flight deliveries (a second signal exits at once)");
     pipeline.shutdown().await?;
+    snapshot_store(&config).await;
     control.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// After a clean stop, has sled write a snapshot of the store, so that the next start does not
+/// replay the whole log first (see [`Store::snapshot_closed`]); a failure only makes that start
+/// slower, and is said.
+async fn snapshot_store(config: &Config) {
+    let store = config.store.clone();
+    let within = std::time::Duration::from_secs(5);
+    match tokio::task::spawn_blocking(move || Store::snapshot_closed(&store, within)).await {
+        Ok(Ok(took)) => tracing::info!(
+            took = %humantime::format_duration(std::time::Duration::from_millis(took.as_millis() as u64)),
+            "store snapshot written (the next start reads only what comes after it)"
+        ),
+        Ok(Err(error)) => tracing::warn!(%error,
+            "no store snapshot written at the stop: the next start replays the store's log first (slower)"),
+        Err(error) => {
+            tracing::warn!(%error, "the store snapshot task failed; the next start is slower")
+        }
+    }
 }
 
 /// The files beside the store through which `mxc-relay reload` finds the service and learns

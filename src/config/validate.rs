@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use super::{Config, ConfigError, SinkConfig};
+use super::{Config, ConfigError, GroupSize, SinkConfig};
 use crate::mxc::{Resource, MAX_PAGE_SIZE};
 use crate::route::{Filter, Path};
 
@@ -231,11 +231,13 @@ impl Config {
                 );
             }
         }
-        if !(1..=100).contains(&self.pollers.group_size) {
-            error(
-                "pollers.group_size",
-                format!("must be 1 to 100, got {}", self.pollers.group_size),
-            );
+        if let GroupSize::Fixed(n) = self.pollers.group_size {
+            if !(1..=GroupSize::MAX).contains(&n) {
+                error(
+                    "pollers.group_size",
+                    format!("must be \"auto\" or 1 to {}, got {n}", GroupSize::MAX),
+                );
+            }
         }
         let rps = self.pollers.requests_per_second;
         if !(rps.is_finite() && rps > 0.0 && rps <= 10_000.0) {

@@ -229,6 +229,7 @@ impl Client {
             offset: 0,
             max_result_window: DEFAULT_MAX_RESULT_WINDOW,
             boundary: None,
+            crowded: None,
             done: false,
         }
     }
@@ -249,6 +250,9 @@ impl Client {
 /// Elasticsearch refuses `from + size` beyond its result window (10,000 by default), so when a
 /// window holds more, the pager moves the window's start to the time of the last record it
 /// returned and pages again from offset 0, skipping the records at that instant it already gave.
+/// When more records than the result window share that one instant (a group of merchants
+/// ingested in bulk), it reads that instant through the export form (scroll) instead, then
+/// goes on from the next millisecond.
 pub struct ReportPager {
     client: Client,
     query: ReportQuery,
@@ -256,6 +260,8 @@ pub struct ReportPager {
     max_result_window: u32,
     /// The latest time (of the query's basis) returned, with the ids returned at exactly it.
     boundary: Option<(DateTime<Utc>, HashSet<String>)>,
+    /// The export of one instant that holds more records than the result window.
+    crowded: Option<ExportPager>,
     done: bool,
 }
 
@@ -285,8 +291,23 @@ impl ReportPager {
         if self.done {
             return Ok(None);
         }
-        if self.offset + self.query.page_size > self.max_result_window {
+        if self.crowded.is_none() && self.offset + self.query.page_size > self.max_result_window {
             self.reanchor()?;
+        }
+        if let Some(export) = self.crowded.as_mut() {
+            let batch = match export.next_page().await? {
+                Some(batch) => batch,
+                None => {
+                    // The crowded instant is read (that took this call's request): on from the
+                    // next millisecond, at the next call.
+                    self.crowded = None;
+                    self.query.from = export_end(&self.query, &self.boundary);
+                    self.offset = 0;
+                    self.done = self.query.from > self.query.to;
+                    Batch::default()
+                }
+            };
+            return Ok(Some(self.unseen(batch)));
         }
         let page = self.client.report(&self.query, self.offset).await?;
         let received = (page.records.len() + page.rejected.len()) as u32;
@@ -298,21 +319,29 @@ impl ReportPager {
                 Some(total) => u64::from(self.offset) >= total,
                 None => received < self.query.page_size,
             };
-        let mut records = Vec::with_capacity(page.records.len());
-        for record in page.records {
+        Ok(Some(self.unseen(Batch {
+            records: page.records,
+            rejected: page.rejected,
+            total_records: page.total_records,
+        })))
+    }
+
+    /// The batch without the records already given at the boundary instant.
+    fn unseen(&mut self, batch: Batch) -> Batch {
+        let mut records = Vec::with_capacity(batch.records.len());
+        for record in batch.records {
             if self.seen_at_boundary(&record) {
                 continue;
             }
             self.extend_boundary(&record);
             records.push(record);
         }
-        Ok(Some(Batch {
-            records,
-            rejected: page.rejected,
-            total_records: page.total_records,
-        }))
+        Batch { records, ..batch }
     }
 
+    /// Moves the window's start to the last instant returned; when the window already starts
+    /// there (more records than the result window share it), starts the export of that
+    /// instant instead: the next pages come from it.
     fn reanchor(&mut self) -> Result<(), MxcError> {
         match &self.boundary {
             Some((time, _)) if *time > self.query.from => {
@@ -320,8 +349,14 @@ impl ReportPager {
                 self.offset = 0;
                 Ok(())
             }
+            Some((time, _)) if *time == self.query.from => {
+                let mut instant = self.query.clone();
+                instant.to = *time;
+                self.crowded = Some(self.client.report_export(instant));
+                Ok(())
+            }
             _ => Err(MxcError::InvalidRequest(format!(
-                "more than {} {} share one instant ({}) for {:?}; use the export form",
+                "more than {} {} from {} for {:?}, without a record's time and id to go on from (use the export form)",
                 self.max_result_window,
                 self.query.resource.name,
                 instant(self.query.from),
@@ -353,6 +388,16 @@ impl ReportPager {
 
 /// A call's query string, as pairs.
 type QueryString = Vec<(&'static str, String)>;
+
+/// Where a window goes on after the export of its crowded first instant: the millisecond after
+/// it (MXC's times have millisecond precision).
+fn export_end(
+    query: &ReportQuery,
+    boundary: &Option<(DateTime<Utc>, HashSet<String>)>,
+) -> DateTime<Utc> {
+    let crowded = boundary.as_ref().map_or(query.from, |(time, _)| *time);
+    crowded.max(query.from) + chrono::Duration::milliseconds(1)
+}
 
 /// Pages through the export (scroll) form: the first call opens the scroll, each next one
 /// posts `{"scrollId": …}`; an empty page ends it.

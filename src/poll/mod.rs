@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 mod backfill;
 mod basis;
+mod groups;
 mod roster;
 mod sweep;
 
@@ -42,6 +43,9 @@ use crate::telemetry::Metrics;
 /// 1,000,000 by default) dead-letter it with the reason.
 pub const OVERSIZE_BYTES: usize = 1 << 20;
 
+/// Cursors written in one transaction when many XMIDs start at once.
+const CURSORS_PER_TRANSACTION: usize = 500;
+
 /// How pollers behave (from `[pollers]` and `[mxc]`).
 #[derive(Debug, Clone)]
 pub struct PollConfig {
@@ -57,6 +61,7 @@ pub struct PollConfig {
     pub reconcile_window: Duration,
     /// The request budget (`pollers.requests_per_second`): the sweep takes at most half.
     pub requests_per_second: f64,
+    /// The most XMIDs in one group (`pollers.group_size`, resolved).
     pub group_size: usize,
     pub page_size: u32,
     pub max_result_window: u32,
@@ -166,18 +171,22 @@ impl Pollers {
                 }
             }
         }
+        // In transactions of a few hundred: sled holds a transaction's writes in memory, and
+        // one of 10,000 cursors took 40 MB at start-up that the allocator kept afterwards.
+        for chunk in fresh.chunks(CURSORS_PER_TRANSACTION) {
+            self.store.admit(&[], chunk).await?;
+        }
         if !fresh.is_empty() {
-            self.store.admit(&[], &fresh).await?;
             tracing::info!(cursors = fresh.len(), start = %start, "new XMIDs (or resources) start polling");
         }
         Ok(())
     }
 
-    /// Spawns one task per group of XMIDs on `tasks`; they stop when `stop` is cancelled.
+    /// Spawns one task per group of XMIDs (even groups of at most `group_size`) on `tasks`;
+    /// they stop when `stop` is cancelled.
     pub fn spawn(&self, xmids: &[String], tasks: &mut JoinSet<()>, stop: &CancellationToken) {
-        for group in xmids.chunks(self.config.group_size.max(1)) {
+        for group in groups::even(xmids, self.config.group_size) {
             let poller = self.clone();
-            let group = group.to_vec();
             let stop = stop.clone();
             tasks.spawn(async move { poller.run_group(group, stop).await });
         }
@@ -332,21 +341,37 @@ impl Pollers {
         // In a cluster: the ids of each XMID's window, handed over with its cursor.
         let mut seen: Option<HashMap<String, Vec<String>>> =
             self.handover.as_ref().map(|_| HashMap::new());
-        // Only pages that are requested spend the budget (the pager knows when it is done).
-        while !pager.is_done() {
-            self.wait_for_budget().await;
-            let Some(batch) = pager.next_page().await? else {
-                break;
+        let source = xmids.join(",");
+        // Each page is fetched while the one before it is admitted (its transaction and flush):
+        // a group's pages come one after another, and waiting for the flush before asking for
+        // the next page would leave both the disk and MXC idle half the time. Pages are still
+        // admitted in order, each in its own transaction; an error of either stops the poll
+        // with the cursors where they were. Only pages that are requested spend the budget
+        // (the pager knows when it is done).
+        let mut fetched: Option<Batch> = None;
+        loop {
+            let next = async {
+                if pager.is_done() {
+                    return Ok(None);
+                }
+                self.wait_for_budget().await;
+                pager.next_page().await
             };
-            self.admit_batch(
-                resource,
-                &batch,
-                &cursors,
-                &window,
-                &xmids.join(","),
-                seen.as_mut(),
-            )
-            .await?;
+            let admit = async {
+                match &fetched {
+                    Some(batch) => self
+                        .admit_batch(resource, batch, &cursors, &window, &source, seen.as_mut())
+                        .await
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            };
+            let (next, admitted) = futures::future::join(next, admit).await;
+            admitted?;
+            match next? {
+                Some(batch) => fetched = Some(batch),
+                None => break,
+            }
         }
         let moved: Vec<(String, Cursor)> = cursors
             .into_iter()

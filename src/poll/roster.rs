@@ -63,6 +63,10 @@ struct Group {
     xmids: Vec<String>,
     stop: CancellationToken,
     task: JoinHandle<()>,
+    /// Formed at this roster read for merchants new to this process: not merged before the
+    /// next read, so merchants still reading their backfill do not drag a merged group's
+    /// window back with them.
+    fresh: bool,
 }
 
 impl Drop for Group {
@@ -131,6 +135,9 @@ impl RosterWatch {
                     wait
                 }
                 Ok(roster) => {
+                    for group in groups.iter_mut() {
+                        group.fresh = false;
+                    }
                     // MXC's: new merchants' cursors start on its clock.
                     let now = self.pollers.client.mxc_now();
                     let owned = |x: &str| self.owns.as_ref().is_none_or(|owns| owns(x));
@@ -173,20 +180,21 @@ impl RosterWatch {
                         })
                         .map(|(x, _)| x.clone())
                         .collect();
+                    let mut remaining = Vec::new();
                     if !expired.is_empty() {
                         for xmid in &expired {
                             polled.remove(xmid);
                         }
-                        self.stop_polling(&mut groups, &expired, &stop).await;
-                        self.pollers
-                            .metrics
-                            .roster_removed
-                            .inc_by(expired.len() as u64);
+                        remaining = self.stop_polling(&mut groups, &expired).await;
                         tracing::info!(count = expired.len(), xmids = %sample(&expired),
                             "merchants no longer polled (their state stays in the store)");
                     }
-                    let in_groups: BTreeSet<&String> =
-                        groups.iter().flat_map(|g| g.xmids.iter()).collect();
+                    // Polled, or about to be again (`remaining`: members of groups just stopped).
+                    let in_groups: BTreeSet<&String> = groups
+                        .iter()
+                        .flat_map(|g| g.xmids.iter())
+                        .chain(remaining.iter().flatten())
+                        .collect();
                     let new: Vec<String> = wanted
                         .iter()
                         .chain(polled.keys().filter(|x| !wanted.contains(*x)))
@@ -205,8 +213,8 @@ impl RosterWatch {
                         };
                         match self.prepare(&new, from, now).await {
                             Ok(()) => {
-                                for chunk in new.chunks(self.pollers.config.group_size.max(1)) {
-                                    groups.push(self.spawn(chunk.to_vec(), &stop));
+                                for group in super::groups::even(&new, self.max_group()) {
+                                    groups.push(self.spawn(group, &stop, Start::Spread, true));
                                 }
                                 for xmid in &new {
                                     polled.entry(xmid.clone()).or_insert(None);
@@ -222,6 +230,7 @@ impl RosterWatch {
                             }
                         }
                     }
+                    self.regroup(&mut groups, remaining, &stop).await;
                     read_once = true;
                     let checkpoint = Checkpoint {
                         read_at: Some(now),
@@ -236,6 +245,9 @@ impl RosterWatch {
                         tracing::error!(%error, "cannot save the roster's checkpoint");
                     }
                     let metrics = &self.pollers.metrics;
+                    // Both at once, after the groups are re-formed: one who reads the counter
+                    // sees the gauge of the same read.
+                    metrics.roster_removed.inc_by(expired.len() as u64);
                     metrics.roster_merchants.set(polled.len() as i64);
                     metrics.roster_last_read.set(now.timestamp() as f64);
                     let mut all = self.listed.clone();
@@ -249,7 +261,7 @@ impl RosterWatch {
                 if group.task.is_finished() && !stop.is_cancelled() {
                     tracing::error!(xmids = %sample(&group.xmids), "a poller task ended unexpectedly; starting it again");
                     let xmids = std::mem::take(&mut group.xmids);
-                    *group = self.spawn(xmids, &stop);
+                    *group = self.spawn(xmids, &stop, Start::Spread, false);
                 }
             }
             if sleep_or_stop(&stop, wait).await {
@@ -297,16 +309,31 @@ impl RosterWatch {
                 }
             }
         }
-        if !stale.is_empty() {
-            self.pollers.store.admit(&[], &stale).await?;
+        for chunk in stale.chunks(super::CURSORS_PER_TRANSACTION) {
+            self.pollers.store.admit(&[], chunk).await?;
         }
         Ok(())
     }
 
-    fn spawn(&self, xmids: Vec<String>, stop: &CancellationToken) -> Group {
+    /// The most XMIDs in one group (`pollers.group_size`).
+    fn max_group(&self) -> usize {
+        self.pollers.config.group_size.max(1)
+    }
+
+    fn spawn(
+        &self,
+        xmids: Vec<String>,
+        stop: &CancellationToken,
+        start: Start,
+        fresh: bool,
+    ) -> Group {
         let group_stop = stop.child_token();
         let mut one = self.pollers.config.clone();
         one.group_size = xmids.len().max(1);
+        if start == Start::AtOnce {
+            // Its merchants were being polled a moment ago: no gap of up to an interval.
+            one.first_poll_within = std::time::Duration::ZERO;
+        }
         let pollers = Pollers {
             config: one,
             ..self.pollers.clone()
@@ -319,17 +346,94 @@ impl RosterWatch {
             xmids,
             stop: group_stop,
             task,
+            fresh,
         }
     }
 
+    /// Re-forms the groups that shrank (merchants left the roster): `left` are the members
+    /// that remain of the groups stopped for them, and running groups below the size are
+    /// merged with them, or with each other, wherever together they fit in one group (first
+    /// fit by decreasing size: afterwards no two groups would fit in one). Five groups of 46
+    /// that lost 184 merchants become one, polled with one request per interval instead of
+    /// five. A running group merged finishes the poll it is in first, so two polls of one
+    /// merchant never overlap; cursors stay in the store per XMID, so a merged group's window
+    /// starts at its earliest member's and each member takes only the records of its own
+    /// window. Groups of merchants new at this read wait for the next one (see `fresh`).
+    async fn regroup(
+        &self,
+        groups: &mut Vec<Group>,
+        left: Vec<Vec<String>>,
+        stop: &CancellationToken,
+    ) {
+        let max = self.max_group();
+        let mut pieces: Vec<Piece> = left.into_iter().map(Piece::Left).collect();
+        let (small, kept): (Vec<Group>, Vec<Group>) = std::mem::take(groups)
+            .into_iter()
+            .partition(|g| !g.fresh && g.xmids.len() < max);
+        *groups = kept;
+        pieces.extend(small.into_iter().map(Piece::Running));
+        let sizes: Vec<usize> = pieces.iter().map(Piece::len).collect();
+        let plan = super::groups::merges(&sizes, max);
+        let mut slots: Vec<Option<Piece>> = pieces.into_iter().map(Some).collect();
+        let merging: Vec<Vec<Piece>> = plan
+            .iter()
+            .map(|merge| {
+                merge
+                    .iter()
+                    .filter_map(|k| slots.get_mut(*k).and_then(Option::take))
+                    .collect()
+            })
+            .collect();
+        // What is not merged goes on as it is, or starts alone.
+        for piece in slots.into_iter().flatten() {
+            match piece {
+                Piece::Running(group) => groups.push(group),
+                Piece::Left(xmids) => groups.push(self.spawn(xmids, stop, Start::AtOnce, false)),
+            }
+        }
+        if merging.is_empty() {
+            return;
+        }
+        // All stop together; each finishes the poll it is in.
+        for piece in merging.iter().flatten() {
+            if let Piece::Running(group) = piece {
+                group.stop.cancel();
+            }
+        }
+        let before = merging.iter().map(Vec::len).sum::<usize>();
+        let after = merging.len();
+        let mut merchants = 0;
+        for merge in merging {
+            let mut xmids = Vec::new();
+            for piece in merge {
+                match piece {
+                    Piece::Running(mut group) => {
+                        let _ = (&mut group.task).await;
+                        xmids.append(&mut group.xmids);
+                    }
+                    Piece::Left(mut left) => xmids.append(&mut left),
+                }
+            }
+            xmids.sort();
+            merchants += xmids.len();
+            groups.push(self.spawn(xmids, stop, Start::AtOnce, false));
+        }
+        tracing::info!(
+            groups_before = before,
+            groups_after = after,
+            merchants,
+            max_group = max,
+            "poller groups that shrank were merged (cursors are kept per merchant)"
+        );
+    }
+
     /// Stops the groups holding any of `xmids` — each finishes the poll it is in, so two polls
-    /// of one merchant never overlap — and restarts their other members in a new group.
+    /// of one merchant never overlap — and returns their other members, to be grouped again.
     async fn stop_polling(
         &self,
         groups: &mut Vec<Group>,
         xmids: &BTreeSet<String>,
-        stop: &CancellationToken,
-    ) {
+    ) -> Vec<Vec<String>> {
         let (hit, kept): (Vec<Group>, Vec<Group>) = std::mem::take(groups)
             .into_iter()
             .partition(|g| g.xmids.iter().any(|x| xmids.contains(x)));
@@ -338,6 +442,7 @@ impl RosterWatch {
         for group in &hit {
             group.stop.cancel();
         }
+        let mut left = Vec::new();
         for mut group in hit {
             let _ = (&mut group.task).await;
             let rest: Vec<String> = std::mem::take(&mut group.xmids)
@@ -345,10 +450,35 @@ impl RosterWatch {
                 .filter(|x| !xmids.contains(x))
                 .collect();
             if !rest.is_empty() {
-                groups.push(self.spawn(rest, stop));
+                left.push(rest);
             }
         }
+        left
     }
+}
+
+/// A group to re-form: one that runs, or the members left of one stopped.
+enum Piece {
+    Running(Group),
+    Left(Vec<String>),
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        match self {
+            Piece::Running(group) => group.xmids.len(),
+            Piece::Left(xmids) => xmids.len(),
+        }
+    }
+}
+
+/// When a new group's first poll comes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// Within one interval, at random: many groups formed at once do not poll at once.
+    Spread,
+    /// At once: the group's merchants were polled by another group until now.
+    AtOnce,
 }
 
 /// Up to 10 XMIDs for a log line, and how many more.
