@@ -605,10 +605,10 @@ const SEEN_COUNT_FIRST: Duration = Duration::from_secs(60);
 const SEEN_COUNT_EVERY: Duration = Duration::from_secs(300);
 
 /// Samples the gauges: poll lag (MXC's now − the end of the XMID's last completed poll, its
-/// most lagging cursor) every second, per XMID when `per_xmid`, and its
-/// fleet-wide max and percentiles; the token's expiry; the disk's free space; the outboxes'
-/// and dead letters' sizes every 10 s (counting them reads whole trees; they are small when
-/// the sinks keep up). The seen ids are counted apart (`count_seen`).
+/// most lagging cursor) every second, per XMID when `per_xmid`, and its fleet-wide max and
+/// percentiles; the token's expiry; the disk's free space; every 10 s, the outboxes' and dead
+/// letters' sizes (counting them reads whole trees; they are small when the sinks keep up) and
+/// the store's disk use. The seen ids are counted apart (`count_seen`).
 async fn sample_gauges(
     store: Store,
     fleet: Fleet,
@@ -666,6 +666,9 @@ async fn sample_gauges(
                     .dead_letters
                     .with_label_values(&[sink])
                     .set(gauge(store.dead_len(sink)));
+            }
+            if let Ok(used) = store.disk_bytes() {
+                metrics.store_disk_bytes.set(used as i64);
             }
         }
         if let Ok(free) = store.free_bytes() {

@@ -402,6 +402,12 @@ impl Store {
         fs2::available_space(&self.inner.path)
     }
 
+    /// The bytes the store takes on disk: the blocks allocated to every file under its
+    /// directory (sled's log and snapshots, the body segments). What `du` would say.
+    pub fn disk_bytes(&self) -> std::io::Result<u64> {
+        disk_usage(&self.inner.path)
+    }
+
     /// `Err(DiskFull)` when the free space is below `store.min_free_mib`: admitting more would
     /// risk a write that fails half-way. A file system that cannot be asked passes.
     pub fn check_space(&self) -> Result<(), StoreError> {
@@ -1148,6 +1154,27 @@ fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {
         position: Utc.timestamp_millis_opt(ms(&bytes[..8])).single()?,
         floor: Utc.timestamp_millis_opt(ms(&bytes[8..])).single()?,
     })
+}
+
+/// The blocks allocated under `dir`, recursively, in bytes. A file that goes while it is read
+/// (a body segment deleted) counts as nothing.
+fn disk_usage(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let metadata = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        total += if metadata.is_dir() {
+            disk_usage(&entry.path())?
+        } else {
+            metadata.blocks() * 512
+        };
+    }
+    Ok(total)
 }
 
 /// Whether sled could not open a store because another handle holds its lock.

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub roster_removed: IntCounter,
     /// Free space on the store's file system (polling pauses below `store.min_free_mib`).
     pub store_free_bytes: IntGauge,
+    pub store_disk_bytes: IntGauge,
     /// In a cluster: the shards this instance owns (0 outside one).
     pub cluster_shards: IntGauge,
     /// In a cluster: shards assigned to this instance, and revoked from it (handed over).
@@ -244,6 +245,13 @@ impl Metrics {
                 "Free space on the store's file system; polling pauses below store.min_free_mib.",
             ),
         );
+        let store_disk_bytes = register(
+            r,
+            IntGauge::new(
+                "mxc_relay_store_disk_bytes",
+                "Disk space the store takes (sled's files and the outbox's body segments), sampled every 10 s.",
+            ),
+        );
         let token_expiry = register(
             r,
             Gauge::new(
@@ -342,6 +350,7 @@ impl Metrics {
             dead_letters,
             seen_ids,
             store_free_bytes,
+            store_disk_bytes,
             cluster_shards,
             cluster_shard_changes,
             roster_merchants,
