@@ -207,8 +207,9 @@ impl Disk {
     }
 }
 
-/// Flushes every `every` until the store is closed (the last `Store` dropped). sled's own
-/// flusher is off: it would write pointers whose bodies are not synced yet.
+/// Flushes every `every` until the store is closed (the last `Store` dropped): beside sled's
+/// own flusher, for the body segments — a segment no entry points into is deleted only after
+/// the flush that makes those entries' removal durable.
 fn spawn_flusher(disk: &Arc<Disk>, every: std::time::Duration, path: &Path) {
     let disk = Arc::downgrade(disk);
     let path = path.to_path_buf();
@@ -252,9 +253,13 @@ impl Store {
             Durability::Batch => 500,
             Durability::Interval => config.flush_interval.as_millis().max(1) as u64,
         };
+        // sled's flusher stays on: it is also the only thread that cleans sled's log segments
+        // (without it the log grows by every write ever made, and the cleaner's queue in
+        // memory with it). Bodies are synced before the transaction that points at them, so
+        // whatever it writes never points at a body that is not on disk.
         let db = sled::Config::new()
             .path(&path)
-            .flush_every_ms(None)
+            .flush_every_ms(Some(flush_ms))
             .cache_capacity(config.cache_mib.saturating_mul(1024 * 1024))
             .open()
             .map_err(|e| StoreError::Open {
@@ -481,7 +486,7 @@ impl Store {
             self.inner.cursors.clone(),
         ];
         trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
-        // Bodies first, into their segment (synced before the transaction under "batch"),
+        // Bodies first, into their segment (synced before the transaction),
         // so the entries can point at them; encoded outside the transaction, whose closure
         // may run more than once.
         if let Some(e) = admissions
@@ -503,7 +508,8 @@ impl Store {
             .map_err(body_error())?
             .into_iter();
         let all_refs: Vec<BodyRef> = refs.clone().collect();
-        if self.inner.durability == Durability::Batch {
+        // Under either durability: sled's flusher may write the pointers at any moment.
+        if !bodies.is_empty() {
             if let Err(e) = self.sync_bodies().await {
                 let _ = disk.bodies.release(all_refs);
                 return Err(body_error()(e));
