@@ -49,6 +49,7 @@ fn kafka_config(
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: BTreeMap::new(),
+            cloudevents: false,
         },
     );
     c.routes.push(RouteConfig::every_record("all", "kafka"));

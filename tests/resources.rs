@@ -115,6 +115,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: BTreeMap::new(),
+            cloudevents: false,
         },
     );
     let mut alerts = WebhookConfig::new(receiver.url(), secret.expose());
