@@ -85,8 +85,8 @@ impl Catalog {
                 id: schema_id(r.alert.event_type),
                 description: match r.alert.filter {
                     Some(filter) => format!(
-                        "The {} records someone must act on now: {filter} (a route with alerts = true).",
-                        r.name
+                        "An urgent record of the {} report ({}): {filter}, as a route with alerts = true selects them.",
+                        r.name, r.path
                     ),
                     None => format!("Every new record of the {} report.", r.name),
                 },

@@ -9,6 +9,8 @@ use mxc_relay::sim::{self, RunningSim, SimConfig};
 
 pub mod canary;
 
+pub mod contract;
+
 pub mod kafka;
 
 /// A quiet simulator: no live traffic, data only from `generate`.
