@@ -555,3 +555,4 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
         lines.len()
     );
 }
+

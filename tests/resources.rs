@@ -165,6 +165,8 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
         );
     }
 
+    // Every event matches its event type's JSON Schema.
+    let contract = common::contract::Contract::of(&c);
     let mut on_kafka: HashMap<&str, HashMap<String, Value>> = HashMap::new();
     for r in RESOURCES {
         let (b, topic, n) = (
@@ -179,6 +181,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
         .unwrap();
         let mut ids = HashMap::new();
         for m in received {
+            contract.check(&m.body);
             assert_eq!(m.headers["mxc-event-type"], r.event_type, "{}", r.name);
             assert_eq!(m.body["type"], r.event_type);
             let id = m.headers["mxc-record-id"].clone();
@@ -270,6 +273,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     for d in receiver.deliveries() {
         assert!(d.verified.is_ok(), "signature of {}", d.id);
         let body: Value = serde_json::from_slice(&d.body).unwrap();
+        contract.check_webhook(&body);
         let key = (
             body["type"].as_str().unwrap().to_string(),
             body["data"]["id"].as_str().unwrap().to_string(),
