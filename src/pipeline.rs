@@ -212,11 +212,15 @@ impl Pipeline {
         let mut webhooks = Vec::new();
         let mut probed: Vec<(String, Arc<dyn Sink>)> = Vec::new();
         // Kafka sinks with CloudEvents name each event's schema (`ce_dataschema`).
-        let schema_ids = if config
-            .sinks
-            .values()
-            .any(|s| matches!(s, SinkConfig::Kafka { cloudevents: true, .. }))
-        {
+        let schema_ids = if config.sinks.values().any(|s| {
+            matches!(
+                s,
+                SinkConfig::Kafka {
+                    cloudevents: true,
+                    ..
+                }
+            )
+        }) {
             crate::schema::Catalog::for_config(config, crate::schema::Enums::Open)
                 .map_err(PipelineError::Config)?
                 .ids()

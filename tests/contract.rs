@@ -98,7 +98,11 @@ fn the_checked_in_schemas_are_current_and_valid_draft_2020_12() {
         .arg(fresh.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let names = |dir: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -131,7 +135,10 @@ fn the_checked_in_schemas_are_current_and_valid_draft_2020_12() {
         ] {
             for event in &catalog.events {
                 let document = event.document();
-                assert_eq!(document["$schema"], "https://json-schema.org/draft/2020-12/schema");
+                assert_eq!(
+                    document["$schema"],
+                    "https://json-schema.org/draft/2020-12/schema"
+                );
                 if let Err(e) = jsonschema::draft202012::meta::validate(&document) {
                     panic!(
                         "{} ({enums:?}) is not a valid 2020-12 schema: {e} at {}",
@@ -189,7 +196,10 @@ fn the_vendor_sample_matches_and_a_closed_enum_notices_its_placeholder_brand() {
         ("type", json!("authorization.declined")),
         ("id", json!("evt_123")),
         ("occurred_at", json!("2019-11-07T07:55:49.000-05:00")),
-        ("data", json!({"id": "00000000-0000-0000-0000-000000000000"})),
+        (
+            "data",
+            json!({"id": "00000000-0000-0000-0000-000000000000"}),
+        ),
     ] {
         let mut event = sample_event("authorization.created");
         event[key] = bad;
@@ -211,7 +221,9 @@ fn asyncapi_documents_pass_the_official_parser() {
     }
     let tools = repo().join(".ci/asyncapi");
     assert!(
-        tools.join("node_modules/@asyncapi/parser/package.json").exists(),
+        tools
+            .join("node_modules/@asyncapi/parser/package.json")
+            .exists(),
         "the AsyncAPI parser is not installed: run `npm ci --prefix .ci/asyncapi` (.ci/test does)"
     );
     let dir = tempfile::tempdir().unwrap();
@@ -223,17 +235,17 @@ fn asyncapi_documents_pass_the_official_parser() {
         .env_remove("MXC_API_KEY")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let corners: Value = serde_json::from_slice(&out.stdout).unwrap();
     let generated = dir.path().join("corners.asyncapi.json");
     std::fs::write(&generated, &out.stdout).unwrap();
     // What the document says of the configuration.
     let channels = corners["channels"].as_object().unwrap();
-    for address in [
-        "mxc.authorization.created",
-        "relay.declines",
-        "/in/mxc",
-    ] {
+    for address in ["mxc.authorization.created", "relay.declines", "/in/mxc"] {
         assert!(
             channels.values().any(|c| c["address"] == address),
             "no channel {address}: {:?}",
@@ -243,7 +255,8 @@ fn asyncapi_documents_pass_the_official_parser() {
     assert!(!channels.values().any(|c| c["address"] == "events.jsonl"));
     let messages = &corners["components"]["messages"];
     assert_eq!(
-        messages["by-route.authorization.declined"]["headers"]["properties"]["ce_dataschema"]["const"],
+        messages["by-route.authorization.declined"]["headers"]["properties"]["ce_dataschema"]
+            ["const"],
         Catalog::for_config(
             &Config::from_toml_without_secrets(CORNERS, "corners", &|_| None).unwrap(),
             Enums::Open
@@ -253,14 +266,19 @@ fn asyncapi_documents_pass_the_official_parser() {
         .unwrap()
         .id
     );
-    assert!(messages["by-type.authorization.created"]["headers"]["properties"]
-        .get("ce_id")
-        .is_none());
+    assert!(
+        messages["by-type.authorization.created"]["headers"]["properties"]
+            .get("ce_id")
+            .is_none()
+    );
     assert_eq!(
         corners["operations"]["deliver.webhook.hooks"]["x-retry-schedule"],
         json!(["0s", "1m", "1h"])
     );
-    assert_eq!(corners["servers"]["webhook-hooks"]["host"], "hooks.example.com:8443");
+    assert_eq!(
+        corners["servers"]["webhook-hooks"]["host"],
+        "hooks.example.com:8443"
+    );
 
     let checked_in = repo().join("deploy/schemas/asyncapi.json");
     let out = Command::new("node")
@@ -271,8 +289,15 @@ fn asyncapi_documents_pass_the_official_parser() {
         .unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
     eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the AsyncAPI parser refused a document:\n{report}");
-    assert_eq!(report.matches("valid AsyncAPI 3.0.0").count(), 2, "{report}");
+    assert!(
+        out.status.success(),
+        "the AsyncAPI parser refused a document:\n{report}"
+    );
+    assert_eq!(
+        report.matches("valid AsyncAPI 3.0.0").count(),
+        2,
+        "{report}"
+    );
 }
 
 fn kafka(broker: &str, topic: String, cloudevents: bool) -> SinkConfig {
@@ -369,8 +394,10 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
     c.pollers.start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(5));
     c.store.path = dir.path().join("store");
     c.delivery.retry_min = Duration::from_millis(200);
-    c.sinks
-        .insert("ce".into(), kafka(&broker, format!("{prefix}.ce.{{resource}}"), true));
+    c.sinks.insert(
+        "ce".into(),
+        kafka(&broker, format!("{prefix}.ce.{{resource}}"), true),
+    );
     c.sinks.insert(
         "plain".into(),
         kafka(&broker, format!("{prefix}.plain.{{resource}}"), false),
@@ -386,7 +413,8 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
         },
     );
     for r in RESOURCES {
-        c.routes.push(route(&format!("{}-ce", r.name), "ce", r.name));
+        c.routes
+            .push(route(&format!("{}-ce", r.name), "ce", r.name));
         c.routes
             .push(route(&format!("{}-plain", r.name), "plain", r.name));
         c.routes.push(RouteConfig {
@@ -401,8 +429,18 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
             &["cardNumber.data", "uar", "id"],
             &["cardNumber.hash", "authorizedAmount", "approvalCode"],
         ),
-        redacted("disputes-redacted", "disputes", &["cardNumber"], &["disputeAmount"]),
-        redacted("batches-redacted", "batches", &["authorizationIds"], &["netAmount", "rejected"]),
+        redacted(
+            "disputes-redacted",
+            "disputes",
+            &["cardNumber"],
+            &["disputeAmount"],
+        ),
+        redacted(
+            "batches-redacted",
+            "batches",
+            &["authorizationIds"],
+            &["netAmount", "rejected"],
+        ),
         redacted("ach-redacted", "ach", &["returnReason"], &["traceNumber"]),
         RouteConfig {
             event_type: Some("mxc.large".into()),
@@ -421,7 +459,10 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
     let mut pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
     // The backlog, and live records of every kind (a batch per terminal every 5 s).
     tokio::time::sleep(Duration::from_secs(15)).await;
-    assert!(pipeline.drain(Duration::from_secs(60)).await, "outboxes empty");
+    assert!(
+        pipeline.drain(Duration::from_secs(60)).await,
+        "outboxes empty"
+    );
     pipeline.shutdown().await.unwrap();
 
     let ids = Catalog::for_config(&c, Enums::Open).unwrap().ids();
@@ -435,7 +476,12 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
         };
         let (ce, plain) = (read("ce").await.unwrap(), read("plain").await.unwrap());
         assert!(!ce.is_empty(), "no {} on Kafka", r.name);
-        assert_eq!(ce.len(), plain.len(), "{}: one message per record on each sink", r.name);
+        assert_eq!(
+            ce.len(),
+            plain.len(),
+            "{}: one message per record on each sink",
+            r.name
+        );
         let plain: HashMap<&str, &Received> = plain
             .iter()
             .map(|m| (m.headers["mxc-record-id"].as_str(), m))
@@ -447,8 +493,14 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
             assert_eq!(h["ce_specversion"], "1.0");
             assert_eq!(h["ce_id"], body["id"].as_str().unwrap());
             assert_eq!(h["ce_type"], r.event_type);
-            assert_eq!(h["ce_source"], cloudevents_source(body["xmid"].as_str().unwrap()));
-            assert_eq!(h["ce_source"], format!("/mxc/merchants/{}", body["xmid"].as_str().unwrap()));
+            assert_eq!(
+                h["ce_source"],
+                cloudevents_source(body["xmid"].as_str().unwrap())
+            );
+            assert_eq!(
+                h["ce_source"],
+                format!("/mxc/merchants/{}", body["xmid"].as_str().unwrap())
+            );
             assert_eq!(h["ce_subject"], h["mxc-record-id"]);
             assert_eq!(h["ce_subject"], body["data"]["id"].as_str().unwrap());
             assert_eq!(h["ce_time"], body["occurred_at"].as_str().unwrap());
@@ -470,7 +522,9 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
             assert!(other.headers.keys().all(|k| !k.starts_with("ce_")));
             let (mine, theirs) = (h["ce_id"].as_str(), other.body["id"].as_str().unwrap());
             assert_eq!(
-                String::from_utf8(m.value.clone()).unwrap().replacen(mine, theirs, 1),
+                String::from_utf8(m.value.clone())
+                    .unwrap()
+                    .replacen(mine, theirs, 1),
                 String::from_utf8(other.value.clone()).unwrap(),
                 "the value differs beyond the event id"
             );
@@ -493,7 +547,11 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
                 .lines()
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            assert_eq!(read.len(), ce.len(), "{topic}: every message read as a CloudEvent");
+            assert_eq!(
+                read.len(),
+                ce.len(),
+                "{topic}: every message read as a CloudEvent"
+            );
             let by_id: HashMap<&str, &Received> = ce
                 .iter()
                 .map(|m| (m.headers["ce_id"].as_str(), m))
@@ -528,15 +586,28 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
             .entry(format!(
                 "{} {}",
                 line["type"].as_str().unwrap(),
-                line["data"].get("authorizedAmount").map_or("", |_| "(sale)")
+                line["data"]
+                    .get("authorizedAmount")
+                    .map_or("", |_| "(sale)")
             ))
             .or_default() += 1;
     }
-    for t in ["authorization.created", "dispute.created", "batch.created", "ach.deposit"] {
-        assert!(kinds.keys().any(|k| k.starts_with(t)), "no redacted {t}: {kinds:?}");
+    for t in [
+        "authorization.created",
+        "dispute.created",
+        "batch.created",
+        "ach.deposit",
+    ] {
+        assert!(
+            kinds.keys().any(|k| k.starts_with(t)),
+            "no redacted {t}: {kinds:?}"
+        );
     }
     assert!(kinds.contains_key("mxc.large (sale)"), "{kinds:?}");
-    assert!(kinds.contains_key("mxc.large "), "a large dispute: {kinds:?}");
+    assert!(
+        kinds.contains_key("mxc.large "),
+        "a large dispute: {kinds:?}"
+    );
     // The default schemas would refuse the redacted events: the validation can fail.
     let defaults = Contract::defaults();
     let redacted_sale = lines
@@ -555,4 +626,3 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
         lines.len()
     );
 }
-

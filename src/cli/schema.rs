@@ -66,7 +66,10 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
         for event in &catalog.events {
-            write(&dir.join(format!("{}.json", event.event_type)), &event.document())?;
+            write(
+                &dir.join(format!("{}.json", event.event_type)),
+                &event.document(),
+            )?;
         }
         write(&dir.join("asyncapi.json"), &asyncapi(&config, &described))?;
         println!(
@@ -87,7 +90,8 @@ pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
                         "--type: no event type {t:?} {} (known: {})",
                         match &args.config {
                             Some(path) => format!("in {}", path.display()),
-                            None => "by default (give --config FILE for a configuration's own)".into(),
+                            None =>
+                                "by default (give --config FILE for a configuration's own)".into(),
                         },
                         catalog.types()
                     )

@@ -96,7 +96,9 @@ pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
                         .replace("{type}", event_type)
                         .replace("{route}", route);
                     match topics.iter_mut().find(|(a, _)| *a == address) {
-                        Some((_, events)) if !events.iter().any(|e| e.event_type == *event_type) => {
+                        Some((_, events))
+                            if !events.iter().any(|e| e.event_type == *event_type) =>
+                        {
                             events.push(event)
                         }
                         Some(_) => {}
@@ -108,11 +110,13 @@ pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
                     let mut channel_messages = Map::new();
                     for event in &events {
                         let id = key(&format!("{sink}.{}", event.event_type));
-                        messages.entry(id.clone()).or_insert_with(|| {
-                            kafka_message(event, *message_key, *cloudevents)
-                        });
-                        channel_messages
-                            .insert(key(&event.event_type), reference(&format!("#/components/messages/{id}")));
+                        messages
+                            .entry(id.clone())
+                            .or_insert_with(|| kafka_message(event, *message_key, *cloudevents));
+                        channel_messages.insert(
+                            key(&event.event_type),
+                            reference(&format!("#/components/messages/{id}")),
+                        );
                     }
                     let message_refs: Vec<Value> = channel_messages
                         .keys()
@@ -231,7 +235,10 @@ fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool
         "mxc-event-type".into(),
         json!({ "const": t, "description": "The event type: the envelope's type." }),
     );
-    headers.insert("content-type".into(), json!({ "const": "application/json" }));
+    headers.insert(
+        "content-type".into(),
+        json!({ "const": "application/json" }),
+    );
     headers.insert(
         "mxc-schema-version".into(),
         json!({ "const": SCHEMA_VERSION, "description": "The version of the envelope." }),
@@ -240,11 +247,26 @@ fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool
         let example = cloudevents_source("887000000001");
         for (name, schema) in [
             ("ce_specversion", json!({ "const": "1.0" })),
-            ("ce_id", json!({ "type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "The event id (the envelope's id)." })),
-            ("ce_type", json!({ "const": t, "description": "The event type (the envelope's type)." })),
-            ("ce_source", json!({ "type": "string", "pattern": "^/mxc/merchants/", "description": format!("The merchant account as a URI reference: /mxc/merchants/ and the XMID, percent-encoded (e.g. {example}).") })),
-            ("ce_subject", json!({ "type": "string", "description": "The record's id (data.id)." })),
-            ("ce_dataschema", json!({ "const": event.id, "description": "The $id of this event type's JSON Schema." })),
+            (
+                "ce_id",
+                json!({ "type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "The event id (the envelope's id)." }),
+            ),
+            (
+                "ce_type",
+                json!({ "const": t, "description": "The event type (the envelope's type)." }),
+            ),
+            (
+                "ce_source",
+                json!({ "type": "string", "pattern": "^/mxc/merchants/", "description": format!("The merchant account as a URI reference: /mxc/merchants/ and the XMID, percent-encoded (e.g. {example}).") }),
+            ),
+            (
+                "ce_subject",
+                json!({ "type": "string", "description": "The record's id (data.id)." }),
+            ),
+            (
+                "ce_dataschema",
+                json!({ "const": event.id, "description": "The $id of this event type's JSON Schema." }),
+            ),
         ] {
             headers.insert(name.into(), schema);
             required.push(name);
@@ -252,7 +274,9 @@ fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool
         headers.insert("ce_time".into(), json!({ "type": "string", "format": "date-time", "description": "The record's own time in UTC (the envelope's occurred_at); absent for a record without one." }));
     }
     let key_schema = match message_key {
-        KafkaKey::Xmid => json!({ "type": "string", "description": "The XMID: a merchant's events share a partition, in order." }),
+        KafkaKey::Xmid => {
+            json!({ "type": "string", "description": "The XMID: a merchant's events share a partition, in order." })
+        }
         KafkaKey::RecordId => json!({ "type": "string", "description": "The record's id." }),
     };
     json!({

@@ -353,9 +353,18 @@ impl Ty {
 
 /// Written by every resource: who the record is about.
 const MERCHANT: [Written; 4] = [
-    string(fact("accountNumber", "The merchant account (XMID); the envelope's xmid.")),
-    string(fact("merchantName", "The merchant's doing-business-as name.")),
-    string(fact("uar.account.number", "The XMID (the roster's account.number).")),
+    string(fact(
+        "accountNumber",
+        "The merchant account (XMID); the envelope's xmid.",
+    )),
+    string(fact(
+        "merchantName",
+        "The merchant's doing-business-as name.",
+    )),
+    string(fact(
+        "uar.account.number",
+        "The XMID (the roster's account.number).",
+    )),
     string(fact("uar.location.name", "The merchant location's name.")),
 ];
 
@@ -476,7 +485,11 @@ mod tests {
         let mut root = Field::infer(&sample);
         for fact in AUTHORIZATION_FACTS {
             let path: Vec<&str> = fact.path.split('.').collect();
-            assert!(root.at(&path).is_some(), "{} is not in the sample", fact.path);
+            assert!(
+                root.at(&path).is_some(),
+                "{} is not in the sample",
+                fact.path
+            );
         }
     }
 
@@ -502,14 +515,21 @@ mod tests {
     fn redaction_marks_dropped_fields_optional_and_masked_ones_masked() {
         let mut auth = record(&AUTHORIZATIONS);
         let path = |p: &str| p.split('.').map(str::to_string).collect::<Vec<_>>();
-        auth.redact("a", &[path("id"), path("no.such")], &[path("authorizedAmount")]);
+        auth.redact(
+            "a",
+            &[path("id"), path("no.such")],
+            &[path("authorizedAmount")],
+        );
         let one = auth.render(Enums::Open, 1);
         assert_eq!(one["required"], json!(["transactionDateAndTime"]));
         assert!(one["properties"]["id"]["description"]
             .as_str()
             .unwrap()
             .contains("route(s) a"));
-        assert_eq!(one["properties"]["authorizedAmount"]["pattern"], MASKED_PATTERN);
+        assert_eq!(
+            one["properties"]["authorizedAmount"]["pattern"],
+            MASKED_PATTERN
+        );
         // Another route of the same type keeps the amount: a number, or masked.
         let two = auth.render(Enums::Open, 2);
         assert_eq!(

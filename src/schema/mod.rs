@@ -214,7 +214,10 @@ impl EventContract {
         if reshaped {
             let mut digest = Sha256::new();
             for s in shapes {
-                digest.update(format!("{}\0{}\0{:?}\0{:?}\0", s.name, s.resource.name, s.drop, s.mask));
+                digest.update(format!(
+                    "{}\0{}\0{:?}\0{:?}\0",
+                    s.name, s.resource.name, s.drop, s.mask
+                ));
             }
             let hex: String = digest.finalize()[..4]
                 .iter()
@@ -401,14 +404,25 @@ event_type = "mxc.any"
 "#;
         let config = Config::from_toml_without_secrets(text, "test", &|_| None).unwrap();
         let catalog = Catalog::for_config(&config, Enums::Open).unwrap();
-        assert_eq!(catalog.types(), "authorization.created, authorization.declined, mxc.any");
-        assert_eq!(catalog.get("authorization.created").unwrap().id, schema_id("authorization.created"));
+        assert_eq!(
+            catalog.types(),
+            "authorization.created, authorization.declined, mxc.any"
+        );
+        assert_eq!(
+            catalog.get("authorization.created").unwrap().id,
+            schema_id("authorization.created")
+        );
         let declined = catalog.get("authorization.declined").unwrap();
-        assert!(declined.id.starts_with("urn:mxc-relay:schema:authorization.declined:v1:routes-"));
-        assert_eq!(declined.data["properties"]["cardNumber"]["properties"]["data"]["description"]
-            .as_str()
-            .unwrap()
-            .contains("route(s) declines"), true);
+        assert!(declined
+            .id
+            .starts_with("urn:mxc-relay:schema:authorization.declined:v1:routes-"));
+        assert_eq!(
+            declined.data["properties"]["cardNumber"]["properties"]["data"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("route(s) declines"),
+            true
+        );
         let any = catalog.get("mxc.any").unwrap();
         assert_eq!(any.id, schema_id("mxc.any"));
         assert_eq!(any.data["anyOf"].as_array().unwrap().len(), 2);

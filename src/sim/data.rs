@@ -383,8 +383,8 @@ impl Dataset {
     /// Builds the roster and the backlog up to `now_ms`.
     pub fn new(config: GenerationConfig, now_ms: i64) -> Dataset {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let template: Value = serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE)
-            .unwrap_or_else(|_| json!({}));
+        let template: Value =
+            serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap_or_else(|_| json!({}));
         let total = config.merchants + config.closed_merchants;
         let mut merchants = Vec::with_capacity(total);
         let mut by_xmid = HashMap::with_capacity(total);

@@ -234,26 +234,26 @@ impl Sink for KafkaSink {
                 } else {
                     5
                 })
-                    .insert(Header {
-                        key: "mxc-record-id",
-                        value: Some(event.record_id.as_str()),
-                    })
-                    .insert(Header {
-                        key: "mxc-xmid",
-                        value: Some(event.xmid.as_str()),
-                    })
-                    .insert(Header {
-                        key: "mxc-event-type",
-                        value: Some(event.event_type.as_str()),
-                    })
-                    .insert(Header {
-                        key: "content-type",
-                        value: Some("application/json"),
-                    })
-                    .insert(Header {
-                        key: "mxc-schema-version",
-                        value: Some(SCHEMA_VERSION),
-                    });
+                .insert(Header {
+                    key: "mxc-record-id",
+                    value: Some(event.record_id.as_str()),
+                })
+                .insert(Header {
+                    key: "mxc-xmid",
+                    value: Some(event.xmid.as_str()),
+                })
+                .insert(Header {
+                    key: "mxc-event-type",
+                    value: Some(event.event_type.as_str()),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                })
+                .insert(Header {
+                    key: "mxc-schema-version",
+                    value: Some(SCHEMA_VERSION),
+                });
                 if let Some(schemas) = &self.cloudevents {
                     headers = cloudevents_headers(headers, event, schemas);
                 }

@@ -43,7 +43,10 @@ impl Contract {
                     "$ref": "#/$defs/webhook",
                     "$defs": document["$defs"],
                 });
-                (e.event_type.clone(), (compile(&document), compile(&webhook)))
+                (
+                    e.event_type.clone(),
+                    (compile(&document), compile(&webhook)),
+                )
             })
             .collect();
         Contract { validators }
