@@ -16,10 +16,9 @@ use chrono::Utc;
 use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::RESOURCES;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::schema::{schema_id, Catalog, Enums};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{SettlementConfig, SimConfig};
+use mxc_relay::sim::SimConfig;
 use mxc_relay::sink::cloudevents_source;
 use mxc_relay::telemetry::Metrics;
 use serde_json::{json, Value};
@@ -34,8 +33,20 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mxc-relay"))
+/// `mxc-relay schema ARGS…` (no MXC key in its environment: none is needed); its stdout.
+fn schema(args: &[&std::ffi::OsStr]) -> Vec<u8> {
+    let out = Command::new(env!("CARGO_BIN_EXE_mxc-relay"))
+        .arg("schema")
+        .args(args)
+        .env_remove("MXC_API_KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mxc-relay schema {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 /// A configuration that exercises the contract's corners: topic templates, both keys, a
@@ -93,16 +104,7 @@ resource = "batches"
 #[test]
 fn the_checked_in_schemas_are_current_and_valid_draft_2020_12() {
     let fresh = tempfile::tempdir().unwrap();
-    let out = bin()
-        .args(["schema", "--out"])
-        .arg(fresh.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    schema(&["--out".as_ref(), fresh.path().as_os_str()]);
     let names = |dir: &Path| -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -229,20 +231,10 @@ fn asyncapi_documents_pass_the_official_parser() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("corners.toml");
     std::fs::write(&file, CORNERS).unwrap();
-    let out = bin()
-        .args(["schema", "--asyncapi", "--config"])
-        .arg(&file)
-        .env_remove("MXC_API_KEY")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let corners: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let printed = schema(&["--asyncapi".as_ref(), "--config".as_ref(), file.as_os_str()]);
+    let corners: Value = serde_json::from_slice(&printed).unwrap();
     let generated = dir.path().join("corners.asyncapi.json");
-    std::fs::write(&generated, &out.stdout).unwrap();
+    std::fs::write(&generated, &printed).unwrap();
     // What the document says of the configuration.
     let channels = corners["channels"].as_object().unwrap();
     for address in ["mxc.authorization.created", "relay.declines", "/in/mxc"] {
@@ -359,41 +351,17 @@ async fn every_event_matches_its_schema_and_a_cloudevents_sdk_consumer_reads_kaf
         rate: 10.0,
         backlog: Duration::from_secs(240),
         max_lateness: Duration::from_secs(20),
-        settlement: SettlementConfig {
-            dispute_rate: 0.2,
-            dispute_delay_ms: 20_000,
-            batch_every_ms: 5_000,
-            deposit_delay_ms: 2_000,
-            reject_rate: 0.25,
-            return_rate: 0.25,
-        },
+        settlement: busy_settlement(),
         ..SimConfig::default()
     })
     .await;
     let xmids: Vec<String> = sim.xmids()[..4].to_vec();
     let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ReceiverConfig {
-            secrets: vec![secret.clone()],
-            tolerance: Duration::from_secs(300),
-            keep: true,
-            on_delivery: None,
-        },
-    )
-    .await
-    .unwrap();
+    let receiver = keeping_receiver(&secret).await;
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
-    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
-    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(5));
-    c.store.path = dir.path().join("store");
-    c.delivery.retry_min = Duration::from_millis(200);
+    let start = Utc::now() - chrono::Duration::minutes(5);
+    let mut c = every_resource(&sim, &xmids, start, dir.path().join("store"));
     c.sinks.insert(
         "ce".into(),
         kafka(&broker, format!("{prefix}.ce.{{resource}}"), true),

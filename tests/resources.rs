@@ -12,9 +12,8 @@ use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{RunningSim, SettlementConfig, SimConfig};
+use mxc_relay::sim::{RunningSim, SimConfig};
 use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
 
@@ -63,22 +62,13 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     for r in RESOURCES {
         create_topic(&broker, &format!("{prefix}.{}", r.name), 2).await;
     }
-    // Five minutes of history, and more arriving while the relay runs: a dispute up to 20 s
-    // after its sale, a batch per terminal every 5 s, its deposit 2 s later; a quarter of
-    // batches rejected and of deposits returned, so each alert occurs.
+    // Five minutes of history, and more arriving while the relay runs (busy_settlement).
     let sim = start_sim(SimConfig {
         merchants: 6,
         rate: 20.0,
         backlog: Duration::from_secs(300),
         max_lateness: Duration::from_secs(20),
-        settlement: SettlementConfig {
-            dispute_rate: 0.2,
-            dispute_delay_ms: 20_000,
-            batch_every_ms: 5_000,
-            deposit_delay_ms: 2_000,
-            reject_rate: 0.25,
-            return_rate: 0.25,
-        },
+        settlement: busy_settlement(),
         ..SimConfig::default()
     })
     .await;
@@ -86,27 +76,9 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     let start = Utc::now() - chrono::Duration::minutes(6);
 
     let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ReceiverConfig {
-            secrets: vec![secret.clone()],
-            tolerance: Duration::from_secs(300),
-            keep: true,
-            on_delivery: None,
-        },
-    )
-    .await
-    .unwrap();
+    let receiver = keeping_receiver(&secret).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
-    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
-    c.store.path = dir.path().join("store");
-    c.delivery.retry_min = Duration::from_millis(200);
+    let mut c = every_resource(&sim, &xmids, start, dir.path().join("store"));
     c.sinks.insert(
         "kafka".into(),
         SinkConfig::Kafka {

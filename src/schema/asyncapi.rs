@@ -107,21 +107,10 @@ pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
                 }
                 for (address, events) in topics {
                     let channel = key(&format!("{sink}.{address}"));
-                    let mut channel_messages = Map::new();
-                    for event in &events {
-                        let id = key(&format!("{sink}.{}", event.event_type));
-                        messages
-                            .entry(id.clone())
-                            .or_insert_with(|| kafka_message(event, *message_key, *cloudevents));
-                        channel_messages.insert(
-                            key(&event.event_type),
-                            reference(&format!("#/components/messages/{id}")),
-                        );
-                    }
-                    let message_refs: Vec<Value> = channel_messages
-                        .keys()
-                        .map(|m| reference(&format!("#/channels/{channel}/messages/{m}")))
-                        .collect();
+                    let (channel_messages, message_refs) =
+                        channel_messages(&mut messages, sink, &channel, &events, |e| {
+                            kafka_message(e, *message_key, *cloudevents)
+                        });
                     channels.insert(
                         channel.clone(),
                         json!({
@@ -165,24 +154,17 @@ pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
                     }),
                 );
                 let channel = key(&format!("webhook.{sink}"));
-                let mut channel_messages = Map::new();
+                let mut events: Vec<&EventContract> = Vec::new();
                 for (_, event_type, _) in &routes {
-                    let Some(event) = catalog.get(event_type) else {
-                        continue;
-                    };
-                    let id = key(&format!("{sink}.{event_type}"));
-                    messages
-                        .entry(id.clone())
-                        .or_insert_with(|| webhook_message(event));
-                    channel_messages.insert(
-                        key(event_type),
-                        reference(&format!("#/components/messages/{id}")),
-                    );
+                    match catalog.get(event_type) {
+                        Some(e) if !events.iter().any(|o| o.event_type == e.event_type) => {
+                            events.push(e)
+                        }
+                        _ => {}
+                    }
                 }
-                let message_refs: Vec<Value> = channel_messages
-                    .keys()
-                    .map(|m| reference(&format!("#/channels/{channel}/messages/{m}")))
-                    .collect();
+                let (channel_messages, message_refs) =
+                    channel_messages(&mut messages, sink, &channel, &events, webhook_message);
                 channels.insert(
                     channel.clone(),
                     json!({
@@ -214,6 +196,31 @@ pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
         "operations": operations,
         "components": { "schemas": schemas, "messages": messages },
     })
+}
+
+/// A channel's messages, one per event type: each made once per sink (by `make`) among the
+/// components, and referenced from the channel; with the operation's references to them.
+fn channel_messages(
+    components: &mut Map<String, Value>,
+    sink: &str,
+    channel: &str,
+    events: &[&EventContract],
+    make: impl Fn(&EventContract) -> Value,
+) -> (Map<String, Value>, Vec<Value>) {
+    let mut messages = Map::new();
+    for event in events {
+        let id = key(&format!("{sink}.{}", event.event_type));
+        components.entry(id.clone()).or_insert_with(|| make(event));
+        messages.insert(
+            key(&event.event_type),
+            reference(&format!("#/components/messages/{id}")),
+        );
+    }
+    let refs = messages
+        .keys()
+        .map(|m| reference(&format!("#/channels/{channel}/messages/{m}")))
+        .collect();
+    (messages, refs)
 }
 
 fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool) -> Value {
