@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
+use mxc_relay::config::{KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::signature::WebhookSecret;
