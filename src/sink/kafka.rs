@@ -306,3 +306,22 @@ impl Sink for KafkaSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {
+        assert_eq!(
+            cloudevents_source("887000000001"),
+            "/mxc/merchants/887000000001"
+        );
+        assert_eq!(
+            cloudevents_source("XMID_value-01.~"),
+            "/mxc/merchants/XMID_value-01.~"
+        );
+        assert_eq!(cloudevents_source("a b/ü"), "/mxc/merchants/a%20b%2F%C3%BC");
+        assert_eq!(cloudevents_source(""), "/mxc/merchants/");
+    }
+}
