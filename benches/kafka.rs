@@ -230,6 +230,7 @@ async fn run(brokers: &str) {
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: BTreeMap::from([("linger.ms".to_string(), linger_ms.to_string().into())]),
+            cloudevents: false,
         },
     );
     config

@@ -8,6 +8,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod receiver;
 pub mod route;
+pub mod schema;
 pub mod secret;
 pub mod signature;
 pub mod sim;

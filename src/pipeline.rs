@@ -211,6 +211,22 @@ impl Pipeline {
         // nothing half-started behind (a reload falls back cleanly).
         let mut webhooks = Vec::new();
         let mut probed: Vec<(String, Arc<dyn Sink>)> = Vec::new();
+        // Kafka sinks with CloudEvents name each event's schema (`ce_dataschema`).
+        let schema_ids = if config.sinks.values().any(|s| {
+            matches!(
+                s,
+                SinkConfig::Kafka {
+                    cloudevents: true,
+                    ..
+                }
+            )
+        }) {
+            crate::schema::Catalog::for_config(config, crate::schema::Enums::Open)
+                .map_err(PipelineError::Config)?
+                .ids()
+        } else {
+            Default::default()
+        };
         for (name, sink_config) in &config.sinks {
             match (provided.remove(name), sink_config) {
                 (Some(sink), _) => probed.push((name.clone(), sink)),
@@ -219,7 +235,7 @@ impl Pipeline {
                 }
                 (None, _) => probed.push((
                     name.clone(),
-                    sink::build(name, sink_config).map_err(PipelineError::Config)?,
+                    sink::build(name, sink_config, &schema_ids).map_err(PipelineError::Config)?,
                 )),
             }
         }

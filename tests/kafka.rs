@@ -49,6 +49,7 @@ fn kafka_config(
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: BTreeMap::new(),
+            cloudevents: false,
         },
     );
     c.routes.push(RouteConfig::every_record("all", "kafka"));
@@ -97,6 +98,15 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
     let mut partition_of: HashMap<&str, i32> = HashMap::new();
     let mut per_xmid: HashMap<&str, Vec<(chrono::DateTime<chrono::FixedOffset>, &str)>> =
         HashMap::new();
+    let contract = common::contract::Contract::defaults();
+    let validating = std::time::Instant::now();
+    for m in &received {
+        contract.check(&m.body);
+    }
+    eprintln!(
+        "50,000 events validated against their JSON Schema in {:.1?}",
+        validating.elapsed()
+    );
     for m in &received {
         let xmid = m.body["xmid"].as_str().unwrap();
         assert_eq!(m.key, xmid, "keyed by XMID");

@@ -401,6 +401,14 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
         "{}",
         metrics.records("skipped_no_id")
     );
+    // Every event matches its schema, as this configuration's routes shape it.
+    let contract = common::contract::Contract::of(&config);
+    for line in archive
+        .iter()
+        .chain(&lines(&dir.path().join("alerts.jsonl")))
+    {
+        contract.check(line);
+    }
     for line in &archive {
         let card = &line["data"]["cardNumber"];
         assert!(card.get("data").is_none(), "dropped");

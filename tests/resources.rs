@@ -9,12 +9,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
+use mxc_relay::config::{KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
 use mxc_relay::mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{RunningSim, SettlementConfig, SimConfig};
+use mxc_relay::sim::{RunningSim, SimConfig};
 use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
 
@@ -63,22 +62,13 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     for r in RESOURCES {
         create_topic(&broker, &format!("{prefix}.{}", r.name), 2).await;
     }
-    // Five minutes of history, and more arriving while the relay runs: a dispute up to 20 s
-    // after its sale, a batch per terminal every 5 s, its deposit 2 s later; a quarter of
-    // batches rejected and of deposits returned, so each alert occurs.
+    // Five minutes of history, and more arriving while the relay runs (busy_settlement).
     let sim = start_sim(SimConfig {
         merchants: 6,
         rate: 20.0,
         backlog: Duration::from_secs(300),
         max_lateness: Duration::from_secs(20),
-        settlement: SettlementConfig {
-            dispute_rate: 0.2,
-            dispute_delay_ms: 20_000,
-            batch_every_ms: 5_000,
-            deposit_delay_ms: 2_000,
-            reject_rate: 0.25,
-            return_rate: 0.25,
-        },
+        settlement: busy_settlement(),
         ..SimConfig::default()
     })
     .await;
@@ -86,27 +76,9 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     let start = Utc::now() - chrono::Duration::minutes(6);
 
     let secret = WebhookSecret::generate();
-    let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ReceiverConfig {
-            secrets: vec![secret.clone()],
-            tolerance: Duration::from_secs(300),
-            keep: true,
-            on_delivery: None,
-        },
-    )
-    .await
-    .unwrap();
+    let receiver = keeping_receiver(&secret).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
-    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
-    c.store.path = dir.path().join("store");
-    c.delivery.retry_min = Duration::from_millis(200);
+    let mut c = every_resource(&sim, &xmids, start, dir.path().join("store"));
     c.sinks.insert(
         "kafka".into(),
         SinkConfig::Kafka {
@@ -115,6 +87,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
             key: KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: BTreeMap::new(),
+            cloudevents: false,
         },
     );
     let mut alerts = WebhookConfig::new(receiver.url(), secret.expose());
@@ -164,6 +137,8 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
         );
     }
 
+    // Every event matches its event type's JSON Schema.
+    let contract = common::contract::Contract::of(&c);
     let mut on_kafka: HashMap<&str, HashMap<String, Value>> = HashMap::new();
     for r in RESOURCES {
         let (b, topic, n) = (
@@ -178,6 +153,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
         .unwrap();
         let mut ids = HashMap::new();
         for m in received {
+            contract.check(&m.body);
             assert_eq!(m.headers["mxc-event-type"], r.event_type, "{}", r.name);
             assert_eq!(m.body["type"], r.event_type);
             let id = m.headers["mxc-record-id"].clone();
@@ -269,6 +245,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     for d in receiver.deliveries() {
         assert!(d.verified.is_ok(), "signature of {}", d.id);
         let body: Value = serde_json::from_slice(&d.body).unwrap();
+        contract.check_webhook(&body);
         let key = (
             body["type"].as_str().unwrap().to_string(),
             body["data"]["id"].as_str().unwrap().to_string(),

@@ -357,6 +357,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             key: mxc_relay::config::KafkaKey::Xmid,
             compression: "lz4".into(),
             properties: Default::default(),
+            cloudevents: false,
         },
     );
     for resource in RESOURCES {

@@ -8,6 +8,7 @@ mod dlq;
 mod fetch;
 mod reload;
 mod run;
+mod schema;
 mod sim;
 mod state;
 mod webhook;
@@ -51,6 +52,9 @@ enum Command {
     /// Replay history into the sinks, each record once (resumable; run it with the service
     /// stopped: it uses the service's store).
     Backfill(backfill::BackfillArgs),
+    /// The event contract: each event type's JSON Schema, or the AsyncAPI document of a
+    /// configuration.
+    Schema(schema::SchemaArgs),
     /// One-shot query: print the records (authorizations, disputes …) of some XMIDs in a time
     /// window as JSON lines.
     Fetch(fetch::FetchArgs),
@@ -66,6 +70,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
+        Command::Schema(args) => schema::run(args),
         Command::Webhook(args) => webhook::run(args).await,
         Command::Dlq(args) => dlq::run(args),
         Command::Backfill(args) => backfill::run(args).await,

@@ -57,18 +57,46 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MXC_CLUSTER_INSTANCE", "cluster.instance"),
 ];
 
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        source: path.display().to_string(),
+        errors: vec![ConfigError {
+            path: "(file)".into(),
+            message: format!("cannot read it: {e}"),
+        }],
+    })
+}
+
 impl Config {
     /// Reads `path`, applies the environment, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            source: source.clone(),
-            errors: vec![ConfigError {
-                path: "(file)".into(),
-                message: format!("cannot read it: {e}"),
-            }],
-        })?;
-        Config::from_toml(&text, &source, &|name| std::env::var(name).ok())
+        let text = read(path)?;
+        Config::from_toml(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// [`Config::load`] for describing what a configuration produces (`mxc-relay schema`):
+    /// its secrets are not needed, so missing ones (`mxc.api_key`, a webhook sink's `secrets`)
+    /// are no error; every other one is.
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = read(path)?;
+        Config::from_toml_without_secrets(&text, &path.display().to_string(), &|name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    /// [`Config::from_toml`] without requiring the secrets (see [`Config::load_without_secrets`]).
+    pub fn from_toml_without_secrets(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let missing_secret = |e: &ConfigError| {
+            e.path == "mxc.api_key"
+                || (e.path.starts_with("sinks.") && e.path.ends_with(".secrets"))
+        };
+        Config::parse(text, source, env, &|e| !missing_secret(e))
     }
 
     /// Parses TOML text, applies `env` (a variable lookup), and validates.
@@ -76,6 +104,16 @@ impl Config {
         text: &str,
         source: &str,
         env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::parse(text, source, env, &|_| true)
+    }
+
+    /// [`Config::from_toml`], reporting only the errors `keep` keeps.
+    fn parse(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        keep: &dyn Fn(&ConfigError) -> bool,
     ) -> Result<Config, ConfigErrors> {
         let fail = |errors| ConfigErrors {
             source: source.to_string(),
@@ -116,7 +154,7 @@ impl Config {
             // A route's sink is looked up among the sinks: not when those failed to load.
             let looks_up_failed_sinks =
                 section == "routes" && e.path.ends_with(".sink") && failed.contains(&"sinks");
-            !(failed.contains(&section) || looks_up_failed_sinks)
+            !(failed.contains(&section) || looks_up_failed_sinks) && keep(e)
         }));
         if errors.is_empty() {
             Ok(config)

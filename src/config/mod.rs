@@ -468,7 +468,8 @@ pub enum SinkConfig {
     File { path: PathBuf },
     /// Events as Kafka messages from an idempotent producer (acks=all). Each message carries
     /// the envelope as its value and the headers `mxc-record-id`, `mxc-xmid`,
-    /// `mxc-event-type`, `content-type` and `mxc-schema-version`.
+    /// `mxc-event-type`, `content-type` and `mxc-schema-version` (and, with `cloudevents`,
+    /// the CloudEvents `ce_*` ones).
     Kafka {
         /// Bootstrap brokers, `host:port[,host:port…]`.
         brokers: String,
@@ -488,6 +489,11 @@ pub enum SinkConfig {
         /// treated as secrets: never printed.
         #[serde(default)]
         properties: BTreeMap<String, Secret>,
+        /// Also mark each message as a CloudEvent in binary content mode (`ce_specversion`,
+        /// `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject`, `ce_dataschema`
+        /// headers); the value stays the same bytes.
+        #[serde(default)]
+        cloudevents: bool,
     },
     /// Events POSTed to an HTTP endpoint, signed per Standard Webhooks, each retried on its
     /// own schedule; see [`WebhookConfig`].

@@ -23,6 +23,10 @@ pub use report::{
 pub use resource::{Alert, Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES, RESOURCES};
 pub use roster::Merchant;
 
+/// The vendor's sample authorization record (documented): the simulator's template and the
+/// source of the event schema's field list.
+pub const AUTHORIZATION_SAMPLE: &str = include_str!("authorization_sample.json");
+
 /// Paths of the API, shared with the simulator so the two cannot drift apart.
 pub mod paths {
     pub use super::auth::AUTH_PATH;

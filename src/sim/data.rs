@@ -383,8 +383,8 @@ impl Dataset {
     /// Builds the roster and the backlog up to `now_ms`.
     pub fn new(config: GenerationConfig, now_ms: i64) -> Dataset {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let template: Value = serde_json::from_str(include_str!("record_template.json"))
-            .unwrap_or_else(|_| json!({}));
+        let template: Value =
+            serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap_or_else(|_| json!({}));
         let total = config.merchants + config.closed_merchants;
         let mut merchants = Vec::with_capacity(total);
         let mut by_xmid = HashMap::with_capacity(total);
@@ -1059,7 +1059,7 @@ mod tests {
     #[test]
     fn records_have_the_full_field_set_and_closed_merchants_get_none() {
         let d = Dataset::new(config(2.0), 1_700_000_000_000);
-        let template: Value = serde_json::from_str(include_str!("record_template.json")).unwrap();
+        let template: Value = serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap();
         let recs = d.select(&AUTHORIZATIONS, &(0..5).collect::<Vec<_>>(), 0, i64::MAX);
         let v: Value = serde_json::from_str(&recs[0].json).unwrap();
         assert_eq!(

@@ -1,9 +1,10 @@
 //! The Kafka sink: an idempotent producer (acks=all). An outbox entry counts as delivered only
 //! on its delivery report; a full local queue is backpressure, never a drop; permanent refusals
 //! (message too large, topic not authorized) become dead letters; a fatal producer error
-//! recreates the producer.
+//! recreates the producer. With `cloudevents` each message is also a CloudEvent in binary
+//! content mode: `ce_*` headers beside ours, the value untouched.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,10 +28,29 @@ pub struct KafkaSink {
     producer: RwLock<Arc<FutureProducer>>,
     topic: String,
     key: KafkaKey,
+    /// With CloudEvents headers: each event type's schema id (`ce_dataschema`).
+    cloudevents: Option<HashMap<String, String>>,
+}
+
+/// The CloudEvents `source` of a merchant's events: a URI reference naming the XMID,
+/// `/mxc/merchants/<XMID>` (percent-encoded beyond the URI's unreserved characters).
+pub fn cloudevents_source(xmid: &str) -> String {
+    const PREFIX: &str = "/mxc/merchants/";
+    let mut source = String::with_capacity(PREFIX.len() + xmid.len());
+    source.push_str(PREFIX);
+    for b in xmid.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            source.push(char::from(b));
+        } else {
+            source.push_str(&format!("%{b:02X}"));
+        }
+    }
+    source
 }
 
 impl KafkaSink {
     /// Builds the producer. Fails, naming the sink, on a property librdkafka refuses.
+    /// `cloudevents`: each event type's schema id, to add the CloudEvents headers.
     pub fn new(
         name: &str,
         brokers: &str,
@@ -38,6 +58,7 @@ impl KafkaSink {
         key: KafkaKey,
         compression: &str,
         properties: &BTreeMap<String, Secret>,
+        cloudevents: Option<HashMap<String, String>>,
     ) -> Result<KafkaSink, String> {
         let mut config = ClientConfig::new();
         config
@@ -56,6 +77,7 @@ impl KafkaSink {
             producer: RwLock::new(Arc::new(producer)),
             topic: topic.to_string(),
             key,
+            cloudevents,
         })
     }
 
@@ -98,6 +120,57 @@ fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
         ),
         other => format!("sinks.{name}: cannot create the Kafka producer: {other}"),
     })
+}
+
+/// The CloudEvents attributes of `event` as headers (binary content mode, Kafka protocol
+/// binding); `content-type` is already among ours.
+fn cloudevents_headers(
+    headers: OwnedHeaders,
+    event: &Event,
+    schemas: &HashMap<String, String>,
+) -> OwnedHeaders {
+    let source = cloudevents_source(&event.xmid);
+    let fallback;
+    let dataschema = match schemas.get(&event.event_type) {
+        Some(id) => id.as_str(),
+        // An event admitted under an earlier configuration, of a type no route makes now.
+        None => {
+            fallback = crate::schema::schema_id(&event.event_type);
+            fallback.as_str()
+        }
+    };
+    let mut headers = headers
+        .insert(Header {
+            key: "ce_specversion",
+            value: Some("1.0"),
+        })
+        .insert(Header {
+            key: "ce_id",
+            value: Some(event.id.as_str()),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some(event.event_type.as_str()),
+        })
+        .insert(Header {
+            key: "ce_source",
+            value: Some(source.as_str()),
+        })
+        .insert(Header {
+            key: "ce_subject",
+            value: Some(event.record_id.as_str()),
+        })
+        .insert(Header {
+            key: "ce_dataschema",
+            value: Some(dataschema),
+        });
+    if let Some(time) = &event.occurred_at {
+        headers = headers.insert(Header {
+            key: "ce_time",
+            value: Some(time.as_str()),
+        });
+    }
+    headers
 }
 
 /// Whether a refusal is for good (the message itself is the problem).
@@ -156,27 +229,34 @@ impl Sink for KafkaSink {
                     KafkaKey::Xmid => event.xmid.as_str(),
                     KafkaKey::RecordId => event.record_id.as_str(),
                 };
-                let headers = OwnedHeaders::new_with_capacity(5)
-                    .insert(Header {
-                        key: "mxc-record-id",
-                        value: Some(event.record_id.as_str()),
-                    })
-                    .insert(Header {
-                        key: "mxc-xmid",
-                        value: Some(event.xmid.as_str()),
-                    })
-                    .insert(Header {
-                        key: "mxc-event-type",
-                        value: Some(event.event_type.as_str()),
-                    })
-                    .insert(Header {
-                        key: "content-type",
-                        value: Some("application/json"),
-                    })
-                    .insert(Header {
-                        key: "mxc-schema-version",
-                        value: Some(SCHEMA_VERSION),
-                    });
+                let mut headers = OwnedHeaders::new_with_capacity(if self.cloudevents.is_some() {
+                    12
+                } else {
+                    5
+                })
+                .insert(Header {
+                    key: "mxc-record-id",
+                    value: Some(event.record_id.as_str()),
+                })
+                .insert(Header {
+                    key: "mxc-xmid",
+                    value: Some(event.xmid.as_str()),
+                })
+                .insert(Header {
+                    key: "mxc-event-type",
+                    value: Some(event.event_type.as_str()),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                })
+                .insert(Header {
+                    key: "mxc-schema-version",
+                    value: Some(SCHEMA_VERSION),
+                });
+                if let Some(schemas) = &self.cloudevents {
+                    headers = cloudevents_headers(headers, event, schemas);
+                }
                 let mut record = FutureRecord::to(&topic)
                     .key(key)
                     .payload(event.body.as_bytes().as_ref())
@@ -224,5 +304,24 @@ impl Sink for KafkaSink {
             }
             outcomes
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {
+        assert_eq!(
+            cloudevents_source("887000000001"),
+            "/mxc/merchants/887000000001"
+        );
+        assert_eq!(
+            cloudevents_source("XMID_value-01.~"),
+            "/mxc/merchants/XMID_value-01.~"
+        );
+        assert_eq!(cloudevents_source("a b/ü"), "/mxc/merchants/a%20b%2F%C3%BC");
+        assert_eq!(cloudevents_source(""), "/mxc/merchants/");
     }
 }

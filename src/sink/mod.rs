@@ -7,12 +7,13 @@ mod stdout;
 mod webhook;
 mod worker;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
 pub use file::FileSink;
-pub use kafka::{KafkaSink, SCHEMA_VERSION};
+pub use kafka::{cloudevents_source, KafkaSink, SCHEMA_VERSION};
 pub use stdout::StdoutSink;
 pub use webhook::{body as webhook_body, Attempt, Endpoint, RetryPolicy, Verdict, WebhookSink};
 pub use worker::{run_worker, WorkerConfig};
@@ -49,8 +50,13 @@ pub trait Sink: Send + Sync {
 }
 
 /// Builds the sink a configuration describes (all kinds but webhooks, which retry per entry
-/// and run as a [`WebhookSink`]); the error names the sink.
-pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
+/// and run as a [`WebhookSink`]); the error names the sink. `schema_ids` are the event types'
+/// schema ids, for a Kafka sink with CloudEvents headers.
+pub fn build(
+    name: &str,
+    config: &SinkConfig,
+    schema_ids: &HashMap<String, String>,
+) -> Result<Arc<dyn Sink>, String> {
     Ok(match config {
         SinkConfig::Stdout { format } => Arc::new(StdoutSink::new(*format)),
         SinkConfig::File { path } => Arc::new(FileSink::new(path.clone())),
@@ -60,6 +66,7 @@ pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
             key,
             compression,
             properties,
+            cloudevents,
         } => Arc::new(KafkaSink::new(
             name,
             brokers,
@@ -67,6 +74,7 @@ pub fn build(name: &str, config: &SinkConfig) -> Result<Arc<dyn Sink>, String> {
             *key,
             compression,
             properties,
+            cloudevents.then(|| schema_ids.clone()),
         )?),
         SinkConfig::Webhook(_) => {
             return Err(format!(

@@ -50,6 +50,8 @@ pub struct Received {
     pub key: String,
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
+    /// The value's bytes, as sent.
+    pub value: Vec<u8>,
 }
 
 /// Reads the topic from the beginning (no consumer group: assigned partitions) until `done`
@@ -106,6 +108,7 @@ pub fn read_topic(
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
                     headers,
                     body: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                    value: m.payload().unwrap_or_default().to_vec(),
                 });
                 finished = finished || done(&out);
             }

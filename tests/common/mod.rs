@@ -3,11 +3,17 @@
 
 use std::time::Duration;
 
-use mxc_relay::mxc::{Client, ClientConfig, Credentials};
+use chrono::{DateTime, Utc};
+use mxc_relay::config::Config;
+use mxc_relay::mxc::{Client, ClientConfig, Credentials, RESOURCES};
+use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, RunningSim, SimConfig};
+use mxc_relay::signature::WebhookSecret;
+use mxc_relay::sim::{self, RunningSim, SettlementConfig, SimConfig};
 
 pub mod canary;
+
+pub mod contract;
 
 pub mod kafka;
 
@@ -76,4 +82,53 @@ pub fn line_count(path: &std::path::Path) -> usize {
     std::fs::read(path)
         .map(|b| b.iter().filter(|c| **c == b'\n').count())
         .unwrap_or(0)
+}
+
+/// Follow-ups fast enough for a test: a dispute up to 20 s after its sale, a batch per
+/// terminal every 5 s, its deposit 2 s later; a quarter of batches rejected and of deposits
+/// returned, so each alert occurs.
+pub fn busy_settlement() -> SettlementConfig {
+    SettlementConfig {
+        dispute_rate: 0.2,
+        dispute_delay_ms: 20_000,
+        batch_every_ms: 5_000,
+        deposit_delay_ms: 2_000,
+        reject_rate: 0.25,
+        return_rate: 0.25,
+    }
+}
+
+/// Every resource of `xmids` polled each second from `start`, with budget to spare; the store
+/// in `store`.
+pub fn every_resource(
+    sim: &RunningSim,
+    xmids: &[String],
+    start: DateTime<Utc>,
+    store: std::path::PathBuf,
+) -> Config {
+    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
+    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(60);
+    c.pollers.requests_per_second = 200.0;
+    c.pollers.burst = 50;
+    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.store.path = store;
+    c.delivery.retry_min = Duration::from_millis(200);
+    c
+}
+
+/// A verifying webhook receiver on 127.0.0.1 that keeps every delivery.
+pub async fn keeping_receiver(secret: &WebhookSecret) -> Receiver {
+    Receiver::start(
+        "127.0.0.1:0".parse().expect("an address"),
+        ReceiverConfig {
+            secrets: vec![secret.clone()],
+            tolerance: Duration::from_secs(300),
+            keep: true,
+            on_delivery: None,
+        },
+    )
+    .await
+    .expect("the receiver starts")
 }

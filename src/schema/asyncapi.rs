@@ -1,0 +1,344 @@
+//! The AsyncAPI 3.0 document of a configuration: what its Kafka sinks publish (a channel per
+//! topic, the message key and headers) and what its webhook sinks POST (Standard Webhooks
+//! headers, the signature scheme, the retry schedule), with the event schemas as payloads.
+//! File and stdout sinks are for people and are not described.
+
+use serde_json::{json, Map, Value};
+
+use super::{envelope, event_payload, webhook_body, Catalog, EventContract};
+use crate::config::{Config, KafkaKey, SinkConfig, WebhookConfig};
+use crate::sink::{cloudevents_source, SCHEMA_VERSION};
+
+/// A key of the document's maps (`^[a-zA-Z0-9.\-_]+$`).
+fn key(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn reference(path: &str) -> Value {
+    json!({ "$ref": path })
+}
+
+/// The AsyncAPI document of `config`, whose event types `catalog` describes
+/// ([`Catalog::for_config`] of the same configuration).
+pub fn asyncapi(config: &Config, catalog: &Catalog) -> Value {
+    let mut servers = Map::new();
+    let mut channels = Map::new();
+    let mut operations = Map::new();
+    let mut messages = Map::new();
+    let mut schemas = Map::new();
+    schemas.insert("envelope".into(), envelope());
+    for event in &catalog.events {
+        let t = &event.event_type;
+        schemas.insert(format!("{t}.data"), event.data().clone());
+        schemas.insert(
+            t.clone(),
+            event_payload(
+                t,
+                "#/components/schemas/envelope",
+                &format!("#/components/schemas/{t}.data"),
+            ),
+        );
+        schemas.insert(
+            format!("{t}.webhook"),
+            webhook_body(t, &format!("#/components/schemas/{t}.data")),
+        );
+    }
+
+    for (sink, sink_config) in &config.sinks {
+        // (route name, event type, resource) of the routes to this sink.
+        let routes: Vec<(String, String, &str)> = config
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| &r.sink == sink)
+            .map(|(i, r)| {
+                let resource = r.resource().map_or("", |r| r.name);
+                (r.display_name(i), r.event_type(), resource)
+            })
+            .collect();
+        if routes.is_empty() {
+            continue;
+        }
+        match sink_config {
+            SinkConfig::Kafka {
+                brokers,
+                topic,
+                key: message_key,
+                cloudevents,
+                ..
+            } => {
+                let server = key(&format!("kafka-{sink}"));
+                let first = brokers.split(',').next().unwrap_or_default().trim();
+                servers.insert(
+                    server.clone(),
+                    json!({
+                        "host": first,
+                        "protocol": "kafka",
+                        "description": format!("The Kafka sink {sink:?}: brokers {brokers}; an idempotent producer (acks=all). Each event is one message, at least once: deduplicate on the mxc-record-id header (or the envelope's id)."),
+                    }),
+                );
+                // A channel per topic the routes' events reach (the template resolved).
+                let mut topics: Vec<(String, Vec<&EventContract>)> = Vec::new();
+                for (route, event_type, resource) in &routes {
+                    let Some(event) = catalog.get(event_type) else {
+                        continue;
+                    };
+                    let address = topic
+                        .replace("{resource}", resource)
+                        .replace("{type}", event_type)
+                        .replace("{route}", route);
+                    match topics.iter_mut().find(|(a, _)| *a == address) {
+                        Some((_, events))
+                            if !events.iter().any(|e| e.event_type == *event_type) =>
+                        {
+                            events.push(event)
+                        }
+                        Some(_) => {}
+                        None => topics.push((address, vec![event])),
+                    }
+                }
+                for (address, events) in topics {
+                    let channel = key(&format!("{sink}.{address}"));
+                    let (channel_messages, message_refs) =
+                        channel_messages(&mut messages, sink, &channel, &events, |e| {
+                            kafka_message(e, *message_key, *cloudevents)
+                        });
+                    channels.insert(
+                        channel.clone(),
+                        json!({
+                            "address": address,
+                            "title": format!("Kafka topic {address}"),
+                            "servers": [reference(&format!("#/servers/{server}"))],
+                            "messages": channel_messages,
+                            "bindings": { "kafka": { "topic": address, "bindingVersion": "0.5.0" } },
+                        }),
+                    );
+                    operations.insert(
+                        key(&format!("publish.{channel}")),
+                        json!({
+                            "action": "send",
+                            "channel": reference(&format!("#/channels/{channel}")),
+                            "summary": format!("mxc-relay publishes each new record its routes select to {address}."),
+                            "messages": message_refs,
+                        }),
+                    );
+                }
+            }
+            SinkConfig::Webhook(webhook) => {
+                let server = key(&format!("webhook-{sink}"));
+                let (host, path, protocol) = match url::Url::parse(&webhook.url) {
+                    Ok(u) => (
+                        match u.port() {
+                            Some(p) => format!("{}:{p}", u.host_str().unwrap_or_default()),
+                            None => u.host_str().unwrap_or_default().to_string(),
+                        },
+                        u.path().to_string(),
+                        u.scheme().to_string(),
+                    ),
+                    Err(_) => (String::new(), String::new(), "https".into()),
+                };
+                servers.insert(
+                    server.clone(),
+                    json!({
+                        "host": host,
+                        "protocol": protocol,
+                        "description": format!("The webhook sink {sink:?}: the receiving endpoint."),
+                    }),
+                );
+                let channel = key(&format!("webhook.{sink}"));
+                let mut events: Vec<&EventContract> = Vec::new();
+                for (_, event_type, _) in &routes {
+                    match catalog.get(event_type) {
+                        Some(e) if !events.iter().any(|o| o.event_type == e.event_type) => {
+                            events.push(e)
+                        }
+                        _ => {}
+                    }
+                }
+                let (channel_messages, message_refs) =
+                    channel_messages(&mut messages, sink, &channel, &events, webhook_message);
+                channels.insert(
+                    channel.clone(),
+                    json!({
+                        "address": path,
+                        "title": format!("Webhook endpoint of sink {sink}"),
+                        "servers": [reference(&format!("#/servers/{server}"))],
+                        "messages": channel_messages,
+                    }),
+                );
+                operations.insert(
+                    key(&format!("deliver.{channel}")),
+                    webhook_operation(&channel, message_refs, webhook),
+                );
+            }
+            SinkConfig::File { .. } | SinkConfig::Stdout { .. } => {}
+        }
+    }
+
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "mxc-relay events",
+            "version": SCHEMA_VERSION,
+            "description": "What mxc-relay produces with this configuration: each new MX Connect record (authorizations, disputes, settlement batches, ACH deposits) that a route selects becomes one event, published to Kafka and/or POSTed to webhook receivers, at least once. The Kafka value is the envelope {id, type, xmid, occurred_at, data}; a webhook body is {type, timestamp, data}; data is the record as MXC sent it (unknown fields included) less the route's redactions. The same record and route always carry the same event id: deduplicate on it. Each event type's JSON Schema (draft 2020-12) is printed by `mxc-relay schema --type TYPE`.",
+        },
+        "defaultContentType": "application/json",
+        "servers": servers,
+        "channels": channels,
+        "operations": operations,
+        "components": { "schemas": schemas, "messages": messages },
+    })
+}
+
+/// A channel's messages, one per event type: each made once per sink (by `make`) among the
+/// components, and referenced from the channel; with the operation's references to them.
+fn channel_messages(
+    components: &mut Map<String, Value>,
+    sink: &str,
+    channel: &str,
+    events: &[&EventContract],
+    make: impl Fn(&EventContract) -> Value,
+) -> (Map<String, Value>, Vec<Value>) {
+    let mut messages = Map::new();
+    for event in events {
+        let id = key(&format!("{sink}.{}", event.event_type));
+        components.entry(id.clone()).or_insert_with(|| make(event));
+        messages.insert(
+            key(&event.event_type),
+            reference(&format!("#/components/messages/{id}")),
+        );
+    }
+    let refs = messages
+        .keys()
+        .map(|m| reference(&format!("#/channels/{channel}/messages/{m}")))
+        .collect();
+    (messages, refs)
+}
+
+fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool) -> Value {
+    let t = &event.event_type;
+    let mut headers = Map::new();
+    let mut required = vec![
+        "mxc-record-id",
+        "mxc-xmid",
+        "mxc-event-type",
+        "content-type",
+        "mxc-schema-version",
+    ];
+    headers.insert("mxc-record-id".into(), json!({ "type": "string", "description": "The record's id (data.id): the same on every redelivery; deduplicate on it." }));
+    headers.insert(
+        "mxc-xmid".into(),
+        json!({ "type": "string", "description": "The merchant account (XMID): the envelope's xmid." }),
+    );
+    headers.insert(
+        "mxc-event-type".into(),
+        json!({ "const": t, "description": "The event type: the envelope's type." }),
+    );
+    headers.insert(
+        "content-type".into(),
+        json!({ "const": "application/json" }),
+    );
+    headers.insert(
+        "mxc-schema-version".into(),
+        json!({ "const": SCHEMA_VERSION, "description": "The version of the envelope." }),
+    );
+    if cloudevents {
+        let example = cloudevents_source("887000000001");
+        for (name, schema) in [
+            ("ce_specversion", json!({ "const": "1.0" })),
+            (
+                "ce_id",
+                json!({ "type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "The event id (the envelope's id)." }),
+            ),
+            (
+                "ce_type",
+                json!({ "const": t, "description": "The event type (the envelope's type)." }),
+            ),
+            (
+                "ce_source",
+                json!({ "type": "string", "pattern": "^/mxc/merchants/", "description": format!("The merchant account as a URI reference: /mxc/merchants/ and the XMID, percent-encoded (e.g. {example}).") }),
+            ),
+            (
+                "ce_subject",
+                json!({ "type": "string", "description": "The record's id (data.id)." }),
+            ),
+            (
+                "ce_dataschema",
+                json!({ "const": event.id, "description": "The $id of this event type's JSON Schema." }),
+            ),
+        ] {
+            headers.insert(name.into(), schema);
+            required.push(name);
+        }
+        headers.insert("ce_time".into(), json!({ "type": "string", "format": "date-time", "description": "The record's own time in UTC (the envelope's occurred_at); absent for a record without one." }));
+    }
+    let key_schema = match message_key {
+        KafkaKey::Xmid => {
+            json!({ "type": "string", "description": "The XMID: a merchant's events share a partition, in order." })
+        }
+        KafkaKey::RecordId => json!({ "type": "string", "description": "The record's id." }),
+    };
+    json!({
+        "name": t,
+        "title": t,
+        "summary": event.description(),
+        "contentType": "application/json",
+        "headers": { "type": "object", "required": required, "properties": headers },
+        "payload": reference(&format!("#/components/schemas/{t}")),
+        "bindings": { "kafka": { "key": key_schema, "bindingVersion": "0.5.0" } },
+    })
+}
+
+fn webhook_message(event: &EventContract) -> Value {
+    let t = &event.event_type;
+    json!({
+        "name": t,
+        "title": t,
+        "summary": event.description(),
+        "contentType": "application/json",
+        "headers": {
+            "type": "object",
+            "required": ["webhook-id", "webhook-timestamp", "webhook-signature", "content-type"],
+            "properties": {
+                "webhook-id": { "type": "string", "pattern": "^evt_[0-9a-f]{32}$", "description": "The event id: the same on every attempt, redelivery and replay; deduplicate on it." },
+                "webhook-timestamp": { "type": "string", "pattern": "^[0-9]+$", "description": "Unix seconds of this attempt; reject stale ones (Standard Webhooks: 5 minutes)." },
+                "webhook-signature": { "type": "string", "pattern": "^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$", "description": "v1, and the base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\" under the secret (whsec_ and base64 key bytes); one per configured secret, space-separated." },
+                "content-type": { "const": "application/json" },
+            },
+        },
+        "payload": reference(&format!("#/components/schemas/{t}.webhook")),
+        "bindings": { "http": { "bindingVersion": "0.3.0" } },
+    })
+}
+
+fn webhook_operation(channel: &str, messages: Vec<Value>, webhook: &WebhookConfig) -> Value {
+    let schedule: Vec<String> = webhook
+        .schedule
+        .iter()
+        .map(|d| humantime::format_duration(*d).to_string())
+        .collect();
+    json!({
+        "action": "send",
+        "channel": reference(&format!("#/channels/{channel}")),
+        "summary": "mxc-relay POSTs each event its routes select, signed per Standard Webhooks.",
+        "description": format!(
+            "Signature: webhook-signature holds v1,<base64 HMAC-SHA256 of \"{{id}}.{{timestamp}}.{{body}}\">, one per secret. Any 2xx is success. Each event is retried on its own schedule — the delays before its attempts: {} (each ±{:.0} %) — then becomes a dead letter; deliveries are at least once and not ordered. 429, 502, 503, 504 or a timeout pause the endpoint (Retry-After honoured up to {}); 410 Gone disables it; redirects are not followed.",
+            schedule.join(", "),
+            webhook.jitter * 100.0,
+            humantime::format_duration(webhook.retry_after_max),
+        ),
+        "messages": messages,
+        "bindings": { "http": { "method": "POST", "bindingVersion": "0.3.0" } },
+        "x-retry-schedule": schedule,
+        "x-retry-jitter": webhook.jitter,
+        "x-signature": "Standard Webhooks v1 (HMAC-SHA256)",
+    })
+}
