@@ -17,7 +17,6 @@ use axum::Router;
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -79,7 +78,8 @@ struct Counters {
 pub struct Server {
     registry: Arc<Registry>,
     counters: Arc<Counters>,
-    task: JoinHandle<()>,
+    /// Cancelled once the server has stopped and its last connection closed.
+    done: CancellationToken,
 }
 
 impl Server {
@@ -88,8 +88,8 @@ impl Server {
     }
 
     /// Waits until it has stopped (after `stop`) and every connection has closed.
-    pub async fn wait(self) {
-        let _ = self.task.await;
+    pub async fn stopped(&self) {
+        self.done.cancelled().await
     }
 }
 
@@ -109,18 +109,17 @@ fn stats(registry: &Registry, counters: &Counters) -> ServerStats {
 pub fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) -> Server {
     let registry = Arc::new(Registry::default());
     let counters = Arc::new(Counters::default());
-    let task = tokio::spawn(accept_loop(
-        listener,
-        app,
-        limits,
-        stop,
-        registry.clone(),
-        counters.clone(),
-    ));
+    let done = CancellationToken::new();
+    let finished = done.clone().drop_guard();
+    let (r, c) = (registry.clone(), counters.clone());
+    tokio::spawn(async move {
+        accept_loop(listener, app, limits, stop, r, c).await;
+        drop(finished);
+    });
     Server {
         registry,
         counters,
-        task,
+        done,
     }
 }
 

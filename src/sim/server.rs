@@ -56,7 +56,7 @@ pub struct RunningSim {
     addr: SocketAddr,
     state: Arc<SimState>,
     stop: CancellationToken,
-    server: Option<crate::http::Server>,
+    server: crate::http::Server,
 }
 
 impl RunningSim {
@@ -135,19 +135,15 @@ impl RunningSim {
     }
 
     /// Stops serving and waits for the server task.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
+    pub async fn shutdown(self) -> std::io::Result<()> {
         self.stop.cancel();
-        if let Some(server) = self.server.take() {
-            server.wait().await;
-        }
+        self.server.stopped().await;
         Ok(())
     }
 
     /// Serves until the process is told to stop (used by `mxc-relay sim`).
-    pub async fn wait(mut self) -> std::io::Result<()> {
-        if let Some(server) = self.server.take() {
-            server.wait().await;
-        }
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server.stopped().await;
         Ok(())
     }
 }
@@ -221,7 +217,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         addr,
         state,
         stop,
-        server: Some(server),
+        server,
     })
 }
 
