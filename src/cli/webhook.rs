@@ -194,6 +194,9 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
 
+    // Warnings (a full descriptor table, say) go to stderr beside the refusals.
+    mxc_relay::telemetry::init_logging("warn", mxc_relay::config::LogFormat::Pretty);
+
     let config = ReceiverConfig {
         secrets: parse_secrets(&args.checks.secrets)?,
         tolerance: args.checks.tolerance,

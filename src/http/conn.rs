@@ -2,7 +2,7 @@
 //! when) or runs a request — the deadline that follows from it, and which one to shed first.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -34,6 +34,10 @@ pub(super) struct Conn {
     pub(super) changed: Notify,
     /// Cancelled when the accept loop sheds this connection.
     pub(super) shed: CancellationToken,
+    /// Its socket has been read once: a request already sent has been seen. Until then it is
+    /// not shed — under a flood of reconnections the accept loop could otherwise close a
+    /// client's connection before its task ever ran.
+    read_once: AtomicBool,
 }
 
 impl Conn {
@@ -45,6 +49,7 @@ impl Conn {
             }),
             changed: Notify::new(),
             shed: CancellationToken::new(),
+            read_once: AtomicBool::new(false),
         }
     }
 
@@ -56,6 +61,11 @@ impl Conn {
     fn set(&self, phase: Phase) {
         *self.phase() = phase;
         self.changed.notify_one();
+    }
+
+    /// Its socket was read (whatever came of it).
+    pub(super) fn polled(&self) {
+        self.read_once.store(true, Ordering::Relaxed);
     }
 
     /// Bytes arrived from the client.
@@ -156,6 +166,9 @@ impl Conn {
 
     /// Since when it waits on its client, if it does: only such connections are shed.
     fn awaiting_since(&self) -> Option<Instant> {
+        if !self.read_once.load(Ordering::Relaxed) {
+            return None;
+        }
         match *self.phase() {
             Phase::Waiting { since, .. } => Some(since),
             Phase::Serving {
@@ -184,6 +197,14 @@ impl Registry {
 
     pub(super) fn len(&self) -> usize {
         self.conns().len()
+    }
+
+    /// Open and not being shed: what counts against the cap.
+    pub(super) fn live(&self) -> usize {
+        self.conns()
+            .values()
+            .filter(|c| !c.shed.is_cancelled())
+            .count()
     }
 
     /// Registers a new connection; it is forgotten when the guard drops.

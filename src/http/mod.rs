@@ -62,7 +62,7 @@ pub struct ServerStats {
     pub timed_out: u64,
     /// Accepts that failed for want of a resource (descriptors, memory).
     pub accept_errors: u64,
-    /// Open now.
+    /// Open now (not counting those being shed).
     pub open: u64,
 }
 
@@ -100,13 +100,18 @@ fn stats(registry: &Registry, counters: &Counters) -> ServerStats {
         shed: get(&counters.shed),
         timed_out: get(&counters.timed_out),
         accept_errors: get(&counters.accept_errors),
-        open: registry.len() as u64,
+        open: registry.live() as u64,
     }
 }
 
 /// Serves `app` on `listener` until `stop`: then no new connection is accepted, idle ones
 /// close at once and requests in progress are answered first.
-pub fn serve(listener: TcpListener, app: Router, limits: Limits, stop: CancellationToken) -> Server {
+pub fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    stop: CancellationToken,
+) -> Server {
     let registry = Arc::new(Registry::default());
     let counters = Arc::new(Counters::default());
     let done = CancellationToken::new();
@@ -132,17 +137,17 @@ async fn accept_loop(
     counters: Arc<Counters>,
 ) {
     let max = limits.max_connections.max(1);
-    // Failed accepts in a row: the first is logged, and the count when they end.
-    let mut failing: u64 = 0;
+    let mut failures = Throttled::default();
     let mut backoff = Duration::from_millis(10);
     loop {
-        // Every connection runs a request: new ones wait in the kernel's queue.
-        while registry.len() >= max && !registry.has_victim() {
+        // Every connection runs a request (or is yet to be read): new ones wait in the
+        // kernel's queue.
+        while registry.live() >= max && !registry.has_victim() {
             tokio::select! {
                 _ = stop.cancelled() => return drain(listener, &registry).await,
                 _ = registry.closed.notified() => {}
-                // A request ending makes its connection sheddable without closing it.
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                // A request ending, or a first read, makes a connection sheddable.
+                _ = tokio::time::sleep(RECHECK) => {}
             }
         }
         let accepted = tokio::select! {
@@ -151,17 +156,9 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, _)) => {
-                if failing > 0 {
-                    tracing::info!(
-                        addr = ?listener.local_addr().ok(),
-                        failed = failing,
-                        "accepting connections again"
-                    );
-                    failing = 0;
-                    backoff = Duration::from_millis(10);
-                }
+                backoff = Duration::from_millis(10);
                 counters.accepted.fetch_add(1, Ordering::Relaxed);
-                if registry.len() >= max && registry.shed_one() {
+                if registry.live() >= max && registry.shed_one() {
                     counters.shed.fetch_add(1, Ordering::Relaxed);
                 }
                 let (conn, registered) = registry.add();
@@ -175,14 +172,14 @@ async fn accept_loop(
             Err(e) if is_connection_error(&e) => {}
             Err(e) => {
                 counters.accept_errors.fetch_add(1, Ordering::Relaxed);
-                if failing == 0 {
+                if let Some(failed) = failures.due() {
                     tracing::warn!(
                         addr = ?listener.local_addr().ok(),
                         error = %e,
+                        failed,
                         "cannot accept connections (out of descriptors?): closing the slowest clients to make room"
                     );
                 }
-                failing += 1;
                 // Out of descriptors or memory: free one by closing the client that has
                 // waited longest, rather than spin on the error or give up serving.
                 let closed = registry.closed.notified();
@@ -191,7 +188,11 @@ async fn accept_loop(
                 if registry.shed_one() {
                     counters.shed.fetch_add(1, Ordering::Relaxed);
                     let _ = tokio::time::timeout(Duration::from_millis(100), closed).await;
+                } else if registry.len() > 0 {
+                    // Each one runs a request or is yet to be read: soon one can go.
+                    let _ = tokio::time::timeout(RECHECK, closed).await;
                 } else {
+                    // None of ours holds the descriptors: wait for the rest of the process.
                     let _ = tokio::time::timeout(backoff, closed).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -199,6 +200,32 @@ async fn accept_loop(
         }
     }
 }
+
+/// A warning at most once a minute, with how many times it was due.
+#[derive(Default)]
+struct Throttled {
+    last: Option<Instant>,
+    count: u64,
+}
+
+impl Throttled {
+    /// Counts one occurrence; `Some(count since the last warning)` when one is due.
+    fn due(&mut self) -> Option<u64> {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(60))
+        {
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.count))
+    }
+}
+
+/// How often the accept loop looks again for a connection it could shed, while none can be.
+const RECHECK: Duration = Duration::from_millis(10);
 
 /// After `stop`: the port is released at once; the connections end on their own (see
 /// [`serve_connection`]) and are waited for.

@@ -17,11 +17,16 @@ use super::conn::Conn;
 pub(super) struct WatchedIo {
     stream: TcpStream,
     conn: Arc<Conn>,
+    polled: bool,
 }
 
 impl WatchedIo {
     pub(super) fn new(stream: TcpStream, conn: Arc<Conn>) -> WatchedIo {
-        WatchedIo { stream, conn }
+        WatchedIo {
+            stream,
+            conn,
+            polled: false,
+        }
     }
 }
 
@@ -36,6 +41,10 @@ impl AsyncRead for WatchedIo {
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             this.conn.read();
+        }
+        if !this.polled {
+            this.polled = true;
+            this.conn.polled();
         }
         polled
     }

@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn only_a_json_object_passes() {
-        assert_eq!(check(br#" {"type": "a", "data": {"x": [1, "\u00e9"]}} "#), Ok(()));
+        assert_eq!(
+            check(br#" {"type": "a", "data": {"x": [1, "\u00e9"]}} "#),
+            Ok(())
+        );
         assert_eq!(check(b""), Err(BodyError::Empty));
         assert_eq!(check(b" \n"), Err(BodyError::Empty));
         assert_eq!(check(b"{\"a\": \"\xff\"}"), Err(BodyError::NotUtf8(7)));
@@ -97,7 +100,10 @@ mod tests {
         assert_eq!(check(b"\"text\""), Err(BodyError::NotObject("string")));
         assert_eq!(check(b"null"), Err(BodyError::NotObject("null")));
         assert!(matches!(check(b"plain text"), Err(BodyError::NotJson(_))));
-        assert!(matches!(check(b"{\"a\": 1} {}"), Err(BodyError::NotJson(_))));
+        assert!(matches!(
+            check(b"{\"a\": 1} {}"),
+            Err(BodyError::NotJson(_))
+        ));
         assert!(matches!(check(b"{\"a\": 1"), Err(BodyError::NotJson(_))));
     }
 }

@@ -23,8 +23,8 @@ use crate::http::{self, Limits};
 use crate::signature::{self, SignatureError, WebhookSecret};
 
 pub use body::BodyError;
-pub use metrics::{Outcome, ReceiverStats};
 use metrics::Counts;
+pub use metrics::{Outcome, ReceiverStats};
 
 /// Keep-alive connections idle this long are closed; longer than the webhook sink's own pool
 /// keeps them (60 s), so it never sends on a connection the receiver is closing.
@@ -157,8 +157,7 @@ impl Receiver {
         let app = axum::Router::new()
             .route(
                 "/metrics",
-                post.clone()
-                    .get(move || async move { m.stats().render() }),
+                post.clone().get(move || async move { m.stats().render() }),
             )
             .fallback(post);
         let server = Arc::new(http::serve(listener, app, limits, stop.clone()));

@@ -175,7 +175,12 @@ pub async fn serve(
         );
     // Scrapers are few: a small cap keeps a flood of connections from taking the descriptors
     // the store, Kafka and MXC need.
-    crate::http::serve(listener, app, crate::http::Limits::standard(MAX_CONNECTIONS), stop);
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::Limits::standard(MAX_CONNECTIONS),
+        stop,
+    );
     Ok(bound)
 }
 
