@@ -1162,6 +1162,17 @@ routes = [{ sink = "out" }]
             r#"sinks.out.properties: librdkafka refused the property "security.protocol" (its value is not shown)"#,
         ),
         (
+            "cluster property librdkafka refuses",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+cluster = { brokers = "kafka:9092", properties = { "security.protocol" = "bogus", "sasl.password" = "canary-kafka-password" } }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"cluster.properties: librdkafka refused the property "security.protocol" (its value is not shown)"#,
+        ),
+        (
             "kafka properties librdkafka refuses together (idempotence needs acks=all)",
             r#"
 mxc = { api_key = "API_canary_row_key" }
