@@ -96,9 +96,9 @@ impl Listener {
         format!("http://{}/hooks/mxc", self.addr)
     }
 
-    /// A sample of its `/metrics`, by series and labels (`name{labels}` → value).
-    async fn metric(&self, client: &reqwest::Client, series: &str) -> u64 {
-        let text = client
+    /// Its `/metrics`, read once.
+    async fn metrics(&self) -> Samples {
+        let text = fresh_client()
             .get(format!("http://{}/metrics", self.addr))
             .send()
             .await
@@ -106,11 +106,30 @@ impl Listener {
             .text()
             .await
             .expect("a text body");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {series} in {text}"))
+        Samples(text)
     }
 }
+
+/// A `/metrics` text.
+struct Samples(String);
+
+impl Samples {
+    /// The value of one series (`name{labels}`).
+    fn get(&self, series: &str) -> u64 {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in {}", self.0))
+    }
+}
+
+const VERIFIED: &str = r#"mxc_relay_receiver_requests_total{outcome="verified"}"#;
+const BAD_BODY: &str = r#"mxc_relay_receiver_requests_total{outcome="bad_body"}"#;
+const BAD_SIGNATURE: &str = r#"mxc_relay_receiver_requests_total{outcome="bad_signature"}"#;
+const SHED: &str = r#"mxc_relay_receiver_connections_total{event="shed"}"#;
+const TIMED_OUT: &str = r#"mxc_relay_receiver_connections_total{event="timed_out"}"#;
+const ACCEPT_ERRORS: &str = "mxc_relay_receiver_accept_errors_total";
+const OPEN: &str = "mxc_relay_receiver_connections_open";
 
 impl Drop for Listener {
     fn drop(&mut self) {
@@ -155,8 +174,13 @@ fn event(n: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// How soon a slowloris client connects again once closed: the attack keeps coming back
+/// without turning the test into a benchmark of accept(2) on a shared machine.
+const RECONNECT: Duration = Duration::from_millis(100);
+
 /// Slowloris clients: each connects, sends [`HALF_REQUEST`] and holds the connection; when the
-/// receiver closes it, it connects again.
+/// receiver closes it, it connects again. They run on a thread and runtime of their own, so
+/// that their churn does not delay the test's own deliveries on the client side.
 struct Attack {
     /// Connections held now.
     held: Arc<AtomicUsize>,
@@ -172,29 +196,14 @@ impl Attack {
             Arc::new(AtomicU64::new(0)),
             CancellationToken::new(),
         );
-        for _ in 0..clients {
-            let (held, closed, stop) = (held.clone(), closed.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.is_cancelled() {
-                    let Ok(mut stream) = TcpStream::connect(addr).await else {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    };
-                    if stream.write_all(HALF_REQUEST).await.is_err() {
-                        continue;
-                    }
-                    held.fetch_add(1, Ordering::SeqCst);
-                    let mut buf = [0u8; 64];
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = stream.read(&mut buf) => { closed.fetch_add(1, Ordering::SeqCst); }
-                    }
-                    held.fetch_sub(1, Ordering::SeqCst);
-                    // Back a little later, as a patient attacker would.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            });
-        }
+        let (h, c, st) = (held.clone(), closed.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the attack");
+            runtime.block_on(attack(addr, clients, h, c, st));
+        });
         Attack { held, closed, stop }
     }
 
@@ -218,6 +227,40 @@ impl Drop for Attack {
     }
 }
 
+/// The attack's clients, until `stop`.
+async fn attack(
+    addr: SocketAddr,
+    clients: usize,
+    held: Arc<AtomicUsize>,
+    closed: Arc<AtomicU64>,
+    stop: CancellationToken,
+) {
+    for _ in 0..clients {
+        let (held, closed, stop) = (held.clone(), closed.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.is_cancelled() {
+                let Ok(mut stream) = TcpStream::connect(addr).await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                if stream.write_all(HALF_REQUEST).await.is_err() {
+                    continue;
+                }
+                held.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 64];
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = stream.read(&mut buf) => { closed.fetch_add(1, Ordering::SeqCst); }
+                }
+                held.fetch_sub(1, Ordering::SeqCst);
+                // Back soon, as a persistent attacker would.
+                tokio::time::sleep(RECONNECT).await;
+            }
+        });
+    }
+    stop.cancelled().await;
+}
+
 /// Signed deliveries, one after the other on fresh connections, while `attack` goes on: each
 /// answered 204 within its second. Says how many connections the attack held as they were
 /// sent (the receiver sheds them as fast as they come back), and the slowest answer.
@@ -236,7 +279,7 @@ async fn deliveries_get_through(listener: &Listener, attack: &Attack, n: usize) 
             &event(i),
         )
         .await
-        .unwrap_or_else(|e| panic!("delivery {i}, {held} slow connections held: {e}"));
+        .unwrap_or_else(|e| panic!("delivery {i}, {held} slow connections held: {e:?}"));
         slowest = slowest.max(sent.elapsed());
         assert_eq!(status, 204, "delivery {i}");
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -248,49 +291,34 @@ async fn deliveries_get_through(listener: &Listener, attack: &Attack, n: usize) 
 async fn more_half_open_connections_than_descriptors_do_not_starve_signed_deliveries() {
     const NOFILE: u64 = 256;
     let listener = Listener::start(&secret(), &[], Some(NOFILE));
-    let client = fresh_client();
     // More than the receiver could ever hold at once: the rest wait in its kernel queue, and
     // each one closed comes back.
     let attack = Attack::start(listener.addr, 400);
     attack.hold(NOFILE as usize + 20).await;
-    let failed_before = listener
-        .metric(&client, "mxc_relay_receiver_accept_errors_total")
-        .await;
+    let before = listener.metrics().await;
 
     let delivered = deliveries_get_through(&listener, &attack, 20).await;
 
-    let failed_accepts = listener
-        .metric(&client, "mxc_relay_receiver_accept_errors_total")
-        .await;
-    assert_eq!(
-        listener
-            .metric(
-                &client,
-                r#"mxc_relay_receiver_requests_total{outcome="verified"}"#
-            )
-            .await,
-        20
-    );
-    let shed = listener
-        .metric(
-            &client,
-            r#"mxc_relay_receiver_connections_total{event="shed"}"#,
-        )
-        .await;
-    let open = listener
-        .metric(&client, "mxc_relay_receiver_connections_open")
-        .await;
+    let after = listener.metrics().await;
     println!(
-        "descriptor limit {NOFILE}: {delivered}; {open} open in the receiver, accepts failed {failed_before} times before the deliveries and {failed_accepts} in all, {shed} connections shed, {} seen closed by the attack",
+        "descriptor limit {NOFILE}: {delivered}; {} open in the receiver, accepts failed {} times before the deliveries and {} in all, {} connections shed, {} seen closed by the attack",
+        after.get(OPEN),
+        before.get(ACCEPT_ERRORS),
+        after.get(ACCEPT_ERRORS),
+        after.get(SHED),
         attack.closed.load(Ordering::SeqCst)
     );
-    assert!(failed_before > 0, "the descriptor limit was reached");
+    assert_eq!(after.get(VERIFIED), 20);
     assert!(
-        failed_accepts > failed_before,
+        before.get(ACCEPT_ERRORS) > 0,
+        "the descriptor limit was reached"
+    );
+    assert!(
+        after.get(ACCEPT_ERRORS) > before.get(ACCEPT_ERRORS),
         "and still was while the deliveries went through"
     );
-    assert!(shed > 0, "slow connections were shed");
-    assert!(open < NOFILE, "{open} open");
+    assert!(after.get(SHED) > 0, "slow connections were shed");
+    assert!(after.get(OPEN) < NOFILE);
     let stderr = listener.stderr.lock().unwrap().clone();
     assert_eq!(
         stderr.matches("cannot accept connections").count(),
@@ -302,51 +330,27 @@ async fn more_half_open_connections_than_descriptors_do_not_starve_signed_delive
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_cap_slow_connections_make_room_for_signed_deliveries() {
     let listener = Listener::start(&secret(), &["--max-connections", "64"], None);
-    let client = fresh_client();
     let attack = Attack::start(listener.addr, 200);
     attack.hold(100).await;
-    let shed_before = listener
-        .metric(
-            &client,
-            r#"mxc_relay_receiver_connections_total{event="shed"}"#,
-        )
-        .await;
+    let before = listener.metrics().await;
 
     let delivered = deliveries_get_through(&listener, &attack, 20).await;
 
-    assert_eq!(
-        listener
-            .metric(
-                &client,
-                r#"mxc_relay_receiver_requests_total{outcome="verified"}"#
-            )
-            .await,
-        20
+    let after = listener.metrics().await;
+    println!(
+        "cap 64: {delivered}; {} shed before them, {} in all; {} open",
+        before.get(SHED),
+        after.get(SHED),
+        after.get(OPEN)
     );
-    let shed = listener
-        .metric(
-            &client,
-            r#"mxc_relay_receiver_connections_total{event="shed"}"#,
-        )
-        .await;
-    let open = listener
-        .metric(&client, "mxc_relay_receiver_connections_open")
-        .await;
-    println!("cap 64: {delivered}; {shed_before} shed before them, {shed} in all; {open} open");
+    assert_eq!(after.get(VERIFIED), 20);
     assert!(
-        shed > shed_before,
+        after.get(SHED) > before.get(SHED),
         "slow connections were shed to make room"
     );
-    assert!(
-        open <= 65,
-        "{open} open: the cap holds (with the one just accepted)"
-    );
-    assert_eq!(
-        listener
-            .metric(&client, "mxc_relay_receiver_accept_errors_total")
-            .await,
-        0
-    );
+    // The cap, with the connection that has just been accepted.
+    assert!(after.get(OPEN) <= 65, "{} open", after.get(OPEN));
+    assert_eq!(after.get(ACCEPT_ERRORS), 0);
 }
 
 /// Reads until the receiver closes `stream`; how long that took.
@@ -405,16 +409,7 @@ async fn slow_requests_bodies_and_idle_connections_are_closed_at_their_deadlines
     assert!((second..idle).contains(&slow_body), "{slow_body:?}");
     assert!(silent >= idle, "{silent:?}");
     assert!(kept >= idle, "{kept:?}");
-    let client = fresh_client();
-    assert_eq!(
-        listener
-            .metric(
-                &client,
-                r#"mxc_relay_receiver_connections_total{event="timed_out"}"#
-            )
-            .await,
-        4
-    );
+    assert_eq!(listener.metrics().await.get(TIMED_OUT), 4);
 }
 
 #[tokio::test]
@@ -452,20 +447,10 @@ async fn signed_bodies_that_are_not_a_json_object_are_refused_with_400_and_count
             .unwrap(),
         401
     );
-    let count = |outcome: &'static str| {
-        let (listener, client) = (&listener, &client);
-        async move {
-            listener
-                .metric(
-                    client,
-                    &format!("mxc_relay_receiver_requests_total{{outcome=\"{outcome}\"}}"),
-                )
-                .await
-        }
-    };
-    assert_eq!(count("bad_body").await, 4);
-    assert_eq!(count("verified").await, 1);
-    assert_eq!(count("bad_signature").await, 1);
+    let counts = listener.metrics().await;
+    assert_eq!(counts.get(BAD_BODY), 4);
+    assert_eq!(counts.get(VERIFIED), 1);
+    assert_eq!(counts.get(BAD_SIGNATURE), 1);
     let stderr = listener.stderr.lock().unwrap().clone();
     for line in [
         "refused evt_not_utf8: the body is not UTF-8 (invalid byte at offset 12): a JSON object was expected",

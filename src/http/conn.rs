@@ -164,18 +164,24 @@ impl Conn {
         }
     }
 
-    /// Since when it waits on its client, if it does: only such connections are shed.
-    fn awaiting_since(&self) -> Option<Instant> {
+    /// Where it stands in the order of shedding, if it waits on its client (only such
+    /// connections are shed): first those with a request begun and unfinished — what a slow
+    /// client holds — then those that have sent nothing (idle keep-alive, or just opened),
+    /// each the longest-waiting first.
+    fn shed_rank(&self) -> Option<(u8, Instant)> {
         if !self.read_once.load(Ordering::Relaxed) {
             return None;
         }
         match *self.phase() {
-            Phase::Waiting { since, .. } => Some(since),
+            Phase::Waiting {
+                started: Some(t), ..
+            } => Some((0, t)),
             Phase::Serving {
                 body_since: Some(t),
                 body_done: false,
                 ..
-            } => Some(t),
+            } => Some((0, t)),
+            Phase::Waiting { since, .. } => Some((1, since)),
             Phase::Serving { .. } => None,
         }
     }
@@ -221,13 +227,13 @@ impl Registry {
         )
     }
 
-    /// The connection that has waited on its client the longest, not yet shed.
+    /// The first connection in the order of shedding ([`Conn::shed_rank`]), not yet shed.
     fn victim(&self) -> Option<Arc<Conn>> {
         self.conns()
             .values()
             .filter(|c| !c.shed.is_cancelled())
-            .filter_map(|c| c.awaiting_since().map(|t| (t, c)))
-            .min_by_key(|(t, _)| *t)
+            .filter_map(|c| c.shed_rank().map(|rank| (rank, c)))
+            .min_by_key(|(rank, _)| *rank)
             .map(|(_, c)| c.clone())
     }
 
@@ -236,8 +242,8 @@ impl Registry {
         self.victim().is_some()
     }
 
-    /// Closes the connection that has waited on its client the longest; false if every one
-    /// is running a request.
+    /// Closes the first connection in the order of shedding; false if every one is running a
+    /// request (or is yet to be read).
     pub(super) fn shed_one(&self) -> bool {
         match self.victim() {
             Some(conn) => {
