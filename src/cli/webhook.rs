@@ -76,8 +76,8 @@ struct ListenArgs {
     /// Close a keep-alive connection idle this long (also one that never sends a byte).
     #[arg(long, default_value = "75s", value_parser = positive_duration)]
     idle_timeout: Duration,
-    /// Connections at once; past it, each new one closes the connection that has waited on
-    /// its client the longest (slow and idle ones first, never one being answered).
+    /// Connections at once; past it, each new one closes one that waits on its client: a
+    /// request begun and unfinished first, then an idle connection (never one being answered).
     #[arg(long, default_value_t = mxc_relay::http::Limits::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,

@@ -1,9 +1,9 @@
 //! Serving an axum router over TCP so that slow or idle clients cannot starve the others: a
 //! request must arrive whole in time, idle keep-alive connections are closed, and at the
-//! connection cap — or when the process runs out of descriptors — the connection that has
-//! waited on its client the longest is closed to make room. Every listener of mxc-relay
-//! (`webhook listen`, `/metrics`, the simulator) serves through it. HTTP/1.1 only, as
-//! `axum::serve` did with axum's default features.
+//! connection cap — or when the process runs out of descriptors — a connection that waits on
+//! its client is closed to make room: a slow request first, then an idle connection. Every
+//! listener of mxc-relay (`webhook listen`, `/metrics`, the simulator) serves through it.
+//! HTTP/1.1 only, as `axum::serve` did with axum's default features.
 
 mod conn;
 mod watch;
@@ -32,8 +32,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A connection with no request begun for this long is closed (`None`: kept).
     pub idle_timeout: Option<Duration>,
-    /// Connections at once. At the cap, each new one closes the connection that has waited
-    /// on its client the longest; while every one runs a request, new ones wait in the
+    /// Connections at once. At the cap, each new one closes a connection that waits on its
+    /// client (see `Conn::shed_rank`); while every one runs a request, new ones wait in the
     /// kernel's queue.
     pub max_connections: usize,
 }
