@@ -47,7 +47,7 @@ impl Reading {
         } else {
             value
         };
-        let mut unknown: Vec<String> = Vec::new();
+        let (mut unknown, mut wrong): (Vec<String>, Vec<ConfigError>) = (Vec::new(), Vec::new());
         let section = loop {
             let mut found = Vec::new();
             let mut record = |path: serde_ignored::Path| found.push(path.to_string());
@@ -61,7 +61,7 @@ impl Reading {
             match result {
                 Ok(section) => break section,
                 Err(e) => {
-                    self.errors.push(type_error(name, &e));
+                    wrong.push(type_error(name, &e));
                     match drop_key(&mut value, e.path()) {
                         Some(dropped) => self.dropped.push(key_path(name, &dropped)),
                         None => {
@@ -78,6 +78,7 @@ impl Reading {
                 message: "unknown key".into(),
             });
         }
+        self.errors.extend(wrong);
         section
     }
 
