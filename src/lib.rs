@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod mxc;
 pub mod pipeline;
 pub mod poll;

@@ -131,6 +131,59 @@ fn check_config_accepts_the_example_with_the_key_in_the_environment() {
     assert!(!stdout.contains("API_canary_check_config"));
 }
 
+#[test]
+fn check_config_checks_what_run_needs_of_the_machine_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay.toml");
+    let config = |store: &std::path::Path, protocol: &str| {
+        format!(
+            "[mxc]\napi_key = \"API_x\"\n[pollers]\nxmids = [\"A1\"]\n[store]\npath = {:?}\n\
+             [sinks.k]\nkind = \"kafka\"\nbrokers = \"localhost:9092\"\n\
+             [sinks.k.properties]\n\"security.protocol\" = \"{protocol}\"\n\"sasl.password\" = \"canary-kafka-password\"\n\
+             [[routes]]\nsink = \"k\"\n",
+            store.display().to_string()
+        )
+    };
+    let check = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .arg(&file)
+            .env_remove("MXC_API_KEY")
+            .output()
+            .unwrap()
+    };
+    // A store to be created two levels down, librdkafka content: fine, and nothing created.
+    let store = dir.path().join("not").join("yet");
+    std::fs::write(&file, config(&store, "plaintext")).unwrap();
+    let out = check(&["check-config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("not").exists(),
+        "check-config created the store"
+    );
+
+    // A file where the store should be, and a protocol librdkafka does not know: both said,
+    // by check-config and by run alike, before anything starts.
+    let taken = dir.path().join("taken");
+    std::fs::write(&taken, "").unwrap();
+    std::fs::write(&file, config(&taken, "bogus")).unwrap();
+    let expected = format!(
+        "{}: 2 errors\n  store.path: {taken:?} is a file, not a directory\n  sinks.k.properties: librdkafka refused the property \"security.protocol\" (its value is not shown)",
+        file.display()
+    );
+    for args in [&["check-config"][..], &["run", "--config"][..]] {
+        let out = check(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(stderr.contains(&expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("canary-kafka-password"), "{stderr}");
+    }
+}
+
 const KEY: &str = "API_canary_key_7f3a";
 const USER: &str = "canary-user";
 const PASSWORD: &str = "canary-password-91c2";

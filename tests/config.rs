@@ -17,6 +17,71 @@ fn errors_of(text: &str) -> Vec<String> {
     }
 }
 
+/// Every error of `text` as `run` would load it: with what it needs of this machine.
+fn errors_for_run(text: &str) -> Vec<String> {
+    match Config::from_toml_for_run(text, "test.toml", &no_env) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+/// A directory this process cannot write in: without write permission, or — as root, whom
+/// permissions do not bind — a read-only tmpfs mounted on it (unmounted on drop).
+struct ReadOnlyDir {
+    path: std::path::PathBuf,
+    /// What writing in it fails with.
+    why: std::io::Error,
+    mounted: bool,
+}
+
+impl ReadOnlyDir {
+    fn new(path: &std::path::Path) -> Result<ReadOnlyDir, String> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir(path).map_err(|e| e.to_string())?;
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o555))
+                .map_err(|e| e.to_string())?;
+            return Ok(ReadOnlyDir {
+                path: path.to_path_buf(),
+                why: std::io::Error::from_raw_os_error(libc::EACCES),
+                mounted: false,
+            });
+        }
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "ro,size=1m", "tmpfs"])
+            .arg(path)
+            .output()
+            .map_err(|e| {
+                format!(
+                    "running as root, where permissions do not bind, and `mount` cannot run: {e}"
+                )
+            })?;
+        if !mounted.status.success() {
+            return Err(format!(
+                "running as root, where permissions do not bind, and a read-only tmpfs cannot be mounted: {}",
+                String::from_utf8_lossy(&mounted.stderr).trim()
+            ));
+        }
+        Ok(ReadOnlyDir {
+            path: path.to_path_buf(),
+            why: std::io::Error::from_raw_os_error(libc::EROFS),
+            mounted: true,
+        })
+    }
+}
+
+impl Drop for ReadOnlyDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.path)
+                .status();
+        }
+    }
+}
+
 /// The errors of `text` with a valid sink and route added.
 fn errors(text: &str) -> Vec<String> {
     errors_of(&format!("{text}{ROUTED}"))
@@ -728,6 +793,17 @@ routes = [{ sink = "out" }]
             "pollers.burst: invalid value: integer `-1`, expected u32",
         ),
         (
+            "burst and requests_per_second negative: a type error hides nothing else of its table",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"], requests_per_second = -5, burst = -1 }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "pollers.burst: invalid value: integer `-1`, expected u32\n\
+             pollers.requests_per_second: must be above 0 and at most 10000, got -5",
+        ),
+        (
             "start in the future",
             r#"
 mxc = { api_key = "API_canary_row_key" }
@@ -1076,6 +1152,37 @@ routes = [{ sink = "out" }]
             "sinks.out.key: unknown variant `partition`, expected `xmid` or `record_id`",
         ),
         (
+            "kafka property librdkafka refuses",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", properties = { "security.protocol" = "bogus", "sasl.password" = "canary-kafka-password" } }
+routes = [{ sink = "out" }]
+"#,
+            r#"sinks.out.properties: librdkafka refused the property "security.protocol" (its value is not shown)"#,
+        ),
+        (
+            "cluster property librdkafka refuses",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+cluster = { brokers = "kafka:9092", properties = { "security.protocol" = "bogus", "sasl.password" = "canary-kafka-password" } }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"cluster.properties: librdkafka refused the property "security.protocol" (its value is not shown)"#,
+        ),
+        (
+            "kafka properties librdkafka refuses together (idempotence needs acks=all)",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "kafka", brokers = "localhost:9092", properties = { "acks" = "1" } }
+routes = [{ sink = "out" }]
+"#,
+            "sinks.out.properties: librdkafka refused these settings: Client creation error: `acks` must be set to `all` when `enable.idempotence` is true",
+        ),
+        (
             "kafka unknown key",
             r#"
 mxc = { api_key = "API_canary_row_key" }
@@ -1099,7 +1206,7 @@ secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
             r#"sinks.out.url: "http://hooks.example.com/mxc?…" is plain http: use https, or set allow_insecure = true for a local receiver"#,
         ),
         (
-            "webhook url without a host",
+            "webhook url mailto:",
             r#"
 mxc = { api_key = "API_canary_row_key" }
 pollers = { xmids = ["A1"] }
@@ -1109,7 +1216,20 @@ kind = "webhook"
 url = "mailto:ops@example.com?token=canary-url-token"
 secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
 "#,
-            r#"sinks.out.url: "mailto:ops@example.com?…" has no host"#,
+            r#"sinks.out.url: "mailto:ops@example.com?…" has the scheme "mailto": a webhook URL is https (or http with allow_insecure = true)"#,
+        ),
+        (
+            "webhook url file://, whose host the URL parser drops",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+routes = [{ sink = "out" }]
+[sinks.out]
+kind = "webhook"
+url = "file://localhost/etc/passwd"
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#,
+            r#"sinks.out.url: "file://localhost/etc/passwd" has the scheme "file": a webhook URL is https (or http with allow_insecure = true)"#,
         ),
         (
             "webhook url not a URL",
@@ -1284,11 +1404,59 @@ routes = [{ sink = "out" }]
             r#"telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or "" for none), got "localhost:9464""#,
         ),
     ];
-    for (name, text, expected) in rows {
-        let found = errors_of(text);
-        assert_eq!(found, vec![expected.to_string()], "row {name:?}");
-        for secret in SECRETS {
-            assert!(!found[0].contains(secret), "row {name:?} quotes {secret:?}");
+    // Rows about the machine `run` would start on: the store's directory.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rows: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|(name, text, expected)| (name.to_string(), text.to_string(), expected.to_string()))
+        .collect();
+    let store_at = |path: &std::path::Path| {
+        format!(
+            "mxc = {{ api_key = \"API_canary_row_key\" }}\npollers = {{ xmids = [\"A1\"] }}\nstore = {{ path = {:?} }}\nsinks.out = {{ kind = \"stdout\" }}\nroutes = [{{ sink = \"out\" }}]\n",
+            path.display().to_string()
+        )
+    };
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    rows.push((
+        "store path a file".into(),
+        store_at(&file),
+        format!("store.path: {file:?} is a file, not a directory"),
+    ));
+    let under = file.join("store");
+    rows.push((
+        "store path under a file".into(),
+        store_at(&under),
+        format!("store.path: {under:?} cannot be created: {file:?} is a file"),
+    ));
+    let read_only = ReadOnlyDir::new(&dir.path().join("read-only"));
+    match &read_only {
+        Ok(ro) => {
+            let store = ro.path.join("store");
+            rows.push((
+                "store in a read-only directory".into(),
+                store_at(&store),
+                format!(
+                    "store.path: {store:?} cannot be created: cannot write in {:?} ({})",
+                    ro.path, ro.why
+                ),
+            ));
         }
+        Err(reason) => println!("row \"store in a read-only directory\" skipped: {reason}"),
+    }
+    for (name, text, expected) in &rows {
+        let found = errors_for_run(text);
+        assert_eq!(found.join("\n"), *expected, "row {name:?}");
+        for secret in SECRETS {
+            assert!(
+                !found.iter().any(|f| f.contains(secret)),
+                "row {name:?} quotes {secret:?}"
+            );
+        }
+    }
+    // Nothing was created to find out.
+    assert!(!under.exists());
+    if let Ok(ro) = &read_only {
+        assert!(!ro.path.join("store").exists());
     }
 }

@@ -74,6 +74,8 @@ fn xmids_may_be_the_roster_alone_or_with_listed_ones() {
         [
             "pollers.roster.xmid: unknown key",
             "pollers.xmids: invalid type: integer `5`, expected a list of XMIDs or \"roster\"",
+            // The wrong type hides nothing else of its table.
+            "pollers.roster.refresh: must be at least 1s, got 0s",
         ]
     );
 }

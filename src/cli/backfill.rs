@@ -39,7 +39,7 @@ pub struct BackfillArgs {
 }
 
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::load(&args.config)?;
+    let config = Config::load_for_run(&args.config)?;
     telemetry::init_logging(&config.log.level, config.log.format);
     let xmids = if args.xmids.is_empty() {
         config.pollers.listed_xmids()

@@ -1,4 +1,5 @@
-//! `mxc-relay check-config FILE`: validate, and report every error at once.
+//! `mxc-relay check-config FILE`: validate, with what `run` needs of this machine, and report
+//! every error at once.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ pub struct CheckConfigArgs {
 }
 
 pub fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    match Config::load(&args.file) {
+    match Config::load_for_run(&args.file) {
         Ok(config) => {
             let from_env: Vec<String> = ENV_OVERRIDES
                 .iter()

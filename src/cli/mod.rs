@@ -42,7 +42,9 @@ enum Command {
     State(state::StateArgs),
     /// Run the MX Connect simulator (for the demo, tests, benchmarks and your own tests).
     Sim(sim::SimArgs),
-    /// Validate a configuration file and report every error at once.
+    /// Validate a configuration file and report every error at once, with what `run` needs
+    /// of this machine (the store's directory, librdkafka's acceptance of the properties);
+    /// creates nothing.
     CheckConfig(check_config::CheckConfigArgs),
     /// Webhook tools: generate a signing secret, verify a delivery, run a verifying receiver,
     /// enable a disabled endpoint.

@@ -22,7 +22,7 @@ pub struct ReloadArgs {
 }
 
 pub async fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(&args.config) {
+    let config = match Config::load_for_run(&args.config) {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");

@@ -26,7 +26,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut hangups = Hangups::new();
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
-    let mut config = Config::load(&args.config)?;
+    let mut config = Config::load_for_run(&args.config)?;
     telemetry::init_logging(&config.log.level, config.log.format);
     let mut pipeline = tokio::select! {
         started = Pipeline::start(&config, Metrics::new()) => started?,
@@ -185,7 +185,7 @@ impl Hangups {
 /// The file again, if it is valid; why not (logged too) if not.
 fn reread(path: &Path, current: &Config) -> Result<Config, String> {
     tracing::info!(file = %path.display(), "SIGHUP: reading the configuration again");
-    match Config::load(path) {
+    match Config::load_for_run(path) {
         Err(errors) => {
             tracing::error!(errors = %errors, "reload refused: the configuration has errors; the running one stays");
             Err(format!(

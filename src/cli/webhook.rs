@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use mxc_relay::config::{Config, SinkConfig};
-use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
+use mxc_relay::http::Limits;
+use mxc_relay::receiver::{Delivery, Outcome, Receiver, ReceiverConfig};
 use mxc_relay::signature::{self, WebhookSecret};
 use mxc_relay::store::Store;
 
@@ -25,7 +26,8 @@ enum WebhookCommand {
     /// Check one delivery's Standard Webhooks signature, as a receiver does.
     Verify(VerifyArgs),
     /// A small verifying receiver: prints each delivery, answers 204 when its signature holds
-    /// and 401 when it does not.
+    /// and its body is a JSON object, 401 when the signature does not hold, 400 when the body
+    /// is not a JSON object. `GET /metrics` counts them.
     Listen(ListenArgs),
     /// Enable a disabled webhook endpoint again (after a 410 Gone, or failing too long); its
     /// waiting events then go out. Reads the store: stop the service first.
@@ -67,6 +69,25 @@ struct ListenArgs {
     /// `listening on http://IP:PORT`.
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: std::net::SocketAddr,
+    /// Close a connection whose request headers are not in this long after its first byte
+    /// (or whose body is not in this long after it began to be read).
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
+    header_read_timeout: Duration,
+    /// Close a keep-alive connection idle this long (also one that never sends a byte).
+    #[arg(long, default_value = "75s", value_parser = positive_duration)]
+    idle_timeout: Duration,
+    /// Connections at once; past it, each new one closes one that waits on its client: a
+    /// request begun and unfinished first, then an idle connection (never one being answered).
+    #[arg(long, default_value_t = mxc_relay::http::Limits::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    max_connections: usize,
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match super::sim::duration(text)? {
+        Duration::ZERO => Err("must be more than 0s".into()),
+        d => Ok(d),
+    }
 }
 
 #[derive(Args)]
@@ -173,17 +194,25 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
 async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
 
+    // Warnings (a full descriptor table, say) go to stderr beside the refusals.
+    mxc_relay::telemetry::init_logging("warn", mxc_relay::config::LogFormat::Pretty);
+
     let config = ReceiverConfig {
         secrets: parse_secrets(&args.checks.secrets)?,
         tolerance: args.checks.tolerance,
         keep: false,
         // Refusals go to stderr, so stdout holds only verified deliveries.
-        on_delivery: Some(Box::new(|d: &Delivery| match d.verified {
-            Ok(_) => println!("{}", describe(d)),
-            Err(_) => eprintln!("{}", describe(d)),
+        on_delivery: Some(Box::new(|d: &Delivery| match d.outcome() {
+            Outcome::Verified => println!("{}", describe(d)),
+            Outcome::BadSignature | Outcome::BadBody => eprintln!("{}", describe(d)),
         })),
     };
-    let receiver = Receiver::start(args.listen, config)
+    let limits = Limits {
+        header_read_timeout: args.header_read_timeout,
+        idle_timeout: Some(args.idle_timeout),
+        max_connections: args.max_connections,
+    };
+    let receiver = Receiver::start_with_limits(args.listen, config, limits)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("listening on http://{}", receiver.addr());
@@ -194,8 +223,10 @@ async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
 
 /// One line per delivery: verified or not, its id, and what the alert says.
 pub fn describe(d: &Delivery) -> String {
-    match &d.verified {
-        Ok(index) => {
+    match (&d.verified, &d.body_error) {
+        (Err(e), _) => format!("refused {}: {e}", d.id),
+        (Ok(_), Some(e)) => format!("refused {}: {e}", d.id),
+        (Ok(index), None) => {
             let event: serde_json::Value = serde_json::from_slice(&d.body).unwrap_or_default();
             let data = &event["data"];
             let field = |v: &serde_json::Value, k: &str| match v.get(k) {
@@ -225,6 +256,5 @@ pub fn describe(d: &Delivery) -> String {
                 ]),
             )
         }
-        Err(e) => format!("refused {}: {e}", d.id),
     }
 }

@@ -49,7 +49,7 @@ pub fn shard_of(xmid: &str, shards: u32) -> u32 {
 }
 
 /// librdkafka settings shared by the cluster's clients.
-fn kafka_config(config: &ClusterConfig) -> rdkafka::ClientConfig {
+pub(crate) fn kafka_config(config: &ClusterConfig) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     c.set("bootstrap.servers", &config.brokers);
     c.set("client.id", config.instance_name());

@@ -3,9 +3,7 @@
 use std::fmt;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
-use serde_path_to_error::Segment;
-
+use super::section::Reading;
 use super::{Config, MxcConfig};
 use crate::secret::Secret;
 
@@ -57,46 +55,46 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("MXC_CLUSTER_INSTANCE", "cluster.instance"),
 ];
 
-fn read(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-        source: path.display().to_string(),
-        errors: vec![ConfigError {
-            path: "(file)".into(),
-            message: format!("cannot read it: {e}"),
-        }],
-    })
+/// How far a configuration is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Its text and values.
+    Values,
+    /// And what `run` needs of this machine ([`Config::preflight`]).
+    ForRun,
+    /// Its text and values, its secrets aside: for describing what a configuration produces
+    /// (`mxc-relay schema`), where missing ones (`mxc.api_key`, a webhook sink's `secrets`)
+    /// are no error.
+    WithoutSecrets,
 }
 
 impl Config {
     /// Reads `path`, applies the environment, and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = read(path)?;
-        Config::from_toml(&text, &path.display().to_string(), &|name| {
-            std::env::var(name).ok()
-        })
+        Config::read_file(path, Checks::Values)
     }
 
-    /// [`Config::load`] for describing what a configuration produces (`mxc-relay schema`):
-    /// its secrets are not needed, so missing ones (`mxc.api_key`, a webhook sink's `secrets`)
-    /// are no error; every other one is.
+    /// [`Config::load`], and what `run` will need of this machine ([`Config::preflight`]):
+    /// for `run`, `reload`, `check-config` and `backfill`.
+    pub fn load_for_run(path: &Path) -> Result<Config, ConfigErrors> {
+        Config::read_file(path, Checks::ForRun)
+    }
+
+    /// [`Config::load`] without requiring the secrets (see [`Checks::WithoutSecrets`]).
     pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = read(path)?;
-        Config::from_toml_without_secrets(&text, &path.display().to_string(), &|name| {
-            std::env::var(name).ok()
-        })
+        Config::read_file(path, Checks::WithoutSecrets)
     }
 
-    /// [`Config::from_toml`] without requiring the secrets (see [`Config::load_without_secrets`]).
-    pub fn from_toml_without_secrets(
-        text: &str,
-        source: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigErrors> {
-        let missing_secret = |e: &ConfigError| {
-            e.path == "mxc.api_key"
-                || (e.path.starts_with("sinks.") && e.path.ends_with(".secrets"))
-        };
-        Config::parse(text, source, env, &|e| !missing_secret(e))
+    fn read_file(path: &Path, checks: Checks) -> Result<Config, ConfigErrors> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            source: source.clone(),
+            errors: vec![ConfigError {
+                path: "(file)".into(),
+                message: format!("cannot read it: {e}"),
+            }],
+        })?;
+        Config::read(&text, &source, &|name| std::env::var(name).ok(), checks)
     }
 
     /// Parses TOML text, applies `env` (a variable lookup), and validates.
@@ -105,15 +103,32 @@ impl Config {
         source: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
-        Config::parse(text, source, env, &|_| true)
+        Config::read(text, source, env, Checks::Values)
     }
 
-    /// [`Config::from_toml`], reporting only the errors `keep` keeps.
-    fn parse(
+    /// [`Config::from_toml`], and what `run` will need of this machine.
+    pub fn from_toml_for_run(
         text: &str,
         source: &str,
         env: &dyn Fn(&str) -> Option<String>,
-        keep: &dyn Fn(&ConfigError) -> bool,
+    ) -> Result<Config, ConfigErrors> {
+        Config::read(text, source, env, Checks::ForRun)
+    }
+
+    /// [`Config::from_toml`] without requiring the secrets (see [`Checks::WithoutSecrets`]).
+    pub fn from_toml_without_secrets(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        Config::read(text, source, env, Checks::WithoutSecrets)
+    }
+
+    fn read(
+        text: &str,
+        source: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        checks: Checks,
     ) -> Result<Config, ConfigErrors> {
         let fail = |errors| ConfigErrors {
             source: source.to_string(),
@@ -128,34 +143,48 @@ impl Config {
                         .unwrap_or_default(),
             }])
         })?;
-        let mut errors = Vec::new();
-        // Sections that failed to load hold defaults: checking their values would add noise.
-        let mut failed = Vec::new();
+        let mut reading = Reading::default();
         let mut config = Config {
-            mxc: section(&mut table, "mxc", &mut errors, &mut failed),
-            pollers: section(&mut table, "pollers", &mut errors, &mut failed),
-            store: section(&mut table, "store", &mut errors, &mut failed),
-            delivery: section(&mut table, "delivery", &mut errors, &mut failed),
-            sinks: section(&mut table, "sinks", &mut errors, &mut failed),
-            routes: section(&mut table, "routes", &mut errors, &mut failed),
-            log: section(&mut table, "log", &mut errors, &mut failed),
-            telemetry: section(&mut table, "telemetry", &mut errors, &mut failed),
-            cluster: section(&mut table, "cluster", &mut errors, &mut failed),
+            mxc: reading.section(&mut table, "mxc"),
+            pollers: reading.section(&mut table, "pollers"),
+            store: reading.section(&mut table, "store"),
+            delivery: reading.section(&mut table, "delivery"),
+            sinks: reading.section(&mut table, "sinks"),
+            routes: reading.section(&mut table, "routes"),
+            log: reading.section(&mut table, "log"),
+            telemetry: reading.section(&mut table, "telemetry"),
+            cluster: reading.section(&mut table, "cluster"),
         };
         for key in table.keys() {
-            errors.push(ConfigError {
+            reading.errors.push(ConfigError {
                 path: key.clone(),
                 message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)".into(),
             });
         }
         config.apply_env(env);
-        errors.extend(config.validate().into_iter().filter(|e| {
-            let section = e.path.split(['.', '[']).next().unwrap_or_default();
-            // A route's sink is looked up among the sinks: not when those failed to load.
-            let looks_up_failed_sinks =
-                section == "routes" && e.path.ends_with(".sink") && failed.contains(&"sinks");
-            !(failed.contains(&section) || looks_up_failed_sinks) && keep(e)
-        }));
+        let checked: Vec<ConfigError> = config
+            .validate()
+            .into_iter()
+            .filter(|e| !reading.hides(e))
+            .collect();
+        let mut errors = std::mem::take(&mut reading.errors);
+        errors.extend(checked);
+        if checks == Checks::ForRun {
+            let machine: Vec<ConfigError> = config
+                .preflight()
+                .into_iter()
+                .filter(|e| {
+                    !reading.hides(e) && !errors.iter().any(|known| about_the_same(known, e))
+                })
+                .collect();
+            errors.extend(machine);
+        }
+        if checks == Checks::WithoutSecrets {
+            errors.retain(|e| {
+                e.path != "mxc.api_key"
+                    && !(e.path.starts_with("sinks.") && e.path.ends_with(".secrets"))
+            });
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -195,144 +224,13 @@ impl MxcConfig {
     }
 }
 
-/// Deserializes one section, recording type errors and unknown keys with their paths; a
-/// section with errors falls back to its defaults (and is named in `failed`) so the other
-/// sections are still checked.
-fn section<T: DeserializeOwned + Default>(
-    table: &mut toml::Table,
-    name: &'static str,
-    errors: &mut Vec<ConfigError>,
-    failed: &mut Vec<&'static str>,
-) -> T {
-    let Some(value) = table.remove(name) else {
-        return T::default();
-    };
-    let expected = if name == "routes" { "array" } else { "table" };
-    if value.type_str() != expected {
-        errors.push(ConfigError {
-            path: name.to_string(),
-            message: format!("must be a {expected}, got a {}", value.type_str()),
-        });
-        failed.push(name);
-        return T::default();
-    }
-    let value = if name == "sinks" {
-        let Some(tagged) = tag_sinks(value, errors) else {
-            failed.push(name);
-            return T::default();
-        };
-        tagged
-    } else {
-        value
-    };
-    let mut unknown = Vec::new();
-    let mut record_unknown = |path: serde_ignored::Path| unknown.push(path.to_string());
-    let deserializer = serde_ignored::Deserializer::new(value, &mut record_unknown);
-    let result: Result<T, _> = serde_path_to_error::deserialize(deserializer);
-    for key in unknown {
-        errors.push(ConfigError {
-            path: key_path(name, &key),
-            message: "unknown key".into(),
-        });
-    }
-    match result {
-        Ok(section) => section,
-        Err(e) => {
-            // A sink's kind (the variant of an externally tagged enum) is no key of the path,
-            // except when it is the error: an unknown kind.
-            let segments: Vec<String> = e
-                .path()
-                .iter()
-                .filter(|s| !matches!(s, Segment::Enum { .. }))
-                .map(ToString::to_string)
-                .collect();
-            let unknown_kind = name == "sinks" && e.path().iter().count() == 1;
-            let path = segments.join(".") + if unknown_kind { ".kind" } else { "" };
-            errors.push(ConfigError {
-                path: if path.is_empty() {
-                    name.to_string()
-                } else {
-                    key_path(name, &path)
-                },
-                // The toml crate appends "in `key`" lines: the path says it already.
-                message: e
-                    .into_inner()
-                    .to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
-            });
-            failed.push(name);
-            T::default()
-        }
-    }
-}
-
-/// `[sinks.NAME] kind = "K"` read as `[sinks.NAME.K]`: serde reads an internally tagged enum
-/// from a buffered copy, which loses the key paths of its errors and its unknown keys; an
-/// externally tagged one keeps both. `None` (with the errors) when a sink has no usable `kind`.
-fn tag_sinks(sinks: toml::Value, errors: &mut Vec<ConfigError>) -> Option<toml::Value> {
-    let toml::Value::Table(sinks) = sinks else {
-        return Some(sinks);
-    };
-    let mut tagged = toml::Table::new();
-    let mut ok = true;
-    for (name, sink) in sinks {
-        let path = format!("sinks.{name}");
-        let toml::Value::Table(mut body) = sink else {
-            errors.push(ConfigError {
-                path,
-                // The type only: the value could be a secret put in the wrong place.
-                message: format!("must be a table with a `kind`, got {}", sink.type_str()),
-            });
-            ok = false;
-            continue;
-        };
-        match body.remove("kind") {
-            Some(toml::Value::String(kind)) => {
-                let sink = toml::Table::from_iter([(kind, toml::Value::Table(body))]);
-                tagged.insert(name, toml::Value::Table(sink));
-            }
-            Some(kind) => {
-                errors.push(ConfigError {
-                    path: format!("{path}.kind"),
-                    message: format!(
-                        "must be one of `stdout`, `file`, `kafka`, `webhook`, got {kind}"
-                    ),
-                });
-                ok = false;
-            }
-            None => {
-                errors.push(ConfigError {
-                    path,
-                    message: "missing field `kind`".into(),
-                });
-                ok = false;
-            }
-        }
-    }
-    ok.then_some(toml::Value::Table(tagged))
-}
-
-/// `routes` + `1.redact.dorp` → `routes[1].redact.dorp`; `?` (a newtype, such as the webhook
-/// sink's box) is skipped.
-fn key_path(section: &str, inner: &str) -> String {
-    let mut out = section.to_string();
-    for part in inner.split('.') {
-        if part == "?" {
-            continue;
-        } else if part.starts_with('[') {
-            out.push_str(part);
-        } else if !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()) {
-            out.push_str(&format!("[{part}]"));
-        } else {
-            out.push('.');
-            out.push_str(part);
-        }
-    }
-    out
+/// Whether `known` already concerns what the machine check `e` is about: the store path
+/// itself, or the Kafka client (`sinks.NAME`, `cluster`) whose properties it checks.
+fn about_the_same(known: &ConfigError, e: &ConfigError) -> bool {
+    let subject = e.path.strip_suffix(".properties").unwrap_or(&e.path);
+    known.path == subject
+        || known.path.starts_with(&format!("{subject}."))
+        || known.path.starts_with(&format!("{subject}["))
 }
 
 fn line_col(text: &str, offset: usize) -> String {

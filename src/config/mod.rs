@@ -4,6 +4,8 @@
 //! `config/mxc-relay.toml` is the annotated example; keep the two in step.
 
 mod load;
+mod preflight;
+mod section;
 mod validate;
 mod webhook;
 

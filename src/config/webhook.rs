@@ -145,23 +145,26 @@ impl WebhookConfig {
                 message,
             })
         };
+        let shown = || crate::mxc::display_url(&self.url);
         match url::Url::parse(&self.url) {
-            Ok(url) if url.host().is_none() => error(
+            // The scheme first: a `file:` URL's missing host is not what is wrong with it.
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => error(
                 "url",
-                format!("{:?} has no host", crate::mxc::display_url(&self.url)),
+                format!(
+                    "{:?} has the scheme {:?}: a webhook URL is https (or http with allow_insecure = true)",
+                    shown(),
+                    url.scheme()
+                ),
             ),
+            Ok(url) if url.host().is_none() => error("url", format!("{:?} has no host", shown())),
             Ok(url) if url.scheme() == "https" => {}
-            Ok(url) if url.scheme() == "http" && self.allow_insecure => {}
-            Ok(url) if url.scheme() == "http" => error(
+            Ok(_) if self.allow_insecure => {}
+            Ok(_) => error(
                 "url",
                 format!(
                     "{:?} is plain http: use https, or set allow_insecure = true for a local receiver",
-                    crate::mxc::display_url(&self.url)
+                    shown()
                 ),
-            ),
-            Ok(url) => error(
-                "url",
-                format!("must be an http(s) URL, got scheme {:?}", url.scheme()),
             ),
             // The URL may hold a token: name the problem, not the text.
             Err(e) => error("url", format!("not a URL ({e})")),

@@ -19,7 +19,7 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Deserialize;
-use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
 
 use super::data::{unit_hash, Dataset, GenerationConfig, Shape, SimRecord, SALT_HIDDEN};
 use super::faults::Faults;
@@ -55,8 +55,8 @@ struct Scroll {
 pub struct RunningSim {
     addr: SocketAddr,
     state: Arc<SimState>,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+    server: crate::http::Server,
 }
 
 impl RunningSim {
@@ -135,24 +135,22 @@ impl RunningSim {
     }
 
     /// Stops serving and waits for the server task.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap_or(Ok(()))
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.stop.cancel();
+        self.server.stopped().await;
+        Ok(())
     }
 
     /// Serves until the process is told to stop (used by `mxc-relay sim`).
-    pub async fn wait(mut self) -> std::io::Result<()> {
-        (&mut self.task).await.unwrap_or(Ok(()))
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.server.stopped().await;
+        Ok(())
     }
 }
 
 impl Drop for RunningSim {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
     }
 }
 
@@ -212,19 +210,14 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .fallback(|| async { json_error(StatusCode::NOT_FOUND, "No such endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), date_header))
         .with_state(state.clone());
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let stop = CancellationToken::new();
+    let limits = crate::http::Limits::standard(crate::http::Limits::DEFAULT_MAX_CONNECTIONS);
+    let server = crate::http::serve(listener, app, limits, stop.clone());
     Ok(RunningSim {
         addr,
         state,
-        stop: Some(stop_tx),
-        task,
+        stop,
+        server,
     })
 }
 

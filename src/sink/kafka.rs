@@ -60,16 +60,7 @@ impl KafkaSink {
         properties: &BTreeMap<String, Secret>,
         cloudevents: Option<HashMap<String, String>>,
     ) -> Result<KafkaSink, String> {
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", compression)
-            .set("linger.ms", "5");
-        for (k, v) in properties {
-            config.set(k, v.expose());
-        }
+        let config = producer_config(brokers, compression, properties);
         let producer = create(&config, name)?;
         Ok(KafkaSink {
             name: name.to_string(),
@@ -112,12 +103,28 @@ impl KafkaSink {
     }
 }
 
+/// The producer's settings: ours, then the sink's properties (which may override them).
+pub(crate) fn producer_config(
+    brokers: &str,
+    compression: &str,
+    properties: &BTreeMap<String, Secret>,
+) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", compression)
+        .set("linger.ms", "5");
+    for (k, v) in properties {
+        config.set(k, v.expose());
+    }
+    config
+}
+
 fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
     config.create().map_err(|e| match e {
-        // Its text quotes the refused value, which may be a password: name only the key.
-        KafkaError::ClientConfig(_, _, key, _) => format!(
-            "sinks.{name}.properties: librdkafka refused the property {key:?} (its value is not shown)"
-        ),
+        KafkaError::ClientConfig(..) => format!("sinks.{name}.properties: {}", refusal(&e)),
         other => format!("sinks.{name}: cannot create the Kafka producer: {other}"),
     })
 }
@@ -171,6 +178,16 @@ fn cloudevents_headers(
         });
     }
     headers
+}
+
+/// What librdkafka refused, without the refused value: it may be a password.
+pub(crate) fn refusal(error: &KafkaError) -> String {
+    match error {
+        KafkaError::ClientConfig(_, _, key, _) => {
+            format!("librdkafka refused the property {key:?} (its value is not shown)")
+        }
+        other => format!("librdkafka refused these settings: {other}"),
+    }
 }
 
 /// Whether a refusal is for good (the message itself is the problem).

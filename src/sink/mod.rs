@@ -2,7 +2,7 @@
 //! drains its outbox in order and removes an entry only after the sink confirmed it.
 
 mod file;
-mod kafka;
+pub(crate) mod kafka;
 mod stdout;
 mod webhook;
 mod worker;

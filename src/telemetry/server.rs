@@ -14,6 +14,9 @@ use crate::mxc::Client;
 use crate::poll::Fleet;
 use crate::store::Store;
 
+/// Connections to `/metrics`, `/healthz` and `/readyz` at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// What `/readyz` looks at.
 #[derive(Clone)]
 pub struct Health {
@@ -170,11 +173,14 @@ pub async fn serve(
                 async move { readyz(&health).into_response() }
             }),
         );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
-    });
+    // Scrapers are few: a small cap keeps a flood of connections from taking the descriptors
+    // the store, Kafka and MXC need.
+    crate::http::serve(
+        listener,
+        app,
+        crate::http::Limits::standard(MAX_CONNECTIONS),
+        stop,
+    );
     Ok(bound)
 }
 

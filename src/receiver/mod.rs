@@ -1,7 +1,12 @@
 //! A verifying webhook receiver, as a user would run one: each POST's Standard Webhooks
-//! signature is checked (204 when it holds, 401 with the reason when it does not). It is
-//! `mxc-relay webhook listen`, the demo's receiver, and the one the tests and the benchmark
-//! deliver to — there its answer can be changed while it runs.
+//! signature is checked (204 when it holds, 401 with the reason when it does not), then its
+//! body (400 unless a JSON object: `body`). It is `mxc-relay webhook listen`, the demo's
+//! receiver, and the one the tests and the benchmark deliver to — there its answer can be
+//! changed while it runs. `GET /metrics` counts its answers and connections (`metrics`); it
+//! serves under the limits of [`crate::http`].
+
+mod body;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -11,11 +16,26 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::http::{self, Limits};
 use crate::signature::{self, SignatureError, WebhookSecret};
+
+pub use body::BodyError;
+use metrics::Counts;
+pub use metrics::{Outcome, ReceiverStats};
+
+/// Keep-alive connections idle this long are closed; longer than the webhook sink's own pool
+/// keeps them (60 s), so it never sends on a connection the receiver is closing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The limits of `webhook listen` unless told otherwise.
+pub const DEFAULT_LIMITS: Limits = Limits {
+    header_read_timeout: Limits::DEFAULT_HEADER_READ_TIMEOUT,
+    idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+    max_connections: Limits::DEFAULT_MAX_CONNECTIONS,
+};
 
 /// One request as received.
 #[derive(Debug, Clone)]
@@ -26,10 +46,22 @@ pub struct Delivery {
     pub body: Bytes,
     /// The index of the secret that verified it, or why none did.
     pub verified: Result<usize, SignatureError>,
+    /// Why a signed body was refused; `None` when it is a JSON object (or unsigned).
+    pub body_error: Option<BodyError>,
     /// When it arrived, on tokio's clock (paused in tests).
     pub received_at: Instant,
     /// The status answered.
     pub status: u16,
+}
+
+impl Delivery {
+    pub fn outcome(&self) -> Outcome {
+        match (&self.verified, &self.body_error) {
+            (Err(_), _) => Outcome::BadSignature,
+            (Ok(_), Some(_)) => Outcome::BadBody,
+            (Ok(_), None) => Outcome::Verified,
+        }
+    }
 }
 
 /// How the receiver answers verified deliveries; changeable while it runs.
@@ -70,49 +102,72 @@ struct State {
     behaviour: Mutex<Behaviour>,
     deliveries: Mutex<Vec<Delivery>>,
     count: std::sync::atomic::AtomicU64,
+    counts: Counts,
     arrived: Notify,
+    /// Set once serving: its connection counts.
+    server: Mutex<Option<Arc<http::Server>>>,
 }
 
 /// A running receiver.
 pub struct Receiver {
     addr: SocketAddr,
     state: Arc<State>,
+    limits: Limits,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    server: Arc<http::Server>,
 }
 
 impl Receiver {
-    /// Listens on `addr` (port 0 picks a free one).
+    /// Listens on `addr` (port 0 picks a free one) with the [`DEFAULT_LIMITS`].
     pub async fn start(addr: SocketAddr, config: ReceiverConfig) -> std::io::Result<Receiver> {
+        Receiver::start_with_limits(addr, config, DEFAULT_LIMITS).await
+    }
+
+    /// Listens on `addr` under `limits`.
+    pub async fn start_with_limits(
+        addr: SocketAddr,
+        config: ReceiverConfig,
+        limits: Limits,
+    ) -> std::io::Result<Receiver> {
         let state = Arc::new(State {
             config,
             behaviour: Mutex::new(Behaviour::default()),
             deliveries: Mutex::new(Vec::new()),
             count: Default::default(),
+            counts: Counts::default(),
             arrived: Notify::new(),
+            server: Mutex::new(None),
         });
-        Receiver::serve(addr, state).await
+        Receiver::serve(addr, state, limits).await
     }
 
-    async fn serve(addr: SocketAddr, state: Arc<State>) -> std::io::Result<Receiver> {
+    async fn serve(
+        addr: SocketAddr,
+        state: Arc<State>,
+        limits: Limits,
+    ) -> std::io::Result<Receiver> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let s = state.clone();
-        let app = axum::Router::new().fallback(axum::routing::post(
-            move |headers: HeaderMap, body: Bytes| receive(s.clone(), headers, body),
-        ));
-        let done = stop.clone();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { done.cancelled().await })
-                .await;
+        let (s, m) = (state.clone(), state.clone());
+        let post = axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            receive(s.clone(), headers, body)
         });
+        // Deliveries may come to any path, `/metrics` included.
+        let app = axum::Router::new()
+            .route(
+                "/metrics",
+                post.clone().get(move || async move { m.stats().render() }),
+            )
+            .fallback(post);
+        let server = Arc::new(http::serve(listener, app, limits, stop.clone()));
+        *lock(&state.server) = Some(server.clone());
         Ok(Receiver {
             addr,
             state,
+            limits,
             stop,
-            task,
+            server,
         })
     }
 
@@ -132,6 +187,11 @@ impl Receiver {
     /// Every delivery so far (when keeping them).
     pub fn deliveries(&self) -> Vec<Delivery> {
         lock(&self.state.deliveries).clone()
+    }
+
+    /// Requests by outcome, and connections, so far.
+    pub fn stats(&self) -> ReceiverStats {
+        self.state.stats()
     }
 
     /// Requests received so far.
@@ -161,12 +221,12 @@ impl Receiver {
     /// Stops listening: connections are refused until [`Receiver::restart`].
     pub async fn stop(&mut self) {
         self.stop.cancel();
-        let _ = (&mut self.task).await;
+        self.server.stopped().await;
     }
 
     /// Listens again on the same address, keeping what it received.
     pub async fn restart(&mut self) -> std::io::Result<()> {
-        let again = Receiver::serve(self.addr, self.state.clone()).await?;
+        let again = Receiver::serve(self.addr, self.state.clone(), self.limits).await?;
         // The old server has stopped; dropping it cancels nothing that still runs.
         drop(std::mem::replace(self, again));
         Ok(())
@@ -205,13 +265,22 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         &body,
         check,
     );
+    // Only a signed body is worth parsing.
+    let body_error = match verified {
+        Ok(_) => body::check(&body).err(),
+        Err(_) => None,
+    };
     let behaviour = lock(&state.behaviour).clone();
-    let (status, response) = match &verified {
-        Err(e) => (
+    let (status, response) = match (&verified, &body_error) {
+        (Err(e), _) => (
             StatusCode::UNAUTHORIZED,
             (StatusCode::UNAUTHORIZED, e.to_string()).into_response(),
         ),
-        Ok(_) => {
+        (Ok(_), Some(e)) => (
+            StatusCode::BAD_REQUEST,
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+        ),
+        (Ok(_), None) => {
             if !behaviour.delay.is_zero() {
                 tokio::time::sleep(behaviour.delay).await;
             }
@@ -236,9 +305,11 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         signature,
         body,
         verified,
+        body_error,
         received_at,
         status: status.as_u16(),
     };
+    state.counts.add(delivery.outcome());
     if let Some(on_delivery) = &state.config.on_delivery {
         on_delivery(&delivery);
     }
@@ -250,6 +321,21 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     state.arrived.notify_waiters();
     response
+}
+
+impl State {
+    fn stats(&self) -> ReceiverStats {
+        let connections = lock(&self.server)
+            .as_ref()
+            .map(|s| s.stats())
+            .unwrap_or_default();
+        ReceiverStats {
+            verified: self.counts.get(Outcome::Verified),
+            bad_signature: self.counts.get(Outcome::BadSignature),
+            bad_body: self.counts.get(Outcome::BadBody),
+            connections,
+        }
+    }
 }
 
 /// A poisoned lock only means another request panicked mid-update; the data is still usable.
