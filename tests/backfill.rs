@@ -56,7 +56,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
     std::fs::write(
         &file,
         format!(
-            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nlook_back = \"10m\"\nstart = \"{}\"\nrequests_per_second = 1000\nburst = 100\n[store]\npath = \"{}\"\n[delivery]\nbatch_size = 500\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
+            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nlook_back = \"10m\"\nstart = \"{}\"\nrequests_per_second = 1000\nburst = 100\n[store]\npath = \"{}\"\n[delivery]\nbatch_size = 500\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
             mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160)),

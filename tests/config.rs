@@ -65,7 +65,7 @@ fn every_error_is_reported_with_its_key_path() {
     let found = errors_of(&text);
     let expected = [
         "mxc.colour: unknown key",
-        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
+        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)",
         "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
         "mxc.page_size: must be 1 to 100, got 250",
         "pollers.xmids[1]: \"A1\" is listed twice",
@@ -800,7 +800,7 @@ sink = { kind = "stdout" }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
-            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
+            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)",
         ),
         (
             "section not a table",

@@ -86,6 +86,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let mut delivery = config.clone();
     delivery.pollers.xmids = Vec::new();
     delivery.telemetry.listen = String::new();
+    delivery.admin.listen = String::new();
     // Not a member of the service's cluster: it would take shards it does not poll.
     delivery.cluster.brokers = String::new();
     let mut pipeline = Pipeline::start(&delivery, Metrics::new())

@@ -103,14 +103,18 @@ impl Config {
             log: section(&mut table, "log", &mut errors, &mut failed),
             telemetry: section(&mut table, "telemetry", &mut errors, &mut failed),
             cluster: section(&mut table, "cluster", &mut errors, &mut failed),
+            admin: section(&mut table, "admin", &mut errors, &mut failed),
         };
         for key in table.keys() {
             errors.push(ConfigError {
                 path: key.clone(),
-                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)".into(),
+                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)".into(),
             });
         }
         config.apply_env(env);
+        if !failed.contains(&"admin") {
+            errors.extend(config.admin.resolve_token(env));
+        }
         errors.extend(config.validate().into_iter().filter(|e| {
             let section = e.path.split(['.', '[']).next().unwrap_or_default();
             // A route's sink is looked up among the sinks: not when those failed to load.
