@@ -4,8 +4,8 @@
 use chrono::Utc;
 
 use super::api::{
-    CursorView, DeadLetterFilter, DeadLetterView, Disabled, EndpointView, OrphanOutbox,
-    ReplayOutcome, ReplayRequest, SinkCount, SinkView, StateView,
+    CursorView, DeadLetterFilter, DeadLetterView, Disabled, EndpointOutcome, EndpointView,
+    OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView, StateView,
 };
 use crate::mxc::RESOURCES;
 use crate::store::{DeadLetter, Store, StoreError};
@@ -127,6 +127,43 @@ pub fn enable_endpoint(store: &Store, sink: &str) -> Result<Option<String>, Stor
         }
         None => Ok(None),
     }
+}
+
+/// Enables, pauses or resumes a webhook endpoint in the store (the running service then wakes
+/// its dispatcher): what it did, and the events waiting in its outbox.
+pub fn endpoint_action(
+    store: &Store,
+    sink: &str,
+    action: &str,
+) -> Result<EndpointOutcome, OpError> {
+    let (changed, message) = match action {
+        "enable" => match enable_endpoint(store, sink)? {
+            Some(why) => (true, format!("enabled ({why}); its waiting events go out")),
+            None => (false, "not disabled".to_string()),
+        },
+        "pause" | "resume" => {
+            let pause = action == "pause";
+            let was = store.endpoint_paused(sink)?;
+            store.set_endpoint_paused(sink, pause)?;
+            match (was, pause) {
+                (false, true) => (true, "paused: its events wait in the outbox".into()),
+                (true, false) => (true, "resumed".into()),
+                (_, true) => (false, "already paused".into()),
+                (_, false) => (false, "not paused".into()),
+            }
+        }
+        other => {
+            return Err(OpError::BadRequest(format!(
+                "no endpoint action {other:?} (enable, pause, resume)"
+            )))
+        }
+    };
+    Ok(EndpointOutcome {
+        sink: sink.to_string(),
+        changed,
+        message,
+        outbox: store.outbox_len(sink)? as u64,
+    })
 }
 
 /// What the store says: cursors and lag, seen ids, outboxes, dead letters, endpoints, paused

@@ -8,9 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::api::{
-    ApiError, BackfillStart, DeadLetterFilter, EndpointOutcome, MerchantOutcome, ReplayRequest,
-};
+use super::api::{ApiError, BackfillStart, DeadLetterFilter, MerchantOutcome, ReplayRequest};
 use super::auth::Outcome;
 use super::ops::{self, OpError};
 use super::Context;
@@ -114,44 +112,14 @@ async fn endpoint(
             format!("no webhook sink named {sink:?} (webhook sinks: {names:?})"),
         );
     };
-    let store = &c.store;
-    let result = match action.as_str() {
-        "enable" => ops::enable_endpoint(store, &sink).map(|was| match was {
-            Some(why) => (true, format!("enabled ({why}); its waiting events go out")),
-            None => (false, "not disabled".to_string()),
-        }),
-        "pause" | "resume" => {
-            let pause = action == "pause";
-            store.endpoint_paused(&sink).and_then(|paused| {
-                store.set_endpoint_paused(&sink, pause)?;
-                Ok(match (paused, pause) {
-                    (false, true) => (true, "paused: its events wait in the outbox".into()),
-                    (true, false) => (true, "resumed".into()),
-                    (_, true) => (false, "already paused".into()),
-                    (_, false) => (false, "not paused".into()),
-                })
-            })
-        }
-        other => {
-            return error(
-                StatusCode::NOT_FOUND,
-                format!("no endpoint action {other:?} (enable, pause, resume)"),
-            )
-        }
-    };
-    match result {
-        Ok((changed, message)) => {
+    match ops::endpoint_action(&c.store, &sink, &action) {
+        Ok(outcome) => {
             // The dispatcher takes the new state up at once.
             control.notify_one();
-            let outcome = EndpointOutcome {
-                outbox: store.outbox_len(&sink).unwrap_or(0) as u64,
-                sink,
-                changed,
-                message: message.clone(),
-            };
-            answer(StatusCode::OK, outcome, message)
+            let said = outcome.message.clone();
+            answer(StatusCode::OK, outcome, said)
         }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => e.into_response(),
     }
 }
 
