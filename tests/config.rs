@@ -1283,6 +1283,39 @@ routes = [{ sink = "out" }]
 "#,
             r#"telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or "" for none), got "localhost:9464""#,
         ),
+        (
+            "admin API on every interface without a token",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { listen = "0.0.0.0:9465" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "admin.listen: 0.0.0.0:9465 is reachable from other hosts: set a token (MXC_ADMIN_TOKEN or admin.token_file), or listen on 127.0.0.1",
+        ),
+        (
+            "admin listen not an address",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { listen = "localhost" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"admin.listen: an IP:PORT such as 127.0.0.1:9465 (or "" for none), got "localhost""#,
+        ),
+        (
+            "admin token file missing",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { token_file = "/nonexistent/admin-token" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "admin.token_file: cannot read /nonexistent/admin-token: No such file or directory (os error 2)",
+        ),
     ];
     for (name, text, expected) in rows {
         let found = errors_of(text);

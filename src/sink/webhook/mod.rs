@@ -264,6 +264,10 @@ impl Dispatcher {
                 self.disabled = false;
                 // A fresh start: the failing period that disabled it is over.
                 self.set_failing_since(None);
+                // The entries answered 410 stayed in the outbox behind the read-ahead: read it
+                // again from its start (what is retrying or in flight is skipped).
+                self.fresh.clear();
+                self.next_fresh = 0;
                 self.fresh_exhausted = false;
                 self.metrics
                     .webhook_disabled
