@@ -44,6 +44,9 @@ pub struct Pipeline {
     /// is configured (loopback only; see `admin::discovery`).
     pub admin_addr: Option<std::net::SocketAddr>,
     pub admin_generated_token: Option<Secret>,
+    /// The admin server's task and the backfills it started: both hold the store.
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    backfills: crate::admin::Backfills,
     stop_telemetry: CancellationToken,
     /// What the poller tasks share (client, store, routes, budget): also what a backfill uses.
     polling: Pollers,
@@ -389,7 +392,8 @@ impl Pipeline {
             }
             None => None,
         };
-        let (admin_addr, admin_generated_token) = match config.admin.listen_addr() {
+        let backfills = crate::admin::Backfills::default();
+        let (admin_addr, admin_generated_token, admin_task) = match config.admin.listen_addr() {
             Some(addr) => {
                 let generated = config
                     .admin
@@ -410,22 +414,25 @@ impl Pipeline {
                         .filter_map(|r| Resource::named(&r.resource).map(|r| r.name))
                         .collect(),
                     metrics: metrics.clone(),
-                    backfills: crate::admin::Backfills::default(),
+                    backfills: backfills.clone(),
                     stop: stop_polling.clone(),
                     cluster: config.cluster.enabled(),
                     roster: config.pollers.uses_roster(),
                 };
                 // With telemetry: stopped after the deliveries, so operators see the stop.
-                let bound = crate::admin::serve(addr, token, context, stop_telemetry.clone())
-                    .await
-                    .map_err(|e| {
-                        PipelineError::Config(format!("admin.listen: cannot listen on {addr}: {e}"))
-                    })?;
+                let (bound, task) =
+                    crate::admin::serve(addr, token, context, stop_telemetry.clone())
+                        .await
+                        .map_err(|e| {
+                            PipelineError::Config(format!(
+                                "admin.listen: cannot listen on {addr}: {e}"
+                            ))
+                        })?;
                 tracing::info!(address = %bound, token = if generated.is_some() { "generated for this run (in admin.json beside the store)" } else { "configured" },
                     "serving the admin API");
-                (Some(bound), generated)
+                (Some(bound), generated, Some(task))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         tracing::info!(
             xmids = config.pollers.listed_xmids().len(),
@@ -441,6 +448,8 @@ impl Pipeline {
             telemetry_addr,
             admin_addr,
             admin_generated_token,
+            admin_task,
+            backfills,
             stop_telemetry,
             polling: pollers,
             pollers: poller_tasks,
@@ -523,8 +532,14 @@ impl Pipeline {
                 "deliveries still in flight at the deadline; they are redelivered after a restart");
             self.workers.abort_all();
         }
+        self.backfills.finish().await;
         self.store.flush().await?;
         self.stop_telemetry.cancel();
+        if let Some(task) = self.admin_task.take() {
+            // Its requests in flight finish (a few seconds at most); then the store is free
+            // for the next pipeline (a reload, a restart in the same process).
+            let _ = task.await;
+        }
         tracing::info!("stopped cleanly");
         Ok(())
     }

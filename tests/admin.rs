@@ -581,12 +581,23 @@ async fn a_backfill_inside_the_running_service_sends_each_record_once_cancelled_
     assert_eq!(stopped["state"], "cancelled", "{stopped}");
     assert!(stopped["read"].as_u64().unwrap() < 4_600, "{stopped}");
 
-    // The same backfill again, by the CLI (through the service): it resumes and completes.
+    // The same backfill again, by the CLI (through the service): it resumes and completes,
+    // though MXC forgets its scroll every few pages.
+    sim.set_faults(Faults {
+        expire_scroll_every: 5,
+        ..Faults::default()
+    });
     let resumed = service.cli(&["backfill", "--since", "49h"]);
     assert!(resumed.contains("inside the running service"), "{resumed}");
     assert!(
         resumed.contains("backfill complete") && resumed.contains("resumed from a checkpoint"),
         "{resumed}"
+    );
+    assert!(
+        service
+            .log()
+            .contains("the export's scroll expired; resuming from the checkpoint"),
+        "the scroll expired on the way"
     );
 
     let expected: HashSet<String> = {

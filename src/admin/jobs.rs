@@ -63,6 +63,7 @@ pub fn backfill_request(
 struct Job {
     status: Arc<Mutex<BackfillStatus>>,
     stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The current (or last) backfill.
@@ -106,12 +107,11 @@ impl Backfills {
             error: None,
         }));
         let stop = stop.child_token();
-        *job = Some(Job {
-            status: status.clone(),
-            stop: stop.clone(),
-        });
         let snapshot = lock(&status).clone();
-        tokio::spawn(async move {
+        let task_status = status.clone();
+        let task_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            let (status, stop) = (task_status, task_stop);
             tracing::info!(resource = request.resource.name, xmids = %request.xmids.join(","), since = %request.since_spec, "backfill started through the admin API");
             let result = pollers
                 .backfill(&request, &stop, |p| update(&status, p))
@@ -132,6 +132,11 @@ impl Backfills {
                 }
             }
         });
+        *job = Some(Job {
+            status,
+            stop,
+            task: Some(task),
+        });
         Ok(snapshot)
     }
 
@@ -150,6 +155,20 @@ impl Backfills {
             job.stop.cancel();
             status
         })
+    }
+}
+
+impl Backfills {
+    /// Waits for the backfill's task to end (the pipeline's stop cancels it): it holds the
+    /// store.
+    pub async fn finish(&self) {
+        let task = {
+            let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
+            job.as_mut().and_then(|j| j.task.take())
+        };
+        if let Some(task) = task {
+            let _ = task.await;
+        }
     }
 }
 

@@ -70,13 +70,14 @@ impl Context {
     }
 }
 
-/// Serves the API on `addr` until `stop`; the bound address. Requests need `token`.
+/// Serves the API on `addr` until `stop`; the bound address, and the server's task (done once
+/// its last connection closed: then it holds nothing of the pipeline). Requests need `token`.
 pub async fn serve(
     addr: SocketAddr,
     token: &Secret,
     context: Context,
     stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let token = Arc::new(auth::Token::new(token));
     let app = routes::router(Arc::new(context))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

@@ -28,7 +28,7 @@ pub(super) async fn serve(
     addr: SocketAddr,
     app: axum::Router,
     stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let mut tries = 0;
     let listener = loop {
         match tokio::net::TcpListener::bind(addr).await {
@@ -40,8 +40,7 @@ pub(super) async fn serve(
         }
     };
     let bound = listener.local_addr()?;
-    tokio::spawn(accept(listener, app, stop));
-    Ok(bound)
+    Ok((bound, tokio::spawn(accept(listener, app, stop))))
 }
 
 async fn accept(listener: tokio::net::TcpListener, app: axum::Router, stop: CancellationToken) {
