@@ -472,6 +472,9 @@ async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_g
     assert_eq!(records, declined, "every waiting decline went out");
     assert!(got.values().all(|(n, _)| *n == 1), "each once");
     assert!(service.sink("alerts").await["endpoint"]["disabled"].is_null());
+    let served = service.get("/v1/openapi.json").await;
+    let generated: Value = serde_json::from_str(&mxc_relay::admin::openapi_document()).unwrap();
+    assert_eq!(served, generated, "the service serves its OpenAPI document");
 
     // Paused by hand: nothing goes out until resumed.
     let (status, paused) = service
@@ -656,4 +659,116 @@ async fn check_config_refuses_an_admin_api_on_every_interface_without_a_token() 
         + &String::from_utf8_lossy(&accepted.stderr);
     assert!(accepted.status.success(), "{said}");
     assert!(!said.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_when_resumed() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let paused = xmids[0].clone();
+    let secret = WebhookSecret::generate();
+    let receiver = receiver(&secret, 204).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &sim,
+        &xmids,
+        &ten_minutes_ago(),
+        &receiver.url(),
+        &secret,
+        "group_size = 1",
+    );
+    let archive = dir.path().join("archive.jsonl");
+    let of = |xmid: &str| lines(&archive).iter().filter(|l| l["xmid"] == xmid).count();
+    let service = start_service(dir.path(), &config).await;
+    let (status, answer) = service
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/merchants/{paused}/pause"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["changed"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+    let (status, _) = service
+        .send(
+            reqwest::Method::POST,
+            "/v1/merchants/000000000000/pause",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 404, "an XMID not polled here");
+
+    let now = Utc::now();
+    sim.generate(200, &xmids, now - chrono::Duration::minutes(2), now)
+        .unwrap();
+    // The others' records arrive; the paused merchant's do not, across a restart too.
+    assert!(
+        wait_until(Duration::from_secs(30), || xmids[1..]
+            .iter()
+            .all(|x| of(x) > 0))
+        .await,
+        "the other merchants are polled"
+    );
+    drop(service);
+    let service = start_service(dir.path(), &config).await;
+    let state = service.get("/v1/state").await;
+    assert_eq!(
+        state["paused_merchants"],
+        json!([paused]),
+        "kept in the store"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(of(&paused), 0, "not polled while paused");
+    let (status, refused) = service
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/merchants/{paused}/poll"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 409, "{refused}");
+
+    // Resumed: it catches up from its cursor, every record once.
+    let (status, _) = service
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/merchants/{paused}/resume"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let total = lines(&archive).len();
+    let all: usize = {
+        let now = Utc::now();
+        let query =
+            mxc_relay::mxc::ReportQuery::new(xmids.clone(), now - chrono::Duration::hours(1), now);
+        let mut pager = client(&sim).report_pages(query);
+        let mut n = 0;
+        while let Some(batch) = pager.next_page().await.unwrap() {
+            n += batch.records.len();
+        }
+        n
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || lines(&archive).len() >= all).await,
+        "{total} then {} of {all}",
+        lines(&archive).len()
+    );
+    assert!(of(&paused) > 0);
+    let (status, polled) = service
+        .send(
+            reqwest::Method::POST,
+            &format!("/v1/merchants/{paused}/poll"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{polled}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let lines = lines(&archive);
+    assert_eq!(record_ids(&lines).len(), lines.len(), "none twice");
+    assert_eq!(lines.len(), all);
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The running state: what `mxc-relay state` prints.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StateView {
     /// The store's directory.
     pub store: String,
@@ -28,7 +28,7 @@ pub struct StateView {
     pub backfill: Option<BackfillStatus>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CursorView {
     pub xmid: String,
     pub resource: String,
@@ -37,7 +37,7 @@ pub struct CursorView {
     pub lag_seconds: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SinkView {
     pub name: String,
     pub outbox: u64,
@@ -48,7 +48,7 @@ pub struct SinkView {
     pub endpoint: Option<EndpointView>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointView {
     pub disabled: Option<Disabled>,
     pub paused_by_hand: bool,
@@ -56,20 +56,21 @@ pub struct EndpointView {
     pub failing_since: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Disabled {
     pub since: DateTime<Utc>,
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrphanOutbox {
     pub sink: String,
     pub outbox: u64,
 }
 
 /// Which dead letters: every given filter must match.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeadLetterFilter {
     pub sink: Option<String>,
     /// Dead-lettered at or after this instant.
@@ -79,7 +80,7 @@ pub struct DeadLetterFilter {
 }
 
 /// A replay: the letters the filter selects, or only those with these event ids.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayRequest {
     #[serde(flatten)]
     pub filter: DeadLetterFilter,
@@ -88,7 +89,7 @@ pub struct ReplayRequest {
     pub ids: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DeadLetterView {
     pub sink: String,
     pub seq: u64,
@@ -102,7 +103,7 @@ pub struct DeadLetterView {
     pub xmid: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayOutcome {
     /// Letters moved back to their outbox, in all.
     pub replayed: u64,
@@ -110,14 +111,14 @@ pub struct ReplayOutcome {
     pub per_sink: Vec<SinkCount>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SinkCount {
     pub sink: String,
     pub count: u64,
 }
 
 /// What enabling, pausing or resuming an endpoint did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EndpointOutcome {
     pub sink: String,
     /// Whether it changed anything (`false`: it was already so).
@@ -129,7 +130,7 @@ pub struct EndpointOutcome {
 }
 
 /// What pausing, resuming or polling a merchant did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MerchantOutcome {
     pub xmid: String,
     pub changed: bool,
@@ -137,7 +138,7 @@ pub struct MerchantOutcome {
 }
 
 /// A backfill to start: the options of `mxc-relay backfill`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackfillStart {
     /// An instant, a date or a duration ago (`30d`); with `until`, the XMIDs and the
     /// resource, the checkpoint's key: the same request resumes.
@@ -151,7 +152,7 @@ pub struct BackfillStart {
 }
 
 /// Where the backfill stands.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BackfillStatus {
     /// `running`, `complete`, `cancelled` or `failed`.
     pub state: String,
@@ -170,7 +171,7 @@ pub struct BackfillStatus {
 }
 
 /// Every error answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
     pub error: String,
 }

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::api::{ApiError, BackfillStart, DeadLetterFilter, MerchantOutcome, ReplayRequest};
+use super::api::{
+    ApiError, BackfillStart, BackfillStatus, DeadLetterFilter, DeadLetterView, EndpointOutcome,
+    MerchantOutcome, ReplayOutcome, ReplayRequest, StateView,
+};
 use super::auth::Outcome;
 use super::ops::{self, OpError};
 use super::Context;
@@ -65,7 +68,11 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| OpError::BadRequest(format!("the request's task failed: {e}")))?
 }
 
-async fn state(State(c): State<Arc<Context>>) -> Response {
+/// The running state: cursors and lag per XMID and resource, outboxes, dead letters,
+/// endpoints, paused merchants, roster, cluster shards, the backfill.
+#[utoipa::path(get, path = "/v1/state", tag = "state",
+    responses((status = 200, body = StateView), (status = 401, body = ApiError)))]
+pub(super) async fn state(State(c): State<Arc<Context>>) -> Response {
     let context = c.clone();
     match blocking(move || Ok(context.state()?)).await {
         Ok(view) => {
@@ -76,7 +83,10 @@ async fn state(State(c): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn dead_letters(
+/// Dead letters, oldest first per sink; every given filter must match.
+#[utoipa::path(get, path = "/v1/dead-letters", tag = "dead letters", params(DeadLetterFilter),
+    responses((status = 200, body = Vec<DeadLetterView>), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+pub(super) async fn dead_letters(
     State(c): State<Arc<Context>>,
     Query(filter): Query<DeadLetterFilter>,
 ) -> Response {
@@ -90,7 +100,14 @@ async fn dead_letters(
     }
 }
 
-async fn replay(State(c): State<Arc<Context>>, Json(request): Json<ReplayRequest>) -> Response {
+/// Moves the selected dead letters back to their outboxes: sent again at once, under their
+/// first ids (`webhook-id`).
+#[utoipa::path(post, path = "/v1/dead-letters/replay", tag = "dead letters", request_body = ReplayRequest,
+    responses((status = 200, body = ReplayOutcome), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+pub(super) async fn replay(
+    State(c): State<Arc<Context>>,
+    Json(request): Json<ReplayRequest>,
+) -> Response {
     let context = c.clone();
     match blocking(move || ops::replay(&context.store, &context.sinks, &request)).await {
         Ok(outcome) => {
@@ -101,7 +118,14 @@ async fn replay(State(c): State<Arc<Context>>, Json(request): Json<ReplayRequest
     }
 }
 
-async fn endpoint(
+/// Enables a disabled webhook endpoint (its waiting events go out), or pauses or resumes it
+/// by hand (kept across restarts).
+#[utoipa::path(post, path = "/v1/endpoints/{sink}/{action}", tag = "endpoints",
+    params(("sink" = String, Path, description = "a webhook sink's name"),
+        ("action" = String, Path, description = "`enable`, `pause` or `resume`")),
+    responses((status = 200, body = EndpointOutcome), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn endpoint(
     State(c): State<Arc<Context>>,
     Path((sink, action)): Path<(String, String)>,
 ) -> Response {
@@ -123,7 +147,13 @@ async fn endpoint(
     }
 }
 
-async fn merchant(
+/// Pauses or resumes polling of one XMID (kept across restarts), or polls it now.
+#[utoipa::path(post, path = "/v1/merchants/{xmid}/{action}", tag = "merchants",
+    params(("xmid" = String, Path, description = "an XMID this instance polls"),
+        ("action" = String, Path, description = "`pause`, `resume` or `poll`")),
+    responses((status = 200, body = MerchantOutcome), (status = 401, body = ApiError),
+        (status = 404, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn merchant(
     State(c): State<Arc<Context>>,
     Path((xmid, action)): Path<(String, String)>,
 ) -> Response {
@@ -180,7 +210,12 @@ async fn merchant(
     }
 }
 
-async fn backfill_start(
+/// Starts a backfill inside the service (one at a time): the options of `mxc-relay backfill`;
+/// the same request resumes a cancelled one from its checkpoint.
+#[utoipa::path(post, path = "/v1/backfill", tag = "backfill", request_body = BackfillStart,
+    responses((status = 202, body = BackfillStatus), (status = 400, body = ApiError),
+        (status = 401, body = ApiError), (status = 409, body = ApiError)))]
+pub(super) async fn backfill_start(
     State(c): State<Arc<Context>>,
     Json(start): Json<BackfillStart>,
 ) -> Response {
@@ -200,7 +235,10 @@ async fn backfill_start(
     }
 }
 
-async fn backfill_status(State(c): State<Arc<Context>>) -> Response {
+/// The running (or last) backfill's progress.
+#[utoipa::path(get, path = "/v1/backfill", tag = "backfill",
+    responses((status = 200, body = BackfillStatus), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn backfill_status(State(c): State<Arc<Context>>) -> Response {
     match c.backfills.status() {
         Some(status) => {
             let outcome = format!("{}: {} read", status.state, status.read);
@@ -213,7 +251,10 @@ async fn backfill_status(State(c): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn backfill_cancel(State(c): State<Arc<Context>>) -> Response {
+/// Cancels the running backfill; its checkpoint stays.
+#[utoipa::path(delete, path = "/v1/backfill", tag = "backfill",
+    responses((status = 200, body = BackfillStatus), (status = 401, body = ApiError), (status = 404, body = ApiError)))]
+pub(super) async fn backfill_cancel(State(c): State<Arc<Context>>) -> Response {
     match c.backfills.cancel() {
         Some(status) => answer(
             StatusCode::OK,
@@ -224,7 +265,10 @@ async fn backfill_cancel(State(c): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn openapi() -> Response {
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json"), (status = 401, body = ApiError)))]
+pub(super) async fn openapi() -> Response {
     let mut response = (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         super::openapi::document(),
