@@ -253,21 +253,84 @@ fn accepted(receiver: &Receiver) -> HashMap<String, (usize, String)> {
     out
 }
 
-/// The declines among the simulator's records of `xmids`.
-async fn declines(sim: &RunningSim, xmids: &[String]) -> HashSet<String> {
+/// Every record the simulator holds for `xmids` (the last 50 hours).
+async fn records(sim: &RunningSim, xmids: &[String]) -> Vec<Value> {
     let now = Utc::now();
-    let mut ids = HashSet::new();
     let query =
         mxc_relay::mxc::ReportQuery::new(xmids.to_vec(), now - chrono::Duration::hours(50), now);
     let mut pager = client(sim).report_pages(query);
+    let mut out = Vec::new();
     while let Some(batch) = pager.next_page().await.unwrap() {
-        for r in &batch.records {
-            if r.to_value()["authorizationResponseStatus"] != "Approved" {
-                ids.insert(r.id().unwrap().to_string());
-            }
+        out.extend(batch.records.iter().map(|r| r.to_value()));
+    }
+    out
+}
+
+/// The ids of the declines among them.
+async fn declines(sim: &RunningSim, xmids: &[String]) -> HashSet<String> {
+    records(sim, xmids)
+        .await
+        .iter()
+        .filter(|r| r["authorizationResponseStatus"] != "Approved")
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A simulator with `merchants` XMIDs, a verifying receiver answering `status`, and the
+/// service's configuration (polling from `start`, `extra_pollers` added).
+struct Scene {
+    sim: RunningSim,
+    xmids: Vec<String>,
+    receiver: Receiver,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Scene {
+    async fn new(merchants: usize, status: u16, start: &str, extra_pollers: &str) -> Scene {
+        let sim = start_sim(quiet_sim()).await;
+        let xmids: Vec<String> = sim.xmids()[..merchants].to_vec();
+        let secret = WebhookSecret::generate();
+        let receiver = receiver(&secret, status).await;
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(
+            dir.path(),
+            &sim,
+            &xmids,
+            start,
+            &receiver.url(),
+            &secret,
+            extra_pollers,
+        );
+        Scene {
+            sim,
+            xmids,
+            receiver,
+            dir,
+            config,
         }
     }
-    ids
+
+    /// `n` records that reach MXC now, with times over the last `minutes`.
+    fn generate(&self, n: usize, minutes: i64) {
+        let now = Utc::now();
+        self.sim
+            .generate(
+                n,
+                &self.xmids,
+                now - chrono::Duration::minutes(minutes),
+                now,
+            )
+            .unwrap();
+    }
+
+    async fn start(&self) -> Service {
+        start_service(self.dir.path(), &self.config).await
+    }
+
+    fn archive(&self) -> PathBuf {
+        self.dir.path().join("archive.jsonl")
+    }
 }
 
 fn ten_minutes_ago() -> String {
@@ -276,26 +339,12 @@ fn ten_minutes_ago() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarded() {
-    let sim = start_sim(quiet_sim()).await;
-    let xmids: Vec<String> = sim.xmids()[..5].to_vec();
-    let secret = WebhookSecret::generate();
-    let receiver = receiver(&secret, 500).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &xmids,
-        &ten_minutes_ago(),
-        &receiver.url(),
-        &secret,
-        "",
-    );
-    let now = Utc::now();
-    sim.generate(300, &xmids, now - chrono::Duration::minutes(5), now)
-        .unwrap();
-    let declined = declines(&sim, &xmids).await;
+    let scene = Scene::new(5, 500, &ten_minutes_ago(), "").await;
+    let (sim, xmids, receiver) = (&scene.sim, &scene.xmids, &scene.receiver);
+    scene.generate(300, 5);
+    let declined = declines(sim, xmids).await;
     assert!(!declined.is_empty());
-    let service = start_service(dir.path(), &config).await;
+    let service = scene.start().await;
 
     // The receiver is down long enough: every decline becomes a dead letter.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -329,10 +378,8 @@ async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarde
 
     // The receiver is back; polling goes on while the CLI replays through the service.
     receiver.set_behaviour(answer(204));
-    let archived_before = line_count(&dir.path().join("archive.jsonl"));
-    let now = Utc::now();
-    sim.generate(100, &xmids, now - chrono::Duration::minutes(1), now)
-        .unwrap();
+    let archived_before = line_count(&scene.archive());
+    scene.generate(100, 1);
     let listed = service.cli(&[
         "dlq",
         "list",
@@ -351,12 +398,12 @@ async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarde
         )),
         "{replayed}"
     );
-    let all_declines = declines(&sim, &xmids).await;
+    let all_declines = declines(sim, xmids).await;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while accepted(&receiver).len() < all_declines.len() && Instant::now() < deadline {
+    while accepted(receiver).len() < all_declines.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let got = accepted(&receiver);
+    let got = accepted(receiver);
     let records: HashSet<String> = got.values().map(|(_, r)| r.clone()).collect();
     assert_eq!(
         records, all_declines,
@@ -371,7 +418,7 @@ async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarde
         );
     }
     assert!(
-        line_count(&dir.path().join("archive.jsonl")) >= archived_before + 100,
+        line_count(&scene.archive()) >= archived_before + 100,
         "polling went on"
     );
     assert!(
@@ -391,7 +438,7 @@ async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarde
     assert!(!metrics.contains(TOKEN));
     assert!(!service.log().contains(TOKEN), "the token is in the log");
     drop(service);
-    for entry in walk(&dir.path().join("store")) {
+    for entry in walk(&scene.dir.path().join("store")) {
         let bytes = std::fs::read(&entry).unwrap();
         assert!(
             !bytes.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
@@ -400,7 +447,7 @@ async fn dead_letters_replayed_while_running_arrive_once_and_the_token_is_guarde
         );
     }
     assert!(
-        !dir.path().join("store/admin.json").exists(),
+        !scene.dir.path().join("store/admin.json").exists(),
         "removed at a clean stop"
     );
 }
@@ -420,25 +467,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_go_out() {
-    let sim = start_sim(quiet_sim()).await;
-    let xmids: Vec<String> = sim.xmids()[..5].to_vec();
-    let secret = WebhookSecret::generate();
-    let receiver = receiver(&secret, 410).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &xmids,
-        &ten_minutes_ago(),
-        &receiver.url(),
-        &secret,
-        "",
-    );
-    let now = Utc::now();
-    sim.generate(300, &xmids, now - chrono::Duration::minutes(5), now)
-        .unwrap();
-    let declined = declines(&sim, &xmids).await;
-    let service = start_service(dir.path(), &config).await;
+    let scene = Scene::new(5, 410, &ten_minutes_ago(), "").await;
+    let (sim, xmids, receiver) = (&scene.sim, &scene.xmids, &scene.receiver);
+    scene.generate(300, 5);
+    let declined = declines(sim, xmids).await;
+    let service = scene.start().await;
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -464,10 +497,10 @@ async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_g
     let enabled = service.cli(&["webhook", "enable", "--sink", "alerts"]);
     assert!(enabled.contains("alerts: enabled"), "{enabled}");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while accepted(&receiver).len() < declined.len() && Instant::now() < deadline {
+    while accepted(receiver).len() < declined.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let got = accepted(&receiver);
+    let got = accepted(receiver);
     let records: HashSet<String> = got.values().map(|(_, r)| r.clone()).collect();
     assert_eq!(records, declined, "every waiting decline went out");
     assert!(got.values().all(|(n, _)| *n == 1), "each once");
@@ -486,10 +519,8 @@ async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_g
         .await;
     assert_eq!(status, 200, "{paused}");
     let before = receiver.count();
-    let now = Utc::now();
-    sim.generate(200, &xmids, now - chrono::Duration::minutes(1), now)
-        .unwrap();
-    let waiting = declines(&sim, &xmids).await.len() - declined.len();
+    scene.generate(200, 1);
+    let waiting = declines(sim, xmids).await.len() - declined.len();
     let deadline = Instant::now() + Duration::from_secs(30);
     while (service.sink("alerts").await["outbox"].as_u64().unwrap() as usize) < waiting
         && Instant::now() < deadline
@@ -506,43 +537,23 @@ async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_g
         .await;
     assert_eq!(status, 200);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while accepted(&receiver).len() < declined.len() + waiting && Instant::now() < deadline {
+    while accepted(receiver).len() < declined.len() + waiting && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(accepted(&receiver).len(), declined.len() + waiting);
+    assert_eq!(accepted(receiver).len(), declined.len() + waiting);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backfill_inside_the_running_service_sends_each_record_once_cancelled_and_resumed() {
-    let sim = start_sim(quiet_sim()).await;
-    let xmids: Vec<String> = sim.xmids()[..10].to_vec();
     let t0 = Utc::now();
-    let hours = chrono::Duration::hours;
-    // Old records reached MXC three hours ago, before the service started; recent ones now.
-    sim.set_faults(Faults {
-        clock_offset_ms: -hours(3).num_milliseconds(),
-        ..Faults::default()
-    });
-    sim.generate(4_000, &xmids, t0 - hours(48), t0 - hours(3))
-        .unwrap();
-    sim.set_faults(Faults::default());
-    sim.generate(500, &xmids, t0 - chrono::Duration::minutes(150), t0)
-        .unwrap();
-    let secret = WebhookSecret::generate();
-    let receiver = receiver(&secret, 204).await;
-    let dir = tempfile::tempdir().unwrap();
     // A small request budget: the backfill's pages share it with polling, and take seconds.
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &xmids,
-        &mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160)),
-        &receiver.url(),
-        &secret,
-        "requests_per_second = 8\nburst = 1",
-    );
-    let archive = dir.path().join("archive.jsonl");
-    let service = start_service(dir.path(), &config).await;
+    let start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160));
+    let budget = "requests_per_second = 8\nburst = 1";
+    let scene = Scene::new(10, 204, &start, budget).await;
+    let (sim, xmids) = (&scene.sim, &scene.xmids);
+    generate_history(sim, xmids, t0, 4_000, 500);
+    let archive = scene.archive();
+    let service = scene.start().await;
     assert!(wait_until(Duration::from_secs(60), || line_count(&archive) >= 500).await);
 
     let start = json!({"since": "49h"});
@@ -555,9 +566,7 @@ async fn a_backfill_inside_the_running_service_sends_each_record_once_cancelled_
         .await;
     assert_eq!(status, 409, "one at a time: {refused}");
     // Records keep arriving while it runs.
-    let now = Utc::now();
-    sim.generate(100, &xmids, now - chrono::Duration::minutes(1), now)
-        .unwrap();
+    scene.generate(100, 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let progress = service.get("/v1/backfill").await;
@@ -603,16 +612,11 @@ async fn a_backfill_inside_the_running_service_sends_each_record_once_cancelled_
         "the scroll expired on the way"
     );
 
-    let expected: HashSet<String> = {
-        let now = Utc::now();
-        let query = mxc_relay::mxc::ReportQuery::new(xmids.clone(), now - hours(50), now);
-        let mut pager = client(&sim).report_pages(query);
-        let mut ids = HashSet::new();
-        while let Some(batch) = pager.next_page().await.unwrap() {
-            ids.extend(batch.records.iter().map(|r| r.id().unwrap().to_string()));
-        }
-        ids
-    };
+    let expected: HashSet<String> = records(sim, xmids)
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(expected.len(), 4_600);
     assert!(
         wait_until(Duration::from_secs(60), || line_count(&archive)
@@ -663,24 +667,12 @@ async fn check_config_refuses_an_admin_api_on_every_interface_without_a_token() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_when_resumed() {
-    let sim = start_sim(quiet_sim()).await;
-    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let scene = Scene::new(4, 204, &ten_minutes_ago(), "group_size = 1").await;
+    let (sim, xmids) = (&scene.sim, &scene.xmids);
     let paused = xmids[0].clone();
-    let secret = WebhookSecret::generate();
-    let receiver = receiver(&secret, 204).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &sim,
-        &xmids,
-        &ten_minutes_ago(),
-        &receiver.url(),
-        &secret,
-        "group_size = 1",
-    );
-    let archive = dir.path().join("archive.jsonl");
+    let archive = scene.archive();
     let of = |xmid: &str| lines(&archive).iter().filter(|l| l["xmid"] == xmid).count();
-    let service = start_service(dir.path(), &config).await;
+    let service = scene.start().await;
     let (status, answer) = service
         .send(
             reqwest::Method::POST,
@@ -702,9 +694,7 @@ async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_
         .await;
     assert_eq!(status, 404, "an XMID not polled here");
 
-    let now = Utc::now();
-    sim.generate(200, &xmids, now - chrono::Duration::minutes(2), now)
-        .unwrap();
+    scene.generate(200, 2);
     // The others' records arrive; the paused merchant's do not, across a restart too.
     assert!(
         wait_until(Duration::from_secs(30), || xmids[1..]
@@ -714,7 +704,7 @@ async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_
         "the other merchants are polled"
     );
     drop(service);
-    let service = start_service(dir.path(), &config).await;
+    let service = scene.start().await;
     let state = service.get("/v1/state").await;
     assert_eq!(
         state["paused_merchants"],
@@ -742,17 +732,7 @@ async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_
         .await;
     assert_eq!(status, 200);
     let total = lines(&archive).len();
-    let all: usize = {
-        let now = Utc::now();
-        let query =
-            mxc_relay::mxc::ReportQuery::new(xmids.clone(), now - chrono::Duration::hours(1), now);
-        let mut pager = client(&sim).report_pages(query);
-        let mut n = 0;
-        while let Some(batch) = pager.next_page().await.unwrap() {
-            n += batch.records.len();
-        }
-        n
-    };
+    let all = records(sim, xmids).await.len();
     assert!(
         wait_until(Duration::from_secs(30), || lines(&archive).len() >= all).await,
         "{total} then {} of {all}",

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::Faults;
 use mxc_relay::telemetry::Metrics;
 
 use common::*;
@@ -37,18 +36,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..10].to_vec();
     let t0 = Utc::now();
-    let hours = chrono::Duration::hours;
-    // The old records reached MXC (`created`) three hours ago, before the service started;
-    // the recent ones reach it now.
-    sim.set_faults(Faults {
-        clock_offset_ms: -hours(3).num_milliseconds(),
-        ..Faults::default()
-    });
-    sim.generate(94_000, &xmids, t0 - hours(48), t0 - hours(3))
-        .unwrap();
-    sim.set_faults(Faults::default());
-    sim.generate(6_000, &xmids, t0 - chrono::Duration::minutes(150), t0)
-        .unwrap();
+    generate_history(&sim, &xmids, t0, 94_000, 6_000);
 
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
