@@ -33,7 +33,12 @@ impl Token {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            // The scheme is case-insensitive (RFC 9110).
+            .and_then(|v| {
+                v.get(..7)
+                    .filter(|scheme| scheme.eq_ignore_ascii_case("bearer "))
+                    .map(|_| &v[7..])
+            })
             .unwrap_or_default();
         let digest: [u8; 32] = Sha256::digest(given.as_bytes()).into();
         digest.ct_eq(&self.digest).into()
