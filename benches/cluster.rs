@@ -112,6 +112,8 @@ path = "{out}"
 sink = "out"
 [telemetry]
 listen = ""
+[admin]
+listen = "127.0.0.1:0"
 [log]
 level = "warn"
 [cluster]

@@ -252,7 +252,7 @@ struct Start {
 /// Spawns `mxc-relay run` on `dir/store` and times its first poll.
 fn measure(runtime: &tokio::runtime::Runtime, base: &str, xmids: &[String], dir: &Path) -> Start {
     let config = format!(
-        "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+        "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
         sim::DEFAULT_API_KEY,
         serde_json::to_string(xmids).expect("json"),
         mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(1)),

@@ -405,6 +405,8 @@ path = "{out}"
 sink = "out"
 [telemetry]
 listen = "{telemetry}"
+[admin]
+listen = "127.0.0.1:0"
 "#,
             start = mxc::instant(start),
             store = home.join("store").display(),

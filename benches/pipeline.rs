@@ -279,7 +279,7 @@ fn fleet_cost() {
     for (name, pollers, xmids_value, secs) in runs {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
-            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {xmids_value}\n{pollers}[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n",
+            "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {xmids_value}\n{pollers}[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             sim::DEFAULT_API_KEY,
             dir.path().join("store").display(),
             dir.path().join("out.jsonl").display(),

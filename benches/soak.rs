@@ -141,6 +141,8 @@ event_type = "authorization.declined"
 filter = 'authorizationResponseStatus != "Approved"'
 [telemetry]
 listen = "{telemetry}"
+[admin]
+listen = "127.0.0.1:0"
 [log]
 level = "warn"
 {kafka}"#,

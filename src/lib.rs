@@ -1,6 +1,7 @@
 //! mxc-relay: watches MX Connect for new card authorizations per merchant (XMID) and turns each
 //! into an event for Kafka and signed webhooks. See the README's architecture section.
 
+pub mod admin;
 pub mod cluster;
 pub mod config;
 pub mod http;

@@ -13,10 +13,11 @@ use crate::cluster::{self, ClusterError, Handover, Membership, Polling, Sharding
 use crate::config::{Config, SinkConfig};
 use crate::mxc::{Client, MxcError, Resource};
 use crate::poll::{
-    rate_limiter, BackfillProgress, BackfillRequest, Bases, Fleet, PollConfig, PollError, Pollers,
-    RosterWatch,
+    rate_limiter, BackfillProgress, BackfillRequest, Bases, Fleet, MerchantControls, PollConfig,
+    PollError, Pollers, RosterWatch,
 };
 use crate::route::Route;
+use crate::secret::Secret;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{self, Health, Metrics};
@@ -39,6 +40,13 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Where `/metrics`, `/healthz` and `/readyz` are served, if anywhere.
     pub telemetry_addr: Option<std::net::SocketAddr>,
+    /// Where the admin API is served, if anywhere, and the token this run made up when none
+    /// is configured (loopback only; see `admin::discovery`).
+    pub admin_addr: Option<std::net::SocketAddr>,
+    pub admin_generated_token: Option<Secret>,
+    /// The admin server's task and the backfills it started: both hold the store.
+    admin_task: Option<tokio::task::JoinHandle<()>>,
+    backfills: crate::admin::Backfills,
     stop_telemetry: CancellationToken,
     /// What the poller tasks share (client, store, routes, budget): also what a backfill uses.
     polling: Pollers,
@@ -239,6 +247,10 @@ impl Pipeline {
                 )),
             }
         }
+        let webhook_controls: BTreeMap<String, Arc<tokio::sync::Notify>> = webhooks
+            .iter()
+            .map(|w| (w.name().to_string(), w.control()))
+            .collect();
         for webhook in webhooks {
             workers.spawn(webhook.run(store.clone(), metrics.clone(), stop_delivering.clone()));
         }
@@ -278,6 +290,7 @@ impl Pipeline {
             handover: None,
             bases: Arc::new(Bases::new(config.pollers.cursor)),
             polls_waiting: Arc::default(),
+            merchants: MerchantControls::load(&store)?,
         };
         // Said from the start (0), so a dashboard or alert sees the series before any fallback
         // or sweep.
@@ -368,6 +381,7 @@ impl Pipeline {
             stop_polling.clone(),
         ));
         let stop_telemetry = CancellationToken::new();
+        let admin_fleet = fleet.clone();
         let telemetry_addr = match config.telemetry.listen_addr() {
             Some(addr) => {
                 let health = Health {
@@ -394,6 +408,48 @@ impl Pipeline {
             }
             None => None,
         };
+        let backfills = crate::admin::Backfills::default();
+        let (admin_addr, admin_generated_token, admin_task) = match config.admin.listen_addr() {
+            Some(addr) => {
+                let generated = config
+                    .admin
+                    .token
+                    .is_empty()
+                    .then(crate::admin::generate_token);
+                let token = generated.as_ref().unwrap_or(&config.admin.token);
+                let context = crate::admin::Context {
+                    store: store.clone(),
+                    sinks: config.sinks.keys().cloned().collect(),
+                    webhooks: webhook_controls,
+                    pollers: pollers.clone(),
+                    fleet: admin_fleet,
+                    listed: config.pollers.listed_xmids(),
+                    routed: config
+                        .routes
+                        .iter()
+                        .filter_map(|r| Resource::named(&r.resource).map(|r| r.name))
+                        .collect(),
+                    metrics: metrics.clone(),
+                    backfills: backfills.clone(),
+                    stop: stop_polling.clone(),
+                    cluster: config.cluster.enabled(),
+                    roster: config.pollers.uses_roster(),
+                };
+                // With telemetry: stopped after the deliveries, so operators see the stop.
+                let (bound, task) =
+                    crate::admin::serve(addr, token, context, stop_telemetry.clone())
+                        .await
+                        .map_err(|e| {
+                            PipelineError::Config(format!(
+                                "admin.listen: cannot listen on {addr}: {e}"
+                            ))
+                        })?;
+                tracing::info!(address = %bound, token = if generated.is_some() { "generated for this run (in admin.json beside the store)" } else { "configured" },
+                    "serving the admin API");
+                (Some(bound), generated, Some(task))
+            }
+            None => (None, None, None),
+        };
         tracing::info!(
             xmids = config.pollers.listed_xmids().len(),
             roster = config.pollers.uses_roster(),
@@ -406,6 +462,10 @@ impl Pipeline {
             store,
             metrics,
             telemetry_addr,
+            admin_addr,
+            admin_generated_token,
+            admin_task,
+            backfills,
             stop_telemetry,
             polling: pollers,
             pollers: poller_tasks,
@@ -488,8 +548,14 @@ impl Pipeline {
                 "deliveries still in flight at the deadline; they are redelivered after a restart");
             self.workers.abort_all();
         }
+        self.backfills.finish().await;
         self.store.flush().await?;
         self.stop_telemetry.cancel();
+        if let Some(task) = self.admin_task.take() {
+            // Its requests in flight finish (a few seconds at most); then the store is free
+            // for the next pipeline (a reload, a restart in the same process).
+            let _ = task.await;
+        }
         tracing::info!("stopped cleanly");
         Ok(())
     }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::Faults;
 use mxc_relay::telemetry::Metrics;
 
 use common::*;
@@ -37,18 +36,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..10].to_vec();
     let t0 = Utc::now();
-    let hours = chrono::Duration::hours;
-    // The old records reached MXC (`created`) three hours ago, before the service started;
-    // the recent ones reach it now.
-    sim.set_faults(Faults {
-        clock_offset_ms: -hours(3).num_milliseconds(),
-        ..Faults::default()
-    });
-    sim.generate(94_000, &xmids, t0 - hours(48), t0 - hours(3))
-        .unwrap();
-    sim.set_faults(Faults::default());
-    sim.generate(6_000, &xmids, t0 - chrono::Duration::minutes(150), t0)
-        .unwrap();
+    generate_history(&sim, &xmids, t0, 94_000, 6_000);
 
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("archive.jsonl");
@@ -56,7 +44,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
     std::fs::write(
         &file,
         format!(
-            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nlook_back = \"10m\"\nstart = \"{}\"\nrequests_per_second = 1000\nburst = 100\n[store]\npath = \"{}\"\n[delivery]\nbatch_size = 500\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
+            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nlook_back = \"10m\"\nstart = \"{}\"\nrequests_per_second = 1000\nburst = 100\n[store]\npath = \"{}\"\n[delivery]\nbatch_size = 500\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
             mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160)),

@@ -493,7 +493,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
     std::fs::write(
         &config,
         format!(
-            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"{telemetry}\"\n",
+            "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"{telemetry}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
             mxc_relay::mxc::instant(Utc::now() - Duration::minutes(10)),

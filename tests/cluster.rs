@@ -65,6 +65,8 @@ sink = "kafka"
 
 [telemetry]
 listen = ""
+[admin]
+listen = "127.0.0.1:0"
 
 [cluster]
 brokers = "{broker}"

@@ -130,7 +130,7 @@ fn every_error_is_reported_with_its_key_path() {
     let found = errors_of(&text);
     let expected = [
         "mxc.colour: unknown key",
-        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
+        "sinkz: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)",
         "mxc.base_url: must be an http(s) URL with a host, got \"ftp://example.com\" (scheme ftp)",
         "mxc.page_size: must be 1 to 100, got 250",
         "pollers.xmids[1]: \"A1\" is listed twice",
@@ -876,7 +876,7 @@ sink = { kind = "stdout" }
 sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
-            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)",
+            "sink: unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)",
         ),
         (
             "section not a table",
@@ -1402,6 +1402,39 @@ sinks.out = { kind = "stdout" }
 routes = [{ sink = "out" }]
 "#,
             r#"telemetry.listen: an IP:PORT such as 127.0.0.1:9464 (or "" for none), got "localhost:9464""#,
+        ),
+        (
+            "admin API on every interface without a token",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { listen = "0.0.0.0:9465" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "admin.listen: 0.0.0.0:9465 is reachable from other hosts: set a token (MXC_ADMIN_TOKEN or admin.token_file), or listen on 127.0.0.1",
+        ),
+        (
+            "admin listen not an address",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { listen = "localhost" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            r#"admin.listen: an IP:PORT such as 127.0.0.1:9465 (or "" for none), got "localhost""#,
+        ),
+        (
+            "admin token file missing",
+            r#"
+mxc = { api_key = "API_canary_row_key" }
+pollers = { xmids = ["A1"] }
+admin = { token_file = "/nonexistent/admin-token" }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "admin.token_file: cannot read /nonexistent/admin-token: No such file or directory (os error 2)",
         ),
     ];
     // Rows about the machine `run` would start on: the store's directory.

@@ -103,6 +103,8 @@ filter = 'authorizationResponseStatus != "Approved"'
 
 [telemetry]
 listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
 
 [log]
 level = "mxc_relay=trace,info"

@@ -133,6 +133,8 @@ sink = "archive"
 
 [telemetry]
 listen = ""
+[admin]
+listen = "127.0.0.1:0"
 
 [log]
 level = "info"
@@ -555,6 +557,7 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         handover: None,
         bases: Arc::new(Bases::new(CursorMode::Auto)),
         polls_waiting: Arc::default(),
+        merchants: Default::default(),
     };
     pollers.client.authenticate().await.unwrap();
     pollers

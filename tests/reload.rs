@@ -47,6 +47,8 @@ sink = "archive"
 
 [telemetry]
 listen = "{telemetry}"
+[admin]
+listen = "127.0.0.1:0"
 {extra}"#,
         xmids = serde_json::to_string(xmids).unwrap(),
         start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10)),

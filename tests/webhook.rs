@@ -683,3 +683,65 @@ async fn a_disabled_endpoint_makes_the_instance_not_ready_and_shows_in_metrics()
     );
     pipeline.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_failing_period_behind_disable_after_survives_a_restart() {
+    let sim = start_sim(quiet_sim()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = WebhookSecret::generate();
+    let receiver = receiver(&[&secret]).await;
+    receiver.set_behaviour(answer(500));
+    let mut config = pipeline_config(&sim, dir.path());
+    // Retries an hour apart: only new events are attempted after the restart.
+    let mut hook = webhook(&receiver.url(), &[&secret], &[0, 3_600_000]);
+    hook.disable_after = Duration::from_secs(4);
+    add_webhook(&mut config, "alerts", hook);
+    generate(&sim, &config, 100).await;
+    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
+    receiver.wait_for(1, Duration::from_secs(20)).await;
+    let first_failure = std::time::Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let store = pipeline.store.clone();
+    assert!(store.endpoint_failing_since("alerts").unwrap().is_some());
+    assert!(store.disabled_endpoint("alerts").unwrap().is_none());
+    drop(store);
+    pipeline.shutdown().await.unwrap();
+
+    // Restarted, the next failure counts from the first one: the first attempt after the
+    // restart disables it, where a fresh count would wait four more seconds. (The telemetry
+    // server lets go of the store a moment after the stop.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let attempted = receiver.count();
+    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
+    generate(&sim, &config, 100).await;
+    receiver
+        .wait_for(attempted + 1, Duration::from_secs(20))
+        .await;
+    let first_attempt = std::time::Instant::now();
+    while pipeline
+        .store
+        .disabled_endpoint("alerts")
+        .unwrap()
+        .is_none()
+        && first_attempt.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let off = pipeline
+        .store
+        .disabled_endpoint("alerts")
+        .unwrap()
+        .expect("disabled");
+    assert!(
+        off.reason.starts_with("no successful delivery for"),
+        "{}",
+        off.reason
+    );
+    assert!(
+        first_failure.elapsed() >= Duration::from_secs(4)
+            && first_attempt.elapsed() < Duration::from_secs(2),
+        "disabled {:?} after the first attempt since the restart",
+        first_attempt.elapsed()
+    );
+    pipeline.shutdown().await.unwrap();
+}

@@ -12,11 +12,16 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use mxc_relay::admin::api::{BackfillStart, BackfillStatus};
+use mxc_relay::admin::backfill_request;
+use mxc_relay::admin::client::AdminClient;
 use mxc_relay::config::Config;
 use mxc_relay::mxc::Resource;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::poll::{BackfillProgress, BackfillRequest};
+use mxc_relay::poll::BackfillProgress;
 use mxc_relay::telemetry::{self, Metrics};
+
+use super::service::Service;
 
 #[derive(Args)]
 pub struct BackfillArgs {
@@ -41,31 +46,17 @@ pub struct BackfillArgs {
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load_for_run(&args.config)?;
     telemetry::init_logging(&config.log.level, config.log.format);
-    let xmids = if args.xmids.is_empty() {
-        config.pollers.listed_xmids()
-    } else {
-        args.xmids.clone()
-    };
-    anyhow::ensure!(
-        !xmids.is_empty(),
-        "no XMIDs: give --xmid (the roster is not read by backfill), or list them in pollers.xmids"
-    );
-    anyhow::ensure!(
-        config.routes.iter().any(|r| r.resource == args.resource.name),
-        "no route in {} takes {}: add a [[routes]] entry with resource = {:?} (and {:?} to pollers.resources)",
-        args.config.display(),
-        args.resource.name,
-        args.resource.name,
-        args.resource.name
-    );
-    let since = super::instant(&args.since).map_err(|e| anyhow::anyhow!("--since: {e}"))?;
-    let request = BackfillRequest {
-        resource: args.resource,
-        xmids,
-        since_spec: args.since.clone(),
-        since,
+    // The command's options, checked as the admin API checks them.
+    let start = BackfillStart {
+        since: args.since.clone(),
         until: args.until,
+        xmids: args.xmids.clone(),
+        resource: Some(args.resource.name.to_string()),
     };
+    let routed: Vec<&str> = config.routes.iter().map(|r| r.resource.as_str()).collect();
+    let request = backfill_request(&start, &config.pollers.listed_xmids(), &routed)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let since = request.since;
     let remembered = chrono::Duration::from_std(config.store.seen_retention)
         .ok()
         .and_then(|r| Utc::now().checked_sub_signed(r));
@@ -75,22 +66,19 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             humantime::format_duration(config.store.seen_retention)
         );
     }
-    let until = args.until.unwrap_or_else(Utc::now);
-    anyhow::ensure!(
-        request.since < until,
-        "--since ({}) must be before --until ({})",
-        mxc_relay::mxc::instant(request.since),
-        mxc_relay::mxc::instant(until)
-    );
+    if let Service::Running(api) = Service::find(&config)? {
+        return through_service(&api, &start).await;
+    }
     // Sinks and the store as the service has them; no pollers and no telemetry server.
     let mut delivery = config.clone();
     delivery.pollers.xmids = Vec::new();
     delivery.telemetry.listen = String::new();
+    delivery.admin.listen = String::new();
     // Not a member of the service's cluster: it would take shards it does not poll.
     delivery.cluster.brokers = String::new();
-    let mut pipeline = Pipeline::start(&delivery, Metrics::new())
-        .await
-        .context("backfill uses the service's store: stop the service first")?;
+    let mut pipeline = Pipeline::start(&delivery, Metrics::new()).await.context(
+        "backfill opens the service's store (no running service was found through admin.json)",
+    )?;
 
     let stop = CancellationToken::new();
     {
@@ -151,6 +139,81 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The backfill inside the running service, through its admin API: started, watched, and
+/// cancelled on Ctrl-C (its checkpoint stays: the same command resumes it).
+async fn through_service(api: &AdminClient, start: &BackfillStart) -> anyhow::Result<ExitCode> {
+    let started: BackfillStatus = api
+        .post("/v1/backfill", start)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "backfill: inside the running service (pid {}): {} of {} XMIDs from {}",
+        api.pid(),
+        started.resource,
+        started.xmids.len(),
+        started.since
+    );
+    let interrupted = CancellationToken::new();
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            super::shutdown_signal().await;
+            interrupted.cancel();
+        });
+    }
+    let mut bar = ProgressLine::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = interrupted.cancelled() => {
+                let cancelled: Result<BackfillStatus, String> = api.delete("/v1/backfill").await;
+                if let Ok(status) = cancelled {
+                    bar.show(&progress_of(&status), true);
+                }
+                eprintln!("cancelled: the service keeps the checkpoint and delivers what was admitted; run the same command to resume");
+                return Ok(ExitCode::from(130));
+            }
+        }
+        let status: BackfillStatus = api.get("/v1/backfill").await.map_err(anyhow::Error::msg)?;
+        let done = status.state != "running";
+        bar.show(&progress_of(&status), done);
+        match status.state.as_str() {
+            "running" => continue,
+            "complete" => {
+                eprintln!(
+                    "backfill complete: {} records read, {} admitted (the service delivers them), {} already sent before{}",
+                    status.read,
+                    status.new,
+                    status.duplicate,
+                    if status.resumed { " (resumed from a checkpoint)" } else { "" }
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            "cancelled" => {
+                eprintln!("the backfill was cancelled (through the admin API); run the same command to resume");
+                return Ok(ExitCode::from(130));
+            }
+            _ => anyhow::bail!(
+                "backfill stopped: {}",
+                status.error.unwrap_or_else(|| status.state.clone())
+            ),
+        }
+    }
+}
+
+fn progress_of(s: &BackfillStatus) -> BackfillProgress {
+    BackfillProgress {
+        read: s.read,
+        new: s.new,
+        duplicate: s.duplicate,
+        total: s.total,
+        position: s.position,
+        resumed: s.resumed,
+        complete: s.state == "complete",
+        ..BackfillProgress::default()
+    }
 }
 
 /// One progress line on stderr: redrawn in place on a terminal, every 5 s otherwise.

@@ -1,5 +1,6 @@
 //! `mxc-relay dlq list|replay`: the dead letters — events a sink refused for good or gave up
-//! on — and sending them again. Reads the store directly, so the service must be stopped.
+//! on — and sending them again (same events, same ids). Through the running service's admin
+//! API, or on its store when it is stopped.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,8 +8,12 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 
+use mxc_relay::admin::api::{DeadLetterFilter, DeadLetterView, ReplayOutcome, ReplayRequest};
+use mxc_relay::admin::ops;
 use mxc_relay::config::Config;
 use mxc_relay::store::Store;
+
+use super::service::Service;
 
 #[derive(Args)]
 pub struct DlqArgs {
@@ -20,7 +25,8 @@ pub struct DlqArgs {
 enum DlqCommand {
     /// List dead letters: when, which event, how many attempts, the last status and why.
     List(Selection),
-    /// Move dead letters back to the end of their outbox; they go out when the service runs.
+    /// Move dead letters back to the end of their outbox: the running service sends them at
+    /// once (a stopped one when it starts), under their first ids.
     Replay(Selection),
 }
 
@@ -31,8 +37,17 @@ struct Selection {
     sink: Option<String>,
     /// Only letters dead-lettered at or after this: an instant (2026-11-28T10:00:00Z) or a
     /// time ago (90m, 2h, 3d).
-    #[arg(long, value_parser = since)]
+    #[arg(long, value_parser = super::instant)]
     since: Option<DateTime<Utc>>,
+    /// Only events of this type (`authorization.declined` …).
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only events of this XMID.
+    #[arg(long)]
+    xmid: Option<String>,
+    /// Only these events, by id (`evt_…`; repeatable; for `replay`).
+    #[arg(long = "id")]
+    ids: Vec<String>,
     /// The TOML configuration file (for the store path and the sinks).
     #[arg(long, short, default_value = "config/mxc-relay.toml")]
     config: PathBuf,
@@ -41,86 +56,99 @@ struct Selection {
     json: bool,
 }
 
-fn since(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    let ago = mxc_relay::config::parse_duration(text).map_err(|_| {
-        format!("an instant like 2026-11-28T10:00:00Z or a time ago like 2h, got {text:?}")
-    })?;
-    chrono::Duration::from_std(ago)
-        .ok()
-        .and_then(|d| Utc::now().checked_sub_signed(d))
-        .ok_or_else(|| format!("{text:?} is too long ago"))
-}
-
-pub fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
     let (selection, replay) = match args.command {
         DlqCommand::List(s) => (s, false),
         DlqCommand::Replay(s) => (s, true),
     };
     let config = Config::load(&selection.config)?;
-    let all: Vec<String> = config.sinks.keys().cloned().collect();
-    let sinks = match &selection.sink {
-        Some(name) if all.contains(name) => vec![name.clone()],
-        Some(name) => anyhow::bail!(
-            "{}: no sink named {name:?} (sinks: {})",
-            selection.config.display(),
-            all.join(", ")
-        ),
-        None => all.clone(),
+    let sinks = super::state::sink_names(&config);
+    if let Some(sink) = &selection.sink {
+        ops::check_sink(&sinks, sink)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", selection.config.display()))?;
+    }
+    let filter = DeadLetterFilter {
+        sink: selection.sink.clone(),
+        since: selection.since,
+        event_type: selection.event_type.clone(),
+        xmid: selection.xmid.clone(),
     };
-    let store = Store::open_for(&config)?;
+    let service = Service::find(&config)?;
     if replay {
-        let mut total = 0;
-        for sink in &sinks {
-            let n = store.replay_dead(sink, selection.since)?;
-            if n > 0 {
-                println!("{sink}: {n} dead letters moved back to the outbox");
-            }
-            total += n;
+        let request = ReplayRequest {
+            filter,
+            ids: selection.ids.clone(),
+        };
+        let (outcome, when): (ReplayOutcome, &str) = match &service {
+            Service::Running(api) => (
+                api.post("/v1/dead-letters/replay", &request)
+                    .await
+                    .map_err(anyhow::Error::msg)?,
+                "the running service sends them now",
+            ),
+            Service::Stopped => (
+                ops::replay(&Store::open_for(&config)?, &sinks, &request)?,
+                "they are delivered when the service runs",
+            ),
+        };
+        for s in &outcome.per_sink {
+            println!(
+                "{}: {} dead letters moved back to the outbox",
+                s.sink, s.count
+            );
         }
-        println!("replayed {total}; they are delivered when the service runs");
+        println!("replayed {}; {when}", outcome.replayed);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut shown = 0;
-    for sink in &sinks {
-        for (seq, letter) in store.dead_letters(sink)? {
-            if selection.since.is_some_and(|t| letter.failed_at < t) {
-                continue;
-            }
-            shown += 1;
-            if selection.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "sink": sink, "seq": seq, "failed_at": letter.failed_at,
-                        "attempts": letter.attempts, "last_status": letter.last_status,
-                        "reason": letter.reason, "event_id": letter.event.id,
-                        "event_type": letter.event.event_type, "record_id": letter.event.record_id,
-                        "xmid": letter.event.xmid,
-                    })
-                );
-            } else {
-                println!(
-                    "{sink}  {}  {}  record {}  xmid {}  attempts {}  status {}  {}",
-                    letter
-                        .failed_at
-                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    letter.event.id,
-                    letter.event.record_id,
-                    letter.event.xmid,
-                    letter.attempts,
-                    letter
-                        .last_status
-                        .map_or_else(|| "-".to_string(), |s| s.to_string()),
-                    letter.reason
-                );
-            }
+    let letters: Vec<DeadLetterView> = match &service {
+        Service::Running(api) => api
+            .get(&format!("/v1/dead-letters?{}", query(&filter)))
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Service::Stopped => ops::dead_letters(&Store::open_for(&config)?, &sinks, &filter)?,
+    };
+    for letter in &letters {
+        if selection.json {
+            println!("{}", serde_json::to_string(letter)?);
+        } else {
+            println!(
+                "{}  {}  {}  {}  record {}  xmid {}  attempts {}  status {}  {}",
+                letter.sink,
+                letter
+                    .failed_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                letter.event_id,
+                letter.event_type,
+                letter.record_id,
+                letter.xmid,
+                letter.attempts,
+                letter
+                    .last_status
+                    .map_or_else(|| "-".to_string(), |s| s.to_string()),
+                letter.reason
+            );
         }
     }
     if !selection.json {
-        println!("{shown} dead letters");
+        println!("{} dead letters", letters.len());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The filter as a query string.
+fn query(filter: &DeadLetterFilter) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(s) = &filter.sink {
+        q.append_pair("sink", s);
+    }
+    if let Some(t) = filter.since {
+        q.append_pair("since", &t.to_rfc3339());
+    }
+    if let Some(t) = &filter.event_type {
+        q.append_pair("event_type", t);
+    }
+    if let Some(x) = &filter.xmid {
+        q.append_pair("xmid", x);
+    }
+    q.finish()
 }

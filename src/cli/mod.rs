@@ -9,6 +9,7 @@ mod fetch;
 mod reload;
 mod run;
 mod schema;
+mod service;
 mod sim;
 mod state;
 mod webhook;
@@ -38,7 +39,8 @@ enum Command {
     /// Apply the configuration file to the running service (checked first; a file with errors
     /// changes nothing) and say what changed.
     Reload(reload::ReloadArgs),
-    /// Show the store: cursors and lag per XMID, seen ids, outboxes, dead letters.
+    /// Show the state: cursors and lag per XMID, seen ids, outboxes, dead letters, endpoints
+    /// (from the running service's admin API, or from its store when it is stopped).
     State(state::StateArgs),
     /// Run the MX Connect simulator (for the demo, tests, benchmarks and your own tests).
     Sim(sim::SimArgs),
@@ -51,8 +53,8 @@ enum Command {
     Webhook(webhook::WebhookArgs),
     /// Dead letters: list them, or replay them into their sink's outbox.
     Dlq(dlq::DlqArgs),
-    /// Replay history into the sinks, each record once (resumable; run it with the service
-    /// stopped: it uses the service's store).
+    /// Replay history into the sinks, each record once (resumable; inside the running service
+    /// through its admin API, or on its store when it is stopped).
     Backfill(backfill::BackfillArgs),
     /// The event contract: each event type's JSON Schema, or the AsyncAPI document of a
     /// configuration.
@@ -68,13 +70,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Reload(args) => reload::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
-        Command::State(args) => state::run(args),
+        Command::State(args) => state::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,
         Command::Schema(args) => schema::run(args),
         Command::Webhook(args) => webhook::run(args).await,
-        Command::Dlq(args) => dlq::run(args),
+        Command::Dlq(args) => dlq::run(args).await,
         Command::Backfill(args) => backfill::run(args).await,
     }
 }
@@ -107,19 +109,7 @@ pub fn exit_on_second_signal() {
 
 /// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
 pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
-    }
-    let ago = mxc_relay::config::parse_duration(text).map_err(|_| {
-        format!("{text:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")
-    })?;
-    chrono::Duration::from_std(ago)
-        .ok()
-        .and_then(|d| Utc::now().checked_sub_signed(d))
-        .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
+    mxc_relay::admin::api::parse_instant(text)
 }
 
 /// A resource by name, for `--resource`.

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use mxc_relay::admin::discovery::Discovery;
 use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::store::Store;
@@ -35,6 +36,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // The store is open (and locked): this process is the one `mxc-relay reload` signals.
     let control = Control::new(&config.store.path);
     control.write_pid();
+    announce_admin(&config, &pipeline);
     loop {
         tokio::select! {
             biased;
@@ -45,6 +47,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     Ok(new) => {
                         let (next, applied) = pipeline.reload(&config, &new).await?;
                         pipeline = next;
+                        announce_admin(&config, &pipeline);
                         match applied {
                             Ok(()) => {
                                 let changes = changes(&config, &new);
@@ -66,9 +69,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     super::exit_on_second_signal();
     tracing::info!("stopping: finishing in-flight deliveries (a second signal exits at once)");
     pipeline.shutdown().await?;
+    Discovery::remove(&config.store.path);
     snapshot_store(&config).await;
     control.remove();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes (or rewrites, after a reload) the file through which the CLI finds the admin API.
+fn announce_admin(config: &Config, pipeline: &Pipeline) {
+    let path = Discovery::path(&config.store.path);
+    match pipeline.admin_addr {
+        Some(addr) => {
+            let found = Discovery::new(addr, pipeline.admin_generated_token.as_ref());
+            if let Err(e) = found.write(&config.store.path) {
+                tracing::warn!(file = %path.display(), error = %e,
+                    "cannot write the admin API's address; the CLI will not find the running service");
+            }
+        }
+        None => Discovery::remove(&config.store.path),
+    }
 }
 
 /// After a clean stop, has sled write a snapshot of the store, so that the next start does not

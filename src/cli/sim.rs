@@ -149,6 +149,8 @@ pub async fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
         refuse_created: f.refuse_created,
         hide_from_created_rate: f.hide_from_created_rate,
         clock_offset_ms: f.clock_offset,
+        // Settable at run time through POST /_sim/faults.
+        expire_scroll_every: 0,
     };
     faults
         .validate()

@@ -1,71 +1,154 @@
-//! `mxc-relay state`: what the store holds — cursors and lag per XMID, seen ids, outboxes,
-//! dead letters. Reads the store directly, so the service must be stopped (sled locks it).
+//! `mxc-relay state`: cursors and lag per XMID and resource, seen ids, outboxes, dead letters,
+//! endpoints, paused merchants — from the running service's admin API, or from its store when
+//! it is stopped (the same view either way).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::Utc;
 use clap::Args;
 
-use mxc_relay::config::Config;
+use mxc_relay::admin::api::StateView;
+use mxc_relay::admin::ops;
+use mxc_relay::config::{Config, SinkConfig};
 use mxc_relay::store::Store;
+
+use super::service::Service;
 
 #[derive(Args)]
 pub struct StateArgs {
     /// The TOML configuration file (for the store path and the sink names).
     #[arg(long, short, default_value = "config/mxc-relay.toml")]
     config: PathBuf,
+    /// The view as JSON (what the admin API's /v1/state answers).
+    #[arg(long)]
+    json: bool,
 }
 
-pub fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    let sinks: Vec<String> = config.sinks.keys().cloned().collect();
-    let store = Store::open_for(&config)?;
-    let now = Utc::now();
-    let cursors = store.cursors()?;
-    println!("store {}", store.path().display());
+    let view = match Service::find(&config)? {
+        Service::Running(api) => api
+            .get::<StateView>("/v1/state")
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Service::Stopped => {
+            let store = Store::open_for(&config)?;
+            ops::state(&store, &sink_names(&config), &webhook_names(&config))?
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        print(&view);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sink_names(config: &Config) -> Vec<String> {
+    config.sinks.keys().cloned().collect()
+}
+
+pub fn webhook_names(config: &Config) -> Vec<String> {
+    config
+        .sinks
+        .iter()
+        .filter(|(_, s)| matches!(s, SinkConfig::Webhook(_)))
+        .map(|(n, _)| n.clone())
+        .collect()
+}
+
+fn print(view: &StateView) {
+    let source = if view.live {
+        "(live, from the running service)"
+    } else {
+        "(service stopped)"
+    };
+    println!("store {} {source}", view.store);
     println!();
     // A cursor is the end of the last completed poll: on `created`, MXC's ingestion time.
-    println!("{:<20} {:<26} {:>12}", "XMID", "polled up to", "lag");
-    for (xmid, cursor) in &cursors {
-        let lag = (now - cursor.position).to_std().unwrap_or_default();
+    println!(
+        "{:<20} {:<16} {:<26} {:>12}",
+        "XMID", "resource", "polled up to", "lag"
+    );
+    for c in &view.cursors {
+        let paused = if view.paused_merchants.contains(&c.xmid) {
+            "  PAUSED"
+        } else {
+            ""
+        };
         println!(
-            "{xmid:<20} {:<26} {:>12}",
-            mxc_relay::mxc::instant(cursor.position),
-            humantime::format_duration(std::time::Duration::from_secs(lag.as_secs())).to_string()
+            "{:<20} {:<16} {:<26} {:>12}{paused}",
+            c.xmid,
+            c.resource,
+            mxc_relay::mxc::instant(c.polled_up_to),
+            humantime::format_duration(std::time::Duration::from_secs(c.lag_seconds)).to_string()
         );
     }
-    if cursors.is_empty() {
+    if view.cursors.is_empty() {
         println!("(no XMID polled yet)");
     }
     println!();
-    println!("seen record ids: {}", store.seen_len());
+    println!("seen record ids: {}", view.seen_ids);
+    if let Some(n) = view.roster_merchants {
+        println!("roster merchants: {n}");
+    }
+    if let Some(n) = view.cluster_shards {
+        println!("cluster shards owned: {n}");
+    }
+    if !view.paused_merchants.is_empty() {
+        println!("polling paused: {}", view.paused_merchants.join(", "));
+    }
     println!();
     println!(
-        "{:<20} {:>10} {:>10} {:>14}",
+        "{:<20} {:>10} {:>10} {:>14}  endpoint",
         "sink", "outbox", "retrying", "dead letters"
     );
-    for sink in &sinks {
+    for s in &view.sinks {
+        let endpoint = match &s.endpoint {
+            None => String::new(),
+            Some(e) => match (&e.disabled, e.paused_by_hand) {
+                (Some(d), _) => format!(
+                    "DISABLED since {} ({}); `mxc-relay webhook enable --sink {}`",
+                    d.since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    d.reason,
+                    s.name
+                ),
+                (None, true) => "PAUSED by an operator".into(),
+                (None, false) => match e.failing_since {
+                    Some(t) => format!(
+                        "failing since {}",
+                        t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ),
+                    None => "ok".into(),
+                },
+            },
+        };
         println!(
-            "{sink:<20} {:>10} {:>10} {:>14}",
-            store.outbox_len(sink)?,
-            store.attempt_states(sink)?.len(),
-            store.dead_len(sink)?
+            "{:<20} {:>10} {:>10} {:>14}  {endpoint}",
+            s.name, s.outbox, s.retrying, s.dead_letters
         );
     }
-    for sink in &sinks {
-        if let Some(off) = store.disabled_endpoint(sink)? {
-            println!(
-                "{sink}: endpoint DISABLED since {} ({}); `mxc-relay webhook enable --sink {sink}`",
-                off.disabled_at, off.reason
-            );
-        }
-    }
-    for (sink, len) in store.orphan_outboxes() {
+    for o in &view.orphan_outboxes {
         println!(
-            "{sink:<20} {len:>10} {:>14}  (sink no longer configured)",
-            "-"
+            "{:<20} {:>10} {:>10} {:>14}  (sink no longer configured)",
+            o.sink, o.outbox, "-", "-"
         );
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(b) = &view.backfill {
+        println!();
+        println!(
+            "backfill ({}): {} of {} from {}: {} read, {} new, {} already sent{}",
+            b.state,
+            b.resource,
+            b.xmids.join(","),
+            b.since,
+            b.read,
+            b.new,
+            b.duplicate,
+            b.error
+                .as_ref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
+        );
+    }
 }

@@ -7,11 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use mxc_relay::config::{Config, SinkConfig};
+use mxc_relay::admin::api::EndpointOutcome;
+use mxc_relay::admin::ops;
+use mxc_relay::config::Config;
 use mxc_relay::http::Limits;
 use mxc_relay::receiver::{Delivery, Outcome, Receiver, ReceiverConfig};
 use mxc_relay::signature::{self, WebhookSecret};
 use mxc_relay::store::Store;
+
+use super::service::Service;
 
 #[derive(Args)]
 pub struct WebhookArgs {
@@ -30,8 +34,12 @@ enum WebhookCommand {
     /// is not a JSON object. `GET /metrics` counts them.
     Listen(ListenArgs),
     /// Enable a disabled webhook endpoint again (after a 410 Gone, or failing too long); its
-    /// waiting events then go out. Reads the store: stop the service first.
+    /// waiting events then go out (at once when the service runs).
     Enable(EnableArgs),
+    /// Pause deliveries to an endpoint by hand (kept across restarts); events wait in its outbox.
+    Pause(EnableArgs),
+    /// Resume an endpoint paused by hand.
+    Resume(EnableArgs),
 }
 
 #[derive(Args)]
@@ -111,15 +119,11 @@ struct VerifyArgs {
     no_timestamp_check: bool,
 }
 
-fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
+/// Enables, pauses or resumes an endpoint: through the running service, or in its store.
+async fn endpoint(args: EnableArgs, action: &str) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
-    if !matches!(config.sinks.get(&args.sink), Some(SinkConfig::Webhook(_))) {
-        let webhooks: Vec<&str> = config
-            .sinks
-            .iter()
-            .filter(|(_, s)| matches!(s, SinkConfig::Webhook(_)))
-            .map(|(n, _)| n.as_str())
-            .collect();
+    let webhooks = super::state::webhook_names(&config);
+    if !webhooks.contains(&args.sink) {
         anyhow::bail!(
             "{}: no webhook sink named {:?} (webhook sinks: {})",
             args.config.display(),
@@ -131,20 +135,17 @@ fn enable(args: EnableArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    let store = Store::open_for(&config)?;
-    match store.disabled_endpoint(&args.sink)? {
-        Some(off) => {
-            store.set_disabled_endpoint(&args.sink, None)?;
-            println!(
-                "enabled {} (disabled since {}: {}); {} events wait in its outbox",
-                args.sink,
-                off.disabled_at,
-                off.reason,
-                store.outbox_len(&args.sink)?
-            );
-        }
-        None => println!("{} is not disabled", args.sink),
-    }
+    let outcome: EndpointOutcome = match Service::find(&config)? {
+        Service::Running(api) => api
+            .post(&format!("/v1/endpoints/{}/{action}", args.sink), &())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        Service::Stopped => ops::endpoint_action(&Store::open_for(&config)?, &args.sink, action)?,
+    };
+    println!(
+        "{}: {}; {} events wait in its outbox",
+        outcome.sink, outcome.message, outcome.outbox
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -161,7 +162,9 @@ fn parse_secrets(texts: &[String]) -> anyhow::Result<Vec<WebhookSecret>> {
 pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         WebhookCommand::Listen(l) => listen(l).await,
-        WebhookCommand::Enable(e) => enable(e),
+        WebhookCommand::Enable(e) => endpoint(e, "enable").await,
+        WebhookCommand::Pause(e) => endpoint(e, "pause").await,
+        WebhookCommand::Resume(e) => endpoint(e, "resume").await,
         WebhookCommand::Secret => {
             println!("{}", WebhookSecret::generate().expose());
             Ok(ExitCode::SUCCESS)

@@ -154,19 +154,19 @@ impl Config {
             log: reading.section(&mut table, "log"),
             telemetry: reading.section(&mut table, "telemetry"),
             cluster: reading.section(&mut table, "cluster"),
+            admin: reading.section(&mut table, "admin"),
         };
         for key in table.keys() {
             reading.errors.push(ConfigError {
                 path: key.clone(),
-                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster)".into(),
+                message: "unknown section or key (known: mxc, pollers, store, delivery, sinks, routes, log, telemetry, cluster, admin)".into(),
             });
         }
         config.apply_env(env);
-        let checked: Vec<ConfigError> = config
-            .validate()
-            .into_iter()
-            .filter(|e| !reading.hides(e))
-            .collect();
+        // The token is resolved (read from its file or the environment) before validation.
+        let mut checked: Vec<ConfigError> = config.admin.resolve_token(env).into_iter().collect();
+        checked.extend(config.validate());
+        checked.retain(|e| !reading.hides(e));
         let mut errors = std::mem::take(&mut reading.errors);
         errors.extend(checked);
         if checks == Checks::ForRun {

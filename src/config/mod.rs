@@ -3,6 +3,7 @@
 //!
 //! `config/mxc-relay.toml` is the annotated example; keep the two in step.
 
+mod admin;
 mod load;
 mod preflight;
 mod section;
@@ -18,6 +19,7 @@ use serde::Deserialize;
 use crate::mxc;
 use crate::secret::Secret;
 
+pub use admin::{AdminConfig, ADMIN_TOKEN_ENV, MIN_TOKEN_LEN};
 pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
 pub use webhook::{default_schedule, WebhookConfig};
 
@@ -36,6 +38,8 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// `[cluster]`: several instances sharing the merchants.
     pub cluster: ClusterConfig,
+    /// `[admin]`: the API that operates the running service.
+    pub admin: AdminConfig,
 }
 
 impl Config {
@@ -50,6 +54,7 @@ impl Config {
         config.pollers.xmids = xmids;
         // Any free port: several of these may run side by side.
         config.telemetry.listen = "127.0.0.1:0".into();
+        config.admin.listen = "127.0.0.1:0".into();
         config
     }
 }

@@ -517,6 +517,10 @@ impl Config {
                 format!("an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got {listen:?}"),
             );
         }
+        // [admin]
+        for e in self.admin.validate() {
+            error(&e.path, e.message);
+        }
         // [cluster]
         let cluster = &self.cluster;
         if cluster.enabled() {

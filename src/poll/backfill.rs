@@ -69,6 +69,15 @@ pub struct BackfillProgress {
     pub complete: bool,
 }
 
+/// Scroll expiries in a row, without a page read in between, before the backfill gives up.
+const MAX_EXPIRIES: u32 = 10;
+
+/// Whether `e` says the scroll is gone: a 404 to a request continuing one (a 404 opening an
+/// export is a refusal of the request itself).
+fn scroll_expired(e: &crate::mxc::MxcError, first_page: bool) -> bool {
+    !first_page && matches!(e, crate::mxc::MxcError::Refused { status: 404, .. })
+}
+
 impl Pollers {
     /// Replays `request` page by page, calling `on_page` after each; stops early (checkpoint
     /// kept) when `stop` is cancelled. Transient errors are retried from the checkpoint.
@@ -95,6 +104,7 @@ impl Pollers {
         let mut ordered = true;
         let mut newest_seen: Option<DateTime<Utc>> = progress.position;
         let mut failures = 0u32;
+        let mut expiries = 0u32;
         'export: loop {
             // From the checkpoint on: records at exactly that instant are read again and
             // recognised as admitted.
@@ -124,9 +134,20 @@ impl Pollers {
                         }
                         continue 'export;
                     }
+                    // MXC forgets a scroll left idle past its keep-alive: a new export from
+                    // the checkpoint reads on (what it re-reads is recognised by id).
+                    Err(e) if scroll_expired(&e, first_page) && expiries < MAX_EXPIRIES => {
+                        expiries += 1;
+                        tracing::warn!(error = %e, "backfill: the export's scroll expired; resuming from the checkpoint");
+                        continue 'export;
+                    }
                     Err(e) => return Err(e.into()),
                 };
                 failures = 0;
+                if !first_page {
+                    // Progress since the last expiry: the limit is on expiries in a row.
+                    expiries = 0;
+                }
                 if first_page {
                     // What this export holds plus what earlier exports read.
                     progress.total = batch.total_records.map(|t| t + read_before);

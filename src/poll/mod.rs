@@ -24,12 +24,14 @@ use tokio_util::sync::CancellationToken;
 
 mod backfill;
 mod basis;
+mod control;
 mod groups;
 mod roster;
 mod sweep;
 
 pub use backfill::{BackfillProgress, BackfillRequest};
 pub use basis::Bases;
+pub use control::MerchantControls;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
 use crate::cluster::{Handover, MerchantState};
@@ -109,6 +111,8 @@ pub struct Pollers {
     pub bases: Arc<Bases>,
     /// Polls waiting for the request budget: the sweep takes budget only when none is.
     pub polls_waiting: Arc<AtomicUsize>,
+    /// Merchants paused by an operator, and "poll now".
+    pub merchants: MerchantControls,
 }
 
 /// A poll's window on one time basis: from each cursor less `below` (never before its floor)
@@ -236,6 +240,7 @@ impl Pollers {
         // Pollers started at once (a shard taken over) spread out after their first poll, so
         // they do not all want the request budget at the same instant of every interval.
         let mut spread_out = self.config.first_poll_within < self.config.interval;
+        let mut poll_now = self.merchants.subscribe();
         loop {
             let started = tokio::time::Instant::now();
             let delay = match self.poll_once(resource, xmids).await {
@@ -270,8 +275,38 @@ impl Pollers {
                     delay
                 }
             };
-            if sleep_or_stop(stop, delay).await {
+            if self
+                .sleep_or_poll_now(stop, delay, xmids, &mut poll_now)
+                .await
+            {
                 return;
+            }
+        }
+    }
+
+    /// Like [`sleep_or_stop`], but an operator's "poll now" for one of `xmids` ends the wait.
+    async fn sleep_or_poll_now(
+        &self,
+        stop: &CancellationToken,
+        delay: Duration,
+        xmids: &[String],
+        poll_now: &mut tokio::sync::broadcast::Receiver<String>,
+    ) -> bool {
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                _ = &mut sleep => return stop.is_cancelled(),
+                _ = stop.cancelled() => return true,
+                woken = poll_now.recv() => match woken {
+                    Ok(xmid) if xmids.contains(&xmid) => return false,
+                    // Missed some: one of them may have been ours.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return false,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return sleep_or_stop(stop, delay).await
+                    }
+                },
             }
         }
     }
@@ -308,6 +343,12 @@ impl Pollers {
         basis: TimeBasis,
     ) -> Result<(), PollError> {
         self.store.check_space()?;
+        // Paused merchants keep their cursors: resumed, they catch up from there.
+        let active = self.merchants.active(xmids);
+        if active.is_empty() {
+            return Ok(());
+        }
+        let xmids = &active[..];
         let (window, upper) = self.window(basis);
         let mut cursors = Vec::with_capacity(xmids.len());
         for xmid in xmids {

@@ -32,7 +32,12 @@ impl Pollers {
             if sleep_or_stop(stop, self.config.reconcile_every).await {
                 return;
             }
-            match self.sweep(resource, xmids, stop).await {
+            // Paused merchants are not swept either.
+            let active = self.merchants.active(xmids);
+            if active.is_empty() {
+                continue;
+            }
+            match self.sweep(resource, &active, stop).await {
                 Ok(found) => {
                     self.metrics.sweeps.with_label_values(&["ok"]).inc();
                     tracing::debug!(xmids = %xmids.join(","), resource = resource.name, found, "reconciliation sweep done");

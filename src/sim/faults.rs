@@ -38,6 +38,9 @@ pub struct Faults {
     /// milliseconds: arrivals and their `created`, visibility, `dr_quick`, `/_sim/generate`
     /// and the `Date` header follow it (JWT `iat`/`exp` do not).
     pub clock_offset_ms: i64,
+    /// Every Nth request continuing an export scroll finds it gone (404 "No search context
+    /// found", as once MXC's keep-alive passed); 0: never.
+    pub expire_scroll_every: u32,
 }
 
 impl Faults {

@@ -40,6 +40,8 @@ struct SimState {
     faults: RwLock<Faults>,
     stats: Stats,
     scrolls: Mutex<HashMap<String, Scroll>>,
+    /// Requests that continued a scroll (for `Faults::expire_scroll_every`).
+    continuations: AtomicU64,
     next_id: AtomicU64,
 }
 
@@ -182,6 +184,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         faults: RwLock::new(config.faults.clone()),
         stats: Stats::default(),
         scrolls: Mutex::new(HashMap::new()),
+        continuations: Default::default(),
         next_id: AtomicU64::new(1),
         config,
     });
@@ -684,6 +687,11 @@ async fn export(
         Err(message) => return json_error(StatusCode::BAD_REQUEST, &message),
     };
     if let ExportBody::Continue(scroll_id) = asked {
+        let every = state.faults().expire_scroll_every;
+        let n = state.continuations.fetch_add(1, Ordering::Relaxed) + 1;
+        if every > 0 && n % u64::from(every) == 0 {
+            scrolls.remove(&scroll_id);
+        }
         let Some(scroll) = scrolls.get_mut(&scroll_id) else {
             return json_error(
                 StatusCode::NOT_FOUND,

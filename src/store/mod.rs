@@ -8,6 +8,7 @@
 //! were not admitted.
 
 mod bodies;
+mod controls;
 mod handover;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ const ATTEMPTS_PREFIX: &str = "attempts/";
 const ENDPOINTS: &str = "endpoints";
 /// Checkpoints of long jobs (backfills), keyed by the job.
 const CHECKPOINTS: &str = "checkpoints";
+const CONTROLS: &str = "controls";
 
 /// Flushes waited for, process-wide: one at a time. With 10,000 pollers of one XMID each,
 /// every poll ends in a flush; each would otherwise hold a blocking thread while it waits for
@@ -169,6 +171,8 @@ struct Inner {
     cursors: Tree,
     endpoints: Tree,
     checkpoints: Tree,
+    /// Operators' pauses and endpoints' failing periods (see `controls`).
+    controls: Tree,
     outboxes: BTreeMap<String, Sink>,
 }
 
@@ -380,6 +384,7 @@ impl Store {
             cursors: tree(CURSORS)?,
             endpoints: tree(ENDPOINTS)?,
             checkpoints: tree(CHECKPOINTS)?,
+            controls: tree(CONTROLS)?,
             outboxes,
             durability: config.durability,
             min_free_mib: config.min_free_mib,
@@ -825,11 +830,21 @@ impl Store {
         sink: &str,
         since: Option<DateTime<Utc>>,
     ) -> Result<usize, StoreError> {
+        self.replay_dead_where(sink, |l| since.is_none_or(|t| l.failed_at >= t))
+    }
+
+    /// Moves the sink's dead letters that `select` picks back to the end of its outbox, with
+    /// fresh retry state and the same event (its id, so its `webhook-id`). Returns how many.
+    pub fn replay_dead_where(
+        &self,
+        sink: &str,
+        select: impl Fn(&DeadLetter) -> bool,
+    ) -> Result<usize, StoreError> {
         let s = self.sink(sink)?;
         let letters: Vec<(u64, DeadLetter)> = self
             .dead_letters(sink)?
             .into_iter()
-            .filter(|(_, l)| since.is_none_or(|t| l.failed_at >= t))
+            .filter(|(_, l)| select(l))
             .collect();
         for chunk in letters.chunks(1000) {
             let encoded: Vec<(u64, Vec<u8>)> = chunk

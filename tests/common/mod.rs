@@ -132,3 +132,25 @@ pub async fn keeping_receiver(secret: &WebhookSecret) -> Receiver {
     .await
     .expect("the receiver starts")
 }
+
+/// History for a backfill: `old` records over 48 to 3 hours before `t0`, which reached MXC
+/// (`created`) three hours ago, before the service started; and `recent` ones over the last
+/// 150 minutes, which reach it now (the service polls them).
+pub fn generate_history(
+    sim: &RunningSim,
+    xmids: &[String],
+    t0: chrono::DateTime<chrono::Utc>,
+    old: usize,
+    recent: usize,
+) {
+    let hours = chrono::Duration::hours;
+    sim.set_faults(sim::Faults {
+        clock_offset_ms: -hours(3).num_milliseconds(),
+        ..sim::Faults::default()
+    });
+    sim.generate(old, xmids, t0 - hours(48), t0 - hours(3))
+        .expect("old records generated");
+    sim.set_faults(sim::Faults::default());
+    sim.generate(recent, xmids, t0 - chrono::Duration::minutes(150), t0)
+        .expect("recent records generated");
+}

@@ -56,6 +56,9 @@ pub struct WebhookSink {
     max_in_flight: usize,
     limiter: Option<(DefaultDirectRateLimiter, Duration)>,
     disable_after: Duration,
+    /// Woken when an operator changed the endpoint's state in the store (enabled, paused or
+    /// resumed it through the admin API): the dispatcher reads it again.
+    control: Arc<tokio::sync::Notify>,
 }
 
 impl WebhookSink {
@@ -78,7 +81,18 @@ impl WebhookSink {
             max_in_flight: config.max_in_flight,
             limiter,
             disable_after: config.disable_after,
+            control: Arc::default(),
         })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Notify it after changing the endpoint's state in the store (see
+    /// [`Store::set_disabled_endpoint`], [`Store::set_endpoint_paused`]).
+    pub fn control(&self) -> Arc<tokio::sync::Notify> {
+        self.control.clone()
     }
 
     /// Delivers the sink's outbox until `stop` is cancelled; attempts in flight then finish
@@ -91,6 +105,7 @@ impl WebhookSink {
                 return;
             }
         };
+        let control = self.control.clone();
         let mut dispatcher = match Dispatcher::load(self, store, metrics) {
             Ok(d) => d,
             Err((sink, e)) => {
@@ -100,7 +115,7 @@ impl WebhookSink {
         };
         let mut stopping = false;
         loop {
-            if !stopping && !dispatcher.disabled {
+            if !stopping && !dispatcher.disabled && !dispatcher.paused_by_hand {
                 dispatcher.dispatch();
             }
             let wake = dispatcher.next_wake();
@@ -125,6 +140,7 @@ impl WebhookSink {
                     }
                 }
                 _ = notify.notified(), if !stopping => dispatcher.fresh_exhausted = false,
+                _ = control.notified(), if !stopping => dispatcher.reread_control(),
                 _ = tokio::time::sleep_until(wake), if !stopping => dispatcher.remove_delivered_if_due(),
             }
             if stopping && dispatcher.in_flight.is_empty() {
@@ -162,9 +178,12 @@ struct Dispatcher {
     /// No attempt before this instant (throttled by the receiver, or by our rate limit).
     paused_until: Option<Instant>,
     throttle_streak: u32,
-    /// The first failure since the last success.
+    /// The first failure since the last success (also in the store: a restart keeps counting
+    /// toward `disable_after` from it).
     failing_since: Option<Instant>,
     disabled: bool,
+    /// Paused by an operator (kept in the store): nothing is attempted until resumed.
+    paused_by_hand: bool,
 }
 
 impl Dispatcher {
@@ -192,7 +211,7 @@ impl Dispatcher {
                 disabled = true;
                 tracing::error!(sink = %name, url = %off.url, since = %off.disabled_at, reason = %off.reason,
                     outbox = store.outbox_len(&name).unwrap_or(0),
-                    "webhook endpoint is disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}` (service stopped), or configure a new url");
+                    "webhook endpoint is disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}`, or configure a new url");
             } else {
                 store.set_disabled_endpoint(&name, None).map_err(fail)?;
                 tracing::info!(sink = %name, old_url = %off.url, url = %sink.endpoint.shown_url(),
@@ -203,6 +222,15 @@ impl Dispatcher {
             .webhook_disabled
             .with_label_values(&[&name])
             .set(disabled as i64);
+        // The failing period goes on across a restart, on the wall clock.
+        let failing_since = store.endpoint_failing_since(&name).map_err(fail)?.map(|t| {
+            let ago = (Utc::now() - t).to_std().unwrap_or_default();
+            now.checked_sub(ago).unwrap_or(now)
+        });
+        let paused_by_hand = store.endpoint_paused(&name).map_err(fail)?;
+        if paused_by_hand {
+            tracing::warn!(sink = %name, "webhook endpoint paused by an operator; its events wait in the outbox until it is resumed");
+        }
         if !retrying.is_empty() {
             tracing::info!(sink = %name, retrying = retrying.len(), "resuming the retry schedules of failed webhook deliveries");
         }
@@ -222,11 +250,62 @@ impl Dispatcher {
             delivered_since: None,
             paused_until: None,
             throttle_streak: 0,
-            failing_since: None,
+            failing_since,
             disabled,
+            paused_by_hand,
         })
     }
 
+    /// An operator changed the endpoint's state in the store: take it up.
+    fn reread_control(&mut self) {
+        let name = self.sink.name.clone();
+        match self.store.disabled_endpoint(&name) {
+            Ok(None) if self.disabled => {
+                self.disabled = false;
+                // A fresh start: the failing period that disabled it is over.
+                self.set_failing_since(None);
+                // The entries answered 410 stayed in the outbox behind the read-ahead: read it
+                // again from its start (what is retrying or in flight is skipped).
+                self.fresh.clear();
+                self.next_fresh = 0;
+                self.fresh_exhausted = false;
+                self.metrics
+                    .webhook_disabled
+                    .with_label_values(&[&name])
+                    .set(0);
+                tracing::info!(sink = %name, "webhook endpoint enabled; its waiting events go out");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(sink = %name, error = %e, "cannot read the endpoint's state"),
+        }
+        match self.store.endpoint_paused(&name) {
+            Ok(paused) if paused != self.paused_by_hand => {
+                self.paused_by_hand = paused;
+                self.fresh_exhausted = false;
+                if paused {
+                    tracing::warn!(sink = %name, "webhook endpoint paused by an operator; its events wait in the outbox");
+                } else {
+                    tracing::info!(sink = %name, "webhook endpoint resumed by an operator");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(sink = %name, error = %e, "cannot read the endpoint's pause"),
+        }
+    }
+
+    /// Records the start (or the end) of a failing period, in memory and in the store.
+    fn set_failing_since(&mut self, since: Option<Instant>) {
+        if self.failing_since.is_some() == since.is_some() {
+            self.failing_since = since;
+            return;
+        }
+        self.failing_since = since;
+        let wall =
+            since.map(|t| Utc::now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
+        if let Err(e) = self.store.set_endpoint_failing_since(&self.sink.name, wall) {
+            tracing::error!(sink = %self.sink.name, error = %e, "cannot record the endpoint's failing period (a restart would count it from then)");
+        }
+    }
     /// Starts attempts while there is room, something due, and no pause.
     fn dispatch(&mut self) {
         while self.in_flight.len() < self.sink.max_in_flight {
@@ -321,7 +400,7 @@ impl Dispatcher {
     /// When an attempt might start.
     fn next_start(&self) -> Instant {
         let mut wake = Instant::now() + RESCAN;
-        if self.disabled || self.in_flight.len() >= self.sink.max_in_flight {
+        if self.disabled || self.paused_by_hand || self.in_flight.len() >= self.sink.max_in_flight {
             // Nothing can start now; a finished attempt wakes the loop anyway.
             return wake;
         }
@@ -371,7 +450,7 @@ impl Dispatcher {
         match attempt.verdict {
             Verdict::Delivered => {
                 self.retrying.remove(&seq);
-                self.failing_since = None;
+                self.set_failing_since(None);
                 self.throttle_streak = 0;
                 self.metrics.delivered(&name, [event]);
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
@@ -393,7 +472,13 @@ impl Dispatcher {
             .events
             .with_label_values(&[&name, "failed"])
             .inc();
-        let failing_since = *self.failing_since.get_or_insert(now);
+        let failing_since = match self.failing_since {
+            Some(since) => since,
+            None => {
+                self.set_failing_since(Some(now));
+                now
+            }
+        };
         if throttle {
             match self.paused_until.filter(|t| *t > now) {
                 // Answers to attempts sent before the pause began do not lengthen it, unless
@@ -488,6 +573,6 @@ impl Dispatcher {
             .set(1);
         tracing::error!(sink = %name, url = %state.url, %reason,
             outbox = self.store.outbox_len(name).unwrap_or(0),
-            "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}` (service stopped), or configure a new url");
+            "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}`, or configure a new url");
     }
 }

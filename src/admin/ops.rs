@@ -1,0 +1,232 @@
+//! The operations on a store that the admin API and the CLI (on a stopped service's store)
+//! share, so that both answer the same.
+
+use chrono::Utc;
+
+use super::api::{
+    CursorView, DeadLetterFilter, DeadLetterView, Disabled, EndpointOutcome, EndpointView,
+    OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView, StateView,
+};
+use crate::mxc::RESOURCES;
+use crate::store::{DeadLetter, Store, StoreError};
+
+/// Names the sink or says which exist.
+pub fn check_sink(sinks: &[String], sink: &str) -> Result<(), String> {
+    if sinks.iter().any(|s| s == sink) {
+        Ok(())
+    } else {
+        Err(format!(
+            "no sink named {sink:?} (sinks: {})",
+            if sinks.is_empty() {
+                "none".to_string()
+            } else {
+                sinks.join(", ")
+            }
+        ))
+    }
+}
+
+/// The sinks a filter names (all of them without one).
+fn selected<'a>(sinks: &'a [String], filter: &DeadLetterFilter) -> Result<Vec<&'a String>, String> {
+    match &filter.sink {
+        Some(name) => {
+            check_sink(sinks, name)?;
+            Ok(sinks.iter().filter(|s| *s == name).collect())
+        }
+        None => Ok(sinks.iter().collect()),
+    }
+}
+
+impl DeadLetterFilter {
+    pub fn matches(&self, letter: &DeadLetter) -> bool {
+        self.since.is_none_or(|t| letter.failed_at >= t)
+            && self
+                .event_type
+                .as_ref()
+                .is_none_or(|t| *t == letter.event.event_type)
+            && self.xmid.as_ref().is_none_or(|x| *x == letter.event.xmid)
+    }
+}
+
+/// Errors of these operations: a wrong argument (the caller's) or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The dead letters `filter` selects, oldest first per sink.
+pub fn dead_letters(
+    store: &Store,
+    sinks: &[String],
+    filter: &DeadLetterFilter,
+) -> Result<Vec<DeadLetterView>, OpError> {
+    let mut out = Vec::new();
+    for sink in selected(sinks, filter).map_err(OpError::BadRequest)? {
+        for (seq, letter) in store.dead_letters(sink)? {
+            if filter.matches(&letter) {
+                out.push(DeadLetterView {
+                    sink: sink.clone(),
+                    seq,
+                    failed_at: letter.failed_at,
+                    attempts: letter.attempts,
+                    last_status: letter.last_status,
+                    reason: letter.reason,
+                    event_id: letter.event.id,
+                    event_type: letter.event.event_type,
+                    record_id: letter.event.record_id,
+                    xmid: letter.event.xmid,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Moves the selected dead letters back to their outboxes (same events, same ids).
+pub fn replay(
+    store: &Store,
+    sinks: &[String],
+    request: &ReplayRequest,
+) -> Result<ReplayOutcome, OpError> {
+    let mut outcome = ReplayOutcome {
+        replayed: 0,
+        per_sink: Vec::new(),
+    };
+    for sink in selected(sinks, &request.filter).map_err(OpError::BadRequest)? {
+        let n = store.replay_dead_where(sink, |l| {
+            request.filter.matches(l)
+                && (request.ids.is_empty() || request.ids.contains(&l.event.id))
+        })? as u64;
+        if n > 0 {
+            outcome.per_sink.push(SinkCount {
+                sink: sink.clone(),
+                count: n,
+            });
+        }
+        outcome.replayed += n;
+    }
+    Ok(outcome)
+}
+
+/// Enables a disabled webhook endpoint in the store; whether it was disabled, and why.
+pub fn enable_endpoint(store: &Store, sink: &str) -> Result<Option<String>, StoreError> {
+    match store.disabled_endpoint(sink)? {
+        Some(off) => {
+            store.set_disabled_endpoint(sink, None)?;
+            // Counting toward `disable_after` starts over.
+            store.set_endpoint_failing_since(sink, None)?;
+            Ok(Some(format!(
+                "disabled since {}: {}",
+                off.disabled_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                off.reason
+            )))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Enables, pauses or resumes a webhook endpoint in the store (the running service then wakes
+/// its dispatcher): what it did, and the events waiting in its outbox.
+pub fn endpoint_action(
+    store: &Store,
+    sink: &str,
+    action: &str,
+) -> Result<EndpointOutcome, OpError> {
+    let (changed, message) = match action {
+        "enable" => match enable_endpoint(store, sink)? {
+            Some(why) => (true, format!("enabled ({why}); its waiting events go out")),
+            None => (false, "not disabled".to_string()),
+        },
+        "pause" | "resume" => {
+            let pause = action == "pause";
+            let was = store.endpoint_paused(sink)?;
+            store.set_endpoint_paused(sink, pause)?;
+            match (was, pause) {
+                (false, true) => (true, "paused: its events wait in the outbox".into()),
+                (true, false) => (true, "resumed".into()),
+                (_, true) => (false, "already paused".into()),
+                (_, false) => (false, "not paused".into()),
+            }
+        }
+        other => {
+            return Err(OpError::BadRequest(format!(
+                "no endpoint action {other:?} (enable, pause, resume)"
+            )))
+        }
+    };
+    Ok(EndpointOutcome {
+        sink: sink.to_string(),
+        changed,
+        message,
+        outbox: store.outbox_len(sink)? as u64,
+    })
+}
+
+/// What the store says: cursors and lag, seen ids, outboxes, dead letters, endpoints, paused
+/// merchants. The running service adds what only it knows.
+pub fn state(
+    store: &Store,
+    sinks: &[String],
+    webhooks: &[String],
+) -> Result<StateView, StoreError> {
+    let now = Utc::now();
+    let mut cursors = Vec::new();
+    for (key, cursor) in store.cursors()? {
+        // Authorizations keep the bare XMID; the others are `RESOURCE/XMID`.
+        let (resource, xmid) = match key.split_once('/') {
+            Some((r, x)) if RESOURCES.iter().any(|known| known.name == r) => (r.to_string(), x),
+            _ => (crate::mxc::AUTHORIZATIONS.name.to_string(), key.as_str()),
+        };
+        cursors.push(CursorView {
+            xmid: xmid.to_string(),
+            resource,
+            polled_up_to: cursor.position,
+            lag_seconds: (now - cursor.position).num_seconds().max(0) as u64,
+        });
+    }
+    let mut sink_views = Vec::new();
+    for sink in sinks {
+        let endpoint = if webhooks.contains(sink) {
+            Some(EndpointView {
+                disabled: store.disabled_endpoint(sink)?.map(|d| Disabled {
+                    since: d.disabled_at,
+                    reason: d.reason,
+                }),
+                paused_by_hand: store.endpoint_paused(sink)?,
+                failing_since: store.endpoint_failing_since(sink)?,
+            })
+        } else {
+            None
+        };
+        sink_views.push(SinkView {
+            name: sink.clone(),
+            outbox: store.outbox_len(sink)? as u64,
+            retrying: store.attempt_states(sink)?.len() as u64,
+            dead_letters: store.dead_len(sink)? as u64,
+            endpoint,
+        });
+    }
+    Ok(StateView {
+        store: store.path().display().to_string(),
+        live: false,
+        cursors,
+        seen_ids: store.seen_len() as u64,
+        sinks: sink_views,
+        orphan_outboxes: store
+            .orphan_outboxes()
+            .into_iter()
+            .map(|(sink, n)| OrphanOutbox {
+                sink,
+                outbox: n as u64,
+            })
+            .collect(),
+        paused_merchants: store.paused_merchants()?,
+        roster_merchants: None,
+        cluster_shards: None,
+        backfill: None,
+    })
+}
