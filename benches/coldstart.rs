@@ -18,9 +18,11 @@
 //! comes at a random instant early in it: the rounds alternate the stores and the medians are
 //! compared.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,8 @@ use mxc_relay::mxc::{Client, ClientConfig, Credentials, AUTHORIZATIONS};
 use mxc_relay::secret::Secret;
 use mxc_relay::sim;
 use mxc_relay::store::{Admission, Cursor, Store};
+
+use common::{start_idle_sim, Guard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const XMIDS: usize = 10_000;
@@ -163,41 +167,8 @@ fn credentials() -> Credentials {
     }
 }
 
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn start_sim() -> (Guard, String) {
-    let mut sim = Guard(
-        Command::new(BIN)
-            .args([
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--merchants",
-                &XMIDS.to_string(),
-                "--closed-merchants",
-                "0",
-                "--rate",
-                "0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim"),
-    );
-    let mut line = String::new();
-    BufReader::new(sim.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let base = line.trim().trim_start_matches("listening on ").to_string();
-    (sim, base)
+    start_idle_sim(BIN, XMIDS)
 }
 
 /// A store as a relay polling `xmids` for a while leaves it: `ids` seen record ids, admitted

@@ -10,9 +10,10 @@
 //!    configuration): MXC calls per poll cycle and the process's RSS, at the end and at its
 //!    peak. (`BENCH_SKIP_FLEET=1` skips this part; `BENCH_SKIP_END_TO_END=1` the first.)
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -22,6 +23,8 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::telemetry::Metrics;
+
+use common::{start_idle_sim, Guard};
 
 const RECORDS: usize = 30_000;
 const MERCHANTS: usize = 20;
@@ -169,16 +172,6 @@ fn count_lines(path: &Path) -> usize {
         .unwrap_or(0)
 }
 
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A figure of `/proc/PID/status` in KiB (`VmRSS:`, `VmHWM:`), 0 if unreadable.
 fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -192,29 +185,7 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 }
 
 fn fleet_cost() {
-    let mut sim = Guard(
-        Command::new(BIN)
-            .args([
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--merchants",
-                &FLEET.to_string(),
-                "--closed-merchants",
-                "0",
-                "--rate",
-                "0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim"),
-    );
-    let mut line = String::new();
-    BufReader::new(sim.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let base = line.trim().trim_start_matches("listening on ").to_string();
+    let (_sim, base) = start_idle_sim(BIN, FLEET);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

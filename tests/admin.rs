@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
+use mxc_relay::receiver::{Behaviour, Receiver};
 use mxc_relay::route::event_id;
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sim::{Faults, RunningSim};
@@ -213,17 +213,7 @@ impl Service {
 }
 
 async fn receiver(secret: &WebhookSecret, status: u16) -> Receiver {
-    let r = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ReceiverConfig {
-            secrets: vec![secret.clone()],
-            tolerance: Duration::from_secs(300),
-            keep: true,
-            on_delivery: None,
-        },
-    )
-    .await
-    .unwrap();
+    let r = keeping_receiver(secret).await;
     r.set_behaviour(answer(status));
     r
 }

@@ -1,4 +1,48 @@
-//! Helpers the benchmarks that scrape a running relay share.
+//! Helpers the benchmarks that run the real binaries share.
+// Each bench uses some of them.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// Kills the child when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bin sim` on a free port with `merchants` open merchants and no traffic of its own; its base
+/// URL (the first line it prints).
+pub fn start_idle_sim(bin: &str, merchants: usize) -> (Guard, String) {
+    let mut sim = Guard(
+        Command::new(bin)
+            .args([
+                "sim",
+                "--listen",
+                "127.0.0.1:0",
+                "--merchants",
+                &merchants.to_string(),
+                "--closed-merchants",
+                "0",
+                "--rate",
+                "0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sim"),
+    );
+    let mut line = String::new();
+    BufReader::new(sim.0.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address");
+    let base = line.trim().trim_start_matches("listening on ").to_string();
+    (sim, base)
+}
 
 /// The sum of a series' samples whose labels include all of `labels`, from Prometheus text.
 pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
