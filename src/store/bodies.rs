@@ -55,6 +55,9 @@ struct Active {
     id: u64,
     file: File,
     len: u64,
+    /// A failed write left bytes past `len` that could not be cut off: the next append starts
+    /// a new segment, so no body is placed where those bytes are.
+    torn: bool,
 }
 
 impl Bodies {
@@ -99,7 +102,7 @@ impl Bodies {
     /// not written after all.
     pub fn append(&self, bodies: &[&[u8]]) -> std::io::Result<Vec<BodyRef>> {
         let mut state = self.state()?;
-        if state.active.len >= SEGMENT_BYTES {
+        if state.active.len >= SEGMENT_BYTES || state.active.torn {
             let next = Active::create(&self.dir, state.active.id + 1)?;
             let closed = std::mem::replace(&mut state.active, next);
             if state.live.get(&closed.id).copied().unwrap_or(0) == 0 {
@@ -123,7 +126,14 @@ impl Bodies {
             buffer.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
             buffer.extend_from_slice(body);
         }
-        state.active.file.write_all(&buffer)?;
+        if let Err(e) = state.active.file.write_all(&buffer) {
+            // A short write (a full disk) leaves part of the buffer at the end of the file, and
+            // appends go to the end: the next bodies would not be where their offsets say.
+            if state.active.file.set_len(state.active.len).is_err() {
+                state.active.torn = true;
+            }
+            return Err(e);
+        }
         state.active.len += buffer.len() as u64;
         state.dirty = true;
         let id = state.active.id;
@@ -251,7 +261,12 @@ impl Active {
             .read(true)
             .open(segment_path(dir, id))?;
         let len = file.metadata()?.len();
-        Ok(Active { id, file, len })
+        Ok(Active {
+            id,
+            file,
+            len,
+            torn: false,
+        })
     }
 }
 
@@ -303,5 +318,66 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
         assert!(bodies.read(&fresh).unwrap_err().contains("checksum"));
+    }
+
+    /// A full disk in the middle of a write: the bodies written before and after it are read
+    /// back where their places say. Needs a small file system of its own: a tmpfs, mounted as
+    /// root (skipped, saying so, otherwise).
+    #[test]
+    fn a_write_cut_short_by_a_full_disk_leaves_the_next_bodies_where_they_say() {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("small");
+        std::fs::create_dir(&mount).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        let mounted = root
+            && std::process::Command::new("mount")
+                .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+                .arg(&mount)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: a 256 KiB tmpfs cannot be mounted here (not root, or no mount)");
+            return;
+        }
+        struct Unmount(PathBuf);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let _unmount = Unmount(mount.clone());
+        let filler = mount.join("filler");
+        std::fs::write(&filler, vec![0u8; 64 * 1024]).unwrap();
+        let bodies = Bodies::open(&mount.join("bodies"), HashMap::new()).unwrap();
+        let body =
+            |i: usize| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(9_000)).into_bytes();
+        let mut written = Vec::new();
+        let mut failed = false;
+        for i in 0..100 {
+            let b = body(i);
+            match bodies.append(&[&b, &b]) {
+                Ok(refs) => written.extend(refs.into_iter().map(|r| (r, i))),
+                Err(e) => {
+                    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "the disk never filled");
+        std::fs::remove_file(&filler).unwrap();
+        for i in 100..103 {
+            let b = body(i);
+            let refs = bodies.append(&[&b]).expect("space is back");
+            written.extend(refs.into_iter().map(|r| (r, i)));
+        }
+        for (r, i) in &written {
+            assert_eq!(
+                bodies.read(r).unwrap()[..],
+                body(*i)[..],
+                "body {i} at {r:?}"
+            );
+        }
     }
 }
