@@ -37,10 +37,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let control = Control::new(&config.store.path);
     control.write_pid();
     announce_admin(&config, &pipeline);
+    let mut store_failure = None;
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
+            failure = pipeline.store_failed() => {
+                tracing::error!(store = %config.store.path.display(), error = %failure,
+                    "the store cannot write any more (sled refuses every write after a failed one until it is opened again): stopping, to be started again by the service manager; nothing admitted is lost, and polling resumes from the cursors");
+                store_failure = Some(failure);
+                break;
+            }
             _ = hangups.next() => {
                 let outcome = match reread(&args.config, &config) {
                     Err(refused) => Err(refused),
@@ -68,10 +75,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     super::exit_on_second_signal();
     tracing::info!("stopping: finishing in-flight deliveries (a second signal exits at once)");
-    pipeline.shutdown().await?;
+    let stopped = pipeline.shutdown().await;
     Discovery::remove(&config.store.path);
-    snapshot_store(&config).await;
     control.remove();
+    if let Some(failure) = store_failure {
+        // No snapshot: sled would refuse to write it too.
+        anyhow::bail!(
+            "store {}: a write failed ({failure}) and sled refuses every write after that until it is opened again; start mxc-relay again (systemd's Restart=on-failure does) once the disk has room",
+            config.store.path.display()
+        );
+    }
+    stopped?;
+    snapshot_store(&config).await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -185,6 +185,10 @@ struct Disk {
     /// deadlock when a flush runs while a transaction waits for its global write lock (the
     /// flush holds it shared and waits for its log, which waits behind the transaction).
     gate: std::sync::RwLock<()>,
+    /// sled's first failed write, once it happened: sled keeps that error and refuses every
+    /// later write until the store is opened again (seen with a full disk: space freed, writes
+    /// still refused). The service stops on it, for its supervisor to start it again.
+    failed: std::sync::OnceLock<String>,
 }
 
 impl Disk {
@@ -197,7 +201,11 @@ impl Disk {
             .map_err(|e| format!("sync event bodies: {e}"))?;
         {
             let _flushing = self.gate.write().unwrap_or_else(|e| e.into_inner());
-            self.db.flush().map_err(|e| e.to_string())?;
+            if let Err(e) = self.db.flush() {
+                let detail = e.to_string();
+                let _ = self.failed.set(detail.clone());
+                return Err(detail);
+            }
         }
         self.bodies
             .delete(doomed)
@@ -226,6 +234,10 @@ fn spawn_flusher(disk: &Arc<Disk>, every: std::time::Duration, path: &Path) {
             };
             if let Err(e) = disk.flush() {
                 tracing::error!(store = %path.display(), error = %e, "periodic store flush failed");
+                if disk.failed.get().is_some() {
+                    // sled refuses every write from now on: no point logging it twice a second.
+                    return;
+                }
             }
         });
     if let Err(e) = spawned {
@@ -291,6 +303,7 @@ impl Store {
             db: db.clone(),
             bodies,
             gate: std::sync::RwLock::new(()),
+            failed: std::sync::OnceLock::new(),
         });
         spawn_flusher(&disk, std::time::Duration::from_millis(flush_ms), &path);
         Store::on(db, disk, path, config, sinks)
@@ -410,6 +423,12 @@ impl Store {
     /// Free space on the store's file system, in bytes (what an unprivileged process may use).
     pub fn free_bytes(&self) -> std::io::Result<u64> {
         fs2::available_space(&self.inner.path)
+    }
+
+    /// sled's failed write, if one happened: the store cannot write again until it is opened
+    /// again (see `Disk::failed`).
+    pub fn failure(&self) -> Option<String> {
+        self.inner.disk.failed.get().cloned()
     }
 
     /// The bytes the store takes on disk: the blocks allocated to every file under its
