@@ -33,8 +33,8 @@ fn main() -> ExitCode {
 
 /// glibc raises its mmap threshold each time a large block is freed, up to 32 MiB; from then
 /// on each page body (~700 KB for 100 records) comes from the heap arenas of whichever thread
-/// reads it, and the arenas keep what is freed. A 30-minute soak at 100 records/s grew to
-/// 200 MiB that way with 78 MB in use; with the threshold fixed at glibc's own default,
+/// reads it, and the arenas keep what is freed. A soak at 100 records/s was at 203 MiB after
+/// 19 minutes and growing, 78 MB of it in use; with the threshold fixed at glibc's own default,
 /// 128 KiB, such blocks are mapped and returned when freed (see the README's soak).
 fn fix_mmap_threshold() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
