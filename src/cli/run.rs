@@ -81,7 +81,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(failure) = store_failure {
         // No snapshot: sled would refuse to write it too.
         anyhow::bail!(
-            "store {}: a write failed ({failure}) and sled refuses every write after that until it is opened again; start mxc-relay again (systemd's Restart=on-failure does) once the disk has room",
+            "store {}: a write failed ({failure}) and sled refuses every write after that until it is opened again; start mxc-relay again (systemd's Restart=on-failure does) once its cause is gone (a full disk, say)",
             config.store.path.display()
         );
     }
