@@ -270,9 +270,9 @@ impl Store {
             Durability::Interval => config.flush_interval.as_millis().max(1) as u64,
         };
         // sled's flusher stays on: it is also the only thread that cleans sled's log segments
-        // (without it the log grows by every write ever made, and the cleaner's queue in
-        // memory with it). Bodies are synced before the transaction that points at them, so
-        // whatever it writes never points at a body that is not on disk.
+        // (without it the log keeps every write: the soak's store grew by ~5 MiB a minute).
+        // Bodies are synced before the transaction that points at them, so whatever it writes
+        // never points at a body that is not on disk.
         let db = sled::Config::new()
             .path(&path)
             .flush_every_ms(Some(flush_ms))
