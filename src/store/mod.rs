@@ -270,7 +270,7 @@ impl Store {
             Durability::Interval => config.flush_interval.as_millis().max(1) as u64,
         };
         // sled's flusher stays on: it is also the only thread that cleans sled's log segments
-        // (without it the log keeps every write: the soak's store grew by ~5 MiB a minute).
+        // (without it the log keeps every write: the soak's store grew by ~6 MiB a minute).
         // Bodies are synced before the transaction that points at them, so whatever it writes
         // never points at a body that is not on disk.
         let db = sled::Config::new()
