@@ -33,7 +33,7 @@ use mxc_relay::secret::Secret;
 use mxc_relay::sim;
 use mxc_relay::store::{Admission, Cursor, Store};
 
-use common::{start_idle_sim, Guard};
+use common::{env_or, start_idle_sim, Guard};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const XMIDS: usize = 10_000;
@@ -150,13 +150,6 @@ fn main() {
             first / base_first
         );
     }
-}
-
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 fn credentials() -> Credentials {

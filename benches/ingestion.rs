@@ -28,7 +28,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::metric;
+use common::{env_or, metric};
 use mxc_relay::config::PollersConfig;
 use mxc_relay::mxc::{self, Client, ClientConfig, Credentials, ReportQuery, TimeBasis};
 use mxc_relay::secret::Secret;
@@ -70,23 +70,16 @@ impl Drop for Children {
     }
 }
 
-fn env_secs(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `MXC_BENCH_SECS`: the run's length (5 minutes).
 fn bench_secs() -> u64 {
-    env_secs("MXC_BENCH_SECS", 300)
+    env_or("MXC_BENCH_SECS", 300)
 }
 
 /// `MXC_BENCH_BACKLOG_SECS`: history the simulators hold at start (`--backlog`), 10 minutes by
 /// default: without it, a transaction-time poll's look-back (10 minutes) is never full within a
 /// 5-minute run, and its cost would be under-stated. 0 starts them empty.
 fn backlog_secs() -> u64 {
-    env_secs("MXC_BENCH_BACKLOG_SECS", START_BACK.as_secs())
+    env_or("MXC_BENCH_BACKLOG_SECS", START_BACK.as_secs())
 }
 
 /// Starts `mxc-relay sim` and returns its base URL, from the first line it prints.

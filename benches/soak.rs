@@ -16,19 +16,12 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::metric;
+use common::{env_or, metric};
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sim::{self, SimConfig};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
-
-fn env_number(name: &str, default: f64) -> f64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -80,8 +73,8 @@ fn live_mib(store: &std::path::Path) -> anyhow::Result<(f64, u64)> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let minutes = env_number("SOAK_MINUTES", 30.0);
-    let rate = env_number("SOAK_RATE", 100.0);
+    let minutes = env_or("SOAK_MINUTES", 30.0);
+    let rate = env_or("SOAK_RATE", 100.0);
     let sim = sim::start(SimConfig {
         rate,
         merchants: 200,
