@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::sim::{self, SimConfig};
+use mxc_sim::SimConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 10_000;
@@ -71,7 +71,7 @@ struct Run {
 }
 
 async fn run(instances: usize, broker: &str) -> Run {
-    let sim = sim::start(SimConfig {
+    let sim = mxc_sim::start(SimConfig {
         merchants: MERCHANTS,
         closed_merchants: Some(0),
         rate: 0.0,
@@ -127,7 +127,7 @@ session_timeout = "6s"
 "#,
             sim = sim.base_url(),
             xmids = serde_json::to_string(&xmids).expect("json"),
-            start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(11)),
+            start = mxc::instant(t0 - chrono::Duration::minutes(11)),
             home = home.display(),
             out = out.display(),
         );
@@ -137,7 +137,7 @@ session_timeout = "6s"
             Command::new(BIN)
                 .args(["run", "--config"])
                 .arg(&file)
-                .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+                .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(home.join("relay.log")).expect("log"))
                 .spawn()

@@ -27,10 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials, AUTHORIZATIONS};
 use mxc_relay::config::StoreConfig;
-use mxc_relay::mxc::{Client, ClientConfig, Credentials, AUTHORIZATIONS};
-use mxc_relay::secret::Secret;
-use mxc_relay::sim;
 use mxc_relay::store::{Admission, Cursor, Store};
 
 use common::{env_or, start_idle_sim, Guard};
@@ -154,7 +153,7 @@ fn main() {
 
 fn credentials() -> Credentials {
     Credentials {
-        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
         username: None,
         password: Secret::default(),
     }
@@ -217,9 +216,9 @@ struct Start {
 fn measure(runtime: &tokio::runtime::Runtime, base: &str, xmids: &[String], dir: &Path) -> Start {
     let config = format!(
         "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {}\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-        sim::DEFAULT_API_KEY,
+        mxc_sim::DEFAULT_API_KEY,
         serde_json::to_string(xmids).expect("json"),
-        mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(1)),
+        mxc::instant(Utc::now() - chrono::Duration::minutes(1)),
         dir.join("store").display(),
         dir.join("out.jsonl").display(),
     );

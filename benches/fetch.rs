@@ -28,9 +28,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
-use mxc_relay::mxc::{self, Client, ClientConfig, Credentials, ReportQuery};
-use mxc_relay::secret::Secret;
-use mxc_relay::sim;
+use mxc::Secret;
+use mxc::{self, Client, ClientConfig, Credentials, ReportQuery};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 20;
@@ -214,9 +213,9 @@ fn timed(mut command: Command, out: &Path) -> f64 {
     let result = command
         .stdout(file)
         .stderr(Stdio::piped())
-        .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
-        .env("MXC_USERNAME", sim::DEFAULT_USERNAME)
-        .env("MXC_PASSWORD", sim::DEFAULT_PASSWORD)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+        .env("MXC_USERNAME", mxc_sim::DEFAULT_USERNAME)
+        .env("MXC_PASSWORD", mxc_sim::DEFAULT_PASSWORD)
         .output()
         .expect("the command starts");
     let seconds = started.elapsed().as_secs_f64();
@@ -339,9 +338,9 @@ async fn seed(base: &str, records: usize) -> (Vec<String>, DateTime<Utc>, DateTi
     let client = Client::new(ClientConfig::new(
         base,
         Credentials {
-            api_key: Secret::new(sim::DEFAULT_API_KEY),
-            username: Some(sim::DEFAULT_USERNAME.to_string()),
-            password: Secret::new(sim::DEFAULT_PASSWORD),
+            api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
+            username: Some(mxc_sim::DEFAULT_USERNAME.to_string()),
+            password: Secret::new(mxc_sim::DEFAULT_PASSWORD),
         },
     ))
     .expect("client");

@@ -29,10 +29,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use common::{env_or, metric};
+use mxc::Secret;
+use mxc::{self, Client, ClientConfig, Credentials, ReportQuery, TimeBasis};
 use mxc_relay::config::PollersConfig;
-use mxc_relay::mxc::{self, Client, ClientConfig, Credentials, ReportQuery, TimeBasis};
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, StatsSnapshot};
+use mxc_sim::StatsSnapshot;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 200;
@@ -274,7 +274,7 @@ async fn ingested(sim: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(Str
     let client = Client::new(ClientConfig::new(
         sim.to_string(),
         Credentials {
-            api_key: Secret::new(sim::DEFAULT_API_KEY),
+            api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
             username: None,
             password: Secret::default(),
         },
@@ -410,7 +410,7 @@ listen = "127.0.0.1:0"
         let child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&file)
-            .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(home.join("relay.log")).expect("log"))
             .spawn()

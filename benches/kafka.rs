@@ -13,13 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use mxc::Secret;
+use mxc::{Client, ClientConfig as MxcClientConfig, Credentials, ReportQuery};
 use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
-use mxc_relay::mxc::{Client, ClientConfig as MxcClientConfig, Credentials, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::route::Route;
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::SimConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -110,7 +110,7 @@ fn main() {
 }
 
 async fn run(brokers: &str) {
-    let sim = sim::start(SimConfig {
+    let sim = mxc_sim::start(SimConfig {
         merchants: MERCHANTS,
         rate: 0.0,
         ..SimConfig::default()
@@ -123,9 +123,9 @@ async fn run(brokers: &str) {
         .expect("generate");
     // Their `created` is now: MXC's clock moves a minute on, past `pollers.settle`, so that
     // the run measures throughput and not the settle wait.
-    sim.set_faults(sim::Faults {
+    sim.set_faults(mxc_sim::Faults {
         clock_offset_ms: 60_000,
-        ..sim::Faults::default()
+        ..mxc_sim::Faults::default()
     });
 
     // The events the relay will send, made beforehand (not timed) from the same records by
@@ -216,7 +216,7 @@ async fn run(brokers: &str) {
     config.pollers.look_back = Duration::from_secs(3600);
     config.pollers.requests_per_second = 10_000.0;
     config.pollers.burst = 1_000;
-    config.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(40));
+    config.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(40));
     config.store.path = dir.path().join("store");
     // `MXC_BENCH_BATCH` and `MXC_BENCH_LINGER_MS` try other settings (the README's table of
     // producer settings was measured so).
@@ -310,7 +310,7 @@ fn cpu_seconds() -> f64 {
 
 fn credentials() -> Credentials {
     Credentials {
-        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
         username: None,
         password: Secret::default(),
     }

@@ -17,12 +17,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::config::{Config, Durability, GroupSize, RouteConfig, SinkConfig};
-use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, SimConfig};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::SimConfig;
 
 use common::{start_idle_sim, Guard};
 
@@ -47,14 +47,14 @@ fn main() {
 
 fn credentials() -> Credentials {
     Credentials {
-        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
         username: None,
         password: Secret::default(),
     }
 }
 
 async fn end_to_end() {
-    let sim = sim::start(SimConfig {
+    let sim = mxc_sim::start(SimConfig {
         merchants: MERCHANTS,
         rate: 0.0,
         ..SimConfig::default()
@@ -67,9 +67,9 @@ async fn end_to_end() {
         .expect("generate");
     // Their `created` is now: MXC's clock moves a minute on, past `pollers.settle`, so that
     // the run measures throughput and not the settle wait.
-    sim.set_faults(sim::Faults {
+    sim.set_faults(mxc_sim::Faults {
         clock_offset_ms: 60_000,
-        ..sim::Faults::default()
+        ..mxc_sim::Faults::default()
     });
 
     // Baseline: the simulator alone, serving every record to the real client, 4 at a time.
@@ -117,7 +117,7 @@ async fn end_to_end() {
         config.pollers.look_back = Duration::from_secs(3600);
         config.pollers.requests_per_second = 10_000.0;
         config.pollers.burst = 1_000;
-        config.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(40));
+        config.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(40));
         config.store.path = dir.path().join("store");
         config.store.durability = durability;
         config.sinks.insert(
@@ -251,7 +251,7 @@ fn fleet_cost() {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = format!(
             "[mxc]\nbase_url = \"{base}\"\napi_key = \"{}\"\n[pollers]\nxmids = {xmids_value}\n{pollers}[store]\npath = \"{}\"\n[sinks.null]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"null\"\n[log]\nlevel = \"warn\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
-            sim::DEFAULT_API_KEY,
+            mxc_sim::DEFAULT_API_KEY,
             dir.path().join("store").display(),
             dir.path().join("out.jsonl").display(),
         );

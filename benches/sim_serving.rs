@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use chrono::Utc;
-use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, SimConfig};
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials, ReportQuery};
+use mxc_sim::SimConfig;
 
 const RECORDS: usize = 100_000;
 const MERCHANTS: usize = 20;
@@ -33,7 +33,7 @@ fn main() {
 }
 
 async fn run() {
-    let sim = sim::start(SimConfig {
+    let sim = mxc_sim::start(SimConfig {
         merchants: MERCHANTS,
         rate: 0.0,
         ..SimConfig::default()
@@ -51,7 +51,7 @@ async fn run() {
     );
 
     let credentials = Credentials {
-        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
         username: None,
         password: Secret::default(),
     };
@@ -191,7 +191,7 @@ where
 async fn raw_token(http: &reqwest::Client, base: &str) -> String {
     let answer: serde_json::Value = http
         .post(format!("{base}/security/v1/apiKey/authenticate"))
-        .json(&serde_json::json!({"value": sim::DEFAULT_API_KEY}))
+        .json(&serde_json::json!({"value": mxc_sim::DEFAULT_API_KEY}))
         .send()
         .await
         .expect("auth")
@@ -215,8 +215,8 @@ async fn raw_page(
                 serde_json::to_string(&q.xmids).unwrap_or_default(),
             ),
             ("dr_type", "abs".into()),
-            ("dr_from", mxc_relay::mxc::instant(q.from)),
-            ("dr_to", mxc_relay::mxc::instant(q.to)),
+            ("dr_from", mxc::instant(q.from)),
+            ("dr_to", mxc::instant(q.to)),
             ("sort", "transactionDateAndTime:asc".into()),
             ("size", "100".into()),
             ("from", offset.to_string()),

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use common::{env_or, metric};
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{self, SimConfig};
+use mxc_sim::SimConfig;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 
@@ -75,7 +75,7 @@ fn live_mib(store: &std::path::Path) -> anyhow::Result<(f64, u64)> {
 async fn main() -> anyhow::Result<()> {
     let minutes = env_or("SOAK_MINUTES", 30.0);
     let rate = env_or("SOAK_RATE", 100.0);
-    let sim = sim::start(SimConfig {
+    let sim = mxc_sim::start(SimConfig {
         rate,
         merchants: 200,
         ..SimConfig::default()
@@ -149,7 +149,7 @@ level = "warn"
     let mut relay = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
-        .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .env("SOAK_WEBHOOK_SECRET", secret.expose())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

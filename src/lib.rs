@@ -4,16 +4,12 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
-pub mod http;
-pub mod mxc;
 pub mod pipeline;
 pub mod poll;
 pub mod receiver;
 pub mod route;
 pub mod schema;
-pub mod secret;
 pub mod signature;
-pub mod sim;
 pub mod sink;
 pub mod store;
 pub mod telemetry;

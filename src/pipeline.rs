@@ -11,16 +11,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, ClusterError, Handover, Membership, Polling, Sharding};
 use crate::config::{Config, SinkConfig};
-use crate::mxc::{Client, MxcError, Resource};
 use crate::poll::{
     rate_limiter, BackfillProgress, BackfillRequest, Bases, Fleet, MerchantControls, PollConfig,
     PollError, Pollers, RosterWatch,
 };
 use crate::route::Route;
-use crate::secret::Secret;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{self, Health, Metrics};
+use mxc::Secret;
+use mxc::{Client, MxcError, Resource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -177,7 +177,7 @@ impl Pipeline {
         refused_credentials_fail: bool,
     ) -> Result<Pipeline, PipelineError> {
         let mut client_config = config.mxc.client_config();
-        client_config.metrics = Some(metrics.clone());
+        client_config.observer = Some(Arc::new(metrics.clone()));
         if config.cluster.enabled() {
             // MXC (and the simulator's counts) can tell the instances apart.
             client_config.user_agent = format!(

@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use mxc::Secret;
 
 const PREFIX: &str = "whsec_";
 /// Random bytes in a generated secret (the specification asks for 24 to 64).

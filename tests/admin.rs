@@ -15,7 +15,7 @@ use chrono::Utc;
 use mxc_relay::receiver::{Behaviour, Receiver};
 use mxc_relay::route::event_id;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{Faults, RunningSim};
+use mxc_sim::{Faults, RunningSim};
 use serde_json::{json, Value};
 
 use common::*;
@@ -109,7 +109,7 @@ async fn start_service(dir: &Path, config: &Path) -> Service {
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .env("MXC_ADMIN_TOKEN", TOKEN)
         .env("RUST_LOG", "trace")
         .stdout(Stdio::null())
@@ -182,7 +182,7 @@ impl Service {
             .args(args)
             .arg("--config")
             .arg(&self.config)
-            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .env("MXC_ADMIN_TOKEN", TOKEN)
             .output()
             .unwrap();
@@ -246,8 +246,7 @@ fn accepted(receiver: &Receiver) -> HashMap<String, (usize, String)> {
 /// Every record the simulator holds for `xmids` (the last 50 hours).
 async fn records(sim: &RunningSim, xmids: &[String]) -> Vec<Value> {
     let now = Utc::now();
-    let query =
-        mxc_relay::mxc::ReportQuery::new(xmids.to_vec(), now - chrono::Duration::hours(50), now);
+    let query = mxc::ReportQuery::new(xmids.to_vec(), now - chrono::Duration::hours(50), now);
     let mut pager = client(sim).report_pages(query);
     let mut out = Vec::new();
     while let Some(batch) = pager.next_page().await.unwrap() {
@@ -324,7 +323,7 @@ impl Scene {
 }
 
 fn ten_minutes_ago() -> String {
-    mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10))
+    mxc::instant(Utc::now() - chrono::Duration::minutes(10))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -537,7 +536,7 @@ async fn an_endpoint_disabled_by_a_410_is_enabled_while_running_and_its_events_g
 async fn a_backfill_inside_the_running_service_sends_each_record_once_cancelled_and_resumed() {
     let t0 = Utc::now();
     // A small request budget: the backfill's pages share it with polling, and take seconds.
-    let start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160));
+    let start = mxc::instant(t0 - chrono::Duration::minutes(160));
     let budget = "requests_per_second = 8\nburst = 1";
     let scene = Scene::new(10, 204, &start, budget).await;
     let (sim, xmids) = (&scene.sim, &scene.xmids);

@@ -5,9 +5,9 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use mxc_relay::mxc::{Client, Credentials, MxcError, ReportQuery, TokenPolicy};
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{Faults, SimConfig};
+use mxc::Secret;
+use mxc::{Client, Credentials, MxcError, ReportQuery, TokenPolicy};
+use mxc_sim::{Faults, SimConfig};
 
 use common::*;
 
@@ -195,7 +195,7 @@ async fn an_unreachable_security_api_is_a_transport_error() {
     let sim = start_sim(quiet_sim()).await;
     let base = sim.base_url();
     sim.shutdown().await.unwrap();
-    let mut config = mxc_relay::mxc::ClientConfig::new(base, credentials());
+    let mut config = mxc::ClientConfig::new(base, credentials());
     config.timeout = Duration::from_secs(2);
     let err = Client::new(config)
         .unwrap()

@@ -47,7 +47,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
             "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nlook_back = \"10m\"\nstart = \"{}\"\nrequests_per_second = 1000\nburst = 100\n[store]\npath = \"{}\"\n[delivery]\nbatch_size = 500\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nlevel = \"warn\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
-            mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(160)),
+            mxc::instant(t0 - chrono::Duration::minutes(160)),
             dir.path().join("store").display(),
             archive.display(),
         ),
@@ -55,7 +55,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
     .unwrap();
 
     // The service ran for a while: it sent the last 160 minutes.
-    std::env::set_var("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY);
+    std::env::set_var("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY);
     let config = Config::load(&file).unwrap();
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -71,7 +71,7 @@ async fn a_backfill_of_100_000_records_interrupted_and_resumed_sends_each_exactl
             .args(["backfill", "--config"])
             .arg(&file)
             .args(["--since", "49h"])
-            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
             .spawn()

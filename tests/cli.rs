@@ -6,8 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use chrono::{Duration, DurationRound, Utc};
-use mxc_relay::mxc;
-use mxc_relay::sim::{self, SimConfig};
+use mxc_sim::SimConfig;
 
 use common::*;
 
@@ -42,11 +41,7 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
         .to_string();
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
 
-    let client = mxc_relay::mxc::Client::new(mxc_relay::mxc::ClientConfig::new(
-        base.clone(),
-        credentials(),
-    ))
-    .unwrap();
+    let client = mxc::Client::new(mxc::ClientConfig::new(base.clone(), credentials())).unwrap();
     let roster = client.roster().await.unwrap();
     assert_eq!(roster.iter().filter(|m| m.active).count(), 3);
     let xmids = roster
@@ -56,11 +51,7 @@ async fn sim_prints_its_address_first_and_serves_the_api() {
         .collect();
     let page = client
         .report(
-            &mxc_relay::mxc::ReportQuery::new(
-                xmids,
-                Utc::now() - Duration::minutes(15),
-                Utc::now(),
-            ),
+            &mxc::ReportQuery::new(xmids, Utc::now() - Duration::minutes(15), Utc::now()),
             0,
         )
         .await
@@ -188,7 +179,7 @@ const KEY: &str = "API_canary_key_7f3a";
 const USER: &str = "canary-user";
 const PASSWORD: &str = "canary-password-91c2";
 
-async fn canary_sim() -> mxc_relay::sim::RunningSim {
+async fn canary_sim() -> mxc_sim::RunningSim {
     start_sim(SimConfig {
         api_key: KEY.into(),
         username: USER.into(),
@@ -301,7 +292,7 @@ fn export(
         .arg(xmids.join(","))
         .args(["--since", since, "--until", until, "--page-size", "7"])
         .args(extra)
-        .env("MXC_API_KEY", sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .output()
         .unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
@@ -496,7 +487,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
             "[mxc]\nbase_url = \"{}\"\n[pollers]\nxmids = {}\ninterval = \"1s\"\nstart = \"{}\"\n[store]\npath = \"{}\"\n[sinks.archive]\nkind = \"file\"\npath = \"{}\"\n[[routes]]\nsink = \"archive\"\n[telemetry]\nlisten = \"{telemetry}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n",
             sim.base_url(),
             serde_json::to_string(&xmids).unwrap(),
-            mxc_relay::mxc::instant(Utc::now() - Duration::minutes(10)),
+            mxc::instant(Utc::now() - Duration::minutes(10)),
             dir.path().join("store").display(),
             dir.path().join("out.jsonl").display(),
         ),
@@ -505,7 +496,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
     let child = Command::new(BIN)
         .args(["run", "--config"])
         .arg(&config)
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -560,7 +551,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
     ] {
         assert!(metrics.contains(series), "{series} missing from\n{metrics}");
     }
-    assert!(!metrics.contains(mxc_relay::sim::DEFAULT_API_KEY));
+    assert!(!metrics.contains(mxc_sim::DEFAULT_API_KEY));
 
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

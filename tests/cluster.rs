@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::mxc::ReportQuery;
-use mxc_relay::sim::{RunningSim, StatsSnapshot};
+use mxc::ReportQuery;
+use mxc_sim::{RunningSim, StatsSnapshot};
 
 use common::kafka::*;
 use common::*;
@@ -80,7 +80,7 @@ state_interval = "1s"
 "#,
             sim = self.sim_url,
             xmids = serde_json::to_string(&self.xmids).unwrap(),
-            start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
+            start = mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
             dir = dir.display(),
             broker = self.broker,
             name = self.name,
@@ -95,7 +95,7 @@ state_interval = "1s"
         Command::new(BIN)
             .args(["run", "--config"])
             .arg(&file)
-            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -228,7 +228,7 @@ async fn all_record_ids(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance_to_a_new_one() {
     let Some(broker) = broker() else { return };
-    let sim = start_sim(mxc_relay::sim::SimConfig {
+    let sim = start_sim(mxc_sim::SimConfig {
         merchants: MERCHANTS,
         closed_merchants: Some(0),
         ..quiet_sim()
@@ -263,7 +263,7 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
     let status = Command::new(BIN)
         .args(["cluster", "status", "--config"])
         .arg(cluster.config("i1"))
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&status.stdout);
@@ -288,8 +288,8 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
                 let now = Utc::now();
                 let body = serde_json::json!({
                     "count": 50, "xmids": xmids,
-                    "from": mxc_relay::mxc::instant(now - chrono::Duration::seconds(2)),
-                    "to": mxc_relay::mxc::instant(now),
+                    "from": mxc::instant(now - chrono::Duration::seconds(2)),
+                    "to": mxc::instant(now),
                 });
                 http.post(format!("{sim_url}/_sim/generate"))
                     .json(&body)

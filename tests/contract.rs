@@ -13,14 +13,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
+use mxc::RESOURCES;
 use mxc_relay::config::{Config, KafkaKey, RedactConfig, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::RESOURCES;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::schema::{schema_id, Catalog, Enums};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::SimConfig;
 use mxc_relay::sink::cloudevents_source;
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::SimConfig;
 use serde_json::{json, Value};
 
 use common::contract::Contract;

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use chrono::Utc;
-use mxc_relay::mxc::{Client, ClientConfig, Credentials, ReportQuery};
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
-use mxc_relay::secret::Secret;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{self, SimConfig};
+use mxc_sim::SimConfig;
 use rand::Rng;
 
 use common::kafka::*;
@@ -61,7 +61,7 @@ fn write_config(
     receiver: &str,
 ) -> PathBuf {
     let path = dir.join("relay.toml");
-    let start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(20));
+    let start = mxc::instant(Utc::now() - chrono::Duration::minutes(20));
     let text = format!(
         r#"[mxc]
 base_url = "{sim_url}"
@@ -156,7 +156,7 @@ async fn kill_9_at_ten_random_instants_loses_nothing_and_repeats_keep_their_ids(
     create_topic(&broker, &topic, 4).await;
 
     let sim = Arc::new(
-        sim::start(SimConfig {
+        mxc_sim::start(SimConfig {
             rate: 0.0,
             api_key: API_KEY.into(),
             username: USERNAME.into(),

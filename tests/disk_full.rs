@@ -88,7 +88,7 @@ async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_re
     c.pollers.look_back = Duration::from_secs(10 * 60);
     // The lag in steady state is settle + at most an interval: keep it small and clear.
     c.pollers.settle = Duration::from_secs(1);
-    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
     c.store.path = disk.dir.join("store");
     c.store.min_free_mib = 4;
     c.sinks.insert(

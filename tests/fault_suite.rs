@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mxc::Secret;
+use mxc::{Client, ClientConfig, MxcError, ReportQuery};
 use mxc_relay::config::{Config, GroupSize, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::{Client, ClientConfig, MxcError, ReportQuery};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::route::event_id;
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
 
 use common::canary::{self, debugged, shown};
@@ -45,7 +45,7 @@ fn config(base_url: &str, xmids: &[String], dir: &Path, start: DateTime<Utc>) ->
     c.pollers.look_back = Duration::from_secs(40 * 60);
     c.pollers.requests_per_second = 200.0;
     c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.pollers.start = mxc::instant(start);
     c.store.path = dir.join("store");
     c.delivery.retry_min = Duration::from_millis(100);
     c.delivery.shutdown_timeout = Duration::from_secs(5);
@@ -1038,14 +1038,14 @@ async fn records_without_id_of_the_wrong_type_or_over_a_mebibyte_are_counted_and
     h.config.mxc.base_url = proxy.url.clone();
     let (from, now) = (h.t0 - minutes(5), Utc::now());
     h.generate(300);
-    let no_id = sim::Shape {
+    let no_id = mxc_sim::Shape {
         with_id: false,
         pad_bytes: 0,
     };
     h.sim
         .generate_shaped(5, &h.xmids, from, now, no_id)
         .unwrap();
-    let oversize = sim::Shape {
+    let oversize = mxc_sim::Shape {
         with_id: true,
         pad_bytes: 1_100_000,
     };

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use chrono::Utc;
-use mxc_relay::mxc::{Client, MxcError, ReportQuery};
-use mxc_relay::sim::Faults;
+use mxc::{Client, MxcError, ReportQuery};
+use mxc_sim::Faults;
 
 use common::*;
 
@@ -99,7 +99,7 @@ async fn an_html_body_is_a_malformed_response_with_a_short_excerpt() {
         panic!("expected Malformed, got {err}")
     };
     assert!(excerpt.starts_with("<html>"), "{excerpt}");
-    assert!(excerpt.len() <= mxc_relay::mxc::EXCERPT_LIMIT + 3);
+    assert!(excerpt.len() <= mxc::EXCERPT_LIMIT + 3);
     assert!(detail.contains("expected value"), "{detail}");
 }
 

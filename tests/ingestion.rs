@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mxc::{Client, ReportQuery, TimeBasis};
 use mxc_relay::config::{Config, CursorMode, RouteConfig, SinkConfig, StoreConfig};
-use mxc_relay::mxc::{Client, ReportQuery, TimeBasis};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::poll::{rate_limiter, Bases, PollConfig, Pollers};
-use mxc_relay::sim::{Faults, RunningSim, SimConfig};
 use mxc_relay::store::Store;
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{Faults, RunningSim, SimConfig};
 
 use common::canary::{assert_logged, capture_logs, lines_with};
 use common::kafka::{broker, create_topic, read_topic, topic_name};
@@ -140,9 +140,9 @@ listen = "127.0.0.1:0"
 level = "info"
 "#,
         url = sim.base_url(),
-        key = mxc_relay::sim::DEFAULT_API_KEY,
-        user = mxc_relay::sim::DEFAULT_USERNAME,
-        password = mxc_relay::sim::DEFAULT_PASSWORD,
+        key = mxc_sim::DEFAULT_API_KEY,
+        user = mxc_sim::DEFAULT_USERNAME,
+        password = mxc_sim::DEFAULT_PASSWORD,
         xmids = serde_json::to_string(xmids).unwrap(),
         store = dir.join("store").display(),
         archive = dir.join("archive.jsonl").display(),
@@ -383,7 +383,7 @@ async fn when_mxc_refuses_created_queries_the_relay_falls_back_out_loud_and_deli
     let dir = tempfile::tempdir().unwrap();
     let mut config = pipeline_config(&sim, &xmids, dir.path());
     // On transaction time the start is a transaction time: from 10 minutes back.
-    config.pollers.start = mxc_relay::mxc::instant(sim.now() - minutes(10));
+    config.pollers.start = mxc::instant(sim.now() - minutes(10));
     assert_eq!(config.pollers.cursor, CursorMode::Auto);
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     // Records up to 5 minutes late: within the default 10-minute look-back.
@@ -550,7 +550,7 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
             max_result_window: 10_000,
             max_backoff: Duration::from_secs(5),
             seen_retention: Duration::from_secs(86_400),
-            resources: vec![&mxc_relay::mxc::AUTHORIZATIONS],
+            resources: vec![&mxc::AUTHORIZATIONS],
             first_poll_within: Duration::ZERO,
         },
         metrics: Metrics::new(),
@@ -565,7 +565,7 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         .await
         .unwrap();
     let route = "GET /report/v1/tsys/authorization";
-    let resource = &mxc_relay::mxc::AUTHORIZATIONS;
+    let resource = &mxc::AUTHORIZATIONS;
     let mut costs: HashMap<usize, u64> = HashMap::new();
     // Each round: `new` records reach MXC (hours late, some of them), then one poll once they
     // settled — past the overlap of the poll before, so a poll reads only what is new. (MXC's

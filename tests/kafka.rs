@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mxc::Secret;
 use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::secret::Secret;
-use mxc_relay::sim::{self, RunningSim};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::RunningSim;
 
 use common::kafka::*;
 use common::*;
@@ -37,7 +37,7 @@ fn kafka_config(
     c.pollers.look_back = Duration::from_secs(30 * 60);
     c.pollers.requests_per_second = 500.0;
     c.pollers.burst = 100;
-    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.pollers.start = mxc::instant(start);
     c.store.path = dir.join("store");
     c.delivery.batch_size = 500;
     c.delivery.retry_min = Duration::from_millis(200);
@@ -319,7 +319,7 @@ async fn an_oversize_record_is_dead_lettered_and_the_others_arrive() {
     let xmids: Vec<String> = sim.xmids()[..3].to_vec();
     let t0 = Utc::now();
     sim.generate(200, &xmids, t0 - minutes(5), t0).unwrap();
-    let oversize = sim::Shape {
+    let oversize = mxc_sim::Shape {
         with_id: true,
         pad_bytes: 200_000,
     };

@@ -6,8 +6,8 @@ mod common;
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use mxc_relay::mxc::{Client, Record, ReportQuery, TimeBasis};
-use mxc_relay::sim::SimConfig;
+use mxc::{Client, Record, ReportQuery, TimeBasis};
+use mxc_sim::SimConfig;
 
 use common::*;
 

@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mxc::ReportQuery;
 use mxc_relay::config::{Config, GroupSize, RedactConfig, RouteConfig, SinkConfig};
-use mxc_relay::mxc::ReportQuery;
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
 
 use common::*;
@@ -28,7 +28,7 @@ fn config(sim: &RunningSim, xmids: &[String], dir: &Path, start: DateTime<Utc>) 
     c.pollers.look_back = Duration::from_secs(40 * 60);
     c.pollers.requests_per_second = 200.0;
     c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.pollers.start = mxc::instant(start);
     c.store.path = dir.join("store");
     c.delivery.retry_min = Duration::from_millis(100);
     c.delivery.shutdown_timeout = Duration::from_secs(5);
@@ -145,7 +145,7 @@ async fn five_thousand_records_with_late_arrivals_reach_the_sink_exactly_once_in
         per_xmid
             .entry(line["xmid"].as_str().unwrap().to_string())
             .or_default()
-            .push(mxc_relay::mxc::instant(created));
+            .push(mxc::instant(created));
     }
     assert_eq!(per_xmid.len(), 20);
     for (xmid, times) in per_xmid {
@@ -343,7 +343,7 @@ async fn sim_queries(sim: &RunningSim) -> HashMap<String, u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped() {
-    let sim = start_sim(sim::SimConfig {
+    let sim = start_sim(mxc_sim::SimConfig {
         decline_rate: 0.2,
         ..quiet_sim()
     })
@@ -374,7 +374,7 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
     assert_eq!(config.validate(), vec![]);
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     sim.generate(400, &xmids, t0 - minutes(5), t0).unwrap();
-    let no_id = sim::Shape {
+    let no_id = mxc_sim::Shape {
         with_id: false,
         pad_bytes: 0,
     };

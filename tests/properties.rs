@@ -11,7 +11,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
-use mxc_relay::mxc::{instant, Page};
+use mxc::{instant, Page};
 use mxc_relay::route::{Filter, Path};
 use mxc_relay::signature::{signature_header, verify, SignatureError, WebhookSecret};
 use proptest::collection::vec;

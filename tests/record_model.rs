@@ -1,6 +1,6 @@
 //! The record model against the vendor's documented authorization response.
 
-use mxc_relay::mxc::Page;
+use mxc::Page;
 use serde_json::Value;
 
 const FIXTURE: &str = include_str!("fixtures/authorization-page.json");

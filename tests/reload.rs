@@ -51,7 +51,7 @@ listen = "{telemetry}"
 listen = "127.0.0.1:0"
 {extra}"#,
         xmids = serde_json::to_string(xmids).unwrap(),
-        start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
+        start = mxc::instant(Utc::now() - chrono::Duration::minutes(10)),
         dir = dir.display(),
         extra = extra.replace("{dir}", &dir.display().to_string()),
     )
@@ -79,7 +79,7 @@ fn run(file: &Path, log: &Path) -> std::process::Child {
     Command::new(BIN)
         .args(["run", "--config"])
         .arg(file)
-        .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -223,7 +223,7 @@ async fn the_reload_command_checks_the_file_applies_it_and_says_what_changed() {
         Command::new(BIN)
             .args(["reload", "--config"])
             .arg(&file)
-            .env("MXC_API_KEY", mxc_relay::sim::DEFAULT_API_KEY)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .output()
             .unwrap()
     };

@@ -9,12 +9,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::config::{KafkaKey, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::{Record, ReportQuery, Resource, TimeBasis, RESOURCES};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{RunningSim, SimConfig};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{RunningSim, SimConfig};
 use serde_json::Value;
 
 use common::kafka::*;
@@ -163,7 +163,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
             let record = Record::from_json(&data.to_string()).unwrap().of(r);
             assert_eq!(
                 m.body["occurred_at"],
-                mxc_relay::mxc::instant(record.time().unwrap()),
+                mxc::instant(record.time().unwrap()),
                 "{} {id}",
                 r.name
             );

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use mxc_relay::config::{Config, GroupSize, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::sim::{RunningSim, SimConfig, StatsSnapshot};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{RunningSim, SimConfig, StatsSnapshot};
 
 use common::*;
 
@@ -24,7 +24,7 @@ fn ids_of(lines: &[serde_json::Value], xmid: &str) -> usize {
 fn roster_config(sim: &RunningSim, dir: &std::path::Path, t0: DateTime<Utc>) -> Config {
     let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
     c.pollers.interval = Duration::from_secs(1);
-    c.pollers.start = mxc_relay::mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
     c.pollers.roster.refresh = Duration::from_secs(2);
     c.store.path = dir.join("store");
     c.sinks.insert(

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use common::*;
-use mxc_relay::sim::{SimConfig, StatsSnapshot};
+use mxc_sim::{SimConfig, StatsSnapshot};
 
 struct Raw {
     http: reqwest::Client,
@@ -363,7 +363,7 @@ impl Raw {
     }
 }
 
-async fn set_faults(sim: &mxc_relay::sim::RunningSim, faults: Value) {
+async fn set_faults(sim: &mxc_sim::RunningSim, faults: Value) {
     let r = reqwest::Client::new()
         .post(format!("{}/_sim/faults", sim.base_url()))
         .json(&faults)
@@ -600,7 +600,7 @@ fn date_of(r: &reqwest::Response) -> i64 {
 async fn a_clock_offset_moves_created_stamps_and_the_date_header() {
     let hour = 3_600_000;
     let sim = start_sim(SimConfig {
-        faults: mxc_relay::sim::Faults {
+        faults: mxc_sim::Faults {
             clock_offset_ms: hour,
             ..Default::default()
         },

@@ -84,7 +84,7 @@ fn free_port() -> u16 {
 async fn running_instance(
     dir: &Path,
     per_xmid_metrics: bool,
-) -> (mxc_relay::sim::RunningSim, Pipeline, Receiver, usize) {
+) -> (mxc_sim::RunningSim, Pipeline, Receiver, usize) {
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..3].to_vec();
     let now = Utc::now();
@@ -105,7 +105,7 @@ async fn running_instance(
     let mut c = Config::for_simulator(sim.base_url(), xmids);
     c.pollers.interval = Duration::from_secs(1);
     c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.start = mxc_relay::mxc::instant(now - chrono::Duration::minutes(10));
+    c.pollers.start = mxc::instant(now - chrono::Duration::minutes(10));
     c.store.path = dir.join("store");
     c.telemetry.per_xmid_metrics = per_xmid_metrics;
     c.sinks.insert(

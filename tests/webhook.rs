@@ -10,16 +10,16 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use mxc::ReportQuery;
 use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig, WebhookConfig};
-use mxc_relay::mxc::ReportQuery;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::route::{event_id, Event};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::RunningSim;
 use mxc_relay::sink::WebhookSink;
 use mxc_relay::store::{Admission, Store};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::RunningSim;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -321,7 +321,7 @@ fn pipeline_config(sim: &RunningSim, dir: &Path) -> Config {
     c.pollers.look_back = Duration::from_secs(60);
     c.pollers.requests_per_second = 200.0;
     c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(Utc::now() - chrono::Duration::minutes(10));
+    c.pollers.start = mxc::instant(Utc::now() - chrono::Duration::minutes(10));
     c.store.path = dir.join("store");
     c.delivery.shutdown_timeout = Duration::from_secs(5);
     c
@@ -560,9 +560,9 @@ event_type = "authorization.declined"
 filter = '{DECLINES}'
 "#,
             base = sim.base_url(),
-            key = mxc_relay::sim::DEFAULT_API_KEY,
-            user = mxc_relay::sim::DEFAULT_USERNAME,
-            password = mxc_relay::sim::DEFAULT_PASSWORD,
+            key = mxc_sim::DEFAULT_API_KEY,
+            user = mxc_sim::DEFAULT_USERNAME,
+            password = mxc_sim::DEFAULT_PASSWORD,
             xmids = config.pollers.xmids,
             store = config.store.path.display(),
             url = receiver.url(),

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::api::ApiError;
-use crate::secret::Secret;
+use mxc::Secret;
 
 /// The expected token. Only its digest is kept: comparing digests of equal length takes the
 /// same time whatever the given token's length or content.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::api::ApiError;
 use super::discovery::Discovery;
 use crate::config::{Config, ADMIN_TOKEN_ENV};
-use crate::secret::Secret;
+use mxc::Secret;
 
 pub struct AdminClient {
     base: String,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
+use mxc::Secret;
 
 const FILE: &str = "admin.json";
 

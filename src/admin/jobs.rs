@@ -9,8 +9,8 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{BackfillStart, BackfillStatus};
-use crate::mxc::{Resource, AUTHORIZATIONS};
 use crate::poll::{BackfillProgress, BackfillRequest, Pollers};
+use mxc::{Resource, AUTHORIZATIONS};
 
 /// What a backfill request must satisfy, as the `backfill` command checks it: XMIDs (default:
 /// those listed), a route that takes the resource, a window that is not empty.
@@ -47,8 +47,8 @@ pub fn backfill_request(
     if since >= until {
         return Err(format!(
             "since ({}) must be before until ({})",
-            crate::mxc::instant(since),
-            crate::mxc::instant(until)
+            mxc::instant(since),
+            mxc::instant(until)
         ));
     }
     Ok(BackfillRequest {

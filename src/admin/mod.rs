@@ -25,9 +25,9 @@ pub use openapi::document as openapi_document;
 pub use server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 use crate::poll::{Fleet, Pollers};
-use crate::secret::Secret;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
+use mxc::Secret;
 
 /// What the routes act on: the running pipeline's parts.
 pub struct Context {

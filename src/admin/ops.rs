@@ -7,8 +7,8 @@ use super::api::{
     CursorView, DeadLetterFilter, DeadLetterView, Disabled, EndpointOutcome, EndpointView,
     OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView, StateView,
 };
-use crate::mxc::RESOURCES;
 use crate::store::{DeadLetter, Store, StoreError};
+use mxc::RESOURCES;
 
 /// Names the sink or says which exist.
 pub fn check_sink(sinks: &[String], sink: &str) -> Result<(), String> {
@@ -179,7 +179,7 @@ pub fn state(
         // Authorizations keep the bare XMID; the others are `RESOURCE/XMID`.
         let (resource, xmid) = match key.split_once('/') {
             Some((r, x)) if RESOURCES.iter().any(|known| known.name == r) => (r.to_string(), x),
-            _ => (crate::mxc::AUTHORIZATIONS.name.to_string(), key.as_str()),
+            _ => (mxc::AUTHORIZATIONS.name.to_string(), key.as_str()),
         };
         cursors.push(CursorView {
             xmid: xmid.to_string(),

@@ -12,11 +12,11 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use mxc::Resource;
 use mxc_relay::admin::api::{BackfillStart, BackfillStatus};
 use mxc_relay::admin::backfill_request;
 use mxc_relay::admin::client::AdminClient;
 use mxc_relay::config::Config;
-use mxc_relay::mxc::Resource;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::poll::BackfillProgress;
 use mxc_relay::telemetry::{self, Metrics};
@@ -91,10 +91,10 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "backfill: {} XMIDs from {} to {}",
         request.xmids.len(),
-        mxc_relay::mxc::instant(request.since),
+        mxc::instant(request.since),
         args.until.map_or(
             "now (or where an interrupted run of this command ended)".into(),
-            mxc_relay::mxc::instant
+            mxc::instant
         )
     );
     let mut bar = ProgressLine::new();
@@ -255,7 +255,7 @@ impl ProgressLine {
             ),
             _ => String::new(),
         };
-        let position = p.position.map(mxc_relay::mxc::instant).unwrap_or_default();
+        let position = p.position.map(mxc::instant).unwrap_or_default();
         let line = format!(
             "backfill: {} read{share}, {} new, {} already sent, {rate:.0}/s, at {position}",
             p.read, p.new, p.duplicate

@@ -26,7 +26,7 @@ pub fn run(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
                 "{}: OK — {} XMID(s), MXC at {}, polled every {}{}",
                 args.file.display(),
                 config.pollers.xmids.len(),
-                mxc_relay::mxc::display_url(&config.mxc.base_url),
+                mxc::display_url(&config.mxc.base_url),
                 humantime::format_duration(config.pollers.interval),
                 if from_env.is_empty() {
                     String::new()

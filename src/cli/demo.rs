@@ -15,20 +15,20 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use futures::future::BoxFuture;
 
+use mxc::RESOURCES;
 use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat, WebhookConfig};
-use mxc_relay::mxc::RESOURCES;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
 use mxc_relay::route::Event;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{self, SettlementConfig, SimConfig};
 use mxc_relay::sink::{Outcome, Sink, StdoutSink};
 use mxc_relay::telemetry::{self, Metrics};
+use mxc_sim::{SettlementConfig, SimConfig};
 
 #[derive(Args)]
 pub struct DemoArgs {
     /// Stop by itself after this long (e.g. 30s); without it, run until Ctrl-C.
-    #[arg(long, value_parser = super::sim::duration)]
+    #[arg(long, value_parser = mxc_relay::config::parse_duration)]
     duration: Option<Duration>,
     /// Merchants (XMIDs) to watch.
     #[arg(long, default_value_t = 20)]
@@ -260,7 +260,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "--merchants must be 1 to 10000, got {}",
         args.merchants
     );
-    let simulator = sim::start(SimConfig {
+    let simulator = mxc_sim::start(SimConfig {
         merchants: args.merchants,
         rate: args.rate,
         backlog: Duration::from_secs(300),
@@ -300,8 +300,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     config.pollers.burst = 40;
     config.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
     // Start two minutes back, so the first poll already shows some traffic.
-    config.pollers.start =
-        mxc_relay::mxc::instant(chrono::Utc::now() - chrono::Duration::minutes(2));
+    config.pollers.start = mxc::instant(chrono::Utc::now() - chrono::Duration::minutes(2));
     config.store.path = data_dir.clone();
     config.sinks.insert(
         "console".into(),

@@ -17,8 +17,8 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use mxc::{instant, Client, MxcError, RawPage, ReportQuery, Resource};
 use mxc_relay::config::{Config, LogFormat, MxcConfig};
-use mxc_relay::mxc::{instant, Client, MxcError, RawPage, ReportQuery, Resource};
 
 use ordered::Ordered;
 
@@ -331,10 +331,7 @@ async fn read_slice(
 }
 
 /// The next page; a throttled one is asked again after the delay MXC gives (or 1, 2, 4 … s).
-async fn next_page(
-    pager: &mut mxc_relay::mxc::ExportPager,
-    what: &str,
-) -> Result<Option<RawPage>, MxcError> {
+async fn next_page(pager: &mut mxc::ExportPager, what: &str) -> Result<Option<RawPage>, MxcError> {
     let mut attempt = 0;
     loop {
         match pager.next_raw_page().await {

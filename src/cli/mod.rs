@@ -113,11 +113,11 @@ pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
 }
 
 /// A resource by name, for `--resource`.
-pub fn resource(text: &str) -> Result<&'static mxc_relay::mxc::Resource, String> {
-    mxc_relay::mxc::Resource::named(text).ok_or_else(|| {
+pub fn resource(text: &str) -> Result<&'static mxc::Resource, String> {
+    mxc::Resource::named(text).ok_or_else(|| {
         format!(
             "no resource named {text:?} (known: {})",
-            mxc_relay::mxc::Resource::names()
+            mxc::Resource::names()
         )
     })
 }

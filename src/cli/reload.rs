@@ -17,7 +17,7 @@ pub struct ReloadArgs {
     #[arg(long, short, default_value = "config/mxc-relay.toml")]
     config: PathBuf,
     /// How long to wait for the service to report the outcome.
-    #[arg(long, default_value = "60s", value_parser = super::sim::duration)]
+    #[arg(long, default_value = "60s", value_parser = mxc_relay::config::parse_duration)]
     wait: Duration,
 }
 

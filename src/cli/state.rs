@@ -80,7 +80,7 @@ fn print(view: &StateView) {
             "{:<20} {:<16} {:<26} {:>12}{paused}",
             c.xmid,
             c.resource,
-            mxc_relay::mxc::instant(c.polled_up_to),
+            mxc::instant(c.polled_up_to),
             humantime::format_duration(std::time::Duration::from_secs(c.lag_seconds)).to_string()
         );
     }

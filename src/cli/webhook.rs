@@ -7,10 +7,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use http_kit::Limits;
 use mxc_relay::admin::api::EndpointOutcome;
 use mxc_relay::admin::ops;
 use mxc_relay::config::Config;
-use mxc_relay::http::Limits;
 use mxc_relay::receiver::{Delivery, Outcome, Receiver, ReceiverConfig};
 use mxc_relay::signature::{self, WebhookSecret};
 use mxc_relay::store::Store;
@@ -65,7 +65,7 @@ struct Checks {
     )]
     secrets: Vec<String>,
     /// Refuse timestamps further than this from now.
-    #[arg(long, default_value = "5m", value_parser = super::sim::duration)]
+    #[arg(long, default_value = "5m", value_parser = mxc_relay::config::parse_duration)]
     tolerance: Duration,
 }
 
@@ -86,13 +86,13 @@ struct ListenArgs {
     idle_timeout: Duration,
     /// Connections at once; past it, each new one closes one that waits on its client: a
     /// request begun and unfinished first, then an idle connection (never one being answered).
-    #[arg(long, default_value_t = mxc_relay::http::Limits::DEFAULT_MAX_CONNECTIONS,
+    #[arg(long, default_value_t = http_kit::Limits::DEFAULT_MAX_CONNECTIONS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     max_connections: usize,
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
-    match super::sim::duration(text)? {
+    match mxc_relay::config::parse_duration(text)? {
         Duration::ZERO => Err("must be more than 0s".into()),
         d => Ok(d),
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::secret::Secret;
+use mxc::Secret;
 
 /// The environment variable holding the admin API's bearer token.
 pub const ADMIN_TOKEN_ENV: &str = "MXC_ADMIN_TOKEN";

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::section::Reading;
 use super::{Config, MxcConfig};
-use crate::secret::Secret;
+use mxc::Secret;
 
 /// One thing wrong with the configuration, at a key path such as `pollers.interval`.
 #[derive(Debug, Clone, PartialEq)]

@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::mxc;
-use crate::secret::Secret;
+use mxc::Secret;
 
 pub use admin::{AdminConfig, ADMIN_TOKEN_ENV, MIN_TOKEN_LEN};
 pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
@@ -48,9 +47,9 @@ impl Config {
     pub fn for_simulator(base_url: String, xmids: Vec<String>) -> Config {
         let mut config = Config::default();
         config.mxc.base_url = base_url;
-        config.mxc.api_key = Secret::new(crate::sim::DEFAULT_API_KEY);
-        config.mxc.username = crate::sim::DEFAULT_USERNAME.to_string();
-        config.mxc.password = Secret::new(crate::sim::DEFAULT_PASSWORD);
+        config.mxc.api_key = Secret::new(mxc_sim::DEFAULT_API_KEY);
+        config.mxc.username = mxc_sim::DEFAULT_USERNAME.to_string();
+        config.mxc.password = Secret::new(mxc_sim::DEFAULT_PASSWORD);
         config.pollers.xmids = xmids;
         // Any free port: several of these may run side by side.
         config.telemetry.listen = "127.0.0.1:0".into();

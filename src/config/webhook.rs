@@ -6,8 +6,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::ConfigError;
-use crate::secret::Secret;
 use crate::signature::WebhookSecret;
+use mxc::Secret;
 
 /// Events POSTed to one URL, signed per the Standard Webhooks specification; each event is
 /// retried on its own schedule, so a failing event never holds back the others.
@@ -145,7 +145,7 @@ impl WebhookConfig {
                 message,
             })
         };
-        let shown = || crate::mxc::display_url(&self.url);
+        let shown = || mxc::display_url(&self.url);
         match url::Url::parse(&self.url) {
             // The scheme first: a `file:` URL's missing host is not what is wrong with it.
             Ok(url) if !matches!(url.scheme(), "http" | "https") => error(

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, PollError, Pollers, Window};
-use crate::mxc::{ReportQuery, Resource, TimeBasis, AUTHORIZATIONS};
+use mxc::{ReportQuery, Resource, TimeBasis, AUTHORIZATIONS};
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl BackfillRequest {
         format!(
             "backfill {resource}{} {} {}",
             self.since_spec,
-            self.until.map_or("(start)".into(), crate::mxc::instant),
+            self.until.map_or("(start)".into(), mxc::instant),
             self.xmids.join(",")
         )
     }
@@ -74,8 +74,8 @@ const MAX_EXPIRIES: u32 = 10;
 
 /// Whether `e` says the scroll is gone: a 404 to a request continuing one (a 404 opening an
 /// export is a refusal of the request itself).
-fn scroll_expired(e: &crate::mxc::MxcError, first_page: bool) -> bool {
-    !first_page && matches!(e, crate::mxc::MxcError::Refused { status: 404, .. })
+fn scroll_expired(e: &mxc::MxcError, first_page: bool) -> bool {
+    !first_page && matches!(e, mxc::MxcError::Refused { status: 404, .. })
 }
 
 impl Pollers {

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::config::CursorMode;
-use crate::mxc::{MxcError, Resource, TimeBasis};
 use crate::telemetry::Metrics;
+use mxc::{MxcError, Resource, TimeBasis};
 
 /// The time basis of each resource's polls, shared by every poller of the process.
 #[derive(Debug)]
@@ -102,7 +102,7 @@ fn insert(set: &Mutex<HashSet<&'static str>>, resource: &'static Resource) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mxc::{AUTHORIZATIONS, DISPUTES};
+    use mxc::{AUTHORIZATIONS, DISPUTES};
 
     fn refused(status: u16) -> MxcError {
         MxcError::Refused {

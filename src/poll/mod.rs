@@ -35,10 +35,10 @@ pub use control::MerchantControls;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
 use crate::cluster::{Handover, MerchantState};
-use crate::mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::Metrics;
+use mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 
 /// A record whose JSON is larger than this is counted (`outcome="oversize"`) and logged: it is
 /// still admitted and delivered, but sinks with a smaller limit (Kafka's `message.max.bytes`,

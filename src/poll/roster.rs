@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, Pollers};
 use crate::config::RosterConfig;
-use crate::mxc::Merchant;
 use crate::store::{Cursor, StoreError};
+use mxc::Merchant;
 
 /// The XMIDs polled right now (listed and discovered), shared with housekeeping and health.
 #[derive(Clone, Default)]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, PollError, Pollers, Window};
-use crate::mxc::{Record, ReportQuery, Resource};
 use crate::store::Cursor;
+use mxc::{Record, ReportQuery, Resource};
 
 impl Pollers {
     /// Sweeps the group's `resource` every `reconcile_every` (never when it is zero), until

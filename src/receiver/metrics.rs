@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::http::ServerStats;
+use http_kit::ServerStats;
 
 /// What became of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! body (400 unless a JSON object: `body`). It is `mxc-relay webhook listen`, the demo's
 //! receiver, and the one the tests and the benchmark deliver to — there its answer can be
 //! changed while it runs. `GET /metrics` counts its answers and connections (`metrics`); it
-//! serves under the limits of [`crate::http`].
+//! serves under the limits of [`http_kit`].
 
 mod body;
 mod metrics;
@@ -19,8 +19,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{self, Limits};
 use crate::signature::{self, SignatureError, WebhookSecret};
+use http_kit::Limits;
 
 pub use body::BodyError;
 use metrics::Counts;
@@ -105,7 +105,7 @@ struct State {
     counts: Counts,
     arrived: Notify,
     /// Set once serving: its connection counts.
-    server: Mutex<Option<Arc<http::Server>>>,
+    server: Mutex<Option<Arc<http_kit::Server>>>,
 }
 
 /// A running receiver.
@@ -114,7 +114,7 @@ pub struct Receiver {
     state: Arc<State>,
     limits: Limits,
     stop: CancellationToken,
-    server: Arc<http::Server>,
+    server: Arc<http_kit::Server>,
 }
 
 impl Receiver {
@@ -160,7 +160,7 @@ impl Receiver {
                 post.clone().get(move || async move { m.stats().render() }),
             )
             .fallback(post);
-        let server = Arc::new(http::serve(listener, app, limits, stop.clone()));
+        let server = Arc::new(http_kit::serve(listener, app, limits, stop.clone()));
         *lock(&state.server) = Some(server.clone());
         Ok(Receiver {
             addr,

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 pub use filter::{Filter, FilterError, Path};
 
 use crate::config::RouteConfig;
-use crate::mxc::{Record, Resource, AUTHORIZATIONS};
+use mxc::{Record, Resource, AUTHORIZATIONS};
 
 /// A route, compiled from its configuration.
 #[derive(Debug, Clone)]

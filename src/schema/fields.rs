@@ -11,7 +11,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::mxc::{Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES};
+use mxc::{Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES};
 
 /// How fields with known values are described.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -439,8 +439,7 @@ fn apply(field: &mut Field, fact: &Fact) {
 pub(super) fn record(resource: &Resource) -> Field {
     let mut root = if resource == &AUTHORIZATIONS {
         // The sample is compiled in and parsed in a unit test: it cannot fail here.
-        let sample: Value =
-            serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap_or(Value::Null);
+        let sample: Value = serde_json::from_str(mxc::AUTHORIZATION_SAMPLE).unwrap_or(Value::Null);
         let mut root = Field::infer(&sample);
         for fact in AUTHORIZATION_FACTS {
             let path: Vec<&str> = fact.path.split('.').collect();
@@ -477,11 +476,11 @@ pub(super) fn record(resource: &Resource) -> Field {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mxc::RESOURCES;
+    use mxc::RESOURCES;
 
     #[test]
     fn every_fact_names_a_field_of_the_sample() {
-        let sample: Value = serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap();
+        let sample: Value = serde_json::from_str(mxc::AUTHORIZATION_SAMPLE).unwrap();
         let mut root = Field::infer(&sample);
         for fact in AUTHORIZATION_FACTS {
             let path: Vec<&str> = fact.path.split('.').collect();

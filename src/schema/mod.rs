@@ -20,9 +20,9 @@ pub use asyncapi::asyncapi;
 pub use fields::Enums;
 
 use crate::config::{Config, RouteConfig};
-use crate::mxc::{Resource, RESOURCES};
 use crate::route::Path;
 use crate::sink::SCHEMA_VERSION;
+use mxc::{Resource, RESOURCES};
 
 /// The JSON Schema dialect of every schema.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";

@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use super::{Outcome, Sink};
 use crate::config::KafkaKey;
 use crate::route::Event;
-use crate::secret::Secret;
+use mxc::Secret;
 
 /// Version of the event envelope, in the `mxc-schema-version` header.
 pub const SCHEMA_VERSION: &str = "1";

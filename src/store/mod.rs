@@ -1166,7 +1166,7 @@ fn count_bodies(db: &sled::Db) -> sled::Result<HashMap<u64, usize>> {
 }
 
 fn authorizations() -> String {
-    crate::mxc::AUTHORIZATIONS.name.to_string()
+    mxc::AUTHORIZATIONS.name.to_string()
 }
 
 /// An event ready for the transaction: the index of its sink's outbox and its bytes.

@@ -397,16 +397,6 @@ impl Metrics {
             .inc_by(n);
     }
 
-    /// One MXC call: `status` is the HTTP code, `timeout` or `error`.
-    pub fn api_call(&self, endpoint: &str, status: &str, elapsed: std::time::Duration) {
-        self.api_requests
-            .with_label_values(&[endpoint, status])
-            .inc();
-        self.api_latency
-            .with_label_values(&[endpoint])
-            .observe(elapsed.as_secs_f64());
-    }
-
     /// Counts the outbox entries one admission wrote, per sink and event type.
     pub fn count_enqueued(&self, enqueued: &std::collections::BTreeMap<(String, String), usize>) {
         for ((sink, event_type), n) in enqueued {
@@ -446,5 +436,23 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+/// The MXC client's reports, counted: `mxc_relay_api_*` and `mxc_relay_auth_*`.
+impl mxc::Observer for Metrics {
+    fn api_call(&self, path: &str, status: &str, elapsed: std::time::Duration) {
+        self.api_requests.with_label_values(&[path, status]).inc();
+        self.api_latency
+            .with_label_values(&[path])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    fn auth_requested(&self) {
+        self.auth_requests.inc();
+    }
+
+    fn auth_failed(&self) {
+        self.auth_failures.inc();
     }
 }

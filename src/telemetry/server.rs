@@ -10,9 +10,9 @@ use axum::response::IntoResponse;
 use tokio_util::sync::CancellationToken;
 
 use super::Metrics;
-use crate::mxc::Client;
 use crate::poll::Fleet;
 use crate::store::Store;
+use mxc::Client;
 
 /// Connections to `/metrics`, `/healthz` and `/readyz` at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -91,7 +91,7 @@ impl Health {
             ("sinks", sinks),
         ];
         // Still ready, but said: records later than the look-back are now left to the sweep.
-        let fallen_back: Vec<&str> = crate::mxc::RESOURCES
+        let fallen_back: Vec<&str> = mxc::RESOURCES
             .iter()
             .filter(|r| r.ingestion_field.is_some())
             .filter(|r| {
@@ -175,10 +175,10 @@ pub async fn serve(
         );
     // Scrapers are few: a small cap keeps a flood of connections from taking the descriptors
     // the store, Kafka and MXC need.
-    crate::http::serve(
+    http_kit::serve(
         listener,
         app,
-        crate::http::Limits::standard(MAX_CONNECTIONS),
+        http_kit::Limits::standard(MAX_CONNECTIONS),
         stop,
     );
     Ok(bound)

@@ -14,11 +14,11 @@ use std::fmt::{Debug, Display};
 use std::sync::{Mutex, MutexGuard, Once};
 
 use base64::Engine;
-use mxc_relay::mxc::{Client, ClientConfig, Credentials};
-use mxc_relay::secret::Secret;
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials};
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{RunningSim, SimConfig};
 use mxc_relay::telemetry::Metrics;
+use mxc_sim::{RunningSim, SimConfig};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 

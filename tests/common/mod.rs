@@ -4,12 +4,12 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mxc::Secret;
+use mxc::{Client, ClientConfig, Credentials, RESOURCES};
 use mxc_relay::config::Config;
-use mxc_relay::mxc::{Client, ClientConfig, Credentials, RESOURCES};
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
-use mxc_relay::secret::Secret;
 use mxc_relay::signature::WebhookSecret;
-use mxc_relay::sim::{self, RunningSim, SettlementConfig, SimConfig};
+use mxc_sim::{RunningSim, SettlementConfig, SimConfig};
 
 pub mod canary;
 
@@ -26,14 +26,14 @@ pub fn quiet_sim() -> SimConfig {
 }
 
 pub async fn start_sim(config: SimConfig) -> RunningSim {
-    sim::start(config).await.expect("simulator starts")
+    mxc_sim::start(config).await.expect("simulator starts")
 }
 
 pub fn credentials() -> Credentials {
     Credentials {
-        api_key: Secret::new(sim::DEFAULT_API_KEY),
-        username: Some(sim::DEFAULT_USERNAME.to_string()),
-        password: Secret::new(sim::DEFAULT_PASSWORD),
+        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
+        username: Some(mxc_sim::DEFAULT_USERNAME.to_string()),
+        password: Secret::new(mxc_sim::DEFAULT_PASSWORD),
     }
 }
 
@@ -112,7 +112,7 @@ pub fn every_resource(
     c.pollers.look_back = Duration::from_secs(60);
     c.pollers.requests_per_second = 200.0;
     c.pollers.burst = 50;
-    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.pollers.start = mxc::instant(start);
     c.store.path = store;
     c.delivery.retry_min = Duration::from_millis(200);
     c
@@ -144,13 +144,13 @@ pub fn generate_history(
     recent: usize,
 ) {
     let hours = chrono::Duration::hours;
-    sim.set_faults(sim::Faults {
+    sim.set_faults(mxc_sim::Faults {
         clock_offset_ms: -hours(3).num_milliseconds(),
-        ..sim::Faults::default()
+        ..mxc_sim::Faults::default()
     });
     sim.generate(old, xmids, t0 - hours(48), t0 - hours(3))
         .expect("old records generated");
-    sim.set_faults(sim::Faults::default());
+    sim.set_faults(mxc_sim::Faults::default());
     sim.generate(recent, xmids, t0 - chrono::Duration::minutes(150), t0)
         .expect("recent records generated");
 }

@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use mxc_relay::mxc::RawPage;
+use mxc::RawPage;
 
 /// Writes the slices' pages in slice order, whatever order they arrive in.
 pub struct Ordered<W: Write> {

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use crate::config::WebhookConfig;
 use crate::route::Event;
-use crate::secret::Secret;
 use crate::signature::{signature_header, WebhookSecret};
+use mxc::Secret;
 
 /// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
 const BODY_READ_LIMIT: usize = 4096;
@@ -136,13 +136,13 @@ impl Endpoint {
                     detail: format!(
                         "cannot reach {}: {}",
                         self.shown_url,
-                        self.scrubbed(&crate::mxc::error_chain(e))
+                        self.scrubbed(&http_kit::client::error_chain(e))
                     ),
                 }
             }
         };
         let status = response.status().as_u16();
-        let retry_after = crate::mxc::retry_after(response.headers());
+        let retry_after = http_kit::client::retry_after(response.headers());
         let location = response
             .headers()
             .get(LOCATION)
@@ -214,7 +214,7 @@ impl Endpoint {
 
     fn excerpt(&self, body: &[u8]) -> String {
         let text = self.scrubbed(&String::from_utf8_lossy(body));
-        crate::mxc::excerpt_within(text.as_bytes(), EXCERPT_BYTES)
+        http_kit::client::excerpt_within(text.as_bytes(), EXCERPT_BYTES)
     }
 }
 
@@ -247,7 +247,7 @@ pub fn body(event: &Event) -> String {
 }
 
 fn shown_url(url: &reqwest::Url) -> String {
-    crate::mxc::display_url(url.as_str())
+    mxc::display_url(url.as_str())
 }
 
 fn shown_location(base: &reqwest::Url, location: &str) -> String {

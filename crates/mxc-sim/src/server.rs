@@ -27,8 +27,8 @@ use super::jwt::{JwtKey, Rejection};
 use super::query::ReportQuery;
 use super::stats::{Stats, StatsSnapshot};
 use super::SimConfig;
-use crate::mxc::paths::{AUTH_PATH, ROSTER_PATH};
-use crate::mxc::{Resource, AUTHORIZATIONS, RESOURCES};
+use mxc::paths::{AUTH_PATH, ROSTER_PATH};
+use mxc::{Resource, AUTHORIZATIONS, RESOURCES};
 
 /// An export scroll is forgotten after this long without use.
 const SCROLL_IDLE: Duration = Duration::from_secs(300);
@@ -58,7 +58,7 @@ pub struct RunningSim {
     addr: SocketAddr,
     state: Arc<SimState>,
     stop: CancellationToken,
-    server: crate::http::Server,
+    server: http_kit::Server,
 }
 
 impl RunningSim {
@@ -214,8 +214,8 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         .layer(middleware::from_fn_with_state(state.clone(), date_header))
         .with_state(state.clone());
     let stop = CancellationToken::new();
-    let limits = crate::http::Limits::standard(crate::http::Limits::DEFAULT_MAX_CONNECTIONS);
-    let server = crate::http::serve(listener, app, limits, stop.clone());
+    let limits = http_kit::Limits::standard(http_kit::Limits::DEFAULT_MAX_CONNECTIONS);
+    let server = http_kit::serve(listener, app, limits, stop.clone());
     Ok(RunningSim {
         addr,
         state,

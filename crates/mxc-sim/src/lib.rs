@@ -2,6 +2,7 @@
 //! API, with real JWTs, realistic generated records, fault injection and a control surface.
 //! Used by the demo, the tests and the benchmarks, and by users for their own integration tests.
 
+pub mod cli;
 mod data;
 mod faults;
 mod jwt;

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::conn::Conn;
+use crate::conn::Conn;
 
 pub(super) struct WatchedIo {
     stream: TcpStream,

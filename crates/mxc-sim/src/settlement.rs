@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use super::data::{local, uuid, visible_at, SimMerchant, SimRecord, SALT_FOLLOW_UPS};
-use crate::mxc::{Resource, ACH, BATCHES, DISPUTES};
+use mxc::{Resource, ACH, BATCHES, DISPUTES};
 
 /// How follow-up records are generated (simulated time is real time).
 #[derive(Debug, Clone)]
@@ -432,8 +432,8 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::mxc::AUTHORIZATIONS;
-    use crate::sim::data::{Dataset, GenerationConfig};
+    use crate::data::{Dataset, GenerationConfig};
+    use mxc::AUTHORIZATIONS;
 
     const NOW: i64 = 1_700_000_000_000;
 

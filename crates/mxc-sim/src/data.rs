@@ -10,7 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
 use super::settlement::{Settlement, SettlementConfig};
-use crate::mxc::{Resource, AUTHORIZATIONS};
+use mxc::{Resource, AUTHORIZATIONS};
 
 /// One merchant account (XMID) of the roster.
 #[derive(Debug, Clone)]
@@ -384,7 +384,7 @@ impl Dataset {
     pub fn new(config: GenerationConfig, now_ms: i64) -> Dataset {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let template: Value =
-            serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap_or_else(|_| json!({}));
+            serde_json::from_str(mxc::AUTHORIZATION_SAMPLE).unwrap_or_else(|_| json!({}));
         let total = config.merchants + config.closed_merchants;
         let mut merchants = Vec::with_capacity(total);
         let mut by_xmid = HashMap::with_capacity(total);
@@ -1059,7 +1059,7 @@ mod tests {
     #[test]
     fn records_have_the_full_field_set_and_closed_merchants_get_none() {
         let d = Dataset::new(config(2.0), 1_700_000_000_000);
-        let template: Value = serde_json::from_str(crate::mxc::AUTHORIZATION_SAMPLE).unwrap();
+        let template: Value = serde_json::from_str(mxc::AUTHORIZATION_SAMPLE).unwrap();
         let recs = d.select(&AUTHORIZATIONS, &(0..5).collect::<Vec<_>>(), 0, i64::MAX);
         let v: Value = serde_json::from_str(&recs[0].json).unwrap();
         assert_eq!(

@@ -5,6 +5,7 @@
 //! listener of mxc-relay (`webhook listen`, `/metrics`, the simulator) serves through it.
 //! HTTP/1.1 only, as `axum::serve` did with axum's default features.
 
+pub mod client;
 mod conn;
 mod watch;
 

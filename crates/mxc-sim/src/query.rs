@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use super::data::SimRecord;
-use crate::mxc::{Resource, AUTHORIZATIONS};
+use mxc::{Resource, AUTHORIZATIONS};
 
 /// Elasticsearch's default page when `size` is absent.
 const DEFAULT_SIZE: usize = 10;

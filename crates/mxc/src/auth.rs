@@ -5,13 +5,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::telemetry::Metrics;
-
 use base64::Engine;
 use serde::Deserialize;
 
 use super::clock::MxcClock;
-use super::error::{excerpt, MxcError};
+use super::error::{excerpt, request_error, status_error, MxcError};
+use super::observer::{failure_label, observe_call, Observer};
 use crate::secret::Secret;
 
 pub const AUTH_PATH: &str = "/security/v1/apiKey/authenticate";
@@ -92,7 +91,7 @@ pub(crate) struct TokenManager {
     /// Authentication calls made so far (also numbers the tokens).
     attempts: AtomicU64,
     timeout: Duration,
-    metrics: Option<Metrics>,
+    observer: Option<Arc<dyn Observer>>,
     /// MXC's clock, read from every answer (this one's too).
     clock: Arc<MxcClock>,
 }
@@ -104,7 +103,7 @@ impl TokenManager {
         credentials: Credentials,
         policy: TokenPolicy,
         timeout: Duration,
-        metrics: Option<Metrics>,
+        observer: Option<Arc<dyn Observer>>,
         clock: Arc<MxcClock>,
     ) -> Self {
         TokenManager {
@@ -116,7 +115,7 @@ impl TokenManager {
             gate: tokio::sync::Mutex::new(Attempt::default()),
             attempts: AtomicU64::new(0),
             timeout,
-            metrics,
+            observer,
             clock,
         }
     }
@@ -158,8 +157,8 @@ impl TokenManager {
             }
         }
         let serial = self.attempts.fetch_add(1, Ordering::AcqRel) + 1;
-        if let Some(m) = &self.metrics {
-            m.auth_requests.inc();
+        if let Some(observer) = &self.observer {
+            observer.auth_requested();
         }
         match self.authenticate(serial).await {
             Ok(token) => {
@@ -176,8 +175,8 @@ impl TokenManager {
                 Ok(token)
             }
             Err(error) => {
-                if let Some(m) = &self.metrics {
-                    m.auth_failures.inc();
+                if let Some(observer) = &self.observer {
+                    observer.auth_failed();
                 }
                 let hold = match &error {
                     MxcError::AuthRejected { .. } => self.policy.rejection_hold,
@@ -250,15 +249,14 @@ impl TokenManager {
             request = request.basic_auth(username, Some(self.credentials.password.expose()));
         }
         let started = Instant::now();
-        let observed =
-            |status: &str| super::client::observe(&self.metrics, AUTH_PATH, status, started);
+        let observed = |status: &str| observe_call(&self.observer, AUTH_PATH, status, started);
         let failed = |e: reqwest::Error| {
-            observed(super::client::failure_label(&e));
-            super::client::request_error(AUTH_ENDPOINT, e, self.timeout)
+            observed(failure_label(&e));
+            request_error(AUTH_ENDPOINT, e, self.timeout)
         };
         let response = request.send().await.map_err(failed)?;
         let status = response.status();
-        let retry_after = super::client::retry_after(response.headers());
+        let retry_after = http_kit::client::retry_after(response.headers());
         self.clock.observe(response.headers());
         let body = response.bytes().await.map_err(failed)?;
         observed(status.as_str());
@@ -279,7 +277,7 @@ impl TokenManager {
                 })
             }
             code => {
-                return Err(super::client::status_error(
+                return Err(status_error(
                     AUTH_ENDPOINT,
                     code,
                     retry_after,

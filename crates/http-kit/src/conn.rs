@@ -9,7 +9,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::Limits;
+use crate::Limits;
 
 #[derive(Debug, Clone, Copy)]
 enum Phase {

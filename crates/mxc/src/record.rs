@@ -449,7 +449,7 @@ mod tests {
 
     #[test]
     fn other_resources_read_their_own_time_field() {
-        use crate::mxc::resource::{BATCHES, DISPUTES};
+        use crate::resource::{BATCHES, DISPUTES};
         let r = Record::from_json(r#"{"id":"d-1","disputeDate":"2026-03-04T05:06:07.000-05:00","transactionDateAndTime":"2026-01-01T00:00:00Z"}"#)
             .unwrap()
             .of(&DISPUTES);

@@ -4,22 +4,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 
 use chrono::{DateTime, Utc};
 
 use super::auth::{Credentials, TokenManager, TokenPolicy};
 use super::clock::MxcClock;
-use super::error::{excerpt, MxcError};
+use super::error::{excerpt, request_error, status_error, MxcError};
+use super::observer::{failure_label, observe_call, Observer};
 use super::record::Page;
-use crate::telemetry::Metrics;
+use http_kit::client::retry_after;
 
 /// The production API.
 pub const DEFAULT_BASE_URL: &str = "https://api.mxconnect.com";
 
 /// Everything the client needs to reach MXC.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// `https://api.mxconnect.com`, or a simulator's address. The only difference between them.
     pub base_url: String,
@@ -28,10 +29,24 @@ pub struct ClientConfig {
     /// Whole-request timeout (connect, send, read the body).
     pub timeout: Duration,
     pub connect_timeout: Duration,
-    /// Where each call is counted and timed (`mxc_relay_api_*`), if anywhere.
-    pub metrics: Option<Metrics>,
+    /// Who is told of each call and authentication, if anyone (the relay counts them).
+    pub observer: Option<Arc<dyn Observer>>,
     /// The `User-Agent` header: `mxc-relay/VERSION`, and the instance in a cluster.
     pub user_agent: String,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &display_url(&self.base_url))
+            .field("credentials", &self.credentials)
+            .field("tokens", &self.tokens)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("observer", &self.observer.as_ref().map(|_| "…"))
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -42,7 +57,7 @@ impl ClientConfig {
             tokens: TokenPolicy::default(),
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
-            metrics: None,
+            observer: None,
             user_agent: concat!("mxc-relay/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -59,7 +74,7 @@ struct Inner {
     base_url: String,
     tokens: TokenManager,
     timeout: Duration,
-    metrics: Option<Metrics>,
+    observer: Option<Arc<dyn Observer>>,
     clock: Arc<MxcClock>,
 }
 
@@ -97,7 +112,7 @@ impl Client {
             config.credentials,
             config.tokens,
             config.timeout,
-            config.metrics.clone(),
+            config.observer.clone(),
             clock.clone(),
         );
         Ok(Client {
@@ -106,7 +121,7 @@ impl Client {
                 base_url,
                 tokens,
                 timeout: config.timeout,
-                metrics: config.metrics,
+                observer: config.observer,
                 clock,
             }),
         })
@@ -181,7 +196,7 @@ impl Client {
                 request = request.json(body);
             }
             let started = std::time::Instant::now();
-            let observed = |status: &str| observe(&self.inner.metrics, path, status, started);
+            let observed = |status: &str| observe_call(&self.inner.observer, path, status, started);
             let failed = |e: reqwest::Error| {
                 observed(failure_label(&e));
                 request_error(endpoint, e, self.inner.timeout)
@@ -247,112 +262,5 @@ pub fn display_url(url: &str) -> String {
             }
         }
         Err(_) => "(unparseable URL)".to_string(),
-    }
-}
-
-/// A failed exchange: a timeout, or a transport failure described by its whole cause chain
-/// (reqwest's own message alone is just "error sending request").
-pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Duration) -> MxcError {
-    if error.is_timeout() {
-        return MxcError::Timeout {
-            endpoint: endpoint.to_string(),
-            after: timeout,
-        };
-    }
-    MxcError::Transport {
-        endpoint: endpoint.to_string(),
-        detail: error_chain(error),
-    }
-}
-
-/// Counts and times one MXC call, when the client has metrics. `endpoint` is the path: a
-/// bounded set of label values.
-pub(crate) fn observe(
-    metrics: &Option<Metrics>,
-    endpoint: &str,
-    status: &str,
-    started: std::time::Instant,
-) {
-    if let Some(metrics) = metrics {
-        metrics.api_call(endpoint, status, started.elapsed());
-    }
-}
-
-/// The status label of a call that got no answer.
-pub(crate) fn failure_label(error: &reqwest::Error) -> &'static str {
-    if error.is_timeout() {
-        "timeout"
-    } else {
-        "error"
-    }
-}
-
-/// A reqwest error with its whole cause chain and without its URL (which may carry a token).
-pub(crate) fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut detail = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        detail.push_str(": ");
-        detail.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    detail
-}
-
-/// The error for a non-2xx status other than 401.
-pub(crate) fn status_error(
-    endpoint: &str,
-    status: u16,
-    retry_after: Option<Duration>,
-    excerpt: String,
-) -> MxcError {
-    let endpoint = endpoint.to_string();
-    match status {
-        429 => MxcError::Throttled {
-            endpoint,
-            retry_after,
-        },
-        500..=599 => MxcError::Server {
-            endpoint,
-            status,
-            excerpt,
-        },
-        _ => MxcError::Refused {
-            endpoint,
-            status,
-            excerpt,
-        },
-    }
-}
-
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
-    Some(left.to_std().unwrap_or(Duration::ZERO))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::header::HeaderValue;
-
-    #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("12"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
     }
 }

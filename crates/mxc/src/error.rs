@@ -99,27 +99,48 @@ impl MxcError {
 
 /// At most [`EXCERPT_LIMIT`] bytes of a body, as one line, for an error message.
 pub(crate) fn excerpt(body: &[u8]) -> String {
-    excerpt_within(body, EXCERPT_LIMIT)
+    http_kit::client::excerpt_within(body, EXCERPT_LIMIT)
 }
 
-/// At most `limit` bytes of a body, as one line.
-pub(crate) fn excerpt_within(body: &[u8], limit: usize) -> String {
-    if body.is_empty() {
-        return "(empty body)".to_string();
+/// A failed exchange: a timeout, or a transport failure described by its whole cause chain
+/// (reqwest's own message alone is just "error sending request").
+pub(crate) fn request_error(endpoint: &str, error: reqwest::Error, timeout: Duration) -> MxcError {
+    if error.is_timeout() {
+        return MxcError::Timeout {
+            endpoint: endpoint.to_string(),
+            after: timeout,
+        };
     }
-    let text = String::from_utf8_lossy(body);
-    let mut end = text.len().min(limit);
-    while !text.is_char_boundary(end) {
-        end -= 1;
+    MxcError::Transport {
+        endpoint: endpoint.to_string(),
+        detail: http_kit::client::error_chain(error),
     }
-    let mut out: String = text[..end]
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if end < text.len() {
-        out.push('…');
+}
+
+/// The error for a non-2xx status other than 401.
+pub(crate) fn status_error(
+    endpoint: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    excerpt: String,
+) -> MxcError {
+    let endpoint = endpoint.to_string();
+    match status {
+        429 => MxcError::Throttled {
+            endpoint,
+            retry_after,
+        },
+        500..=599 => MxcError::Server {
+            endpoint,
+            status,
+            excerpt,
+        },
+        _ => MxcError::Refused {
+            endpoint,
+            status,
+            excerpt,
+        },
     }
-    out
 }
 
 #[cfg(test)]

@@ -5,16 +5,17 @@ mod auth;
 mod client;
 mod clock;
 mod error;
+mod observer;
 mod record;
 mod report;
 mod resource;
 mod roster;
+mod secret;
 
 pub use auth::{Credentials, TokenPolicy};
 pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
-pub(crate) use client::{error_chain, retry_after};
-pub(crate) use error::excerpt_within;
 pub use error::{MxcError, EXCERPT_LIMIT};
+pub use observer::Observer;
 pub use record::{Page, Record, RecordView, RejectedRecord};
 pub use report::{
     instant, Batch, ExportPager, RawPage, ReportPager, ReportQuery, TimeBasis,
@@ -22,6 +23,7 @@ pub use report::{
 };
 pub use resource::{Alert, Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES, RESOURCES};
 pub use roster::Merchant;
+pub use secret::Secret;
 
 /// The vendor's sample authorization record (documented): the simulator's template and the
 /// source of the event schema's field list.

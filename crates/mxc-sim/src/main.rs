@@ -1,0 +1,49 @@
+//! `mxc-sim`: the MX Connect simulator as a server of its own (the same as `mxc-relay sim`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// A simulator of the MX Connect API: the same paths, parameters, envelope and field set,
+/// real JWTs, generated records, fault injection and a control surface under `/_sim`.
+#[derive(Parser)]
+#[command(name = "mxc-sim", version)]
+struct Cli {
+    #[command(flatten)]
+    sim: mxc_sim::cli::SimArgs,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match mxc_sim::cli::serve(cli.sim, stop_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
