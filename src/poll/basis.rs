@@ -8,6 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::config::CursorMode;
+use crate::telemetry::events::{CursorFellBack, InternalEvent};
 use crate::telemetry::Metrics;
 use mxc::{MxcError, Resource, TimeBasis};
 
@@ -75,12 +76,11 @@ impl Bases {
             return false;
         }
         if insert(&self.fallen_back, resource) {
-            metrics
-                .cursor_fallback
-                .with_label_values(&[resource.name])
-                .set(1);
-            tracing::warn!(resource = resource.name, %error,
-                "MXC refuses queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
+            CursorFellBack {
+                resource: resource.name,
+                error,
+            }
+            .emit(metrics);
         }
         true
     }

@@ -37,6 +37,10 @@ pub use roster::{Fleet, Ownership, RosterWatch};
 use crate::cluster::{Handover, MerchantState};
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
+use crate::telemetry::events::{
+    BudgetWaited, InternalEvent, PageAdmitted, PageFetched, PollFailed, PollSucceeded,
+    RecordOutsideWindow, RecordOversize, RecordUnreadable, RecordWithoutId, RecordWrongType,
+};
 use crate::telemetry::Metrics;
 use mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 
@@ -245,7 +249,7 @@ impl Pollers {
             let started = tokio::time::Instant::now();
             let delay = match self.poll_once(resource, xmids).await {
                 Ok(()) => {
-                    self.metrics.polls.with_label_values(&["ok"]).inc();
+                    PollSucceeded.emit(&self.metrics);
                     delays = backoff();
                     if std::mem::take(&mut spread_out) {
                         self.config
@@ -258,7 +262,6 @@ impl Pollers {
                     }
                 }
                 Err(error) => {
-                    self.metrics.polls.with_label_values(&["error"]).inc();
                     // A refused credential or request will not fix itself: wait the longest.
                     let backoff = match &error {
                         PollError::Mxc(e) if !e.is_transient() => self.config.max_backoff,
@@ -271,7 +274,13 @@ impl Pollers {
                         Some(after) => backoff.max(after.min(self.config.max_backoff)),
                         None => backoff,
                     };
-                    tracing::warn!(xmids = %xmids.join(","), resource = resource.name, %error, retry_in = %humantime::format_duration(Duration::from_millis(delay.as_millis() as u64)), "poll failed");
+                    PollFailed {
+                        xmids,
+                        resource: resource.name,
+                        error: &error,
+                        retry_in: delay,
+                    }
+                    .emit(&self.metrics);
                     delay
                 }
             };
@@ -473,7 +482,7 @@ impl Pollers {
     /// Waits for the global request budget, counting the waits.
     async fn wait_for_budget(&self) {
         if self.limiter.check().is_err() {
-            self.metrics.rate_limiter_waits.inc();
+            BudgetWaited.emit(&self.metrics);
             self.polls_waiting.fetch_add(1, Ordering::Relaxed);
             self.limiter.until_ready().await;
             self.polls_waiting.fetch_sub(1, Ordering::Relaxed);
@@ -491,26 +500,29 @@ impl Pollers {
         source: &str,
         seen: Option<&mut HashMap<String, Vec<String>>>,
     ) -> Result<AdmitOutcome, PollError> {
-        let records = &self.metrics.records;
-        records
-            .with_label_values(&["fetched"])
-            .inc_by((batch.records.len() + batch.rejected.len()) as u64);
+        PageFetched {
+            entries: batch.records.len() + batch.rejected.len(),
+        }
+        .emit(&self.metrics);
         for rejected in &batch.rejected {
-            records.with_label_values(&["rejected"]).inc();
-            tracing::warn!(%source, resource = resource.name, record_id = rejected.id.as_deref().unwrap_or("(none)"),
-                reason = %rejected.reason, "unreadable record skipped");
+            RecordUnreadable {
+                source,
+                resource: resource.name,
+                record_id: rejected.id.as_deref(),
+                reason: &rejected.reason,
+            }
+            .emit(&self.metrics);
         }
         let (admissions, known) =
             self.admissions(resource, &batch.records, cursors, window, seen)?;
         self.store.check_space()?;
         let outcome = self.store.admit(&admissions, &[]).await?;
-        records
-            .with_label_values(&["new"])
-            .inc_by(outcome.new as u64);
-        records
-            .with_label_values(&["duplicate"])
-            .inc_by((known + outcome.duplicate) as u64);
-        self.metrics.count_enqueued(&outcome.enqueued);
+        PageAdmitted {
+            new: outcome.new,
+            duplicate: known + outcome.duplicate,
+            enqueued: &outcome.enqueued,
+        }
+        .emit(&self.metrics);
         Ok(outcome)
     }
 
@@ -539,11 +551,12 @@ impl Pollers {
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
             let Some(id) = record.id() else {
-                self.metrics
-                    .records
-                    .with_label_values(&["skipped_no_id"])
-                    .inc();
-                tracing::warn!(%xmid, resource = resource.name, time = ?record.time(), "record without an id skipped");
+                RecordWithoutId {
+                    xmid,
+                    resource: resource.name,
+                    time: &record.time(),
+                }
+                .emit(&self.metrics);
                 continue;
             };
             // A group's window starts at its earliest member's: each XMID only takes records
@@ -555,10 +568,7 @@ impl Pollers {
                 .map(|(_, c)| window.start(c));
             if let (Some(start), Some(t)) = (own_start, window.time_of(record)) {
                 if t < start {
-                    self.metrics
-                        .records
-                        .with_label_values(&["outside_window"])
-                        .inc();
+                    RecordOutsideWindow.emit(&self.metrics);
                     continue;
                 }
             }
@@ -577,18 +587,25 @@ impl Pollers {
             }
             if let Some(problem) = record.type_problem() {
                 // Kept and delivered as MXC sent it; filters see the field as it is.
-                self.metrics
-                    .records
-                    .with_label_values(&["wrong_type"])
-                    .inc();
-                tracing::warn!(%xmid, record_id = %id, resource = resource.name, %problem, "record with a field of an unexpected type");
+                RecordWrongType {
+                    xmid,
+                    record_id: id,
+                    resource: resource.name,
+                    problem: &problem,
+                }
+                .emit(&self.metrics);
             }
             // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
             let bytes = record.json().len();
             if bytes > OVERSIZE_BYTES {
-                self.metrics.records.with_label_values(&["oversize"]).inc();
-                tracing::warn!(%xmid, record_id = %id, resource = resource.name, bytes, limit = OVERSIZE_BYTES,
-                    "record over 1 MiB: admitted, but sinks with a smaller limit (Kafka) dead-letter it");
+                RecordOversize {
+                    xmid,
+                    record_id: id,
+                    resource: resource.name,
+                    bytes,
+                    limit: OVERSIZE_BYTES,
+                }
+                .emit(&self.metrics);
             }
             let value = tree.read(record);
             let events = routes

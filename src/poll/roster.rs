@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{sleep_or_stop, Pollers};
 use crate::config::RosterConfig;
 use crate::store::{Cursor, StoreError};
+use crate::telemetry::events::{InternalEvent, RosterMerchantsStarted, RosterRead};
 use mxc::Merchant;
 
 /// The XMIDs polled right now (listed and discovered), shared with housekeeping and health.
@@ -219,11 +220,13 @@ impl RosterWatch {
                                 for xmid in &new {
                                     polled.entry(xmid.clone()).or_insert(None);
                                 }
-                                if read_once || ever_read {
-                                    self.pollers.metrics.roster_added.inc_by(boarded as u64);
+                                RosterMerchantsStarted {
+                                    count: new.len(),
+                                    sample: &sample(&new),
+                                    from,
+                                    boarded: (read_once || ever_read).then_some(boarded),
                                 }
-                                tracing::info!(count = new.len(), xmids = %sample(&new), new_from = %from,
-                                    "merchants from the roster start polling");
+                                .emit(&self.pollers.metrics);
                             }
                             Err(error) => {
                                 tracing::error!(%error, "cannot record the roster's new merchants; they are tried again at the next refresh")
@@ -244,12 +247,12 @@ impl RosterWatch {
                     {
                         tracing::error!(%error, "cannot save the roster's checkpoint");
                     }
-                    let metrics = &self.pollers.metrics;
-                    // Both at once, after the groups are re-formed: one who reads the counter
-                    // sees the gauge of the same read.
-                    metrics.roster_removed.inc_by(expired.len() as u64);
-                    metrics.roster_merchants.set(polled.len() as i64);
-                    metrics.roster_last_read.set(now.timestamp() as f64);
+                    RosterRead {
+                        removed: expired.len(),
+                        polled: polled.len(),
+                        at: now,
+                    }
+                    .emit(&self.pollers.metrics);
                     let mut all = self.listed.clone();
                     all.extend(polled.keys().cloned());
                     self.fleet.set(all);

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{sleep_or_stop, PollError, Pollers, Window};
 use crate::store::Cursor;
+use crate::telemetry::events::{InternalEvent, SweepAdmitted, SweepFailed, SweepSucceeded};
 use mxc::{Record, ReportQuery, Resource};
 
 impl Pollers {
@@ -39,13 +40,20 @@ impl Pollers {
             }
             match self.sweep(resource, &active, stop).await {
                 Ok(found) => {
-                    self.metrics.sweeps.with_label_values(&["ok"]).inc();
-                    tracing::debug!(xmids = %xmids.join(","), resource = resource.name, found, "reconciliation sweep done");
+                    SweepSucceeded {
+                        xmids,
+                        resource: resource.name,
+                        found,
+                    }
+                    .emit(&self.metrics);
                 }
                 Err(error) => {
-                    self.metrics.sweeps.with_label_values(&["error"]).inc();
-                    tracing::warn!(xmids = %xmids.join(","), resource = resource.name, %error,
-                        "reconciliation sweep failed; the next one is due in pollers.reconcile_every");
+                    SweepFailed {
+                        xmids,
+                        resource: resource.name,
+                        error: &error,
+                    }
+                    .emit(&self.metrics);
                 }
             }
         }
@@ -84,7 +92,10 @@ impl Pollers {
                 .records
                 .with_label_values(&["reconciled"])
                 .inc_by(outcome.new as u64);
-            self.metrics.count_enqueued(&outcome.enqueued);
+            SweepAdmitted {
+                enqueued: &outcome.enqueued,
+            }
+            .emit(&self.metrics);
             found += outcome.new;
         }
     }

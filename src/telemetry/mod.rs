@@ -28,6 +28,7 @@ pub fn init_logging(level: &str, format: LogFormat) {
     let _ = installed;
 }
 
+pub mod events;
 mod metrics;
 mod server;
 
