@@ -229,6 +229,7 @@ impl SimArgs {
                 ..SettlementConfig::default()
             },
             faults,
+            clock: mxc::SystemClock::shared(),
         };
         Ok(config)
     }

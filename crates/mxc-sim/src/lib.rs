@@ -14,6 +14,8 @@ mod stats;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mxc::{SharedClock, SystemClock};
+
 pub use data::Shape;
 pub use faults::Faults;
 pub use server::RunningSim;
@@ -62,6 +64,8 @@ pub struct SimConfig {
     /// Disputes, settlement batches and ACH deposits that follow the authorizations.
     pub settlement: SettlementConfig,
     pub faults: Faults,
+    /// The machine's clock, which the simulator's is reckoned from (a test may pause it).
+    pub clock: SharedClock,
 }
 
 impl Default for SimConfig {
@@ -84,6 +88,7 @@ impl Default for SimConfig {
             max_result_window: 10_000,
             settlement: SettlementConfig::default(),
             faults: Faults::default(),
+            clock: SystemClock::shared(),
         }
     }
 }

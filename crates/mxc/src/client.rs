@@ -14,6 +14,7 @@ use super::clock::MxcClock;
 use super::error::{excerpt, request_error, status_error, MxcError};
 use super::observer::{failure_label, observe_call, Observer};
 use super::record::Page;
+use super::time::{SharedClock, SystemClock};
 use http_kit::client::retry_after;
 
 /// The production API.
@@ -31,6 +32,8 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Who is told of each call and authentication, if anyone (the relay counts them).
     pub observer: Option<Arc<dyn Observer>>,
+    /// Our clock, which MXC's is reckoned from (the machine's unless a test pauses time).
+    pub clock: SharedClock,
     /// The `User-Agent` header: `mxc-relay/VERSION`, and the instance in a cluster.
     pub user_agent: String,
 }
@@ -44,6 +47,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("observer", &self.observer.as_ref().map(|_| "…"))
+            .field("clock", &self.clock)
             .field("user_agent", &self.user_agent)
             .finish()
     }
@@ -58,6 +62,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             observer: None,
+            clock: SystemClock::shared(),
             user_agent: concat!("mxc-relay/", env!("CARGO_PKG_VERSION")).to_string(),
         }
     }
@@ -105,7 +110,7 @@ impl Client {
             .build()
             .map_err(|e| MxcError::InvalidRequest(format!("cannot build the HTTP client: {e}")))?;
         let base_url = config.base_url.trim_end_matches('/').to_string();
-        let clock = Arc::new(MxcClock::default());
+        let clock = Arc::new(MxcClock::new(config.clock.clone()));
         let tokens = TokenManager::new(
             http.clone(),
             &base_url,

@@ -5,6 +5,8 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
+
+use crate::time::{SharedClock, SystemClock};
 use reqwest::header::{HeaderMap, DATE};
 
 /// The offset of MXC's clock from ours, learnt from the last answer that carried a `Date`.
@@ -12,12 +14,27 @@ use reqwest::header::{HeaderMap, DATE};
 /// `Date` has whole seconds and is written after the server's clock read it, so the offset
 /// it gives is at most a second behind the truth: an upper bound taken from it errs on the
 /// safe side (a little earlier than MXC's now).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MxcClock {
+    /// Ours.
+    local: SharedClock,
     offset_ms: AtomicI64,
 }
 
+impl Default for MxcClock {
+    fn default() -> Self {
+        MxcClock::new(SystemClock::shared())
+    }
+}
+
 impl MxcClock {
+    pub fn new(local: SharedClock) -> Self {
+        MxcClock {
+            local,
+            offset_ms: AtomicI64::new(0),
+        }
+    }
+
     /// Reads the `Date` header of an answer received just now.
     pub fn observe(&self, headers: &HeaderMap) {
         let Some(date) = headers
@@ -27,13 +44,13 @@ impl MxcClock {
         else {
             return;
         };
-        let offset = date.timestamp_millis() - Utc::now().timestamp_millis();
+        let offset = date.timestamp_millis() - self.local.now().timestamp_millis();
         self.offset_ms.store(offset, Ordering::Relaxed);
     }
 
     /// MXC's now: ours plus the last offset seen (ours alone until an answer carried a date).
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        self.local.now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 }
 

@@ -11,6 +11,7 @@ mod report;
 mod resource;
 mod roster;
 mod secret;
+mod time;
 
 pub use auth::{Credentials, TokenPolicy};
 pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
@@ -24,6 +25,7 @@ pub use report::{
 pub use resource::{Alert, Resource, ACH, AUTHORIZATIONS, BATCHES, DISPUTES, RESOURCES};
 pub use roster::Merchant;
 pub use secret::Secret;
+pub use time::{Clock, SharedClock, SystemClock, TokioClock};
 
 /// The vendor's sample authorization record (documented): the simulator's template and the
 /// source of the event schema's field list.

@@ -13,7 +13,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use chrono::Utc;
 use serde::Deserialize;
 
 use crate::data::{Dataset, SimRecord};
@@ -63,7 +62,7 @@ pub(super) async fn authenticate(
             return reject("Bad credentials");
         }
     }
-    let iat = Utc::now().timestamp();
+    let iat = state.config.clock.now().timestamp();
     let ttl = state.config.jwt_ttl.as_secs().max(1) as i64;
     let jti = state.next_id.fetch_add(1, Ordering::Relaxed);
     let token = state

@@ -141,7 +141,7 @@ impl Drop for RunningSim {
 pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
-    let now_ms = Utc::now().timestamp_millis() + config.faults.clock_offset_ms;
+    let now_ms = config.clock.now().timestamp_millis() + config.faults.clock_offset_ms;
     let generation = GenerationConfig {
         seed: config.seed,
         merchants: config.merchants,

@@ -44,7 +44,11 @@ impl SimState {
     /// The simulator's clock, in unix milliseconds: the machine's plus the offset fault.
     pub(super) fn now_ms(&self) -> i64 {
         let offset = self.faults.read().map(|f| f.clock_offset_ms).unwrap_or(0);
-        Utc::now().timestamp_millis().saturating_add(offset)
+        self.config
+            .clock
+            .now()
+            .timestamp_millis()
+            .saturating_add(offset)
     }
 
     pub(super) fn now(&self) -> DateTime<Utc> {
@@ -61,7 +65,7 @@ impl SimState {
         let delta = faults.clock_offset_ms - current.clock_offset_ms;
         if let Some(data) = data.as_mut().filter(|_| delta != 0) {
             // What arrived on the old clock first, then arrivals go on from the new reading.
-            data.advance(Utc::now().timestamp_millis() + current.clock_offset_ms);
+            data.advance(self.config.clock.now().timestamp_millis() + current.clock_offset_ms);
             data.shift_clock(delta);
         }
         *current = faults;
@@ -95,7 +99,7 @@ impl SimState {
             Some(token) => {
                 let max_age = self.faults().jwt_max_age_secs.map(|s| s as i64);
                 self.jwt
-                    .verify(token.trim(), Utc::now().timestamp(), max_age)
+                    .verify(token.trim(), self.config.clock.now().timestamp(), max_age)
                     .err()
             }
         };
