@@ -7,7 +7,9 @@ use chrono::Utc;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{decode_cursor, encode_cursor, time_key, Cursor, Store, StoreError};
+use super::cursor::{decode_cursor, encode_cursor};
+use super::seen::time_key;
+use super::{Cursor, Store, StoreError};
 
 impl Store {
     /// A number above every outbox entry admitted so far (and below every later one).
