@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::{Transactional, Tree};
 
@@ -45,10 +45,21 @@ impl Store {
         admissions: &[Admission],
         cursors: &[(String, Cursor)],
     ) -> Result<AdmitOutcome, StoreError> {
+        self.admit_at(admissions, cursors, Utc::now()).await
+    }
+
+    /// [`Store::admit`] with the instant the new ids are marked seen at (what
+    /// [`Store::prune_seen`] compares with): the retention's tests pass it rather than wait.
+    pub(super) async fn admit_at(
+        &self,
+        admissions: &[Admission],
+        cursors: &[(String, Cursor)],
+        now: DateTime<Utc>,
+    ) -> Result<AdmitOutcome, StoreError> {
         if admissions.is_empty() && cursors.is_empty() {
             return Ok(AdmitOutcome::default());
         }
-        let now = Utc::now().timestamp_millis();
+        let now = now.timestamp_millis();
         let sink_names: Vec<&String> = self.inner.outboxes.keys().collect();
         let mut trees: Vec<Tree> = vec![
             self.inner.seen.clone(),

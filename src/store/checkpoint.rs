@@ -31,3 +31,26 @@ impl Store {
         self.flush().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::open;
+
+    #[tokio::test]
+    async fn a_checkpoint_is_kept_until_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = serde_json::json!({"xmid": "X1", "done_until": "2026-01-01T00:00:00Z"});
+        {
+            let store = open(dir.path(), &[]);
+            assert_eq!(store.checkpoint("backfill/X1").unwrap(), None);
+            store
+                .set_checkpoint("backfill/X1", Some(&value))
+                .await
+                .unwrap();
+        }
+        let store = open(dir.path(), &[]);
+        assert_eq!(store.checkpoint("backfill/X1").unwrap(), Some(value));
+        store.set_checkpoint("backfill/X1", None).await.unwrap();
+        assert_eq!(store.checkpoint("backfill/X1").unwrap(), None);
+    }
+}

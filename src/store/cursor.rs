@@ -58,3 +58,66 @@ pub(super) fn decode_cursor(bytes: &[u8]) -> Option<Cursor> {
         floor: Utc.timestamp_millis_opt(ms(&bytes[8..])).single()?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone, Utc};
+
+    use super::*;
+    use crate::store::testing::{admissions, open};
+
+    #[tokio::test]
+    async fn cursors_round_trip_move_with_admissions_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let at = |minutes, floor| Cursor {
+            position: t0 + Duration::minutes(minutes) + Duration::milliseconds(123),
+            floor: t0 - Duration::days(floor),
+        };
+        {
+            let store = open(dir.path(), &["out"]);
+            assert_eq!(store.cursor("X1").unwrap(), None);
+            store
+                .admit(&[], &[("X1".into(), at(5, 1)), ("X2".into(), at(7, 2))])
+                .await
+                .unwrap();
+            assert_eq!(store.cursor("X1").unwrap(), Some(at(5, 1)));
+            assert_eq!(store.cursor("X2").unwrap(), Some(at(7, 2)));
+            // With the records of the window, in the same transaction.
+            store
+                .admit(&admissions(&["r1"], "out"), &[("X1".into(), at(10, 1))])
+                .await
+                .unwrap();
+            assert_eq!(store.cursor("X1").unwrap(), Some(at(10, 1)));
+        }
+        let store = open(dir.path(), &["out"]);
+        assert_eq!(
+            store.cursors().unwrap(),
+            [("X1".to_string(), at(10, 1)), ("X2".to_string(), at(7, 2))]
+        );
+        assert_eq!(store.cursor("X3").unwrap(), None);
+    }
+
+    #[test]
+    fn a_cursor_is_16_bytes_and_anything_else_is_refused() {
+        let t = Utc.timestamp_millis_opt(1_764_000_000_123).unwrap();
+        let cursor = Cursor {
+            position: t,
+            floor: t - Duration::days(30),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&cursor)), Some(cursor));
+        assert_eq!(decode_cursor(&encode_cursor(&cursor)[..15]), None);
+    }
+
+    #[test]
+    fn an_unreadable_cursor_is_an_error_not_a_missing_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["out"]);
+        store.inner.cursors.insert("X1", &b"short"[..]).unwrap();
+        assert!(matches!(
+            store.cursor("X1"),
+            Err(StoreError::Corrupt { what: "cursor", .. })
+        ));
+        assert!(store.cursors().is_err());
+    }
+}

@@ -133,3 +133,100 @@ impl Store {
         Ok(letters.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, Utc};
+
+    use crate::store::testing::{admissions, event, open};
+    use crate::store::AttemptState;
+
+    #[tokio::test]
+    async fn a_buried_entry_moves_to_the_dead_letters_and_replays_as_the_same_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["hook"]);
+        store
+            .admit(&admissions(&["r0", "r1", "r2"], "hook"), &[])
+            .await
+            .unwrap();
+        let entries = store.peek("hook", 10).unwrap();
+        let state = AttemptState {
+            attempts: 3,
+            next_at_ms: 0,
+            last_status: Some(410),
+            last_error: "gone".into(),
+        };
+        store
+            .record_attempt("hook", entries[1].seq, &state)
+            .unwrap();
+
+        store
+            .bury("hook", &entries[1], "410 Gone", 3, Some(410))
+            .unwrap();
+        assert_eq!(store.outbox_len("hook").unwrap(), 2);
+        assert_eq!(store.dead_len("hook").unwrap(), 1);
+        assert!(
+            store.attempt_states("hook").unwrap().is_empty(),
+            "its retry state goes with it"
+        );
+        let letters = store.dead_letters("hook").unwrap();
+        let (seq, letter) = &letters[0];
+        assert_eq!(*seq, entries[1].seq);
+        assert_eq!(letter.event, event("hook", "X1", "r1"), "body included");
+        assert_eq!(
+            (letter.reason.as_str(), letter.attempts, letter.last_status),
+            ("410 Gone", 3, Some(410))
+        );
+
+        // Failed before the cut-off: not replayed.
+        let later = Utc::now() + Duration::hours(1);
+        assert_eq!(store.replay_dead("hook", Some(later)).unwrap(), 0);
+        assert_eq!(store.dead_len("hook").unwrap(), 1);
+
+        assert_eq!(store.replay_dead("hook", None).unwrap(), 1);
+        assert_eq!(store.dead_len("hook").unwrap(), 0);
+        let after = store.peek("hook", 10).unwrap();
+        let ids: Vec<&str> = after.iter().map(|e| e.event.record_id.as_str()).collect();
+        assert_eq!(ids, ["r0", "r2", "r1"], "back at the end of the outbox");
+        assert!(after[2].seq > entries[2].seq);
+        assert_eq!(
+            after[2].event,
+            event("hook", "X1", "r1"),
+            "same id, same body"
+        );
+    }
+
+    #[tokio::test]
+    async fn replay_takes_only_the_letters_selected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["hook"]);
+        store
+            .admit(&admissions(&["r0", "r1", "r2"], "hook"), &[])
+            .await
+            .unwrap();
+        for entry in store.peek("hook", 10).unwrap() {
+            store.bury("hook", &entry, "500", 5, Some(500)).unwrap();
+        }
+        assert_eq!(
+            (
+                store.outbox_len("hook").unwrap(),
+                store.dead_len("hook").unwrap()
+            ),
+            (0, 3)
+        );
+        let replayed = store
+            .replay_dead_where("hook", |l| l.event.record_id == "r1")
+            .unwrap();
+        assert_eq!(replayed, 1);
+        let back = store.peek("hook", 10).unwrap();
+        assert_eq!(back.len(), 1);
+        assert_eq!(back[0].event.record_id, "r1");
+        let left: Vec<String> = store
+            .dead_letters("hook")
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l.event.record_id)
+            .collect();
+        assert_eq!(left, ["r0", "r2"]);
+    }
+}

@@ -53,3 +53,27 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::testing::open;
+
+    #[test]
+    fn an_endpoint_is_disabled_until_enabled_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["hook"]);
+        assert_eq!(store.disabled_endpoint("hook").unwrap(), None);
+        let off = DisabledEndpoint {
+            disabled_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            reason: "410 Gone".into(),
+            url: "https://example.com/hook".into(),
+        };
+        store.set_disabled_endpoint("hook", Some(&off)).unwrap();
+        assert_eq!(store.disabled_endpoint("hook").unwrap(), Some(off));
+        store.set_disabled_endpoint("hook", None).unwrap();
+        assert_eq!(store.disabled_endpoint("hook").unwrap(), None);
+    }
+}

@@ -24,6 +24,7 @@
 //! | `controls.rs` | operators' pauses and endpoints' failing periods |
 //! | `checkpoint.rs` | checkpoints of long jobs (backfills) |
 //! | `handover.rs` | what a cluster needs: watermark, waiting entries per XMID, adopting another instance's state |
+//! | `testing.rs` | what the unit tests beside each file share |
 
 mod admit;
 mod bodies;
@@ -37,6 +38,8 @@ mod handover;
 mod outbox;
 mod retry;
 mod seen;
+#[cfg(test)]
+mod testing;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -119,3 +119,102 @@ impl Store {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::store::testing::{admission, admissions, event, open};
+    use crate::store::StoreError;
+
+    fn record_ids(entries: &[super::Entry]) -> Vec<String> {
+        entries.iter().map(|e| e.event.record_id.clone()).collect()
+    }
+
+    #[tokio::test]
+    async fn entries_leave_in_the_order_they_were_enqueued_and_go_once_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["a", "b"]);
+        let ids: Vec<String> = (0..10).map(|n| format!("r{n}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        store.admit(&admissions(&ids[..5], "a"), &[]).await.unwrap();
+        store
+            .admit(&[admission("only-b", &["b"])], &[])
+            .await
+            .unwrap();
+        store.admit(&admissions(&ids[5..], "a"), &[]).await.unwrap();
+
+        let entries = store.peek("a", 100).unwrap();
+        assert_eq!(record_ids(&entries), ids);
+        assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+        assert_eq!(
+            entries[3].event,
+            event("a", "X1", "r3"),
+            "the event as enqueued"
+        );
+        assert_eq!(record_ids(&store.peek("a", 3).unwrap()), ["r0", "r1", "r2"]);
+        assert_eq!(
+            record_ids(&store.peek_from("a", entries[3].seq, 2).unwrap()),
+            ["r3", "r4"]
+        );
+        assert_eq!(record_ids(&store.peek("b", 100).unwrap()), ["only-b"]);
+
+        // Acknowledged: the first three, and one out of order.
+        let acked = [
+            entries[0].seq,
+            entries[1].seq,
+            entries[2].seq,
+            entries[6].seq,
+        ];
+        store.remove("a", &acked).unwrap();
+        assert_eq!(
+            record_ids(&store.peek("a", 100).unwrap()),
+            ["r3", "r4", "r5", "r7", "r8", "r9"]
+        );
+        assert_eq!(store.outbox_len("a").unwrap(), 6);
+        assert!(store.entry("a", entries[0].seq).unwrap().is_none());
+        let fifth = store.entry("a", entries[5].seq).unwrap().unwrap();
+        assert_eq!(fifth.event, event("a", "X1", "r5"));
+        assert_eq!(
+            store.outbox_len("b").unwrap(),
+            1,
+            "another sink's outbox is its own"
+        );
+
+        // Once more changes nothing.
+        store.remove("a", &acked).unwrap();
+        assert_eq!(store.outbox_len("a").unwrap(), 6);
+    }
+
+    #[tokio::test]
+    async fn an_event_for_an_unknown_sink_admits_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["a"]);
+        let result = store.admit(&[admission("r1", &["a", "nope"])], &[]).await;
+        assert!(matches!(result, Err(StoreError::UnknownSink(s)) if s == "nope"));
+        assert!(!store.is_seen("r1").unwrap());
+        assert_eq!(store.outbox_len("a").unwrap(), 0);
+        assert!(matches!(
+            store.peek("nope", 1),
+            Err(StoreError::UnknownSink(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn admitting_wakes_the_sink_and_an_unconfigured_sink_keeps_its_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open(dir.path(), &["a", "b"]);
+            let woken = store.notifier("b").unwrap();
+            store
+                .admit(&admissions(&["r1", "r2"], "b"), &[])
+                .await
+                .unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(5), woken.notified())
+                .await
+                .expect("the sink's worker is woken");
+            assert!(store.orphan_outboxes().is_empty());
+        }
+        let store = open(dir.path(), &["a"]);
+        assert_eq!(store.sinks().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(store.orphan_outboxes(), [("b".to_string(), 2)]);
+    }
+}

@@ -56,3 +56,54 @@ impl Store {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testing::{admissions, open};
+
+    fn failed(attempts: u32) -> AttemptState {
+        AttemptState {
+            attempts,
+            next_at_ms: 1_764_000_000_000 + i64::from(attempts),
+            last_status: Some(503),
+            last_error: "503 Service Unavailable".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_state_lives_as_long_as_its_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), &["hook"]);
+        store
+            .admit(&admissions(&["r0", "r1"], "hook"), &[])
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = store
+            .peek("hook", 10)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect();
+        store.record_attempt("hook", seqs[0], &failed(1)).unwrap();
+        store.record_attempt("hook", seqs[0], &failed(2)).unwrap();
+        store.record_attempt("hook", seqs[1], &failed(1)).unwrap();
+        assert_eq!(
+            store.attempt_states("hook").unwrap(),
+            [(seqs[0], failed(2)), (seqs[1], failed(1))]
+        );
+
+        store.remove("hook", &seqs[..1]).unwrap();
+        assert_eq!(
+            store.attempt_states("hook").unwrap(),
+            [(seqs[1], failed(1))]
+        );
+
+        // A state whose entry is gone (a crash between the two removals) is dropped when read.
+        store
+            .record_attempt("hook", seqs[0] + 1000, &failed(1))
+            .unwrap();
+        assert_eq!(store.attempt_states("hook").unwrap().len(), 1);
+        assert_eq!(store.sink("hook").unwrap().attempts.len(), 1);
+    }
+}
