@@ -10,7 +10,7 @@ use sled::{Transactional, Tree};
 use super::bodies::BodyRef;
 use super::codec::encode_event;
 use super::cursor::{encode_cursor, Cursor};
-use super::seen::time_key;
+use super::seen::mark_seen;
 use super::{Store, StoreError};
 use crate::config::Durability;
 use crate::route::Event;
@@ -118,12 +118,10 @@ impl Store {
                 // Counted by reference here, named once outside (the closure may run again).
                 let mut enqueued: BTreeMap<(usize, &str), usize> = BTreeMap::new();
                 for (i, (admission, events)) in encoded.iter().enumerate() {
-                    if seen.get(admission.record_id.as_bytes())?.is_some() {
+                    if !mark_seen(seen, by_time, &admission.record_id, now)? {
                         duplicates.push(i);
                         continue;
                     }
-                    seen.insert(admission.record_id.as_bytes(), &now.to_be_bytes())?;
-                    by_time.insert(time_key(now, &admission.record_id), &[])?;
                     for ((index, bytes), event) in events.iter().zip(&admission.events) {
                         let seq = t[3 + index].generate_id()?;
                         t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;

@@ -13,7 +13,7 @@
 //! |---|---|
 //! | `mod.rs` | [`Store`], opening (and reopening for a snapshot or a reloaded configuration), durability (flushes, the gate, the flusher thread), disk space, [`StoreError`], the names of the trees |
 //! | `admit.rs` | [`Store::admit`]: the transaction above; [`Admission`], [`AdmitOutcome`] |
-//! | `seen.rs` | the seen ids and their index by time: lookups, counting, [`Store::prune_seen`] (the retention) |
+//! | `seen.rs` | the seen ids and their index by time: marking an id seen (for `admit` and `adopt`), lookups, counting, [`Store::prune_seen`] (the retention) |
 //! | `cursor.rs` | per-XMID [`Cursor`]s and their encoding |
 //! | `outbox.rs` | the outboxes: peek, read one [`Entry`], remove delivered entries, notifiers, orphaned outboxes |
 //! | `codec.rs` | the layout of an outbox entry in sled (a JSON header line, then the body or where it is) |

@@ -2,6 +2,7 @@
 //! index by time `seen_by_time` (when ++ id), which `prune_seen` walks to forget the oldest.
 
 use chrono::{DateTime, Utc};
+use sled::transaction::{TransactionalTree, UnabortableTransactionError};
 
 use super::{Store, StoreError};
 
@@ -40,9 +41,26 @@ impl Store {
     }
 }
 
+/// Marks `id` seen at `ms` (unix milliseconds), inside a transaction over `seen` and
+/// `seen_by_time`, unless it is seen already. Returns whether it was new. The two trees are
+/// written together: `prune_seen` finds what to forget through the index alone.
+pub(super) fn mark_seen(
+    seen: &TransactionalTree,
+    by_time: &TransactionalTree,
+    id: &str,
+    ms: i64,
+) -> Result<bool, UnabortableTransactionError> {
+    if seen.get(id.as_bytes())?.is_some() {
+        return Ok(false);
+    }
+    seen.insert(id.as_bytes(), &ms.to_be_bytes())?;
+    by_time.insert(time_key(ms, id), &[])?;
+    Ok(true)
+}
+
 /// The `seen_by_time` key of an id admitted at `ms`: the time first (big-endian, so keys sort by
 /// it), then the id.
-pub(super) fn time_key(ms: i64, id: &str) -> Vec<u8> {
+fn time_key(ms: i64, id: &str) -> Vec<u8> {
     let mut key = ms.to_be_bytes().to_vec();
     key.extend_from_slice(id.as_bytes());
     key
