@@ -7,7 +7,9 @@ use chrono::Utc;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use super::{decode_cursor, encode_cursor, time_key, Cursor, Store, StoreError};
+use super::cursor::{decode_cursor, encode_cursor};
+use super::seen::mark_seen;
+use super::{Cursor, Store, StoreError};
 
 impl Store {
     /// A number above every outbox entry admitted so far (and below every later one).
@@ -61,10 +63,7 @@ impl Store {
                 let mut moved = 0;
                 for (key, cursor, seen) in states {
                     for id in seen.iter() {
-                        if seen_tree.get(id.as_bytes())?.is_none() {
-                            seen_tree.insert(id.as_bytes(), &now.to_be_bytes())?;
-                            by_time.insert(time_key(now, id), &[])?;
-                        }
+                        mark_seen(seen_tree, by_time, id, now)?;
                     }
                     let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
                     // A cursor only set up here (never polled: position at its floor) yields to the
