@@ -117,19 +117,19 @@ struct FaultArgs {
     clock_offset: i64,
 }
 
-pub fn duration(text: &str) -> Result<Duration, String> {
-    mxc_relay::config::parse_duration(text)
+pub fn duration(text: &str) -> Result<Duration, super::ArgError> {
+    Ok(mxc_relay::config::parse_duration(text)?)
 }
 
 /// A duration with an optional sign, in milliseconds: `90s`, `-5m`, `+1h`.
-fn signed_duration(text: &str) -> Result<i64, String> {
+fn signed_duration(text: &str) -> Result<i64, super::ArgError> {
     let text = text.trim();
     let (sign, magnitude) = match text.strip_prefix('-') {
         Some(rest) => (-1, rest),
         None => (1, text.strip_prefix('+').unwrap_or(text)),
     };
     let ms = i64::try_from(duration(magnitude)?.as_millis())
-        .map_err(|_| format!("{text:?} is too long"))?;
+        .map_err(|_| super::ArgError::TooLong(text.to_string()))?;
     Ok(sign * ms)
 }
 

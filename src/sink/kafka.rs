@@ -14,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use super::{Outcome, Sink};
+use super::{Outcome, Sink, SinkError};
 use crate::config::KafkaKey;
 use crate::route::Event;
 use crate::secret::Secret;
@@ -59,7 +59,7 @@ impl KafkaSink {
         compression: &str,
         properties: &BTreeMap<String, Secret>,
         cloudevents: Option<HashMap<String, String>>,
-    ) -> Result<KafkaSink, String> {
+    ) -> Result<KafkaSink, SinkError> {
         let config = producer_config(brokers, compression, properties);
         let producer = create(&config, name)?;
         Ok(KafkaSink {
@@ -122,10 +122,16 @@ pub(crate) fn producer_config(
     config
 }
 
-fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
+fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, SinkError> {
     config.create().map_err(|e| match e {
-        KafkaError::ClientConfig(..) => format!("sinks.{name}.properties: {}", refusal(&e)),
-        other => format!("sinks.{name}: cannot create the Kafka producer: {other}"),
+        KafkaError::ClientConfig(..) => SinkError::KafkaProperty {
+            sink: name.to_string(),
+            refusal: refusal(&e),
+        },
+        error => SinkError::KafkaProducer {
+            sink: name.to_string(),
+            error,
+        },
     })
 }
 
@@ -209,19 +215,19 @@ fn classify(error: &KafkaError) -> Outcome {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Sink for KafkaSink {
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let producer = self.producer().ok_or("kafka producer unavailable")?;
+            let producer = self.producer().ok_or(SinkError::ProducerUnavailable)?;
             // librdkafka's metadata call blocks: off the async threads.
             tokio::task::spawn_blocking(move || {
                 producer
                     .client()
                     .fetch_metadata(None, PROBE_TIMEOUT)
                     .map(|_| ())
-                    .map_err(|e| format!("no broker metadata within 5 s: {e}"))
+                    .map_err(SinkError::NoMetadata)
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(SinkError::ProbeTask)?
         })
     }
 

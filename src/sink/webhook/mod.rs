@@ -26,10 +26,10 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use endpoint::{body, Attempt, Endpoint, Verdict};
+pub use endpoint::{body, Attempt, Endpoint, EndpointError, Verdict};
 pub use policy::RetryPolicy;
 
-use super::round;
+use super::{round, SinkError};
 use crate::config::WebhookConfig;
 use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
 use crate::telemetry::Metrics;
@@ -63,8 +63,11 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// The error names the sink and what is wrong, never a secret.
-    pub fn new(name: &str, config: &WebhookConfig) -> Result<WebhookSink, String> {
-        let endpoint = Endpoint::new(config).map_err(|e| format!("sinks.{name}.{e}"))?;
+    pub fn new(name: &str, config: &WebhookConfig) -> Result<WebhookSink, SinkError> {
+        let endpoint = Endpoint::new(config).map_err(|error| SinkError::Webhook {
+            sink: name.to_string(),
+            error,
+        })?;
         let limiter = config.rate_limit.and_then(|rate| {
             let period = Duration::from_secs_f64(1.0 / rate);
             let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::MIN);
