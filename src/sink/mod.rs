@@ -3,14 +3,18 @@
 //!
 //! What order each keeps:
 //! - Kafka, file and stdout run a [`run_worker`]: it hands the outbox to the sink in outbox
-//!   order, a batch at a time, and a failed entry holds back every later entry of its XMID
-//!   (they stay in the outbox, and may be sent again after it, with the same ids), so per XMID
-//!   the last delivery of each event is in outbox order. On Kafka the partition follows the key:
-//!   with `key = "xmid"` a merchant's events share a partition, in that order; with
-//!   `key = "record_id"` they spread over partitions and consumers see no order across them.
-//! - Webhooks run a [`WebhookSink`] dispatcher, which keeps no order: attempts start in outbox
-//!   order (retries that are due first), up to `max_in_flight` at once, and a failed entry is
-//!   retried on its own schedule while later ones, of any XMID, go ahead of it.
+//!   order, a batch at a time (Kafka enqueues a batch in that order, and an XMID whose enqueue
+//!   failed sends none of its later events in that batch). An entry to be retried holds back
+//!   every later entry of its XMID: they stay in the outbox even if delivered, and go again
+//!   after it under the same ids, so per XMID the last copy of each event is in outbox order
+//!   (an earlier copy may precede the retried one). A dead-lettered entry holds nothing back.
+//!   On Kafka the key picks the partition: with `key = "xmid"` (the default) a merchant's
+//!   events on one topic share a partition, in that order; with `key = "record_id"` they spread
+//!   over partitions, and consumers see no order across those.
+//! - Webhooks run a [`WebhookSink`] dispatcher, which keeps no order between entries: attempts
+//!   start in outbox order (retries that are due first), up to `max_in_flight` at once, and a
+//!   failed entry is retried on its own schedule while later ones, of any XMID, go ahead of
+//!   it. Only with `max_in_flight = 1` and no failure do they arrive in outbox order.
 
 mod file;
 pub(crate) mod kafka;

@@ -1,4 +1,5 @@
-//! The delivery worker: drains one sink's outbox in order, forever, with backoff on failure.
+//! The delivery worker of the Kafka, file and stdout sinks (webhooks run their own dispatcher):
+//! drains one sink's outbox in order, forever, with backoff on failure.
 
 use std::collections::HashSet;
 use std::sync::Arc;
