@@ -302,6 +302,43 @@ mod tests {
     use super::*;
     use crate::config::{RedactConfig, RouteConfig};
 
+    #[test]
+    fn compile_errors_name_the_route_and_the_key() {
+        let mut config = RouteConfig::every_record("all", "out");
+        config.resource = "deposits".into();
+        let error = Route::compile(&config, 2).unwrap_err();
+        assert_eq!(
+            error,
+            RouteError::UnknownResource {
+                index: 2,
+                resource: "deposits".into()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            r#"routes[2].resource: no resource named "deposits""#
+        );
+
+        let mut config = RouteConfig::every_record("all", "out");
+        config.redact.mask = vec!["card.number".into(), "card..cvv".into()];
+        assert_eq!(
+            Route::compile(&config, 0).unwrap_err().to_string(),
+            r#"routes[0].redact.mask: "card..cvv" is not a field path"#
+        );
+
+        let mut config = RouteConfig::every_record("all", "out");
+        config.filter = Some("amount >".into());
+        let error = Route::compile(&config, 1).unwrap_err();
+        let RouteError::Filter {
+            index: 1,
+            error: cause,
+        } = &error
+        else {
+            panic!("not a filter error: {error:?}");
+        };
+        assert_eq!(error.to_string(), format!("routes[1].filter: {cause}"));
+    }
+
     fn route(filter: Option<&str>, drop: &[&str], mask: &[&str]) -> Route {
         let config = RouteConfig {
             name: Some("declines".into()),

@@ -579,3 +579,57 @@ impl Dispatcher {
             "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}`, or configure a new url");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn refusal(config: &WebhookConfig) -> String {
+        match WebhookSink::new("alerts", config) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_that_make_no_endpoint_are_named_under_the_sink_without_secrets() {
+        assert!(WebhookSink::new(
+            "alerts",
+            &WebhookConfig::new("https://example.com/hook", SECRET)
+        )
+        .is_ok());
+        assert_eq!(
+            refusal(&WebhookConfig::new("not a url", SECRET)),
+            "sinks.alerts.url: relative URL without a base"
+        );
+        let text = refusal(&WebhookConfig::new(
+            "https://example.com/hook",
+            "whsec_c2hvcnQ=",
+        ));
+        assert_eq!(
+            text,
+            "sinks.alerts.secrets[0]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes"
+        );
+        let mut config = WebhookConfig::new("https://example.com/hook", SECRET);
+        config
+            .headers
+            .insert("bad header".into(), crate::secret::Secret::new("x"));
+        assert_eq!(
+            refusal(&config),
+            "sinks.alerts.headers.bad header: not a header name"
+        );
+        let mut config = WebhookConfig::new("https://example.com/hook", SECRET);
+        config.headers.insert(
+            "Authorization".into(),
+            crate::secret::Secret::new("Bearer t0ken\n"),
+        );
+        let text = refusal(&config);
+        assert_eq!(
+            text,
+            "sinks.alerts.headers.Authorization: not a header value"
+        );
+        assert!(!text.contains("t0ken"));
+    }
+}
