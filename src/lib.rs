@@ -1,5 +1,10 @@
 //! mxc-relay: watches MX Connect for new card authorizations per merchant (XMID) and turns each
 //! into an event for Kafka and signed webhooks. See the README's architecture section.
+//!
+//! Errors: the library's functions return typed errors, one `thiserror` enum per module where
+//! one fits (`PipelineError`, `SinkError`, `RouteError` …), each variant documented and its text
+//! the message users read; `anyhow` is used only by the binary's commands (`src/cli/`), which
+//! print the error once and exit.
 
 pub mod admin;
 pub mod cluster;

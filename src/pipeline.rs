@@ -10,28 +10,61 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{self, ClusterError, Handover, Membership, Polling, Sharding};
-use crate::config::{Config, SinkConfig};
+use crate::config::{Config, SinkConfig, ValueError};
 use crate::poll::{
     rate_limiter, BackfillProgress, BackfillRequest, Bases, Fleet, MerchantControls, PollConfig,
     PollError, Pollers, RosterWatch,
 };
-use crate::route::Route;
-use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
+use crate::route::{Route, RouteError};
+use crate::schema::SchemaError;
+use crate::sink::{self, Sink, SinkError, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
 use crate::telemetry::{self, Health, Metrics};
 use mxc::Secret;
 use mxc::{Client, MxcError, Resource};
 
+/// Why a pipeline did not start (or a reload could start neither configuration).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// The store cannot be opened, read or written.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// MXC refused the credentials, or its client cannot be built.
     #[error(transparent)]
     Mxc(#[from] MxcError),
-    #[error("{0}")]
-    Config(String),
+    /// Joining the cluster failed: its topics, the state handover or the group.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The task that starts the cluster's state handover panicked or was cancelled.
+    #[error("cluster: {0}")]
+    ClusterTask(tokio::task::JoinError),
+    /// A route does not compile (a configuration that skipped validation).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The routes make no event schemas (for a Kafka sink with CloudEvents).
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// A sink cannot be built (a property librdkafka refuses, a webhook's settings …).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// `pollers.start` is not an instant this run can start from.
+    #[error("pollers.start: {0}")]
+    Start(ValueError),
+    /// The telemetry or admin server cannot listen; `key` is its setting
+    /// (`telemetry.listen`, `admin.listen`).
+    #[error("{key}: cannot listen on {addr}: {error}")]
+    Listen {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
+    /// A reload: the new configuration failed to start (`error`), and so did the previous one
+    /// when started again (`again`). Nothing runs.
+    #[error("the new configuration failed to start ({error}), and the previous one could not start again: {again}")]
+    Reload {
+        error: Box<PipelineError>,
+        again: Box<PipelineError>,
+    },
 }
 
 /// A pipeline that has been started.
@@ -84,7 +117,7 @@ async fn join_cluster(
     let (c, s) = (cluster.clone(), store.clone());
     let handover = tokio::task::spawn_blocking(move || Handover::start(&c, s))
         .await
-        .map_err(|e| PipelineError::Config(format!("cluster: {e}")))??;
+        .map_err(PipelineError::ClusterTask)??;
     pollers.handover = Some(handover.clone());
     let (changes, receiver) = tokio::sync::mpsc::unbounded_channel();
     // A revocation holds the group's rebalance while deliveries finish, and a little longer.
@@ -161,9 +194,10 @@ impl Pipeline {
                 };
                 match restarted {
                     Ok(pipeline) => Ok((pipeline, Err(error))),
-                    Err(again) => Err(PipelineError::Config(format!(
-                        "the new configuration failed to start ({error}), and the previous one could not start again: {again}"
-                    ))),
+                    Err(again) => Err(PipelineError::Reload {
+                        error: Box::new(error),
+                        again: Box::new(again),
+                    }),
                 }
             }
         }
@@ -197,8 +231,7 @@ impl Pipeline {
             .iter()
             .enumerate()
             .map(|(i, r)| Route::compile(r, i))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(PipelineError::Config)?;
+            .collect::<Result<Vec<_>, _>>()?;
         match client.authenticate().await {
             Ok(()) => tracing::info!(base_url = client.base_url(), "authenticated with MXC"),
             Err(e @ MxcError::AuthRejected { .. }) if refused_credentials_fail => {
@@ -229,9 +262,7 @@ impl Pipeline {
                 }
             )
         }) {
-            crate::schema::Catalog::for_config(config, crate::schema::Enums::Open)
-                .map_err(PipelineError::Config)?
-                .ids()
+            crate::schema::Catalog::for_config(config, crate::schema::Enums::Open)?.ids()
         } else {
             Default::default()
         };
@@ -239,12 +270,11 @@ impl Pipeline {
             match (provided.remove(name), sink_config) {
                 (Some(sink), _) => probed.push((name.clone(), sink)),
                 (None, SinkConfig::Webhook(webhook)) => {
-                    webhooks.push(WebhookSink::new(name, webhook).map_err(PipelineError::Config)?)
+                    webhooks.push(WebhookSink::new(name, webhook)?)
                 }
-                (None, _) => probed.push((
-                    name.clone(),
-                    sink::build(name, sink_config, &schema_ids).map_err(PipelineError::Config)?,
-                )),
+                (None, _) => {
+                    probed.push((name.clone(), sink::build(name, sink_config, &schema_ids)?))
+                }
             }
         }
         let webhook_controls: BTreeMap<String, Arc<tokio::sync::Notify>> = webhooks
@@ -310,7 +340,7 @@ impl Pipeline {
         let start = config
             .pollers
             .start_instant()
-            .map_err(|e| PipelineError::Config(format!("pollers.start: {e}")))?
+            .map_err(PipelineError::Start)?
             .unwrap_or_else(|| client.mxc_now());
         let listed = config.pollers.listed_xmids();
         let mut poller_tasks = JoinSet::new();
@@ -398,10 +428,10 @@ impl Pipeline {
                 };
                 let bound = telemetry::serve(addr, health, stop_telemetry.clone())
                     .await
-                    .map_err(|e| {
-                        PipelineError::Config(format!(
-                            "telemetry.listen: cannot listen on {addr}: {e}"
-                        ))
+                    .map_err(|error| PipelineError::Listen {
+                        key: "telemetry.listen",
+                        addr,
+                        error,
                     })?;
                 tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
                 Some(bound)
@@ -439,10 +469,10 @@ impl Pipeline {
                 let (bound, task) =
                     crate::admin::serve(addr, token, context, stop_telemetry.clone())
                         .await
-                        .map_err(|e| {
-                            PipelineError::Config(format!(
-                                "admin.listen: cannot listen on {addr}: {e}"
-                            ))
+                        .map_err(|error| PipelineError::Listen {
+                            key: "admin.listen",
+                            addr,
+                            error,
                         })?;
                 tracing::info!(address = %bound, token = if generated.is_some() { "generated for this run (in admin.json beside the store)" } else { "configured" },
                     "serving the admin API");

@@ -107,17 +107,30 @@ pub fn exit_on_second_signal() {
     });
 }
 
+/// Why a command-line value is refused; clap prints the text after the option's name.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgError {
+    /// Not an instant, a date or a duration ago (the admin API's parser, shared with
+    /// `backfill`, says why).
+    #[error("{0}")]
+    Instant(String),
+    /// `--resource` names no resource MXC serves; the text lists those it does.
+    #[error("no resource named {0:?} (known: {known})", known = mxc::Resource::names())]
+    UnknownResource(String),
+    /// Not a duration as the configuration writes them (`30s`, `10m`, `1h30m`, `250ms`).
+    #[error(transparent)]
+    Duration(#[from] mxc_relay::config::ValueError),
+    /// A duration that must be more than zero is zero.
+    #[error("must be more than 0s")]
+    Zero,
+}
+
 /// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
-pub fn instant(text: &str) -> Result<DateTime<Utc>, String> {
-    mxc_relay::admin::api::parse_instant(text)
+pub fn instant(text: &str) -> Result<DateTime<Utc>, ArgError> {
+    mxc_relay::admin::api::parse_instant(text).map_err(ArgError::Instant)
 }
 
 /// A resource by name, for `--resource`.
-pub fn resource(text: &str) -> Result<&'static mxc::Resource, String> {
-    mxc::Resource::named(text).ok_or_else(|| {
-        format!(
-            "no resource named {text:?} (known: {})",
-            mxc::Resource::names()
-        )
-    })
+pub fn resource(text: &str) -> Result<&'static mxc::Resource, ArgError> {
+    mxc::Resource::named(text).ok_or_else(|| ArgError::UnknownResource(text.to_string()))
 }

@@ -31,7 +31,7 @@ pub async fn run(args: ReloadArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let control = Control::new(&config.store.path);
-    let pid = control.read_pid().map_err(anyhow::Error::msg)?;
+    let pid = control.read_pid()?;
     let before = control.read_outcome().map_or(i64::MIN, |o| o.at_ms);
     let sent = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use mxc_relay::admin::discovery::Discovery;
-use mxc_relay::config::Config;
-use mxc_relay::pipeline::Pipeline;
+use mxc_relay::config::{Config, ConfigErrors};
+use mxc_relay::pipeline::{Pipeline, PipelineError};
 use mxc_relay::store::Store;
 use mxc_relay::telemetry::{self, Metrics};
 
@@ -64,7 +64,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                             }
                             Err(error) => {
                                 tracing::error!(%error, "reload failed to start; the previous configuration runs again");
-                                Err(format!("the new configuration failed to start ({error}); the previous one runs again"))
+                                Err(ReloadFailure::DidNotStart(error))
                             }
                         }
                     }
@@ -155,12 +155,13 @@ impl Control {
         }
     }
 
-    fn write_outcome(&self, outcome: &Result<String, String>) {
+    fn write_outcome(&self, outcome: &Result<String, ReloadFailure>) {
         let record = ReloadOutcome {
             at_ms: chrono::Utc::now().timestamp_millis(),
             ok: outcome.is_ok(),
             message: match outcome {
-                Ok(m) | Err(m) => m.clone(),
+                Ok(m) => m.clone(),
+                Err(e) => e.to_string(),
             },
         };
         let text = serde_json::to_string(&record).unwrap_or_default();
@@ -174,22 +175,50 @@ impl Control {
     }
 
     /// The running service's pid, if its file is there.
-    pub(super) fn read_pid(&self) -> Result<u32, String> {
-        let text = std::fs::read_to_string(&self.pid).map_err(|e| {
-            format!(
-                "no running service found ({}: {e}); is it running with this configuration's store.path?",
-                self.pid.display()
-            )
+    pub(super) fn read_pid(&self) -> Result<u32, PidError> {
+        let text = std::fs::read_to_string(&self.pid).map_err(|error| PidError::NoService {
+            file: self.pid.clone(),
+            error,
         })?;
-        text.trim()
-            .parse()
-            .map_err(|_| format!("{}: not a pid: {:?}", self.pid.display(), text.trim()))
+        text.trim().parse().map_err(|_| PidError::NotAPid {
+            file: self.pid.clone(),
+            text: text.trim().to_string(),
+        })
     }
 
     pub(super) fn read_outcome(&self) -> Option<ReloadOutcome> {
         let text = std::fs::read_to_string(&self.outcome).ok()?;
         serde_json::from_str(&text).ok()
     }
+}
+
+/// Why `mxc-relay reload` finds no service to signal.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PidError {
+    /// No pid file beside the store (or it cannot be read): no service runs on this store.
+    #[error("no running service found ({}: {error}); is it running with this configuration's store.path?", file.display())]
+    NoService {
+        file: PathBuf,
+        error: std::io::Error,
+    },
+    /// The pid file holds something else than a pid.
+    #[error("{}: not a pid: {text:?}", file.display())]
+    NotAPid { file: PathBuf, text: String },
+}
+
+/// Why a SIGHUP did not apply the configuration file: logged, and written beside the store for
+/// `mxc-relay reload`.
+#[derive(Debug, thiserror::Error)]
+enum ReloadFailure {
+    /// The file has errors; the running configuration stays.
+    #[error("refused, the running configuration stays: {0}")]
+    Invalid(ConfigErrors),
+    /// The file moves the store, which only a restart can do.
+    #[error("refused: store.path cannot change while running ({} → {}); restart to move the store", running.display(), new.display())]
+    StoreMoved { running: PathBuf, new: PathBuf },
+    /// The new configuration was valid but did not start; the previous one runs again.
+    #[error("the new configuration failed to start ({0}); the previous one runs again")]
+    DidNotStart(PipelineError),
 }
 
 /// SIGHUPs, as they come (none where the platform has none).
@@ -217,23 +246,20 @@ impl Hangups {
 }
 
 /// The file again, if it is valid; why not (logged too) if not.
-fn reread(path: &Path, current: &Config) -> Result<Config, String> {
+fn reread(path: &Path, current: &Config) -> Result<Config, ReloadFailure> {
     tracing::info!(file = %path.display(), "SIGHUP: reading the configuration again");
     match Config::load_for_run(path) {
         Err(errors) => {
             tracing::error!(errors = %errors, "reload refused: the configuration has errors; the running one stays");
-            Err(format!(
-                "refused, the running configuration stays: {errors}"
-            ))
+            Err(ReloadFailure::Invalid(errors))
         }
         Ok(new) if new.store.path != current.store.path => {
             tracing::error!(running = %current.store.path.display(), new = %new.store.path.display(),
                 "reload refused: store.path cannot change while running; restart to move the store");
-            Err(format!(
-                "refused: store.path cannot change while running ({} → {}); restart to move the store",
-                current.store.path.display(),
-                new.store.path.display()
-            ))
+            Err(ReloadFailure::StoreMoved {
+                running: current.store.path.clone(),
+                new: new.store.path.clone(),
+            })
         }
         Ok(new) => {
             if new.log.level != current.log.level || new.log.format != current.log.format {

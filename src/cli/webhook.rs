@@ -91,9 +91,9 @@ struct ListenArgs {
     max_connections: usize,
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+fn positive_duration(text: &str) -> Result<Duration, super::ArgError> {
     match mxc_relay::config::parse_duration(text)? {
-        Duration::ZERO => Err("must be more than 0s".into()),
+        Duration::ZERO => Err(super::ArgError::Zero),
         d => Ok(d),
     }
 }

@@ -4,6 +4,7 @@
 //! `config/mxc-relay.toml` is the annotated example; keep the two in step.
 
 mod admin;
+mod error;
 mod load;
 mod preflight;
 mod section;
@@ -19,6 +20,7 @@ use serde::Deserialize;
 use mxc::Secret;
 
 pub use admin::{AdminConfig, ADMIN_TOKEN_ENV, MIN_TOKEN_LEN};
+pub use error::ValueError;
 pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
 pub use webhook::{default_schedule, WebhookConfig};
 
@@ -762,14 +764,15 @@ pub(crate) mod duration {
         parse(&text).map_err(serde::de::Error::custom)
     }
 
-    pub fn parse(text: &str) -> Result<Duration, String> {
-        humantime::parse_duration(text.trim()).map_err(|e| {
-            format!("invalid duration {text:?} ({e}); write it like 30s, 10m, 1h30m or 250ms")
+    pub fn parse(text: &str) -> Result<Duration, super::ValueError> {
+        humantime::parse_duration(text.trim()).map_err(|error| super::ValueError::Duration {
+            text: text.to_string(),
+            error,
         })
     }
 }
 
 /// Parses a duration the way the configuration does (`30s`, `10m`, `1h30m`, `250ms`).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     duration::parse(text)
 }

@@ -3,7 +3,7 @@
 //! (accepted by librdkafka itself). `check-config`, `run` and `reload` check these too.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rdkafka::producer::{BaseProducer, NoCustomPartitioner, ProducerContext};
 use rdkafka::{ClientConfig, ClientContext};
@@ -17,7 +17,7 @@ impl Config {
         if let Err(message) = store_dir(&self.store.path) {
             errors.push(ConfigError {
                 path: "store.path".into(),
-                message,
+                message: message.to_string(),
             });
         }
         for (name, sink) in &self.sinks {
@@ -32,7 +32,7 @@ impl Config {
                 if let Err(message) = librdkafka_accepts(config) {
                     errors.push(ConfigError {
                         path: format!("sinks.{name}.properties"),
-                        message,
+                        message: message.to_string(),
                     });
                 }
             }
@@ -41,7 +41,7 @@ impl Config {
             if let Err(message) = librdkafka_accepts(crate::cluster::kafka_config(&self.cluster)) {
                 errors.push(ConfigError {
                     path: "cluster.properties".into(),
-                    message,
+                    message: message.to_string(),
                 });
             }
         }
@@ -49,26 +49,69 @@ impl Config {
     }
 }
 
+/// What would stop `run` on this machine; the caller adds the key path.
+#[derive(Debug, thiserror::Error)]
+enum PreflightError {
+    /// The store's directory exists, and this process may not create files in it.
+    #[error("cannot write in {path:?} ({error})")]
+    CannotWriteIn { path: PathBuf, error: io::Error },
+    /// The store's directory (or its listing) cannot be read.
+    #[error("cannot read {path:?} ({error})")]
+    CannotRead { path: PathBuf, error: io::Error },
+    /// A file in the store's directory may not be written (another user's, say).
+    #[error("cannot write {file:?} ({error})")]
+    CannotWrite { file: PathBuf, error: io::Error },
+    /// `store.path` names a file.
+    #[error("{0:?} is a file, not a directory")]
+    IsAFile(PathBuf),
+    /// The store's directory does not exist, and its nearest existing ancestor may not be
+    /// written in.
+    #[error("{path:?} cannot be created: cannot write in {ancestor:?} ({error})")]
+    AncestorNotWritable {
+        path: PathBuf,
+        ancestor: PathBuf,
+        error: io::Error,
+    },
+    /// The store's directory does not exist, and its nearest existing ancestor is a file.
+    #[error("{path:?} cannot be created: {ancestor:?} is a file")]
+    AncestorIsAFile { path: PathBuf, ancestor: PathBuf },
+    /// The store's directory does not exist, and an ancestor cannot be looked at.
+    #[error("{path:?} cannot be created: {ancestor:?}: {error}")]
+    AncestorUnreadable {
+        path: PathBuf,
+        ancestor: PathBuf,
+        error: io::Error,
+    },
+    /// No part of the store's path exists.
+    #[error("{0:?} cannot be created: no part of it exists")]
+    NothingExists(PathBuf),
+    /// librdkafka refused a client's properties (see [`crate::sink::kafka::refusal`]: the
+    /// value is never shown).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The store's directory: if it exists, a directory whose top-level files can be written;
 /// if not, creatable (its nearest existing ancestor a directory that can be written in).
-fn store_dir(path: &Path) -> Result<(), String> {
+fn store_dir(path: &Path) -> Result<(), PreflightError> {
     if path.as_os_str().is_empty() {
         // Validation says so.
         return Ok(());
     }
+    let at = || path.to_path_buf();
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
-            writable(path).map_err(|e| format!("cannot write in {path:?} ({e})"))?;
-            let entries =
-                std::fs::read_dir(path).map_err(|e| format!("cannot read {path:?} ({e})"))?;
+            writable(path).map_err(|error| PreflightError::CannotWriteIn { path: at(), error })?;
+            let entries = std::fs::read_dir(path)
+                .map_err(|error| PreflightError::CannotRead { path: at(), error })?;
             // sled's files and the outbox's segments: one written by another user stops `run`.
             for entry in entries.flatten() {
                 let file = entry.path();
-                writable(&file).map_err(|e| format!("cannot write {file:?} ({e})"))?;
+                writable(&file).map_err(|error| PreflightError::CannotWrite { file, error })?;
             }
             Ok(())
         }
-        Ok(_) => Err(format!("{path:?} is a file, not a directory")),
+        Ok(_) => Err(PreflightError::IsAFile(at())),
         Err(e) if missing(&e) => {
             for ancestor in path.ancestors().skip(1) {
                 let ancestor = if ancestor.as_os_str().is_empty() {
@@ -78,24 +121,33 @@ fn store_dir(path: &Path) -> Result<(), String> {
                 };
                 match std::fs::metadata(ancestor) {
                     Ok(meta) if meta.is_dir() => {
-                        return writable(ancestor).map_err(|e| {
-                            format!(
-                                "{path:?} cannot be created: cannot write in {ancestor:?} ({e})"
-                            )
+                        return writable(ancestor).map_err(|error| {
+                            PreflightError::AncestorNotWritable {
+                                path: at(),
+                                ancestor: ancestor.to_path_buf(),
+                                error,
+                            }
                         });
                     }
                     Ok(_) => {
-                        return Err(format!(
-                            "{path:?} cannot be created: {ancestor:?} is a file"
-                        ))
+                        return Err(PreflightError::AncestorIsAFile {
+                            path: at(),
+                            ancestor: ancestor.to_path_buf(),
+                        })
                     }
                     Err(e) if missing(&e) => {}
-                    Err(e) => return Err(format!("{path:?} cannot be created: {ancestor:?}: {e}")),
+                    Err(error) => {
+                        return Err(PreflightError::AncestorUnreadable {
+                            path: at(),
+                            ancestor: ancestor.to_path_buf(),
+                            error,
+                        })
+                    }
                 }
             }
-            Err(format!("{path:?} cannot be created: no part of it exists"))
+            Err(PreflightError::NothingExists(at()))
         }
-        Err(e) => Err(format!("cannot read {path:?} ({e})")),
+        Err(error) => Err(PreflightError::CannotRead { path: at(), error }),
     }
 }
 
@@ -127,14 +179,14 @@ fn writable(path: &Path) -> io::Result<()> {
 
 /// Creates a client from `config` without its brokers: librdkafka then checks every property
 /// (and how they combine) as `run` would, with nothing to connect to.
-fn librdkafka_accepts(mut config: ClientConfig) -> Result<(), String> {
+fn librdkafka_accepts(mut config: ClientConfig) -> Result<(), PreflightError> {
     config
         .remove("bootstrap.servers")
         .remove("metadata.broker.list");
     config
         .create_with_context::<_, BaseProducer<Quiet>>(Quiet)
         .map(drop)
-        .map_err(|e| crate::sink::kafka::refusal(&e))
+        .map_err(|e| PreflightError::Refused(crate::sink::kafka::refusal(&e)))
 }
 
 /// A client context that logs nothing: librdkafka's warning that no broker is configured is

@@ -250,7 +250,7 @@ impl Config {
             error("pollers.burst", "must be at least 1, got 0".into());
         }
         if let Err(message) = self.pollers.start_instant() {
-            error("pollers.start", message);
+            error("pollers.start", message.to_string());
         }
 
         // [store]
@@ -581,19 +581,21 @@ impl Config {
 
 impl super::PollersConfig {
     /// `start` as an instant: `None` for "now".
-    pub fn start_instant(&self) -> Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+    pub fn start_instant(
+        &self,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, super::ValueError> {
         if self.start.trim() == "now" {
             return Ok(None);
         }
-        let t = chrono::DateTime::parse_from_rfc3339(self.start.trim()).map_err(|e| {
-            format!(
-                "must be \"now\" or an ISO-8601 instant such as 2026-01-01T00:00:00Z, got {:?} ({e})",
-                self.start
-            )
+        let t = chrono::DateTime::parse_from_rfc3339(self.start.trim()).map_err(|error| {
+            super::ValueError::NotAnInstant {
+                text: self.start.clone(),
+                error,
+            }
         })?;
         let t = t.with_timezone(&chrono::Utc);
         if t > chrono::Utc::now() {
-            return Err(format!("{:?} is in the future", self.start));
+            return Err(super::ValueError::InTheFuture(self.start.clone()));
         }
         Ok(Some(t))
     }

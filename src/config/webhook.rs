@@ -120,12 +120,13 @@ impl WebhookConfig {
     }
 
     /// The parsed secrets (validation has checked them).
-    pub fn signing_secrets(&self) -> Result<Vec<WebhookSecret>, String> {
+    pub fn signing_secrets(&self) -> Result<Vec<WebhookSecret>, super::ValueError> {
         self.secrets
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                WebhookSecret::parse(s.expose()).map_err(|e| format!("secrets[{i}]: {e}"))
+            .map(|(index, s)| {
+                WebhookSecret::parse(s.expose())
+                    .map_err(|error| super::ValueError::Secret { index, error })
             })
             .collect()
     }

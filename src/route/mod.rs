@@ -13,6 +13,25 @@ pub use filter::{Filter, FilterError, Path};
 use crate::config::RouteConfig;
 use mxc::{Record, Resource, AUTHORIZATIONS};
 
+/// Why a configured route does not compile. Validation reports the same problems first, so
+/// these are for callers that skipped it; each text names the route by its index.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    /// `resource` names no resource MXC serves.
+    #[error("routes[{index}].resource: no resource named {resource:?}")]
+    UnknownResource { index: usize, resource: String },
+    /// `filter` does not parse.
+    #[error("routes[{index}].filter: {error}")]
+    Filter { index: usize, error: FilterError },
+    /// An entry of `redact.drop` or `redact.mask` (`key`) is not a field path.
+    #[error("routes[{index}].redact.{key}: {path:?} is not a field path")]
+    NotAFieldPath {
+        index: usize,
+        key: &'static str,
+        path: String,
+    },
+}
+
 /// A route, compiled from its configuration.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -53,25 +72,27 @@ pub struct Event {
 impl Route {
     /// Compiles a configured route. The configuration was validated, so errors here name the
     /// route and are for callers that skipped validation.
-    pub fn compile(config: &RouteConfig, index: usize) -> Result<Route, String> {
+    pub fn compile(config: &RouteConfig, index: usize) -> Result<Route, RouteError> {
         let name = config.display_name(index);
-        let resource = config.resource().ok_or_else(|| {
-            format!(
-                "routes[{index}].resource: no resource named {:?}",
-                config.resource
-            )
-        })?;
+        let resource = config
+            .resource()
+            .ok_or_else(|| RouteError::UnknownResource {
+                index,
+                resource: config.resource.clone(),
+            })?;
         let filter = match config.filter() {
             Some(text) => {
-                Some(Filter::parse(text).map_err(|e| format!("routes[{index}].filter: {e}"))?)
+                Some(Filter::parse(text).map_err(|error| RouteError::Filter { index, error })?)
             }
             None => None,
         };
-        let paths = |list: &[String], key: &str| -> Result<Vec<Path>, String> {
+        let paths = |list: &[String], key: &'static str| -> Result<Vec<Path>, RouteError> {
             list.iter()
                 .map(|p| {
-                    Path::parse(p).ok_or_else(|| {
-                        format!("routes[{index}].redact.{key}: {p:?} is not a field path")
+                    Path::parse(p).ok_or_else(|| RouteError::NotAFieldPath {
+                        index,
+                        key,
+                        path: p.clone(),
                     })
                 })
                 .collect()
@@ -280,6 +301,43 @@ fn mask(value: &mut Value, path: &[String]) {
 mod tests {
     use super::*;
     use crate::config::{RedactConfig, RouteConfig};
+
+    #[test]
+    fn compile_errors_name_the_route_and_the_key() {
+        let mut config = RouteConfig::every_record("all", "out");
+        config.resource = "deposits".into();
+        let error = Route::compile(&config, 2).unwrap_err();
+        assert_eq!(
+            error,
+            RouteError::UnknownResource {
+                index: 2,
+                resource: "deposits".into()
+            }
+        );
+        assert_eq!(
+            error.to_string(),
+            r#"routes[2].resource: no resource named "deposits""#
+        );
+
+        let mut config = RouteConfig::every_record("all", "out");
+        config.redact.mask = vec!["card.number".into(), "card..cvv".into()];
+        assert_eq!(
+            Route::compile(&config, 0).unwrap_err().to_string(),
+            r#"routes[0].redact.mask: "card..cvv" is not a field path"#
+        );
+
+        let mut config = RouteConfig::every_record("all", "out");
+        config.filter = Some("amount >".into());
+        let error = Route::compile(&config, 1).unwrap_err();
+        let RouteError::Filter {
+            index: 1,
+            error: cause,
+        } = &error
+        else {
+            panic!("not a filter error: {error:?}");
+        };
+        assert_eq!(error.to_string(), format!("routes[1].filter: {cause}"));
+    }
 
     fn route(filter: Option<&str>, drop: &[&str], mask: &[&str]) -> Route {
         let config = RouteConfig {

@@ -40,6 +40,25 @@ pub fn schema_id(event_type: &str) -> String {
     format!("urn:mxc-relay:schema:{event_type}:v{SCHEMA_VERSION}")
 }
 
+/// Why a configuration's routes make no contract: a route that does not compile (validation
+/// reports it first). Each text names the route by its index.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// `resource` names no resource MXC serves; the text lists those it does.
+    #[error(
+        "routes[{index}].resource: no resource named {resource:?} (known: {})",
+        Resource::names()
+    )]
+    UnknownResource { index: usize, resource: String },
+    /// An entry of `redact.drop` or `redact.mask` (`key`) is not a field path.
+    #[error("routes[{index}].redact.{key}: {path:?} is not a field path")]
+    NotAFieldPath {
+        index: usize,
+        key: &'static str,
+        path: String,
+    },
+}
+
 /// One event type's contract.
 #[derive(Debug, Clone)]
 pub struct EventContract {
@@ -98,7 +117,7 @@ impl Catalog {
 
     /// The event types a configuration's routes make, each described as those routes shape
     /// it: a field some route drops is not required, one some route masks may be masked.
-    pub fn for_config(config: &Config, enums: Enums) -> Result<Catalog, String> {
+    pub fn for_config(config: &Config, enums: Enums) -> Result<Catalog, SchemaError> {
         let mut groups: Vec<(String, Vec<RouteShape>)> = Vec::new();
         for (i, route) in config.routes.iter().enumerate() {
             let shape = RouteShape::of(route, i)?;
@@ -148,21 +167,22 @@ impl Catalog {
 }
 
 impl RouteShape<'_> {
-    fn of(config: &RouteConfig, index: usize) -> Result<RouteShape<'_>, String> {
-        let resource = config.resource().ok_or_else(|| {
-            format!(
-                "routes[{index}].resource: no resource named {:?} (known: {})",
-                config.resource,
-                Resource::names()
-            )
-        })?;
-        let paths = |list: &[String], key: &str| -> Result<Vec<Vec<String>>, String> {
+    fn of(config: &RouteConfig, index: usize) -> Result<RouteShape<'_>, SchemaError> {
+        let resource = config
+            .resource()
+            .ok_or_else(|| SchemaError::UnknownResource {
+                index,
+                resource: config.resource.clone(),
+            })?;
+        let paths = |list: &[String], key: &'static str| -> Result<Vec<Vec<String>>, SchemaError> {
             list.iter()
                 .map(|p| {
                     Path::parse(p)
                         .map(|p| p.segments().to_vec())
-                        .ok_or_else(|| {
-                            format!("routes[{index}].redact.{key}: {p:?} is not a field path")
+                        .ok_or_else(|| SchemaError::NotAFieldPath {
+                            index,
+                            key,
+                            path: p.clone(),
                         })
                 })
                 .collect()

@@ -4,7 +4,7 @@
 //! recreates the producer. With `cloudevents` each message is also a CloudEvent in binary
 //! content mode: `ce_*` headers beside ours, the value untouched.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use super::{Outcome, Sink};
+use super::{Outcome, Sink, SinkError};
 use crate::config::KafkaKey;
 use crate::route::Event;
 use mxc::Secret;
@@ -59,7 +59,7 @@ impl KafkaSink {
         compression: &str,
         properties: &BTreeMap<String, Secret>,
         cloudevents: Option<HashMap<String, String>>,
-    ) -> Result<KafkaSink, String> {
+    ) -> Result<KafkaSink, SinkError> {
         let config = producer_config(brokers, compression, properties);
         let producer = create(&config, name)?;
         Ok(KafkaSink {
@@ -122,10 +122,16 @@ pub(crate) fn producer_config(
     config
 }
 
-fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
+fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, SinkError> {
     config.create().map_err(|e| match e {
-        KafkaError::ClientConfig(..) => format!("sinks.{name}.properties: {}", refusal(&e)),
-        other => format!("sinks.{name}: cannot create the Kafka producer: {other}"),
+        KafkaError::ClientConfig(..) => SinkError::KafkaProperty {
+            sink: name.to_string(),
+            refusal: refusal(&e),
+        },
+        error => SinkError::KafkaProducer {
+            sink: name.to_string(),
+            error,
+        },
     })
 }
 
@@ -190,7 +196,8 @@ pub(crate) fn refusal(error: &KafkaError) -> String {
     }
 }
 
-/// Whether a refusal is for good (the message itself is the problem).
+/// Whether a refusal is for good (the message itself is the problem): a dead letter; anything
+/// else is retried.
 fn classify(error: &KafkaError) -> Outcome {
     let code = error.rdkafka_error_code();
     match code {
@@ -205,23 +212,60 @@ fn classify(error: &KafkaError) -> Outcome {
     }
 }
 
+/// Whether `error` left the idempotent producer unusable: it is then recreated (its
+/// unconfirmed messages are still in the outbox).
+fn is_fatal(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal)
+}
+
+/// The message key, which picks the partition: with [`KafkaKey::Xmid`] every event of a
+/// merchant (on one topic) goes to the same partition, where Kafka keeps their order.
+fn message_key(key: KafkaKey, event: &Event) -> &str {
+    match key {
+        KafkaKey::Xmid => event.xmid.as_str(),
+        KafkaKey::RecordId => event.record_id.as_str(),
+    }
+}
+
+/// The XMIDs whose later events a batch does not send: one of theirs could not be enqueued and
+/// is to be retried, and a later one sent now would overtake it. A dead-lettered event holds
+/// nothing back (it is never sent again).
+#[derive(Default)]
+struct Held<'a>(HashSet<&'a str>);
+
+impl<'a> Held<'a> {
+    /// What becomes of `event` instead of being sent, if an earlier one of its XMID was held.
+    fn check(&self, event: &Event) -> Option<Outcome> {
+        self.0
+            .contains(event.xmid.as_str())
+            .then(|| Outcome::Retry("an earlier event of this XMID is retried first".into()))
+    }
+
+    /// `event` could not be enqueued and became `outcome`.
+    fn refused(&mut self, event: &'a Event, outcome: &Outcome) {
+        if matches!(outcome, Outcome::Retry(_)) {
+            self.0.insert(event.xmid.as_str());
+        }
+    }
+}
+
 /// How long a reachability probe waits for the brokers' metadata.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Sink for KafkaSink {
-    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
-            let producer = self.producer().ok_or("kafka producer unavailable")?;
+            let producer = self.producer().ok_or(SinkError::ProducerUnavailable)?;
             // librdkafka's metadata call blocks: off the async threads.
             tokio::task::spawn_blocking(move || {
                 producer
                     .client()
                     .fetch_metadata(None, PROBE_TIMEOUT)
                     .map(|_| ())
-                    .map_err(|e| format!("no broker metadata within 5 s: {e}"))
+                    .map_err(SinkError::NoMetadata)
             })
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(SinkError::ProbeTask)?
         })
     }
 
@@ -233,19 +277,14 @@ impl Sink for KafkaSink {
             let mut pending = Vec::with_capacity(events.len());
             // An XMID whose event could not be enqueued sends none of its later ones in this
             // batch: they would overtake it.
-            let mut held: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let mut held = Held::default();
             for event in events {
-                if held.contains(event.xmid.as_str()) {
-                    pending.push(Err(Outcome::Retry(
-                        "an earlier event of this XMID is retried first".into(),
-                    )));
+                if let Some(outcome) = held.check(event) {
+                    pending.push(Err(outcome));
                     continue;
                 }
                 let topic = self.topic_for(event);
-                let key = match self.key {
-                    KafkaKey::Xmid => event.xmid.as_str(),
-                    KafkaKey::RecordId => event.record_id.as_str(),
-                };
+                let key = message_key(self.key, event);
                 let mut headers = OwnedHeaders::new_with_capacity(if self.cloudevents.is_some() {
                     12
                 } else {
@@ -291,9 +330,7 @@ impl Sink for KafkaSink {
                         }
                         Err((error, _)) => {
                             let outcome = classify(&error);
-                            if matches!(outcome, Outcome::Retry(_)) {
-                                held.insert(event.xmid.as_str());
-                            }
+                            held.refused(event, &outcome);
                             pending.push(Err(outcome));
                             break;
                         }
@@ -308,7 +345,7 @@ impl Sink for KafkaSink {
                     Ok(delivery) => match delivery.await {
                         Ok(Ok(_)) => Outcome::Delivered,
                         Ok(Err((error, _))) => {
-                            fatal |= error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal);
+                            fatal |= is_fatal(&error);
                             classify(&error)
                         }
                         Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
@@ -327,6 +364,158 @@ impl Sink for KafkaSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(xmid: &str, record_id: &str) -> Event {
+        Event {
+            id: format!("evt-{record_id}"),
+            event_type: "authorization.created".into(),
+            route: "all".into(),
+            resource: "authorizations".into(),
+            sink: "kafka".into(),
+            xmid: xmid.into(),
+            record_id: record_id.into(),
+            occurred_at: None,
+            body: "{}".into(),
+            fetched_at_ms: 0,
+        }
+    }
+
+    fn produced(code: RDKafkaErrorCode) -> KafkaError {
+        KafkaError::MessageProduction(code)
+    }
+
+    #[test]
+    fn refusals_of_the_message_itself_are_dead_letters_with_the_reason() {
+        for code in [
+            RDKafkaErrorCode::MessageSizeTooLarge,
+            RDKafkaErrorCode::InvalidMessageSize,
+            RDKafkaErrorCode::MessageBatchTooLarge,
+            RDKafkaErrorCode::TopicAuthorizationFailed,
+            RDKafkaErrorCode::InvalidTopic,
+        ] {
+            let error = produced(code);
+            assert_eq!(
+                classify(&error),
+                Outcome::Dead(format!("kafka refused the message: {error}")),
+                "{code:?}"
+            );
+            assert!(!is_fatal(&error), "{code:?}");
+        }
+        // A delivery report carries the same codes.
+        let report = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(classify(&report), Outcome::Dead(_)));
+    }
+
+    #[test]
+    fn anything_else_is_retried_and_only_a_fatal_error_recreates_the_producer() {
+        for code in [
+            RDKafkaErrorCode::MessageTimedOut,
+            RDKafkaErrorCode::BrokerTransportFailure,
+            RDKafkaErrorCode::AllBrokersDown,
+            RDKafkaErrorCode::NotLeaderForPartition,
+            RDKafkaErrorCode::RequestTimedOut,
+            RDKafkaErrorCode::QueueFull,
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+            RDKafkaErrorCode::Fatal,
+        ] {
+            let error = produced(code);
+            assert_eq!(
+                classify(&error),
+                Outcome::Retry(format!("kafka: {error}")),
+                "{code:?}"
+            );
+            assert_eq!(
+                is_fatal(&error),
+                code == RDKafkaErrorCode::Fatal,
+                "{code:?}"
+            );
+        }
+        // An error without a librdkafka code (the producer was dropped, say) is retried too.
+        assert!(matches!(classify(&KafkaError::Canceled), Outcome::Retry(_)));
+        assert!(!is_fatal(&KafkaError::Canceled));
+    }
+
+    #[test]
+    fn a_retried_enqueue_holds_back_the_later_events_of_its_xmid_only() {
+        let events = [
+            event("X1", "r1"),
+            event("X2", "r2"),
+            event("X1", "r3"),
+            event("X2", "r4"),
+        ];
+        let mut held = Held::default();
+        assert_eq!(held.check(&events[0]), None);
+        held.refused(&events[0], &Outcome::Retry("kafka: queue".into()));
+        assert_eq!(held.check(&events[1]), None, "another XMID goes on");
+        assert_eq!(
+            held.check(&events[2]),
+            Some(Outcome::Retry(
+                "an earlier event of this XMID is retried first".into()
+            ))
+        );
+        assert_eq!(held.check(&events[3]), None);
+    }
+
+    #[test]
+    fn a_dead_lettered_enqueue_holds_nothing_back() {
+        let events = [event("X1", "r1"), event("X1", "r2")];
+        let mut held = Held::default();
+        held.refused(
+            &events[0],
+            &Outcome::Dead("kafka refused the message".into()),
+        );
+        assert_eq!(held.check(&events[1]), None);
+    }
+
+    #[test]
+    fn keyed_by_xmid_a_merchants_events_share_a_key_and_so_a_partition() {
+        let (a, b, c) = (event("X1", "r1"), event("X1", "r2"), event("X2", "r3"));
+        assert_eq!(message_key(KafkaKey::Xmid, &a), "X1");
+        assert_eq!(
+            message_key(KafkaKey::Xmid, &a),
+            message_key(KafkaKey::Xmid, &b)
+        );
+        assert_ne!(
+            message_key(KafkaKey::Xmid, &a),
+            message_key(KafkaKey::Xmid, &c)
+        );
+        // Keyed by record id, a merchant's events spread over the partitions.
+        assert_eq!(message_key(KafkaKey::RecordId, &a), "r1");
+        assert_ne!(
+            message_key(KafkaKey::RecordId, &a),
+            message_key(KafkaKey::RecordId, &b)
+        );
+    }
+
+    #[test]
+    fn a_property_librdkafka_refuses_is_named_without_its_value() {
+        let properties = BTreeMap::from([(
+            "sasl.pasword".to_string(),
+            Secret::new("hunter2-do-not-print"),
+        )]);
+        let error = match KafkaSink::new(
+            "events",
+            "127.0.0.1:1",
+            "mxc.{resource}",
+            KafkaKey::Xmid,
+            "lz4",
+            &properties,
+            None,
+        ) {
+            Ok(_) => panic!("librdkafka accepted a property it does not know"),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&error, SinkError::KafkaProperty { sink, .. } if sink == "events"),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert_eq!(
+            text,
+            "sinks.events.properties: librdkafka refused the property \"sasl.pasword\" (its value is not shown)"
+        );
+        assert!(!format!("{error:?}").contains("hunter2"));
+    }
 
     #[test]
     fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {

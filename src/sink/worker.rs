@@ -1,4 +1,5 @@
-//! The delivery worker: drains one sink's outbox in order, forever, with backoff on failure.
+//! The delivery worker of the Kafka, file and stdout sinks (webhooks run their own dispatcher):
+//! drains one sink's outbox in order, forever, with backoff on failure.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -125,5 +126,261 @@ async fn pause(stop: &CancellationToken, delay: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
         _ = stop.cancelled() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::route::Event;
+    use crate::store::Admission;
+
+    const SINK: &str = "out";
+
+    fn event(xmid: &str, record_id: &str) -> Event {
+        Event {
+            id: format!("evt-{record_id}"),
+            event_type: "authorization.created".into(),
+            route: "all".into(),
+            resource: "authorizations".into(),
+            sink: SINK.into(),
+            xmid: xmid.into(),
+            record_id: record_id.into(),
+            occurred_at: None,
+            body: format!(r#"{{"data":{{"id":"{record_id}"}}}}"#).into(),
+            fetched_at_ms: 0,
+        }
+    }
+
+    type Answer = Box<dyn Fn(&Event, usize) -> Outcome + Send + Sync>;
+
+    /// A sink that answers each event as `answer` says, given how many times that event was
+    /// handed to it before, and remembers each batch it was handed (as record ids).
+    struct Scripted {
+        answer: Answer,
+        batches: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Scripted {
+        fn handed(&self) -> Vec<String> {
+            self.batches.lock().unwrap().concat()
+        }
+    }
+
+    impl Sink for Scripted {
+        fn deliver<'a>(&'a self, events: &'a [Event]) -> BoxFuture<'a, Vec<Outcome>> {
+            let mut batches = self.batches.lock().unwrap();
+            let before = batches.concat();
+            let outcomes = events
+                .iter()
+                .map(|e| {
+                    let times = before.iter().filter(|r| **r == e.record_id).count();
+                    (self.answer)(e, times)
+                })
+                .collect();
+            batches.push(events.iter().map(|e| e.record_id.clone()).collect());
+            Box::pin(async move { outcomes })
+        }
+    }
+
+    struct Running {
+        store: Store,
+        sink: Arc<Scripted>,
+        metrics: Metrics,
+        stop: CancellationToken,
+        task: Option<tokio::task::JoinHandle<()>>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A store in a temporary directory holding `events` in `SINK`'s outbox (one record each,
+    /// in this order), and a worker draining it into a [`Scripted`] sink.
+    async fn start(events: &[Event], batch_size: usize, answer: Answer) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("store"),
+            ..StoreConfig::default()
+        };
+        let store = Store::open(&config, &[SINK.to_string()]).unwrap();
+        let admissions: Vec<Admission> = events
+            .iter()
+            .map(|e| Admission {
+                record_id: e.record_id.clone(),
+                xmid: e.xmid.clone(),
+                events: vec![e.clone()],
+            })
+            .collect();
+        assert_eq!(
+            store.admit(&admissions, &[]).await.unwrap().new,
+            events.len()
+        );
+        let sink = Arc::new(Scripted {
+            answer,
+            batches: Mutex::default(),
+        });
+        let metrics = Metrics::new();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run_worker(
+            SINK.to_string(),
+            sink.clone(),
+            store.clone(),
+            WorkerConfig {
+                batch_size,
+                retry_min: Duration::from_millis(1),
+                retry_max: Duration::from_millis(5),
+            },
+            metrics.clone(),
+            stop.clone(),
+        ));
+        Running {
+            store,
+            sink,
+            metrics,
+            stop,
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    impl Running {
+        /// Waits (10 s at most) until the outbox is empty, then stops the worker.
+        async fn drained(mut self) -> Running {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while self.store.outbox_len(SINK).unwrap() > 0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the outbox still holds {} entries; handed so far: {:?}",
+                    self.store.outbox_len(SINK).unwrap(),
+                    self.sink.handed()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.stop.cancel();
+            let task = self.task.take().expect("running");
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("the worker stops once cancelled")
+                .unwrap();
+            self
+        }
+
+        fn count(&self, outcome: &str) -> u64 {
+            self.metrics
+                .events
+                .with_label_values(&[SINK, outcome])
+                .get()
+        }
+    }
+
+    fn ids(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn it_hands_the_outbox_over_in_order_in_batches_and_removes_what_was_delivered() {
+        let events: Vec<Event> = (0..5)
+            .map(|i| event(if i % 2 == 0 { "X1" } else { "X2" }, &format!("r{i}")))
+            .collect();
+        let run = start(&events, 2, Box::new(|_, _| Outcome::Delivered))
+            .await
+            .drained()
+            .await;
+        assert_eq!(
+            *run.sink.batches.lock().unwrap(),
+            vec![ids(&["r0", "r1"]), ids(&["r2", "r3"]), ids(&["r4"])]
+        );
+        assert_eq!(run.count("failed"), 0);
+        assert!(run.store.dead_letters(SINK).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retried_entry_holds_back_the_later_entries_of_its_xmid_but_no_other() {
+        // X1's r0 fails once: X1's r1 and r3 are delivered in the same batch but stay in the
+        // outbox, so they go again after r0; X2's r2 is removed and not sent again.
+        let events = [
+            event("X1", "r0"),
+            event("X1", "r1"),
+            event("X2", "r2"),
+            event("X1", "r3"),
+        ];
+        let run = start(
+            &events,
+            10,
+            Box::new(|e, times| match (e.record_id.as_str(), times) {
+                ("r0", 0) => Outcome::Retry("receiver busy".into()),
+                _ => Outcome::Delivered,
+            }),
+        )
+        .await
+        .drained()
+        .await;
+        assert_eq!(
+            run.sink.handed(),
+            ids(&["r0", "r1", "r2", "r3", "r0", "r1", "r3"])
+        );
+        assert_eq!(run.count("failed"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dead_entry_is_dead_lettered_with_its_reason_and_holds_nothing_back() {
+        let events = [event("X1", "r0"), event("X1", "r1")];
+        let run = start(
+            &events,
+            10,
+            Box::new(|e, _| match e.record_id.as_str() {
+                "r0" => Outcome::Dead("kafka refused the message: too large".into()),
+                _ => Outcome::Delivered,
+            }),
+        )
+        .await
+        .drained()
+        .await;
+        assert_eq!(run.sink.handed(), ids(&["r0", "r1"]));
+        let dead = run.store.dead_letters(SINK).unwrap();
+        assert_eq!(dead.len(), 1);
+        let (_, letter) = &dead[0];
+        assert_eq!(letter.event.record_id, "r0");
+        assert_eq!(letter.reason, "kafka refused the message: too large");
+        assert_eq!(letter.attempts, 1);
+        assert_eq!(run.count("dead_lettered"), 1);
+    }
+
+    #[tokio::test]
+    async fn an_entry_retried_until_it_succeeds_is_delivered_once_it_does() {
+        // Three failures, then success: the backoff goes on and the entry is not lost.
+        let events = [event("X1", "r0")];
+        let run = start(
+            &events,
+            10,
+            Box::new(|_, times| {
+                if times < 3 {
+                    Outcome::Retry("unreachable".into())
+                } else {
+                    Outcome::Delivered
+                }
+            }),
+        )
+        .await
+        .drained()
+        .await;
+        assert_eq!(run.sink.handed(), ids(&["r0", "r0", "r0", "r0"]));
+        assert_eq!(run.count("failed"), 3);
+        assert!(run.store.dead_letters(SINK).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idle_worker_stops_at_once_when_cancelled() {
+        let mut run = start(&[], 10, Box::new(|_, _| Outcome::Delivered)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        run.stop.cancel();
+        tokio::time::timeout(Duration::from_millis(500), run.task.take().unwrap())
+            .await
+            .expect("the worker stops without waiting for its 1 s rescan")
+            .unwrap();
+        assert!(run.sink.handed().is_empty());
     }
 }

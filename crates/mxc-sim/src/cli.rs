@@ -116,22 +116,36 @@ struct FaultArgs {
     clock_offset: i64,
 }
 
+/// Why a duration option is refused; clap prints the text after the option's name.
+#[derive(Debug, thiserror::Error)]
+pub enum DurationError {
+    #[error("invalid duration {text:?} ({source}); write it like 30s, 10m, 1h30m or 250ms")]
+    Invalid {
+        text: String,
+        source: humantime::DurationError,
+    },
+    /// A signed duration beyond what milliseconds in an `i64` hold.
+    #[error("{0:?} is too long")]
+    TooLong(String),
+}
+
 /// A duration such as `30s`, `10m`, `1h30m` or `250ms`.
-pub fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!("invalid duration {text:?} ({e}); write it like 30s, 10m, 1h30m or 250ms")
+pub fn duration(text: &str) -> Result<Duration, DurationError> {
+    humantime::parse_duration(text.trim()).map_err(|source| DurationError::Invalid {
+        text: text.to_string(),
+        source,
     })
 }
 
 /// A duration with an optional sign, in milliseconds: `90s`, `-5m`, `+1h`.
-fn signed_duration(text: &str) -> Result<i64, String> {
+fn signed_duration(text: &str) -> Result<i64, DurationError> {
     let text = text.trim();
     let (sign, magnitude) = match text.strip_prefix('-') {
         Some(rest) => (-1, rest),
         None => (1, text.strip_prefix('+').unwrap_or(text)),
     };
     let ms = i64::try_from(duration(magnitude)?.as_millis())
-        .map_err(|_| format!("{text:?} is too long"))?;
+        .map_err(|_| DurationError::TooLong(text.to_string()))?;
     Ok(sign * ms)
 }
 

@@ -7,7 +7,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, LOCATION
 use reqwest::{Method, Request};
 use serde_json::Value;
 
-use crate::config::WebhookConfig;
+use crate::config::{ValueError, WebhookConfig};
 use crate::route::Event;
 use crate::signature::{signature_header, WebhookSecret};
 use mxc::Secret;
@@ -47,6 +47,27 @@ pub struct Attempt {
     pub detail: String,
 }
 
+/// Why a webhook's settings cannot make an [`Endpoint`]; the texts name the setting (under the
+/// sink's key) and never hold a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// `url` does not parse.
+    #[error("url: {0}")]
+    Url(url::ParseError),
+    /// One of `secrets` is not a webhook secret.
+    #[error(transparent)]
+    Secret(ValueError),
+    /// A key of `headers` is not an HTTP header name.
+    #[error("headers.{0}: not a header name")]
+    NotAHeaderName(String),
+    /// A value of `headers` is not an HTTP header value (the value is not shown).
+    #[error("headers.{0}: not a header value")]
+    NotAHeaderValue(String),
+    /// The HTTP client could not be built (its TLS backend, typically).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(reqwest::Error),
+}
+
 pub struct Endpoint {
     url: reqwest::Url,
     /// The URL for messages: no query (it may hold a token), no credentials.
@@ -61,16 +82,16 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The error names what is wrong, never a secret.
-    pub fn new(config: &WebhookConfig) -> Result<Endpoint, String> {
-        let url = reqwest::Url::parse(&config.url).map_err(|e| format!("url: {e}"))?;
-        let secrets = config.signing_secrets()?;
+    pub fn new(config: &WebhookConfig) -> Result<Endpoint, EndpointError> {
+        let url = reqwest::Url::parse(&config.url).map_err(EndpointError::Url)?;
+        let secrets = config.signing_secrets().map_err(EndpointError::Secret)?;
         let mut headers = HeaderMap::new();
         let mut scrub: Vec<Secret> = config.secrets.clone();
         for (name, value) in &config.headers {
             let header = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("headers.{name}: not a header name"))?;
+                .map_err(|_| EndpointError::NotAHeaderName(name.clone()))?;
             let mut v = HeaderValue::from_str(value.expose())
-                .map_err(|_| format!("headers.{name}: not a header value"))?;
+                .map_err(|_| EndpointError::NotAHeaderValue(name.clone()))?;
             v.set_sensitive(true);
             headers.insert(header, v);
             scrub.push(value.clone());
@@ -82,7 +103,7 @@ impl Endpoint {
             .pool_idle_timeout(Duration::from_secs(60))
             .user_agent(concat!("mxc-relay/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(EndpointError::Client)?;
         Ok(Endpoint {
             shown_url: shown_url(&url),
             url,

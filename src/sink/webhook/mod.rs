@@ -26,10 +26,10 @@ use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use endpoint::{body, Attempt, Endpoint, Verdict};
+pub use endpoint::{body, Attempt, Endpoint, EndpointError, Verdict};
 pub use policy::RetryPolicy;
 
-use super::round;
+use super::{round, SinkError};
 use crate::config::WebhookConfig;
 use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
 use crate::telemetry::Metrics;
@@ -63,8 +63,11 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// The error names the sink and what is wrong, never a secret.
-    pub fn new(name: &str, config: &WebhookConfig) -> Result<WebhookSink, String> {
-        let endpoint = Endpoint::new(config).map_err(|e| format!("sinks.{name}.{e}"))?;
+    pub fn new(name: &str, config: &WebhookConfig) -> Result<WebhookSink, SinkError> {
+        let endpoint = Endpoint::new(config).map_err(|error| SinkError::Webhook {
+            sink: name.to_string(),
+            error,
+        })?;
         let limiter = config.rate_limit.and_then(|rate| {
             let period = Duration::from_secs_f64(1.0 / rate);
             let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::MIN);
@@ -574,5 +577,58 @@ impl Dispatcher {
         tracing::error!(sink = %name, url = %state.url, %reason,
             outbox = self.store.outbox_len(name).unwrap_or(0),
             "webhook endpoint disabled; its events wait in the outbox. Enable it with `mxc-relay webhook enable --sink {name}`, or configure a new url");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn refusal(config: &WebhookConfig) -> String {
+        match WebhookSink::new("alerts", config) {
+            Ok(_) => panic!("accepted"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn settings_that_make_no_endpoint_are_named_under_the_sink_without_secrets() {
+        assert!(WebhookSink::new(
+            "alerts",
+            &WebhookConfig::new("https://example.com/hook", SECRET)
+        )
+        .is_ok());
+        assert_eq!(
+            refusal(&WebhookConfig::new("not a url", SECRET)),
+            "sinks.alerts.url: relative URL without a base"
+        );
+        let text = refusal(&WebhookConfig::new(
+            "https://example.com/hook",
+            "whsec_c2hvcnQ=",
+        ));
+        assert_eq!(
+            text,
+            "sinks.alerts.secrets[0]: a webhook secret is `whsec_` followed by base64 of at least 24 bytes"
+        );
+        let mut config = WebhookConfig::new("https://example.com/hook", SECRET);
+        config
+            .headers
+            .insert("bad header".into(), mxc::Secret::new("x"));
+        assert_eq!(
+            refusal(&config),
+            "sinks.alerts.headers.bad header: not a header name"
+        );
+        let mut config = WebhookConfig::new("https://example.com/hook", SECRET);
+        config
+            .headers
+            .insert("Authorization".into(), mxc::Secret::new("Bearer t0ken\n"));
+        let text = refusal(&config);
+        assert_eq!(
+            text,
+            "sinks.alerts.headers.Authorization: not a header value"
+        );
+        assert!(!text.contains("t0ken"));
     }
 }
