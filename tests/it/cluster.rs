@@ -2,8 +2,6 @@
 //! then four instances, a real broker (Tansu, started by `.ci/test`), the simulator counting
 //! which instance queries which merchant (each names itself in its `User-Agent`).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +11,8 @@ use chrono::Utc;
 use mxc_relay::mxc::ReportQuery;
 use mxc_relay::sim::{RunningSim, StatsSnapshot};
 
-use common::kafka::*;
-use common::*;
+use crate::support::kafka::*;
+use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 3000;

@@ -20,7 +20,10 @@ use proptest::sample::{select, Index};
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Number, Value};
 
-const FIXTURE: &str = include_str!("fixtures/authorization-page.json");
+const FIXTURE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/authorization-page.json"
+));
 
 /// `cases` per property, or `PROPTEST_CASES` when it is set; never writes persistence files.
 fn config(cases: u32) -> ProptestConfig {

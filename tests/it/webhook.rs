@@ -2,8 +2,6 @@
 //! paused clock), Retry-After, 410, an outage, dead letters and their replay, and isolation
 //! between endpoints.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,7 +21,7 @@ use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use common::*;
+use crate::support::*;
 
 const DECLINES: &str = r#"authorizationResponseStatus != "Approved""#;
 

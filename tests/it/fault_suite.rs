@@ -5,8 +5,6 @@
 //! the end, that no secret canary (nor a JWT) shows in the logs captured at TRACE level, in
 //! `/metrics`, or in the `Display`/`Debug` of what the test touched.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,8 +22,8 @@ use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
 
-use common::canary::{self, debugged, shown};
-use common::*;
+use crate::support::canary::{self, debugged, shown};
+use crate::support::*;
 
 const AUTHZ: &str = "GET /report/v1/tsys/authorization";
 const AUTHZ_PATH: &str = "/report/v1/tsys/authorization";

@@ -2,15 +2,13 @@
 //! (to a new sink) and removes an XMID takes effect without a restart, losing and repeating
 //! nothing; a broken file is refused with its errors and the running configuration stays.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
 
-use common::*;
+use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const DECLINES: &str = r#"

@@ -1,7 +1,5 @@
 //! The command line, run as a user runs it: the real binary, real processes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -9,7 +7,7 @@ use chrono::{Duration, DurationRound, Utc};
 use mxc_relay::mxc;
 use mxc_relay::sim::{self, SimConfig};
 
-use common::*;
+use crate::support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 

@@ -5,8 +5,6 @@
 //! `promtool` and `prometheus` come from Debian's `prometheus` package (`.ci/test` installs it).
 //! Outside CI a missing one skips the test that needs it; under CI it fails loudly.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +17,7 @@ use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::telemetry::Metrics;
 
-use common::*;
+use crate::support::*;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 

@@ -2,8 +2,6 @@
 //! that another writer fills while records keep coming. Polling must stop for safety with an
 //! error that says so, the cursors must not move, and everything must arrive once space returns.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +12,7 @@ use mxc_relay::config::{Config, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 
-use common::*;
+use crate::support::*;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -2,8 +2,6 @@
 //! `MXC_RELAY_TEST_KAFKA` is its address; `MXC_RELAY_TEST_TANSU` the broker binary, for the
 //! test that needs a broker of its own to pause. Under CI a missing broker fails loudly.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,8 +14,8 @@ use mxc_relay::secret::Secret;
 use mxc_relay::sim::{self, RunningSim};
 use mxc_relay::telemetry::Metrics;
 
-use common::kafka::*;
-use common::*;
+use crate::support::kafka::*;
+use crate::support::*;
 
 /// Reads the topic until at least `expected` messages arrived (then 3 s more, so extras show).
 fn consume(broker: &str, topic: &str, expected: usize, within: Duration) -> Vec<Received> {
@@ -98,7 +96,7 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
     let mut partition_of: HashMap<&str, i32> = HashMap::new();
     let mut per_xmid: HashMap<&str, Vec<(chrono::DateTime<chrono::FixedOffset>, &str)>> =
         HashMap::new();
-    let contract = common::contract::Contract::defaults();
+    let contract = crate::support::contract::Contract::defaults();
     let validating = std::time::Instant::now();
     for m in &received {
         contract.check(&m.body);

@@ -1,7 +1,5 @@
 //! The pipeline end to end: simulator over HTTP → pollers → sled in a temp dir → file sinks.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +12,7 @@ use mxc_relay::sim::{self, Faults, RunningSim};
 use mxc_relay::telemetry::Metrics;
 use serde_json::Value;
 
-use common::*;
+use crate::support::*;
 
 fn minutes(n: i64) -> chrono::Duration {
     chrono::Duration::minutes(n)
@@ -402,7 +400,7 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
         metrics.records("skipped_no_id")
     );
     // Every event matches its schema, as this configuration's routes shape it.
-    let contract = common::contract::Contract::of(&config);
+    let contract = crate::support::contract::Contract::of(&config);
     for line in archive
         .iter()
         .chain(&lines(&dir.path().join("alerts.jsonl")))

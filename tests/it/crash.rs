@@ -5,8 +5,6 @@
 //! every record is on Kafka and every decline reached the receiver; a repeat is allowed only
 //! with the same identity (record id, `webhook-id`). Canary secrets never show in any log.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +21,7 @@ use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sim::{self, SimConfig};
 use rand::Rng;
 
-use common::kafka::*;
+use crate::support::kafka::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const KILLS: usize = 10;
