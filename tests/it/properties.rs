@@ -4,7 +4,7 @@
 //!
 //! Each property runs a fixed number of cases so that CI stays short; `PROPTEST_CASES=N`
 //! runs every property N times instead (e.g. `PROPTEST_CASES=100000 cargo test --release
-//! --test properties` for a long fuzzing session). No failure-persistence files are written:
+//! --test it properties::` for a long fuzzing session). No failure-persistence files are written:
 //! a failure prints its minimal input, and each real bug found here has a plain `#[test]`
 //! regression (`regression_*`) in its section.
 
