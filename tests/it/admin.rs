@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const TOKEN: &str = "canary-admin-token-0123456789abcdef";
 const DECLINES: &str = r#"authorizationResponseStatus != "Approved""#;
 

@@ -14,8 +14,6 @@ use mxc_relay::telemetry::Metrics;
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
-
 fn ids(path: &Path) -> (usize, HashSet<String>) {
     let text = std::fs::read_to_string(path).unwrap();
     let mut n = 0;

@@ -9,8 +9,6 @@ use mxc_relay::sim::{self, SimConfig};
 
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
-
 #[tokio::test]
 async fn sim_prints_its_address_first_and_serves_the_api() {
     let mut child = Command::new(BIN)
@@ -484,10 +482,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
-    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let telemetry = free_address();
     std::fs::write(
         &config,
         format!(

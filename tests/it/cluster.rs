@@ -14,7 +14,6 @@ use mxc_relay::sim::{RunningSim, StatsSnapshot};
 use crate::support::kafka::*;
 use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 3000;
 const INTERVAL_S: u64 = 2;
 const SESSION_S: u64 = 6;

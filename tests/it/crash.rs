@@ -22,8 +22,8 @@ use mxc_relay::sim::{self, SimConfig};
 use rand::Rng;
 
 use crate::support::kafka::*;
+use crate::support::{any_port, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const KILLS: usize = 10;
 const API_KEY: &str = "API_canary_crash_7f3a9c";
 const USERNAME: &str = "canary-user";
@@ -185,7 +185,7 @@ async fn kill_9_at_ten_random_instants_loses_nothing_and_repeats_keep_their_ids(
 
     let secret = WebhookSecret::parse(&webhook_secret()).unwrap();
     let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
+        any_port(),
         ReceiverConfig {
             secrets: vec![secret],
             tolerance: Duration::from_secs(300),

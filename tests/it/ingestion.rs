@@ -25,13 +25,7 @@ use mxc_relay::telemetry::Metrics;
 
 use crate::support::canary::{assert_logged, capture_logs, lines_with};
 use crate::support::kafka::{broker, create_topic, read_topic, topic_name};
-use crate::support::{client, line_count, lines, record_ids, start_sim, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
-
-fn minutes(n: i64) -> chrono::Duration {
-    chrono::Duration::minutes(n)
-}
+use crate::support::{client, line_count, lines, minutes, record_ids, start_sim, wait_until, BIN};
 
 /// A quiet simulator (records only from `generate`) that indexes like MXC: a record is
 /// searchable a second after it is ingested, some only after up to five.

@@ -55,10 +55,6 @@ fn kafka_config(
     c
 }
 
-fn minutes(n: i64) -> chrono::Duration {
-    chrono::Duration::minutes(n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers_and_order() {
     let Some(broker) = broker() else { return };
@@ -164,12 +160,7 @@ fn own_broker() -> Option<OwnBroker> {
             return None;
         }
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address().to_string();
     let url = format!("tcp://{address}");
     let child = Command::new(bin)
         .args([
@@ -191,7 +182,8 @@ fn own_broker() -> Option<OwnBroker> {
     while std::net::TcpStream::connect(&broker.address).is_err() {
         assert!(
             broker.child.try_wait().unwrap().is_none(),
-            "tansu exited (port {port} taken?)"
+            "tansu exited ({} taken?)",
+            broker.address
         );
         assert!(Instant::now() < deadline, "tansu did not start");
         std::thread::sleep(Duration::from_millis(50));

@@ -3,7 +3,6 @@
 //! between endpoints.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -24,10 +23,6 @@ use tokio_util::sync::CancellationToken;
 use crate::support::*;
 
 const DECLINES: &str = r#"authorizationResponseStatus != "Approved""#;
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 async fn receiver(secrets: &[&WebhookSecret]) -> Receiver {
     Receiver::start(

@@ -1,0 +1,95 @@
+//! The simulator on 127.0.0.1 and clients pointed at it; configurations and data for it.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mxc_relay::config::Config;
+use mxc_relay::mxc::{Client, ClientConfig, Credentials, RESOURCES};
+use mxc_relay::secret::Secret;
+use mxc_relay::sim::{self, RunningSim, SettlementConfig, SimConfig};
+
+/// A quiet simulator: no live traffic, data only from `generate`.
+pub fn quiet_sim() -> SimConfig {
+    SimConfig {
+        rate: 0.0,
+        ..SimConfig::default()
+    }
+}
+
+pub async fn start_sim(config: SimConfig) -> RunningSim {
+    sim::start(config).await.expect("simulator starts")
+}
+
+pub fn credentials() -> Credentials {
+    Credentials {
+        api_key: Secret::new(sim::DEFAULT_API_KEY),
+        username: Some(sim::DEFAULT_USERNAME.to_string()),
+        password: Secret::new(sim::DEFAULT_PASSWORD),
+    }
+}
+
+pub fn client_config(sim: &RunningSim) -> ClientConfig {
+    let mut config = ClientConfig::new(sim.base_url(), credentials());
+    config.timeout = Duration::from_secs(10);
+    config
+}
+
+pub fn client(sim: &RunningSim) -> Client {
+    Client::new(client_config(sim)).expect("client builds")
+}
+
+/// Follow-ups fast enough for a test: a dispute up to 20 s after its sale, a batch per
+/// terminal every 5 s, its deposit 2 s later; a quarter of batches rejected and of deposits
+/// returned, so each alert occurs.
+pub fn busy_settlement() -> SettlementConfig {
+    SettlementConfig {
+        dispute_rate: 0.2,
+        dispute_delay_ms: 20_000,
+        batch_every_ms: 5_000,
+        deposit_delay_ms: 2_000,
+        reject_rate: 0.25,
+        return_rate: 0.25,
+    }
+}
+
+/// Every resource of `xmids` polled each second from `start`, with budget to spare; the store
+/// in `store`.
+pub fn every_resource(
+    sim: &RunningSim,
+    xmids: &[String],
+    start: DateTime<Utc>,
+    store: std::path::PathBuf,
+) -> Config {
+    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
+    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(60);
+    c.pollers.requests_per_second = 200.0;
+    c.pollers.burst = 50;
+    c.pollers.start = mxc_relay::mxc::instant(start);
+    c.store.path = store;
+    c.delivery.retry_min = Duration::from_millis(200);
+    c
+}
+
+/// History for a backfill: `old` records over 48 to 3 hours before `t0`, which reached MXC
+/// (`created`) three hours ago, before the service started; and `recent` ones over the last
+/// 150 minutes, which reach it now (the service polls them).
+pub fn generate_history(
+    sim: &RunningSim,
+    xmids: &[String],
+    t0: chrono::DateTime<chrono::Utc>,
+    old: usize,
+    recent: usize,
+) {
+    let hours = chrono::Duration::hours;
+    sim.set_faults(sim::Faults {
+        clock_offset_ms: -hours(3).num_milliseconds(),
+        ..sim::Faults::default()
+    });
+    sim.generate(old, xmids, t0 - hours(48), t0 - hours(3))
+        .expect("old records generated");
+    sim.set_faults(sim::Faults::default());
+    sim.generate(recent, xmids, t0 - chrono::Duration::minutes(150), t0)
+        .expect("recent records generated");
+}
