@@ -1,15 +1,13 @@
 //! Paging through windows, several XMIDs per call, the export form and the roster, against
 //! the simulator over HTTP.
 
-mod common;
-
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
 use mxc::{Client, Record, ReportQuery, TimeBasis};
 use mxc_sim::SimConfig;
 
-use common::*;
+use crate::support::*;
 
 async fn all_pages(client: &Client, query: ReportQuery, window: u32) -> Vec<Record> {
     let mut pager = client.report_pages(query).with_max_result_window(window);

@@ -1,7 +1,5 @@
 //! The JWT manager against the simulator's Security API, counted by the simulator.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
@@ -9,7 +7,7 @@ use mxc::Secret;
 use mxc::{Client, Credentials, MxcError, ReportQuery, TokenPolicy};
 use mxc_sim::{Faults, SimConfig};
 
-use common::*;
+use crate::support::*;
 
 const AUTH: &str = "POST /security/v1/apiKey/authenticate";
 

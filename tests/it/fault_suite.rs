@@ -5,8 +5,6 @@
 //! the end, that no secret canary (nor a JWT) shows in the logs captured at TRACE level, in
 //! `/metrics`, or in the `Display`/`Debug` of what the test touched.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,15 +22,11 @@ use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
 
-use common::canary::{self, debugged, shown};
-use common::*;
+use crate::support::canary::{self, debugged, shown};
+use crate::support::*;
 
 const AUTHZ: &str = "GET /report/v1/tsys/authorization";
 const AUTHZ_PATH: &str = "/report/v1/tsys/authorization";
-
-fn minutes(n: i64) -> chrono::Duration {
-    chrono::Duration::minutes(n)
-}
 
 /// A pipeline configuration against `base_url` for `xmids`, with the canary credentials, one
 /// file sink `archive` taking every record, fast polling and a store in `dir`.
@@ -83,36 +77,6 @@ fn archived(path: &Path) -> Vec<Archived> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is an event"))
         .collect()
-}
-
-async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    loop {
-        let found = line_count(path);
-        if found >= n || Instant::now() > deadline {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `check` until it holds (or `within` passes): when it first held, and what it saw.
-async fn wait_until<T>(within: Duration, mut check: impl FnMut() -> Option<T>) -> (Instant, T) {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(found) = check() {
-            return (Instant::now(), found);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting after {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-fn record_id(line: &Value) -> String {
-    line["data"]["id"].as_str().unwrap().to_string()
 }
 
 /// Every record id the simulator holds for `xmids` in `[from, to]` (asking for the ids only).
@@ -285,7 +249,7 @@ impl Proxy {
         use axum::http::{header, HeaderMap, Method, Uri};
         use axum::response::IntoResponse;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(any_port()).await.unwrap();
         let proxy = Proxy {
             url: format!("http://{}", listener.local_addr().unwrap()),
             wrong_types: Arc::default(),
@@ -454,7 +418,7 @@ async fn a_429_with_retry_after_holds_the_poller_for_at_least_that_long() {
     });
     let pipeline = h.start().await;
 
-    let (first_at, first) = wait_until(Duration::from_secs(5), || {
+    let (first_at, first) = wait_for(Duration::from_secs(5), || {
         let s = h.sim.stats();
         (s.requests_with(AUTHZ, 429) >= 1).then_some(s)
     })
@@ -472,7 +436,7 @@ async fn a_429_with_retry_after_holds_the_poller_for_at_least_that_long() {
         "nothing within the window"
     );
     h.sim.set_faults(Faults::default());
-    let (next_at, _) = wait_until(Duration::from_secs(8), || {
+    let (next_at, _) = wait_for(Duration::from_secs(8), || {
         (h.sim.stats().requests_to(AUTHZ) > 1).then_some(())
     })
     .await;
@@ -597,7 +561,7 @@ async fn a_body_stalling_halfway_times_out_and_loses_nothing() {
     // Pages start (200, headers, half the body) and then stall, until three did.
     proxy.stall.store(true, Ordering::Relaxed);
     h.generate(150);
-    wait_until(Duration::from_secs(8), || {
+    wait_for(Duration::from_secs(8), || {
         (proxy.stalled.load(Ordering::Relaxed) >= 3).then_some(())
     })
     .await;
@@ -688,7 +652,7 @@ async fn a_jwt_refused_mid_paging_is_renewed_without_failing_the_poll() {
     let pipeline = h.start().await;
     let metrics = pipeline.metrics.clone();
     // The first poll that reads them (once they settled) pages through all 3,000.
-    wait_until(Duration::from_secs(20), || {
+    wait_for(Duration::from_secs(20), || {
         (metrics.records("new") >= 3_000).then_some(())
     })
     .await;
@@ -754,7 +718,7 @@ async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
 
     // Meanwhile the others flow, every record of theirs, none of the failing one.
     let expected_healthy = sim_ids(&h.sim, &healthy, h.t0 - minutes(10), Utc::now()).await;
-    let (_, delivered) = wait_until(Duration::from_secs(10), || {
+    let (_, delivered) = wait_for(Duration::from_secs(10), || {
         let ids: HashSet<String> = archived(&h.archive())
             .into_iter()
             .map(|a| a.data.id)
@@ -771,7 +735,7 @@ async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
     // and /metrics names it: its poll lag stays at its start, ten minutes back, while the
     // others' is the poll interval (sampled every second).
     let lag = |xmid: &str| metrics.poll_lag.with_label_values(&[xmid]).get();
-    let (_, (gone_lag, healthy_lag)) = wait_until(Duration::from_secs(5), || {
+    let (_, (gone_lag, healthy_lag)) = wait_for(Duration::from_secs(5), || {
         let healthy_lag = healthy.iter().map(|x| lag(x)).fold(0.0, f64::max);
         (healthy_lag < 60.0 && polls(&metrics, "error") >= 1).then_some((lag(&gone), healthy_lag))
     })
@@ -814,7 +778,7 @@ async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
 
 async fn receiver() -> Receiver {
     Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
+        any_port(),
         ReceiverConfig {
             secrets: vec![canary::webhook_secret()],
             tolerance: Duration::from_secs(300),
@@ -922,7 +886,7 @@ async fn a_receiver_answering_500_then_200_gets_every_event_once() {
     let metrics = pipeline.metrics.clone();
     let attempted =
         || -> HashSet<String> { receiver.deliveries().iter().map(|d| d.id.clone()).collect() };
-    wait_until(Duration::from_secs(8), || {
+    wait_for(Duration::from_secs(8), || {
         (attempted().len() >= 150).then_some(())
     })
     .await;
@@ -930,7 +894,7 @@ async fn a_receiver_answering_500_then_200_gets_every_event_once() {
     let refused = attempted();
     assert!(receiver.deliveries().iter().all(|d| d.status == 500));
     receiver.set_behaviour(Behaviour::default());
-    wait_until(Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), || {
         (delivered_ids(&receiver).len() >= 150).then_some(())
     })
     .await;
@@ -988,13 +952,13 @@ async fn a_receiver_slower_than_the_timeout_then_fast_gets_every_event_under_one
     h.generate(100);
     let pipeline = h.start().await;
     let metrics = pipeline.metrics.clone();
-    wait_until(Duration::from_secs(8), || {
+    wait_for(Duration::from_secs(8), || {
         (metrics.events("hooks", "failed") >= 1).then_some(())
     })
     .await;
     tokio::time::sleep_until((h.started + Duration::from_secs(3)).into()).await;
     receiver.set_behaviour(Behaviour::default());
-    wait_until(Duration::from_secs(10), || {
+    wait_for(Duration::from_secs(10), || {
         (delivered_ids(&receiver).len() >= 100).then_some(())
     })
     .await;

@@ -3,7 +3,10 @@
 use mxc::Page;
 use serde_json::Value;
 
-const FIXTURE: &str = include_str!("fixtures/authorization-page.json");
+const FIXTURE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/authorization-page.json"
+));
 
 #[test]
 fn the_documented_page_parses() {

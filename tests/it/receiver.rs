@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+use crate::support::BIN;
 
 /// The receiver's secret in every test.
 fn secret() -> WebhookSecret {

@@ -5,8 +5,6 @@
 //! the CloudEvents SDK for Python. Real simulator, real broker (Tansu, started by `.ci/test`),
 //! real receiver, the real binary.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,9 +21,9 @@ use mxc_relay::telemetry::Metrics;
 use mxc_sim::SimConfig;
 use serde_json::{json, Value};
 
-use common::contract::Contract;
-use common::kafka::*;
-use common::*;
+use crate::support::contract::Contract;
+use crate::support::kafka::*;
+use crate::support::*;
 
 const REGENERATE: &str = "cargo run -- schema --out deploy/schemas";
 
@@ -157,8 +155,11 @@ fn the_checked_in_schemas_are_current_and_valid_draft_2020_12() {
 
 /// The vendor's sample record (documented) in an envelope, as the relay would send it.
 fn sample_event(event_type: &str) -> Value {
-    let page: Value =
-        serde_json::from_str(include_str!("fixtures/authorization-page.json")).unwrap();
+    let page: Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/authorization-page.json"
+    )))
+    .unwrap();
     json!({
         "id": "evt_0123456789abcdef0123456789abcdef",
         "type": event_type,

@@ -89,7 +89,10 @@ fn errors(text: &str) -> Vec<String> {
 
 #[test]
 fn the_annotated_example_is_valid_with_a_key_from_the_environment() {
-    let text = include_str!("../config/mxc-relay.toml");
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/mxc-relay.toml"
+    ));
     let env = |name: &str| (name == "MXC_API_KEY").then(|| "API_from_env".to_string());
     let config = Config::from_toml(text, "mxc-relay.toml", &env).expect("valid");
     assert_eq!(config.mxc.api_key.expose(), "API_from_env");
@@ -414,7 +417,10 @@ fn webhook_sinks_are_checked_and_their_secrets_never_printed() {
 
 #[test]
 fn the_commented_webhook_example_is_valid_once_uncommented() {
-    let text = include_str!("../config/mxc-relay.toml");
+    let text = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/mxc-relay.toml"
+    ));
     let start = text.find("# [sinks.alerts]").expect("the example is there");
     let block: String = text[start..]
         .lines()

@@ -2,10 +2,7 @@
 //! paused clock), Retry-After, 410, an outage, dead letters and their replay, and isolation
 //! between endpoints.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -23,13 +20,9 @@ use mxc_sim::RunningSim;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use common::*;
+use crate::support::*;
 
 const DECLINES: &str = r#"authorizationResponseStatus != "Approved""#;
-
-fn any_port() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
 
 async fn receiver(secrets: &[&WebhookSecret]) -> Receiver {
     Receiver::start(

@@ -2,8 +2,6 @@
 //! API, interrupted (SIGINT) and resumed, each record sent exactly once — including those the
 //! service had already sent by polling.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -14,9 +12,7 @@ use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 
-use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+use crate::support::*;
 
 fn ids(path: &Path) -> (usize, HashSet<String>) {
     let text = std::fs::read_to_string(path).unwrap();

@@ -8,8 +8,6 @@
 //! - records the cursor cannot see are found by the reconciliation sweep and counted;
 //! - a poll costs the pages of what is new, plus at most one request.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,15 +23,9 @@ use mxc_relay::store::Store;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim, SimConfig};
 
-use common::canary::{assert_logged, capture_logs, lines_with};
-use common::kafka::{broker, create_topic, read_topic, topic_name};
-use common::{client, line_count, lines, record_ids, start_sim, wait_until};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
-
-fn minutes(n: i64) -> chrono::Duration {
-    chrono::Duration::minutes(n)
-}
+use crate::support::canary::{assert_logged, capture_logs, lines_with};
+use crate::support::kafka::{broker, create_topic, read_topic, topic_name};
+use crate::support::{client, line_count, lines, minutes, record_ids, start_sim, wait_until, BIN};
 
 /// A quiet simulator (records only from `generate`) that indexes like MXC: a record is
 /// searchable a second after it is ingested, some only after up to five.

@@ -4,7 +4,7 @@
 //!
 //! Each property runs a fixed number of cases so that CI stays short; `PROPTEST_CASES=N`
 //! runs every property N times instead (e.g. `PROPTEST_CASES=100000 cargo test --release
-//! --test properties` for a long fuzzing session). No failure-persistence files are written:
+//! --test it properties::` for a long fuzzing session). No failure-persistence files are written:
 //! a failure prints its minimal input, and each real bug found here has a plain `#[test]`
 //! regression (`regression_*`) in its section.
 
@@ -20,7 +20,10 @@ use proptest::sample::{select, Index};
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Map, Number, Value};
 
-const FIXTURE: &str = include_str!("fixtures/authorization-page.json");
+const FIXTURE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/authorization-page.json"
+));
 
 /// `cases` per property, or `PROPTEST_CASES` when it is set; never writes persistence files.
 fn config(cases: u32) -> ProptestConfig {

@@ -1,12 +1,10 @@
 //! The simulator's HTTP surface as a raw client sees it: the parameters of mxc-api.md, JWT
 //! checks, 400s with {code, message}, and the /_sim control endpoints.
 
-mod common;
-
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::*;
+use crate::support::*;
 use mxc_sim::{SimConfig, StatsSnapshot};
 
 struct Raw {

@@ -15,7 +15,7 @@ fn the_checked_in_document_is_the_one_the_code_generates() {
     let checked_in = std::fs::read_to_string(CHECKED_IN).unwrap_or_default();
     assert!(
         checked_in == generated,
-        "deploy/admin-openapi.json is stale (the admin API changed): regenerate it with\n    MXC_RELAY_UPDATE_OPENAPI=1 cargo test --test openapi\nand commit it"
+        "deploy/admin-openapi.json is stale (the admin API changed): regenerate it with\n    MXC_RELAY_UPDATE_OPENAPI=1 cargo test --test it openapi::\nand commit it"
     );
 }
 

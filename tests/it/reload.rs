@@ -2,17 +2,14 @@
 //! (to a new sink) and removes an XMID takes effect without a restart, losing and repeating
 //! nothing; a broken file is refused with its errors and the running configuration stays.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::Utc;
 
-use common::*;
+use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const DECLINES: &str = r#"
 [sinks.declines]
 kind = "file"
@@ -65,15 +62,6 @@ fn signal(pid: u32, name: &str) {
     assert!(status.success());
 }
 
-/// An address nothing listens on, for the relay's telemetry.
-fn free_address() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
-}
-
 /// `mxc-relay run --config FILE`, logging to `log`.
 fn run(file: &Path, log: &Path) -> std::process::Child {
     Command::new(BIN)
@@ -96,7 +84,7 @@ async fn sighup_adds_a_route_and_removes_an_xmid_live_and_a_broken_file_changes_
     sim.generate(200, &xmids, t0 - chrono::Duration::minutes(5), t0)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = free_address();
+    let telemetry = free_address().to_string();
     let file = dir.path().join("relay.toml");
     std::fs::write(
         &file,
@@ -211,7 +199,7 @@ async fn the_reload_command_checks_the_file_applies_it_and_says_what_changed() {
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..2].to_vec();
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = free_address();
+    let telemetry = free_address().to_string();
     let file = dir.path().join("relay.toml");
     let base = config(&sim.base_url(), &xmids, dir.path(), &telemetry, "");
     std::fs::write(&file, &base).unwrap();

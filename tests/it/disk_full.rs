@@ -2,19 +2,17 @@
 //! that another writer fills while records keep coming. Polling must stop for safety with an
 //! error that says so, the cursors must not move, and everything must arrive once space returns.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use mxc_relay::config::{Config, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 
-use common::*;
+use crate::support::*;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -62,14 +60,6 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
-}
-
-async fn wait_for_lines(path: &Path, n: usize, within: Duration) -> usize {
-    let deadline = Instant::now() + within;
-    while lines(path).len() < n && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    lines(path).len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,8 +3,6 @@
 //! lost or duplicated for the others. By default the merchants are polled in groups, and
 //! groups that shrink are merged again.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -13,7 +11,7 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{RunningSim, SimConfig, StatsSnapshot};
 
-use common::*;
+use crate::support::*;
 
 fn ids_of(lines: &[serde_json::Value], xmid: &str) -> usize {
     lines.iter().filter(|l| l["xmid"] == xmid).count()

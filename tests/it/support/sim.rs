@@ -1,5 +1,4 @@
-//! Shared test helpers: a simulator on 127.0.0.1 and clients pointed at it.
-#![allow(dead_code)]
+//! The simulator on 127.0.0.1 and clients pointed at it; configurations and data for it.
 
 use std::time::Duration;
 
@@ -7,15 +6,7 @@ use chrono::{DateTime, Utc};
 use mxc::Secret;
 use mxc::{Client, ClientConfig, Credentials, RESOURCES};
 use mxc_relay::config::Config;
-use mxc_relay::receiver::{Receiver, ReceiverConfig};
-use mxc_relay::signature::WebhookSecret;
 use mxc_sim::{RunningSim, SettlementConfig, SimConfig};
-
-pub mod canary;
-
-pub mod contract;
-
-pub mod kafka;
 
 /// A quiet simulator: no live traffic, data only from `generate`.
 pub fn quiet_sim() -> SimConfig {
@@ -45,43 +36,6 @@ pub fn client_config(sim: &RunningSim) -> ClientConfig {
 
 pub fn client(sim: &RunningSim) -> Client {
     Client::new(client_config(sim)).expect("client builds")
-}
-
-/// The JSON lines of a sink's file, complete ones only (a line still being written waits).
-pub fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
-        .collect()
-}
-
-/// Waits until `done` or `within` passed; whether `done` came true.
-pub async fn wait_until(within: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    while !done() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
-}
-
-/// The record ids of a sink's lines (`data.id` of each event).
-pub fn record_ids(lines: &[serde_json::Value]) -> std::collections::HashSet<&str> {
-    lines
-        .iter()
-        .map(|l| l["data"]["id"].as_str().expect("an event names its record"))
-        .collect()
-}
-
-/// Complete lines in a file, without parsing them.
-pub fn line_count(path: &std::path::Path) -> usize {
-    std::fs::read(path)
-        .map(|b| b.iter().filter(|c| **c == b'\n').count())
-        .unwrap_or(0)
 }
 
 /// Follow-ups fast enough for a test: a dispute up to 20 s after its sale, a batch per
@@ -116,21 +70,6 @@ pub fn every_resource(
     c.store.path = store;
     c.delivery.retry_min = Duration::from_millis(200);
     c
-}
-
-/// A verifying webhook receiver on 127.0.0.1 that keeps every delivery.
-pub async fn keeping_receiver(secret: &WebhookSecret) -> Receiver {
-    Receiver::start(
-        "127.0.0.1:0".parse().expect("an address"),
-        ReceiverConfig {
-            secrets: vec![secret.clone()],
-            tolerance: Duration::from_secs(300),
-            keep: true,
-            on_delivery: None,
-        },
-    )
-    .await
-    .expect("the receiver starts")
 }
 
 /// History for a backfill: `old` records over 48 to 3 hours before `t0`, which reached MXC

@@ -4,8 +4,6 @@
 //! cancel, resume), and the token — refused when missing or wrong, absent from every log,
 //! from /metrics and from the store.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,9 +16,8 @@ use mxc_relay::signature::WebhookSecret;
 use mxc_sim::{Faults, RunningSim};
 use serde_json::{json, Value};
 
-use common::*;
+use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const TOKEN: &str = "canary-admin-token-0123456789abcdef";
 const DECLINES: &str = r#"authorizationResponseStatus != "Approved""#;
 

@@ -3,8 +3,6 @@
 //! type, and the urgent ones (chargebacks, rejected batches, returned deposits) as signed
 //! webhooks. Real simulator, real broker (Tansu, started by `.ci/test`), real receiver.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -17,8 +15,8 @@ use mxc_relay::telemetry::Metrics;
 use mxc_sim::{RunningSim, SimConfig};
 use serde_json::Value;
 
-use common::kafka::*;
-use common::*;
+use crate::support::kafka::*;
+use crate::support::*;
 
 /// Every record of `resource` the simulator holds for `xmids` in `[from, to]`, by id.
 async fn truth(
@@ -138,7 +136,7 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     }
 
     // Every event matches its event type's JSON Schema.
-    let contract = common::contract::Contract::of(&c);
+    let contract = crate::support::contract::Contract::of(&c);
     let mut on_kafka: HashMap<&str, HashMap<String, Value>> = HashMap::new();
     for r in RESOURCES {
         let (b, topic, n) = (

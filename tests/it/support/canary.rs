@@ -8,7 +8,6 @@
 //! Every test of a binary shares the one subscriber and buffer: a test's positive checks look
 //! for lines naming its own XMIDs (give each test its own simulator seed), and its leak check
 //! covers whatever every test has logged so far.
-#![allow(dead_code)]
 
 use std::fmt::{Debug, Display};
 use std::sync::{Mutex, MutexGuard, Once};

@@ -1,14 +1,12 @@
 //! Server misbehaviour surfaces as typed errors naming the endpoint, never as a panic.
 
-mod common;
-
 use std::time::Duration;
 
 use chrono::Utc;
 use mxc::{Client, MxcError, ReportQuery};
 use mxc_sim::Faults;
 
-use common::*;
+use crate::support::*;
 
 fn query(xmid: &str) -> ReportQuery {
     ReportQuery::new(

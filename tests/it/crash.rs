@@ -5,8 +5,6 @@
 //! every record is on Kafka and every decline reached the receiver; a repeat is allowed only
 //! with the same identity (record id, `webhook-id`). Canary secrets never show in any log.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,9 +21,9 @@ use mxc_relay::signature::WebhookSecret;
 use mxc_sim::SimConfig;
 use rand::Rng;
 
-use common::kafka::*;
+use crate::support::kafka::*;
+use crate::support::{any_port, BIN};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const KILLS: usize = 10;
 const API_KEY: &str = "API_canary_crash_7f3a9c";
 const USERNAME: &str = "canary-user";
@@ -187,7 +185,7 @@ async fn kill_9_at_ten_random_instants_loses_nothing_and_repeats_keep_their_ids(
 
     let secret = WebhookSecret::parse(&webhook_secret()).unwrap();
     let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
+        any_port(),
         ReceiverConfig {
             secrets: vec![secret],
             tolerance: Duration::from_secs(300),

@@ -5,8 +5,6 @@
 //! `promtool` and `prometheus` come from Debian's `prometheus` package (`.ci/test` installs it).
 //! Outside CI a missing one skips the test that needs it; under CI it fails loudly.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -19,7 +17,7 @@ use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::telemetry::Metrics;
 
-use common::*;
+use crate::support::*;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy");
 
@@ -71,14 +69,6 @@ fn series_exported(metrics: &str) -> BTreeSet<String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Runs a pipeline with every kind of series in use: a file sink, a webhook sink and its
 /// receiver, per-XMID lag. Returns it with the number of records it will admit.
 async fn running_instance(
@@ -92,7 +82,7 @@ async fn running_instance(
         .unwrap();
     let secret = WebhookSecret::generate();
     let receiver = Receiver::start(
-        "127.0.0.1:0".parse().unwrap(),
+        any_port(),
         ReceiverConfig {
             secrets: vec![secret.clone()],
             tolerance: Duration::from_secs(300),
@@ -222,7 +212,7 @@ async fn prometheus_scrapes_a_running_instance_and_the_dashboard_and_alerts_find
     }
 
     // A real Prometheus server scrapes it, and a query returns what was counted.
-    let port = free_port();
+    let port = free_address().port();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,

@@ -2,8 +2,6 @@
 //! `MXC_RELAY_TEST_KAFKA` is its address; `MXC_RELAY_TEST_TANSU` the broker binary, for the
 //! test that needs a broker of its own to pause. Under CI a missing broker fails loudly.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -16,8 +14,8 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::RunningSim;
 
-use common::kafka::*;
-use common::*;
+use crate::support::kafka::*;
+use crate::support::*;
 
 /// Reads the topic until at least `expected` messages arrived (then 3 s more, so extras show).
 fn consume(broker: &str, topic: &str, expected: usize, within: Duration) -> Vec<Received> {
@@ -57,10 +55,6 @@ fn kafka_config(
     c
 }
 
-fn minutes(n: i64) -> chrono::Duration {
-    chrono::Duration::minutes(n)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers_and_order() {
     let Some(broker) = broker() else { return };
@@ -98,7 +92,7 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
     let mut partition_of: HashMap<&str, i32> = HashMap::new();
     let mut per_xmid: HashMap<&str, Vec<(chrono::DateTime<chrono::FixedOffset>, &str)>> =
         HashMap::new();
-    let contract = common::contract::Contract::defaults();
+    let contract = crate::support::contract::Contract::defaults();
     let validating = std::time::Instant::now();
     for m in &received {
         contract.check(&m.body);
@@ -166,12 +160,7 @@ fn own_broker() -> Option<OwnBroker> {
             return None;
         }
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
+    let address = free_address().to_string();
     let url = format!("tcp://{address}");
     let child = Command::new(bin)
         .args([
@@ -193,7 +182,8 @@ fn own_broker() -> Option<OwnBroker> {
     while std::net::TcpStream::connect(&broker.address).is_err() {
         assert!(
             broker.child.try_wait().unwrap().is_none(),
-            "tansu exited (port {port} taken?)"
+            "tansu exited ({} taken?)",
+            broker.address
         );
         assert!(Instant::now() < deadline, "tansu did not start");
         std::thread::sleep(Duration::from_millis(50));

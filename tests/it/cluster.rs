@@ -2,8 +2,6 @@
 //! then four instances, a real broker (Tansu, started by `.ci/test`), the simulator counting
 //! which instance queries which merchant (each names itself in its `User-Agent`).
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -13,10 +11,9 @@ use chrono::Utc;
 use mxc::ReportQuery;
 use mxc_sim::{RunningSim, StatsSnapshot};
 
-use common::kafka::*;
-use common::*;
+use crate::support::kafka::*;
+use crate::support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 3000;
 const INTERVAL_S: u64 = 2;
 const SESSION_S: u64 = 6;

@@ -1,16 +1,12 @@
 //! The command line, run as a user runs it: the real binary, real processes.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use chrono::{Duration, DurationRound, Utc};
 use mxc_sim::SimConfig;
 
-use common::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
+use crate::support::*;
 
 #[tokio::test]
 async fn sim_prints_its_address_first_and_serves_the_api() {
@@ -477,10 +473,7 @@ async fn run_stops_cleanly_on_sigterm_and_state_shows_the_store() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
-    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let telemetry = free_address();
     std::fs::write(
         &config,
         format!(

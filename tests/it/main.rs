@@ -1,0 +1,31 @@
+//! The integration tests, one binary: a module per area, the helpers they share in `support`.
+//! `.ci/test` runs them with nextest, each test in its own process; one area alone:
+//! `bash .ci/test -E 'test(/^kafka::/)'`.
+
+mod support;
+
+mod admin;
+mod auth;
+mod backfill;
+mod cli;
+mod cluster;
+mod config;
+mod contract;
+mod crash;
+mod disk_full;
+mod fault_suite;
+mod faults;
+mod ingestion;
+mod kafka;
+mod openapi;
+mod paging;
+mod pipeline;
+mod properties;
+mod receiver;
+mod record_model;
+mod reload;
+mod resources;
+mod roster;
+mod sim_api;
+mod telemetry;
+mod webhook;
