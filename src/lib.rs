@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod filter;
+pub mod health;
 pub mod http;
 pub mod mxc;
 pub mod pipeline;

@@ -20,7 +20,8 @@ use crate::route::Route;
 use crate::secret::Secret;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::{Store, StoreError};
-use crate::telemetry::{self, Health, Metrics};
+use crate::health::Health;
+use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -85,7 +86,7 @@ async fn join_cluster(
     let handover = tokio::task::spawn_blocking(move || Handover::start(&c, s))
         .await
         .map_err(|e| PipelineError::Config(format!("cluster: {e}")))??;
-    pollers.handover = Some(handover.clone());
+    pollers.handover = Some(Arc::new(handover.clone()));
     let (changes, receiver) = tokio::sync::mpsc::unbounded_channel();
     // A revocation holds the group's rebalance while deliveries finish, and a little longer.
     let revoke_within = config.delivery.shutdown_timeout + Duration::from_secs(30);
@@ -396,7 +397,7 @@ impl Pipeline {
                     // Three missed polls, plus time for a long one.
                     stuck_after: config.pollers.interval * 3 + Duration::from_secs(60),
                 };
-                let bound = telemetry::serve(addr, health, stop_telemetry.clone())
+                let bound = crate::health::serve(addr, health, stop_telemetry.clone())
                     .await
                     .map_err(|e| {
                         PipelineError::Config(format!(

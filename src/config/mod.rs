@@ -4,6 +4,7 @@
 //! `config/mxc-relay.toml` is the annotated example; keep the two in step.
 
 mod admin;
+pub(crate) mod kafka;
 mod load;
 mod preflight;
 mod section;

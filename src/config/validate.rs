@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Config, ConfigError, GroupSize, SinkConfig};
 use crate::mxc::{Resource, MAX_PAGE_SIZE};
-use crate::route::{Filter, Path};
+use crate::filter::{Filter, Path};
 
 impl Config {
     /// Everything wrong with the values (types and unknown keys are checked while loading).

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use super::{envelope, event_payload, webhook_body, Catalog, EventContract};
 use crate::config::{Config, KafkaKey, SinkConfig, WebhookConfig};
-use crate::sink::{cloudevents_source, SCHEMA_VERSION};
+use super::{cloudevents_source, SCHEMA_VERSION};
 
 /// A key of the document's maps (`^[a-zA-Z0-9.\-_]+$`).
 fn key(text: &str) -> String {

@@ -15,12 +15,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use super::{Outcome, Sink};
+use crate::config::kafka::{producer_config, refusal};
 use crate::config::KafkaKey;
+use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
 use crate::route::Event;
 use crate::secret::Secret;
-
-/// Version of the event envelope, in the `mxc-schema-version` header.
-pub const SCHEMA_VERSION: &str = "1";
 
 pub struct KafkaSink {
     name: String,
@@ -30,22 +29,6 @@ pub struct KafkaSink {
     key: KafkaKey,
     /// With CloudEvents headers: each event type's schema id (`ce_dataschema`).
     cloudevents: Option<HashMap<String, String>>,
-}
-
-/// The CloudEvents `source` of a merchant's events: a URI reference naming the XMID,
-/// `/mxc/merchants/<XMID>` (percent-encoded beyond the URI's unreserved characters).
-pub fn cloudevents_source(xmid: &str) -> String {
-    const PREFIX: &str = "/mxc/merchants/";
-    let mut source = String::with_capacity(PREFIX.len() + xmid.len());
-    source.push_str(PREFIX);
-    for b in xmid.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            source.push(char::from(b));
-        } else {
-            source.push_str(&format!("%{b:02X}"));
-        }
-    }
-    source
 }
 
 impl KafkaSink {
@@ -103,25 +86,6 @@ impl KafkaSink {
     }
 }
 
-/// The producer's settings: ours, then the sink's properties (which may override them).
-pub(crate) fn producer_config(
-    brokers: &str,
-    compression: &str,
-    properties: &BTreeMap<String, Secret>,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", compression)
-        .set("linger.ms", "5");
-    for (k, v) in properties {
-        config.set(k, v.expose());
-    }
-    config
-}
-
 fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, String> {
     config.create().map_err(|e| match e {
         KafkaError::ClientConfig(..) => format!("sinks.{name}.properties: {}", refusal(&e)),
@@ -142,7 +106,7 @@ fn cloudevents_headers(
         Some(id) => id.as_str(),
         // An event admitted under an earlier configuration, of a type no route makes now.
         None => {
-            fallback = crate::schema::schema_id(&event.event_type);
+            fallback = schema_id(&event.event_type);
             fallback.as_str()
         }
     };
@@ -178,16 +142,6 @@ fn cloudevents_headers(
         });
     }
     headers
-}
-
-/// What librdkafka refused, without the refused value: it may be a password.
-pub(crate) fn refusal(error: &KafkaError) -> String {
-    match error {
-        KafkaError::ClientConfig(_, _, key, _) => {
-            format!("librdkafka refused the property {key:?} (its value is not shown)")
-        }
-        other => format!("librdkafka refused these settings: {other}"),
-    }
 }
 
 /// Whether a refusal is for good (the message itself is the problem).
@@ -321,24 +275,5 @@ impl Sink for KafkaSink {
             }
             outcomes
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {
-        assert_eq!(
-            cloudevents_source("887000000001"),
-            "/mxc/merchants/887000000001"
-        );
-        assert_eq!(
-            cloudevents_source("XMID_value-01.~"),
-            "/mxc/merchants/XMID_value-01.~"
-        );
-        assert_eq!(cloudevents_source("a b/ü"), "/mxc/merchants/a%20b%2F%C3%BC");
-        assert_eq!(cloudevents_source(""), "/mxc/merchants/");
     }
 }
