@@ -53,7 +53,12 @@ fn top_level_modules_form_a_dag() {
             .collect();
         crates.sort();
         for dir in crates {
-            let name = dir.join("src").strip_prefix(root).unwrap_or(&dir).display().to_string();
+            let name = dir
+                .join("src")
+                .strip_prefix(root)
+                .unwrap_or(&dir)
+                .display()
+                .to_string();
             trees.push((name, dir, &[] as &[_]));
         }
     }
@@ -66,8 +71,13 @@ fn top_level_modules_form_a_dag() {
         for (from, to, why) in pending {
             let removed = graph.get_mut(*from).and_then(|tos| tos.remove(*to));
             match removed {
-                Some(uses) => println!("{name}: left out for now, {from} -> {to} ({} uses): {why}", uses.len()),
-                None => failures.push(format!("{name}: {from} -> {to} is gone: remove it from PENDING")),
+                Some(uses) => println!(
+                    "{name}: left out for now, {from} -> {to} ({} uses): {why}",
+                    uses.len()
+                ),
+                None => failures.push(format!(
+                    "{name}: {from} -> {to} is gone: remove it from PENDING"
+                )),
             }
         }
         let cycles = cycles(&graph);
@@ -113,8 +123,12 @@ fn read_tree(src: &Path, label: &str) -> Vec<(String, String)> {
                 dirs.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let rel = path.strip_prefix(src).unwrap_or(&path);
-                let rel: Vec<String> = rel.iter().map(|c| c.to_string_lossy().into_owned()).collect();
-                let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let rel: Vec<String> = rel
+                    .iter()
+                    .map(|c| c.to_string_lossy().into_owned())
+                    .collect();
+                let text =
+                    fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 files.push((rel.join("/"), text));
             }
         }
@@ -131,7 +145,11 @@ fn module_of(rel: &str) -> Option<(String, usize)> {
         ["lib.rs" | "main.rs"] | ["bin", ..] => None,
         [file] => Some((file.strip_suffix(".rs")?.to_string(), 1)),
         [dir, .., last] => {
-            let depth = if *last == "mod.rs" { parts.len() - 1 } else { parts.len() };
+            let depth = if *last == "mod.rs" {
+                parts.len() - 1
+            } else {
+                parts.len()
+            };
             Some((dir.to_string(), depth))
         }
         [] => None,
@@ -141,14 +159,28 @@ fn module_of(rel: &str) -> Option<(String, usize)> {
 /// The graph of top-level modules that `files` (path from `src`, text) make. `roots`: what a
 /// path to the crate's root starts with (`crate`, and the library's name for its binary).
 fn graph(files: &[(String, String)], roots: &[&str]) -> Graph {
-    let modules: BTreeSet<String> = files.iter().filter_map(|(rel, _)| module_of(rel)).map(|m| m.0).collect();
-    let mut graph: Graph = modules.iter().map(|m| (m.clone(), BTreeMap::new())).collect();
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter_map(|(rel, _)| module_of(rel))
+        .map(|m| m.0)
+        .collect();
+    let mut graph: Graph = modules
+        .iter()
+        .map(|m| (m.clone(), BTreeMap::new()))
+        .collect();
     for (rel, text) in files {
-        let Some((from, depth)) = module_of(rel) else { continue };
+        let Some((from, depth)) = module_of(rel) else {
+            continue;
+        };
         for (to, line, path) in paths_to_root(&strip(text), depth, roots) {
             if to != from && modules.contains(&to) {
                 let file = format!("{rel}:{line}");
-                graph.entry(from.clone()).or_default().entry(to).or_default().push(Use { file, line, path });
+                graph
+                    .entry(from.clone())
+                    .or_default()
+                    .entry(to)
+                    .or_default()
+                    .push(Use { file, line, path });
             }
         }
     }
@@ -308,11 +340,14 @@ fn paths_to_root(text: &str, depth: usize, roots: &[&str]) -> Vec<(String, usize
                     inline_mods.pop();
                 }
             }
-            Token::Ident(kw) if kw == "mod" && ident(i + 1).is_some() && is(i + 2, &Token::Punct('{')) => {
+            Token::Ident(kw)
+                if kw == "mod" && ident(i + 1).is_some() && is(i + 2, &Token::Punct('{')) =>
+            {
                 inline_mods.push(braces);
             }
             Token::Ident(kw)
-                if (kw == "super" || roots.contains(&kw.as_str())) && (i == 0 || !is(i - 1, &Token::PathSep)) =>
+                if (kw == "super" || roots.contains(&kw.as_str()))
+                    && (i == 0 || !is(i - 1, &Token::PathSep)) =>
             {
                 let line = toks[i].1;
                 let mut j = i;
@@ -424,12 +459,18 @@ fn cycles(graph: &Graph) -> Vec<Vec<String>> {
         }
         for from in &component {
             for to in graph[from].keys().filter(|to| component.contains(*to)) {
-                let Some(back) = shortest_path(graph, &component, to, from) else { continue };
+                let Some(back) = shortest_path(graph, &component, to, from) else {
+                    continue;
+                };
                 // from -> to -> … -> from, without the repeated `from`.
                 let mut cycle = vec![from.clone(), to.clone()];
                 cycle.extend(back);
                 cycle.pop();
-                let start = cycle.iter().enumerate().min_by_key(|(_, m)| *m).map_or(0, |(i, _)| i);
+                let start = cycle
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, m)| *m)
+                    .map_or(0, |(i, _)| i);
                 cycle.rotate_left(start);
                 cycle.push(cycle[0].clone());
                 found.insert(cycle);
@@ -494,7 +535,12 @@ fn components(graph: &Graph) -> Vec<BTreeSet<String>> {
 }
 
 /// The modules after `from` on a shortest path to `to` inside `within` (`to` included).
-fn shortest_path(graph: &Graph, within: &BTreeSet<String>, from: &str, to: &str) -> Option<Vec<String>> {
+fn shortest_path(
+    graph: &Graph,
+    within: &BTreeSet<String>,
+    from: &str,
+    to: &str,
+) -> Option<Vec<String>> {
     let mut previous: BTreeMap<&str, &str> = BTreeMap::new();
     let mut queue = VecDeque::from([from]);
     while let Some(v) = queue.pop_front() {
@@ -539,7 +585,11 @@ fn layers(graph: &Graph) -> Vec<Vec<String>> {
         if let Some(l) = memo.get(m) {
             return *l;
         }
-        let l = graph[m].keys().map(|d| layer(graph, d, memo) + 1).max().unwrap_or(0);
+        let l = graph[m]
+            .keys()
+            .map(|d| layer(graph, d, memo) + 1)
+            .max()
+            .unwrap_or(0);
         memo.insert(m, l);
         l
     }
@@ -560,12 +610,18 @@ mod graph_tests {
     use super::*;
 
     fn graph(list: &[(&str, &str)]) -> Graph {
-        let files: Vec<(String, String)> = list.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect();
+        let files: Vec<(String, String)> = list
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string()))
+            .collect();
         super::graph(&files, &["crate", "the_lib"])
     }
 
     fn edges(graph: &Graph) -> Vec<(String, String)> {
-        graph.iter().flat_map(|(f, tos)| tos.keys().map(move |t| (f.clone(), t.clone()))).collect()
+        graph
+            .iter()
+            .flat_map(|(f, tos)| tos.keys().map(move |t| (f.clone(), t.clone())))
+            .collect()
     }
 
     #[test]
@@ -589,14 +645,20 @@ mod graph_tests {
     fn a_dag_has_no_cycle_and_layers_in_order() {
         let graph = graph(&[
             ("config.rs", "pub struct Config;"),
-            ("store/mod.rs", "use crate::config::Config; use super::store::Gone;"),
+            (
+                "store/mod.rs",
+                "use crate::config::Config; use super::store::Gone;",
+            ),
             ("pipeline.rs", "use crate::{config, store::Store};"),
             ("main.rs", "mod cli; use the_lib::config::Config;"),
             ("cli/mod.rs", "use the_lib::pipeline; use crate::cli::run;"),
             ("cli/run.rs", "use super::super::store::Store;"),
         ]);
         assert!(cycles(&graph).is_empty());
-        assert_eq!(layers(&graph), vec![vec!["config"], vec!["store"], vec!["pipeline"], vec!["cli"]]);
+        assert_eq!(
+            layers(&graph),
+            vec![vec!["config"], vec!["store"], vec!["pipeline"], vec!["cli"]]
+        );
     }
 
     #[test]
@@ -617,7 +679,10 @@ mod graph_tests {
             ("b.rs", "use crate::{\n    c::{self, D},\n    self,\n};"),
             ("c.rs", ""),
         ]);
-        assert_eq!(edges(&graph), vec![("a".into(), "b".into()), ("b".into(), "c".into())]);
+        assert_eq!(
+            edges(&graph),
+            vec![("a".into(), "b".into()), ("b".into(), "c".into())]
+        );
         assert_eq!(graph["b"]["c"][0].line, 2);
     }
 }

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::{Config, ConfigError, GroupSize, SinkConfig};
-use crate::mxc::{Resource, MAX_PAGE_SIZE};
 use crate::filter::{Filter, Path};
+use crate::mxc::{Resource, MAX_PAGE_SIZE};
 
 impl Config {
     /// Everything wrong with the values (types and unknown keys are checked while loading).

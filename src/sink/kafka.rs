@@ -17,8 +17,8 @@ use rdkafka::ClientConfig;
 use super::{Outcome, Sink};
 use crate::config::kafka::{producer_config, refusal};
 use crate::config::KafkaKey;
-use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
 use crate::route::Event;
+use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
 use crate::secret::Secret;
 
 pub struct KafkaSink {
