@@ -9,6 +9,8 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod filter;
+pub mod health;
 pub mod pipeline;
 pub mod poll;
 pub mod receiver;

@@ -80,6 +80,7 @@ pub async fn serve(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let token = Arc::new(auth::Token::new(token));
     let app = routes::router(Arc::new(context))
+        .route("/v1/openapi.json", axum::routing::get(openapi::openapi))
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .layer(axum::middleware::from_fn_with_state(
             token,

@@ -2,10 +2,12 @@
 //! at `/v1/openapi.json` and checked in as `deploy/admin-openapi.json` (a test fails when that
 //! copy is stale).
 
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::api;
+use super::api::{self, ApiError};
+use super::auth::Outcome;
 use super::routes;
 
 #[derive(OpenApi)]
@@ -23,7 +25,7 @@ use super::routes;
         routes::backfill_start,
         routes::backfill_status,
         routes::backfill_cancel,
-        routes::openapi,
+        openapi,
     ),
     components(schemas(
         api::StateView,
@@ -67,4 +69,19 @@ pub fn document() -> String {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     doc.to_pretty_json()
         .unwrap_or_else(|e| format!("{{\"error\": \"the document did not serialize: {e}\"}}"))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "the OpenAPI document", content_type = "application/json"), (status = 401, body = ApiError)))]
+pub(super) async fn openapi() -> Response {
+    let mut response = (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document(),
+    )
+        .into_response();
+    response
+        .extensions_mut()
+        .insert(Outcome("the OpenAPI document".into()));
+    response
 }

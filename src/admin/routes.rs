@@ -29,7 +29,6 @@ pub(super) fn router(context: Arc<Context>) -> Router {
                 .post(backfill_start)
                 .delete(backfill_cancel),
         )
-        .route("/v1/openapi.json", get(openapi))
         .with_state(context)
 }
 
@@ -263,19 +262,4 @@ pub(super) async fn backfill_cancel(State(c): State<Arc<Context>>) -> Response {
         ),
         None => error(StatusCode::NOT_FOUND, "no backfill runs".into()),
     }
-}
-
-/// This document.
-#[utoipa::path(get, path = "/v1/openapi.json", tag = "meta",
-    responses((status = 200, description = "the OpenAPI document", content_type = "application/json"), (status = 401, body = ApiError)))]
-pub(super) async fn openapi() -> Response {
-    let mut response = (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        super::openapi::document(),
-    )
-        .into_response();
-    response
-        .extensions_mut()
-        .insert(Outcome("the OpenAPI document".into()));
-    response
 }

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 pub use membership::{Change, Membership};
 pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage, MAX_IDS};
 
+use crate::config::kafka::kafka_config;
 use crate::config::{ClusterConfig, RosterConfig};
 use crate::poll::{Fleet, Ownership, Pollers, RosterWatch};
 
@@ -46,17 +47,6 @@ impl ClusterError {
 pub fn shard_of(xmid: &str, shards: u32) -> u32 {
     let digest = Sha256::digest(xmid.as_bytes());
     u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % shards.max(1)
-}
-
-/// librdkafka settings shared by the cluster's clients.
-pub(crate) fn kafka_config(config: &ClusterConfig) -> rdkafka::ClientConfig {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("bootstrap.servers", &config.brokers);
-    c.set("client.id", config.instance_name());
-    for (key, value) in &config.properties {
-        c.set(key, value.expose());
-    }
-    c
 }
 
 /// Creates the control topic (`shards` partitions) and the state topic (compacted) unless

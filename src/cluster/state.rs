@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{kafka_config, ClusterError};
 use crate::config::ClusterConfig;
+use crate::poll::{Handoff, PolledState};
 use crate::store::{Cursor, Store};
 
 /// Most ids carried for one merchant (its newest): a window that holds more repeats the rest.
@@ -345,6 +346,32 @@ impl Handover {
     /// Stops the tailer thread.
     pub fn stop(&self) {
         self.inner.stop_tailing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How the cluster plugs into polling: each poll's states, stamped with this instance.
+impl Handoff for Handover {
+    fn max_ids(&self) -> usize {
+        MAX_IDS
+    }
+
+    fn polled(&self, states: Vec<PolledState>) {
+        let instance = self.instance();
+        Handover::polled(
+            self,
+            states
+                .into_iter()
+                .map(|s| MerchantState {
+                    instance: instance.to_string(),
+                    run: String::new(),
+                    xmid: s.xmid,
+                    key: s.key,
+                    position: s.position,
+                    floor: s.floor,
+                    seen: s.seen,
+                })
+                .collect(),
+        );
     }
 }
 

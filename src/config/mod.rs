@@ -5,23 +5,27 @@
 
 mod admin;
 mod error;
+pub(crate) mod kafka;
 mod load;
 mod preflight;
 mod section;
 mod validate;
 mod webhook;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::filter::{Filter, Path};
 use mxc::Secret;
+use mxc::{Resource, MAX_PAGE_SIZE};
 
 pub use admin::{AdminConfig, ADMIN_TOKEN_ENV, MIN_TOKEN_LEN};
 pub use error::ValueError;
 pub use load::{ConfigError, ConfigErrors, ENV_OVERRIDES};
+use validate::fmt;
 pub use webhook::{default_schedule, WebhookConfig};
 
 /// The whole configuration.
@@ -133,6 +137,83 @@ impl MxcConfig {
         config.timeout = self.timeout;
         config.connect_timeout = self.connect_timeout;
         config
+    }
+}
+
+impl MxcConfig {
+    /// `[mxc]`'s errors, in the order [`Config::validate`] reports them.
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        match url::Url::parse(&self.base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            Ok(url) => error(
+                "mxc.base_url",
+                format!(
+                    "must be an http(s) URL with a host, got {:?} (scheme {})",
+                    self.base_url,
+                    url.scheme()
+                ),
+            ),
+            Err(e) => error(
+                "mxc.base_url",
+                format!("not a URL ({e}): {:?}", self.base_url),
+            ),
+        }
+        if self.api_key.is_empty() {
+            error(
+                "mxc.api_key",
+                "missing: set MXC_API_KEY in the environment (or mxc.api_key in the file)".into(),
+            );
+        }
+        if self.username.is_empty() && !self.password.is_empty() {
+            error(
+                "mxc.username",
+                "a password is set but no username: set MXC_USERNAME (or mxc.username)".into(),
+            );
+        }
+        if self.timeout < Duration::from_secs(1) {
+            error(
+                "mxc.timeout",
+                format!("must be at least 1s, got {}", fmt(self.timeout)),
+            );
+        }
+        if self.connect_timeout < Duration::from_millis(100) {
+            error(
+                "mxc.connect_timeout",
+                format!("must be at least 100ms, got {}", fmt(self.connect_timeout)),
+            );
+        }
+        if self.assumed_token_ttl < Duration::from_secs(10) {
+            error(
+                "mxc.assumed_token_ttl",
+                format!("must be at least 10s, got {}", fmt(self.assumed_token_ttl)),
+            );
+        }
+        if self.refresh_margin >= self.assumed_token_ttl {
+            error(
+                "mxc.refresh_margin",
+                format!(
+                    "must be shorter than mxc.assumed_token_ttl ({}), got {}",
+                    fmt(self.assumed_token_ttl),
+                    fmt(self.refresh_margin)
+                ),
+            );
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
+            error(
+                "mxc.page_size",
+                format!("must be 1 to {MAX_PAGE_SIZE}, got {}", self.page_size),
+            );
+        }
+        if self.max_result_window < self.page_size {
+            error(
+                "mxc.max_result_window",
+                format!(
+                    "must be at least mxc.page_size ({}), got {}",
+                    self.page_size, self.max_result_window
+                ),
+            );
+        }
     }
 }
 
@@ -383,6 +464,167 @@ impl Default for PollersConfig {
     }
 }
 
+impl PollersConfig {
+    /// `[pollers]`'s errors (`store`: the retention must outlast what a poll re-reads).
+    fn validate(&self, store: &StoreConfig, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        if self.xmids.is_empty() {
+            error(
+                "pollers.xmids",
+                "list at least one XMID to poll (or \"roster\")".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, xmid) in self.xmids.iter().enumerate() {
+            let path = format!("pollers.xmids[{i}]");
+            if xmid.is_empty()
+                || !xmid
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                error(
+                    &path,
+                    format!("an XMID is letters, digits, '-' or '_', got {xmid:?}"),
+                );
+            } else if !seen.insert(xmid) {
+                error(&path, format!("{xmid:?} is listed twice"));
+            }
+        }
+        let roster = &self.roster;
+        if roster.refresh < Duration::from_secs(1) {
+            error(
+                "pollers.roster.refresh",
+                format!("must be at least 1s, got {}", fmt(roster.refresh)),
+            );
+        }
+        let settled = self.settle.saturating_add(self.interval);
+        if self.uses_roster() && roster.grace < settled {
+            error(
+                "pollers.roster.grace",
+                format!(
+                    "must be at least pollers.settle + pollers.interval ({}): what a merchant receives just before it leaves is read only once it settled; got {}",
+                    fmt(settled),
+                    fmt(roster.grace)
+                ),
+            );
+        }
+        for (key, value, max) in [
+            ("grace", roster.grace, Duration::from_secs(90 * 86_400)),
+            (
+                "backfill",
+                roster.backfill,
+                Duration::from_secs(366 * 86_400),
+            ),
+        ] {
+            if value > max {
+                error(
+                    &format!("pollers.roster.{key}"),
+                    format!("must be at most {}, got {}", fmt(max), fmt(value)),
+                );
+            }
+        }
+        for (i, xmid) in roster.exclude.iter().enumerate() {
+            if self.xmids.contains(xmid) {
+                error(
+                    &format!("pollers.roster.exclude[{i}]"),
+                    format!("{xmid:?} is also listed in pollers.xmids"),
+                );
+            }
+        }
+        if self.resources.is_empty() {
+            error(
+                "pollers.resources",
+                format!("poll at least one of: {}", Resource::names()),
+            );
+        }
+        let mut polled = HashSet::new();
+        for (i, name) in self.resources.iter().enumerate() {
+            let at = format!("pollers.resources[{i}]");
+            if Resource::named(name).is_none() {
+                error(
+                    &at,
+                    format!("no resource named {name:?} (known: {})", Resource::names()),
+                );
+            } else if !polled.insert(name) {
+                error(&at, format!("{name:?} is listed twice"));
+            }
+        }
+        if self.interval < Duration::from_secs(1) {
+            error(
+                "pollers.interval",
+                format!("must be at least 1s, got {}", fmt(self.interval)),
+            );
+        }
+        if self.look_back > Duration::from_secs(7 * 86_400) {
+            error(
+                "pollers.look_back",
+                format!("must be at most 7d, got {}", fmt(self.look_back)),
+            );
+        }
+        for (path, value) in [
+            ("pollers.settle", self.settle),
+            ("pollers.overlap", self.overlap),
+        ] {
+            if value > Duration::from_secs(3600) {
+                error(path, format!("must be at most 1h, got {}", fmt(value)));
+            }
+        }
+        if self.reconcile_every > Duration::ZERO {
+            if self.reconcile_every < Duration::from_secs(10) {
+                error(
+                    "pollers.reconcile_every",
+                    format!(
+                        "must be 0s (off) or at least 10s, got {}",
+                        fmt(self.reconcile_every)
+                    ),
+                );
+            }
+            if self.reconcile_window < self.interval
+                || self.reconcile_window > Duration::from_secs(7 * 86_400)
+            {
+                error(
+                    "pollers.reconcile_window",
+                    format!(
+                        "must be at least pollers.interval ({}) and at most 7d, got {}",
+                        fmt(self.interval),
+                        fmt(self.reconcile_window)
+                    ),
+                );
+            } else if store.seen_retention <= self.reconcile_window {
+                error(
+                    "store.seen_retention",
+                    format!(
+                        "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
+                        fmt(self.reconcile_window),
+                        fmt(store.seen_retention)
+                    ),
+                );
+            }
+        }
+        if let GroupSize::Fixed(n) = self.group_size {
+            if !(1..=GroupSize::MAX).contains(&n) {
+                error(
+                    "pollers.group_size",
+                    format!("must be \"auto\" or 1 to {}, got {n}", GroupSize::MAX),
+                );
+            }
+        }
+        let rps = self.requests_per_second;
+        if !(rps.is_finite() && rps > 0.0 && rps <= 10_000.0) {
+            error(
+                "pollers.requests_per_second",
+                format!("must be above 0 and at most 10000, got {rps}"),
+            );
+        }
+        if self.burst == 0 {
+            error("pollers.burst", "must be at least 1, got 0".into());
+        }
+        if let Err(message) = self.start_instant() {
+            error("pollers.start", message.to_string());
+        }
+    }
+}
+
 /// `[store]`: local state (seen ids, cursors, outbox, dead letters).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -432,6 +674,40 @@ pub enum Durability {
     Interval,
 }
 
+impl StoreConfig {
+    /// `[store]`'s errors (`pollers`: the retention must outlast what a poll re-reads).
+    fn validate(&self, pollers: &PollersConfig, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        if self.path.as_os_str().is_empty() {
+            error("store.path", "must name a directory".into());
+        }
+        if self.cache_mib < 8 {
+            error(
+                "store.cache_mib",
+                format!("must be at least 8, got {}", self.cache_mib),
+            );
+        }
+
+        let re_read = pollers.look_back.saturating_add(pollers.interval);
+        if self.seen_retention <= re_read {
+            error(
+                "store.seen_retention",
+                format!(
+                    "must be longer than pollers.look_back + pollers.interval ({}), got {}",
+                    fmt(re_read),
+                    fmt(self.seen_retention)
+                ),
+            );
+        }
+        if self.flush_interval < Duration::from_millis(1) {
+            error(
+                "store.flush_interval",
+                format!("must be at least 1ms, got {}", fmt(self.flush_interval)),
+            );
+        }
+    }
+}
+
 /// `[delivery]`: how outbox entries are handed to sinks.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -455,6 +731,35 @@ impl Default for DeliveryConfig {
             retry_min: Duration::from_secs(1),
             retry_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl DeliveryConfig {
+    /// `[delivery]`'s errors.
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        if !(1..=10_000).contains(&self.batch_size) {
+            error(
+                "delivery.batch_size",
+                format!("must be 1 to 10000, got {}", self.batch_size),
+            );
+        }
+        if self.retry_min < Duration::from_millis(10) {
+            error(
+                "delivery.retry_min",
+                format!("must be at least 10ms, got {}", fmt(self.retry_min)),
+            );
+        }
+        if self.retry_max < self.retry_min {
+            error(
+                "delivery.retry_max",
+                format!(
+                    "must be at least delivery.retry_min ({}), got {}",
+                    fmt(self.retry_min),
+                    fmt(self.retry_max)
+                ),
+            );
         }
     }
 }
@@ -530,6 +835,75 @@ pub enum StdoutFormat {
     #[default]
     Json,
     Compact,
+}
+
+impl SinkConfig {
+    /// `[sinks.NAME]`'s errors; a webhook's own go to `sink_errors` (reported last).
+    fn validate(
+        &self,
+        name: &str,
+        errors: &mut Vec<ConfigError>,
+        sink_errors: &mut Vec<ConfigError>,
+    ) {
+        let mut error = validate::reporter(errors);
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            error(
+                &format!("sinks.{name}"),
+                "a sink name is letters, digits, '-' or '_'".into(),
+            );
+        }
+        match self {
+            SinkConfig::File { path } if path.as_os_str().is_empty() => {
+                error(&format!("sinks.{name}.path"), "must name a file".into());
+            }
+            SinkConfig::Kafka {
+                brokers,
+                topic,
+                compression,
+                ..
+            } => {
+                if brokers.split(',').any(|b| {
+                    b.trim()
+                        .rsplit_once(':')
+                        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+                }) {
+                    error(
+                        &format!("sinks.{name}.brokers"),
+                        format!("must be host:port[,host:port…], got {brokers:?}"),
+                    );
+                }
+                let bare = topic
+                    .replace("{resource}", "s")
+                    .replace("{type}", "t")
+                    .replace("{route}", "r");
+                if bare.is_empty()
+                    || bare.len() > 249
+                    || !bare
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    error(
+                        &format!("sinks.{name}.topic"),
+                        format!("a topic is letters, digits, '.', '_' or '-' (placeholders {{resource}}, {{type}} and {{route}} allowed), got {topic:?}"),
+                    );
+                }
+                if !["lz4", "snappy", "gzip", "none"].contains(&compression.as_str()) {
+                    error(
+                        &format!("sinks.{name}.compression"),
+                        format!("must be lz4, snappy, gzip or none, got {compression:?}"),
+                    );
+                }
+            }
+            SinkConfig::Webhook(webhook) => {
+                webhook.validate(&|key| format!("sinks.{name}.{key}"), sink_errors);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// `[[routes]]`: records of `resource` matching `filter` become `event_type` events for `sink`.
@@ -626,6 +1000,97 @@ pub struct RedactConfig {
     pub mask: Vec<String>,
 }
 
+impl RouteConfig {
+    /// The errors of `routes[i]`: its sink must be among `sinks`, its resource polled, and its
+    /// name unused (`names`).
+    fn validate(
+        &self,
+        i: usize,
+        sinks: &BTreeMap<String, SinkConfig>,
+        pollers: &PollersConfig,
+        names: &mut HashSet<String>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        let mut error = validate::reporter(errors);
+        let at = |key: &str| format!("routes[{i}].{key}");
+        if !sinks.contains_key(&self.sink) {
+            let known: Vec<&str> = sinks.keys().map(String::as_str).collect();
+            error(
+                &at("sink"),
+                format!(
+                    "no sink named {:?} (defined: {})",
+                    self.sink,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
+        }
+        if !names.insert(self.display_name(i)) {
+            error(
+                &at("name"),
+                format!("{:?} is used by another route", self.display_name(i)),
+            );
+        }
+        match self.resource() {
+            None => error(
+                &at("resource"),
+                format!(
+                    "no resource named {:?} (known: {})",
+                    self.resource,
+                    Resource::names()
+                ),
+            ),
+            // (With none polled, that error alone says it.)
+            Some(r)
+                if !pollers.resources.is_empty()
+                    && !pollers.resources.iter().any(|p| p == r.name) =>
+            {
+                error(
+                    &at("resource"),
+                    format!(
+                        "{:?} is not polled: add it to pollers.resources (now {:?})",
+                        r.name, pollers.resources
+                    ),
+                )
+            }
+            Some(_) => {}
+        }
+        if let Some(event_type) = &self.event_type {
+            if event_type.is_empty()
+                || !event_type.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+                })
+            {
+                error(
+                    &at("event_type"),
+                    format!("lower-case letters, digits, '.', '_' or '-', like authorization.declined; got {event_type:?}"),
+                );
+            }
+        }
+        if let Some(filter) = &self.filter {
+            if let Err(e) = Filter::parse(filter) {
+                error(&at("filter"), format!("{e}: {filter}"));
+            }
+        }
+        for (key, paths) in [
+            ("redact.drop", &self.redact.drop),
+            ("redact.mask", &self.redact.mask),
+        ] {
+            for (j, p) in paths.iter().enumerate() {
+                if Path::parse(p).is_none() {
+                    error(
+                        &format!("routes[{i}].{key}[{j}]"),
+                        format!("{p:?} is not a dotted field path like cardNumber.data"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// `[telemetry]`: the HTTP endpoints for Prometheus and for orchestrators.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -651,6 +1116,20 @@ impl TelemetryConfig {
     /// The listen address, if any (validation has checked it).
     pub fn listen_addr(&self) -> Option<std::net::SocketAddr> {
         self.listen.trim().parse().ok()
+    }
+}
+
+impl TelemetryConfig {
+    /// `[telemetry]`'s errors.
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        let listen = self.listen.trim();
+        if !listen.is_empty() && listen.parse::<std::net::SocketAddr>().is_err() {
+            error(
+                "telemetry.listen",
+                format!("an IP:PORT such as 127.0.0.1:9464 (or \"\" for none), got {listen:?}"),
+            );
+        }
     }
 }
 
@@ -727,6 +1206,65 @@ impl ClusterConfig {
     }
 }
 
+impl ClusterConfig {
+    /// `[cluster]`'s errors (none unless it is enabled).
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        let cluster = self;
+        if cluster.enabled() {
+            if !(1..=1000).contains(&cluster.shards) {
+                error(
+                    "cluster.shards",
+                    format!("must be 1 to 1000, got {}", cluster.shards),
+                );
+            }
+            for (key, topic) in [
+                ("cluster.control_topic", &cluster.control_topic),
+                ("cluster.state_topic", &cluster.state_topic),
+            ] {
+                if topic.is_empty()
+                    || !topic
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+                {
+                    error(
+                        key,
+                        format!("a topic is letters, digits, '.', '_' or '-', got {topic:?}"),
+                    );
+                }
+            }
+            if cluster.control_topic == cluster.state_topic {
+                error(
+                    "cluster.state_topic",
+                    "must differ from cluster.control_topic".into(),
+                );
+            }
+            if cluster.group.trim().is_empty() {
+                error("cluster.group", "must not be empty".into());
+            }
+            if !(Duration::from_secs(6)..=Duration::from_secs(300))
+                .contains(&cluster.session_timeout)
+            {
+                error(
+                    "cluster.session_timeout",
+                    format!(
+                        "must be 6s to 5m (the brokers' usual bounds), got {}",
+                        fmt(cluster.session_timeout)
+                    ),
+                );
+            }
+            if !(Duration::from_millis(500)..=Duration::from_secs(600))
+                .contains(&cluster.state_interval)
+            {
+                error(
+                    "cluster.state_interval",
+                    format!("must be 500ms to 10m, got {}", fmt(cluster.state_interval)),
+                );
+            }
+        }
+    }
+}
+
 /// `[log]`: what the process logs, on stderr.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -751,6 +1289,19 @@ impl Default for LogConfig {
 pub enum LogFormat {
     Pretty,
     Json,
+}
+
+impl LogConfig {
+    /// `[log]`'s errors.
+    fn validate(&self, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            error(
+                "log.level",
+                format!("not a tracing filter ({e}): {:?}", self.level),
+            );
+        }
+    }
 }
 
 /// Durations written as text: `30s`, `10m`, `1h30m`, `250ms`.

@@ -28,7 +28,7 @@ impl Config {
                 ..
             } = sink
             {
-                let config = crate::sink::kafka::producer_config(brokers, compression, properties);
+                let config = super::kafka::producer_config(brokers, compression, properties);
                 if let Err(message) = librdkafka_accepts(config) {
                     errors.push(ConfigError {
                         path: format!("sinks.{name}.properties"),
@@ -38,7 +38,7 @@ impl Config {
             }
         }
         if self.cluster.enabled() {
-            if let Err(message) = librdkafka_accepts(crate::cluster::kafka_config(&self.cluster)) {
+            if let Err(message) = librdkafka_accepts(super::kafka::kafka_config(&self.cluster)) {
                 errors.push(ConfigError {
                     path: "cluster.properties".into(),
                     message: message.to_string(),
@@ -186,7 +186,7 @@ fn librdkafka_accepts(mut config: ClientConfig) -> Result<(), PreflightError> {
     config
         .create_with_context::<_, BaseProducer<Quiet>>(Quiet)
         .map(drop)
-        .map_err(|e| PreflightError::Refused(crate::sink::kafka::refusal(&e)))
+        .map_err(|e| PreflightError::Refused(super::kafka::refusal(&e)))
 }
 
 /// A client context that logs nothing: librdkafka's warning that no broker is configured is

@@ -34,7 +34,6 @@ pub use basis::Bases;
 pub use control::MerchantControls;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
-use crate::cluster::{Handover, MerchantState};
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
 use crate::telemetry::events::{
@@ -100,6 +99,28 @@ pub fn rate_limiter(requests_per_second: f64, burst: u32) -> Arc<DefaultDirectRa
     Arc::new(RateLimiter::direct(quota))
 }
 
+/// One merchant's state after a poll: its cursor and the seen-set keys of the records its
+/// window admitted.
+#[derive(Debug, Clone)]
+pub struct PolledState {
+    pub xmid: String,
+    /// The store's cursor key (`XMID`, `disputes/XMID` …).
+    pub key: String,
+    pub position: DateTime<Utc>,
+    pub floor: DateTime<Utc>,
+    pub seen: Vec<String>,
+}
+
+/// Where each completed poll's state goes. Polling owns this seam and the cluster plugs into
+/// it (its handover publishes the state once the poll's events are delivered).
+pub trait Handoff: Send + Sync {
+    /// The most seen ids one merchant's state carries (its newest); while a long window is
+    /// read the poller keeps fewer than twice as many.
+    fn max_ids(&self) -> usize;
+    /// A poll completed with these states.
+    fn polled(&self, states: Vec<PolledState>);
+}
+
 /// Everything a poller needs, shared.
 #[derive(Clone)]
 pub struct Pollers {
@@ -110,7 +131,7 @@ pub struct Pollers {
     pub config: PollConfig,
     pub metrics: Metrics,
     /// In a cluster: where each poll's state goes once its events are delivered.
-    pub handover: Option<Handover>,
+    pub handover: Option<Arc<dyn Handoff>>,
     /// What each resource's polls follow (shared: a fallback is learnt once).
     pub bases: Arc<Bases>,
     /// Polls waiting for the request budget: the sweep takes budget only when none is.
@@ -441,9 +462,7 @@ impl Pollers {
             let states = moved
                 .iter()
                 .zip(xmids)
-                .map(|((key, cursor), xmid)| MerchantState {
-                    instance: handover.instance().to_string(),
-                    run: String::new(),
+                .map(|((key, cursor), xmid)| PolledState {
                     xmid: xmid.clone(),
                     key: key.clone(),
                     position: cursor.position,
@@ -548,6 +567,11 @@ impl Pollers {
             .collect();
         let tree = TreeNeed::of(routes.iter().copied());
         let fetched_at_ms = Utc::now().timestamp_millis();
+        // `seen` is collected only for a handoff.
+        let max_ids = self
+            .handover
+            .as_ref()
+            .map_or(usize::MAX / 2, |h| h.max_ids());
         for record in records {
             let xmid = record.xmid().unwrap_or_default();
             let Some(id) = record.id() else {
@@ -577,8 +601,8 @@ impl Pollers {
                 let ids = seen.entry(xmid.to_string()).or_default();
                 ids.push(record_id.clone());
                 // A long catch-up window: keep the newest (the handover carries at most these).
-                if ids.len() >= 2 * crate::cluster::MAX_IDS {
-                    ids.drain(..crate::cluster::MAX_IDS);
+                if ids.len() >= 2 * max_ids {
+                    ids.drain(..max_ids);
                 }
             }
             if self.store.is_seen(&record_id)? {

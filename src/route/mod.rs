@@ -1,14 +1,12 @@
 //! Routes: which records go to which sink, as which event type, with which fields removed or
 //! masked. Pure: no I/O.
 
-mod filter;
-
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use filter::{Filter, FilterError, Path};
+pub use crate::filter::{Filter, FilterError, Path};
 
 use crate::config::RouteConfig;
 use mxc::{Record, Resource, AUTHORIZATIONS};

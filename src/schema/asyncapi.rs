@@ -5,9 +5,11 @@
 
 use serde_json::{json, Map, Value};
 
-use super::{envelope, event_payload, webhook_body, Catalog, EventContract};
+use super::{
+    cloudevents_source, envelope, event_payload, webhook_body, Catalog, EventContract,
+    SCHEMA_VERSION,
+};
 use crate::config::{Config, KafkaKey, SinkConfig, WebhookConfig};
-use crate::sink::{cloudevents_source, SCHEMA_VERSION};
 
 /// A key of the document's maps (`^[a-zA-Z0-9.\-_]+$`).
 fn key(text: &str) -> String {

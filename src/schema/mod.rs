@@ -21,8 +21,10 @@ pub use fields::Enums;
 
 use crate::config::{Config, RouteConfig};
 use crate::route::Path;
-use crate::sink::SCHEMA_VERSION;
 use mxc::{Resource, RESOURCES};
+
+/// Version of the event envelope, in the `mxc-schema-version` header.
+pub const SCHEMA_VERSION: &str = "1";
 
 /// The JSON Schema dialect of every schema.
 pub const DIALECT: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -38,6 +40,22 @@ const UTC_MILLIS: &str = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$";
 /// names the contract wherever the files are published.
 pub fn schema_id(event_type: &str) -> String {
     format!("urn:mxc-relay:schema:{event_type}:v{SCHEMA_VERSION}")
+}
+
+/// The CloudEvents `source` of a merchant's events: a URI reference naming the XMID,
+/// `/mxc/merchants/<XMID>` (percent-encoded beyond the URI's unreserved characters).
+pub fn cloudevents_source(xmid: &str) -> String {
+    const PREFIX: &str = "/mxc/merchants/";
+    let mut source = String::with_capacity(PREFIX.len() + xmid.len());
+    source.push_str(PREFIX);
+    for b in xmid.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            source.push(char::from(b));
+        } else {
+            source.push_str(&format!("%{b:02X}"));
+        }
+    }
+    source
 }
 
 /// Why a configuration's routes make no contract: a route that does not compile (validation
@@ -378,6 +396,20 @@ fn webhook_body(event_type: &str, data_ref: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {
+        assert_eq!(
+            cloudevents_source("887000000001"),
+            "/mxc/merchants/887000000001"
+        );
+        assert_eq!(
+            cloudevents_source("XMID_value-01.~"),
+            "/mxc/merchants/XMID_value-01.~"
+        );
+        assert_eq!(cloudevents_source("a b/ü"), "/mxc/merchants/a%20b%2F%C3%BC");
+        assert_eq!(cloudevents_source(""), "/mxc/merchants/");
+    }
 
     #[test]
     fn the_defaults_cover_every_resource_and_alert_type() {

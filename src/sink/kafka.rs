@@ -15,12 +15,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
 use super::{Outcome, Sink, SinkError};
+use crate::config::kafka::{producer_config, refusal};
 use crate::config::KafkaKey;
 use crate::route::Event;
+use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
 use mxc::Secret;
-
-/// Version of the event envelope, in the `mxc-schema-version` header.
-pub const SCHEMA_VERSION: &str = "1";
 
 pub struct KafkaSink {
     name: String,
@@ -30,22 +29,6 @@ pub struct KafkaSink {
     key: KafkaKey,
     /// With CloudEvents headers: each event type's schema id (`ce_dataschema`).
     cloudevents: Option<HashMap<String, String>>,
-}
-
-/// The CloudEvents `source` of a merchant's events: a URI reference naming the XMID,
-/// `/mxc/merchants/<XMID>` (percent-encoded beyond the URI's unreserved characters).
-pub fn cloudevents_source(xmid: &str) -> String {
-    const PREFIX: &str = "/mxc/merchants/";
-    let mut source = String::with_capacity(PREFIX.len() + xmid.len());
-    source.push_str(PREFIX);
-    for b in xmid.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            source.push(char::from(b));
-        } else {
-            source.push_str(&format!("%{b:02X}"));
-        }
-    }
-    source
 }
 
 impl KafkaSink {
@@ -103,25 +86,6 @@ impl KafkaSink {
     }
 }
 
-/// The producer's settings: ours, then the sink's properties (which may override them).
-pub(crate) fn producer_config(
-    brokers: &str,
-    compression: &str,
-    properties: &BTreeMap<String, Secret>,
-) -> ClientConfig {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", compression)
-        .set("linger.ms", "5");
-    for (k, v) in properties {
-        config.set(k, v.expose());
-    }
-    config
-}
-
 fn create(config: &ClientConfig, name: &str) -> Result<FutureProducer, SinkError> {
     config.create().map_err(|e| match e {
         KafkaError::ClientConfig(..) => SinkError::KafkaProperty {
@@ -148,7 +112,7 @@ fn cloudevents_headers(
         Some(id) => id.as_str(),
         // An event admitted under an earlier configuration, of a type no route makes now.
         None => {
-            fallback = crate::schema::schema_id(&event.event_type);
+            fallback = schema_id(&event.event_type);
             fallback.as_str()
         }
     };
@@ -184,16 +148,6 @@ fn cloudevents_headers(
         });
     }
     headers
-}
-
-/// What librdkafka refused, without the refused value: it may be a password.
-pub(crate) fn refusal(error: &KafkaError) -> String {
-    match error {
-        KafkaError::ClientConfig(_, _, key, _) => {
-            format!("librdkafka refused the property {key:?} (its value is not shown)")
-        }
-        other => format!("librdkafka refused these settings: {other}"),
-    }
 }
 
 /// Whether a refusal is for good (the message itself is the problem): a dead letter; anything

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 
 pub use file::FileSink;
-pub use kafka::{cloudevents_source, KafkaSink, SCHEMA_VERSION};
+pub use kafka::KafkaSink;
+
+pub use crate::schema::{cloudevents_source, SCHEMA_VERSION};
 pub use stdout::StdoutSink;
 pub use webhook::{
     body as webhook_body, Attempt, Endpoint, EndpointError, RetryPolicy, Verdict, WebhookSink,

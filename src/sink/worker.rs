@@ -100,7 +100,7 @@ pub async fn run_worker(
             }
         }
         if !delivered.is_empty() {
-            metrics.delivered(&sink_name, delivered.iter().map(|e| &e.event));
+            metrics.delivered(&sink_name, delivered.iter().map(|e| e.event.fetched_at_ms));
             let seqs: Vec<u64> = delivered.iter().map(|e| e.seq).collect();
             if let Err(e) = store.remove(&sink_name, &seqs) {
                 // They were delivered: at worst they are delivered again, with the same ids.

@@ -4,7 +4,6 @@
 use prometheus::core::Collector;
 use prometheus::{HistogramOpts, HistogramVec};
 
-use crate::route::Event;
 use prometheus::{
     Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -380,16 +379,17 @@ impl Metrics {
         out
     }
 
-    /// Events confirmed by `sink`: counted, and their latency since fetching observed.
-    pub fn delivered<'a>(&self, sink: &str, events: impl IntoIterator<Item = &'a Event>) {
+    /// Events confirmed by `sink`, given by when each was fetched (`Event::fetched_at_ms`):
+    /// counted, and their latency since fetching observed.
+    pub fn delivered(&self, sink: &str, fetched_at_ms: impl IntoIterator<Item = i64>) {
         let now = chrono::Utc::now().timestamp_millis();
         let latency = self.delivery_latency.with_label_values(&[sink]);
         let mut n = 0;
-        for event in events {
+        for fetched_at_ms in fetched_at_ms {
             n += 1;
             // Entries queued before fetch times were recorded carry none.
-            if event.fetched_at_ms > 0 {
-                latency.observe(now.saturating_sub(event.fetched_at_ms).max(0) as f64 / 1000.0);
+            if fetched_at_ms > 0 {
+                latency.observe(now.saturating_sub(fetched_at_ms).max(0) as f64 / 1000.0);
             }
         }
         self.events

@@ -1,5 +1,5 @@
-//! Logging setup (logs go to stderr: stdout carries data), the metric definitions, and the
-//! HTTP endpoints that serve them with health and readiness.
+//! Logging setup (logs go to stderr: stdout carries data) and the metric definitions. The
+//! HTTP endpoints that serve them with health and readiness are `crate::health`'s.
 
 use std::io::IsTerminal;
 
@@ -30,7 +30,5 @@ pub fn init_logging(level: &str, format: LogFormat) {
 
 pub mod events;
 mod metrics;
-mod server;
 
 pub use metrics::Metrics;
-pub use server::{serve, Health};

@@ -8,7 +8,6 @@ mod faults;
 mod jwt;
 mod query;
 mod server;
-mod settlement;
 mod stats;
 
 use std::net::SocketAddr;
@@ -16,10 +15,10 @@ use std::time::Duration;
 
 use mxc::{SharedClock, SystemClock};
 
+pub use data::SettlementConfig;
 pub use data::Shape;
 pub use faults::Faults;
 pub use server::RunningSim;
-pub use settlement::SettlementConfig;
 pub use stats::StatsSnapshot;
 
 /// Default credentials of the simulator (documented in the README).

@@ -455,7 +455,7 @@ impl Dispatcher {
                 self.retrying.remove(&seq);
                 self.set_failing_since(None);
                 self.throttle_streak = 0;
-                self.metrics.delivered(&name, [event]);
+                self.metrics.delivered(&name, [event.fetched_at_ms]);
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
                 self.delivered.push(seq);
                 self.delivered_since.get_or_insert(now);

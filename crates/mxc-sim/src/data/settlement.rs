@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::data::{local, uuid, visible_at, SimMerchant, SimRecord, SALT_FOLLOW_UPS};
+use super::{local, uuid, visible_at, SimMerchant, SimRecord, SALT_FOLLOW_UPS};
 use mxc::{Resource, ACH, BATCHES, DISPUTES};
 
 /// How follow-up records are generated (simulated time is real time).

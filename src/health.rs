@@ -1,6 +1,8 @@
-//! The telemetry endpoints: `/metrics` (Prometheus text), `/healthz` (the process answers) and
-//! `/readyz` (it is doing its job: store readable, MXC token held, no poller stuck, every sink
-//! reachable and no webhook endpoint disabled). `/readyz` answers 200 or 503 with one line per check.
+//! The process's HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process
+//! answers) and `/readyz` (it is doing its job: store readable, MXC token held, no poller
+//! stuck, every sink reachable and no webhook endpoint disabled). `/readyz` answers 200 or 503
+//! with one line per check. Above what they look at (the store, the MXC client, the pollers);
+//! `telemetry` keeps the metric definitions and logging.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -9,9 +11,9 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use tokio_util::sync::CancellationToken;
 
-use super::Metrics;
 use crate::poll::Fleet;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 use mxc::Client;
 
 /// Connections to `/metrics`, `/healthz` and `/readyz` at once.

@@ -1,4 +1,5 @@
-//! Route filters: a small expression language over record fields.
+//! Route filters: a small expression language over record fields (routes use it, and the
+//! configuration's validation parses it).
 //!
 //! ```text
 //! authorizationResponseStatus != "Approved"

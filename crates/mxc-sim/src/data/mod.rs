@@ -1,5 +1,6 @@
 //! The simulator's data: a roster of merchants and their authorizations, generated from a seed
-//! so the same seed gives the same merchants, ids and amounts.
+//! so the same seed gives the same merchants, ids and amounts; `settlement` adds what follows
+//! the authorizations (disputes, batches, deposits).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -9,8 +10,12 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::settlement::{Settlement, SettlementConfig};
 use mxc::{Resource, AUTHORIZATIONS};
+use settlement::Settlement;
+
+mod settlement;
+
+pub use settlement::SettlementConfig;
 
 /// One merchant account (XMID) of the roster.
 #[derive(Debug, Clone)]
