@@ -577,12 +577,12 @@ mod reopen_tests {
             })
             .collect();
         {
-            let store = Store::open(&config, &sinks).unwrap();
+            let store = super::testing::open_config(&config, &sinks);
             assert_eq!(store.admit(&admissions, &[]).await.unwrap().new, 5);
             let again = store.admit(&admissions, &[]).await.unwrap();
             assert_eq!((again.new, again.duplicate), (0, 5));
         }
-        let store = Store::open(&config, &sinks).unwrap();
+        let store = super::testing::open_config(&config, &sinks);
         let entries = store.peek("archive", 10).unwrap();
         let bodies: Vec<String> = entries.iter().map(|e| e.event.body.to_string()).collect();
         let sent: Vec<String> = (0..5).map(|n| event(n).body.to_string()).collect();

@@ -13,7 +13,24 @@ pub(super) fn open(dir: &Path, sinks: &[&str]) -> Store {
         ..StoreConfig::default()
     };
     let sinks: Vec<String> = sinks.iter().map(|s| s.to_string()).collect();
-    Store::open(&config, &sinks).unwrap()
+    open_config(&config, &sinks)
+}
+
+/// `Store::open`, waiting while a store just dropped still holds sled's lock: its flusher
+/// thread lets go of the database at its next tick (as `Store::snapshot_closed` waits too).
+pub(super) fn open_config(config: &StoreConfig, sinks: &[String]) -> Store {
+    let started = std::time::Instant::now();
+    loop {
+        match Store::open(config, sinks) {
+            Ok(store) => return store,
+            Err(super::StoreError::Open { detail, .. })
+                if detail.contains("in use") && started.elapsed().as_secs() < 10 =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("cannot open the store: {e}"),
+        }
+    }
 }
 
 /// The event of record `record_id` for `sink`, with a body of its own.
