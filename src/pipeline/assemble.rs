@@ -92,6 +92,7 @@ impl Pipeline {
     ) -> Result<Pipeline, PipelineError> {
         let mut client_config = config.mxc.client_config();
         client_config.observer = Some(Arc::new(metrics.clone()));
+        client_config.clock = store.clock().clone();
         if config.cluster.enabled() {
             // MXC (and the simulator's counts) can tell the instances apart.
             client_config.user_agent = format!(

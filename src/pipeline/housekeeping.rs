@@ -58,7 +58,7 @@ pub(super) async fn prune_seen(
         let (store, resources) = (store.clone(), resources.clone());
         let xmids = fleet.xmids();
         let pruned = tokio::task::spawn_blocking(move || {
-            let now = Utc::now();
+            let now = store.clock().now();
             let mut before = chrono::Duration::from_std(retention)
                 .ok()
                 .and_then(|r| now.checked_sub_signed(r))
@@ -195,5 +195,69 @@ pub(super) async fn sample_gauges(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.cancelled() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StoreConfig;
+    use crate::store::Admission;
+    use mxc::TokioClock;
+
+    fn ids(names: &[&str]) -> Vec<Admission> {
+        names
+            .iter()
+            .map(|id| Admission {
+                record_id: id.to_string(),
+                xmid: "X1".into(),
+                events: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The running pruner forgets ids once they are older than the retention, and only those:
+    /// three hours of a paused clock pass in no time.
+    #[tokio::test(start_paused = true)]
+    async fn ids_past_the_retention_are_forgotten_by_the_running_pruner() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = StoreConfig {
+            path: dir.path().join("store"),
+            ..StoreConfig::default()
+        };
+        let store = Store::open_with_clock(&config, &[], TokioClock::new().shared()).unwrap();
+        let retention = Duration::from_secs(2 * 3600);
+        store.admit(&ids(&["old-1", "old-2"]), &[]).await.unwrap();
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        store.admit(&ids(&["recent"]), &[]).await.unwrap();
+        let stop = CancellationToken::new();
+        let pruner = tokio::spawn(prune_seen(
+            store.clone(),
+            Fleet::default(),
+            Vec::new(),
+            retention,
+            Duration::ZERO,
+            stop.clone(),
+        ));
+        // Hour 1 to 2: every id is within the retention; the pruner runs (every 12 minutes)
+        // and keeps them all.
+        tokio::time::sleep(Duration::from_secs(3600 - 60)).await;
+        assert_eq!(store.seen_len(), 3);
+        // Past hour 2 and one pruning interval: the two oldest go, the recent one stays.
+        tokio::time::sleep(Duration::from_secs(60 + 13 * 60)).await;
+        let mut waited = 0;
+        while store.seen_len() != 1 && waited < 100 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            waited += 1;
+        }
+        assert_eq!(
+            store.seen_len(),
+            1,
+            "only the id within the retention is left"
+        );
+        assert!(!store.is_seen("old-1").unwrap() && !store.is_seen("old-2").unwrap());
+        assert!(store.is_seen("recent").unwrap());
+        stop.cancel();
+        pruner.await.unwrap();
     }
 }

@@ -45,7 +45,8 @@ impl Store {
         admissions: &[Admission],
         cursors: &[(String, Cursor)],
     ) -> Result<AdmitOutcome, StoreError> {
-        self.admit_at(admissions, cursors, Utc::now()).await
+        self.admit_at(admissions, cursors, self.inner.clock.now())
+            .await
     }
 
     /// [`Store::admit`] with the instant the new ids are marked seen at (what

@@ -41,6 +41,7 @@ mod seen;
 #[cfg(test)]
 mod testing;
 
+use mxc::{SharedClock, SystemClock};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -133,6 +134,8 @@ struct Inner {
     /// Operators' pauses and endpoints' failing periods (see `controls`).
     controls: Tree,
     outboxes: BTreeMap<String, Sink>,
+    /// When ids are marked seen (their retention counts from it).
+    clock: SharedClock,
 }
 
 /// sled and the body segments, flushed together: bodies first, so that no pointer reaches
@@ -217,6 +220,15 @@ impl Store {
     /// Opens (or creates) the store with one outbox per sink in `sinks`. Outboxes of sinks no
     /// longer configured are kept as they are, and reported by [`Store::orphan_outboxes`].
     pub fn open(config: &StoreConfig, sinks: &[String]) -> Result<Store, StoreError> {
+        Store::open_with_clock(config, sinks, SystemClock::shared())
+    }
+
+    /// [`Store::open`] with the clock that stamps new ids as seen (a test's paused one).
+    pub fn open_with_clock(
+        config: &StoreConfig,
+        sinks: &[String],
+        clock: SharedClock,
+    ) -> Result<Store, StoreError> {
         let path = config.path.clone();
         if let Err(e) = std::fs::create_dir_all(&path) {
             return Err(StoreError::Open {
@@ -265,7 +277,7 @@ impl Store {
             failed: std::sync::OnceLock::new(),
         });
         spawn_flusher(&disk, std::time::Duration::from_millis(flush_ms), &path);
-        Store::on(db, disk, path, config, sinks)
+        Store::on(db, disk, path, config, sinks, clock)
     }
 
     /// Opens the store at `config.path` once more and closes it, after a clean stop: sled
@@ -321,7 +333,13 @@ impl Store {
             self.inner.path.clone(),
             &config.store,
             &sinks,
+            self.inner.clock.clone(),
         )
+    }
+
+    /// The clock that stamps new ids as seen.
+    pub fn clock(&self) -> &SharedClock {
+        &self.inner.clock
     }
 
     fn on(
@@ -330,6 +348,7 @@ impl Store {
         path: PathBuf,
         config: &StoreConfig,
         sinks: &[String],
+        clock: SharedClock,
     ) -> Result<Store, StoreError> {
         let tree = |name: &str| {
             db.open_tree(name).map_err(|source| StoreError::Io {
@@ -363,6 +382,7 @@ impl Store {
             db,
             disk,
             path,
+            clock,
         };
         Ok(Store {
             inner: Arc::new(inner),
