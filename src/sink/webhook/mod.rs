@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -199,7 +198,7 @@ impl Dispatcher {
         let fail = |e| (name.clone(), e);
         let fail = &fail;
         let now = Instant::now();
-        let wall_now = Utc::now().timestamp_millis();
+        let wall_now = store.clock().now().timestamp_millis();
         let mut retrying = HashMap::new();
         let mut due = BTreeSet::new();
         for (seq, state) in store.attempt_states(&name).map_err(fail)? {
@@ -227,7 +226,7 @@ impl Dispatcher {
             .set(disabled as i64);
         // The failing period goes on across a restart, on the wall clock.
         let failing_since = store.endpoint_failing_since(&name).map_err(fail)?.map(|t| {
-            let ago = (Utc::now() - t).to_std().unwrap_or_default();
+            let ago = (store.clock().now() - t).to_std().unwrap_or_default();
             now.checked_sub(ago).unwrap_or(now)
         });
         let paused_by_hand = store.endpoint_paused(&name).map_err(fail)?;
@@ -304,7 +303,7 @@ impl Dispatcher {
         }
         self.failing_since = since;
         let wall =
-            since.map(|t| Utc::now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
+            since.map(|t| self.store.clock().now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
         if let Err(e) = self.store.set_endpoint_failing_since(&self.sink.name, wall) {
             tracing::error!(sink = %self.sink.name, error = %e, "cannot record the endpoint's failing period (a restart would count it from then)");
         }
@@ -532,7 +531,7 @@ impl Dispatcher {
                 };
                 let state = AttemptState {
                     attempts,
-                    next_at_ms: Utc::now().timestamp_millis() + delay.as_millis() as i64,
+                    next_at_ms: self.store.clock().now().timestamp_millis() + delay.as_millis() as i64,
                     last_status: attempt.status,
                     last_error: attempt.detail.clone(),
                 };
@@ -563,7 +562,7 @@ impl Dispatcher {
         self.disabled = true;
         let name = &self.sink.name;
         let state = DisabledEndpoint {
-            disabled_at: Utc::now(),
+            disabled_at: self.store.clock().now(),
             reason: reason.clone(),
             url: self.sink.endpoint.shown_url().to_string(),
         };
