@@ -33,4 +33,4 @@ mod metrics;
 mod server;
 
 pub use metrics::Metrics;
-pub use server::{serve, Health};
+pub use server::{serve, Health, Unready};
