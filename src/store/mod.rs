@@ -135,8 +135,6 @@ struct Inner {
     outboxes: BTreeMap<String, Sink>,
 }
 
-/// sled and the body segments, flushed together: bodies first, so that no pointer reaches
-/// the disk before its body.
 /// Why a flush failed (the detail of [`StoreError::Flush`]).
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
@@ -157,6 +155,8 @@ pub enum FlushError {
     Task(tokio::task::JoinError),
 }
 
+/// sled and the body segments, flushed together: bodies first, so that no pointer reaches
+/// the disk before its body.
 struct Disk {
     db: sled::Db,
     bodies: bodies::Bodies,
