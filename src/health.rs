@@ -12,7 +12,7 @@ use axum::response::IntoResponse;
 use tokio_util::sync::CancellationToken;
 
 use crate::poll::Fleet;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
 use mxc::Client;
 
@@ -33,14 +33,57 @@ pub struct Health {
     pub stuck_after: Duration,
 }
 
+/// Why a readiness check fails: the text `/readyz` prints after `FAILING, `.
+#[derive(Debug, thiserror::Error)]
+pub enum Unready {
+    /// The store cannot be read.
+    #[error("{0}")]
+    Store(StoreError),
+    /// The store refuses to admit more (its disk is nearly full): the pollers wait.
+    #[error("{0}: polling paused")]
+    StoreFull(StoreError),
+    /// No MXC token is held, or the one held has expired.
+    #[error("no valid MXC token (see the log for the Security API's answer)")]
+    NoToken,
+    /// The largest poll lag (seconds) exceeds `stuck_after` (seconds).
+    #[error("a poller is stuck: largest lag {lag:.0}s exceeds {stuck_after}s")]
+    PollerStuck { lag: f64, stuck_after: u64 },
+    /// Webhook endpoints disabled, sinks unreachable (either list may be empty, not both).
+    #[error("{}", sink_problems(.disabled, .unreachable))]
+    Sinks {
+        disabled: Vec<String>,
+        unreachable: Vec<String>,
+    },
+    /// The roster has not been read since the start.
+    #[error("not read yet (see the log for the MXC answer)")]
+    RosterNotRead,
+    /// The roster's last read is older than two refreshes (and a minute).
+    #[error("last read {age:.0}s ago, beyond two refreshes (see the log)")]
+    RosterStale { age: f64 },
+}
+
+fn sink_problems(disabled: &[String], unreachable: &[String]) -> String {
+    let mut problems = Vec::new();
+    if !disabled.is_empty() {
+        problems.push(format!(
+            "webhook endpoint disabled: {} (mxc-relay webhook enable)",
+            disabled.join(", ")
+        ));
+    }
+    if !unreachable.is_empty() {
+        problems.push(format!("unreachable: {}", unreachable.join(", ")));
+    }
+    problems.join("; ")
+}
+
 impl Health {
     /// Each check with its verdict: `Ok(detail)` or `Err(what is wrong)`.
-    pub fn checks(&self) -> Vec<(&'static str, Result<String, String>)> {
+    pub fn checks(&self) -> Vec<(&'static str, Result<String, Unready>)> {
         let xmids = self.fleet.xmids();
         let store = match xmids.first().map(|x| self.store.cursor(x)) {
-            Some(Err(e)) => Err(e.to_string()),
+            Some(Err(e)) => Err(Unready::Store(e)),
             _ => match self.store.check_space() {
-                Err(e) => Err(format!("{e}: polling paused")),
+                Err(e) => Err(Unready::StoreFull(e)),
                 Ok(()) => Ok(format!("open at {}", self.store.path().display())),
             },
         };
@@ -49,16 +92,16 @@ impl Health {
                 "held, expires in {}",
                 humantime::format_duration(Duration::from_secs(left.as_secs()))
             )),
-            _ => Err("no valid MXC token (see the log for the Security API's answer)".into()),
+            _ => Err(Unready::NoToken),
         };
         let lag = self.metrics.poll_lag_max.get();
         let pollers = if lag <= self.stuck_after.as_secs_f64() {
             Ok(format!("{} XMIDs, largest lag {lag:.1}s", xmids.len()))
         } else {
-            Err(format!(
-                "a poller is stuck: largest lag {lag:.0}s exceeds {}s",
-                self.stuck_after.as_secs()
-            ))
+            Err(Unready::PollerStuck {
+                lag,
+                stuck_after: self.stuck_after.as_secs(),
+            })
         };
         let flagged = |gauge: &prometheus::IntGaugeVec| -> Vec<String> {
             self.store
@@ -71,20 +114,13 @@ impl Health {
             flagged(&self.metrics.webhook_disabled),
             flagged(&self.metrics.sink_unreachable),
         );
-        let mut problems = Vec::new();
-        if !disabled.is_empty() {
-            problems.push(format!(
-                "webhook endpoint disabled: {} (mxc-relay webhook enable)",
-                disabled.join(", ")
-            ));
-        }
-        if !unreachable.is_empty() {
-            problems.push(format!("unreachable: {}", unreachable.join(", ")));
-        }
-        let sinks = if problems.is_empty() {
+        let sinks = if disabled.is_empty() && unreachable.is_empty() {
             Ok(format!("{} sinks", self.store.sinks().count()))
         } else {
-            Err(problems.join("; "))
+            Err(Unready::Sinks {
+                disabled,
+                unreachable,
+            })
         };
         let mut checks = vec![
             ("store", store),
@@ -121,11 +157,9 @@ impl Health {
             checks.push((
                 "roster",
                 if last <= 0.0 {
-                    Err("not read yet (see the log for the MXC answer)".into())
+                    Err(Unready::RosterNotRead)
                 } else if age > limit {
-                    Err(format!(
-                        "last read {age:.0}s ago, beyond two refreshes (see the log)"
-                    ))
+                    Err(Unready::RosterStale { age })
                 } else {
                     Ok(format!("read {age:.0}s ago"))
                 },
@@ -202,4 +236,50 @@ fn readyz(health: &Health) -> (StatusCode, String) {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_checks_read_as_before() {
+        let sinks = |disabled: &[&str], unreachable: &[&str]| {
+            Unready::Sinks {
+                disabled: disabled.iter().map(|s| s.to_string()).collect(),
+                unreachable: unreachable.iter().map(|s| s.to_string()).collect(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            sinks(&["a", "b"], &[]),
+            "webhook endpoint disabled: a, b (mxc-relay webhook enable)"
+        );
+        assert_eq!(sinks(&[], &["k"]), "unreachable: k");
+        assert_eq!(
+            sinks(&["a"], &["k", "l"]),
+            "webhook endpoint disabled: a (mxc-relay webhook enable); unreachable: k, l"
+        );
+        assert_eq!(
+            Unready::PollerStuck {
+                lag: 312.6,
+                stuck_after: 300
+            }
+            .to_string(),
+            "a poller is stuck: largest lag 313s exceeds 300s"
+        );
+        assert_eq!(
+            Unready::RosterStale { age: 1234.4 }.to_string(),
+            "last read 1234s ago, beyond two refreshes (see the log)"
+        );
+        let full = StoreError::DiskFull {
+            path: "/var/lib/mxc-relay".into(),
+            free_mib: 10,
+            min_free_mib: 100,
+        };
+        assert_eq!(
+            Unready::StoreFull(full).to_string(),
+            "store /var/lib/mxc-relay: the disk is nearly full (10 MiB free, store.min_free_mib is 100): polling paused"
+        );
+    }
 }

@@ -176,19 +176,51 @@ pub struct ApiError {
     pub error: String,
 }
 
+/// Why a text is not an instant for [`parse_instant`]; the text shows what it takes.
+#[derive(Debug, thiserror::Error)]
+pub enum InstantError {
+    /// Neither an RFC 3339 instant, a `YYYY-MM-DD` date nor a duration.
+    #[error("{0:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")]
+    Unreadable(String),
+    /// A duration so long that now minus it is before the first instant chrono can hold.
+    #[error("{0:?} ago is before any instant this tool can name")]
+    TooLongAgo(String),
+}
+
 /// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
-pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, InstantError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
-    let ago = crate::config::parse_duration(text).map_err(|_| {
-        format!("{text:?} is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)")
-    })?;
+    let ago = crate::config::parse_duration(text)
+        .map_err(|_| InstantError::Unreadable(text.to_string()))?;
     chrono::Duration::from_std(ago)
         .ok()
         .and_then(|d| Utc::now().checked_sub_signed(d))
-        .ok_or_else(|| format!("{text:?} ago is before any instant this tool can name"))
+        .ok_or_else(|| InstantError::TooLongAgo(text.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instant_is_read_or_refused_saying_what_is_taken() {
+        assert_eq!(
+            parse_instant("2026-01-02").unwrap().to_rfc3339(),
+            "2026-01-02T00:00:00+00:00"
+        );
+        assert!(parse_instant("1h").unwrap() < Utc::now());
+        assert_eq!(
+            parse_instant("soon").unwrap_err().to_string(),
+            "\"soon\" is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)"
+        );
+        assert_eq!(
+            parse_instant("1000000y").unwrap_err().to_string(),
+            "\"1000000y\" ago is before any instant this tool can name"
+        );
+    }
 }

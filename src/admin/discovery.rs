@@ -11,6 +11,23 @@ use mxc::Secret;
 
 const FILE: &str = "admin.json";
 
+/// Why `admin.json` cannot be read: the CLI then cannot tell whether the service runs.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The file is there but cannot be read.
+    #[error("{}: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file holds something other than what the service writes.
+    #[error("{}: not what the service writes ({error})", .path.display())]
+    Unreadable {
+        path: PathBuf,
+        error: serde_json::Error,
+    },
+}
+
 #[derive(Serialize, Deserialize)]
 pub struct Discovery {
     pub pid: u32,
@@ -56,15 +73,17 @@ impl Discovery {
     }
 
     /// The running service's file, if there is one and its process lives.
-    pub fn find(store: &Path) -> Result<Option<Discovery>, String> {
+    pub fn find(store: &Path) -> Result<Option<Discovery>, DiscoveryError> {
         let path = Discovery::path(store);
         let text = match std::fs::read(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(error) => return Err(DiscoveryError::Read { path, error }),
         };
-        let found: Discovery = serde_json::from_slice(&text)
-            .map_err(|e| format!("{}: not what the service writes ({e})", path.display()))?;
+        let found: Discovery = match serde_json::from_slice(&text) {
+            Ok(found) => found,
+            Err(error) => return Err(DiscoveryError::Unreadable { path, error }),
+        };
         Ok(alive(found.pid).then_some(found))
     }
 }

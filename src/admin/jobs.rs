@@ -5,12 +5,46 @@
 
 use std::sync::{Arc, Mutex};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
 use super::api::{BackfillStart, BackfillStatus};
 use crate::poll::{BackfillProgress, BackfillRequest, Pollers};
 use mxc::{Resource, AUTHORIZATIONS};
+
+/// Why a backfill request is refused (the admin API answers 400 with the text).
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    /// `resource` names no resource MXC serves; the text lists those it does.
+    #[error("resource: no resource named {0:?} (known: {known})", known = Resource::names())]
+    UnknownResource(String),
+    /// No XMIDs given and none listed in `pollers.xmids`.
+    #[error(
+        "no XMIDs: give some (the roster is not read by backfill), or list them in pollers.xmids"
+    )]
+    NoXmids,
+    /// No route takes the resource: what is read would go nowhere.
+    #[error("no route takes {0}: add a [[routes]] entry with resource = {0:?} (and {0:?} to pollers.resources)")]
+    NotRouted(&'static str),
+    /// `since` is not an instant, a date or a duration ago.
+    #[error("since: {0}")]
+    Since(super::api::InstantError),
+    /// The window from `since` to `until` (default: now) is empty.
+    #[error("since ({}) must be before until ({})", mxc::instant(*.since), mxc::instant(*.until))]
+    EmptyWindow {
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+}
+
+/// A backfill cannot start while another runs (the admin API answers 409 with the text).
+#[derive(Debug, thiserror::Error)]
+#[error("a backfill runs already ({resource} of {} from {since}); cancel it first", .xmids.join(","))]
+pub struct BackfillRunning {
+    pub resource: String,
+    pub xmids: Vec<String>,
+    pub since: String,
+}
 
 /// What a backfill request must satisfy, as the `backfill` command checks it: XMIDs (default:
 /// those listed), a route that takes the resource, a window that is not empty.
@@ -18,14 +52,11 @@ pub fn backfill_request(
     start: &BackfillStart,
     listed: &[String],
     routed: &[&str],
-) -> Result<BackfillRequest, String> {
+) -> Result<BackfillRequest, BackfillError> {
     let resource: &'static Resource = match &start.resource {
-        Some(name) => Resource::named(name).ok_or_else(|| {
-            format!(
-                "resource: no resource named {name:?} (known: {})",
-                Resource::names()
-            )
-        })?,
+        Some(name) => {
+            Resource::named(name).ok_or_else(|| BackfillError::UnknownResource(name.clone()))?
+        }
         None => &AUTHORIZATIONS,
     };
     let xmids = if start.xmids.is_empty() {
@@ -34,22 +65,15 @@ pub fn backfill_request(
         start.xmids.clone()
     };
     if xmids.is_empty() {
-        return Err("no XMIDs: give some (the roster is not read by backfill), or list them in pollers.xmids".into());
+        return Err(BackfillError::NoXmids);
     }
     if !routed.contains(&resource.name) {
-        return Err(format!(
-            "no route takes {0}: add a [[routes]] entry with resource = {0:?} (and {0:?} to pollers.resources)",
-            resource.name
-        ));
+        return Err(BackfillError::NotRouted(resource.name));
     }
-    let since = super::api::parse_instant(&start.since).map_err(|e| format!("since: {e}"))?;
+    let since = super::api::parse_instant(&start.since).map_err(BackfillError::Since)?;
     let until = start.until.unwrap_or_else(Utc::now);
     if since >= until {
-        return Err(format!(
-            "since ({}) must be before until ({})",
-            mxc::instant(since),
-            mxc::instant(until)
-        ));
+        return Err(BackfillError::EmptyWindow { since, until });
     }
     Ok(BackfillRequest {
         resource,
@@ -80,17 +104,16 @@ impl Backfills {
         pollers: Pollers,
         request: BackfillRequest,
         stop: &CancellationToken,
-    ) -> Result<BackfillStatus, String> {
+    ) -> Result<BackfillStatus, BackfillRunning> {
         let mut job = self.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(current) = job.as_ref() {
             let status = lock(&current.status).clone();
             if status.state == "running" {
-                return Err(format!(
-                    "a backfill runs already ({} of {} from {}); cancel it first",
-                    status.resource,
-                    status.xmids.join(","),
-                    status.since
-                ));
+                return Err(BackfillRunning {
+                    resource: status.resource,
+                    xmids: status.xmids,
+                    since: status.since,
+                });
             }
         }
         let status = Arc::new(Mutex::new(BackfillStatus {
@@ -187,4 +210,75 @@ fn update_fields(s: &mut BackfillStatus, p: &BackfillProgress) {
     s.total = p.total;
     s.position = p.position;
     s.resumed = p.resumed;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn start(since: &str, resource: Option<&str>) -> BackfillStart {
+        BackfillStart {
+            since: since.into(),
+            until: None,
+            xmids: Vec::new(),
+            resource: resource.map(String::from),
+        }
+    }
+
+    fn refusal(start: &BackfillStart, listed: &[&str], routed: &[&str]) -> String {
+        let listed: Vec<String> = listed.iter().map(|x| x.to_string()).collect();
+        backfill_request(start, &listed, routed)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_refused_backfill_says_why_as_it_always_did() {
+        let all = ["authorizations"];
+        assert_eq!(
+            refusal(&start("1h", Some("chargebacks")), &["X1"], &all),
+            format!(
+                "resource: no resource named \"chargebacks\" (known: {})",
+                Resource::names()
+            )
+        );
+        assert_eq!(
+            refusal(&start("1h", None), &[], &all),
+            "no XMIDs: give some (the roster is not read by backfill), or list them in pollers.xmids"
+        );
+        assert_eq!(
+            refusal(&start("1h", None), &["X1"], &["disputes"]),
+            "no route takes authorizations: add a [[routes]] entry with resource = \"authorizations\" (and \"authorizations\" to pollers.resources)"
+        );
+        assert_eq!(
+            refusal(&start("soon", None), &["X1"], &all),
+            "since: \"soon\" is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)"
+        );
+        let mut backwards = start("2026-01-02", None);
+        backwards.until = Some("2026-01-01T00:00:00Z".parse().unwrap());
+        assert_eq!(
+            refusal(&backwards, &["X1"], &all),
+            format!(
+                "since ({}) must be before until ({})",
+                mxc::instant("2026-01-02T00:00:00Z".parse().unwrap()),
+                mxc::instant("2026-01-01T00:00:00Z".parse().unwrap())
+            )
+        );
+        let request = backfill_request(&start("2026-01-02", None), &["X1".into()], &all).unwrap();
+        assert_eq!(request.xmids, ["X1"]);
+        assert_eq!(request.resource.name, "authorizations");
+    }
+
+    #[test]
+    fn a_second_backfill_names_the_one_that_runs() {
+        let running = BackfillRunning {
+            resource: "authorizations".into(),
+            xmids: vec!["X1".into(), "X2".into()],
+            since: "30d".into(),
+        };
+        assert_eq!(
+            running.to_string(),
+            "a backfill runs already (authorizations of X1,X2 from 30d); cancel it first"
+        );
+    }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use jobs::{backfill_request, Backfills};
+pub use jobs::{backfill_request, BackfillError, BackfillRunning, Backfills};
 pub use openapi::document as openapi_document;
 pub use server::{HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 

@@ -10,24 +10,40 @@ use super::api::{
 use crate::store::{DeadLetter, Store, StoreError};
 use mxc::RESOURCES;
 
+/// A sink name that no configured sink has; the text lists those that exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no sink named {name:?} (sinks: {})", listed(.sinks))]
+pub struct UnknownSink {
+    pub name: String,
+    /// The configured sinks.
+    pub sinks: Vec<String>,
+}
+
+fn listed(sinks: &[String]) -> String {
+    if sinks.is_empty() {
+        "none".to_string()
+    } else {
+        sinks.join(", ")
+    }
+}
+
 /// Names the sink or says which exist.
-pub fn check_sink(sinks: &[String], sink: &str) -> Result<(), String> {
+pub fn check_sink(sinks: &[String], sink: &str) -> Result<(), UnknownSink> {
     if sinks.iter().any(|s| s == sink) {
         Ok(())
     } else {
-        Err(format!(
-            "no sink named {sink:?} (sinks: {})",
-            if sinks.is_empty() {
-                "none".to_string()
-            } else {
-                sinks.join(", ")
-            }
-        ))
+        Err(UnknownSink {
+            name: sink.to_string(),
+            sinks: sinks.to_vec(),
+        })
     }
 }
 
 /// The sinks a filter names (all of them without one).
-fn selected<'a>(sinks: &'a [String], filter: &DeadLetterFilter) -> Result<Vec<&'a String>, String> {
+fn selected<'a>(
+    sinks: &'a [String],
+    filter: &DeadLetterFilter,
+) -> Result<Vec<&'a String>, UnknownSink> {
     match &filter.sink {
         Some(name) => {
             check_sink(sinks, name)?;
@@ -48,11 +64,20 @@ impl DeadLetterFilter {
     }
 }
 
-/// Errors of these operations: a wrong argument (the caller's) or the store.
+/// Errors of these operations: a wrong argument (the caller's) or the store. The admin API
+/// answers 500 for the store's, 400 for the others.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
-    #[error("{0}")]
-    BadRequest(String),
+    /// A filter names no configured sink.
+    #[error(transparent)]
+    UnknownSink(#[from] UnknownSink),
+    /// An endpoint action other than `enable`, `pause` and `resume`.
+    #[error("no endpoint action {0:?} (enable, pause, resume)")]
+    UnknownAction(String),
+    /// The admin API's blocking task for the request failed (panicked or was cancelled).
+    #[error("the request's task failed: {0}")]
+    Task(tokio::task::JoinError),
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -64,7 +89,7 @@ pub fn dead_letters(
     filter: &DeadLetterFilter,
 ) -> Result<Vec<DeadLetterView>, OpError> {
     let mut out = Vec::new();
-    for sink in selected(sinks, filter).map_err(OpError::BadRequest)? {
+    for sink in selected(sinks, filter)? {
         for (seq, letter) in store.dead_letters(sink)? {
             if filter.matches(&letter) {
                 out.push(DeadLetterView {
@@ -95,7 +120,7 @@ pub fn replay(
         replayed: 0,
         per_sink: Vec::new(),
     };
-    for sink in selected(sinks, &request.filter).map_err(OpError::BadRequest)? {
+    for sink in selected(sinks, &request.filter)? {
         let n = store.replay_dead_where(sink, |l| {
             request.filter.matches(l)
                 && (request.ids.is_empty() || request.ids.contains(&l.event.id))
@@ -152,11 +177,7 @@ pub fn endpoint_action(
                 (_, false) => (false, "not paused".into()),
             }
         }
-        other => {
-            return Err(OpError::BadRequest(format!(
-                "no endpoint action {other:?} (enable, pause, resume)"
-            )))
-        }
+        other => return Err(OpError::UnknownAction(other.to_string())),
     };
     Ok(EndpointOutcome {
         sink: sink.to_string(),
@@ -229,4 +250,36 @@ pub fn state(
         cluster_shards: None,
         backfill: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_sink_or_action_is_named_with_what_exists() {
+        let sinks = vec!["kafka".to_string(), "hooks".to_string()];
+        assert!(check_sink(&sinks, "hooks").is_ok());
+        assert_eq!(
+            check_sink(&sinks, "other").unwrap_err().to_string(),
+            "no sink named \"other\" (sinks: kafka, hooks)"
+        );
+        assert_eq!(
+            check_sink(&[], "other").unwrap_err().to_string(),
+            "no sink named \"other\" (sinks: none)"
+        );
+        let filter = DeadLetterFilter {
+            sink: Some("other".into()),
+            ..DeadLetterFilter::default()
+        };
+        let e = OpError::from(selected(&sinks, &filter).unwrap_err());
+        assert_eq!(
+            e.to_string(),
+            "no sink named \"other\" (sinks: kafka, hooks)"
+        );
+        assert_eq!(
+            OpError::UnknownAction("stop".into()).to_string(),
+            "no endpoint action \"stop\" (enable, pause, resume)"
+        );
+    }
 }

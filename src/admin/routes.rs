@@ -51,10 +51,13 @@ fn error(status: StatusCode, message: String) -> Response {
 
 impl IntoResponse for OpError {
     fn into_response(self) -> Response {
-        match self {
-            OpError::BadRequest(m) => error(StatusCode::BAD_REQUEST, m),
-            OpError::Store(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        }
+        let status = match self {
+            OpError::UnknownSink(_) | OpError::UnknownAction(_) | OpError::Task(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            OpError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        error(status, self.to_string())
     }
 }
 
@@ -64,7 +67,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, OpError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| OpError::BadRequest(format!("the request's task failed: {e}")))?
+        .map_err(OpError::Task)?
 }
 
 /// The running state: cursors and lag per XMID and resource, outboxes, dead letters,
@@ -220,7 +223,7 @@ pub(super) async fn backfill_start(
 ) -> Response {
     let request = match super::jobs::backfill_request(&start, &c.listed, &c.routed) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     match c.backfills.start(c.pollers.clone(), request, &c.stop) {
         Ok(status) => {
@@ -230,7 +233,7 @@ pub(super) async fn backfill_start(
             );
             answer(StatusCode::ACCEPTED, status, outcome)
         }
-        Err(e) => error(StatusCode::CONFLICT, e),
+        Err(e) => error(StatusCode::CONFLICT, e.to_string()),
     }
 }
 

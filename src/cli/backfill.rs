@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use mxc::Resource;
 use mxc_relay::admin::api::{BackfillStart, BackfillStatus};
 use mxc_relay::admin::backfill_request;
-use mxc_relay::admin::client::AdminClient;
+use mxc_relay::admin::client::{AdminClient, ClientError};
 use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::poll::BackfillProgress;
@@ -144,10 +144,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
 /// The backfill inside the running service, through its admin API: started, watched, and
 /// cancelled on Ctrl-C (its checkpoint stays: the same command resumes it).
 async fn through_service(api: &AdminClient, start: &BackfillStart) -> anyhow::Result<ExitCode> {
-    let started: BackfillStatus = api
-        .post("/v1/backfill", start)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let started: BackfillStatus = api.post("/v1/backfill", start).await?;
     eprintln!(
         "backfill: inside the running service (pid {}): {} of {} XMIDs from {}",
         api.pid(),
@@ -168,7 +165,7 @@ async fn through_service(api: &AdminClient, start: &BackfillStart) -> anyhow::Re
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = interrupted.cancelled() => {
-                let cancelled: Result<BackfillStatus, String> = api.delete("/v1/backfill").await;
+                let cancelled: Result<BackfillStatus, ClientError> = api.delete("/v1/backfill").await;
                 if let Ok(status) = cancelled {
                     bar.show(&progress_of(&status), true);
                 }
@@ -176,7 +173,7 @@ async fn through_service(api: &AdminClient, start: &BackfillStart) -> anyhow::Re
                 return Ok(ExitCode::from(130));
             }
         }
-        let status: BackfillStatus = api.get("/v1/backfill").await.map_err(anyhow::Error::msg)?;
+        let status: BackfillStatus = api.get("/v1/backfill").await?;
         let done = status.state != "running";
         bar.show(&progress_of(&status), done);
         match status.state.as_str() {

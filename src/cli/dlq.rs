@@ -81,9 +81,7 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         };
         let (outcome, when): (ReplayOutcome, &str) = match &service {
             Service::Running(api) => (
-                api.post("/v1/dead-letters/replay", &request)
-                    .await
-                    .map_err(anyhow::Error::msg)?,
+                api.post("/v1/dead-letters/replay", &request).await?,
                 "the running service sends them now",
             ),
             Service::Stopped => (
@@ -101,10 +99,10 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let letters: Vec<DeadLetterView> = match &service {
-        Service::Running(api) => api
-            .get(&format!("/v1/dead-letters?{}", query(&filter)))
-            .await
-            .map_err(anyhow::Error::msg)?,
+        Service::Running(api) => {
+            api.get(&format!("/v1/dead-letters?{}", query(&filter)))
+                .await?
+        }
         Service::Stopped => ops::dead_letters(&Store::open_for(&config)?, &sinks, &filter)?,
     };
     for letter in &letters {

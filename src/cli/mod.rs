@@ -112,8 +112,8 @@ pub fn exit_on_second_signal() {
 pub enum ArgError {
     /// Not an instant, a date or a duration ago (the admin API's parser, shared with
     /// `backfill`, says why).
-    #[error("{0}")]
-    Instant(String),
+    #[error(transparent)]
+    Instant(#[from] mxc_relay::admin::api::InstantError),
     /// `--resource` names no resource MXC serves; the text lists those it does.
     #[error("no resource named {0:?} (known: {known})", known = mxc::Resource::names())]
     UnknownResource(String),
@@ -127,7 +127,7 @@ pub enum ArgError {
 
 /// An ISO-8601 instant, a `YYYY-MM-DD` date (its start, UTC), or a duration before now.
 pub fn instant(text: &str) -> Result<DateTime<Utc>, ArgError> {
-    mxc_relay::admin::api::parse_instant(text).map_err(ArgError::Instant)
+    Ok(mxc_relay::admin::api::parse_instant(text)?)
 }
 
 /// A resource by name, for `--resource`.

@@ -11,11 +11,9 @@ pub enum Service {
 
 impl Service {
     pub fn find(config: &Config) -> anyhow::Result<Service> {
-        Ok(
-            match AdminClient::find(config).map_err(anyhow::Error::msg)? {
-                Some(api) => Service::Running(api),
-                None => Service::Stopped,
-            },
-        )
+        Ok(match AdminClient::find(config)? {
+            Some(api) => Service::Running(api),
+            None => Service::Stopped,
+        })
     }
 }

@@ -27,10 +27,7 @@ pub struct StateArgs {
 pub async fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
     let view = match Service::find(&config)? {
-        Service::Running(api) => api
-            .get::<StateView>("/v1/state")
-            .await
-            .map_err(anyhow::Error::msg)?,
+        Service::Running(api) => api.get::<StateView>("/v1/state").await?,
         Service::Stopped => {
             let store = Store::open_for(&config)?;
             ops::state(&store, &sink_names(&config), &webhook_names(&config))?

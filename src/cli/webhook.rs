@@ -136,10 +136,10 @@ async fn endpoint(args: EnableArgs, action: &str) -> anyhow::Result<ExitCode> {
         );
     }
     let outcome: EndpointOutcome = match Service::find(&config)? {
-        Service::Running(api) => api
-            .post(&format!("/v1/endpoints/{}/{action}", args.sink), &())
-            .await
-            .map_err(anyhow::Error::msg)?,
+        Service::Running(api) => {
+            api.post(&format!("/v1/endpoints/{}/{action}", args.sink), &())
+                .await?
+        }
         Service::Stopped => ops::endpoint_action(&Store::open_for(&config)?, &args.sink, action)?,
     };
     println!(

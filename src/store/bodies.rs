@@ -31,6 +31,31 @@ pub struct BodyRef {
     pub len: u32,
 }
 
+/// Why a body cannot be read (the store reports it as a corrupt outbox entry).
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The segments' state is poisoned: a writer panicked.
+    #[error("{0}")]
+    State(std::io::Error),
+    /// The segment cannot be opened (deleted, say).
+    #[error("{}: {error}", .path.display())]
+    Open {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The segment is shorter than the entry says, or cannot be read.
+    #[error("{}: cannot read {len} bytes at {offset}: {error}", .path.display())]
+    Read {
+        path: PathBuf,
+        len: usize,
+        offset: u64,
+        error: std::io::Error,
+    },
+    /// The bytes read are not the body written there (its length or checksum differs).
+    #[error("{} at {offset}: the body does not match its checksum", .path.display())]
+    Checksum { path: PathBuf, offset: u64 },
+}
+
 pub struct Bodies {
     dir: PathBuf,
     state: Mutex<State>,
@@ -215,39 +240,39 @@ impl Bodies {
     }
 
     /// Reads one body, checking its length and checksum.
-    pub fn read(&self, r: &BodyRef) -> Result<Bytes, String> {
+    pub fn read(&self, r: &BodyRef) -> Result<Bytes, BodyError> {
         let path = segment_path(&self.dir, r.segment);
         let file = {
-            let mut state = self.state().map_err(|e| e.to_string())?;
+            let mut state = self.state().map_err(BodyError::State)?;
             match state.readers.get(&r.segment) {
                 Some(file) => file.clone(),
                 None => {
-                    let file = Arc::new(
-                        File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?,
-                    );
+                    let file = match File::open(&path) {
+                        Ok(file) => Arc::new(file),
+                        Err(error) => return Err(BodyError::Open { path, error }),
+                    };
                     state.readers.insert(r.segment, file.clone());
                     file
                 }
             }
         };
         let mut buffer = vec![0u8; HEADER + r.len as usize];
-        file.read_exact_at(&mut buffer, r.offset).map_err(|e| {
-            format!(
-                "{}: cannot read {} bytes at {}: {e}",
-                path.display(),
-                buffer.len(),
-                r.offset
-            )
-        })?;
+        if let Err(error) = file.read_exact_at(&mut buffer, r.offset) {
+            return Err(BodyError::Read {
+                path,
+                len: buffer.len(),
+                offset: r.offset,
+                error,
+            });
+        }
         let len = u32::from_le_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]);
         let crc = u32::from_le_bytes([buffer[4], buffer[5], buffer[6], buffer[7]]);
         let body = Bytes::from(buffer).slice(HEADER..);
         if len != r.len || crc32fast::hash(&body) != crc {
-            return Err(format!(
-                "{} at {}: the body does not match its checksum",
-                path.display(),
-                r.offset
-            ));
+            return Err(BodyError::Checksum {
+                path,
+                offset: r.offset,
+            });
         }
         Ok(body)
     }
@@ -317,7 +342,11 @@ mod tests {
         let last = bytes.len() - 2;
         bytes[last] ^= 1;
         std::fs::write(&path, bytes).unwrap();
-        assert!(bodies.read(&fresh).unwrap_err().contains("checksum"));
+        assert!(bodies
+            .read(&fresh)
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
     }
 
     /// A full disk in the middle of a write: the bodies written before and after it are read

@@ -53,8 +53,25 @@ pub(super) fn encode_event(event: &Event, body_at: Option<BodyRef>) -> Vec<u8> {
     out
 }
 
+/// Why an outbox entry cannot be decoded (the store reports it as a corrupt entry).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DecodeError {
+    /// No newline ends a header.
+    #[error("no header line")]
+    NoHeader,
+    /// The header line is not the JSON this version writes.
+    #[error("{0}")]
+    Header(serde_json::Error),
+    /// The header says the body is in a segment, longer than a segment entry can be.
+    #[error("a body length over 4 GiB")]
+    BodyTooLong,
+    /// An inline body that is not UTF-8.
+    #[error("{0}")]
+    Body(std::str::Utf8Error),
+}
+
 /// An outbox entry's event, with its body still to be read when it is in a segment.
-pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>), String> {
+pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>), DecodeError> {
     let bytes = Bytes::from_owner(value);
     #[derive(Deserialize)]
     struct Head {
@@ -77,12 +94,12 @@ pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>)
     let split = bytes
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or("no header line")?;
-    let head: Head = serde_json::from_slice(&bytes[..split]).map_err(|e| e.to_string())?;
+        .ok_or(DecodeError::NoHeader)?;
+    let head: Head = serde_json::from_slice(&bytes[..split]).map_err(DecodeError::Header)?;
     let (body, at) = match head.body_at {
         // Read by the caller, from its segment.
         Some([segment, offset, len]) => {
-            let len = u32::try_from(len).map_err(|_| "a body length over 4 GiB".to_string())?;
+            let len = u32::try_from(len).map_err(|_| DecodeError::BodyTooLong)?;
             (
                 ByteString::new(),
                 Some(BodyRef {
@@ -95,7 +112,7 @@ pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>)
         // Entries written before bodies had segments (and replayed dead letters): the body
         // stays in sled's buffer (shared, not copied).
         None => (
-            ByteString::try_from(bytes.slice(split + 1..)).map_err(|e| e.to_string())?,
+            ByteString::try_from(bytes.slice(split + 1..)).map_err(DecodeError::Body)?,
             None,
         ),
     };
@@ -137,8 +154,8 @@ mod tests {
             body: "{\"data\":\"line\\nbreak\"}\n".into(),
         };
         assert_eq!(
-            decode_event(encode_event(&event, None).into()),
-            Ok((event.clone(), None))
+            decode_event(encode_event(&event, None).into()).unwrap(),
+            (event.clone(), None)
         );
         let at = BodyRef {
             segment: 3,
@@ -152,6 +169,11 @@ mod tests {
             head.body.is_empty(),
             "the body is in its segment, not in the entry"
         );
-        assert!(decode_event(sled::IVec::from(&b"no newline"[..])).is_err());
+        assert_eq!(
+            decode_event(sled::IVec::from(&b"no newline"[..]))
+                .unwrap_err()
+                .to_string(),
+            "no header line"
+        );
     }
 }

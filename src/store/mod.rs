@@ -102,7 +102,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("store {path}: flush failed: {detail}")]
-    Flush { path: PathBuf, detail: String },
+    Flush { path: PathBuf, detail: FlushError },
     #[error("no sink named {0:?} in the store")]
     UnknownSink(String),
     #[error("store {path}: the disk is nearly full ({free_mib} MiB free, store.min_free_mib is {min_free_mib})")]
@@ -138,6 +138,26 @@ struct Inner {
     clock: SharedClock,
 }
 
+/// Why a flush failed (the detail of [`StoreError::Flush`]).
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    /// The body segments' state is poisoned: a writer panicked.
+    #[error("{0}")]
+    Bodies(std::io::Error),
+    /// The body segments could not be put on disk.
+    #[error("sync event bodies: {0}")]
+    SyncBodies(std::io::Error),
+    /// sled could not flush; it refuses every write from now on (see `Disk::failed`).
+    #[error("{0}")]
+    Sled(sled::Error),
+    /// The segments of delivered bodies could not be deleted.
+    #[error("delete delivered body segments: {0}")]
+    DeleteSegments(std::io::Error),
+    /// The blocking task that flushed failed (panicked or was cancelled).
+    #[error("{0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// sled and the body segments, flushed together: bodies first, so that no pointer reaches
 /// the disk before its body.
 struct Disk {
@@ -156,22 +176,19 @@ struct Disk {
 impl Disk {
     /// Bodies, then sled, on disk; then the segments whose last entries this flush removed
     /// for good are deleted. Blocking.
-    fn flush(&self) -> Result<(), String> {
-        let doomed = self.bodies.doomed().map_err(|e| e.to_string())?;
-        self.bodies
-            .sync()
-            .map_err(|e| format!("sync event bodies: {e}"))?;
+    fn flush(&self) -> Result<(), FlushError> {
+        let doomed = self.bodies.doomed().map_err(FlushError::Bodies)?;
+        self.bodies.sync().map_err(FlushError::SyncBodies)?;
         {
             let _flushing = self.gate.write().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = self.db.flush() {
-                let detail = e.to_string();
-                let _ = self.failed.set(detail.clone());
-                return Err(detail);
+                let _ = self.failed.set(e.to_string());
+                return Err(FlushError::Sled(e));
             }
         }
         self.bodies
             .delete(doomed)
-            .map_err(|e| format!("delete delivered body segments: {e}"))
+            .map_err(FlushError::DeleteSegments)
     }
 
     /// Runs a multi-key write; never alongside a flush (see `gate`).
@@ -455,7 +472,7 @@ impl Store {
         let disk = self.inner.disk.clone();
         tokio::task::spawn_blocking(move || disk.flush())
             .await
-            .unwrap_or_else(|e| Err(e.to_string()))
+            .unwrap_or_else(|e| Err(FlushError::Task(e)))
             .map_err(|detail| StoreError::Flush {
                 path: self.inner.path.clone(),
                 detail,

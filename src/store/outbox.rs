@@ -79,9 +79,14 @@ impl Store {
     /// An outbox entry from its stored value, its body read from its segment if it has one.
     fn entry_of(&self, sink: &str, seq: u64, value: sled::IVec) -> Result<Entry, StoreError> {
         let corrupt = |e: String| self.corrupt("outbox", &format!("{sink}/{seq}"), &e);
-        let (mut event, at) = decode_event(value).map_err(corrupt)?;
+        let (mut event, at) = decode_event(value).map_err(|e| corrupt(e.to_string()))?;
         if let Some(at) = at {
-            let bytes = self.inner.disk.bodies.read(&at).map_err(corrupt)?;
+            let bytes = self
+                .inner
+                .disk
+                .bodies
+                .read(&at)
+                .map_err(|e| corrupt(e.to_string()))?;
             event.body = ByteString::try_from(bytes).map_err(|e| corrupt(e.to_string()))?;
         }
         Ok(Entry { seq, event })
