@@ -43,8 +43,20 @@ pub struct Faults {
     pub expire_scroll_every: u32,
 }
 
+/// A fault setting out of its range; the text names the setting.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FaultError {
+    #[error("{name} must be between 0 and 1, got {rate}")]
+    Rate { name: &'static str, rate: f64 },
+    #[error("error_status must be 400 to 599, got {0}")]
+    ErrorStatus(u16),
+    #[error("clock_offset_ms must be between -{MAX_CLOCK_OFFSET_MS} and {MAX_CLOCK_OFFSET_MS} (a week), got {0}")]
+    ClockOffset(i64),
+}
+
 impl Faults {
-    pub fn validate(&self) -> Result<(), String> {
+    /// Whether every setting is within its range.
+    pub fn validate(&self) -> Result<(), FaultError> {
         for (name, rate) in [
             ("throttle_rate", self.throttle_rate),
             ("error_rate", self.error_rate),
@@ -53,19 +65,16 @@ impl Faults {
             ("hide_from_created_rate", self.hide_from_created_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0 and 1, got {rate}"));
+                return Err(FaultError::Rate { name, rate });
             }
         }
         if let Some(status) = self.error_status {
             if !(400..=599).contains(&status) {
-                return Err(format!("error_status must be 400 to 599, got {status}"));
+                return Err(FaultError::ErrorStatus(status));
             }
         }
         if !(-MAX_CLOCK_OFFSET_MS..=MAX_CLOCK_OFFSET_MS).contains(&self.clock_offset_ms) {
-            return Err(format!(
-                "clock_offset_ms must be between -{MAX_CLOCK_OFFSET_MS} and {MAX_CLOCK_OFFSET_MS} (a week), got {}",
-                self.clock_offset_ms
-            ));
+            return Err(FaultError::ClockOffset(self.clock_offset_ms));
         }
         Ok(())
     }
@@ -88,10 +97,10 @@ mod tests {
             hide_from_created_rate: 1.5,
             ..Faults::default()
         };
-        assert!(bad_rate
-            .validate()
-            .unwrap_err()
-            .contains("hide_from_created_rate"));
+        assert_eq!(
+            bad_rate.validate().unwrap_err().to_string(),
+            "hide_from_created_rate must be between 0 and 1, got 1.5"
+        );
         let bad_offset = Faults {
             clock_offset_ms: MAX_CLOCK_OFFSET_MS + 1,
             ..Faults::default()
@@ -99,6 +108,7 @@ mod tests {
         assert!(bad_offset
             .validate()
             .unwrap_err()
+            .to_string()
             .contains("clock_offset_ms"));
     }
 }

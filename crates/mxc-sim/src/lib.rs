@@ -17,8 +17,8 @@ use mxc::{SharedClock, SystemClock};
 
 pub use data::SettlementConfig;
 pub use data::Shape;
-pub use faults::Faults;
-pub use server::RunningSim;
+pub use faults::{FaultError, Faults};
+pub use server::{GenerateError, RunningSim};
 pub use stats::StatsSnapshot;
 
 /// Default credentials of the simulator (documented in the README).

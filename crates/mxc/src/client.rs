@@ -171,7 +171,7 @@ impl Client {
         Page::parse_bytes(bytes.clone()).map_err(|detail| MxcError::Malformed {
             endpoint,
             status,
-            detail,
+            detail: detail.to_string(),
             excerpt: excerpt(&bytes),
         })
     }

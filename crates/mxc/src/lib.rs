@@ -17,7 +17,7 @@ pub use auth::{Credentials, TokenPolicy};
 pub use client::{display_url, Client, ClientConfig, DEFAULT_BASE_URL};
 pub use error::{MxcError, EXCERPT_LIMIT};
 pub use observer::Observer;
-pub use record::{Page, Record, RecordView, RejectedRecord};
+pub use record::{Page, ParseError, Record, RecordView, RejectedRecord};
 pub use report::{
     instant, Batch, ExportPager, RawPage, ReportPager, ReportQuery, TimeBasis,
     DEFAULT_MAX_RESULT_WINDOW, MAX_PAGE_SIZE,

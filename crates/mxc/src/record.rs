@@ -54,14 +54,37 @@ pub struct RejectedRecord {
     pub reason: String,
 }
 
+/// Why a page or a record cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    /// A record that is not a JSON object: it says what it is instead ("an array" …).
+    #[error("not a JSON object: {0}")]
+    NotAnObject(&'static str),
+    /// An object whose JSON cannot be read (`0` names the field where reading stopped).
+    #[error("not a JSON object ({0})")]
+    Unreadable(String),
+    /// The page is not UTF-8 text.
+    #[error("not UTF-8: {0}")]
+    NotUtf8(String),
+    /// The page is not JSON, or not the documented envelope.
+    #[error("{0}")]
+    Envelope(serde_json::Error),
+    /// The page is a JSON array where the envelope is an object.
+    #[error("the page is a JSON array, not an object")]
+    ArrayPage,
+    /// The page is not a JSON object at all.
+    #[error("the page is not a JSON object")]
+    NotAnObjectPage,
+}
+
 impl Record {
     /// Reads the typed view of `raw` (JSON text). A known field of an unexpected type (an
     /// amount given as text, a time that is not ISO-8601 …) reads as absent and is reported by
     /// [`Record::type_problem`]: the record itself, with its exact JSON, is kept. Fails only
     /// when the record is not a JSON object.
-    pub fn from_text(raw: ByteString) -> Result<Record, String> {
+    pub fn from_text(raw: ByteString) -> Result<Record, ParseError> {
         if !is_object(&raw) {
-            return Err(format!("not a JSON object: {}", json_kind(&raw)));
+            return Err(ParseError::NotAnObject(json_kind(&raw)));
         }
         // The common case first, at full speed; the path of a bad field is traced only when
         // there is one.
@@ -80,7 +103,7 @@ impl Record {
                     reason.as_deref().unwrap_or("unreadable")
                 );
                 let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&raw)
-                    .map_err(|_| format!("not a JSON object ({problem})"))?;
+                    .map_err(|_| ParseError::Unreadable(problem.clone()))?;
                 (RecordView::lenient(&object), Some(problem))
             }
         };
@@ -129,7 +152,7 @@ impl Record {
     }
 
     /// Parses one record from JSON text.
-    pub fn from_json(json: &str) -> Result<Record, String> {
+    pub fn from_json(json: &str) -> Result<Record, ParseError> {
         Record::from_text(ByteString::from(json))
     }
 
@@ -355,16 +378,16 @@ impl Page {
 
     /// Parses a page. The envelope must be well-formed; a record inside it that is not a JSON
     /// object lands in [`Page::rejected`] with its reason instead of failing the page.
-    pub fn parse(body: &[u8]) -> Result<Page, String> {
+    pub fn parse(body: &[u8]) -> Result<Page, ParseError> {
         Page::parse_bytes(Bytes::copy_from_slice(body))
     }
 
     /// [`Page::parse`] of an HTTP body as received: each record keeps a slice of it.
-    pub fn parse_bytes(body: Bytes) -> Result<Page, String> {
-        let text = ByteString::try_from(body).map_err(|e| format!("not UTF-8: {e}"))?;
-        let envelope: Envelope = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    pub fn parse_bytes(body: Bytes) -> Result<Page, ParseError> {
+        let text = ByteString::try_from(body).map_err(|e| ParseError::NotUtf8(e.to_string()))?;
+        let envelope: Envelope = serde_json::from_str(&text).map_err(ParseError::Envelope)?;
         if text.trim_start().as_bytes().first() != Some(&b'{') {
-            return Err("the page is a JSON array, not an object".into());
+            return Err(ParseError::ArrayPage);
         }
         let total_amount = envelope
             .aggregations
@@ -384,7 +407,7 @@ impl Page {
                 Err(reason) => page.rejected.push(RejectedRecord {
                     index,
                     id: id_of(raw.get()),
-                    reason,
+                    reason: reason.to_string(),
                 }),
             }
         }

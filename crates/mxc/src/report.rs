@@ -9,7 +9,7 @@ use reqwest::Method;
 
 use super::client::Client;
 use super::error::{excerpt, MxcError};
-use super::record::{Envelope, Page, Record, RejectedRecord};
+use super::record::{Envelope, Page, ParseError, Record, RejectedRecord};
 use super::resource::{Resource, AUTHORIZATIONS};
 
 /// The API's largest page.
@@ -450,7 +450,7 @@ impl ExportPager {
         let mut page = RawPage::parse(&bytes).map_err(|detail| MxcError::Malformed {
             endpoint,
             status,
-            detail,
+            detail: detail.to_string(),
             excerpt: excerpt(&bytes),
         })?;
         let empty = page.records.is_empty() && page.rejected.is_empty();
@@ -509,11 +509,11 @@ pub struct RawPage {
 
 impl RawPage {
     /// Reads the envelope; the same answers are malformed as for [`Page::parse`].
-    pub fn parse(body: &Bytes) -> Result<RawPage, String> {
+    pub fn parse(body: &Bytes) -> Result<RawPage, ParseError> {
         if body.trim_ascii_start().first() != Some(&b'{') {
-            return Err("the page is not a JSON object".into());
+            return Err(ParseError::NotAnObjectPage);
         }
-        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let envelope: Envelope<'_> = serde_json::from_slice(body).map_err(ParseError::Envelope)?;
         let mut page = RawPage {
             records: Vec::with_capacity(envelope.records.len()),
             rejected: Vec::new(),
@@ -528,6 +528,7 @@ impl RawPage {
             } else {
                 let reason = Record::from_json(text)
                     .err()
+                    .map(|e| e.to_string())
                     .unwrap_or_else(|| "not a JSON object".into());
                 page.rejected.push(RejectedRecord {
                     index,

@@ -302,8 +302,9 @@ impl Dispatcher {
             return;
         }
         self.failing_since = since;
-        let wall =
-            since.map(|t| self.store.clock().now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default());
+        let wall = since.map(|t| {
+            self.store.clock().now() - chrono::Duration::from_std(t.elapsed()).unwrap_or_default()
+        });
         if let Err(e) = self.store.set_endpoint_failing_since(&self.sink.name, wall) {
             tracing::error!(sink = %self.sink.name, error = %e, "cannot record the endpoint's failing period (a restart would count it from then)");
         }
@@ -531,7 +532,8 @@ impl Dispatcher {
                 };
                 let state = AttemptState {
                     attempts,
-                    next_at_ms: self.store.clock().now().timestamp_millis() + delay.as_millis() as i64,
+                    next_at_ms: self.store.clock().now().timestamp_millis()
+                        + delay.as_millis() as i64,
                     last_status: attempt.status,
                     last_error: attempt.detail.clone(),
                 };

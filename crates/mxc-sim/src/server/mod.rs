@@ -12,6 +12,7 @@ use answer::json_error;
 use api::{authenticate, export, report, roster_page};
 use control::{change_merchants, generate, get_faults, set_faults, stats};
 use layers::{date_header, observe};
+pub use state::GenerateError;
 use state::SimState;
 
 use std::collections::HashMap;
@@ -101,7 +102,7 @@ impl RunningSim {
         xmids: &[String],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<(), String> {
+    ) -> Result<(), GenerateError> {
         self.generate_shaped(count, xmids, from, to, Shape::NORMAL)
     }
 
@@ -114,7 +115,7 @@ impl RunningSim {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         shape: Shape,
-    ) -> Result<(), String> {
+    ) -> Result<(), GenerateError> {
         self.state.generate(count, xmids, from, to, shape)
     }
 

@@ -40,6 +40,21 @@ pub(super) struct Scroll {
     pub(super) last_used: Instant,
 }
 
+/// Why records could not be generated.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    #[error("unknown XMID {0:?}")]
+    UnknownXmid(String),
+    #[error("from {from} is after to {to}")]
+    Backwards {
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    /// A thread panicked while it held the simulator's data.
+    #[error("simulator state is poisoned")]
+    Poisoned,
+}
+
 impl SimState {
     /// The simulator's clock, in unix milliseconds: the machine's plus the offset fault.
     pub(super) fn now_ms(&self) -> i64 {
@@ -166,20 +181,17 @@ impl SimState {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         shape: Shape,
-    ) -> Result<(), String> {
-        let mut data = self
-            .data
-            .lock()
-            .map_err(|_| "simulator state is poisoned".to_string())?;
+    ) -> Result<(), GenerateError> {
+        let mut data = self.data.lock().map_err(|_| GenerateError::Poisoned)?;
         let mut merchants = Vec::with_capacity(xmids.len());
         for xmid in xmids {
             merchants.push(
                 data.merchant_index(xmid)
-                    .ok_or_else(|| format!("unknown XMID {xmid:?}"))?,
+                    .ok_or_else(|| GenerateError::UnknownXmid(xmid.clone()))?,
             );
         }
         if from > to {
-            return Err(format!("from {from} is after to {to}"));
+            return Err(GenerateError::Backwards { from, to });
         }
         let now = self.now_ms();
         data.generate(
