@@ -1,10 +1,10 @@
 //! The MX Connect client: managed JWTs, report queries (authorizations, disputes, batches,
 //! ACH), the roster, the record model.
 //!
-//! It keeps no metrics (it logs through `tracing`, warnings included): a program that wants to count
-//! calls gives the client an [`Observer`]. Errors are typed ([`MxcError`] for calls,
-//! [`ParseError`] for pages and records) and never carry a credential or a token. Times come
-//! from a [`Clock`] (the machine's by default), so tests can pause them.
+//! It keeps no metrics (it logs through `tracing`): a program that wants to count calls gives
+//! the client an [`Observer`]. Errors are typed ([`MxcError`] for calls, [`ParseError`] for
+//! pages and records) and never carry a credential or a token. Times come from a [`Clock`]
+//! (the machine's by default), so tests can pause them.
 
 mod auth;
 mod client;
