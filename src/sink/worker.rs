@@ -10,6 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{round, Outcome, Sink};
 use crate::store::Store;
+use crate::telemetry::events::{
+    DeliveryFailed, DeliveryPath, EventDeadLettered, EventsDelivered, InternalEvent,
+};
 use crate::telemetry::Metrics;
 
 #[derive(Debug, Clone)]
@@ -77,12 +80,15 @@ pub async fn run_worker(
                 Outcome::Delivered if waiting.contains(&entry.event.xmid) => {}
                 Outcome::Delivered => delivered.push(entry),
                 Outcome::Dead(reason) => {
-                    tracing::warn!(sink = %sink_name, event_id = %entry.event.id, record_id = %entry.event.record_id,
-                        xmid = %entry.event.xmid, %reason, "event dead-lettered");
-                    metrics
-                        .events
-                        .with_label_values(&[&sink_name, "dead_lettered"])
-                        .inc();
+                    EventDeadLettered {
+                        path: DeliveryPath::Worker,
+                        sink: &sink_name,
+                        event_id: &entry.event.id,
+                        record_id: &entry.event.record_id,
+                        xmid: &entry.event.xmid,
+                        reason: &reason,
+                    }
+                    .emit(&metrics);
                     if let Err(e) = store.bury(&sink_name, entry, &reason, attempts, None) {
                         tracing::error!(sink = %sink_name, error = %e, "cannot dead-letter an event; it stays in the outbox");
                         retry.get_or_insert((e.to_string(), entry.event.clone()));
@@ -90,17 +96,18 @@ pub async fn run_worker(
                     }
                 }
                 Outcome::Retry(reason) => {
-                    metrics
-                        .events
-                        .with_label_values(&[&sink_name, "failed"])
-                        .inc();
+                    DeliveryFailed { sink: &sink_name }.emit(&metrics);
                     retry.get_or_insert((reason, entry.event.clone()));
                     waiting.insert(entry.event.xmid.clone());
                 }
             }
         }
         if !delivered.is_empty() {
-            metrics.delivered(&sink_name, delivered.iter().map(|e| e.event.fetched_at_ms));
+            EventsDelivered {
+                sink: &sink_name,
+                fetched_at_ms: delivered.iter().map(|e| e.event.fetched_at_ms),
+            }
+            .emit(&metrics);
             let seqs: Vec<u64> = delivered.iter().map(|e| e.seq).collect();
             if let Err(e) = store.remove(&sink_name, &seqs) {
                 // They were delivered: at worst they are delivered again, with the same ids.

@@ -1,6 +1,7 @@
 //! Internal events, in the manner of Vector's `internal_events`: one struct per notable thing
-//! the pollers do, whose `emit` writes its log line and updates its metric, so the two cannot
-//! drift apart. A site builds the event and emits it; no other code touches these series.
+//! the pollers and the sinks' deliveries do, whose `emit` writes its log line and updates its
+//! metric, so the two cannot drift apart. A site builds the event and emits it; no other code
+//! touches these series.
 //!
 //! Log lines keep the target of the module they describe (`mxc_relay::poll::sweep`, …), so a
 //! filter such as `RUST_LOG=mxc_relay::poll=debug` selects them as before.
@@ -22,6 +23,8 @@ const POLL: &str = "mxc_relay::poll";
 const BASIS: &str = "mxc_relay::poll::basis";
 const SWEEP: &str = "mxc_relay::poll::sweep";
 const ROSTER: &str = "mxc_relay::poll::roster";
+const WORKER: &str = "mxc_relay::sink::worker";
+const WEBHOOK: &str = "mxc_relay::sink::webhook";
 
 /// A poll of one group and resource completed.
 pub struct PollSucceeded;
@@ -266,6 +269,79 @@ impl InternalEvent for RosterRead {
     }
 }
 
+/// Events a sink confirmed, with when their records were fetched (for the delivery lag).
+pub struct EventsDelivered<'a, I: IntoIterator<Item = i64>> {
+    pub sink: &'a str,
+    pub fetched_at_ms: I,
+}
+
+impl<I: IntoIterator<Item = i64>> InternalEvent for EventsDelivered<'_, I> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.delivered(self.sink, self.fetched_at_ms);
+    }
+}
+
+/// One delivery attempt failed; the event stays in the outbox (its retry is logged where it
+/// is scheduled).
+pub struct DeliveryFailed<'a> {
+    pub sink: &'a str,
+}
+
+impl InternalEvent for DeliveryFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics
+            .events
+            .with_label_values(&[self.sink, "failed"])
+            .inc();
+    }
+}
+
+/// Which delivery path gave an event up.
+#[derive(Clone, Copy)]
+pub enum DeliveryPath {
+    /// The generic worker (Kafka, file, stdout): the sink refused the event itself.
+    Worker,
+    /// The webhook dispatcher: its schedule ran out.
+    Webhook,
+}
+
+/// An event given up and moved to the sink's dead letters.
+pub struct EventDeadLettered<'a> {
+    pub path: DeliveryPath,
+    pub sink: &'a str,
+    pub event_id: &'a str,
+    pub record_id: &'a str,
+    pub xmid: &'a str,
+    pub reason: &'a dyn Display,
+}
+
+impl InternalEvent for EventDeadLettered<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let EventDeadLettered {
+            sink,
+            event_id,
+            record_id,
+            xmid,
+            reason,
+            ..
+        } = self;
+        match self.path {
+            DeliveryPath::Worker => {
+                tracing::warn!(target: WORKER, sink = %sink, event_id = %event_id,
+                record_id = %record_id, xmid = %xmid, reason = %reason, "event dead-lettered")
+            }
+            DeliveryPath::Webhook => {
+                tracing::warn!(target: WEBHOOK, sink = %sink, event_id = %event_id,
+                record_id = %record_id, xmid = %xmid, reason = %reason, "webhook dead-lettered")
+            }
+        }
+        metrics
+            .events
+            .with_label_values(&[sink, "dead_lettered"])
+            .inc();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,5 +476,20 @@ mod tests {
         assert_eq!(metrics.roster_removed.get(), 2);
         assert_eq!(metrics.roster_merchants.get(), 9);
         assert_eq!(metrics.roster_last_read.get(), 1_700_000_000.0);
+
+        DeliveryFailed { sink: "hooks" }.emit(&metrics);
+        for path in [DeliveryPath::Worker, DeliveryPath::Webhook] {
+            EventDeadLettered {
+                path,
+                sink: "hooks",
+                event_id: "evt_1",
+                record_id: "r1",
+                xmid: "X1",
+                reason: &"HTTP 400",
+            }
+            .emit(&metrics);
+        }
+        let events = |outcome: &str| metrics.events.with_label_values(&["hooks", outcome]).get();
+        assert_eq!((events("failed"), events("dead_lettered")), (1, 2));
     }
 }

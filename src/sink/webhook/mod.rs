@@ -31,6 +31,9 @@ pub use policy::RetryPolicy;
 use super::{round, SinkError};
 use crate::config::WebhookConfig;
 use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
+use crate::telemetry::events::{
+    DeliveryFailed, DeliveryPath, EventDeadLettered, EventsDelivered, InternalEvent,
+};
 use crate::telemetry::Metrics;
 
 /// Fresh outbox entries read at a time.
@@ -455,7 +458,11 @@ impl Dispatcher {
                 self.retrying.remove(&seq);
                 self.set_failing_since(None);
                 self.throttle_streak = 0;
-                self.metrics.delivered(&name, [event.fetched_at_ms]);
+                EventsDelivered {
+                    sink: &name,
+                    fetched_at_ms: [event.fetched_at_ms],
+                }
+                .emit(&self.metrics);
                 tracing::debug!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid, "webhook delivered");
                 self.delivered.push(seq);
                 self.delivered_since.get_or_insert(now);
@@ -471,10 +478,7 @@ impl Dispatcher {
         let name = self.sink.name.clone();
         let (event, seq) = (&entry.event, entry.seq);
         let attempts = self.retrying.get(&seq).map_or(0, |s| s.attempts) + 1;
-        self.metrics
-            .events
-            .with_label_values(&[&name, "failed"])
-            .inc();
+        DeliveryFailed { sink: &name }.emit(&self.metrics);
         let failing_since = match self.failing_since {
             Some(since) => since,
             None => {
@@ -512,12 +516,15 @@ impl Dispatcher {
                     "gave up after {attempts} attempts; last: {}",
                     attempt.detail
                 );
-                tracing::warn!(sink = %name, event_id = %event.id, record_id = %event.record_id, xmid = %event.xmid,
-                    %reason, "webhook dead-lettered");
-                self.metrics
-                    .events
-                    .with_label_values(&[&name, "dead_lettered"])
-                    .inc();
+                EventDeadLettered {
+                    path: DeliveryPath::Webhook,
+                    sink: &name,
+                    event_id: &event.id,
+                    record_id: &event.record_id,
+                    xmid: &event.xmid,
+                    reason: &reason,
+                }
+                .emit(&self.metrics);
                 if let Err(e) = self
                     .store
                     .bury(&name, entry, &reason, attempts, attempt.status)
