@@ -1,5 +1,6 @@
 //! `mxc-sim`: the MX Connect simulator as a server of its own (the same as `mxc-relay sim`).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -21,6 +22,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
     match mxc_sim::cli::serve(cli.sim, stop_signal()).await {
