@@ -1,0 +1,93 @@
+//! `[store]`: local state and its durability, with defaults and validation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+use super::validate::{self, fmt};
+use super::{ConfigError, PollersConfig};
+
+/// `[store]`: local state (seen ids, cursors, outbox, dead letters).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct StoreConfig {
+    /// Directory of the sled database; created if missing.
+    pub path: PathBuf,
+    /// `batch`: every admitted page is flushed to disk before polling goes on (safest, one
+    /// fsync per page). `interval`: flushed every `flush_interval` (group commit: less disk
+    /// work; a crash loses at most that much admission work, and the cursor, written after the
+    /// pages it covers, rolls back with it, so those records are fetched and admitted again —
+    /// nothing is lost either way).
+    pub durability: Durability,
+    /// Flush period for `durability = "interval"`.
+    #[serde(with = "duration")]
+    pub flush_interval: Duration,
+    /// How long a record id is remembered after admission; must exceed `pollers.look_back`.
+    #[serde(with = "duration")]
+    pub seen_retention: Duration,
+    /// Polling pauses (the cursors stay where they are) while the store's file system has
+    /// less free space than this, in MiB, and resumes by itself when space returns. sled
+    /// cannot survive a write that hits a full disk, so the guard keeps it from getting there.
+    /// Delivery goes on meanwhile (sled does not give the space of delivered entries back to
+    /// the file system at once: free space on the disk).
+    pub min_free_mib: u64,
+    /// Memory for sled's page cache, in MiB (sled's own default is 1 GiB). Beyond it, pages
+    /// are read from disk again.
+    pub cache_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data"),
+            durability: Durability::Batch,
+            flush_interval: Duration::from_millis(100),
+            seen_retention: Duration::from_secs(3 * 86_400),
+            min_free_mib: 64,
+            cache_mib: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Batch,
+    Interval,
+}
+
+impl StoreConfig {
+    /// `[store]`'s errors (`pollers`: the retention must outlast what a poll re-reads).
+    pub(super) fn validate(&self, pollers: &PollersConfig, errors: &mut Vec<ConfigError>) {
+        let mut error = validate::reporter(errors);
+        if self.path.as_os_str().is_empty() {
+            error("store.path", "must name a directory".into());
+        }
+        if self.cache_mib < 8 {
+            error(
+                "store.cache_mib",
+                format!("must be at least 8, got {}", self.cache_mib),
+            );
+        }
+
+        let re_read = pollers.look_back.saturating_add(pollers.interval);
+        if self.seen_retention <= re_read {
+            error(
+                "store.seen_retention",
+                format!(
+                    "must be longer than pollers.look_back + pollers.interval ({}), got {}",
+                    fmt(re_read),
+                    fmt(self.seen_retention)
+                ),
+            );
+        }
+        if self.flush_interval < Duration::from_millis(1) {
+            error(
+                "store.flush_interval",
+                format!("must be at least 1ms, got {}", fmt(self.flush_interval)),
+            );
+        }
+    }
+}
