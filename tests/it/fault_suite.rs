@@ -478,8 +478,14 @@ async fn half_the_calls_failing_with_503_loses_nothing() {
         ..Faults::default()
     });
     h.generate(200);
+    // A few seconds of polls against the fault, and on until one has met it: the 10 XMIDs
+    // poll as one group, about one call a second, and each call fails only half the time.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let during = h.sim.stats();
+    let (_, during) = wait_for(Duration::from_secs(15), || {
+        let stats = h.sim.stats();
+        (stats.requests_with(AUTHZ, 503) >= 1).then_some(stats)
+    })
+    .await;
     h.sim.set_faults(Faults::default());
     let (metrics, _) = h.finish(pipeline, 400, Duration::from_secs(12)).await;
 
