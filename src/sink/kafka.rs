@@ -320,18 +320,7 @@ mod tests {
     use super::*;
 
     fn event(xmid: &str, record_id: &str) -> Event {
-        Event {
-            id: format!("evt-{record_id}"),
-            event_type: "authorization.created".into(),
-            route: "all".into(),
-            resource: "authorizations".into(),
-            sink: "kafka".into(),
-            xmid: xmid.into(),
-            record_id: record_id.into(),
-            occurred_at: None,
-            body: "{}".into(),
-            fetched_at_ms: 0,
-        }
+        crate::store::testing::event("kafka", xmid, record_id)
     }
 
     fn produced(code: RDKafkaErrorCode) -> KafkaError {
@@ -469,19 +458,5 @@ mod tests {
             "sinks.events.properties: librdkafka refused the property \"sasl.pasword\" (its value is not shown)"
         );
         assert!(!format!("{error:?}").contains("hunter2"));
-    }
-
-    #[test]
-    fn the_cloudevents_source_names_the_xmid_as_a_uri_reference() {
-        assert_eq!(
-            cloudevents_source("887000000001"),
-            "/mxc/merchants/887000000001"
-        );
-        assert_eq!(
-            cloudevents_source("XMID_value-01.~"),
-            "/mxc/merchants/XMID_value-01.~"
-        );
-        assert_eq!(cloudevents_source("a b/ü"), "/mxc/merchants/a%20b%2F%C3%BC");
-        assert_eq!(cloudevents_source(""), "/mxc/merchants/");
     }
 }

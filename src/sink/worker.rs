@@ -143,25 +143,13 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::config::StoreConfig;
     use crate::route::Event;
     use crate::store::Admission;
 
     const SINK: &str = "out";
 
     fn event(xmid: &str, record_id: &str) -> Event {
-        Event {
-            id: format!("evt-{record_id}"),
-            event_type: "authorization.created".into(),
-            route: "all".into(),
-            resource: "authorizations".into(),
-            sink: SINK.into(),
-            xmid: xmid.into(),
-            record_id: record_id.into(),
-            occurred_at: None,
-            body: format!(r#"{{"data":{{"id":"{record_id}"}}}}"#).into(),
-            fetched_at_ms: 0,
-        }
+        crate::store::testing::event(SINK, xmid, record_id)
     }
 
     type Answer = Box<dyn Fn(&Event, usize) -> Outcome + Send + Sync>;
@@ -208,11 +196,7 @@ mod tests {
     /// in this order), and a worker draining it into a [`Scripted`] sink.
     async fn start(events: &[Event], batch_size: usize, answer: Answer) -> Running {
         let dir = tempfile::tempdir().unwrap();
-        let config = StoreConfig {
-            path: dir.path().join("store"),
-            ..StoreConfig::default()
-        };
-        let store = Store::open(&config, &[SINK.to_string()]).unwrap();
+        let store = crate::store::testing::open(dir.path(), &[SINK]);
         let admissions: Vec<Admission> = events
             .iter()
             .map(|e| Admission {

@@ -39,7 +39,7 @@ mod outbox;
 mod retry;
 mod seen;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use mxc::{SharedClock, SystemClock};
 use std::collections::{BTreeMap, HashMap};

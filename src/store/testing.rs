@@ -1,4 +1,5 @@
-//! What the store's unit tests share: a store in a temporary directory, and events to admit.
+//! What the store's unit tests (and the sinks') share: a store in a temporary directory, and
+//! events to admit.
 
 use std::path::Path;
 
@@ -7,7 +8,7 @@ use crate::config::StoreConfig;
 use crate::route::Event;
 
 /// A store under `dir` with one outbox per sink in `sinks`.
-pub(super) fn open(dir: &Path, sinks: &[&str]) -> Store {
+pub(crate) fn open(dir: &Path, sinks: &[&str]) -> Store {
     let config = StoreConfig {
         path: dir.join("store"),
         ..StoreConfig::default()
@@ -34,7 +35,7 @@ pub(super) fn open_config(config: &StoreConfig, sinks: &[String]) -> Store {
 }
 
 /// The event of record `record_id` for `sink`, with a body of its own.
-pub(super) fn event(sink: &str, xmid: &str, record_id: &str) -> Event {
+pub(crate) fn event(sink: &str, xmid: &str, record_id: &str) -> Event {
     Event {
         id: format!("evt_{sink}_{record_id}"),
         event_type: "authorization.created".into(),

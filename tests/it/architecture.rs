@@ -11,9 +11,7 @@
 //! The binary's modules (`main.rs`, `cli`) reach the library by its name: `mxc_relay::b::…`
 //! makes an edge too, so `cli` shows on the top layer.
 //!
-//! `src/` is one graph; each `crates/*/src/` (when that folder exists) is another, checked the
-//! same way. [`PENDING`] lists the edges left out for now, each with its reason; the test fails
-//! when one of them no longer exists, so the list only shrinks.
+//! `src/` is one graph; each `crates/*/src/` is another, checked the same way.
 //!
 //! A failure lists the cycles (every edge that lies on a cycle shows in at least one), each
 //! edge with the files, lines and paths that make it. Without a cycle the test prints the
@@ -32,52 +30,36 @@ struct Use {
     path: String,
 }
 
-/// Edges of `src/` left out of the graph, with why: each closes a cycle that is being broken
-/// elsewhere. The test fails when one is gone (remove it here then). None today.
-const PENDING: &[(&str, &str, &str)] = &[];
-
 /// from -> to -> the paths that make the edge.
 type Graph = BTreeMap<String, BTreeMap<String, Vec<Use>>>;
 
 #[test]
 fn top_level_modules_form_a_dag() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut trees = vec![(String::from("src"), root.to_path_buf(), PENDING)];
-    if let Ok(crates) = fs::read_dir(root.join("crates")) {
-        let mut crates: Vec<PathBuf> = crates
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| p.join("src").is_dir())
-            .collect();
-        crates.sort();
-        for dir in crates {
-            let name = dir
-                .join("src")
-                .strip_prefix(root)
-                .unwrap_or(&dir)
-                .display()
-                .to_string();
-            trees.push((name, dir, &[] as &[_]));
-        }
+    let mut trees = vec![(String::from("src"), root.to_path_buf())];
+    let mut crates: Vec<PathBuf> = fs::read_dir(root.join("crates"))
+        .expect("the workspace's crates/ folder")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.join("src").is_dir())
+        .collect();
+    assert!(!crates.is_empty(), "no crate under crates/");
+    crates.sort();
+    for dir in crates {
+        let name = dir
+            .join("src")
+            .strip_prefix(root)
+            .unwrap_or(&dir)
+            .display()
+            .to_string();
+        trees.push((name, dir));
     }
     let mut failures = Vec::new();
-    for (name, dir, pending) in trees {
+    for (name, dir) in trees {
         let src = dir.join("src");
         let files = read_tree(&src, &name);
         assert!(!files.is_empty(), "no .rs file under {}", src.display());
-        let mut graph = graph(&files, &["crate", &lib_name(&dir)]);
-        for (from, to, why) in pending {
-            let removed = graph.get_mut(*from).and_then(|tos| tos.remove(*to));
-            match removed {
-                Some(uses) => println!(
-                    "{name}: left out for now, {from} -> {to} ({} uses): {why}",
-                    uses.len()
-                ),
-                None => failures.push(format!(
-                    "{name}: {from} -> {to} is gone: remove it from PENDING"
-                )),
-            }
-        }
+        let graph = graph(&files, &["crate", &lib_name(&dir)]);
         let cycles = cycles(&graph);
         if cycles.is_empty() {
             println!("{name}: layers, lowest first");

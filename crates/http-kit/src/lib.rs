@@ -105,6 +105,22 @@ fn stats(registry: &Registry, counters: &Counters) -> ServerStats {
     }
 }
 
+/// Resolves on Ctrl-C or SIGTERM: what ends a server's run, for the relay and the simulator.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 /// Serves `app` on `listener` until `stop`: then no new connection is accepted, idle ones
 /// close at once and requests in progress are answered first.
 pub fn serve(

@@ -15,7 +15,7 @@ pub struct SimArgs {
     /// Address to listen on; port 0 picks a free one. The first line on stdout is
     /// `listening on http://IP:PORT`.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    listen: SocketAddr,
     /// Active merchants (XMIDs) receiving authorizations.
     #[arg(long, default_value_t = 20)]
     merchants: usize,
