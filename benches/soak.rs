@@ -9,7 +9,7 @@
 //! too, and every decline as a signed webhook to a verifying receiver in this process. Every
 //! 10 s: the relay's RSS (/proc) and its /metrics. The baseline is the run's own first half:
 //! memory at the end against memory at half-time (the seen ids are kept 11 minutes, so their
-//! set — and sled's cache — is full by then), and records delivered against records generated.
+//! set — and the store's cache — is full by then), and records delivered against records generated.
 
 mod common;
 
@@ -45,30 +45,24 @@ struct Sample {
     disk_mib: f64,
 }
 
-/// The store's live data: every key and value of every sled tree, and the body segments' bytes
-/// still referenced (none once the outbox is empty; counted as the outbox entries' body
-/// lengths would need the codec, so the segments' size is taken as live — an upper bound).
+/// The store's live data: every key and value of every table (redb's own statistics of the
+/// bytes stored, without its page overhead), and the seen ids among them.
 fn live_mib(store: &std::path::Path) -> anyhow::Result<(f64, u64)> {
-    let db = sled::Config::new().path(store).open()?;
+    use redb::{ReadableDatabase, ReadableTableMetadata, TableDefinition, TableHandle};
+    let db = redb::Database::open(store.join("store.redb"))?;
+    let txn = db.begin_read()?;
     let mut bytes = 0u64;
     let mut seen = 0u64;
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name)?;
-        for entry in tree.iter() {
-            let (k, v) = entry?;
-            bytes += (k.len() + v.len()) as u64;
-            if name.as_ref() == b"seen" {
-                seen += 1;
-            }
+    for handle in txn.list_tables()? {
+        let table = txn.open_untyped_table(handle.clone())?;
+        bytes += table.stats()?.stored_bytes();
+        if handle.name() == "seen" {
+            seen = txn
+                .open_table(TableDefinition::<&str, i64>::new("seen"))?
+                .len()?;
         }
     }
-    let mut segments = 0u64;
-    if let Ok(dir) = std::fs::read_dir(store.join("bodies")) {
-        for entry in dir.flatten() {
-            segments += entry.metadata().map_or(0, |m| m.len());
-        }
-    }
-    Ok(((bytes + segments) as f64 / (1024.0 * 1024.0), seen))
+    Ok((bytes as f64 / (1024.0 * 1024.0), seen))
 }
 
 #[tokio::main]

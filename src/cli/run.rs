@@ -11,7 +11,6 @@ use clap::Args;
 use mxc_relay::admin::discovery::Discovery;
 use mxc_relay::config::{Config, ConfigErrors};
 use mxc_relay::pipeline::{Pipeline, PipelineError};
-use mxc_relay::store::Store;
 use mxc_relay::telemetry::{self, Metrics};
 
 #[derive(Args)]
@@ -37,17 +36,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let control = Control::new(&config.store.path);
     control.write_pid();
     announce_admin(&config, &pipeline);
-    let mut store_failure = None;
     loop {
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            failure = pipeline.store_failed() => {
-                tracing::error!(store = %config.store.path.display(), error = %failure,
-                    "the store cannot write any more (sled refuses every write after a failed one until it is opened again): stopping, to be started again by the service manager; nothing admitted is lost, and polling resumes from the cursors");
-                store_failure = Some(failure);
-                break;
-            }
             _ = hangups.next() => {
                 let outcome = match reread(&args.config, &config) {
                     Err(refused) => Err(refused),
@@ -78,15 +70,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let stopped = pipeline.shutdown().await;
     Discovery::remove(&config.store.path);
     control.remove();
-    if let Some(failure) = store_failure {
-        // No snapshot: sled would refuse to write it too.
-        anyhow::bail!(
-            "store {}: a write failed ({failure}) and sled refuses every write after that until it is opened again; start mxc-relay again (systemd's Restart=on-failure does) once its cause is gone (a full disk, say)",
-            config.store.path.display()
-        );
-    }
     stopped?;
-    snapshot_store(&config).await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -102,25 +86,6 @@ fn announce_admin(config: &Config, pipeline: &Pipeline) {
             }
         }
         None => Discovery::remove(&config.store.path),
-    }
-}
-
-/// After a clean stop, has sled write a snapshot of the store, so that the next start does not
-/// replay the whole log first (see [`Store::snapshot_closed`]); a failure only makes that start
-/// slower, and is said.
-async fn snapshot_store(config: &Config) {
-    let store = config.store.clone();
-    let within = std::time::Duration::from_secs(5);
-    match tokio::task::spawn_blocking(move || Store::snapshot_closed(&store, within)).await {
-        Ok(Ok(took)) => tracing::info!(
-            took = %humantime::format_duration(std::time::Duration::from_millis(took.as_millis() as u64)),
-            "store snapshot written (the next start reads only what comes after it)"
-        ),
-        Ok(Err(error)) => tracing::warn!(%error,
-            "no store snapshot written at the stop: the next start replays the store's log first (slower)"),
-        Err(error) => {
-            tracing::warn!(%error, "the store snapshot task failed; the next start is slower")
-        }
     }
 }
 

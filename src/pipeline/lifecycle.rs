@@ -56,16 +56,6 @@ impl Pipeline {
         }
     }
 
-    /// Resolves when the store can no longer write (see [`Store::failure`]), with sled's error.
-    pub async fn store_failed(&self) -> String {
-        loop {
-            if let Some(failure) = self.store.failure() {
-                return failure;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
     /// Replays history into the sinks (see [`Pollers::backfill`]), beside whatever polls.
     pub async fn backfill(
         &self,

@@ -4,14 +4,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::{Transactional, Tree};
 
-use super::bodies::BodyRef;
 use super::codec::encode_event;
 use super::cursor::{encode_cursor, Cursor};
 use super::seen::mark_seen;
-use super::{Store, StoreError};
+use super::{Store, StoreError, CURSORS, SEEN, SEEN_BY_TIME};
 use crate::config::Durability;
 use crate::route::Event;
 
@@ -33,9 +30,6 @@ pub struct AdmitOutcome {
     /// Outbox entries written, per sink and event type.
     pub enqueued: BTreeMap<(String, String), usize>,
 }
-
-/// An event ready for the transaction: the index of its sink's outbox and its bytes.
-type EncodedEvent = (usize, Vec<u8>);
 
 impl Store {
     /// Admits records and moves cursors in one transaction (see the module doc), then makes it
@@ -62,43 +56,8 @@ impl Store {
         }
         let now = now.timestamp_millis();
         let sink_names: Vec<&String> = self.inner.outboxes.keys().collect();
-        let mut trees: Vec<Tree> = vec![
-            self.inner.seen.clone(),
-            self.inner.seen_by_time.clone(),
-            self.inner.cursors.clone(),
-        ];
-        trees.extend(self.inner.outboxes.values().map(|s| s.outbox.clone()));
-        // Bodies first, into their segment (synced before the transaction),
-        // so the entries can point at them; encoded outside the transaction, whose closure
-        // may run more than once.
-        if let Some(e) = admissions
-            .iter()
-            .flat_map(|a| &a.events)
-            .find(|e| !self.inner.outboxes.contains_key(&e.sink))
-        {
-            return Err(StoreError::UnknownSink(e.sink.clone()));
-        }
-        let bodies: Vec<&[u8]> = admissions
-            .iter()
-            .flat_map(|a| a.events.iter().map(|e| e.body.as_bytes().as_ref()))
-            .collect();
-        let disk = &self.inner.disk;
-        let body_error = || self.disk_error("write event bodies");
-        let mut refs = disk
-            .bodies
-            .append(&bodies)
-            .map_err(body_error())?
-            .into_iter();
-        let all_refs: Vec<BodyRef> = refs.clone().collect();
-        // Under either durability: sled's flusher may write the pointers at any moment.
-        if !bodies.is_empty() {
-            if let Err(e) = self.sync_bodies().await {
-                let _ = disk.bodies.release(all_refs);
-                return Err(body_error()(e));
-            }
-        }
-        let mut encoded: Vec<(&Admission, Vec<EncodedEvent>)> =
-            Vec::with_capacity(admissions.len());
+        // Encoded here, owned by the blocking task that writes them.
+        let mut records = Vec::with_capacity(admissions.len());
         for admission in admissions {
             let mut events = Vec::with_capacity(admission.events.len());
             for event in &admission.events {
@@ -106,79 +65,41 @@ impl Store {
                     .iter()
                     .position(|s| **s == event.sink)
                     .ok_or_else(|| StoreError::UnknownSink(event.sink.clone()))?;
-                events.push((index, encode_event(event, refs.next())));
+                events.push((index, encode_event(event)));
             }
-            encoded.push((admission, events));
+            records.push((admission.record_id.clone(), events));
         }
-        let result = disk.write(|| {
-            trees[..].transaction(|t| {
-                let (seen, by_time, cursor_tree) = (&t[0], &t[1], &t[2]);
-                let mut new = 0;
-                // Their bodies were written for nothing.
-                let mut duplicates = Vec::new();
-                // Counted by reference here, named once outside (the closure may run again).
-                let mut enqueued: BTreeMap<(usize, &str), usize> = BTreeMap::new();
-                for (i, (admission, events)) in encoded.iter().enumerate() {
-                    if !mark_seen(seen, by_time, &admission.record_id, now)? {
-                        duplicates.push(i);
-                        continue;
-                    }
-                    for ((index, bytes), event) in events.iter().zip(&admission.events) {
-                        let seq = t[3 + index].generate_id()?;
-                        t[3 + index].insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                        *enqueued
-                            .entry((*index, event.event_type.as_str()))
-                            .or_default() += 1;
-                    }
-                    new += 1;
-                }
-                for (xmid, cursor) in cursors {
-                    cursor_tree.insert(xmid.as_bytes(), &encode_cursor(cursor))?;
-                }
-                Ok::<_, ConflictableTransactionError<()>>((new, duplicates, enqueued))
-            })
-        });
-        if result.is_err() {
-            let _ = disk.bodies.release(all_refs.iter().copied());
-        }
-        let outcome = match result {
-            Ok((new, duplicates, enqueued)) => {
-                let mut first = 0;
-                let unused = encoded.iter().enumerate().flat_map(|(i, (a, _))| {
-                    let refs = &all_refs[first..first + a.events.len()];
-                    first += a.events.len();
-                    if duplicates.binary_search(&i).is_ok() {
-                        refs
-                    } else {
-                        &[]
-                    }
-                });
-                self.release(unused.copied())?;
-                AdmitOutcome {
-                    new,
-                    duplicate: duplicates.len(),
-                    enqueued: enqueued
-                        .into_iter()
-                        .map(|((index, event_type), n)| {
-                            ((sink_names[index].clone(), event_type.to_string()), n)
-                        })
-                        .collect(),
-                }
+        let cursors: Vec<(String, [u8; 16])> = cursors
+            .iter()
+            .map(|(key, c)| (key.clone(), encode_cursor(c)))
+            .collect();
+        let store = self.clone();
+        let durable = self.inner.durability == Durability::Batch;
+        let new = tokio::task::spawn_blocking(move || {
+            let new = store.write_admission(&records, &cursors, now)?;
+            if durable {
+                store.inner.engine.sync()?;
             }
-            Err(TransactionError::Storage(source)) => {
-                return Err(StoreError::Io {
-                    path: self.inner.path.clone(),
-                    operation: "admit",
-                    source,
-                })
-            }
-            Err(TransactionError::Abort(())) => {
-                // Nothing in the transaction aborts; were it to, say so rather than admit nothing.
-                return Err(self.corrupt("admission", "(transaction)", "aborted"));
-            }
+            Ok::<_, StoreError>(new)
+        })
+        .await
+        .map_err(|source| StoreError::Task {
+            path: self.inner.path.clone(),
+            operation: "admit",
+            source,
+        })??;
+        let mut outcome = AdmitOutcome {
+            new: new.len(),
+            duplicate: admissions.len() - new.len(),
+            enqueued: BTreeMap::new(),
         };
-        if self.inner.durability == Durability::Batch {
-            self.flush().await?;
+        for admission in new.iter().map(|i| &admissions[*i]) {
+            for event in &admission.events {
+                *outcome
+                    .enqueued
+                    .entry((event.sink.clone(), event.event_type.clone()))
+                    .or_default() += 1;
+            }
         }
         for (sink, _) in outcome.enqueued.keys() {
             if let Some(s) = self.inner.outboxes.get(sink) {
@@ -186,5 +107,39 @@ impl Store {
             }
         }
         Ok(outcome)
+    }
+
+    /// The transaction of `admit`. Returns the indices of the records seen for the first time.
+    fn write_admission(
+        &self,
+        records: &[(String, Vec<(usize, Vec<u8>)>)],
+        cursors: &[(String, [u8; 16])],
+        now: i64,
+    ) -> Result<Vec<usize>, StoreError> {
+        let engine = &self.inner.engine;
+        engine.write("admit", |txn| {
+            let mut seen = txn.open_table(SEEN)?;
+            let mut by_time = txn.open_table(SEEN_BY_TIME)?;
+            let mut outboxes = Vec::with_capacity(self.inner.outboxes.len());
+            for sink in self.inner.outboxes.values() {
+                outboxes.push(txn.open_table(sink.outbox())?);
+            }
+            let mut new = Vec::with_capacity(records.len());
+            for (i, (record_id, events)) in records.iter().enumerate() {
+                if !mark_seen(&mut seen, &mut by_time, record_id, now)? {
+                    continue;
+                }
+                for (index, bytes) in events {
+                    outboxes[*index].insert(engine.next_seq(), bytes.as_slice())?;
+                }
+                new.push(i);
+            }
+            let mut cursor_table = txn.open_table(CURSORS)?;
+            for (key, cursor) in cursors {
+                cursor_table.insert(key.as_str(), cursor.as_slice())?;
+            }
+            engine.save_seq(txn)?;
+            Ok(new)
+        })
     }
 }

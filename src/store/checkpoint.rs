@@ -1,15 +1,18 @@
 //! Checkpoints of long jobs (backfills), keyed by the job: JSON, written durably.
 
-use super::{Store, StoreError};
+use redb::ReadableTable;
+
+use super::{Store, StoreError, CHECKPOINTS};
 
 impl Store {
     /// A job's checkpoint (JSON), if it has one.
     pub fn checkpoint(&self, job: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let raw = self
-            .inner
-            .checkpoints
-            .get(job)
-            .map_err(self.io("read checkpoint"))?;
+        let raw = self.inner.engine.read("read checkpoint", |txn| {
+            Ok(txn
+                .open_table(CHECKPOINTS)?
+                .get(job)?
+                .map(|v| v.value().to_vec()))
+        })?;
         raw.map(|v| {
             serde_json::from_slice(&v).map_err(|e| self.corrupt("checkpoint", job, &e.to_string()))
         })
@@ -22,12 +25,15 @@ impl Store {
         job: &str,
         value: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
-        let tree = &self.inner.checkpoints;
-        match value {
-            Some(v) => tree.insert(job, v.to_string().as_bytes()).map(|_| ()),
-            None => tree.remove(job).map(|_| ()),
-        }
-        .map_err(self.io("write checkpoint"))?;
+        let text = value.map(|v| v.to_string());
+        self.inner.engine.write("write checkpoint", |txn| {
+            let mut table = txn.open_table(CHECKPOINTS)?;
+            match &text {
+                Some(t) => table.insert(job, t.as_bytes())?,
+                None => table.remove(job)?,
+            };
+            Ok(())
+        })?;
         self.flush().await
     }
 }

@@ -1,20 +1,16 @@
-//! How an outbox entry is laid out in sled: a header line of JSON, then the body (or, when
-//! the body is in a segment, only where it is).
+//! How an outbox entry is laid out: a header line of JSON, then the body.
 
 use bytes::Bytes;
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
 
-use super::bodies::BodyRef;
 use crate::route::Event;
 
 /// An outbox value: the event's fields as one JSON line, then its body as it is. Keeping the
 /// body out of the JSON spares escaping and unescaping kilobytes of JSON per event.
-pub(super) fn encode_event(event: &Event, body_at: Option<BodyRef>) -> Vec<u8> {
+pub(super) fn encode_event(event: &Event) -> Vec<u8> {
     #[derive(Serialize)]
     struct Head<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        body_at: Option<[u64; 3]>,
         id: &'a str,
         event_type: &'a str,
         route: &'a str,
@@ -26,7 +22,6 @@ pub(super) fn encode_event(event: &Event, body_at: Option<BodyRef>) -> Vec<u8> {
         fetched_at_ms: i64,
     }
     let head = Head {
-        body_at: body_at.map(|r| [r.segment, r.offset, u64::from(r.len)]),
         id: &event.id,
         event_type: &event.event_type,
         route: &event.route,
@@ -37,19 +32,12 @@ pub(super) fn encode_event(event: &Event, body_at: Option<BodyRef>) -> Vec<u8> {
         occurred_at: event.occurred_at.as_deref(),
         fetched_at_ms: event.fetched_at_ms,
     };
-    let inline = if body_at.is_some() {
-        0
-    } else {
-        event.body.len()
-    };
     // One allocation at the final size.
-    let mut out = Vec::with_capacity(inline + 256);
+    let mut out = Vec::with_capacity(event.body.len() + 256);
     // Serializing borrowed strings into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut out, &head);
     out.push(b'\n');
-    if body_at.is_none() {
-        out.extend_from_slice(event.body.as_bytes());
-    }
+    out.extend_from_slice(event.body.as_bytes());
     out
 }
 
@@ -62,21 +50,15 @@ pub(super) enum DecodeError {
     /// The header line is not the JSON this version writes.
     #[error("{0}")]
     Header(serde_json::Error),
-    /// The header says the body is in a segment, longer than a segment entry can be.
-    #[error("a body length over 4 GiB")]
-    BodyTooLong,
-    /// An inline body that is not UTF-8.
+    /// A body that is not UTF-8.
     #[error("{0}")]
     Body(std::str::Utf8Error),
 }
 
-/// An outbox entry's event, with its body still to be read when it is in a segment.
-pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>), DecodeError> {
-    let bytes = Bytes::from_owner(value);
+/// An outbox entry's event (the body shares `bytes`, not copied).
+pub(super) fn decode_event(bytes: Bytes) -> Result<Event, DecodeError> {
     #[derive(Deserialize)]
     struct Head {
-        #[serde(default)]
-        body_at: Option<[u64; 3]>,
         id: String,
         event_type: String,
         route: String,
@@ -96,26 +78,7 @@ pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>)
         .position(|b| *b == b'\n')
         .ok_or(DecodeError::NoHeader)?;
     let head: Head = serde_json::from_slice(&bytes[..split]).map_err(DecodeError::Header)?;
-    let (body, at) = match head.body_at {
-        // Read by the caller, from its segment.
-        Some([segment, offset, len]) => {
-            let len = u32::try_from(len).map_err(|_| DecodeError::BodyTooLong)?;
-            (
-                ByteString::new(),
-                Some(BodyRef {
-                    segment,
-                    offset,
-                    len,
-                }),
-            )
-        }
-        // Entries written before bodies had segments (and replayed dead letters): the body
-        // stays in sled's buffer (shared, not copied).
-        None => (
-            ByteString::try_from(bytes.slice(split + 1..)).map_err(DecodeError::Body)?,
-            None,
-        ),
-    };
+    let body = ByteString::try_from(bytes.slice(split + 1..)).map_err(DecodeError::Body)?;
     let event = Event {
         id: head.id,
         event_type: head.event_type,
@@ -128,7 +91,7 @@ pub(super) fn decode_event(value: sled::IVec) -> Result<(Event, Option<BodyRef>)
         fetched_at_ms: head.fetched_at_ms,
         body,
     };
-    Ok((event, at))
+    Ok(event)
 }
 
 fn authorizations() -> String {
@@ -154,23 +117,11 @@ mod tests {
             body: "{\"data\":\"line\\nbreak\"}\n".into(),
         };
         assert_eq!(
-            decode_event(encode_event(&event, None).into()).unwrap(),
-            (event.clone(), None)
-        );
-        let at = BodyRef {
-            segment: 3,
-            offset: 4096,
-            len: 22,
-        };
-        let (head, body_at) = decode_event(encode_event(&event, Some(at)).into()).unwrap();
-        assert_eq!(body_at, Some(at));
-        assert_eq!(head.id, event.id);
-        assert!(
-            head.body.is_empty(),
-            "the body is in its segment, not in the entry"
+            decode_event(encode_event(&event).into()).unwrap(),
+            event.clone()
         );
         assert_eq!(
-            decode_event(sled::IVec::from(&b"no newline"[..]))
+            decode_event(Bytes::from_static(b"no newline"))
                 .unwrap_err()
                 .to_string(),
             "no header line"

@@ -3,8 +3,9 @@
 //! an endpoint has been failing (what `disable_after` counts from).
 
 use chrono::{DateTime, Utc};
+use redb::ReadableTable;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, CONTROLS};
 
 const MERCHANT_PAUSED: &str = "merchant-paused/";
 const ENDPOINT_PAUSED: &str = "endpoint-paused/";
@@ -13,12 +14,17 @@ const ENDPOINT_FAILING: &str = "endpoint-failing-since/";
 impl Store {
     /// XMIDs whose polling is paused by hand.
     pub fn paused_merchants(&self) -> Result<Vec<String>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.inner.controls.scan_prefix(MERCHANT_PAUSED) {
-            let (k, _) = item.map_err(self.io("read paused merchants"))?;
-            out.push(String::from_utf8_lossy(&k[MERCHANT_PAUSED.len()..]).into_owned());
-        }
-        Ok(out)
+        self.inner.engine.read("read paused merchants", |txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(CONTROLS)?.range(MERCHANT_PAUSED..)? {
+                let (k, _) = item?;
+                let Some(xmid) = k.value().strip_prefix(MERCHANT_PAUSED) else {
+                    break;
+                };
+                out.push(xmid.to_string());
+            }
+            Ok(out)
+        })
     }
 
     pub fn set_merchant_paused(&self, xmid: &str, paused: bool) -> Result<(), StoreError> {
@@ -31,10 +37,7 @@ impl Store {
     /// Whether the webhook endpoint is paused by hand.
     pub fn endpoint_paused(&self, sink: &str) -> Result<bool, StoreError> {
         let key = format!("{ENDPOINT_PAUSED}{sink}");
-        self.inner
-            .controls
-            .contains_key(key)
-            .map_err(self.io("read endpoint pause"))
+        Ok(self.control(&key, "read endpoint pause")?.is_some())
     }
 
     pub fn set_endpoint_paused(&self, sink: &str, paused: bool) -> Result<(), StoreError> {
@@ -47,13 +50,9 @@ impl Store {
     /// The first failure since the endpoint's last success, if it is failing.
     pub fn endpoint_failing_since(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let key = format!("{ENDPOINT_FAILING}{sink}");
-        let raw = self
-            .inner
-            .controls
-            .get(&key)
-            .map_err(self.io("read endpoint failing period"))?;
+        let raw = self.control(&key, "read endpoint failing period")?;
         raw.map(|v| {
-            <[u8; 8]>::try_from(v.as_ref())
+            <[u8; 8]>::try_from(v.as_slice())
                 .ok()
                 .and_then(|b| DateTime::from_timestamp_millis(i64::from_be_bytes(b)))
                 .ok_or_else(|| self.corrupt("endpoint failing period", sink, "not 8 bytes of time"))
@@ -73,15 +72,26 @@ impl Store {
         )
     }
 
+    fn control(&self, key: &str, operation: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.engine.read(operation, |txn| {
+            Ok(txn
+                .open_table(CONTROLS)?
+                .get(key)?
+                .map(|v| v.value().to_vec()))
+        })
+    }
+
     /// Sets (`Some`) or clears a control, durably: an operator's pause must survive a crash.
     fn set_control(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-        let tree = &self.inner.controls;
-        match value {
-            Some(v) => tree.insert(key, v).map(|_| ()),
-            None => tree.remove(key).map(|_| ()),
-        }
-        .map_err(self.io("write control"))?;
-        tree.flush().map_err(self.io("flush control"))?;
-        Ok(())
+        let engine = &self.inner.engine;
+        engine.write("write control", |txn| {
+            let mut table = txn.open_table(CONTROLS)?;
+            match value {
+                Some(v) => table.insert(key, v)?,
+                None => table.remove(key)?,
+            };
+            Ok(())
+        })?;
+        engine.sync()
     }
 }

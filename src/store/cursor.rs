@@ -3,7 +3,9 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{Store, StoreError};
+use redb::ReadableTable;
+
+use super::{Store, StoreError, CURSORS};
 
 /// Where an XMID's polling stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,26 +20,33 @@ pub struct Cursor {
 
 impl Store {
     pub fn cursor(&self, xmid: &str) -> Result<Option<Cursor>, StoreError> {
-        let raw = self
-            .inner
-            .cursors
-            .get(xmid)
-            .map_err(self.io("read cursor"))?;
+        let raw = self.inner.engine.read("read cursor", |txn| {
+            Ok(txn
+                .open_table(CURSORS)?
+                .get(xmid)?
+                .map(|v| v.value().to_vec()))
+        })?;
         raw.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", xmid, "not 16 bytes")))
             .transpose()
     }
 
     /// Every XMID's cursor.
     pub fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.inner.cursors.iter() {
-            let (k, v) = item.map_err(self.io("read cursors"))?;
-            let xmid = String::from_utf8_lossy(&k).to_string();
-            let cursor =
-                decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", &xmid, "not 16 bytes"))?;
-            out.push((xmid, cursor));
-        }
-        Ok(out)
+        let raw = self.inner.engine.read("read cursors", |txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(CURSORS)?.iter()? {
+                let (k, v) = item?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(xmid, v)| {
+                let cursor = decode_cursor(&v)
+                    .ok_or_else(|| self.corrupt("cursor", &xmid, "not 16 bytes"))?;
+                Ok((xmid, cursor))
+            })
+            .collect()
     }
 }
 
@@ -113,7 +122,14 @@ mod tests {
     fn an_unreadable_cursor_is_an_error_not_a_missing_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path(), &["out"]);
-        store.inner.cursors.insert("X1", &b"short"[..]).unwrap();
+        store
+            .inner
+            .engine
+            .write("test", |txn| {
+                txn.open_table(CURSORS)?.insert("X1", b"short".as_slice())?;
+                Ok(())
+            })
+            .unwrap();
         assert!(matches!(
             store.cursor("X1"),
             Err(StoreError::Corrupt { what: "cursor", .. })

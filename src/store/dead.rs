@@ -1,14 +1,13 @@
-//! Dead letters, one tree per sink: events a sink refused for good, kept until replayed back
+//! Dead letters, one table per sink: events a sink refused for good, kept until replayed back
 //! into the outbox.
 
 use chrono::{DateTime, Utc};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use sled::transaction::ConflictableTransactionError;
-use sled::Transactional;
 
-use super::codec::{decode_event, encode_event};
+use super::codec::encode_event;
 use super::outbox::Entry;
-use super::{decode_u64, Store, StoreError};
+use super::{Store, StoreError};
 use crate::route::Event;
 
 /// An event a sink refused for good, with why.
@@ -45,40 +44,42 @@ impl Store {
         };
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
-        let disk = &self.inner.disk;
-        disk.write(|| {
-            (&s.outbox, &s.dead, &s.attempts).transaction(|(outbox, dead, retry)| {
-                let old = outbox.remove(&entry.seq.to_be_bytes())?;
-                retry.remove(&entry.seq.to_be_bytes())?;
-                dead.insert(&entry.seq.to_be_bytes(), bytes.as_slice())?;
-                Ok::<_, ConflictableTransactionError<()>>(old)
-            })
-        })
-        .map_err(|e| self.transaction_error(e, "dead-letter", &entry.event.id))
-        .and_then(|old| {
-            // The dead letter holds its own copy of the body.
-            let at = old.and_then(|v| decode_event(v).ok()?.1);
-            self.release(at)
+        self.inner.engine.write("dead-letter", |txn| {
+            let seq = entry.seq;
+            txn.open_table(s.outbox())?.remove(seq)?;
+            txn.open_table(s.attempts())?.remove(seq)?;
+            txn.open_table(s.dead())?.insert(seq, bytes.as_slice())?;
+            Ok(())
         })
     }
 
     /// A sink's dead letters, oldest first.
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self.sink(sink)?.dead.iter() {
-            let (k, v) = item.map_err(self.io("read dead letters"))?;
-            let seq = decode_u64(&k)
-                .ok_or_else(|| self.corrupt("dead letter", sink, "key is not 8 bytes"))?;
-            let letter = serde_json::from_slice(&v).map_err(|e| {
-                self.corrupt("dead letter", &format!("{sink}/{seq}"), &e.to_string())
-            })?;
-            out.push((seq, letter));
-        }
-        Ok(out)
+        let s = self.sink(sink)?;
+        let raw = self.inner.engine.read("read dead letters", |txn| {
+            let mut out = Vec::new();
+            for item in txn.open_table(s.dead())?.iter()? {
+                let (k, v) = item?;
+                out.push((k.value(), v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(seq, v)| {
+                let letter = serde_json::from_slice(&v).map_err(|e| {
+                    self.corrupt("dead letter", &format!("{sink}/{seq}"), &e.to_string())
+                })?;
+                Ok((seq, letter))
+            })
+            .collect()
     }
 
     pub fn dead_len(&self, sink: &str) -> Result<usize, StoreError> {
-        Ok(self.sink(sink)?.dead.len())
+        let s = self.sink(sink)?;
+        let len = self.inner.engine.read("count dead letters", |txn| {
+            Ok(redb::ReadableTableMetadata::len(&txn.open_table(s.dead())?)?)
+        })?;
+        Ok(len as usize)
     }
 
     /// Moves a sink's dead letters that failed at or after `since` (all of them with `None`)
@@ -107,28 +108,21 @@ impl Store {
         for chunk in letters.chunks(1000) {
             let encoded: Vec<(u64, Vec<u8>)> = chunk
                 .iter()
-                .map(|(seq, l)| (*seq, encode_event(&l.event, None)))
+                .map(|(seq, l)| (*seq, encode_event(&l.event)))
                 .collect();
-            let disk = &self.inner.disk;
-            disk.write(|| {
-                (&s.outbox, &s.dead).transaction(|(outbox, dead)| {
-                    for (old_seq, bytes) in &encoded {
-                        let seq = outbox.generate_id()?;
-                        outbox.insert(&seq.to_be_bytes(), bytes.as_slice())?;
-                        dead.remove(&old_seq.to_be_bytes())?;
-                    }
-                    Ok::<_, ConflictableTransactionError<()>>(())
-                })
-            })
-            .map_err(|e| self.transaction_error(e, "replay dead letters", sink))?;
-        }
-        self.inner
-            .disk
-            .flush()
-            .map_err(|detail| StoreError::Flush {
-                path: self.inner.path.clone(),
-                detail,
+            let engine = &self.inner.engine;
+            engine.write("replay dead letters", |txn| {
+                let mut outbox = txn.open_table(s.outbox())?;
+                let mut dead = txn.open_table(s.dead())?;
+                for (old_seq, bytes) in &encoded {
+                    outbox.insert(engine.next_seq(), bytes.as_slice())?;
+                    dead.remove(old_seq)?;
+                }
+                drop((outbox, dead));
+                engine.save_seq(txn)
             })?;
+        }
+        self.inner.engine.sync()?;
         s.notify.notify_one();
         Ok(letters.len())
     }

@@ -1,9 +1,10 @@
 //! Webhook endpoints switched off, and why (one entry per sink).
 
 use chrono::{DateTime, Utc};
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, ENDPOINTS};
 
 /// A webhook endpoint switched off (by a `410 Gone`, or after failing too long). Its events
 /// wait in the outbox until it is enabled again.
@@ -19,11 +20,12 @@ pub struct DisabledEndpoint {
 impl Store {
     /// Whether (and why) a webhook endpoint is disabled.
     pub fn disabled_endpoint(&self, sink: &str) -> Result<Option<DisabledEndpoint>, StoreError> {
-        let raw = self
-            .inner
-            .endpoints
-            .get(sink)
-            .map_err(self.io("read endpoint state"))?;
+        let raw = self.inner.engine.read("read endpoint state", |txn| {
+            Ok(txn
+                .open_table(ENDPOINTS)?
+                .get(sink)?
+                .map(|v| v.value().to_vec()))
+        })?;
         raw.map(|v| {
             serde_json::from_slice(&v)
                 .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))
@@ -37,20 +39,22 @@ impl Store {
         sink: &str,
         state: Option<&DisabledEndpoint>,
     ) -> Result<(), StoreError> {
-        let tree = &self.inner.endpoints;
-        match state {
-            Some(state) => {
-                let bytes = serde_json::to_vec(state)
-                    .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))?;
-                tree.insert(sink, bytes)
-                    .map_err(self.io("write endpoint state"))?;
-            }
-            None => {
-                tree.remove(sink).map_err(self.io("write endpoint state"))?;
-            }
-        }
-        tree.flush().map_err(self.io("flush endpoint state"))?;
-        Ok(())
+        let bytes = state
+            .map(|state| {
+                serde_json::to_vec(state)
+                    .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))
+            })
+            .transpose()?;
+        let engine = &self.inner.engine;
+        engine.write("write endpoint state", |txn| {
+            let mut table = txn.open_table(ENDPOINTS)?;
+            match &bytes {
+                Some(b) => table.insert(sink, b.as_slice())?,
+                None => table.remove(sink)?,
+            };
+            Ok(())
+        })?;
+        engine.sync()
     }
 }
 

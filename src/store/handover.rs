@@ -4,17 +4,16 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use redb::ReadableTable;
 
 use super::cursor::{decode_cursor, encode_cursor};
 use super::seen::mark_seen;
-use super::{Cursor, Store, StoreError};
+use super::{Cursor, Store, StoreError, CURSORS, SEEN, SEEN_BY_TIME};
 
 impl Store {
     /// A number above every outbox entry admitted so far (and below every later one).
     pub fn watermark(&self) -> Result<u64, StoreError> {
-        self.inner.db.generate_id().map_err(self.io("generate id"))
+        self.inner.engine.watermark()
     }
 
     /// For each XMID with events still waiting in an outbox, the oldest such entry's number;
@@ -23,23 +22,35 @@ impl Store {
         &self,
         limit: usize,
     ) -> Result<Option<HashMap<String, u64>>, StoreError> {
-        let mut oldest: HashMap<String, u64> = HashMap::new();
-        let mut seen = 0;
-        for (name, sink) in &self.inner.outboxes {
-            for item in sink.outbox.iter() {
-                seen += 1;
-                if seen > limit {
-                    return Ok(None);
+        let engine = &self.inner.engine;
+        let found = engine.read("read outbox", |txn| {
+            let mut oldest: HashMap<String, u64> = HashMap::new();
+            let mut seen = 0;
+            for (name, sink) in &self.inner.outboxes {
+                for item in txn.open_table(sink.outbox())?.iter()? {
+                    seen += 1;
+                    if seen > limit {
+                        return Ok(None);
+                    }
+                    let (key, value) = item?;
+                    let seq = key.value();
+                    if engine.removed(&sink.outbox, seq) {
+                        continue;
+                    }
+                    let Some(xmid) = xmid_of(value.value()) else {
+                        return Ok(Some(Err(name.clone())));
+                    };
+                    let slot = oldest.entry(xmid).or_insert(seq);
+                    *slot = (*slot).min(seq);
                 }
-                let (key, value) = item.map_err(self.io("read outbox"))?;
-                let seq = u64::from_be_bytes(key.as_ref().try_into().unwrap_or_default());
-                let xmid = xmid_of(&value)
-                    .ok_or_else(|| self.corrupt("outbox entry", name, "no readable header line"))?;
-                let slot = oldest.entry(xmid).or_insert(seq);
-                *slot = (*slot).min(seq);
             }
-        }
-        Ok(Some(oldest))
+            Ok(Some(Ok(oldest)))
+        })?;
+        found
+            .map(|r| {
+                r.map_err(|sink| self.corrupt("outbox entry", &sink, "no readable header line"))
+            })
+            .transpose()
     }
 
     /// Takes over what another instance published for a cursor key: the cursor, if it is ahead
@@ -52,52 +63,34 @@ impl Store {
     /// [`Store::adopt`] for many, in one transaction; returns how many cursors moved.
     pub fn adopt_all(&self, states: &[(&str, Cursor, &[String])]) -> Result<usize, StoreError> {
         let now = Utc::now().timestamp_millis();
-        let trees = [
-            self.inner.seen.clone(),
-            self.inner.seen_by_time.clone(),
-            self.inner.cursors.clone(),
-        ];
-        let result = self.inner.disk.write(|| {
-            trees[..].transaction(|t| {
-                let (seen_tree, by_time, cursors) = (&t[0], &t[1], &t[2]);
-                let mut moved = 0;
-                for (key, cursor, seen) in states {
-                    for id in seen.iter() {
-                        mark_seen(seen_tree, by_time, id, now)?;
-                    }
-                    let local = cursors.get(key.as_bytes())?.and_then(|v| decode_cursor(&v));
-                    // A cursor only set up here (never polled: position at its floor) yields to the
-                    // published one, even an older one: that is where delivery really stands.
-                    let never_polled = local.is_some_and(|l| l.position == l.floor);
-                    if never_polled || local.is_none_or(|l| l.position < cursor.position) {
-                        let floor = match local {
-                            Some(l) if !never_polled => l.floor.min(cursor.floor),
-                            _ => cursor.floor,
-                        };
-                        let merged = Cursor {
-                            position: cursor.position,
-                            floor,
-                        };
-                        cursors.insert(key.as_bytes(), &encode_cursor(&merged))?;
-                        moved += 1;
-                    }
+        self.inner.engine.write("adopt state", |txn| {
+            let mut seen_table = txn.open_table(SEEN)?;
+            let mut by_time = txn.open_table(SEEN_BY_TIME)?;
+            let mut cursors = txn.open_table(CURSORS)?;
+            let mut moved = 0;
+            for (key, cursor, seen) in states {
+                for id in seen.iter() {
+                    mark_seen(&mut seen_table, &mut by_time, id, now)?;
                 }
-                Ok::<_, ConflictableTransactionError<()>>(moved)
-            })
-        });
-        match result {
-            Ok(moved) => Ok(moved),
-            Err(TransactionError::Storage(source)) => Err(StoreError::Io {
-                path: self.inner.path.clone(),
-                operation: "adopt state",
-                source,
-            }),
-            Err(TransactionError::Abort(())) => Err(self.corrupt(
-                "adoption",
-                &format!("{} merchant states", states.len()),
-                "aborted",
-            )),
-        }
+                let local = cursors.get(*key)?.and_then(|v| decode_cursor(v.value()));
+                // A cursor only set up here (never polled: position at its floor) yields to the
+                // published one, even an older one: that is where delivery really stands.
+                let never_polled = local.is_some_and(|l| l.position == l.floor);
+                if never_polled || local.is_none_or(|l| l.position < cursor.position) {
+                    let floor = match local {
+                        Some(l) if !never_polled => l.floor.min(cursor.floor),
+                        _ => cursor.floor,
+                    };
+                    let merged = Cursor {
+                        position: cursor.position,
+                        floor,
+                    };
+                    cursors.insert(*key, encode_cursor(&merged).as_slice())?;
+                    moved += 1;
+                }
+            }
+            Ok(moved)
+        })
     }
 }
 

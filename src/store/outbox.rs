@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use bytestring::ByteString;
+use bytes::Bytes;
+use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
 use tokio::sync::Notify;
 
 use super::codec::decode_event;
-use super::{decode_u64, Store, StoreError, OUTBOX_PREFIX};
+use super::{Queue, Store, StoreError, OUTBOX_PREFIX};
 use crate::route::Event;
 
 /// An outbox entry: its position in the sink's queue and the event.
@@ -25,70 +26,63 @@ impl Store {
 
     /// Up to `limit` entries of a sink's outbox from position `from` on, oldest first.
     pub fn peek_from(&self, sink: &str, from: u64, limit: usize) -> Result<Vec<Entry>, StoreError> {
-        let tree = &self.sink(sink)?.outbox;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for item in tree.range(from.to_be_bytes()..).take(limit) {
-            let (k, v) = item.map_err(self.io("read outbox"))?;
-            let seq =
-                decode_u64(&k).ok_or_else(|| self.corrupt("outbox", sink, "key is not 8 bytes"))?;
-            out.push(self.entry_of(sink, seq, v)?);
-        }
-        Ok(out)
+        let s = self.sink(sink)?;
+        let engine = &self.inner.engine;
+        let raw = engine.read("read outbox", |txn| {
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for item in txn.open_table(s.outbox())?.range(from..)? {
+                if out.len() == limit {
+                    break;
+                }
+                let (k, v) = item?;
+                let seq = k.value();
+                // Delivered, its removal not written yet.
+                if engine.removed(&s.outbox, seq) {
+                    continue;
+                }
+                out.push((seq, Bytes::copy_from_slice(v.value())));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .map(|(seq, value)| self.entry_of(sink, seq, value))
+            .collect()
     }
 
-    /// Removes delivered entries (and their retry state).
+    /// Removes delivered entries (and their retry state). If it fails, the entries are still
+    /// delivered: they are not read again, and their removal is written with the next one.
     pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
-        let mut batch = sled::Batch::default();
-        let mut bodies = Vec::with_capacity(seqs.len());
-        for seq in seqs {
-            let key = seq.to_be_bytes();
-            if let Some(value) = s.outbox.get(key).map_err(self.io("read outbox"))? {
-                if let Ok((_, Some(at))) = decode_event(value) {
-                    bodies.push(at);
+        self.inner.engine.remove(&s.outbox, seqs, |txn| {
+            let mut attempts = txn.open_table(s.attempts())?;
+            if !attempts.is_empty()? {
+                for seq in seqs {
+                    attempts.remove(seq)?;
                 }
             }
-            batch.remove(&key);
-        }
-        let disk = &self.inner.disk;
-        disk.write(|| s.outbox.apply_batch(batch))
-            .map_err(self.io("remove delivered"))?;
-        self.release(bodies)?;
-        // A crash between the two leaves retry state without an entry: ignored when read.
-        if !s.attempts.is_empty() {
-            let mut batch = sled::Batch::default();
-            for seq in seqs {
-                batch.remove(&seq.to_be_bytes());
-            }
-            disk.write(|| s.attempts.apply_batch(batch))
-                .map_err(self.io("remove retry state"))?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// One outbox entry, if it is still there.
     pub fn entry(&self, sink: &str, seq: u64) -> Result<Option<Entry>, StoreError> {
-        let raw = self
-            .sink(sink)?
-            .outbox
-            .get(seq.to_be_bytes())
-            .map_err(self.io("read outbox"))?;
+        let s = self.sink(sink)?;
+        if self.inner.engine.removed(&s.outbox, seq) {
+            return Ok(None);
+        }
+        let raw = self.inner.engine.read("read outbox", |txn| {
+            Ok(txn
+                .open_table(s.outbox())?
+                .get(seq)?
+                .map(|v| Bytes::copy_from_slice(v.value())))
+        })?;
         raw.map(|v| self.entry_of(sink, seq, v)).transpose()
     }
 
-    /// An outbox entry from its stored value, its body read from its segment if it has one.
-    fn entry_of(&self, sink: &str, seq: u64, value: sled::IVec) -> Result<Entry, StoreError> {
-        let corrupt = |e: String| self.corrupt("outbox", &format!("{sink}/{seq}"), &e);
-        let (mut event, at) = decode_event(value).map_err(|e| corrupt(e.to_string()))?;
-        if let Some(at) = at {
-            let bytes = self
-                .inner
-                .disk
-                .bodies
-                .read(&at)
-                .map_err(|e| corrupt(e.to_string()))?;
-            event.body = ByteString::try_from(bytes).map_err(|e| corrupt(e.to_string()))?;
-        }
+    /// An outbox entry from its stored value.
+    fn entry_of(&self, sink: &str, seq: u64, value: Bytes) -> Result<Entry, StoreError> {
+        let event = decode_event(value)
+            .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e.to_string()))?;
         Ok(Entry { seq, event })
     }
 
@@ -101,27 +95,37 @@ impl Store {
         self.inner.outboxes.keys()
     }
 
-    /// Entries waiting in a sink's outbox (counts them: O(n)).
+    /// Entries waiting in a sink's outbox.
     pub fn outbox_len(&self, sink: &str) -> Result<usize, StoreError> {
-        Ok(self.sink(sink)?.outbox.len())
+        let s = self.sink(sink)?;
+        let len = self
+            .inner
+            .engine
+            .read("count outbox", |txn| Ok(txn.open_table(s.outbox())?.len()?))?;
+        Ok((len as usize).saturating_sub(self.inner.engine.removed_len(&s.outbox)))
     }
 
     /// Outboxes in the database whose sink is not configured any more, with their sizes.
     pub fn orphan_outboxes(&self) -> Vec<(String, usize)> {
-        self.inner
-            .db
-            .tree_names()
-            .into_iter()
-            .filter_map(|name| {
-                let name = String::from_utf8_lossy(&name).to_string();
-                let sink = name.strip_prefix(OUTBOX_PREFIX)?.to_string();
-                if self.inner.outboxes.contains_key(&sink) {
-                    return None;
+        let found = self.inner.engine.read("list outboxes", |txn| {
+            let mut out = Vec::new();
+            for handle in txn.list_tables()? {
+                let name = handle.name().to_string();
+                let Some(sink) = name.strip_prefix(OUTBOX_PREFIX) else {
+                    continue;
+                };
+                if self.inner.outboxes.contains_key(sink) {
+                    continue;
                 }
-                let len = self.inner.db.open_tree(&name).map(|t| t.len()).unwrap_or(0);
-                Some((sink, len))
-            })
-            .collect()
+                let len = txn.open_table(Queue::new(&name))?.len()?;
+                out.push((sink.to_string(), len as usize));
+            }
+            Ok(out)
+        });
+        found.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot list the store's outboxes");
+            Vec::new()
+        })
     }
 }
 

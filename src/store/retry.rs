@@ -1,8 +1,9 @@
-//! The retry state of failing outbox entries, one tree per sink, beside the outbox.
+//! The retry state of failing outbox entries, one table per sink, beside the outbox.
 
+use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::{decode_u64, Store, StoreError};
+use super::{Store, StoreError};
 
 /// Where a failing outbox entry stands: kept beside the entry so that a restart resumes its
 /// retry schedule instead of starting it over.
@@ -27,33 +28,62 @@ impl Store {
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(state)
             .map_err(|e| self.corrupt("retry state", &seq.to_string(), &e.to_string()))?;
-        self.sink(sink)?
-            .attempts
-            .insert(seq.to_be_bytes(), bytes)
-            .map_err(self.io("write retry state"))?;
-        Ok(())
+        let s = self.sink(sink)?;
+        self.inner.engine.write("write retry state", |txn| {
+            txn.open_table(s.attempts())?.insert(seq, bytes.as_slice())?;
+            Ok(())
+        })
     }
 
     /// The retry state of every failing entry still in the outbox; stale states are removed.
     pub fn attempt_states(&self, sink: &str) -> Result<Vec<(u64, AttemptState)>, StoreError> {
         let s = self.sink(sink)?;
-        let mut out = Vec::new();
-        for item in s.attempts.iter() {
-            let (k, v) = item.map_err(self.io("read retry state"))?;
-            let seq = decode_u64(&k)
-                .ok_or_else(|| self.corrupt("retry state", sink, "key is not 8 bytes"))?;
-            if !s.outbox.contains_key(&k).map_err(self.io("read outbox"))? {
-                s.attempts
-                    .remove(&k)
-                    .map_err(self.io("remove retry state"))?;
-                continue;
+        let engine = &self.inner.engine;
+        let (live, stale) = engine.read("read retry state", |txn| {
+            let outbox = txn.open_table(s.outbox())?;
+            let (mut live, mut stale) = (Vec::new(), Vec::new());
+            for item in txn.open_table(s.attempts())?.iter()? {
+                let (k, v) = item?;
+                let seq = k.value();
+                if outbox.get(seq)?.is_none() || engine.removed(&s.outbox, seq) {
+                    stale.push(seq);
+                } else {
+                    live.push((seq, v.value().to_vec()));
+                }
             }
-            let state = serde_json::from_slice(&v).map_err(|e| {
-                self.corrupt("retry state", &format!("{sink}/{seq}"), &e.to_string())
+            Ok((live, stale))
+        })?;
+        if !stale.is_empty() {
+            engine.write("remove retry state", |txn| {
+                let mut attempts = txn.open_table(s.attempts())?;
+                for seq in &stale {
+                    attempts.remove(seq)?;
+                }
+                Ok(())
             })?;
-            out.push((seq, state));
         }
-        Ok(out)
+        live.into_iter()
+            .map(|(seq, v)| {
+                let state = serde_json::from_slice(&v).map_err(|e| {
+                    self.corrupt("retry state", &format!("{sink}/{seq}"), &e.to_string())
+                })?;
+                Ok((seq, state))
+            })
+            .collect()
+    }
+
+    /// Entries with retry state (stale ones included until `attempt_states` drops them).
+    #[cfg(test)]
+    fn attempts_len(&self, sink: &str) -> u64 {
+        let s = self.sink(sink).unwrap();
+        self.inner
+            .engine
+            .read("test", |txn| {
+                Ok(redb::ReadableTableMetadata::len(
+                    &txn.open_table(s.attempts())?,
+                )?)
+            })
+            .unwrap()
     }
 }
 
@@ -104,6 +134,6 @@ mod tests {
             .record_attempt("hook", seqs[0] + 1000, &failed(1))
             .unwrap();
         assert_eq!(store.attempt_states("hook").unwrap().len(), 1);
-        assert_eq!(store.sink("hook").unwrap().attempts.len(), 1);
+        assert_eq!(store.attempts_len("hook"), 1);
     }
 }

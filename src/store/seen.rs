@@ -1,60 +1,77 @@
-//! The record ids admitted, with a retention: `seen` (id -> when, unix ms big-endian) and its
-//! index by time `seen_by_time` (when ++ id), which `prune_seen` walks to forget the oldest.
+//! The record ids admitted, with a retention: `seen` (id -> when, unix ms) and its index by
+//! time `seen_by_time` (when, big-endian, ++ id), which `prune_seen` walks to forget the oldest.
 
 use chrono::{DateTime, Utc};
-use sled::transaction::{TransactionalTree, UnabortableTransactionError};
+use redb::{ReadableTable, ReadableTableMetadata, Table};
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, SEEN, SEEN_BY_TIME};
+
+/// Ids forgotten per transaction by `prune_seen`: a retention of days can expire millions at
+/// once, and one transaction of them all would hold the writer for seconds.
+const PRUNE_CHUNK: usize = 10_000;
 
 impl Store {
-    /// Record ids remembered (counts them: O(n)).
+    /// Record ids remembered (0 if the store cannot be read).
     pub fn seen_len(&self) -> usize {
-        self.inner.seen.len()
+        self.inner
+            .engine
+            .read("count seen", |txn| Ok(txn.open_table(SEEN)?.len()?))
+            .map_or(0, |n| n as usize)
     }
 
     /// Whether a record id was admitted (and not yet pruned).
     pub fn is_seen(&self, record_id: &str) -> Result<bool, StoreError> {
-        self.inner
-            .seen
-            .contains_key(record_id)
-            .map_err(self.io("read seen"))
+        self.inner.engine.read("read seen", |txn| {
+            Ok(txn.open_table(SEEN)?.get(record_id)?.is_some())
+        })
     }
 
     /// Forgets ids admitted before `before`. Returns how many.
     pub fn prune_seen(&self, before: DateTime<Utc>) -> Result<usize, StoreError> {
         let end = before.timestamp_millis().to_be_bytes();
         let mut pruned = 0;
-        for item in self.inner.seen_by_time.range(..end.as_slice()) {
-            let (key, _) = item.map_err(self.io("read seen_by_time"))?;
-            // `seen` first: a crash in between leaves an index entry, removed next time.
-            self.inner
-                .seen
-                .remove(&key[8..])
-                .map_err(self.io("prune seen"))?;
-            self.inner
-                .seen_by_time
-                .remove(&key)
-                .map_err(self.io("prune seen"))?;
-            pruned += 1;
+        loop {
+            let n = self.inner.engine.write("prune seen", |txn| {
+                let mut seen = txn.open_table(SEEN)?;
+                let mut by_time = txn.open_table(SEEN_BY_TIME)?;
+                let mut keys = Vec::new();
+                for item in by_time.range(..end.as_slice())?.take(PRUNE_CHUNK) {
+                    keys.push(item?.0.value().to_vec());
+                }
+                for key in &keys {
+                    if let Ok(id) = std::str::from_utf8(&key[8..]) {
+                        seen.remove(id)?;
+                    }
+                    by_time.remove(key.as_slice())?;
+                }
+                Ok(keys.len())
+            })?;
+            pruned += n;
+            if n < PRUNE_CHUNK {
+                return Ok(pruned);
+            }
         }
-        Ok(pruned)
     }
 }
 
-/// Marks `id` seen at `ms` (unix milliseconds), inside a transaction over `seen` and
-/// `seen_by_time`, unless it is seen already. Returns whether it was new. The two trees are
-/// written together: `prune_seen` finds what to forget through the index alone.
+/// Marks `id` seen at `ms` (unix milliseconds), inside a write transaction, unless it is seen
+/// already. Returns whether it was new. The two tables are written together: `prune_seen` finds
+/// what to forget through the index alone.
 pub(super) fn mark_seen(
-    seen: &TransactionalTree,
-    by_time: &TransactionalTree,
+    seen: &mut Table<&str, i64>,
+    by_time: &mut Table<&[u8], ()>,
     id: &str,
     ms: i64,
-) -> Result<bool, UnabortableTransactionError> {
-    if seen.get(id.as_bytes())?.is_some() {
+) -> Result<bool, redb::Error> {
+    // Insert first: most ids are new, and this walks the tree once where a lookup before every
+    // insert would walk it twice.
+    let previous = seen.insert(id, ms)?.map(|old| old.value());
+    if let Some(first) = previous {
+        // Seen already: keep when it was first admitted (the retention counts from it).
+        seen.insert(id, first)?;
         return Ok(false);
     }
-    seen.insert(id.as_bytes(), &ms.to_be_bytes())?;
-    by_time.insert(time_key(ms, id), &[])?;
+    by_time.insert(time_key(ms, id).as_slice(), ())?;
     Ok(true)
 }
 
@@ -69,8 +86,18 @@ fn time_key(ms: i64, id: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use chrono::{Duration, TimeZone, Utc};
+    use redb::ReadableTableMetadata;
 
     use crate::store::testing::{admissions, open};
+    use crate::store::{Store, SEEN, SEEN_BY_TIME};
+
+    fn by_time_len(store: &Store) -> u64 {
+        store
+            .inner
+            .engine
+            .read("test", |txn| Ok(txn.open_table(SEEN_BY_TIME)?.len()?))
+            .unwrap()
+    }
 
     #[tokio::test]
     async fn an_id_is_admitted_once_and_refused_after() {
@@ -149,7 +176,7 @@ mod tests {
         assert_eq!(store.prune_seen(hours(1)).unwrap(), 2);
         assert_eq!(store.seen_len(), 4);
         assert_eq!(
-            store.inner.seen_by_time.len(),
+            by_time_len(&store),
             4,
             "the index goes with them"
         );
@@ -174,7 +201,7 @@ mod tests {
         );
         assert_eq!(seen(&["edge", "new1", "new2", "new3"]), [false; 4]);
         assert!(store.is_seen("old1").unwrap());
-        assert_eq!((store.seen_len(), store.inner.seen_by_time.len()), (1, 1));
+        assert_eq!((store.seen_len(), by_time_len(&store)), (1, 1));
     }
 
     #[tokio::test]
@@ -187,8 +214,15 @@ mod tests {
             .await
             .unwrap();
         // What a crash between the two removals of a prune leaves.
-        store.inner.seen.remove("a").unwrap();
+        store
+            .inner
+            .engine
+            .write("test", |txn| {
+                txn.open_table(SEEN)?.remove("a")?;
+                Ok(())
+            })
+            .unwrap();
         assert_eq!(store.prune_seen(t0 + Duration::seconds(1)).unwrap(), 2);
-        assert_eq!((store.seen_len(), store.inner.seen_by_time.len()), (0, 0));
+        assert_eq!((store.seen_len(), by_time_len(&store)), (0, 0));
     }
 }
