@@ -21,6 +21,9 @@
 //! to every request by the simulator, as a request to MXC across the internet costs (0 skips
 //! it).
 
+mod common;
+
+use common::machine;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -385,31 +388,3 @@ fn thousands(x: f64) -> String {
     out
 }
 
-/// The machine and the commit, for the README.
-fn machine() -> String {
-    let run = |program: &str, args: &[&str]| {
-        Command::new(program)
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let model = run("lscpu", &[])
-        .lines()
-        .find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_string()))
-        .unwrap_or_default();
-    format!(
-        "machine: {} CPU(s), {model}; commit {}",
-        run("nproc", &[]),
-        run(
-            "git",
-            &[
-                "-C",
-                env!("CARGO_MANIFEST_DIR"),
-                "rev-parse",
-                "--short",
-                "HEAD"
-            ]
-        )
-    )
-}

@@ -8,6 +8,9 @@
 //! `mkfifo /tmp/ctl; MXC_BENCH_PERF_CTL=/tmp/ctl perf record -D -1 --control fifo:/tmp/ctl -g
 //! --call-graph dwarf target/release/deps/kafka-…`.
 
+mod common;
+
+use common::{cpu_seconds, env_or};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,33 +282,6 @@ fn perf_control(command: &str) {
             eprintln!("perf control {fifo}: {e}");
         }
     }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU seconds this process has used (user and system), from /proc.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // The fields after the command name, whose parentheses may hold spaces.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime, in clock ticks of 1/100 s on Linux.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn credentials() -> Credentials {

@@ -64,3 +64,37 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// CPU seconds this process has used so far (user and system, every thread), from getrusage.
+pub fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+/// The machine and commit a benchmark ran on, for its provenance line.
+pub fn machine() -> String {
+    let run = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let model = run("lscpu", &[])
+        .lines()
+        .find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_string()))
+        .unwrap_or_default();
+    format!(
+        "machine: {} CPU(s), {model}; commit {}",
+        run("nproc", &[]),
+        run(
+            "git",
+            &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]
+        )
+    )
+}

@@ -104,7 +104,7 @@ fn store_dir(path: &Path) -> Result<(), PreflightError> {
             writable(path).map_err(|error| PreflightError::CannotWriteIn { path: at(), error })?;
             let entries = std::fs::read_dir(path)
                 .map_err(|error| PreflightError::CannotRead { path: at(), error })?;
-            // sled's files and the outbox's segments: one written by another user stops `run`.
+            // The store's files: one written by another user stops `run`.
             for entry in entries.flatten() {
                 let file = entry.path();
                 writable(&file).map_err(|error| PreflightError::CannotWrite { file, error })?;

@@ -13,28 +13,31 @@ use super::{ConfigError, PollersConfig};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct StoreConfig {
-    /// Directory of the sled database; created if missing.
+    /// Directory of the store (its database file, `store.redb`); created if missing.
     pub path: PathBuf,
-    /// `batch`: every admitted page is flushed to disk before polling goes on (safest, one
-    /// fsync per page). `interval`: flushed every `flush_interval` (group commit: less disk
-    /// work; a crash loses at most that much admission work, and the cursor, written after the
-    /// pages it covers, rolls back with it, so those records are fetched and admitted again —
-    /// nothing is lost either way).
+    /// `batch`: every admitted page, and every removal of delivered events, is on disk (fsync)
+    /// before the call returns; concurrent ones share one fsync. A crash or a power cut loses
+    /// nothing but the retry state of failing entries written in the last second (their retry
+    /// schedule starts over). `interval`: written at once, made durable every
+    /// `flush_interval` (less disk work). A crash or power cut loses up to that much work: the
+    /// cursors roll back with the pages they cover, so those records are fetched and admitted
+    /// again (nothing is lost), and events delivered in that time are delivered again, with the
+    /// same ids.
     pub durability: Durability,
-    /// Flush period for `durability = "interval"`.
+    /// How often writes are made durable under `durability = "interval"`.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
     /// How long a record id is remembered after admission; must exceed `pollers.look_back`.
     #[serde(with = "duration")]
     pub seen_retention: Duration,
     /// Polling pauses (the cursors stay where they are) while the store's file system has
-    /// less free space than this, in MiB, and resumes by itself when space returns. sled
-    /// cannot survive a write that hits a full disk, so the guard keeps it from getting there.
-    /// Delivery goes on meanwhile (sled does not give the space of delivered entries back to
-    /// the file system at once: free space on the disk).
+    /// less free space than this, in MiB, and resumes by itself when space returns; delivery
+    /// goes on meanwhile. Without the guard (0), a write that meets a full disk closes the
+    /// store, which opens itself again once space returns (polling and delivery pause until
+    /// then; nothing admitted is lost or repeated).
     pub min_free_mib: u64,
-    /// Memory for sled's page cache, in MiB (sled's own default is 1 GiB). Beyond it, pages
-    /// are read from disk again.
+    /// Memory for the store's page cache, in MiB (redb's own default is 1 GiB). Beyond it,
+    /// pages are read from disk again.
     pub cache_mib: u64,
 }
 

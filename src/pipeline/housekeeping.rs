@@ -98,9 +98,8 @@ fn oldest_position(
 }
 
 /// Counts the record ids remembered (`mxc_relay_seen_ids`) a minute after start, then every
-/// five minutes, on a blocking thread. Counting reads the whole set — at a million ids about a
-/// second of CPU, and every page of it through sled's cache — so it is kept out of the start
-/// (it delayed the first polls) and off the runtime's workers.
+/// five minutes, on a blocking thread: a read of the store, kept out of the start and off the
+/// runtime's workers.
 pub(super) async fn count_seen(store: Store, metrics: Metrics, stop: CancellationToken) {
     let mut wait = SEEN_COUNT_FIRST;
     loop {

@@ -200,8 +200,8 @@ impl Pollers {
                 }
             }
         }
-        // In transactions of a few hundred: sled holds a transaction's writes in memory, and
-        // one of 10,000 cursors took 40 MB at start-up that the allocator kept afterwards.
+        // In transactions of a few hundred: a transaction holds its writes in memory until it
+        // commits, and one of 10,000 cursors took 40 MB at start-up that the allocator kept.
         for chunk in fresh.chunks(CURSORS_PER_TRANSACTION) {
             self.store.admit(&[], chunk).await?;
         }

@@ -76,9 +76,9 @@ impl Store {
         let store = self.clone();
         let durable = self.inner.durability == Durability::Batch;
         let new = tokio::task::spawn_blocking(move || {
-            let new = store.write_admission(&records, &cursors, now)?;
+            let (new, at) = store.write_admission(&records, &cursors, now)?;
             if durable {
-                store.inner.engine.sync()?;
+                store.inner.engine.sync_upto(at)?;
             }
             Ok::<_, StoreError>(new)
         })
@@ -109,15 +109,16 @@ impl Store {
         Ok(outcome)
     }
 
-    /// The transaction of `admit`. Returns the indices of the records seen for the first time.
+    /// The transaction of `admit`. Returns the indices of the records seen for the first time,
+    /// and the commit's number.
     fn write_admission(
         &self,
         records: &[(String, Vec<(usize, Vec<u8>)>)],
         cursors: &[(String, [u8; 16])],
         now: i64,
-    ) -> Result<Vec<usize>, StoreError> {
+    ) -> Result<(Vec<usize>, u64), StoreError> {
         let engine = &self.inner.engine;
-        engine.write("admit", |txn| {
+        engine.write_counted("admit", |txn| {
             let mut seen = txn.open_table(SEEN)?;
             let mut by_time = txn.open_table(SEEN_BY_TIME)?;
             let mut outboxes = Vec::with_capacity(self.inner.outboxes.len());

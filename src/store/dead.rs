@@ -44,13 +44,14 @@ impl Store {
         };
         let bytes = serde_json::to_vec(&letter)
             .map_err(|e| self.corrupt("dead letter", &entry.event.id, &e.to_string()))?;
-        self.inner.engine.write("dead-letter", |txn| {
+        let ((), at) = self.inner.engine.write_counted("dead-letter", |txn| {
             let seq = entry.seq;
             txn.open_table(s.outbox())?.remove(seq)?;
             txn.open_table(s.attempts())?.remove(seq)?;
             txn.open_table(s.dead())?.insert(seq, bytes.as_slice())?;
             Ok(())
-        })
+        })?;
+        self.synced_if_batch(at)
     }
 
     /// A sink's dead letters, oldest first.

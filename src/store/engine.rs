@@ -47,9 +47,14 @@ pub(super) struct Engine {
     db: RwLock<Option<Database>>,
     /// Why it was closed, and when it was last tried again.
     broken: Mutex<Option<(String, Instant)>>,
-    /// Commits made so far; `durable` is how many of them were on disk at the last sync.
+    /// Commits made so far; `durable` is how many of them were on disk at the last sync (held
+    /// by the sync that moves it; `durable_mark` is the same, for a reopen to read).
     committed: AtomicU64,
     durable: Mutex<u64>,
+    durable_mark: AtomicU64,
+    /// Commits a reopen lost (those after its last durable one): `(after, upto]`. A sync for
+    /// one of them fails instead of calling it durable.
+    lost: Mutex<Vec<(u64, u64)>>,
     next_seq: AtomicU64,
     removals: Removals,
 }
@@ -92,6 +97,8 @@ impl Engine {
             broken: Mutex::new(None),
             committed: AtomicU64::new(0),
             durable: Mutex::new(0),
+            durable_mark: AtomicU64::new(0),
+            lost: Mutex::new(Vec::new()),
             next_seq: AtomicU64::new(next_seq),
             removals: Removals::default(),
         })
@@ -132,7 +139,7 @@ impl Engine {
         self.write_counted(operation, write).map(|(value, _)| value)
     }
 
-    fn write_counted<T>(
+    pub(super) fn write_counted<T>(
         &self,
         operation: &'static str,
         write: impl FnOnce(&WriteTransaction) -> Result<T, redb::Error>,
@@ -157,8 +164,24 @@ impl Engine {
     /// Makes every commit so far durable (one fsync'd commit for all the callers waiting).
     /// Blocking: call it off the async threads.
     pub(super) fn sync(&self) -> Result<(), StoreError> {
-        let target = self.committed.load(Ordering::Acquire);
+        self.sync_upto(self.committed.load(Ordering::Acquire))
+    }
+
+    /// Makes commits up to number `target` durable (see [`Engine::sync`]); fails if a reopen
+    /// lost one of them.
+    pub(super) fn sync_upto(&self, target: u64) -> Result<(), StoreError> {
+        let lost = |target: u64| {
+            lock(&self.lost)
+                .iter()
+                .any(|(after, upto)| *after < target && target <= *upto)
+        };
         let mut durable = lock(&self.durable);
+        if lost(target) {
+            return Err(self.closed(
+                "sync",
+                "lost when the store was opened again after a failed write",
+            ));
+        }
         if *durable >= target {
             return Ok(());
         }
@@ -180,7 +203,15 @@ impl Engine {
         };
         drop(db);
         let upto = result.map_err(|e| self.failed("sync", e))?;
+        if lost(target) {
+            // Lost to a reopen while this sync waited for the database.
+            return Err(self.closed(
+                "sync",
+                "lost when the store was opened again after a failed write",
+            ));
+        }
         *durable = upto;
+        self.durable_mark.store(upto, Ordering::Release);
         lock(&self.removals.committed).retain(|(at, _, _)| *at > upto);
         Ok(())
     }
@@ -190,14 +221,14 @@ impl Engine {
         *lock(&self.durable) < self.committed.load(Ordering::Acquire)
     }
 
-    /// Removes delivered entries from an outbox table (see [`Removals`]). A removal that fails
-    /// is kept and written with the next one, or after a reopen.
+    /// Removes delivered entries from an outbox table (see [`Removals`]); returns the commit's
+    /// number. A removal that fails is kept and written with the next one, or after a reopen.
     pub(super) fn remove(
         &self,
         table: &str,
         seqs: &[u64],
         also: impl FnOnce(&WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         let mut all: Vec<u64> = seqs.to_vec();
         if let Some(failed) = lock(&self.removals.failed).remove(table) {
             all.extend(failed);
@@ -213,7 +244,7 @@ impl Engine {
         match outcome {
             Ok(((), at)) => {
                 lock(&self.removals.committed).push((at, table.to_string(), all));
-                Ok(())
+                Ok(at)
             }
             Err(e) => {
                 lock(&self.removals.failed)
@@ -302,6 +333,12 @@ impl Engine {
         });
         match opened {
             Ok(reopened) => {
+                // What was committed after the last sync is not in the file.
+                let after = self.durable_mark.load(Ordering::Acquire);
+                let upto = self.committed.load(Ordering::Acquire);
+                if upto > after {
+                    lock(&self.lost).push((after, upto));
+                }
                 *db = Some(reopened);
                 *broken = None;
                 tracing::warn!(store = %self.dir.display(), after = %why,

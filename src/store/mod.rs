@@ -324,6 +324,15 @@ impl Store {
             })?
     }
 
+    /// Under `durability = "batch"`, makes commit `at` durable before returning (blocking: an
+    /// fsync, shared with whoever syncs at the same time); under `"interval"`, the flusher will.
+    fn synced_if_batch(&self, at: u64) -> Result<(), StoreError> {
+        match self.inner.durability {
+            Durability::Batch => self.inner.engine.sync_upto(at),
+            Durability::Interval => Ok(()),
+        }
+    }
+
     fn corrupt(&self, what: &'static str, key: &str, detail: &str) -> StoreError {
         StoreError::Corrupt {
             path: self.inner.path.clone(),

@@ -49,11 +49,12 @@ impl Store {
             .collect()
     }
 
-    /// Removes delivered entries (and their retry state). If it fails, the entries are still
-    /// delivered: they are not read again, and their removal is written with the next one.
+    /// Removes delivered entries (and their retry state); under `durability = "batch"` durably
+    /// (a crash would deliver them again). If it fails, the entries are still delivered: they
+    /// are not read again, and their removal is written with the next one.
     pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
-        self.inner.engine.remove(&s.outbox, seqs, |txn| {
+        let at = self.inner.engine.remove(&s.outbox, seqs, |txn| {
             let mut attempts = txn.open_table(s.attempts())?;
             if !attempts.is_empty()? {
                 for seq in seqs {
@@ -61,7 +62,8 @@ impl Store {
                 }
             }
             Ok(())
-        })
+        })?;
+        self.synced_if_batch(at)
     }
 
     /// One outbox entry, if it is still there.

@@ -248,7 +248,7 @@ impl Metrics {
             r,
             IntGauge::new(
                 "mxc_relay_store_disk_bytes",
-                "Disk space the store takes (sled's files and the outbox's body segments), sampled every 10 s.",
+                "Disk space the store's database file takes, sampled every 10 s.",
             ),
         );
         let token_expiry = register(

@@ -56,6 +56,19 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Another program's file, grown until the disk refuses another byte.
+    fn fill(&self) -> PathBuf {
+        let path = self.fill_leaving(0);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        for size in [4096, 512, 1] {
+            while file.write_all(&vec![0u8; size]).is_ok() {}
+        }
+        let _ = file.sync_all();
+        path
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
@@ -145,5 +158,81 @@ async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_re
     );
     let lag = metrics.poll_lag_max.get();
     assert!(lag < 4.0, "polling caught up ({lag} s)");
+    pipeline.shutdown().await.unwrap();
+}
+
+/// Without the guard (`min_free_mib = 0`) a write really hits the full disk: the store closes,
+/// opens itself again once space returns, and the service goes on without a restart, every
+/// record delivered once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_hits_a_full_disk_is_survived_in_process_and_every_record_arrives_once() {
+    let sim = start_sim(quiet_sim()).await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let t0 = Utc::now();
+    sim.generate(200, &xmids, t0 - chrono::Duration::minutes(5), t0)
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("disk"), 32);
+    let archive = dir.path().join("archive.jsonl");
+    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(10 * 60);
+    c.pollers.settle = Duration::from_secs(1);
+    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.store.path = disk.dir.join("store");
+    c.store.min_free_mib = 0;
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: archive.clone(),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+
+    let metrics = Metrics::new();
+    let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
+    assert_eq!(
+        wait_for_lines(&archive, 200, Duration::from_secs(20)).await,
+        200
+    );
+
+    // Every byte taken, while records keep coming in small batches.
+    let filler = disk.fill();
+    let failed_before = metrics.polls.with_label_values(&["error"]).get();
+    for _ in 0..6 {
+        sim.generate(
+            100,
+            &xmids,
+            Utc::now() - chrono::Duration::seconds(2),
+            Utc::now(),
+        )
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while metrics.polls.with_label_values(&["error"]).get() < failed_before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "polls fail while the disk is full"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        lines(&archive).len() < 800,
+        "not everything got through a full disk"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let n = wait_for_lines(&archive, 800, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let all = lines(&archive);
+    let ids = record_ids(&all);
+    assert_eq!(
+        (n, all.len(), ids.len()),
+        (800, 800, 800),
+        "every record, once, without a restart"
+    );
     pipeline.shutdown().await.unwrap();
 }

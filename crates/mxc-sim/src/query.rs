@@ -30,6 +30,8 @@ pub struct ReportQuery {
     pub created_range: Option<(i64, i64)>,
     /// Whether any filter clause or the sort names `created`.
     pub on_created: bool,
+    /// Whether the filter is nothing but `created_range`: see [`ReportQuery::matches_in_created_range`].
+    created_range_is_filter: bool,
     pub size: usize,
     pub offset: usize,
     sort: Vec<(String, bool)>,
@@ -99,6 +101,7 @@ impl ReportQuery {
             }
         };
         let created_range = filter.as_ref().and_then(Filter::created_range);
+        let created_range_is_filter = filter.as_ref().is_some_and(Filter::is_created_range);
         let on_created = sort.iter().any(|(f, _)| f == CREATED)
             || filter.as_ref().is_some_and(|f| f.names(CREATED));
         Ok(ReportQuery {
@@ -109,6 +112,7 @@ impl ReportQuery {
             has_dr_type: params.contains_key("dr_type"),
             created_range,
             on_created,
+            created_range_is_filter,
             size,
             offset,
             sort,
@@ -124,6 +128,31 @@ impl ReportQuery {
 
     pub fn matches(&self, record: &SimRecord) -> bool {
         self.filter.as_ref().is_none_or(|f| f.matches(record))
+    }
+
+    /// What [`ReportQuery::matches`] says, without reading the filter for an authorization
+    /// within `created_range` when the filter is nothing but that range (as in the relay's
+    /// poll): whole-millisecond bounds that an `f64` holds exactly, and a `created` it holds
+    /// exactly too, so comparing as the filter does (in `f64`) is comparing in `i64`.
+    pub fn matches_in_created_range(&self, record: &SimRecord) -> bool {
+        let certain = self.created_range_is_filter
+            && record.resource == &AUTHORIZATIONS
+            && record.created_ms.unsigned_abs() <= EXACT_IN_F64
+            && self
+                .created_range
+                .is_some_and(|(from, to)| (from..=to).contains(&record.created_ms));
+        certain || self.matches(record)
+    }
+
+    /// Whether the sort is exactly these fields in this order, each ascending (`true`) or
+    /// descending.
+    pub fn sorts_exactly(&self, keys: &[(&str, bool)]) -> bool {
+        self.sort.len() == keys.len()
+            && self
+                .sort
+                .iter()
+                .zip(keys)
+                .all(|((field, asc), (want, want_asc))| field == want && asc == want_asc)
     }
 
     /// Orders records by the `sort` fields, then by generation order.
@@ -175,7 +204,10 @@ impl ReportQuery {
 }
 
 /// The field of MXC's ingestion instant.
-const CREATED: &str = "created";
+pub const CREATED: &str = "created";
+
+/// The largest magnitude up to which every whole number is an `f64` (2^53).
+const EXACT_IN_F64: u64 = 1 << 53;
 
 /// A sort field held outside the record's JSON.
 #[derive(Debug, Clone, Copy)]
@@ -453,6 +485,26 @@ impl Filter {
             range = Some((from, to));
         }
         range
+    }
+
+    /// Whether the filter is only `range` clauses on `created` of the top-level `must`/`filter`
+    /// whose bounds are whole milliseconds within ±2^53: then a record with a `created`
+    /// within ±2^53 matches exactly when `created_range` holds its `created`.
+    fn is_created_range(&self) -> bool {
+        !self.must.is_empty()
+            && self.should.is_empty()
+            && self.must_not.is_empty()
+            && self.must.iter().all(|clause| match clause {
+                Clause::Range(field, bounds) => {
+                    field == CREATED
+                        && bounds.iter().all(|b| {
+                            b.number.is_some_and(|n| {
+                                n.is_finite() && n.fract() == 0.0 && n.abs() <= EXACT_IN_F64 as f64
+                            })
+                        })
+                }
+                _ => false,
+            })
     }
 
     /// Whether any clause, however nested, is on `field`.

@@ -41,9 +41,9 @@ const READ_AHEAD: usize = 64;
 /// Even without a notification, look for new entries this often.
 const RESCAN: Duration = Duration::from_secs(5);
 /// Delivered entries leave the outbox together, this many at most, and none waits longer than
-/// `REMOVE_WITHIN` (nor once nothing else is in flight). Each sled batch seals and writes the
-/// log buffer with a `sync_file_range`, which cost more than the deliveries themselves when done
-/// for every answer or two.
+/// `REMOVE_WITHIN` (nor once nothing else is in flight). Each removal is a store transaction
+/// (and under `durability = "batch"` an fsync), which costs more than the deliveries themselves
+/// when done for every answer or two.
 const REMOVE_BATCH: usize = 64;
 const REMOVE_WITHIN: Duration = Duration::from_millis(2);
 

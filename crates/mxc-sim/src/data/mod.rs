@@ -2,7 +2,11 @@
 //! so the same seed gives the same merchants, ids and amounts; `settlement` adds what follows
 //! the authorizations (disputes, batches, deposits).
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::{Ordering, Reverse};
+use std::collections::btree_map::{self, BTreeMap};
+use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::HashMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, TimeZone, Utc};
@@ -370,6 +374,9 @@ pub struct Dataset {
     records: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
     /// Per merchant: (created_ms, seq) → authorization, for queries on `created`.
     by_created: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    /// Per merchant: (created_ms, id, seq) → authorization: the order of
+    /// `sort=created:asc,id:asc`, the relay's poll.
+    by_created_id: Vec<BTreeMap<CreatedIdKey, Arc<SimRecord>>>,
     /// The latest clock reading seen: records visible by then are searchable. Never goes
     /// back, so a clock set back does not hide records already served.
     index_now_ms: i64,
@@ -406,6 +413,7 @@ impl Dataset {
         let active_weights = active_weights(&merchants);
         let records = vec![BTreeMap::new(); merchants.len()];
         let by_created = records.clone();
+        let by_created_id = vec![BTreeMap::new(); merchants.len()];
         let start = (now_ms - config.backlog_ms) as f64;
         let settlement = Settlement::new(
             config.settlement.clone(),
@@ -419,6 +427,7 @@ impl Dataset {
             by_xmid,
             records,
             by_created,
+            by_created_id,
             index_now_ms: i64::MIN,
             settlement,
             active_weights,
@@ -448,6 +457,7 @@ impl Dataset {
             self.merchants.push(merchant);
             self.records.push(BTreeMap::new());
             self.by_created.push(BTreeMap::new());
+            self.by_created_id.push(BTreeMap::new());
             self.settlement
                 .add_merchant(true, self.next_arrival_ms as i64);
             self.active_weights = active_weights(&self.merchants);
@@ -582,6 +592,59 @@ impl Dataset {
         out
     }
 
+    /// The searchable records of `merchants` whose key in `index` lies in `[from_ms, to_ms]`,
+    /// in the index's order over all of them: each merchant's run is already in that order,
+    /// and the runs are merged. The same records as `select` (`select_created` for the
+    /// indexes by `created`), in the order `ReportQuery::sort` gives them when it sorts by
+    /// exactly the index's fields, ascending (see [`Index`]); a merchant named twice gives
+    /// its records twice, each next to its copy.
+    pub fn ordered<'a>(
+        &'a self,
+        index: Index,
+        merchants: &[usize],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> impl Iterator<Item = &'a Arc<SimRecord>> + 'a {
+        let now = self.index_now_ms;
+        let runs = if from_ms > to_ms {
+            Runs::Empty
+        } else {
+            let seq_range = (from_ms, 0)..=(to_ms, u64::MAX);
+            let seq_runs = |timelines: &'a [Timeline]| {
+                Merge::new(
+                    merchants
+                        .iter()
+                        .filter_map(|&m| timelines.get(m))
+                        .map(|t| t.range(seq_range.clone()))
+                        .collect(),
+                )
+            };
+            match index {
+                Index::Time(resource) => Runs::Seq(seq_runs(
+                    self.settlement.timelines(resource).unwrap_or(&self.records),
+                )),
+                Index::Created => Runs::Seq(seq_runs(&self.by_created)),
+                Index::CreatedId => {
+                    // From the least key at `from_ms` (empty id, seq 0) to before the least
+                    // key after `to_ms`.
+                    let start: CreatedIdKey = (from_ms, Box::default(), 0);
+                    let end = match to_ms.checked_add(1) {
+                        Some(after) => Bound::Excluded((after, Box::default(), 0)),
+                        None => Bound::Unbounded,
+                    };
+                    Runs::Id(Merge::new(
+                        merchants
+                            .iter()
+                            .filter_map(|&m| self.by_created_id.get(m))
+                            .map(|t| t.range((Bound::Included(start.clone()), end.clone())))
+                            .collect(),
+                    ))
+                }
+            }
+        };
+        runs.filter(move |r| r.visible_ms <= now)
+    }
+
     fn pick_merchant(&mut self) -> usize {
         let total = self.active_weights.last().map(|w| w.0).unwrap_or(0.0);
         let x = self.rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
@@ -601,6 +664,10 @@ impl Dataset {
         let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
         self.records[merchant].insert((tx_ms, seq), record.clone());
         self.by_created[merchant].insert((created_ms, seq), record.clone());
+        self.by_created_id[merchant].insert(
+            (created_ms, record.id.as_str().into(), seq),
+            record.clone(),
+        );
         record
     }
 
@@ -814,6 +881,114 @@ impl Dataset {
                 },
             },
         })
+    }
+}
+
+/// A timeline: (time, seq) → record, one per merchant.
+type Timeline = BTreeMap<(i64, u64), Arc<SimRecord>>;
+
+/// A key of the index by `created` then `id`: (created_ms, id, seq).
+type CreatedIdKey = (i64, Box<str>, u64);
+
+/// An index of the records, and the order it keeps each merchant's records in. Each order
+/// is the one `ReportQuery::sort` gives when it sorts by exactly these fields, ascending:
+/// it breaks the last ties by `seq`, and `id` compares as `String` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Index {
+    /// The records of a resource by its time field (`tx_ms`), then `seq`: what `select`
+    /// reads (`transactionDateAndTime:asc` for authorizations).
+    Time(&'static Resource),
+    /// Authorizations by `created`, then `seq` (`created:asc`): what `select_created` reads.
+    Created,
+    /// Authorizations by `created`, then `id`, then `seq` (`created:asc,id:asc`).
+    CreatedId,
+}
+
+/// The merchants' runs of one index, merged.
+enum Runs<'a> {
+    Empty,
+    Seq(Merge<'a, (i64, u64)>),
+    Id(Merge<'a, CreatedIdKey>),
+}
+
+impl<'a> Iterator for Runs<'a> {
+    type Item = &'a Arc<SimRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Runs::Empty => None,
+            Runs::Seq(merge) => merge.next(),
+            Runs::Id(merge) => merge.next(),
+        }
+    }
+}
+
+/// A k-way merge of sorted runs: the least key first; of equal keys (a merchant named twice),
+/// the earlier run's first.
+struct Merge<'a, K> {
+    runs: Vec<btree_map::Range<'a, K, Arc<SimRecord>>>,
+    /// Each unfinished run's next entry; the least on top.
+    heads: BinaryHeap<Reverse<Head<'a, K>>>,
+}
+
+struct Head<'a, K> {
+    key: &'a K,
+    run: usize,
+    record: &'a Arc<SimRecord>,
+}
+
+impl<K: Ord> PartialEq for Head<'_, K> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<K: Ord> Eq for Head<'_, K> {}
+impl<K: Ord> PartialOrd for Head<'_, K> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<K: Ord> Ord for Head<'_, K> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key
+            .cmp(other.key)
+            .then_with(|| self.run.cmp(&other.run))
+    }
+}
+
+impl<'a, K: Ord> Merge<'a, K> {
+    fn new(mut runs: Vec<btree_map::Range<'a, K, Arc<SimRecord>>>) -> Self {
+        let heads = runs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(run, entries)| {
+                entries
+                    .next()
+                    .map(|(key, record)| Reverse(Head { key, run, record }))
+            })
+            .collect();
+        Merge { runs, heads }
+    }
+}
+
+impl<'a, K: Ord> Iterator for Merge<'a, K> {
+    type Item = &'a Arc<SimRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut top = self.heads.peek_mut()?;
+        let Reverse(head) = &mut *top;
+        let record = head.record;
+        match self.runs.get_mut(head.run).and_then(Iterator::next) {
+            // The run's next entry takes its place (and sinks to where it belongs).
+            Some((key, next)) => {
+                head.key = key;
+                head.record = next;
+            }
+            None => {
+                PeekMut::pop(top);
+            }
+        }
+        Some(record)
     }
 }
 

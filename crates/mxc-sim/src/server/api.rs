@@ -95,18 +95,16 @@ pub(super) async fn report(
             ),
         );
     }
-    let (records, total_amount) = match state.matching(&query) {
-        Ok(found) => found,
+    let page = match state.page(&query, query.offset, query.size) {
+        Ok(page) => page,
         Err(error) => return error.into_response(),
     };
-    let start = query.offset.min(records.len());
-    let end = (start + query.size).min(records.len());
     json_body(envelope(
         &state,
         &query,
-        &records[start..end],
-        records.len(),
-        total_amount,
+        &page.records,
+        page.total,
+        page.total_amount,
         None,
     ))
 }

@@ -1,10 +1,10 @@
 //! The simulator's state behind every handler: its data, faults, statistics, open export
 //! scrolls, and the checks every API request goes through.
 
-use crate::data::{unit_hash, Dataset, Shape, SimRecord, SALT_HIDDEN};
+use crate::data::{unit_hash, Dataset, Index, Shape, SimRecord, SALT_HIDDEN};
 use crate::faults::Faults;
 use crate::jwt::{JwtKey, Rejection};
-use crate::query::ReportQuery;
+use crate::query::{ReportQuery, CREATED};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::SimConfig;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -132,29 +132,37 @@ impl SimState {
         &self,
         query: &ReportQuery,
     ) -> Result<(Vec<Arc<SimRecord>>, f64), ApiError> {
+        let answer = self.answer(query, 0, usize::MAX)?;
+        Ok((answer.records, answer.total_amount))
+    }
+
+    /// One page of what [`SimState::matching`] returns: its records at positions
+    /// `[offset, offset + size)`, with the count and total amount of all of them.
+    pub(super) fn page(
+        &self,
+        query: &ReportQuery,
+        offset: usize,
+        size: usize,
+    ) -> Result<Answer, ApiError> {
+        self.answer(query, offset, size)
+    }
+
+    fn answer(&self, query: &ReportQuery, offset: usize, size: usize) -> Result<Answer, ApiError> {
         let now = self.now_ms();
         let hide_rate = if query.on_created {
             self.faults().hide_from_created_rate
         } else {
             0.0
         };
-        let mut records = match self.data.lock() {
+        let records = match self.data.lock() {
             Ok(mut data) => {
                 data.advance(now);
-                let merchants: Vec<usize> = match &query.xmids {
-                    Some(xmids) => xmids
-                        .iter()
-                        .filter_map(|x| data.merchant_index(x))
-                        .collect(),
-                    None => (0..data.merchants.len()).collect(),
-                };
-                match query.created_range {
-                    // Bounded by `created` only: the index by `created` answers.
-                    Some((from, to)) if !query.has_dr_type && query.resource == &AUTHORIZATIONS => {
-                        data.select_created(&merchants, from, to)
-                    }
-                    _ => data.select(query.resource, &merchants, query.from_ms, query.to_ms),
+                let merchants = merchants(&data, query);
+                if let Some(plan) = Plan::of(query) {
+                    // In order already: no sort, and only the page's records are copied.
+                    return Ok(in_order(&data, plan, query, &merchants, hide_rate, offset, size));
                 }
+                select(&data, query, &merchants)
             }
             Err(_) => {
                 return Err(ApiError::new(
@@ -163,15 +171,7 @@ impl SimState {
                 ))
             }
         };
-        records.retain(|r| {
-            query.matches(r)
-                && !(hide_rate > 0.0
-                    && r.resource == &AUTHORIZATIONS
-                    && unit_hash(r.seq, SALT_HIDDEN) < hide_rate)
-        });
-        query.sort(&mut records);
-        let total = records.iter().map(|r| r.amount).sum::<f64>();
-        Ok((records, (total * 100.0).round() / 100.0))
+        Ok(sorted(records, query, hide_rate, offset, size))
     }
 
     pub(super) fn generate(
@@ -203,5 +203,359 @@ impl SimState {
             shape,
         );
         Ok(())
+    }
+}
+
+/// Records of a query's answer, with the count and total amount of the whole answer.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub(super) records: Vec<Arc<SimRecord>>,
+    pub(super) total: usize,
+    /// Rounded to the cent.
+    pub(super) total_amount: f64,
+}
+
+/// The merchants a query names (each time it names them), or all of them.
+fn merchants(data: &Dataset, query: &ReportQuery) -> Vec<usize> {
+    match &query.xmids {
+        Some(xmids) => xmids
+            .iter()
+            .filter_map(|x| data.merchant_index(x))
+            .collect(),
+        None => (0..data.merchants.len()).collect(),
+    }
+}
+
+/// Whether a record is one the `hide_from_created_rate` fault hides.
+fn hidden(record: &SimRecord, hide_rate: f64) -> bool {
+    hide_rate > 0.0
+        && record.resource == &AUTHORIZATIONS
+        && unit_hash(record.seq, SALT_HIDDEN) < hide_rate
+}
+
+/// A query answered from an index that keeps its records in the query's order: the index,
+/// and the range of its key the query selects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    index: Index,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+impl Plan {
+    /// The index of the records `select` would choose, if the query's sort is exactly the
+    /// index's order (ascending, ties as `ReportQuery::sort` breaks them); otherwise `None`.
+    fn of(query: &ReportQuery) -> Option<Plan> {
+        let (index, (from_ms, to_ms)) = match query.created_range {
+            // Bounded by `created` only: the index by `created` answers.
+            Some(range) if !query.has_dr_type && query.resource == &AUTHORIZATIONS => {
+                if query.sorts_exactly(&[(CREATED, true), ("id", true)]) {
+                    (Index::CreatedId, range)
+                } else if query.sorts_exactly(&[(CREATED, true)]) {
+                    (Index::Created, range)
+                } else {
+                    return None;
+                }
+            }
+            _ if query.sorts_exactly(&[(query.resource.time_field, true)]) => (
+                Index::Time(query.resource),
+                (query.from_ms, query.to_ms),
+            ),
+            _ => return None,
+        };
+        Some(Plan {
+            index,
+            from_ms,
+            to_ms,
+        })
+    }
+}
+
+/// The records a query selects (of `merchants`), in no particular order.
+fn select(data: &Dataset, query: &ReportQuery, merchants: &[usize]) -> Vec<Arc<SimRecord>> {
+    match query.created_range {
+        // Bounded by `created` only: the index by `created` answers.
+        Some((from, to)) if !query.has_dr_type && query.resource == &AUTHORIZATIONS => {
+            data.select_created(merchants, from, to)
+        }
+        _ => data.select(query.resource, merchants, query.from_ms, query.to_ms),
+    }
+}
+
+/// The answer from `select`ed records: filtered, sorted, counted and summed, and the page
+/// at `[offset, offset + size)` kept.
+fn sorted(
+    mut records: Vec<Arc<SimRecord>>,
+    query: &ReportQuery,
+    hide_rate: f64,
+    offset: usize,
+    size: usize,
+) -> Answer {
+    records.retain(|r| query.matches(r) && !hidden(r, hide_rate));
+    query.sort(&mut records);
+    let total_amount = records.iter().map(|r| r.amount).sum::<f64>();
+    let total = records.len();
+    let start = offset.min(total);
+    records.truncate(start.saturating_add(size));
+    records.drain(..start);
+    Answer {
+        records,
+        total,
+        total_amount: (total_amount * 100.0).round() / 100.0,
+    }
+}
+
+/// The same answer as `sorted(select(…))` from the index of `plan`, whose order is the
+/// query's: one pass over the selected records, in order, that counts and sums them all
+/// (in the same order, so to the same total) and copies only the page's.
+fn in_order(
+    data: &Dataset,
+    plan: Plan,
+    query: &ReportQuery,
+    merchants: &[usize],
+    hide_rate: f64,
+    offset: usize,
+    size: usize,
+) -> Answer {
+    let end = offset.saturating_add(size);
+    let mut records = Vec::with_capacity(size.min(128));
+    let mut total = 0;
+    let total_amount = data
+        .ordered(plan.index, merchants, plan.from_ms, plan.to_ms)
+        .filter(|r| query.matches_in_created_range(r) && !hidden(r, hide_rate))
+        .inspect(|r| {
+            if (offset..end).contains(&total) {
+                records.push(Arc::clone(r));
+            }
+            total += 1;
+        })
+        .map(|r| r.amount)
+        .sum::<f64>();
+    Answer {
+        records,
+        total,
+        total_amount: (total_amount * 100.0).round() / 100.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::{GenerationConfig, SettlementConfig};
+    use chrono::TimeZone;
+    use mxc::RESOURCES;
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    const NOW: i64 = 1_700_000_000_000;
+    /// The `created` of the bulk loads: hundreds of records each.
+    const BULK: [i64; 2] = [NOW - 300_000, NOW];
+
+    /// Authorizations arriving one by one (some late) for 20 minutes, then bulk loads that
+    /// share a `created` (some without an id, so equal ids too), some with `created` ahead of
+    /// the clock; an index delay keeps the newest unsearchable. Disputes, batches, deposits.
+    fn dataset() -> Dataset {
+        let mut data = Dataset::new(
+            GenerationConfig {
+                seed: 11,
+                merchants: 8,
+                closed_merchants: 1,
+                rate: 2.0,
+                backlog_ms: 20 * 60_000,
+                decline_rate: 0.07,
+                late_fraction: 0.2,
+                max_lateness_ms: 10 * 60_000,
+                index_delay_ms: 1_000,
+                settlement: SettlementConfig {
+                    dispute_rate: 0.05,
+                    ..SettlementConfig::default()
+                },
+            },
+            NOW - 300_000,
+        );
+        let no_id = Shape {
+            with_id: false,
+            pad_bytes: 0,
+        };
+        data.generate(700, &[0, 1, 2], NOW - 900_000, BULK[0], BULK[0], Shape::NORMAL);
+        data.generate(200, &[], NOW - 900_000, BULK[0], BULK[0], no_id);
+        data.advance(NOW);
+        data.generate(500, &[2, 3, 4], NOW - 60_000, NOW + 60_000, BULK[1], Shape::NORMAL);
+        data.generate(100, &[3], NOW - 60_000, NOW, BULK[1], no_id);
+        data.advance(NOW + 500);
+        data
+    }
+
+    fn at(ms: i64) -> String {
+        mxc::instant(Utc.timestamp_millis_opt(ms).single().unwrap())
+    }
+
+    /// A random query, mostly of the relay's shapes: on `created` (the poll, with and
+    /// without its id tie-break, sometimes with an extra filter or odd bounds) or on
+    /// transaction time (of any resource); sometimes another sort, which no index answers.
+    fn random_query(rng: &mut ChaCha8Rng, xmids: &[String]) -> ReportQuery {
+        let mut params = HashMap::new();
+        if rng.gen_bool(0.9) {
+            let n = rng.gen_range(1..=xmids.len());
+            let mut group: Vec<String> = xmids
+                .choose_multiple(rng, n)
+                .cloned()
+                .collect();
+            if rng.gen_bool(0.1) {
+                group.push(group[0].clone());
+            }
+            if rng.gen_bool(0.1) {
+                group.push("899999999999".into());
+            }
+            params.insert("accountNumbers".into(), serde_json::json!(group).to_string());
+        }
+        // Often exactly at a bulk instant, or from it: ties in `created`.
+        let bound = |rng: &mut ChaCha8Rng| match rng.gen_range(0..4) {
+            0 => BULK[rng.gen_range(0..2)],
+            _ => NOW + rng.gen_range(-1_500_000..120_000),
+        };
+        let (mut from, mut to) = (bound(rng), bound(rng));
+        if rng.gen_bool(0.9) && from > to {
+            std::mem::swap(&mut from, &mut to);
+        }
+        if rng.gen_bool(0.15) {
+            to = from;
+        }
+        let shape = rng.gen_range(0..10);
+        let resource = if shape == 6 {
+            RESOURCES[rng.gen_range(0..RESOURCES.len())]
+        } else {
+            &AUTHORIZATIONS
+        };
+        let sort = match shape {
+            0..=2 => "created:asc,id:asc".to_string(),
+            3 => " created : ASC ,id:asc".to_string(),
+            4 | 5 => "created:asc".to_string(),
+            6 | 7 => format!("{}:asc", resource.time_field),
+            _ => ["created:desc,id:asc", "created:asc,id:desc", "id:asc", "authorizedAmount:asc"]
+                [rng.gen_range(0..4)]
+            .to_string(),
+        };
+        params.insert("sort".into(), sort);
+        let range = match rng.gen_range(0..5) {
+            0 => serde_json::json!({"range": {"created": {"gt": from - 1, "lt": to + 1}}}),
+            1 => serde_json::json!({"range": {"created": {"gte": from as f64 - 0.5, "lte": to}}}),
+            _ => serde_json::json!({"range": {"created": {"gte": at(from), "lte": at(to)}}}),
+        };
+        if shape == 6 || shape == 7 {
+            params.insert("dr_type".into(), "abs".into());
+            params.insert("dr_from".into(), at(from));
+            params.insert("dr_to".into(), at(to));
+            if rng.gen_bool(0.2) {
+                params.insert("filter".into(), serde_json::json!({"must": [range]}).to_string());
+            }
+        } else {
+            let filter = match rng.gen_range(0..6) {
+                0 => serde_json::json!({"must": [range, {"bool": {"must": [
+                    {"term": {"authorizationResponseStatus": "Approved"}}
+                ]}}]}),
+                1 => serde_json::json!({"filter": range}),
+                _ => serde_json::json!({"must": [range]}),
+            };
+            params.insert("filter".into(), filter.to_string());
+        }
+        let now = Utc.timestamp_millis_opt(NOW).single().unwrap();
+        ReportQuery::parse(resource, &params, now).unwrap()
+    }
+
+    #[test]
+    fn the_relays_poll_is_answered_from_the_index_by_created_then_id() {
+        let mut params = HashMap::new();
+        params.insert("accountNumbers".into(), r#"["800000000001","800000000002"]"#.into());
+        params.insert("sort".into(), "created:asc,id:asc".into());
+        let range = serde_json::json!({"must": [{"range": {"created": {
+            "gte": "2026-01-01T00:00:00.000Z", "lte": "2026-01-01T00:05:00.000Z"
+        }}}]});
+        params.insert("filter".into(), range.to_string());
+        params.insert("size".into(), "100".into());
+        let query = ReportQuery::parse(&AUTHORIZATIONS, &params, Utc::now()).unwrap();
+        let plan = Plan::of(&query).unwrap();
+        assert_eq!(plan.index, Index::CreatedId);
+        assert_eq!(plan.to_ms - plan.from_ms, 300_000);
+        params.insert("sort".into(), "created:asc".into());
+        let query = ReportQuery::parse(&AUTHORIZATIONS, &params, Utc::now()).unwrap();
+        assert_eq!(Plan::of(&query).unwrap().index, Index::Created);
+        params.insert("sort".into(), "created:desc".into());
+        let query = ReportQuery::parse(&AUTHORIZATIONS, &params, Utc::now()).unwrap();
+        assert_eq!(Plan::of(&query), None);
+    }
+
+    /// The answer from an index in order is the answer of select-then-sort: the same
+    /// records in the same order, the same count and the same total, for every page.
+    #[test]
+    fn answers_in_index_order_are_the_sorted_answers() {
+        let data = dataset();
+        let xmids: Vec<String> = data.merchants.iter().map(|m| m.xmid.clone()).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let (mut planned, mut ties, mut pages) = (HashMap::new(), 0, 0);
+        for _ in 0..1_500 {
+            let query = random_query(&mut rng, &xmids);
+            let merchants = merchants(&data, &query);
+            let hide_rate = if query.on_created && rng.gen_bool(0.3) {
+                0.25
+            } else {
+                0.0
+            };
+            let general = |offset, size| {
+                sorted(
+                    select(&data, &query, &merchants),
+                    &query,
+                    hide_rate,
+                    offset,
+                    size,
+                )
+            };
+            let Some(plan) = Plan::of(&query) else {
+                assert!(!query.sorts_exactly(&[(CREATED, true), ("id", true)]) || query.has_dr_type);
+                continue;
+            };
+            *planned.entry(format!("{:?}", plan.index)).or_insert(0) += 1;
+            let whole = general(0, usize::MAX);
+            let total = whole.total;
+            ties += whole
+                .records
+                .windows(2)
+                .filter(|w| w[0].created_ms == w[1].created_ms)
+                .count();
+            let mut windows = vec![(0, usize::MAX), (0, 100), (total, 100), (total + 7, 10)];
+            for _ in 0..4 {
+                windows.push((rng.gen_range(0..=total), rng.gen_range(1..=100)));
+            }
+            for (offset, size) in windows {
+                let expected = general(offset, size);
+                let got = in_order(&data, plan, &query, &merchants, hide_rate, offset, size);
+                let seqs = |a: &Answer| a.records.iter().map(|r| r.seq).collect::<Vec<_>>();
+                assert_eq!(seqs(&got), seqs(&expected), "{query:?} {offset} {size}");
+                assert!(got
+                    .records
+                    .iter()
+                    .zip(&expected.records)
+                    .all(|(a, b)| Arc::ptr_eq(a, b)));
+                assert_eq!(got.total, expected.total, "{query:?}");
+                assert_eq!(
+                    got.total_amount.to_bits(),
+                    expected.total_amount.to_bits(),
+                    "{query:?}"
+                );
+                pages += 1;
+            }
+        }
+        // Every index, many answers, and ties in `created` among them.
+        for index in ["CreatedId", "Created", "Time(Resource"] {
+            let n: usize = planned
+                .iter()
+                .filter(|(k, _)| k.starts_with(index))
+                .map(|(_, n)| n)
+                .sum();
+            assert!(n > 100, "{index}: {planned:?}");
+        }
+        assert!(ties > 10_000, "{ties} ties");
+        assert!(pages > 5_000);
     }
 }
