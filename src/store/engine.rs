@@ -39,10 +39,13 @@ const NEXT_SEQ_KEY: &str = "next_seq";
 /// How long a closed database waits between two attempts to open it again.
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 
+/// Opens the database: the file, in production; a test's backend that can lose power.
+pub(super) type Opener = Box<dyn Fn() -> Result<Database, String> + Send + Sync>;
+
 pub(super) struct Engine {
     dir: PathBuf,
     file: PathBuf,
-    cache_bytes: usize,
+    open: Opener,
     /// `None` while closed after a failed write (see the module doc).
     db: RwLock<Option<Database>>,
     /// Why it was closed, and when it was last tried again.
@@ -73,6 +76,13 @@ struct Removals {
 impl Engine {
     /// Opens (or creates) the database in `dir`.
     pub(super) fn open(dir: &Path, cache_bytes: usize) -> Result<Engine, StoreError> {
+        let file = dir.join(FILE);
+        let opener: Opener = Box::new(move || open_file(&file, cache_bytes));
+        Engine::open_with(dir, opener)
+    }
+
+    /// [`Engine::open`] with what opens the database.
+    pub(super) fn open_with(dir: &Path, open: Opener) -> Result<Engine, StoreError> {
         let open_error = |detail: String| StoreError::Open {
             path: dir.to_path_buf(),
             detail,
@@ -86,13 +96,12 @@ impl Engine {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| open_error(format!("cannot create the directory: {e}")))?;
-        let file = dir.join(FILE);
-        let db = open_file(&file, cache_bytes).map_err(open_error)?;
+        let db = open().map_err(open_error)?;
         let next_seq = check_format(&db).map_err(open_error)?;
         Ok(Engine {
             dir: dir.to_path_buf(),
-            file,
-            cache_bytes,
+            file: dir.join(FILE),
+            open,
             db: RwLock::new(Some(db)),
             broken: Mutex::new(None),
             committed: AtomicU64::new(0),
@@ -326,7 +335,7 @@ impl Engine {
             }
         }
         *broken = Some((why.clone(), Instant::now()));
-        let opened = open_file(&self.file, self.cache_bytes).and_then(|reopened| {
+        let opened = (self.open)().and_then(|reopened| {
             self.rewrite_removals(&reopened)
                 .map_err(|e| format!("write the removals again: {e}"))?;
             Ok(reopened)

@@ -70,8 +70,7 @@ async fn run() {
             username: None,
             password: Secret::default(),
         };
-        let client =
-            Client::new(ClientConfig::new(sim.base_url(), credentials)).expect("client");
+        let client = Client::new(ClientConfig::new(sim.base_url(), credentials)).expect("client");
         client.authenticate().await.expect("token");
         for tie_break in [true, false] {
             let mut rows = Vec::new();
@@ -100,7 +99,11 @@ async fn run() {
             let (secs, requests) = rows[rows.len() / 2];
             println!(
                 "| {} | {} | {requests} | {records} | {secs:.3} | {:.0} | {:.2} |",
-                if spread { "spread" } else { "bulk (one instant)" },
+                if spread {
+                    "spread"
+                } else {
+                    "bulk (one instant)"
+                },
                 if tie_break {
                     "created:asc,id:asc"
                 } else {

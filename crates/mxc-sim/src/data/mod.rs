@@ -3,8 +3,8 @@
 //! the authorizations (disputes, batches, deposits).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::btree_map::{self, BTreeMap};
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
+use std::collections::btree_map::{self, BTreeMap};
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -664,10 +664,8 @@ impl Dataset {
         let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
         self.records[merchant].insert((tx_ms, seq), record.clone());
         self.by_created[merchant].insert((created_ms, seq), record.clone());
-        self.by_created_id[merchant].insert(
-            (created_ms, record.id.as_str().into(), seq),
-            record.clone(),
-        );
+        self.by_created_id[merchant]
+            .insert((created_ms, record.id.as_str().into(), seq), record.clone());
         record
     }
 
