@@ -387,4 +387,3 @@ fn thousands(x: f64) -> String {
     }
     out
 }
-

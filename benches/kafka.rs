@@ -300,7 +300,9 @@ async fn run(brokers: &str, base: &str) {
     println!();
     println!("| measurement | records/s | vs composed limit | CPU µs per record (this process) |");
     println!("|---|---:|---:|---:|");
-    println!("| bare `mxc::Client` reading the simulator, the relay's query | {client_rate:.0} | | |");
+    println!(
+        "| bare `mxc::Client` reading the simulator, the relay's query | {client_rate:.0} | | |"
+    );
     println!(
         "| raw rdkafka FutureProducer, the same messages | {raw:.0} | | {:.0} |",
         per(raw_cpu)

@@ -100,6 +100,9 @@ fn event(record_id: &str, body: &str) -> Event {
     }
 }
 
+/// What a poll hands the store: a page's admissions and its cursor.
+type Page = (Vec<Admission>, Vec<(String, Cursor)>);
+
 async fn run_store(batches: usize, body: &str, durable: bool) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = StoreConfig {
@@ -113,7 +116,7 @@ async fn run_store(batches: usize, body: &str, durable: bool) -> Run {
     };
     let store = Store::open(&config, &["out".to_string()]).expect("open");
     // Built before the clock starts: what the poller hands the store.
-    let pages: Vec<(Vec<Admission>, Vec<(String, Cursor)>)> = (0..batches)
+    let pages: Vec<Page> = (0..batches)
         .map(|b| {
             let admissions = (0..PER_BATCH)
                 .map(|i| {
@@ -235,7 +238,8 @@ fn run_bare(batches: usize, body: &str, durable: bool) -> Run {
             .count();
         drop(read);
         let mut txn = db.begin_write().expect("begin");
-        txn.set_durability(redb::Durability::None).expect("durability");
+        txn.set_durability(redb::Durability::None)
+            .expect("durability");
         {
             let mut outbox = txn.open_table(OUTBOX).expect("outbox");
             for s in first..first + n as u64 {

@@ -94,7 +94,13 @@ pub fn machine() -> String {
         run("nproc", &[]),
         run(
             "git",
-            &["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "--short", "HEAD"]
+            &[
+                "-C",
+                env!("CARGO_MANIFEST_DIR"),
+                "rev-parse",
+                "--short",
+                "HEAD"
+            ]
         )
     )
 }

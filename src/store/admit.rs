@@ -31,6 +31,10 @@ pub struct AdmitOutcome {
     pub enqueued: BTreeMap<(String, String), usize>,
 }
 
+/// A record ready for the transaction: its id, and its events as (index of the sink's outbox,
+/// the entry's bytes).
+type EncodedRecord = (String, Vec<(usize, Vec<u8>)>);
+
 impl Store {
     /// Admits records and moves cursors in one transaction (see the module doc), then makes it
     /// durable as configured.
@@ -113,7 +117,7 @@ impl Store {
     /// and the commit's number.
     fn write_admission(
         &self,
-        records: &[(String, Vec<(usize, Vec<u8>)>)],
+        records: &[EncodedRecord],
         cursors: &[(String, [u8; 16])],
         now: i64,
     ) -> Result<(Vec<usize>, u64), StoreError> {

@@ -78,7 +78,9 @@ impl Store {
     pub fn dead_len(&self, sink: &str) -> Result<usize, StoreError> {
         let s = self.sink(sink)?;
         let len = self.inner.engine.read("count dead letters", |txn| {
-            Ok(redb::ReadableTableMetadata::len(&txn.open_table(s.dead())?)?)
+            Ok(redb::ReadableTableMetadata::len(
+                &txn.open_table(s.dead())?,
+            )?)
         })?;
         Ok(len as usize)
     }

@@ -131,7 +131,10 @@ impl Engine {
     ) -> Result<T, StoreError> {
         let db = self.database(operation)?;
         let result = match db.as_ref() {
-            Some(db) => db.begin_read().map_err(redb::Error::from).and_then(|t| read(&t)),
+            Some(db) => db
+                .begin_read()
+                .map_err(redb::Error::from)
+                .and_then(|t| read(&t)),
             None => Err(redb::Error::DatabaseClosed),
         };
         drop(db);
@@ -274,7 +277,9 @@ impl Engine {
 
     /// How many entries of `table` are delivered but not removed yet.
     pub(super) fn removed_len(&self, table: &str) -> usize {
-        lock(&self.removals.failed).get(table).map_or(0, |s| s.len())
+        lock(&self.removals.failed)
+            .get(table)
+            .map_or(0, |s| s.len())
     }
 
     /// A sequence number for an outbox entry, above every one before. Only inside a write

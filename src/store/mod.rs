@@ -446,7 +446,10 @@ mod reopen_tests {
         let config = config(dir.path());
         let _held = Store::open(&config, &[]).unwrap();
         let error = Store::open(&config, &[]).err().unwrap().to_string();
-        assert!(error.contains("in use by another mxc-relay process"), "{error}");
+        assert!(
+            error.contains("in use by another mxc-relay process"),
+            "{error}"
+        );
     }
 
     #[test]

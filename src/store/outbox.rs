@@ -100,10 +100,9 @@ impl Store {
     /// Entries waiting in a sink's outbox.
     pub fn outbox_len(&self, sink: &str) -> Result<usize, StoreError> {
         let s = self.sink(sink)?;
-        let len = self
-            .inner
-            .engine
-            .read("count outbox", |txn| Ok(txn.open_table(s.outbox())?.len()?))?;
+        let len = self.inner.engine.read("count outbox", |txn| {
+            Ok(txn.open_table(s.outbox())?.len()?)
+        })?;
         Ok((len as usize).saturating_sub(self.inner.engine.removed_len(&s.outbox)))
     }
 

@@ -30,7 +30,8 @@ impl Store {
             .map_err(|e| self.corrupt("retry state", &seq.to_string(), &e.to_string()))?;
         let s = self.sink(sink)?;
         self.inner.engine.write("write retry state", |txn| {
-            txn.open_table(s.attempts())?.insert(seq, bytes.as_slice())?;
+            txn.open_table(s.attempts())?
+                .insert(seq, bytes.as_slice())?;
             Ok(())
         })
     }

@@ -175,11 +175,7 @@ mod tests {
         // admitted exactly at the cut is not older than it).
         assert_eq!(store.prune_seen(hours(1)).unwrap(), 2);
         assert_eq!(store.seen_len(), 4);
-        assert_eq!(
-            by_time_len(&store),
-            4,
-            "the index goes with them"
-        );
+        assert_eq!(by_time_len(&store), 4, "the index goes with them");
         assert_eq!(seen(&["old1", "old2"]), [false, false]);
         assert_eq!(seen(&["edge", "new1", "new2", "new3"]), [true; 4]);
 

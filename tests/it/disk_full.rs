@@ -60,7 +60,10 @@ impl SmallDisk {
     /// Another program's file, grown until the disk refuses another byte.
     fn fill(&self) -> PathBuf {
         let path = self.fill_leaving(0);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         for size in [4096, 512, 1] {
             while file.write_all(&vec![0u8; size]).is_ok() {}
         }
