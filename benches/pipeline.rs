@@ -2,7 +2,7 @@
 //!
 //! `cargo bench --bench pipeline`
 //!
-//! 1. End to end: records/s from the simulator through dedup and the sled outbox to the file
+//! 1. End to end: records/s from the simulator through dedup and the outbox to the file
 //!    sink, for both durability policies, beside the rate at which the simulator alone serves
 //!    the same records to the same client (the ceiling).
 //! 2. Fleet cost: 10,000 idle XMIDs polled by the real binary against the real simulator
@@ -156,7 +156,7 @@ async fn end_to_end() {
             rate,
         ));
     }
-    println!("end to end: {RECORDS} records of {MERCHANTS} XMIDs, simulator → dedup → sled outbox → file sink");
+    println!("end to end: {RECORDS} records of {MERCHANTS} XMIDs, simulator → dedup → outbox → file sink");
     println!();
     println!("| measurement | records/s | vs baseline |");
     println!("|---|---:|---:|");

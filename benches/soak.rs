@@ -240,7 +240,7 @@ level = "warn"
         last.delivered_alerts
     );
     println!("relay exit: {status}");
-    // The store after the clean stop (`run` wrote sled's snapshot): its live data against what
+    // The store after the clean stop (closed): its live data against what
     // it took on disk while running, and the bound of issue 20 (2× live + 256 MiB).
     let (live, seen) = live_mib(&dir.path().join("store"))?;
     let max_disk = after_warm.iter().map(|s| s.disk_mib).fold(0.0, f64::max);

@@ -5,7 +5,7 @@
 //!
 //! - **baseline**: 16 concurrent keep-alive connections POST one pre-signed request over and
 //!   over (no store, no signing): what the receiver — which verifies every signature — can take.
-//! - **relay**: the same number of events waiting in a sled outbox, delivered by the webhook
+//! - **relay**: the same number of events waiting in an outbox, delivered by the webhook
 //!   sink (`max_in_flight` 16): each one read, signed, sent, and removed from the outbox.
 //!
 //! Both send the same body: the vendor's example authorization (7.6 KB in all) in the

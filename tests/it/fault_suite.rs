@@ -1,5 +1,5 @@
 //! Every guarantee against a fault that tries to break it: the whole pipeline (simulator over
-//! HTTP → pollers → sled → file and webhook sinks) while MXC or a receiver misbehaves for a few
+//! HTTP → pollers → store → file and webhook sinks) while MXC or a receiver misbehaves for a few
 //! seconds. Each test checks that every record arrives exactly once after the fault, that the
 //! fault was really hit, that it was reported (metrics, log lines naming the XMID) — and, at
 //! the end, that no secret canary (nor a JWT) shows in the logs captured at TRACE level, in

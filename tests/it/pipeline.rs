@@ -1,4 +1,4 @@
-//! The pipeline end to end: simulator over HTTP → pollers → sled in a temp dir → file sinks.
+//! The pipeline end to end: simulator over HTTP → pollers → the store in a temp dir → file sinks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -177,7 +177,7 @@ async fn a_crash_mid_run_loses_nothing_and_admits_nothing_twice() {
         "crashed mid-run, after {after_crash} lines"
     );
 
-    // Restart on the same store (sled releases its lock once the dropped tasks are gone).
+    // Restart on the same store (its file is unlocked once the dropped tasks are gone).
     let deadline = Instant::now() + Duration::from_secs(10);
     let pipeline = loop {
         match Pipeline::start(&config, Metrics::new()).await {

@@ -101,22 +101,11 @@ fn logs_buffer() -> MutexGuard<'static, Vec<u8>> {
 
 /// Writes each event as one line — `LEVEL target: message field=value …` (`%` fields as
 /// `Display`, the rest as `Debug`) — into [`LOGS`]. Hand-made rather than the fmt layer, whose
-/// thread-local buffer is gone when a thread's last words are logged (sled logs from
-/// thread-local destructors), and without per-layer filters (thread-local state too).
+/// thread-local buffer is gone when a thread's last words are logged (a thread-local
+/// destructor that logs), and without per-layer filters (thread-local state too).
 struct Capture;
 
 impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
-    fn enabled(
-        &self,
-        meta: &tracing::Metadata<'_>,
-        _: tracing_subscriber::layer::Context<'_, S>,
-    ) -> bool {
-        // sled's TRACE records dump its pages (hundreds of megabytes in a test of a few
-        // thousand records, tripling its time): left out, and the store's files are searched
-        // instead (`assert_not_in_files`). sled's DEBUG and above are kept.
-        !(*meta.level() == tracing::Level::TRACE && meta.target().starts_with("sled"))
-    }
-
     fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
         let meta = event.metadata();
         let mut line = format!("{:>5} {}:", meta.level(), meta.target());
@@ -185,9 +174,8 @@ pub fn assert_logged(needles: &[&str]) -> Vec<String> {
     found
 }
 
-/// Asserts that no file under `dir` (a sled store: the outboxes, dead letters, cursors) holds
-/// a secret or a JWT — what sled's own TRACE lines, not captured (they dump its pages: hundreds
-/// of megabytes per test), would have shown.
+/// Asserts that no file under `dir` (a store: the outboxes, dead letters, cursors) holds a
+/// secret or a JWT: what is written to disk must not carry them either.
 #[track_caller]
 pub fn assert_not_in_files(dir: &std::path::Path) {
     // A JWT's header as the simulator (and most issuers) write it: `{"alg":"…`. Not a bare
