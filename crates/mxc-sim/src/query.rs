@@ -30,7 +30,8 @@ pub struct ReportQuery {
     pub created_range: Option<(i64, i64)>,
     /// Whether any filter clause or the sort names `created`.
     pub on_created: bool,
-    /// Whether the filter is nothing but `created_range`: see [`ReportQuery::matches_in_created_range`].
+    /// Whether the filter is nothing but `created_range` (see
+    /// [`ReportQuery::surely_matches_created`]).
     created_range_is_filter: bool,
     pub size: usize,
     pub offset: usize,
@@ -130,18 +131,17 @@ impl ReportQuery {
         self.filter.as_ref().is_none_or(|f| f.matches(record))
     }
 
-    /// What [`ReportQuery::matches`] says, without reading the filter for an authorization
-    /// within `created_range` when the filter is nothing but that range (as in the relay's
-    /// poll): whole-millisecond bounds that an `f64` holds exactly, and a `created` it holds
-    /// exactly too, so comparing as the filter does (in `f64`) is comparing in `i64`.
-    pub fn matches_in_created_range(&self, record: &SimRecord) -> bool {
-        let certain = self.created_range_is_filter
-            && record.resource == &AUTHORIZATIONS
-            && record.created_ms.unsigned_abs() <= EXACT_IN_F64
+    /// Whether an authorization whose `created` is `created_ms` surely matches, without
+    /// reading the filter or the record: when the filter is nothing but `created_range` (as
+    /// in the relay's poll), with whole-millisecond bounds an `f64` holds exactly, and
+    /// `created_ms` is within it and held exactly too, so that comparing as the filter does
+    /// (in `f64`) is comparing in `i64`. `false` says nothing: ask [`ReportQuery::matches`].
+    pub fn surely_matches_created(&self, created_ms: i64) -> bool {
+        self.created_range_is_filter
+            && created_ms.unsigned_abs() <= EXACT_IN_F64
             && self
                 .created_range
-                .is_some_and(|(from, to)| (from..=to).contains(&record.created_ms));
-        certain || self.matches(record)
+                .is_some_and(|(from, to)| (from..=to).contains(&created_ms))
     }
 
     /// Whether the sort is exactly these fields in this order, each ascending (`true`) or
@@ -740,6 +740,55 @@ mod tests {
                 .unwrap_err()
                 .contains("failed to parse date field")
         );
+    }
+
+    #[test]
+    fn a_filter_of_only_a_created_range_is_known_to_match_without_reading_it() {
+        for (filter, only_created) in [
+            (
+                r#"{"must":[{"range":{"created":{"gte":"2023-11-14T22:13:20.000Z","lte":"2023-11-14T22:13:21.000Z"}}}]}"#,
+                true,
+            ),
+            (
+                r#"{"filter":{"range":{"created":{"gt":1700000000000,"lt":"1700000001000"}}}}"#,
+                true,
+            ),
+            (
+                r#"{"bool":{"must":[{"range":{"created":{"gte":1699999999000}}},{"range":{"created":{"lte":1700000001500,"format":"epoch_millis"}}}]}}"#,
+                true,
+            ),
+            (
+                r#"{"must":[{"range":{"created":{"gte":1699999999999.5}}}]}"#,
+                false,
+            ),
+            (r#"{"must":[{"range":{"created":{"gte":1e300}}}]}"#, false),
+            (
+                r#"{"must":[{"range":{"created":{"gte":1700000000000}}},{"term":{"cardType":"Visa"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"must":[{"range":{"created":{"gte":1700000000000}}}],"must_not":[{"term":{"cardType":"Amex"}}]}"#,
+                false,
+            ),
+            (
+                r#"{"should":[{"range":{"created":{"gte":1700000000000}}}]}"#,
+                false,
+            ),
+        ] {
+            let q = parse(&[("filter", filter)]).unwrap();
+            assert_eq!(q.created_range_is_filter, only_created, "{filter}");
+            for created_ms in (1_699_999_998_000..1_700_000_003_000).step_by(7) {
+                let r = SimRecord {
+                    created_ms,
+                    ..record(1.0, false)
+                };
+                let surely = q.surely_matches_created(created_ms);
+                assert!(!surely || q.matches(&r), "{filter} {created_ms}");
+                if only_created {
+                    assert_eq!(surely, q.matches(&r), "{filter} {created_ms}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -371,12 +371,12 @@ pub struct Dataset {
     pub merchants: Vec<SimMerchant>,
     by_xmid: HashMap<String, usize>,
     /// Per merchant: (tx_ms, seq) → authorization.
-    records: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
+    records: Vec<Timeline>,
     /// Per merchant: (created_ms, seq) → authorization, for queries on `created`.
-    by_created: Vec<BTreeMap<(i64, u64), Arc<SimRecord>>>,
-    /// Per merchant: (created_ms, id, seq) → authorization: the order of
+    by_created: Vec<Timeline>,
+    /// Per merchant: authorizations by `created`, then `id`, then `seq`: the order of
     /// `sort=created:asc,id:asc`, the relay's poll.
-    by_created_id: Vec<BTreeMap<CreatedIdKey, Arc<SimRecord>>>,
+    by_created_id: Vec<BTreeMap<CreatedIdKey, Entry>>,
     /// The latest clock reading seen: records visible by then are searchable. Never goes
     /// back, so a clock set back does not hide records already served.
     index_now_ms: i64,
@@ -568,7 +568,7 @@ impl Dataset {
 
     fn select_in(
         &self,
-        timelines: &[BTreeMap<(i64, u64), Arc<SimRecord>>],
+        timelines: &[Timeline],
         merchants: &[usize],
         from_ms: i64,
         to_ms: i64,
@@ -585,8 +585,8 @@ impl Dataset {
             out.extend(
                 timeline
                     .range((from_ms, 0)..=(to_ms, u64::MAX))
-                    .filter(|(_, r)| r.visible_ms <= now)
-                    .map(|(_, r)| r.clone()),
+                    .filter(|(_, e)| e.visible_ms <= now)
+                    .map(|(_, e)| e.record.clone()),
             );
         }
         out
@@ -597,14 +597,14 @@ impl Dataset {
     /// and the runs are merged. The same records as `select` (`select_created` for the
     /// indexes by `created`), in the order `ReportQuery::sort` gives them when it sorts by
     /// exactly the index's fields, ascending (see [`Index`]); a merchant named twice gives
-    /// its records twice, each next to its copy.
+    /// its records twice, each next to its copy. Reads the index only, not the records.
     pub fn ordered<'a>(
         &'a self,
         index: Index,
         merchants: &[usize],
         from_ms: i64,
         to_ms: i64,
-    ) -> impl Iterator<Item = &'a Arc<SimRecord>> + 'a {
+    ) -> impl Iterator<Item = Hit<'a>> + 'a {
         let now = self.index_now_ms;
         let runs = if from_ms > to_ms {
             Runs::Empty
@@ -627,9 +627,9 @@ impl Dataset {
                 Index::CreatedId => {
                     // From the least key at `from_ms` (empty id, seq 0) to before the least
                     // key after `to_ms`.
-                    let start: CreatedIdKey = (from_ms, Box::default(), 0);
+                    let start: CreatedIdKey = (from_ms, 0, Box::default(), 0);
                     let end = match to_ms.checked_add(1) {
-                        Some(after) => Bound::Excluded((after, Box::default(), 0)),
+                        Some(after) => Bound::Excluded((after, 0, Box::default(), 0)),
                         None => Bound::Unbounded,
                     };
                     Runs::Id(Merge::new(
@@ -642,7 +642,7 @@ impl Dataset {
                 }
             }
         };
-        runs.filter(move |r| r.visible_ms <= now)
+        runs.filter(move |hit| hit.visible_ms <= now)
     }
 
     fn pick_merchant(&mut self) -> usize {
@@ -662,10 +662,15 @@ impl Dataset {
         let seq = self.generated;
         self.generated += 1;
         let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
-        self.records[merchant].insert((tx_ms, seq), record.clone());
-        self.by_created[merchant].insert((created_ms, seq), record.clone());
-        self.by_created_id[merchant]
-            .insert((created_ms, record.id.as_str().into(), seq), record.clone());
+        self.records[merchant].insert((tx_ms, seq), Entry::new(&record));
+        self.by_created[merchant].insert((created_ms, seq), Entry::new(&record));
+        let key = (
+            created_ms,
+            id_prefix(&record.id),
+            record.id.as_str().into(),
+            seq,
+        );
+        self.by_created_id[merchant].insert(key, Entry::new(&record));
         record
     }
 
@@ -882,11 +887,66 @@ impl Dataset {
     }
 }
 
-/// A timeline: (time, seq) → record, one per merchant.
-type Timeline = BTreeMap<(i64, u64), Arc<SimRecord>>;
+/// A record in an index, with what a scan of the index reads, so that it need not visit
+/// the record (scattered in memory among the JSON of the others).
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The record's `visible_ms`.
+    visible_ms: i64,
+    /// The record's `amount`.
+    amount: f64,
+    pub record: Arc<SimRecord>,
+}
 
-/// A key of the index by `created` then `id`: (created_ms, id, seq).
-type CreatedIdKey = (i64, Box<str>, u64);
+impl Entry {
+    pub fn new(record: &Arc<SimRecord>) -> Entry {
+        Entry {
+            visible_ms: record.visible_ms,
+            amount: record.amount,
+            record: record.clone(),
+        }
+    }
+}
+
+/// A timeline: (time, seq) → record, one per merchant.
+pub(crate) type Timeline = BTreeMap<(i64, u64), Entry>;
+
+/// A key of the index by `created` then `id`: (created_ms, the id's first 16 bytes, id, seq).
+/// The prefix (see [`id_prefix`]) orders as the id does, so the key orders as
+/// (created_ms, id, seq); it spares reading the id itself, but for ids that share 16 bytes.
+type CreatedIdKey = (i64, u128, Box<str>, u64);
+
+/// The first 16 bytes of an id, big-endian, zero-padded: of two ids whose prefixes differ,
+/// the one with the lesser prefix is the lesser (a shorter id that ends where the other has
+/// a non-zero byte is its prefix, so the lesser too); equal prefixes leave it to the ids.
+fn id_prefix(id: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = id.len().min(16);
+    bytes[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// A record found by [`Dataset::ordered`], with what its index holds of it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit<'a> {
+    /// The index's instant: `tx_ms` ([`Index::Time`]) or `created_ms` (the others).
+    pub key_ms: i64,
+    /// The record's `amount`.
+    pub amount: f64,
+    visible_ms: i64,
+    pub record: &'a Arc<SimRecord>,
+}
+
+impl<'a> Hit<'a> {
+    fn new(key_ms: i64, entry: &'a Entry) -> Hit<'a> {
+        Hit {
+            key_ms,
+            amount: entry.amount,
+            visible_ms: entry.visible_ms,
+            record: &entry.record,
+        }
+    }
+}
 
 /// An index of the records, and the order it keeps each merchant's records in. Each order
 /// is the one `ReportQuery::sort` gives when it sorts by exactly these fields, ascending:
@@ -910,13 +970,13 @@ enum Runs<'a> {
 }
 
 impl<'a> Iterator for Runs<'a> {
-    type Item = &'a Arc<SimRecord>;
+    type Item = Hit<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Runs::Empty => None,
-            Runs::Seq(merge) => merge.next(),
-            Runs::Id(merge) => merge.next(),
+            Runs::Seq(merge) => merge.next().map(|(key, entry)| Hit::new(key.0, entry)),
+            Runs::Id(merge) => merge.next().map(|(key, entry)| Hit::new(key.0, entry)),
         }
     }
 }
@@ -924,7 +984,7 @@ impl<'a> Iterator for Runs<'a> {
 /// A k-way merge of sorted runs: the least key first; of equal keys (a merchant named twice),
 /// the earlier run's first.
 struct Merge<'a, K> {
-    runs: Vec<btree_map::Range<'a, K, Arc<SimRecord>>>,
+    runs: Vec<btree_map::Range<'a, K, Entry>>,
     /// Each unfinished run's next entry; the least on top.
     heads: BinaryHeap<Reverse<Head<'a, K>>>,
 }
@@ -932,7 +992,7 @@ struct Merge<'a, K> {
 struct Head<'a, K> {
     key: &'a K,
     run: usize,
-    record: &'a Arc<SimRecord>,
+    entry: &'a Entry,
 }
 
 impl<K: Ord> PartialEq for Head<'_, K> {
@@ -955,14 +1015,14 @@ impl<K: Ord> Ord for Head<'_, K> {
 }
 
 impl<'a, K: Ord> Merge<'a, K> {
-    fn new(mut runs: Vec<btree_map::Range<'a, K, Arc<SimRecord>>>) -> Self {
+    fn new(mut runs: Vec<btree_map::Range<'a, K, Entry>>) -> Self {
         let heads = runs
             .iter_mut()
             .enumerate()
             .filter_map(|(run, entries)| {
                 entries
                     .next()
-                    .map(|(key, record)| Reverse(Head { key, run, record }))
+                    .map(|(key, entry)| Reverse(Head { key, run, entry }))
             })
             .collect();
         Merge { runs, heads }
@@ -970,23 +1030,23 @@ impl<'a, K: Ord> Merge<'a, K> {
 }
 
 impl<'a, K: Ord> Iterator for Merge<'a, K> {
-    type Item = &'a Arc<SimRecord>;
+    type Item = (&'a K, &'a Entry);
 
     fn next(&mut self) -> Option<Self::Item> {
         let mut top = self.heads.peek_mut()?;
         let Reverse(head) = &mut *top;
-        let record = head.record;
+        let least = (head.key, head.entry);
         match self.runs.get_mut(head.run).and_then(Iterator::next) {
             // The run's next entry takes its place (and sinks to where it belongs).
-            Some((key, next)) => {
+            Some((key, entry)) => {
                 head.key = key;
-                head.record = next;
+                head.entry = entry;
             }
             None => {
                 PeekMut::pop(top);
             }
         }
-        Some(record)
+        Some(least)
     }
 }
 
@@ -1217,6 +1277,47 @@ mod tests {
         got.sort();
         assert!(expected.len() > 400);
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn the_id_prefix_orders_as_the_id() {
+        let mut ids: Vec<String> = [
+            "",
+            "\0",
+            "\0\0",
+            "a",
+            "a\0",
+            "a\0b",
+            "ab",
+            "abc",
+            "0123456789abcdef",
+            "0123456789abcdef\0",
+            "0123456789abcdefg",
+            "0123456789abcdeg",
+            "0123456789abcde",
+            "0123456789abcdf",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Short alphabets, so that many share their first 16 bytes.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..300 {
+            let len = rng.gen_range(0..24);
+            let id: String = (0..len)
+                .map(|_| ['\0', 'a', 'b', 'é'][rng.gen_range(0..4)])
+                .collect();
+            ids.push(id);
+        }
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(
+                    (id_prefix(a), a).cmp(&(id_prefix(b), b)),
+                    a.cmp(b),
+                    "{a:?} {b:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::{local, uuid, visible_at, SimMerchant, SimRecord, SALT_FOLLOW_UPS};
+use super::{local, uuid, visible_at, Entry, SimMerchant, SimRecord, Timeline, SALT_FOLLOW_UPS};
 use mxc::{Resource, ACH, BATCHES, DISPUTES};
 
 /// How follow-up records are generated (simulated time is real time).
@@ -117,8 +117,6 @@ impl Ord for Due {
     }
 }
 
-type Timeline = BTreeMap<(i64, u64), Arc<SimRecord>>;
-
 /// The follow-up records, per resource and merchant, and what is still to come.
 pub struct Settlement {
     config: SettlementConfig,
@@ -217,7 +215,7 @@ impl Settlement {
                     // day's batch).
                     let sales: Vec<&Arc<SimRecord>> = authorizations[merchant]
                         .range((open_ms.saturating_add(1), 0)..=(due.at_ms, u64::MAX))
-                        .map(|(_, r)| r)
+                        .map(|(_, e)| &e.record)
                         .filter(|r| {
                             !r.declined && open_ms < r.created_ms && r.created_ms <= due.at_ms
                         })
@@ -284,7 +282,7 @@ impl Settlement {
     }
 
     fn insert_arc(&mut self, index: usize, merchant: usize, record: Arc<SimRecord>) {
-        self.records[index][merchant].insert((record.tx_ms, record.seq), record);
+        self.records[index][merchant].insert((record.tx_ms, record.seq), Entry::new(&record));
     }
 
     fn next_seq(&mut self) -> u64 {
