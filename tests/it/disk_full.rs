@@ -201,15 +201,21 @@ async fn a_write_that_hits_a_full_disk_is_survived_in_process_and_every_record_a
         200
     );
 
-    // Every byte taken, while records keep coming in small batches.
+    // Every byte taken, while records keep coming in small batches: of 16 KiB each, so that
+    // they cannot all fit in pages the store's file freed earlier (10 MB in all).
     let filler = disk.fill();
     let failed_before = metrics.polls.with_label_values(&["error"]).get();
+    let large = mxc_sim::Shape {
+        with_id: true,
+        pad_bytes: 16 * 1024,
+    };
     for _ in 0..6 {
-        sim.generate(
+        sim.generate_shaped(
             100,
             &xmids,
             Utc::now() - chrono::Duration::seconds(2),
             Utc::now(),
+            large,
         )
         .unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
