@@ -3,8 +3,10 @@
 //! - **Transactions.** [`Engine::read`] and [`Engine::write`] run a closure in one redb
 //!   transaction. Every write commits without an fsync; [`Engine::sync`] makes all of them
 //!   durable at once with one empty durable commit (a group commit: concurrent callers share
-//!   it). `durability = "batch"` syncs after each admission; a flusher thread syncs whatever is
-//!   left every interval, so nothing stays undurable for longer than that.
+//!   it). `durability = "batch"` syncs after each admission and each removal of delivered
+//!   entries; a flusher thread syncs whatever is left every interval, so nothing stays
+//!   undurable for longer than that. Unsynced commits live in this process's memory: a crash
+//!   loses them as a power cut does.
 //! - **A failed write.** redb refuses every later operation once a write failed (a full disk,
 //!   say). The engine then closes the file and opens it again on the next call, at most once a
 //!   second, until it succeeds: the process never has to restart for it. What the reopened file
@@ -142,7 +144,6 @@ impl Engine {
     }
 
     /// Runs `write` in a write transaction and commits it (not yet durable: see [`Engine::sync`]).
-    /// Returns the commit's number.
     pub(super) fn write<T>(
         &self,
         operation: &'static str,
@@ -151,6 +152,7 @@ impl Engine {
         self.write_counted(operation, write).map(|(value, _)| value)
     }
 
+    /// [`Engine::write`], also returning the commit's number (for [`Engine::sync_upto`]).
     pub(super) fn write_counted<T>(
         &self,
         operation: &'static str,
