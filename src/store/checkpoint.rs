@@ -1,18 +1,11 @@
 //! Checkpoints of long jobs (backfills), keyed by the job: JSON, written durably.
 
-use redb::ReadableTable;
-
 use super::{Store, StoreError, CHECKPOINTS};
 
 impl Store {
     /// A job's checkpoint (JSON), if it has one.
     pub fn checkpoint(&self, job: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let raw = self.inner.engine.read("read checkpoint", |txn| {
-            Ok(txn
-                .open_table(CHECKPOINTS)?
-                .get(job)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.value(CHECKPOINTS, job, "read checkpoint")?;
         raw.map(|v| {
             serde_json::from_slice(&v).map_err(|e| self.corrupt("checkpoint", job, &e.to_string()))
         })
@@ -26,14 +19,8 @@ impl Store {
         value: Option<&serde_json::Value>,
     ) -> Result<(), StoreError> {
         let text = value.map(|v| v.to_string());
-        self.inner.engine.write("write checkpoint", |txn| {
-            let mut table = txn.open_table(CHECKPOINTS)?;
-            match &text {
-                Some(t) => table.insert(job, t.as_bytes())?,
-                None => table.remove(job)?,
-            };
-            Ok(())
-        })?;
+        let bytes = text.as_ref().map(|t| t.as_bytes());
+        self.put(CHECKPOINTS, job, bytes, "write checkpoint")?;
         self.flush().await
     }
 }

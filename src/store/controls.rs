@@ -37,7 +37,7 @@ impl Store {
     /// Whether the webhook endpoint is paused by hand.
     pub fn endpoint_paused(&self, sink: &str) -> Result<bool, StoreError> {
         let key = format!("{ENDPOINT_PAUSED}{sink}");
-        Ok(self.control(&key, "read endpoint pause")?.is_some())
+        Ok(self.value(CONTROLS, &key, "read endpoint pause")?.is_some())
     }
 
     pub fn set_endpoint_paused(&self, sink: &str, paused: bool) -> Result<(), StoreError> {
@@ -50,7 +50,7 @@ impl Store {
     /// The first failure since the endpoint's last success, if it is failing.
     pub fn endpoint_failing_since(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let key = format!("{ENDPOINT_FAILING}{sink}");
-        let raw = self.control(&key, "read endpoint failing period")?;
+        let raw = self.value(CONTROLS, &key, "read endpoint failing period")?;
         raw.map(|v| {
             <[u8; 8]>::try_from(v.as_slice())
                 .ok()
@@ -72,26 +72,9 @@ impl Store {
         )
     }
 
-    fn control(&self, key: &str, operation: &'static str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.engine.read(operation, |txn| {
-            Ok(txn
-                .open_table(CONTROLS)?
-                .get(key)?
-                .map(|v| v.value().to_vec()))
-        })
-    }
-
     /// Sets (`Some`) or clears a control, durably: an operator's pause must survive a crash.
     fn set_control(&self, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-        let engine = &self.inner.engine;
-        engine.write("write control", |txn| {
-            let mut table = txn.open_table(CONTROLS)?;
-            match value {
-                Some(v) => table.insert(key, v)?,
-                None => table.remove(key)?,
-            };
-            Ok(())
-        })?;
-        engine.sync()
+        self.put(CONTROLS, key, value, "write control")?;
+        self.inner.engine.sync()
     }
 }

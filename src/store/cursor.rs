@@ -20,12 +20,7 @@ pub struct Cursor {
 
 impl Store {
     pub fn cursor(&self, xmid: &str) -> Result<Option<Cursor>, StoreError> {
-        let raw = self.inner.engine.read("read cursor", |txn| {
-            Ok(txn
-                .open_table(CURSORS)?
-                .get(xmid)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.value(CURSORS, xmid, "read cursor")?;
         raw.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", xmid, "not 16 bytes")))
             .transpose()
     }

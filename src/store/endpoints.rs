@@ -1,7 +1,6 @@
 //! Webhook endpoints switched off, and why (one entry per sink).
 
 use chrono::{DateTime, Utc};
-use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, ENDPOINTS};
@@ -20,12 +19,7 @@ pub struct DisabledEndpoint {
 impl Store {
     /// Whether (and why) a webhook endpoint is disabled.
     pub fn disabled_endpoint(&self, sink: &str) -> Result<Option<DisabledEndpoint>, StoreError> {
-        let raw = self.inner.engine.read("read endpoint state", |txn| {
-            Ok(txn
-                .open_table(ENDPOINTS)?
-                .get(sink)?
-                .map(|v| v.value().to_vec()))
-        })?;
+        let raw = self.value(ENDPOINTS, sink, "read endpoint state")?;
         raw.map(|v| {
             serde_json::from_slice(&v)
                 .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))
@@ -45,16 +39,8 @@ impl Store {
                     .map_err(|e| self.corrupt("endpoint state", sink, &e.to_string()))
             })
             .transpose()?;
-        let engine = &self.inner.engine;
-        engine.write("write endpoint state", |txn| {
-            let mut table = txn.open_table(ENDPOINTS)?;
-            match &bytes {
-                Some(b) => table.insert(sink, b.as_slice())?,
-                None => table.remove(sink)?,
-            };
-            Ok(())
-        })?;
-        engine.sync()
+        self.put(ENDPOINTS, sink, bytes.as_deref(), "write endpoint state")?;
+        self.inner.engine.sync()
     }
 }
 

@@ -120,11 +120,6 @@ impl Engine {
         &self.file
     }
 
-    /// Why the database is closed (a failed write it is being opened again after), if it is.
-    pub(super) fn failure(&self) -> Option<String> {
-        lock(&self.broken).as_ref().map(|(why, _)| why.clone())
-    }
-
     /// Runs `read` in a read transaction (a consistent snapshot).
     pub(super) fn read<T>(
         &self,

@@ -46,7 +46,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
 use tokio::sync::Notify;
 
 use crate::config::{Durability, StoreConfig};
@@ -73,6 +73,8 @@ const CHECKPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoi
 const CONTROLS: TableDefinition<&str, &[u8]> = TableDefinition::new("controls");
 /// A sink's outbox, dead letters or retry state: sequence number -> value.
 type Queue<'a> = TableDefinition<'a, u64, &'static [u8]>;
+/// A table of values by name (`CURSORS`, `ENDPOINTS`, `CHECKPOINTS`, `CONTROLS`).
+type Keyed = TableDefinition<'static, &'static str, &'static [u8]>;
 
 const OUTBOX_PREFIX: &str = "outbox/";
 const DEAD_PREFIX: &str = "dead/";
@@ -282,12 +284,6 @@ impl Store {
         fs2::available_space(&self.inner.path)
     }
 
-    /// Why the store is closed, if a failed write closed it: it opens again by itself once it
-    /// can (see `engine`), and refuses every call until then.
-    pub fn failure(&self) -> Option<String> {
-        self.inner.engine.failure()
-    }
-
     /// The bytes the store's database file takes on disk (the blocks allocated to it: what `du`
     /// would say).
     pub fn disk_bytes(&self) -> std::io::Result<u64> {
@@ -330,6 +326,36 @@ impl Store {
                 operation: "sync",
                 source,
             })?
+    }
+
+    /// The value under `key` in a keyed table.
+    fn value(
+        &self,
+        table: Keyed,
+        key: &str,
+        operation: &'static str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.engine.read(operation, |txn| {
+            Ok(txn.open_table(table)?.get(key)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Sets (`Some`) or clears `key` in a keyed table (not yet durable: the caller syncs).
+    fn put(
+        &self,
+        table: Keyed,
+        key: &str,
+        value: Option<&[u8]>,
+        operation: &'static str,
+    ) -> Result<(), StoreError> {
+        self.inner.engine.write(operation, |txn| {
+            let mut table = txn.open_table(table)?;
+            match value {
+                Some(v) => table.insert(key, v)?,
+                None => table.remove(key)?,
+            };
+            Ok(())
+        })
     }
 
     /// Under `durability = "batch"`, makes commit `at` durable before returning (blocking: an

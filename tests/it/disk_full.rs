@@ -78,6 +78,35 @@ impl Drop for SmallDisk {
     }
 }
 
+/// Polling `xmids` every second from ten minutes before `t0`, the store on `disk` with the
+/// guard `min_free_mib`, every record to the file `archive`.
+fn config(
+    sim: &mxc_sim::RunningSim,
+    xmids: &[String],
+    t0: chrono::DateTime<Utc>,
+    disk: &SmallDisk,
+    archive: &Path,
+    min_free_mib: u64,
+) -> Config {
+    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
+    c.pollers.interval = Duration::from_secs(1);
+    c.pollers.look_back = Duration::from_secs(10 * 60);
+    // The lag in steady state is settle + at most an interval: keep it small and clear.
+    c.pollers.settle = Duration::from_secs(1);
+    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
+    c.store.path = disk.dir.join("store");
+    c.store.min_free_mib = min_free_mib;
+    c.sinks.insert(
+        "archive".into(),
+        SinkConfig::File {
+            path: archive.to_path_buf(),
+        },
+    );
+    c.routes.push(RouteConfig::every_record("all", "archive"));
+    assert_eq!(c.validate(), vec![]);
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_returns() {
     let sim = start_sim(quiet_sim()).await;
@@ -89,22 +118,7 @@ async fn a_full_disk_pauses_polling_keeps_the_cursors_and_recovers_when_space_re
     let dir = tempfile::tempdir().unwrap();
     let disk = SmallDisk::mount(&dir.path().join("disk"), 32);
     let archive = dir.path().join("archive.jsonl");
-    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(10 * 60);
-    // The lag in steady state is settle + at most an interval: keep it small and clear.
-    c.pollers.settle = Duration::from_secs(1);
-    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.store.path = disk.dir.join("store");
-    c.store.min_free_mib = 4;
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: archive.clone(),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
+    let c = config(&sim, &xmids, t0, &disk, &archive, 4);
 
     let metrics = Metrics::new();
     let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
@@ -178,21 +192,7 @@ async fn a_write_that_hits_a_full_disk_is_survived_in_process_and_every_record_a
     let dir = tempfile::tempdir().unwrap();
     let disk = SmallDisk::mount(&dir.path().join("disk"), 32);
     let archive = dir.path().join("archive.jsonl");
-    let mut c = Config::for_simulator(sim.base_url(), xmids.clone());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(10 * 60);
-    c.pollers.settle = Duration::from_secs(1);
-    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.store.path = disk.dir.join("store");
-    c.store.min_free_mib = 0;
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: archive.clone(),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
+    let c = config(&sim, &xmids, t0, &disk, &archive, 0);
 
     let metrics = Metrics::new();
     let pipeline = Pipeline::start(&c, metrics.clone()).await.unwrap();
