@@ -147,7 +147,7 @@ async fn run_store(batches: usize, body: &str, durable: bool) -> Run {
             .iter()
             .map(|e| e.seq)
             .collect();
-        store.remove("out", &seqs).expect("remove");
+        store.remove("out", &seqs).await.expect("remove");
     }
     store.flush().await.expect("sync");
     let run = Run {

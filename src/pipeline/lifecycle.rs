@@ -94,12 +94,15 @@ impl Pipeline {
         self.stop_pollers().await;
         let deadline = tokio::time::Instant::now() + within;
         loop {
+            // An aborted poller's admission may still be committing into the outboxes: count
+            // those first, then the outboxes, so that none lands unseen in between.
+            let under_way = self.store.admissions_under_way();
             let waiting: usize = self
                 .store
                 .sinks()
                 .map(|s| self.store.outbox_len(s).unwrap_or(0))
                 .sum();
-            if waiting == 0 {
+            if under_way == 0 && waiting == 0 {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

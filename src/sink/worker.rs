@@ -89,7 +89,7 @@ pub async fn run_worker(
                         reason: &reason,
                     }
                     .emit(&metrics);
-                    if let Err(e) = store.bury(&sink_name, entry, &reason, attempts, None) {
+                    if let Err(e) = store.bury(&sink_name, entry, &reason, attempts, None).await {
                         tracing::error!(sink = %sink_name, error = %e, "cannot dead-letter an event; it stays in the outbox");
                         retry.get_or_insert((e.to_string(), entry.event.clone()));
                         waiting.insert(entry.event.xmid.clone());
@@ -109,7 +109,7 @@ pub async fn run_worker(
             }
             .emit(&metrics);
             let seqs: Vec<u64> = delivered.iter().map(|e| e.seq).collect();
-            if let Err(e) = store.remove(&sink_name, &seqs) {
+            if let Err(e) = store.remove(&sink_name, &seqs).await {
                 // They were delivered: at worst they are delivered again, with the same ids.
                 tracing::error!(sink = %sink_name, error = %e, "cannot remove delivered events");
             }

@@ -47,6 +47,12 @@ impl Store {
             .await
     }
 
+    /// Admissions under way, those whose caller was aborted included: a drain waits for
+    /// them, since what they commit lands in the outboxes.
+    pub fn admissions_under_way(&self) -> usize {
+        self.inner.engine.admissions_under_way()
+    }
+
     /// [`Store::admit`] with the instant the new ids are marked seen at (what
     /// [`Store::prune_seen`] compares with): the retention's tests pass it rather than wait.
     pub(super) async fn admit_at(
@@ -79,7 +85,9 @@ impl Store {
             .collect();
         let store = self.clone();
         let durable = self.inner.durability == Durability::Batch;
+        let under_way = self.inner.engine.admitting();
         let new = tokio::task::spawn_blocking(move || {
+            let _under_way = under_way;
             let (new, at) = store.write_admission(&records, &cursors, now)?;
             if durable {
                 store.inner.engine.sync_upto(at)?;

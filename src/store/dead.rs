@@ -26,7 +26,7 @@ pub struct DeadLetter {
 impl Store {
     /// Moves an entry from the outbox to the dead letters (dropping its retry state),
     /// atomically.
-    pub fn bury(
+    pub async fn bury(
         &self,
         sink: &str,
         entry: &Entry,
@@ -51,7 +51,7 @@ impl Store {
             txn.open_table(s.dead())?.insert(seq, bytes.as_slice())?;
             Ok(())
         })?;
-        self.synced_if_batch(at)
+        self.synced_if_batch(at).await
     }
 
     /// A sink's dead letters, oldest first.
@@ -159,6 +159,7 @@ mod tests {
 
         store
             .bury("hook", &entries[1], "410 Gone", 3, Some(410))
+            .await
             .unwrap();
         assert_eq!(store.outbox_len("hook").unwrap(), 2);
         assert_eq!(store.dead_len("hook").unwrap(), 1);
@@ -202,7 +203,10 @@ mod tests {
             .await
             .unwrap();
         for entry in store.peek("hook", 10).unwrap() {
-            store.bury("hook", &entry, "500", 5, Some(500)).unwrap();
+            store
+                .bury("hook", &entry, "500", 5, Some(500))
+                .await
+                .unwrap();
         }
         assert_eq!(
             (

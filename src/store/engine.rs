@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,19 @@ pub(super) struct Engine {
     lost: Mutex<Vec<(u64, u64)>>,
     next_seq: AtomicU64,
     removals: Removals,
+    /// Admissions under way (see [`Engine::admitting`]).
+    admitting: Arc<AtomicUsize>,
+}
+
+/// An admission under way: counted from before its blocking write is spawned until the write
+/// is over, so that one whose caller was aborted (a poller stopped mid-cycle) still counts
+/// until it has committed or failed.
+pub(super) struct Admitting(Arc<AtomicUsize>);
+
+impl Drop for Admitting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Removals of delivered entries not known to be durable, per outbox table: applied again after
@@ -112,7 +125,19 @@ impl Engine {
             lost: Mutex::new(Vec::new()),
             next_seq: AtomicU64::new(next_seq),
             removals: Removals::default(),
+            admitting: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Counts an admission as under way until the guard is dropped.
+    pub(super) fn admitting(&self) -> Admitting {
+        self.admitting.fetch_add(1, Ordering::AcqRel);
+        Admitting(self.admitting.clone())
+    }
+
+    /// How many admissions are under way.
+    pub(super) fn admissions_under_way(&self) -> usize {
+        self.admitting.load(Ordering::Acquire)
     }
 
     /// The database file.

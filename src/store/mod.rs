@@ -318,14 +318,7 @@ impl Store {
     /// Makes every write so far durable (off the async threads: an fsync takes milliseconds).
     /// Concurrent callers share one fsync.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let engine = self.inner.engine.clone();
-        tokio::task::spawn_blocking(move || engine.sync())
-            .await
-            .map_err(|source| StoreError::Task {
-                path: self.inner.path.clone(),
-                operation: "sync",
-                source,
-            })?
+        self.synced(None).await
     }
 
     /// The value under `key` in a keyed table.
@@ -358,13 +351,29 @@ impl Store {
         })
     }
 
-    /// Under `durability = "batch"`, makes commit `at` durable before returning (blocking: an
-    /// fsync, shared with whoever syncs at the same time); under `"interval"`, the flusher will.
-    fn synced_if_batch(&self, at: u64) -> Result<(), StoreError> {
+    /// Under `durability = "batch"`, makes commit `at` durable before returning; under
+    /// `"interval"`, the flusher will.
+    async fn synced_if_batch(&self, at: u64) -> Result<(), StoreError> {
         match self.inner.durability {
-            Durability::Batch => self.inner.engine.sync_upto(at),
+            Durability::Batch => self.synced(Some(at)).await,
             Durability::Interval => Ok(()),
         }
+    }
+
+    /// Makes commits up to `upto` (all, if `None`) durable: an fsync, off the async threads,
+    /// shared with whoever syncs at the same time.
+    async fn synced(&self, upto: Option<u64>) -> Result<(), StoreError> {
+        let engine = self.inner.engine.clone();
+        tokio::task::spawn_blocking(move || match upto {
+            Some(at) => engine.sync_upto(at),
+            None => engine.sync(),
+        })
+        .await
+        .map_err(|source| StoreError::Task {
+            path: self.inner.path.clone(),
+            operation: "sync",
+            source,
+        })?
     }
 
     fn corrupt(&self, what: &'static str, key: &str, detail: &str) -> StoreError {
@@ -407,7 +416,7 @@ mod reopen_tests {
         let sent: Vec<String> = batch.iter().map(|a| a.events[0].body.to_string()).collect();
         assert_eq!(bodies, sent);
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-        store.remove("archive", &seqs).unwrap();
+        store.remove("archive", &seqs).await.unwrap();
         store.flush().await.unwrap();
         drop(store);
         let store = open_config(&config, &sinks);
@@ -457,7 +466,7 @@ mod reopen_tests {
             if round % 2 == 1 {
                 let entries = store.peek("out", 25).unwrap();
                 let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
-                store.remove("out", &seqs).unwrap();
+                store.remove("out", &seqs).await.unwrap();
                 delivered.extend(entries.into_iter().map(|e| e.event.record_id));
             }
             machine.cut();

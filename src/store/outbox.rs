@@ -52,7 +52,7 @@ impl Store {
     /// Removes delivered entries (and their retry state); under `durability = "batch"` durably
     /// (a crash would deliver them again). If it fails, the entries are still delivered: they
     /// are not read again, and their removal is written with the next one.
-    pub fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
+    pub async fn remove(&self, sink: &str, seqs: &[u64]) -> Result<(), StoreError> {
         let s = self.sink(sink)?;
         let at = self.inner.engine.remove(&s.outbox, seqs, |txn| {
             let mut attempts = txn.open_table(s.attempts())?;
@@ -63,7 +63,7 @@ impl Store {
             }
             Ok(())
         })?;
-        self.synced_if_batch(at)
+        self.synced_if_batch(at).await
     }
 
     /// One outbox entry, if it is still there.
@@ -174,7 +174,7 @@ mod tests {
             entries[2].seq,
             entries[6].seq,
         ];
-        store.remove("a", &acked).unwrap();
+        store.remove("a", &acked).await.unwrap();
         assert_eq!(
             record_ids(&store.peek("a", 100).unwrap()),
             ["r3", "r4", "r5", "r7", "r8", "r9"]
@@ -190,7 +190,7 @@ mod tests {
         );
 
         // Once more changes nothing.
-        store.remove("a", &acked).unwrap();
+        store.remove("a", &acked).await.unwrap();
         assert_eq!(store.outbox_len("a").unwrap(), 6);
     }
 

@@ -124,7 +124,7 @@ mod tests {
             [(seqs[0], failed(2)), (seqs[1], failed(1))]
         );
 
-        store.remove("hook", &seqs[..1]).unwrap();
+        store.remove("hook", &seqs[..1]).await.unwrap();
         assert_eq!(
             store.attempt_states("hook").unwrap(),
             [(seqs[1], failed(1))]

@@ -461,7 +461,7 @@ fn the_demo_streams_authorizations_and_stops_by_itself() {
     );
     assert!(
         total.contains("outbox 0"),
-        "everything delivered before exit: {total}"
+        "everything delivered before exit: {stderr}"
     );
 }
 

@@ -130,23 +130,23 @@ impl WebhookSink {
                     // From now on nothing waits to be removed: the caller may give up on the
                     // attempts still in flight, not on what was delivered.
                     stopping = true;
-                    dispatcher.remove_delivered();
+                    dispatcher.remove_delivered().await;
                 }
                 Some(done) = dispatcher.in_flight.next(), if !dispatcher.in_flight.is_empty() => {
                     match done {
-                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt),
+                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt).await,
                         // Attempts do not panic; were one to, its entry stays in the outbox.
                         Err(seq) => tracing::error!(sink = %dispatcher.sink.name, seq, "a webhook attempt panicked"),
                     }
                     if stopping {
-                        dispatcher.remove_delivered();
+                        dispatcher.remove_delivered().await;
                     } else {
-                        dispatcher.remove_delivered_if_due();
+                        dispatcher.remove_delivered_if_due().await;
                     }
                 }
                 _ = notify.notified(), if !stopping => dispatcher.fresh_exhausted = false,
                 _ = control.notified(), if !stopping => dispatcher.reread_control(),
-                _ = tokio::time::sleep_until(wake), if !stopping => dispatcher.remove_delivered_if_due(),
+                _ = tokio::time::sleep_until(wake), if !stopping => dispatcher.remove_delivered_if_due().await,
             }
             if stopping && dispatcher.in_flight.is_empty() {
                 return;
@@ -423,7 +423,7 @@ impl Dispatcher {
     /// Removes the delivered entries once `REMOVE_BATCH` of them wait, the first has waited
     /// `REMOVE_WITHIN`, or nothing else is in flight. Until then a crash would deliver them again
     /// under the same webhook-ids, as it would the attempts in flight.
-    fn remove_delivered_if_due(&mut self) {
+    async fn remove_delivered_if_due(&mut self) {
         let Some(since) = self.delivered_since else {
             return;
         };
@@ -431,16 +431,16 @@ impl Dispatcher {
             || self.in_flight.is_empty()
             || since.elapsed() >= REMOVE_WITHIN
         {
-            self.remove_delivered();
+            self.remove_delivered().await;
         }
     }
 
-    fn remove_delivered(&mut self) {
+    async fn remove_delivered(&mut self) {
         self.delivered_since = None;
         if self.delivered.is_empty() {
             return;
         }
-        if let Err(e) = self.store.remove(&self.sink.name, &self.delivered) {
+        if let Err(e) = self.store.remove(&self.sink.name, &self.delivered).await {
             // Delivered: at worst they are delivered again, with the same webhook-ids.
             tracing::error!(sink = %self.sink.name, error = %e, "cannot remove delivered events");
         }
@@ -448,7 +448,7 @@ impl Dispatcher {
     }
 
     /// Records what became of an attempt.
-    fn settle(&mut self, entry: Entry, attempt: Attempt) {
+    async fn settle(&mut self, entry: Entry, attempt: Attempt) {
         let name = self.sink.name.clone();
         let (event, seq) = (&entry.event, entry.seq);
         self.in_flight_seqs.remove(&seq);
@@ -470,11 +470,11 @@ impl Dispatcher {
             // Not the event's fault: it stays in the outbox, this attempt not counted, until
             // the endpoint is enabled again.
             Verdict::Gone => self.disable(format!("the receiver answered {}", attempt.detail)),
-            Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now),
+            Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now).await,
         }
     }
 
-    fn failed(&mut self, entry: &Entry, attempt: &Attempt, throttle: bool, now: Instant) {
+    async fn failed(&mut self, entry: &Entry, attempt: &Attempt, throttle: bool, now: Instant) {
         let name = self.sink.name.clone();
         let (event, seq) = (&entry.event, entry.seq);
         let attempts = self.retrying.get(&seq).map_or(0, |s| s.attempts) + 1;
@@ -528,6 +528,7 @@ impl Dispatcher {
                 if let Err(e) = self
                     .store
                     .bury(&name, entry, &reason, attempts, attempt.status)
+                    .await
                 {
                     tracing::error!(sink = %name, error = %e, "cannot dead-letter an event; it stays in the outbox");
                 }
