@@ -14,14 +14,14 @@
 
 mod common;
 
-use common::{cpu_seconds, env_or, start_idle_sim};
+use common::{
+    bare_client_read, cpu_seconds, env_or, load_live_records, sim_client, start_idle_sim,
+};
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc::Secret;
-use mxc::{Client, ClientConfig as MxcClientConfig, Credentials, ReportQuery, TimeBasis};
 use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::route::Route;
@@ -118,19 +118,8 @@ fn main() {
     runtime.block_on(run(&broker.1, &base));
 }
 
-/// `POST {base}{path}` with a JSON body, through the simulator's control API.
-async fn control(base: &str, path: &str, body: serde_json::Value) {
-    let answer = reqwest::Client::new()
-        .post(format!("{base}{path}"))
-        .json(&body)
-        .send()
-        .await
-        .expect("simulator control");
-    assert!(answer.status().is_success(), "{path}: {}", answer.status());
-}
-
 async fn run(brokers: &str, base: &str) {
-    let client = Client::new(MxcClientConfig::new(base, credentials())).expect("client");
+    let client = sim_client(base);
     let mut xmids: Vec<String> = client
         .roster()
         .await
@@ -140,44 +129,15 @@ async fn run(brokers: &str, base: &str) {
         .collect();
     xmids.truncate(MERCHANTS);
     let t0 = Utc::now();
-    control(
-        base,
-        "/_sim/generate",
-        serde_json::json!({
-            "count": RECORDS, "xmids": xmids,
-            "from": t0 - chrono::Duration::minutes(30), "to": t0,
-        }),
-    )
-    .await;
-    // Their `created` is now: MXC's clock moves a minute on, past `pollers.settle`, so that
-    // the run measures throughput and not the settle wait.
-    control(
-        base,
-        "/_sim/faults",
-        serde_json::json!({ "clock_offset_ms": 60_000 }),
-    )
-    .await;
+    load_live_records(base, &xmids, RECORDS, t0).await;
 
     // The events the relay will send, made beforehand (not timed) from the same records by
     // the same route: the baseline sends the very bytes, keys and headers. (A body of one
     // repeated character, as this bench once sent, compresses ~100:1 under lz4 and measured
     // the compressor more than the producer.)
-    // Baseline 1: the bare client reads them all with the relay's query (one group of 20
-    // merchants, a created range, sorted on created then id, pages of 100), timed.
+    // Baseline 1: the bare client reads them all with the relay's query, timed.
     let route = Route::compile(&RouteConfig::every_record("all", "kafka"), 0).expect("route");
-    let query = ReportQuery::new(
-        xmids.clone(),
-        t0 - chrono::Duration::minutes(1),
-        Utc::now() + chrono::Duration::minutes(1),
-    )
-    .by(TimeBasis::Ingestion);
-    let started = Instant::now();
-    let mut pager = client.report_pages(query);
-    let mut records = Vec::with_capacity(RECORDS);
-    while let Some(batch) = pager.next_page().await.expect("page") {
-        records.extend(batch.records);
-    }
-    let client_rate = records.len() as f64 / started.elapsed().as_secs_f64();
+    let (client_rate, records) = bare_client_read(base, &xmids, t0).await;
     assert_eq!(records.len(), RECORDS);
     let events: Vec<_> = records
         .iter()
@@ -328,13 +288,5 @@ fn perf_control(command: &str) {
         if let Err(e) = std::fs::write(&fifo, format!("{command}\n")) {
             eprintln!("perf control {fifo}: {e}");
         }
-    }
-}
-
-fn credentials() -> Credentials {
-    Credentials {
-        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
-        username: None,
-        password: Secret::default(),
     }
 }

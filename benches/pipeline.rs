@@ -2,9 +2,10 @@
 //!
 //! `cargo bench --bench pipeline`
 //!
-//! 1. End to end: records/s from the simulator through dedup and the outbox to the file
-//!    sink, for both durability policies, beside the rate at which the simulator alone serves
-//!    the same records to the same client (the ceiling).
+//! 1. End to end: records/s from the simulator (`mxc-relay sim`, its own process) through
+//!    dedup and the outbox to the file sink, by grouping and durability policy, with the
+//!    relay's CPU per record, beside the rate at which the bare client reads the same records
+//!    with the relay's query (the ceiling).
 //! 2. Fleet cost: 10,000 idle XMIDs polled by the real binary against the real simulator
 //!    binary, by group size (1, 50, `"auto"` listed and from the roster, the default
 //!    configuration): MXC calls per poll cycle and the process's RSS, at the end and at its
@@ -17,14 +18,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc::Secret;
-use mxc::{Client, ClientConfig, Credentials, ReportQuery};
 use mxc_relay::config::{Config, Durability, GroupSize, RouteConfig, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
-use mxc_sim::SimConfig;
 
-use common::{start_idle_sim, Guard};
+use common::{bare_client_read, cpu_seconds, load_live_records, sim_client, start_idle_sim, Guard};
 
 const RECORDS: usize = 30_000;
 const MERCHANTS: usize = 20;
@@ -45,73 +43,38 @@ fn main() {
     }
 }
 
-fn credentials() -> Credentials {
-    Credentials {
-        api_key: Secret::new(mxc_sim::DEFAULT_API_KEY),
-        username: None,
-        password: Secret::default(),
-    }
-}
-
 async fn end_to_end() {
-    let sim = mxc_sim::start(SimConfig {
-        merchants: MERCHANTS,
-        rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await
-    .expect("sim");
-    let xmids: Vec<String> = sim.xmids()[..MERCHANTS].to_vec();
+    // The simulator in its own process: this process's CPU in a run is the relay's alone.
+    let (_sim, base) = start_idle_sim(BIN, MERCHANTS);
+    let xmids: Vec<String> = sim_client(&base)
+        .roster()
+        .await
+        .expect("roster")
+        .into_iter()
+        .map(|m| m.xmid)
+        .take(MERCHANTS)
+        .collect();
     let t0 = Utc::now();
-    sim.generate(RECORDS, &xmids, t0 - chrono::Duration::minutes(30), t0)
-        .expect("generate");
-    // Their `created` is now: MXC's clock moves a minute on, past `pollers.settle`, so that
-    // the run measures throughput and not the settle wait.
-    sim.set_faults(mxc_sim::Faults {
-        clock_offset_ms: 60_000,
-        ..mxc_sim::Faults::default()
-    });
+    load_live_records(&base, &xmids, RECORDS, t0).await;
 
-    // Baseline: the simulator alone, serving every record to the real client, 4 at a time.
-    let client = Client::new(ClientConfig::new(sim.base_url(), credentials())).expect("client");
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for chunk in xmids.chunks(MERCHANTS / 4) {
-        let (client, chunk) = (client.clone(), chunk.to_vec());
-        tasks.push(tokio::spawn(async move {
-            let mut n = 0;
-            for xmid in chunk {
-                let q =
-                    ReportQuery::new(vec![xmid], t0 - chrono::Duration::minutes(31), Utc::now());
-                let mut pager = client.report_pages(q);
-                while let Some(batch) = pager.next_page().await.expect("page") {
-                    n += batch.records.len();
-                }
-            }
-            n
-        }));
-    }
-    let mut served = 0;
-    for t in tasks {
-        served += t.await.expect("task");
-    }
-    let baseline = served as f64 / started.elapsed().as_secs_f64();
-    assert_eq!(served, RECORDS);
+    // Baseline: the bare client reading every record with the relay's query.
+    let (baseline, records) = bare_client_read(&base, &xmids, t0).await;
+    assert_eq!(records.len(), RECORDS);
 
     let mut rows = vec![(
-        "simulator alone → mxc::Client (baseline)".to_string(),
+        "bare `mxc::Client` reading the simulator, the relay's query (baseline)".to_string(),
         baseline,
+        None,
     )];
-    // Each XMID polled alone (as the rows of earlier runs), then the default grouping: the 20
-    // XMIDs in one group, one pager (the simulator gives one `generate` call's records one
-    // ingestion instant: past the result window, that instant comes through the export form).
+    // The default grouping (the 20 XMIDs in one group, one query), then each XMID polled
+    // alone (20 queries a cycle), under both durability policies.
     for (durability, group_size) in [
-        (Durability::Batch, GroupSize::Fixed(1)),
-        (Durability::Interval, GroupSize::Fixed(1)),
         (Durability::Batch, GroupSize::Auto),
+        (Durability::Batch, GroupSize::Fixed(1)),
+        (Durability::Interval, GroupSize::Auto),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::for_simulator(sim.base_url(), xmids.clone());
+        let mut config = Config::for_simulator(base.clone(), xmids.clone());
         config.pollers.group_size = group_size;
         config.pollers.interval = Duration::from_millis(200);
         config.pollers.look_back = Duration::from_secs(3600);
@@ -130,6 +93,7 @@ async fn end_to_end() {
             .routes
             .push(RouteConfig::every_record("all", "archive"));
         let metrics = Metrics::new();
+        let cpu0 = cpu_seconds();
         let started = Instant::now();
         let pipeline = Pipeline::start(&config, metrics.clone())
             .await
@@ -142,6 +106,7 @@ async fn end_to_end() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let rate = RECORDS as f64 / started.elapsed().as_secs_f64();
+        let cpu_us = (cpu_seconds() - cpu0) * 1e6 / RECORDS as f64;
         pipeline.shutdown().await.expect("shutdown");
         assert_eq!(count_lines(&dir.path().join("out.jsonl")), RECORDS);
         let grouping = match group_size {
@@ -154,16 +119,25 @@ async fn end_to_end() {
                 format!("{durability:?}").to_lowercase()
             ),
             rate,
+            Some(cpu_us),
         ));
     }
-    println!("end to end: {RECORDS} records of {MERCHANTS} XMIDs, simulator → dedup → outbox → file sink");
+    println!("end to end: {RECORDS} records of {MERCHANTS} XMIDs, `mxc-relay sim` (its own process) → dedup → outbox → file sink");
+    println!("{}", common::machine());
     println!();
-    println!("| measurement | records/s | vs baseline |");
-    println!("|---|---:|---:|");
-    for (name, rate) in &rows {
-        println!("| {name} | {rate:.0} | {:.2} |", rate / baseline);
+    println!("| measurement | records/s | vs baseline | relay's CPU µs per record |");
+    println!("|---|---:|---:|---:|");
+    for (name, rate, cpu_us) in &rows {
+        let cpu = cpu_us.map(|c| format!("{c:.0}")).unwrap_or_default();
+        println!("| {name} | {rate:.0} | {:.2} | {cpu} |", rate / baseline);
     }
     println!();
+    if let Some((_, default, _)) = rows.get(1) {
+        println!(
+            "default configuration / bare client ({baseline:.0} records/s): {:.2} ({default:.0} records/s)",
+            default / baseline
+        );
+    }
 }
 
 fn count_lines(path: &Path) -> usize {
@@ -191,11 +165,7 @@ fn fleet_cost() {
         .build()
         .expect("runtime");
     let xmids: Vec<String> = runtime
-        .block_on(async {
-            Client::new(ClientConfig::new(base.clone(), credentials()))?
-                .roster()
-                .await
-        })
+        .block_on(async { sim_client(&base).roster().await })
         .expect("roster")
         .into_iter()
         .map(|m| m.xmid)

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+
+use chrono::{DateTime, Utc};
 use std::process::{Child, Command, Stdio};
 
 /// The environment variable `name` read as a `T`, or `default` when unset or unreadable.
@@ -102,5 +104,77 @@ pub fn machine() -> String {
                 "HEAD"
             ]
         )
+    )
+}
+
+/// A client of the simulator with its default credentials.
+pub fn sim_client(base: &str) -> mxc::Client {
+    let credentials = mxc::Credentials {
+        api_key: mxc::Secret::new(mxc_sim::DEFAULT_API_KEY),
+        username: None,
+        password: mxc::Secret::default(),
+    };
+    mxc::Client::new(mxc::ClientConfig::new(base, credentials)).expect("client")
+}
+
+/// `POST {base}{path}` with a JSON body, through the simulator's control API.
+pub async fn sim_control(base: &str, path: &str, body: serde_json::Value) {
+    let answer = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("simulator control");
+    assert!(answer.status().is_success(), "{path}: {}", answer.status());
+}
+
+/// Loads `count` authorizations of `xmids` into the simulator at `base`: transactions over the
+/// 30 minutes before `t0`, each ingested soon after it, as live traffic is (the relay pages
+/// through them by `created`, as every day; ingested all at one instant, they would be read
+/// through the export form, a backfill's path). Then MXC's clock moves a minute on, past
+/// `pollers.settle`, so that a run measures throughput and not the settle wait.
+pub async fn load_live_records(base: &str, xmids: &[String], count: usize, t0: DateTime<Utc>) {
+    sim_control(
+        base,
+        "/_sim/generate",
+        serde_json::json!({
+            "count": count, "xmids": xmids,
+            "from": t0 - chrono::Duration::minutes(30), "to": t0,
+            "created": "with_transaction",
+        }),
+    )
+    .await;
+    sim_control(
+        base,
+        "/_sim/faults",
+        serde_json::json!({ "clock_offset_ms": 60_000 }),
+    )
+    .await;
+}
+
+/// The baseline every end-to-end bench compares with: the bare client reading what
+/// [`load_live_records`] loaded with the relay's query (the XMIDs in one group, a `created`
+/// range, sorted on `created` then id, pages of 100). Its rate in records/s, and the records.
+pub async fn bare_client_read(
+    base: &str,
+    xmids: &[String],
+    t0: DateTime<Utc>,
+) -> (f64, Vec<mxc::Record>) {
+    let query = mxc::ReportQuery::new(
+        xmids.to_vec(),
+        t0 - chrono::Duration::minutes(31),
+        Utc::now() + chrono::Duration::minutes(1),
+    )
+    .by(mxc::TimeBasis::Ingestion);
+    let client = sim_client(base);
+    let started = std::time::Instant::now();
+    let mut pager = client.report_pages(query);
+    let mut records = Vec::new();
+    while let Some(batch) = pager.next_page().await.expect("page") {
+        records.extend(batch.records);
+    }
+    (
+        records.len() as f64 / started.elapsed().as_secs_f64(),
+        records,
     )
 }

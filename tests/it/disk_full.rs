@@ -208,6 +208,7 @@ async fn a_write_that_hits_a_full_disk_is_survived_in_process_and_every_record_a
     let large = mxc_sim::Shape {
         with_id: true,
         pad_bytes: 16 * 1024,
+        ..mxc_sim::Shape::NORMAL
     };
     for _ in 0..6 {
         sim.generate_shaped(

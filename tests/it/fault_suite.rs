@@ -1011,6 +1011,7 @@ async fn records_without_id_of_the_wrong_type_or_over_a_mebibyte_are_counted_and
     let no_id = mxc_sim::Shape {
         with_id: false,
         pad_bytes: 0,
+        ..mxc_sim::Shape::NORMAL
     };
     h.sim
         .generate_shaped(5, &h.xmids, from, now, no_id)
@@ -1018,6 +1019,7 @@ async fn records_without_id_of_the_wrong_type_or_over_a_mebibyte_are_counted_and
     let oversize = mxc_sim::Shape {
         with_id: true,
         pad_bytes: 1_100_000,
+        ..mxc_sim::Shape::NORMAL
     };
     h.sim
         .generate_shaped(2, &h.xmids, from, now, oversize)

@@ -312,6 +312,7 @@ async fn an_oversize_record_is_dead_lettered_and_the_others_arrive() {
     let oversize = mxc_sim::Shape {
         with_id: true,
         pad_bytes: 200_000,
+        ..mxc_sim::Shape::NORMAL
     };
     sim.generate_shaped(1, &xmids[..1], t0 - minutes(5), t0, oversize)
         .unwrap();

@@ -355,6 +355,7 @@ async fn routes_filter_and_redact_and_records_without_id_are_counted_and_skipped
     let no_id = mxc_sim::Shape {
         with_id: false,
         pad_bytes: 0,
+        ..mxc_sim::Shape::NORMAL
     };
     sim.generate_shaped(7, &xmids, t0 - minutes(5), t0, no_id)
         .unwrap();
