@@ -4,7 +4,6 @@
 //! with one line per check. Above what they look at (the store, the MXC client, the pollers);
 //! `telemetry` keeps the metric definitions and logging.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::{header, StatusCode};
@@ -169,24 +168,8 @@ impl Health {
     }
 }
 
-/// Serves until `stop`; returns the bound address.
-pub async fn serve(
-    addr: SocketAddr,
-    health: Health,
-    stop: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    // After a reload the previous server may hold the port a moment longer.
-    let mut tries = 0;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 50 => {
-                tries += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            other => break other?,
-        }
-    };
-    let bound = listener.local_addr()?;
+/// Serves `/metrics`, `/healthz` and `/readyz` on `listener` until `stop`.
+pub fn serve(listener: tokio::net::TcpListener, health: Health, stop: CancellationToken) {
     let metrics = health.metrics.clone();
     let app = axum::Router::new()
         .route(
@@ -217,7 +200,6 @@ pub async fn serve(
         http_kit::Limits::standard(MAX_CONNECTIONS),
         stop,
     );
-    Ok(bound)
 }
 
 fn readyz(health: &Health) -> (StatusCode, String) {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -45,10 +45,6 @@ impl Token {
     }
 }
 
-/// The peer of a connection, put on each of its requests by the server.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Remote(pub SocketAddr);
-
 /// What a handler did, in a few words, for the audit line.
 #[derive(Debug, Clone)]
 pub(super) struct Outcome(pub String);
@@ -61,7 +57,7 @@ pub(super) async fn authorize_and_audit(
 ) -> Response {
     let remote = request
         .extensions()
-        .get::<Remote>()
+        .get::<ConnectInfo<SocketAddr>>()
         .map_or_else(|| "unknown".to_string(), |r| r.0.to_string());
     // The path and query only: never a header (the token is in one).
     let action = format!(

@@ -14,7 +14,6 @@ mod routes;
 mod server;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -70,14 +69,14 @@ impl Context {
     }
 }
 
-/// Serves the API on `addr` until `stop`; the bound address, and the server's task (done once
+/// Serves the API on `listener` until `stop`; the server's task (done once
 /// its last connection closed: then it holds nothing of the pipeline). Requests need `token`.
-pub async fn serve(
-    addr: SocketAddr,
+pub fn serve(
+    listener: tokio::net::TcpListener,
     token: &Secret,
     context: Context,
     stop: CancellationToken,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+) -> tokio::task::JoinHandle<()> {
     let token = Arc::new(auth::Token::new(token));
     let app = routes::router(Arc::new(context))
         .route("/v1/openapi.json", axum::routing::get(openapi::openapi))
@@ -86,7 +85,7 @@ pub async fn serve(
             token,
             auth::authorize_and_audit,
         ));
-    server::serve(addr, app, stop).await
+    server::serve(listener, app, stop)
 }
 
 /// A fresh random token, for a loopback listener with none configured.

@@ -3,9 +3,11 @@
 //! telemetry and admin servers.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -80,7 +82,7 @@ impl Pipeline {
         provided: BTreeMap<String, Arc<dyn Sink>>,
     ) -> Result<Pipeline, PipelineError> {
         let store = Store::open_for(config)?;
-        Pipeline::start_on(config, metrics, provided, store, true).await
+        Pipeline::start_on(config, metrics, provided, store, Start::First).await
     }
 
     pub(super) async fn start_on(
@@ -88,8 +90,11 @@ impl Pipeline {
         metrics: Metrics,
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
         store: Store,
-        refused_credentials_fail: bool,
+        start: Start,
     ) -> Result<Pipeline, PipelineError> {
+        // Before anything else: a port taken (a second instance on this host, say) stops this
+        // one at once, before it joins a cluster or polls.
+        let mut listeners = Listeners::bind(config, start).await?;
         let mut client_config = config.mxc.client_config();
         client_config.observer = Some(Arc::new(metrics.clone()));
         client_config.clock = store.clock().clone();
@@ -115,7 +120,7 @@ impl Pipeline {
             .collect::<Result<Vec<_>, _>>()?;
         match client.authenticate().await {
             Ok(()) => tracing::info!(base_url = client.base_url(), "authenticated with MXC"),
-            Err(e @ MxcError::AuthRejected { .. }) if refused_credentials_fail => {
+            Err(e @ MxcError::AuthRejected { .. }) if start != Start::Restore => {
                 return Err(e.into())
             }
             Err(e) => tracing::warn!(error = %e, "cannot reach MXC yet; pollers will retry"),
@@ -293,8 +298,8 @@ impl Pipeline {
         ));
         let stop_telemetry = CancellationToken::new();
         let admin_fleet = fleet.clone();
-        let telemetry_addr = match config.telemetry.listen_addr() {
-            Some(addr) => {
+        let telemetry_addr = match listeners.telemetry.take() {
+            Some((bound, listener)) => {
                 let health = Health {
                     metrics: metrics.clone(),
                     store: store.clone(),
@@ -307,21 +312,15 @@ impl Pipeline {
                     // Three missed polls, plus time for a long one.
                     stuck_after: config.pollers.interval * 3 + Duration::from_secs(60),
                 };
-                let bound = crate::health::serve(addr, health, stop_telemetry.clone())
-                    .await
-                    .map_err(|error| PipelineError::Listen {
-                        key: "telemetry.listen",
-                        addr,
-                        error,
-                    })?;
+                crate::health::serve(listener, health, stop_telemetry.clone());
                 tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
                 Some(bound)
             }
             None => None,
         };
         let backfills = crate::admin::Backfills::default();
-        let (admin_addr, admin_generated_token, admin_task) = match config.admin.listen_addr() {
-            Some(addr) => {
+        let (admin_addr, admin_generated_token, admin_task) = match listeners.admin.take() {
+            Some((bound, listener)) => {
                 let generated = config
                     .admin
                     .token
@@ -347,14 +346,7 @@ impl Pipeline {
                     roster: config.pollers.uses_roster(),
                 };
                 // With telemetry: stopped after the deliveries, so operators see the stop.
-                let (bound, task) =
-                    crate::admin::serve(addr, token, context, stop_telemetry.clone())
-                        .await
-                        .map_err(|error| PipelineError::Listen {
-                            key: "admin.listen",
-                            addr,
-                            error,
-                        })?;
+                let task = crate::admin::serve(listener, token, context, stop_telemetry.clone());
                 tracing::info!(address = %bound, token = if generated.is_some() { "generated for this run (in admin.json beside the store)" } else { "configured" },
                     "serving the admin API");
                 (Some(bound), generated, Some(task))
@@ -388,4 +380,50 @@ impl Pipeline {
             cluster: membership,
         })
     }
+}
+
+/// How a pipeline starts: with the process, or within a reload (with the new configuration,
+/// or the previous one again when the new one failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    First,
+    Reload,
+    /// Refused credentials do not stop it: delivery needs no MXC, and the pollers retry.
+    Restore,
+}
+
+/// The ports of `telemetry.listen` and `admin.listen`, with the addresses bound.
+struct Listeners {
+    telemetry: Option<(SocketAddr, TcpListener)>,
+    admin: Option<(SocketAddr, TcpListener)>,
+}
+
+impl Listeners {
+    /// Binds both ports, or fails naming the key whose port is taken. Within a reload the
+    /// previous pipeline's servers may hold them a moment longer: that is waited for.
+    async fn bind(config: &Config, start: Start) -> Result<Listeners, PipelineError> {
+        let wait = match start {
+            Start::First => Duration::ZERO,
+            Start::Reload | Start::Restore => Duration::from_secs(5),
+        };
+        Ok(Listeners {
+            telemetry: bind("telemetry.listen", config.telemetry.listen_addr(), wait).await?,
+            admin: bind("admin.listen", config.admin.listen_addr(), wait).await?,
+        })
+    }
+}
+
+/// `addr` (the value of `key`) bound, with the address it got; nothing if not configured.
+async fn bind(
+    key: &'static str,
+    addr: Option<SocketAddr>,
+    wait: Duration,
+) -> Result<Option<(SocketAddr, TcpListener)>, PipelineError> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let listen_error = |error| PipelineError::Listen { key, addr, error };
+    let listener = http_kit::bind(addr, wait).await.map_err(listen_error)?;
+    let bound = listener.local_addr().map_err(listen_error)?;
+    Ok(Some((bound, listener)))
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::assemble::Start;
 use super::{Pipeline, PipelineError};
 use crate::config::Config;
 use crate::poll::{BackfillProgress, BackfillRequest, PollError};
@@ -28,7 +29,9 @@ impl Pipeline {
             tracing::error!(error = %e, "stopping for the reload did not flush the store");
         }
         let started = match store.reconfigure(new) {
-            Ok(view) => Pipeline::start_on(new, metrics.clone(), BTreeMap::new(), view, true).await,
+            Ok(view) => {
+                Pipeline::start_on(new, metrics.clone(), BTreeMap::new(), view, Start::Reload).await
+            }
             Err(e) => Err(e.into()),
         };
         match started {
@@ -38,10 +41,9 @@ impl Pipeline {
             }
             Err(error) => {
                 let restarted = match store.reconfigure(current) {
-                    // Refused credentials do not stop it: delivery needs no MXC, and the
-                    // pollers retry.
                     Ok(view) => {
-                        Pipeline::start_on(current, metrics, BTreeMap::new(), view, false).await
+                        Pipeline::start_on(current, metrics, BTreeMap::new(), view, Start::Restore)
+                            .await
                     }
                     Err(e) => Err(e.into()),
                 };

@@ -738,3 +738,29 @@ async fn a_merchant_paused_by_hand_stays_paused_across_a_restart_and_catches_up_
     assert_eq!(record_ids(&lines).len(), lines.len(), "none twice");
     assert_eq!(lines.len(), all);
 }
+
+/// Someone holds the admin port with 200 connections that never finish their headers: an
+/// operator's request still gets in and is answered within a second (at the cap, a new
+/// connection closes one that waits on its client, not itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_half_open_connections_do_not_lock_an_operator_out() {
+    use tokio::io::AsyncWriteExt;
+    let scene = Scene::new(2, 204, &ten_minutes_ago(), "").await;
+    let service = scene.start().await;
+    let address = service.api.trim_start_matches("http://").to_string();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream
+            .write_all(b"GET /v1/state HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    // `get` asserts a 2xx answer, with the token.
+    let state = tokio::time::timeout(Duration::from_secs(1), service.get("/v1/state"))
+        .await
+        .expect("no answer within 1 s while 200 connections are held");
+    assert!(state["sinks"].is_array(), "{state}");
+    drop(held);
+}

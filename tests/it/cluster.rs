@@ -420,3 +420,84 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
         assert!(log.contains("shards assigned"), "{i}: {log}");
     }
 }
+
+/// Two instances on one host with the same `admin.listen` (as two copies of the default
+/// configuration would be): the second stops at once, naming the key, before it joins the
+/// group — the first never gives up a shard for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_instance_on_a_taken_admin_port_stops_before_joining_the_group() {
+    let Some(broker) = broker() else { return };
+    let sim = start_sim(mxc_sim::SimConfig {
+        merchants: 200,
+        closed_merchants: Some(0),
+        ..quiet_sim()
+    })
+    .await;
+    let name = topic_name("ports");
+    create_topic(&broker, &format!("{name}-out"), 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        dir: dir.path().to_path_buf(),
+        sim_url: sim.base_url(),
+        xmids: sim.xmids(),
+        broker,
+        name,
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let same_port = |instance: &str| {
+        let file = cluster.config(instance);
+        let text = std::fs::read_to_string(&file).unwrap().replace(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            &format!("[admin]\nlisten = \"127.0.0.1:{port}\""),
+        );
+        std::fs::write(&file, text).unwrap();
+        file
+    };
+
+    let first_file = same_port("i1");
+    let mut first = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&first_file)
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("i1").join("relay.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cluster.log("i1").contains("shards assigned") {
+        assert!(
+            Instant::now() < deadline,
+            "i1 never got shards: {}",
+            cluster.log("i1")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let started = Instant::now();
+    let second = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(same_port("i2"))
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+        .env("RUST_LOG", "info,rdkafka=warn")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&format!("admin.listen: cannot listen on 127.0.0.1:{port}")),
+        "{said}"
+    );
+    assert!(!said.contains("joined the cluster"), "{said}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {said}");
+    // The group never saw it: the first keeps every shard, nothing revoked.
+    tokio::time::sleep(Duration::from_secs(SESSION_S + 2)).await;
+    let log = cluster.log("i1");
+    assert!(!log.contains("revoked"), "{log}");
+    stop(&mut first);
+}

@@ -121,8 +121,23 @@ pub async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Binds `addr`. A port in use is retried for up to `wait` (after a reload, the previous
+/// server may hold it a moment longer); with no wait, it fails at once.
+pub async fn bind(addr: std::net::SocketAddr, wait: Duration) -> io::Result<TcpListener> {
+    let until = Instant::now() + wait;
+    loop {
+        match TcpListener::bind(addr).await {
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Serves `app` on `listener` until `stop`: then no new connection is accepted, idle ones
-/// close at once and requests in progress are answered first.
+/// close at once and requests in progress are answered first. Each request carries its
+/// connection's peer as `axum::extract::ConnectInfo<SocketAddr>`.
 pub fn serve(
     listener: TcpListener,
     app: Router,
@@ -280,11 +295,17 @@ async fn serve_connection(
     stop: CancellationToken,
     counters: &Counters,
 ) {
+    let peer = stream.peer_addr().ok();
     let io = TokioIo::new(WatchedIo::new(stream, conn.clone()));
     let service = {
         let conn = conn.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             let (conn, app) = (conn.clone(), app.clone());
+            if let Some(peer) = peer {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
             async move {
                 conn.begin(request.body().is_end_stream());
                 let body_conn = conn.clone();
