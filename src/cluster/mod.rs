@@ -139,6 +139,8 @@ impl Tasks {
 impl Sharding {
     pub async fn run(mut self, polling: Polling, stop: CancellationToken) {
         let mut owned: BTreeMap<u32, Tasks> = BTreeMap::new();
+        // Nothing owned yet: nothing of the key's budget spent.
+        polling.pollers.budget.share(0, self.shards as usize);
         let mut roster: Option<Tasks> = None;
         let mut tick = tokio::time::interval(self.state_interval);
         loop {
@@ -158,6 +160,9 @@ impl Sharding {
                                 tasks.halt().await;
                             }
                         }
+                        // Before the group may give them to another: the fleet's shares never
+                        // add up to more than the key's budget.
+                        polling.pollers.budget.share(owned.len(), self.shards as usize);
                         if let Some(tasks) = roster.take() {
                             tasks.halt().await;
                         }
@@ -182,6 +187,8 @@ impl Sharding {
                             tracing::warn!(shards = ?shards, "the state topic could not be read to its end; trying again before polling these shards");
                         }
                         let caught_up_ms = reading.elapsed().as_millis() as u64;
+                        let owning = owned.keys().chain(&shards).collect::<HashSet<_>>().len();
+                        polling.pollers.budget.share(owning, self.shards as usize);
                         for shard in shards.iter().copied() {
                             if let Entry::Vacant(slot) = owned.entry(shard) {
                                 slot.insert(self.poll_shard(&polling, shard, &stop).await);
@@ -194,7 +201,8 @@ impl Sharding {
                         polling.pollers.metrics.cluster_shard_changes
                             .with_label_values(&["assigned"])
                             .inc_by(shards.len() as u64);
-                        tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), caught_up_ms, "shards assigned");
+                        tracing::info!(assigned = ?shards, owned = owned.len(), merchants = polling.fleet.xmids().len(), caught_up_ms,
+                            requests_per_second = polling.pollers.budget.requests_per_second(), "shards assigned");
                         self.status(&owned, &polling, false).await;
                     }
                 },

@@ -16,7 +16,7 @@ use super::{ClusterMember, Pipeline, PipelineError};
 use crate::cluster::{self, Handover, Membership, Polling, Sharding};
 use crate::config::{Config, SinkConfig};
 use crate::health::Health;
-use crate::poll::{rate_limiter, Bases, Fleet, MerchantControls, PollConfig, Pollers, RosterWatch};
+use crate::poll::{Bases, Budget, Fleet, MerchantControls, PollConfig, Pollers, RosterWatch};
 use crate::route::Route;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::Store;
@@ -185,7 +185,10 @@ impl Pipeline {
             client: client.clone(),
             store: store.clone(),
             routes: Arc::new(routes),
-            limiter: rate_limiter(config.pollers.requests_per_second, config.pollers.burst),
+            budget: Arc::new(Budget::new(
+                config.pollers.requests_per_second,
+                config.pollers.burst,
+            )),
             config: PollConfig {
                 interval: config.pollers.interval,
                 settle: config.pollers.settle,
@@ -193,7 +196,6 @@ impl Pipeline {
                 look_back: config.pollers.look_back,
                 reconcile_every: config.pollers.reconcile_every,
                 reconcile_window: config.pollers.reconcile_window,
-                requests_per_second: config.pollers.requests_per_second,
                 group_size: config.pollers.group_size.max_xmids(),
                 page_size: config.mxc.page_size,
                 max_result_window: config.mxc.max_result_window,

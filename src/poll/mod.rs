@@ -10,20 +10,19 @@
 //! transaction time (`sweep`) is the safety net.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 mod backfill;
 mod basis;
+mod budget;
 mod control;
 mod groups;
 mod roster;
@@ -31,6 +30,7 @@ mod sweep;
 
 pub use backfill::{BackfillProgress, BackfillRequest};
 pub use basis::Bases;
+pub use budget::Budget;
 pub use control::MerchantControls;
 pub use roster::{Fleet, Ownership, RosterWatch};
 
@@ -64,8 +64,6 @@ pub struct PollConfig {
     /// How often the sweep runs (zero: never), and how far back it reads.
     pub reconcile_every: Duration,
     pub reconcile_window: Duration,
-    /// The request budget (`pollers.requests_per_second`): the sweep takes at most half.
-    pub requests_per_second: f64,
     /// The most XMIDs in one group (`pollers.group_size`, resolved).
     pub group_size: usize,
     pub page_size: u32,
@@ -88,15 +86,6 @@ pub enum PollError {
     Mxc(#[from] MxcError),
     #[error("cannot write to the store, polling paused so the cursor does not move (it resumes by itself): {0}")]
     Store(#[from] StoreError),
-}
-
-/// The global request budget shared by every poller.
-pub fn rate_limiter(requests_per_second: f64, burst: u32) -> Arc<DefaultDirectRateLimiter> {
-    let period = Duration::from_secs_f64(1.0 / requests_per_second.max(1e-3));
-    let quota = Quota::with_period(period)
-        .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-    Arc::new(RateLimiter::direct(quota))
 }
 
 /// One merchant's state after a poll: its cursor and the seen-set keys of the records its
@@ -127,7 +116,8 @@ pub struct Pollers {
     pub client: Client,
     pub store: Store,
     pub routes: Arc<Vec<Route>>,
-    pub limiter: Arc<DefaultDirectRateLimiter>,
+    /// The request budget (see [`Budget`]).
+    pub budget: Arc<Budget>,
     pub config: PollConfig,
     pub metrics: Metrics,
     /// In a cluster: where each poll's state goes once its events are delivered.
@@ -500,10 +490,10 @@ impl Pollers {
 
     /// Waits for the global request budget, counting the waits.
     async fn wait_for_budget(&self) {
-        if self.limiter.check().is_err() {
+        if !self.budget.try_take() {
             BudgetWaited.emit(&self.metrics);
             self.polls_waiting.fetch_add(1, Ordering::Relaxed);
-            self.limiter.until_ready().await;
+            self.budget.take().await;
             self.polls_waiting.fetch_sub(1, Ordering::Relaxed);
         }
     }

@@ -143,9 +143,9 @@ impl Pollers {
     /// and the budget has a request to spare; then paces itself to half the budget's rate.
     /// True if `stop` came first.
     async fn wait_for_spare_budget(&self, stop: &CancellationToken) -> bool {
-        let period = Duration::from_secs_f64(1.0 / self.config.requests_per_second.max(1e-3));
         loop {
-            if self.polls_waiting.load(Ordering::Relaxed) == 0 && self.limiter.check().is_ok() {
+            let period = Duration::from_secs_f64(1.0 / self.budget.requests_per_second().max(1e-3));
+            if self.polls_waiting.load(Ordering::Relaxed) == 0 && self.budget.try_take() {
                 return sleep_or_stop(stop, period).await;
             }
             if sleep_or_stop(stop, period.max(Duration::from_millis(50))).await {

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use mxc::{Client, ReportQuery, TimeBasis};
 use mxc_relay::config::{Config, CursorMode, RouteConfig, SinkConfig, StoreConfig};
 use mxc_relay::pipeline::Pipeline;
-use mxc_relay::poll::{rate_limiter, Bases, PollConfig, Pollers};
+use mxc_relay::poll::{Bases, Budget, PollConfig, Pollers};
 use mxc_relay::store::Store;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim, SimConfig};
@@ -528,7 +528,7 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         client: client(&sim),
         store,
         routes: Arc::new(Vec::new()),
-        limiter: rate_limiter(1000.0, 100),
+        budget: std::sync::Arc::new(Budget::new(1000.0, 100)),
         config: PollConfig {
             interval: Duration::from_secs(1),
             settle: Duration::from_millis(500),
@@ -536,7 +536,6 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
             look_back: Duration::from_secs(600),
             reconcile_every: Duration::ZERO,
             reconcile_window: Duration::from_secs(3600),
-            requests_per_second: 1000.0,
             group_size: xmids.len(),
             page_size: 100,
             max_result_window: 10_000,
