@@ -65,9 +65,11 @@ pub struct PollersConfig {
     /// pause) makes the others' records re-read, and dropped as outside their windows, until it
     /// caught up. 1 isolates every XMID, at one request per XMID and interval.
     pub group_size: GroupSize,
-    /// Budget of MXC requests per second for the whole process.
+    /// Budget of MXC requests per second for the API key: all of it for one instance; in a
+    /// cluster each instance spends the share of the shards it owns, re-divided on every
+    /// rebalance, so the fleet never asks more of the key than this.
     pub requests_per_second: f64,
-    /// Requests allowed at once above that rate.
+    /// Requests allowed at once above that rate (divided like it in a cluster).
     pub burst: u32,
     /// Where a new XMID starts: `now`, or an ISO-8601 instant to backfill from.
     pub start: String,
