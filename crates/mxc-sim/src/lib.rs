@@ -16,7 +16,7 @@ use std::time::Duration;
 use mxc::{SharedClock, SystemClock};
 
 pub use data::SettlementConfig;
-pub use data::Shape;
+pub use data::{Created, Shape};
 pub use faults::{FaultError, Faults};
 pub use server::{GenerateError, RunningSim};
 pub use stats::StatsSnapshot;

@@ -38,6 +38,8 @@ pub struct ReportQuery {
     sort: Vec<(String, bool)>,
     pub fields: Option<Vec<String>>,
     filter: Option<Filter>,
+    /// The `filter` parameter as it came: the same text is the same filter.
+    filter_text: Option<String>,
 }
 
 impl ReportQuery {
@@ -119,7 +121,14 @@ impl ReportQuery {
             sort,
             fields,
             filter,
+            filter_text: params.get("filter").cloned(),
         })
+    }
+
+    /// The text of the `filter` parameter: two queries whose texts are equal (or both
+    /// absent) keep the same records.
+    pub fn filter_text(&self) -> Option<&str> {
+        self.filter_text.as_deref()
     }
 
     /// Whether the sort names `field`.

@@ -6,7 +6,6 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::binary_heap::{BinaryHeap, PeekMut};
 use std::collections::btree_map::{self, BTreeMap};
 use std::collections::HashMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Datelike, FixedOffset, SecondsFormat, TimeZone, Utc};
@@ -17,8 +16,10 @@ use serde_json::{json, Value};
 use mxc::{Resource, AUTHORIZATIONS};
 use settlement::Settlement;
 
+mod resume;
 mod settlement;
 
+pub use resume::After;
 pub use settlement::SettlementConfig;
 
 /// One merchant account (XMID) of the roster.
@@ -335,13 +336,27 @@ pub struct Shape {
     pub with_id: bool,
     /// Adds a `simPadding` field of this many bytes (an oversize record).
     pub pad_bytes: usize,
+    /// When MXC ingested it (its `created`).
+    pub created: Created,
 }
 
 impl Shape {
     pub const NORMAL: Shape = Shape {
         with_id: true,
         pad_bytes: 0,
+        created: Created::Now,
     };
+}
+
+/// When a generated record was ingested (its `created`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Created {
+    /// All at once, now (or at the transaction's time if later): a bulk load.
+    #[default]
+    Now,
+    /// Each within 2 s after its transaction, as live traffic is ingested (never after now).
+    WithTransaction,
 }
 
 /// How records are generated.
@@ -380,6 +395,9 @@ pub struct Dataset {
     /// The latest clock reading seen: records visible by then are searchable. Never goes
     /// back, so a clock set back does not hide records already served.
     index_now_ms: i64,
+    /// Insertions into the authorizations' indexes and merchants boarded; with the
+    /// settlement's insertions, [`Dataset::version`].
+    changes: u64,
     /// The disputes, batches and deposits that follow them.
     settlement: Settlement,
     /// Cumulative traffic weights of the active merchants, for picking one.
@@ -429,6 +447,7 @@ impl Dataset {
             by_created,
             by_created_id,
             index_now_ms: i64::MIN,
+            changes: 0,
             settlement,
             active_weights,
             config,
@@ -458,6 +477,7 @@ impl Dataset {
             self.records.push(BTreeMap::new());
             self.by_created.push(BTreeMap::new());
             self.by_created_id.push(BTreeMap::new());
+            self.changes += 1;
             self.settlement
                 .add_merchant(true, self.next_arrival_ms as i64);
             self.active_weights = active_weights(&self.merchants);
@@ -515,8 +535,8 @@ impl Dataset {
     }
 
     /// Adds `count` records for `merchants` (all active ones if empty) with transaction times
-    /// spread evenly at random over `[from_ms, to_ms]`, `created` at `now_ms` (or at their
-    /// transaction time if later) and searchable after the index delay; `with_id: false`
+    /// spread evenly at random over `[from_ms, to_ms]`, `created` as `shape` says (at `now_ms`,
+    /// or soon after each transaction) and searchable after the index delay; `with_id: false`
     /// leaves their `id` out.
     pub fn generate(
         &mut self,
@@ -538,7 +558,11 @@ impl Dataset {
                 merchants[self.rng.gen_range(0..merchants.len())]
             };
             let tx = self.rng.gen_range(from_ms..=to_ms.max(from_ms));
-            self.insert(merchant, tx, now_ms.max(tx), shape);
+            let created = match shape.created {
+                Created::Now => now_ms.max(tx),
+                Created::WithTransaction => (tx + self.rng.gen_range(0..2_000)).min(now_ms.max(tx)),
+            };
+            self.insert(merchant, tx, created, shape);
         }
     }
 
@@ -592,59 +616,6 @@ impl Dataset {
         out
     }
 
-    /// The searchable records of `merchants` whose key in `index` lies in `[from_ms, to_ms]`,
-    /// in the index's order over all of them: each merchant's run is already in that order,
-    /// and the runs are merged. The same records as `select` (`select_created` for the
-    /// indexes by `created`), in the order `ReportQuery::sort` gives them when it sorts by
-    /// exactly the index's fields, ascending (see [`Index`]); a merchant named twice gives
-    /// its records twice, each next to its copy. Reads the index only, not the records.
-    pub fn ordered<'a>(
-        &'a self,
-        index: Index,
-        merchants: &[usize],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> impl Iterator<Item = Hit<'a>> + 'a {
-        let now = self.index_now_ms;
-        let runs = if from_ms > to_ms {
-            Runs::Empty
-        } else {
-            let seq_range = (from_ms, 0)..=(to_ms, u64::MAX);
-            let seq_runs = |timelines: &'a [Timeline]| {
-                Merge::new(
-                    merchants
-                        .iter()
-                        .filter_map(|&m| timelines.get(m))
-                        .map(|t| t.range(seq_range.clone()))
-                        .collect(),
-                )
-            };
-            match index {
-                Index::Time(resource) => Runs::Seq(seq_runs(
-                    self.settlement.timelines(resource).unwrap_or(&self.records),
-                )),
-                Index::Created => Runs::Seq(seq_runs(&self.by_created)),
-                Index::CreatedId => {
-                    // From the least key at `from_ms` (empty id, seq 0) to before the least
-                    // key after `to_ms`.
-                    let start: CreatedIdKey = (from_ms, 0, Box::default(), 0);
-                    let end = match to_ms.checked_add(1) {
-                        Some(after) => Bound::Excluded((after, 0, Box::default(), 0)),
-                        None => Bound::Unbounded,
-                    };
-                    Runs::Id(Merge::new(
-                        merchants
-                            .iter()
-                            .filter_map(|&m| self.by_created_id.get(m))
-                            .map(|t| t.range((Bound::Included(start.clone()), end.clone())))
-                            .collect(),
-                    ))
-                }
-            }
-        };
-        runs.filter(move |hit| hit.visible_ms <= now)
-    }
-
     fn pick_merchant(&mut self) -> usize {
         let total = self.active_weights.last().map(|w| w.0).unwrap_or(0.0);
         let x = self.rng.gen_range(0.0..total.max(f64::MIN_POSITIVE));
@@ -664,13 +635,9 @@ impl Dataset {
         let record = Arc::new(self.render(merchant, tx_ms, created_ms, seq, shape));
         self.records[merchant].insert((tx_ms, seq), Entry::new(&record));
         self.by_created[merchant].insert((created_ms, seq), Entry::new(&record));
-        let key = (
-            created_ms,
-            id_prefix(&record.id),
-            record.id.as_str().into(),
-            seq,
-        );
+        let key = created_id_key(created_ms, &record.id, seq);
         self.by_created_id[merchant].insert(key, Entry::new(&record));
+        self.changes += 1;
         record
     }
 
@@ -916,6 +883,11 @@ pub(crate) type Timeline = BTreeMap<(i64, u64), Entry>;
 /// (created_ms, id, seq); it spares reading the id itself, but for ids that share 16 bytes.
 type CreatedIdKey = (i64, u128, Box<str>, u64);
 
+/// The key of an authorization in the index by `created` then `id`.
+fn created_id_key(created_ms: i64, id: &str, seq: u64) -> CreatedIdKey {
+    (created_ms, id_prefix(id), id.into(), seq)
+}
+
 /// The first 16 bytes of an id, big-endian, zero-padded: of two ids whose prefixes differ,
 /// the one with the lesser prefix is the lesser (a shorter id that ends where the other has
 /// a non-zero byte is its prefix, so the lesser too); equal prefixes leave it to the ids.
@@ -926,21 +898,25 @@ fn id_prefix(id: &str) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
-/// A record found by [`Dataset::ordered`], with what its index holds of it.
+/// A record found by [`Dataset::scan`], with what its index holds of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Hit<'a> {
     /// The index's instant: `tx_ms` ([`Index::Time`]) or `created_ms` (the others).
     pub key_ms: i64,
+    /// The last part of its key in the index: the record's `seq`.
+    seq: u64,
     /// The record's `amount`.
     pub amount: f64,
-    visible_ms: i64,
+    /// The record's `visible_ms`: it is searchable from then on.
+    pub visible_ms: i64,
     pub record: &'a Arc<SimRecord>,
 }
 
 impl<'a> Hit<'a> {
-    fn new(key_ms: i64, entry: &'a Entry) -> Hit<'a> {
+    fn new(key_ms: i64, seq: u64, entry: &'a Entry) -> Hit<'a> {
         Hit {
             key_ms,
+            seq,
             amount: entry.amount,
             visible_ms: entry.visible_ms,
             record: &entry.record,
@@ -975,8 +951,12 @@ impl<'a> Iterator for Runs<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         match self {
             Runs::Empty => None,
-            Runs::Seq(merge) => merge.next().map(|(key, entry)| Hit::new(key.0, entry)),
-            Runs::Id(merge) => merge.next().map(|(key, entry)| Hit::new(key.0, entry)),
+            Runs::Seq(merge) => merge
+                .next()
+                .map(|(key, entry)| Hit::new(key.0, key.1, entry)),
+            Runs::Id(merge) => merge
+                .next()
+                .map(|(key, entry)| Hit::new(key.0, key.3, entry)),
         }
     }
 }
@@ -1252,6 +1232,28 @@ mod tests {
         d.advance(now + 5_000);
         assert_eq!(visible(&d), 500);
         assert_eq!(d.select_created(&[0, 1], now, now).len(), 500);
+    }
+
+    #[test]
+    fn generated_records_are_created_now_or_soon_after_their_transaction() {
+        let now = 1_700_000_000_000;
+        let mut d = Dataset::new(config(0.0), now);
+        let live = Shape {
+            created: Created::WithTransaction,
+            ..Shape::NORMAL
+        };
+        d.generate(500, &[0], now - 600_000, now, now, live);
+        d.generate(500, &[1], now - 600_000, now, now, Shape::NORMAL);
+        let records = |m: usize| d.select_created(&[m], i64::MIN, i64::MAX);
+        let (spread, bulk) = (records(0), records(1));
+        assert_eq!((spread.len(), bulk.len()), (500, 500));
+        assert!(bulk.iter().all(|r| r.created_ms == now));
+        assert!(spread
+            .iter()
+            .all(|r| (r.tx_ms..=(r.tx_ms + 2_000).min(now)).contains(&r.created_ms)));
+        let instants: std::collections::BTreeSet<i64> =
+            spread.iter().map(|r| r.created_ms).collect();
+        assert!(instants.len() > 450, "{} instants", instants.len());
     }
 
     #[test]

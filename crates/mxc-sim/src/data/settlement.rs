@@ -129,6 +129,8 @@ pub struct Settlement {
     /// A record is searchable this long after it is created (see `data::visible_at`).
     index_delay_ms: i64,
     seq: u64,
+    /// Records inserted into the timelines so far.
+    inserted: u64,
 }
 
 impl Settlement {
@@ -149,6 +151,7 @@ impl Settlement {
             queue: BinaryHeap::new(),
             last_close: Vec::new(),
             seq: 0,
+            inserted: 0,
         };
         for merchant in merchants {
             settlement.add_merchant(merchant.active, start_ms);
@@ -283,6 +286,12 @@ impl Settlement {
 
     fn insert_arc(&mut self, index: usize, merchant: usize, record: Arc<SimRecord>) {
         self.records[index][merchant].insert((record.tx_ms, record.seq), Entry::new(&record));
+        self.inserted += 1;
+    }
+
+    /// How many records have been inserted into the timelines: it changes with them.
+    pub fn inserted(&self) -> u64 {
+        self.inserted
     }
 
     fn next_seq(&mut self) -> u64 {

@@ -11,7 +11,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::data::Shape;
+use crate::data::{Created, Shape};
 use crate::faults::Faults;
 
 use super::answer::json_error;
@@ -60,6 +60,10 @@ struct GenerateBody {
     /// Add a `simPadding` field of this many bytes to each record.
     #[serde(default)]
     pad_bytes: usize,
+    /// `"now"` (all ingested at once, the default) or `"with_transaction"` (each soon after
+    /// its transaction, as live traffic).
+    #[serde(default)]
+    created: Created,
 }
 
 pub(super) async fn generate(State(state): State<Arc<SimState>>, body: Bytes) -> Response {
@@ -72,6 +76,7 @@ pub(super) async fn generate(State(state): State<Arc<SimState>>, body: Bytes) ->
     let shape = Shape {
         with_id: !request.without_id,
         pad_bytes: request.pad_bytes,
+        created: request.created,
     };
     match state.generate(request.count, &request.xmids, from, to, shape) {
         Ok(()) => Json(serde_json::json!({ "generated": request.count })).into_response(),

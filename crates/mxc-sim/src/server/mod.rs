@@ -6,6 +6,7 @@ mod answer;
 mod api;
 mod control;
 mod layers;
+mod pages;
 mod state;
 
 use answer::json_error;
@@ -169,6 +170,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         scrolls: Mutex::new(HashMap::new()),
         continuations: Default::default(),
         next_id: AtomicU64::new(1),
+        pages: Default::default(),
         config,
     });
     let mut app = Router::new().route(AUTH_PATH, post(authenticate));

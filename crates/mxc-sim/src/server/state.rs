@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::answer::ApiError;
+use super::pages::Pages;
 
 /// An export scroll is forgotten after this long without use.
 pub(super) const SCROLL_IDLE: Duration = Duration::from_secs(300);
@@ -30,6 +31,8 @@ pub(super) struct SimState {
     /// Requests that continued a scroll (for `Faults::expire_scroll_every`).
     pub(super) continuations: AtomicU64,
     pub(super) next_id: AtomicU64,
+    /// Where the next page of a query read page by page starts.
+    pub(super) pages: Pages,
 }
 
 pub(super) struct Scroll {
@@ -161,9 +164,9 @@ impl SimState {
                 let merchants = merchants(&data, query);
                 if let Some(plan) = Plan::of(query) {
                     // In order already: no sort, and only the page's records are copied.
-                    return Ok(in_order(
-                        &data, plan, query, &merchants, hide_rate, offset, size,
-                    ));
+                    return Ok(self
+                        .pages
+                        .answer(&data, plan, query, &merchants, hide_rate, offset, size));
                 }
                 select(&data, query, &merchants)
             }
@@ -230,7 +233,7 @@ fn merchants(data: &Dataset, query: &ReportQuery) -> Vec<usize> {
 }
 
 /// Whether a record is one the `hide_from_created_rate` fault hides.
-fn hidden(record: &SimRecord, hide_rate: f64) -> bool {
+pub(super) fn hidden(record: &SimRecord, hide_rate: f64) -> bool {
     hide_rate > 0.0
         && record.resource == &AUTHORIZATIONS
         && unit_hash(record.seq, SALT_HIDDEN) < hide_rate
@@ -239,10 +242,10 @@ fn hidden(record: &SimRecord, hide_rate: f64) -> bool {
 /// A query answered from an index that keeps its records in the query's order: the index,
 /// and the range of its key the query selects.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Plan {
-    index: Index,
-    from_ms: i64,
-    to_ms: i64,
+pub(super) struct Plan {
+    pub(super) index: Index,
+    pub(super) from_ms: i64,
+    pub(super) to_ms: i64,
 }
 
 impl Plan {
@@ -307,47 +310,9 @@ fn sorted(
     }
 }
 
-/// The same answer as `sorted(select(…))` from the index of `plan`, whose order is the
-/// query's: one pass over the selected records, in order, that counts and sums them all
-/// (in the same order, so to the same total) and copies only the page's. For the relay's
-/// poll (and any query without a filter, the fault off) it reads the index only.
-fn in_order(
-    data: &Dataset,
-    plan: Plan,
-    query: &ReportQuery,
-    merchants: &[usize],
-    hide_rate: f64,
-    offset: usize,
-    size: usize,
-) -> Answer {
-    let end = offset.saturating_add(size);
-    let mut records = Vec::with_capacity(size.min(128));
-    let mut total = 0;
-    // The key of the indexes by `created` is an authorization's `created`.
-    let by_created = matches!(plan.index, Index::Created | Index::CreatedId);
-    let total_amount = data
-        .ordered(plan.index, merchants, plan.from_ms, plan.to_ms)
-        .filter(|hit| {
-            ((by_created && query.surely_matches_created(hit.key_ms)) || query.matches(hit.record))
-                && !hidden(hit.record, hide_rate)
-        })
-        .inspect(|hit| {
-            if (offset..end).contains(&total) {
-                records.push(Arc::clone(hit.record));
-            }
-            total += 1;
-        })
-        .map(|hit| hit.amount)
-        .sum::<f64>();
-    Answer {
-        records,
-        total,
-        total_amount: (total_amount * 100.0).round() / 100.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::pages::{in_order, Pages};
     use super::*;
     use crate::data::{GenerationConfig, SettlementConfig};
     use chrono::TimeZone;
@@ -385,6 +350,7 @@ mod tests {
         let no_id = Shape {
             with_id: false,
             pad_bytes: 0,
+            ..Shape::NORMAL
         };
         data.generate(
             700,
@@ -609,5 +575,114 @@ mod tests {
         }
         assert!(ties > 10_000, "{ties} ties");
         assert!(pages > 3_000, "{pages} pages");
+    }
+
+    /// Reading a query page by page, each page from where the previous one ended (so mostly
+    /// served from a resume point), gives the pages the general path gives at the same
+    /// moments: the same records, count and total amount, also when records are inserted or
+    /// become searchable between two pages (a resume point must not serve a stale answer).
+    #[test]
+    fn pages_read_in_sequence_are_the_pages_of_the_general_path() {
+        let mut data = dataset();
+        let xmids: Vec<String> = data.merchants.iter().map(|m| m.xmid.clone()).collect();
+        let pages = Pages::default();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let mut now = NOW + 500;
+        // Pages, and answers that changed between two pages with the data's version (records
+        // inserted) or without (records that became searchable).
+        let (mut served, mut inserted, mut became_searchable) = (0, 0, 0);
+        let mut queries = 0;
+        while queries < 120 {
+            let query = random_query(&mut rng, &xmids);
+            let Some(plan) = Plan::of(&query) else {
+                continue;
+            };
+            // More of those whose range holds the clock, where records become searchable.
+            if plan.to_ms < now && rng.gen_bool(0.7) {
+                continue;
+            }
+            queries += 1;
+            let hide_rate = if query.on_created && rng.gen_bool(0.3) {
+                0.25
+            } else {
+                0.0
+            };
+            let mut offset = 0;
+            let mut previous: Option<(u64, usize, u64)> = None;
+            for _ in 0..300 {
+                let merchants = merchants(&data, &query);
+                let size = rng.gen_range(1..=100);
+                let got = pages.answer(&data, plan, &query, &merchants, hide_rate, offset, size);
+                let expected = sorted(
+                    select(&data, &query, &merchants),
+                    &query,
+                    hide_rate,
+                    offset,
+                    size,
+                );
+                assert_eq!(
+                    first_difference(&got.records, &expected.records),
+                    None,
+                    "{} records at {offset} (size {size}) of {}, expected {}: {query:?}",
+                    got.records.len(),
+                    expected.total,
+                    expected.records.len()
+                );
+                assert_eq!(got.total, expected.total, "at {offset}: {query:?}");
+                assert_eq!(
+                    got.total_amount.to_bits(),
+                    expected.total_amount.to_bits(),
+                    "at {offset}: {query:?}"
+                );
+                served += 1;
+                let now_answer = (data.version(), got.total, got.total_amount.to_bits());
+                if let Some((version, total, amount)) = previous {
+                    if (total, amount) != (now_answer.1, now_answer.2) {
+                        if version == now_answer.0 {
+                            became_searchable += 1;
+                        } else {
+                            inserted += 1;
+                        }
+                    }
+                }
+                previous = Some(now_answer);
+                if got.records.is_empty() {
+                    break;
+                }
+                offset += got.records.len();
+                match rng.gen_range(0..8) {
+                    // The clock moves on: records become searchable (and some arrive, to be
+                    // searchable a second later).
+                    0 | 1 => {
+                        now += rng.gen_range(1..150);
+                        data.advance(now);
+                    }
+                    // Records inserted into the range, searchable at once.
+                    2 => {
+                        let (lo, hi) = (plan.from_ms.max(NOW - 1_500_000), plan.to_ms);
+                        let hi = hi.min(data.index_now_ms() - 5_000);
+                        if let (true, Some(&m)) = (lo <= hi, merchants.choose(&mut rng)) {
+                            let tx = rng.gen_range(lo..=hi);
+                            let n = rng.gen_range(1..=3);
+                            data.generate(n, &[m], tx, tx, tx, Shape::NORMAL);
+                        }
+                    }
+                    // A page asked again, or one before it: the general path.
+                    3 => offset = offset.saturating_sub(rng.gen_range(0..=got.records.len() + 9)),
+                    _ => {}
+                }
+            }
+        }
+        let (resumed, kept) = pages.counts();
+        assert!(
+            resumed * 10 > served * 4,
+            "{resumed} of {served} pages resumed"
+        );
+        assert!(kept <= 64, "{kept} points");
+        assert!(inserted > 100, "{inserted} answers changed by insertions");
+        assert!(
+            became_searchable > 20,
+            "{became_searchable} answers changed by the clock alone"
+        );
     }
 }
