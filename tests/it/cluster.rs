@@ -87,11 +87,15 @@ state_interval = "1s"
     }
 
     fn start(&self, instance: &str) -> Child {
-        let file = self.config(instance);
+        self.start_with(instance, &self.config(instance))
+    }
+
+    /// Starts `instance` with the configuration in `file`.
+    fn start_with(&self, instance: &str, file: &std::path::Path) -> Child {
         let log = std::fs::File::create(self.dir.join(instance).join("relay.log")).unwrap();
         Command::new(BIN)
             .args(["run", "--config"])
-            .arg(&file)
+            .arg(file)
             .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdout(Stdio::null())
@@ -458,16 +462,7 @@ async fn a_second_instance_on_a_taken_admin_port_stops_before_joining_the_group(
         file
     };
 
-    let first_file = same_port("i1");
-    let mut first = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&first_file)
-        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
-        .env("RUST_LOG", "info,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("i1").join("relay.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let mut first = cluster.start_with("i1", &same_port("i1"));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !cluster.log("i1").contains("shards assigned") {
         assert!(
@@ -500,4 +495,88 @@ async fn a_second_instance_on_a_taken_admin_port_stops_before_joining_the_group(
     let log = cluster.log("i1");
     assert!(!log.contains("revoked"), "{log}");
     stop(&mut first);
+}
+
+/// MXC limits the API key, not an instance: three instances given the key's budget
+/// (`pollers.requests_per_second`) share it by shards, so in steady state none of them meets
+/// the simulator's per-key limit (429), though their merchants ask for more than it allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_share_the_api_keys_budget_and_meet_no_429() {
+    const KEY_LIMIT: f64 = 10.0;
+    let Some(broker) = broker() else { return };
+    let sim = start_sim(mxc_sim::SimConfig {
+        merchants: MERCHANTS,
+        closed_merchants: Some(0),
+        key_requests_per_second: Some(KEY_LIMIT),
+        ..quiet_sim()
+    })
+    .await;
+    let name = topic_name("budget");
+    create_topic(&broker, &format!("{name}-out"), 4).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster {
+        dir: dir.path().to_path_buf(),
+        sim_url: sim.base_url(),
+        xmids: sim.xmids(),
+        broker,
+        name,
+    };
+    // 300 groups of 10 every 2 s: more requests wanted than the simulator of a debug build
+    // answers (about 30/s), against a key allowed 10.
+    let mut instances = Vec::new();
+    for instance in ["i1", "i2", "i3"] {
+        let file = cluster.config(instance);
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("group_size = 50", "group_size = 10")
+            .replace(
+                "requests_per_second = 200.0\nburst = 100",
+                &format!("requests_per_second = {KEY_LIMIT:.1}\nburst = 5"),
+            );
+        assert!(text.contains("requests_per_second = 10.0"), "{text}");
+        std::fs::write(&file, text).unwrap();
+        instances.push(cluster.start_with(instance, &file));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !["i1", "i2", "i3"]
+        .iter()
+        .all(|i| cluster.log(i).contains("shards assigned"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            cluster.timeline(&["i1", "i2", "i3"])
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2 * SESSION_S)).await;
+
+    let throttled = |s: &StatsSnapshot| -> u64 {
+        s.requests
+            .values()
+            .map(|by_status| by_status.get(&429).copied().unwrap_or(0))
+            .sum()
+    };
+    let served = |s: &StatsSnapshot| -> u64 {
+        s.requests
+            .iter()
+            .filter(|(route, _)| route.contains("/report/"))
+            .map(|(_, by_status)| by_status.get(&200).copied().unwrap_or(0))
+            .sum()
+    };
+    let before = stats(&sim).await;
+    let window = Duration::from_secs(15);
+    tokio::time::sleep(window).await;
+    let after = stats(&sim).await;
+    let timeline = cluster.timeline(&["i1", "i2", "i3"]);
+    // And the fleet did use the key: at least half its budget over the window.
+    let rate = (served(&after) - served(&before)) as f64 / window.as_secs_f64();
+    let throttled_now = throttled(&after) - throttled(&before);
+    eprintln!("fleet: {rate:.1} requests/s, {throttled_now} answered 429");
+    assert!(rate >= KEY_LIMIT / 2.0, "{rate:.1} requests/s: {timeline}");
+    assert!(rate <= KEY_LIMIT * 1.05, "{rate:.1} requests/s");
+    assert_eq!(throttled_now, 0, "429s in steady state: {timeline}");
+    for mut instance in instances {
+        stop(&mut instance);
+    }
 }

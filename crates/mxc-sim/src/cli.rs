@@ -72,6 +72,10 @@ pub struct SimArgs {
     /// Largest `from + size` the report endpoints accept.
     #[arg(long, default_value_t = 10_000)]
     max_result_window: usize,
+    /// MXC's rate limit on the API key (requests/s): API requests beyond it get 429 with
+    /// Retry-After. None by default.
+    #[arg(long)]
+    key_requests_per_second: Option<f64>,
     /// The faults to inject from the start (boxed: the other commands' arguments are small).
     #[command(flatten)]
     faults: Box<FaultArgs>,
@@ -219,6 +223,13 @@ impl SimArgs {
                 humantime::format_duration(args.batch_every)
             )));
         }
+        if let Some(rate) = args.key_requests_per_second {
+            if !(rate > 0.0 && rate.is_finite()) {
+                return Err(SimCliError::Invalid(format!(
+                    "--key-requests-per-second must be above 0, got {rate}"
+                )));
+            }
+        }
         let config = SimConfig {
             listen: args.listen,
             merchants: args.merchants,
@@ -235,6 +246,7 @@ impl SimArgs {
             max_lateness: args.max_lateness,
             index_delay: args.index_delay,
             max_result_window: args.max_result_window,
+            key_requests_per_second: args.key_requests_per_second,
             settlement: SettlementConfig {
                 dispute_rate: args.dispute_rate,
                 dispute_delay_ms: args.dispute_delay.as_millis() as i64,

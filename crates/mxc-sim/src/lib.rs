@@ -62,6 +62,9 @@ pub struct SimConfig {
     pub max_result_window: usize,
     /// Disputes, settlement batches and ACH deposits that follow the authorizations.
     pub settlement: SettlementConfig,
+    /// MXC's rate limit on the API key, in requests per second: API requests beyond it (a
+    /// second's worth may come at once) get 429 with `Retry-After`. `None`: no limit.
+    pub key_requests_per_second: Option<f64>,
     pub faults: Faults,
     /// The machine's clock, which the simulator's is reckoned from (a test may pause it).
     pub clock: SharedClock,
@@ -86,6 +89,7 @@ impl Default for SimConfig {
             index_delay: Duration::ZERO,
             max_result_window: 10_000,
             settlement: SettlementConfig::default(),
+            key_requests_per_second: None,
             faults: Faults::default(),
             clock: SystemClock::shared(),
         }

@@ -41,13 +41,29 @@ pub(super) async fn observe(
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| request.uri().path().to_string());
     let route = format!("{} {}", request.method(), path);
-    let response = if path.starts_with("/report/") || path.starts_with("/boarding/") {
+    let api = path.starts_with("/report/") || path.starts_with("/boarding/");
+    let response = if let Some(wait) = api.then(|| over_key_limit(&state)).flatten() {
+        let mut response = json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "API rate limit exceeded for this API key",
+        );
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+        );
+        response
+    } else if api {
         with_faults(&state.faults(), request, next).await
     } else {
         next.run(request).await
     };
     state.stats.count_request(route, response.status().as_u16());
     response
+}
+
+/// How long until the key may send again, if this request is over its limit.
+fn over_key_limit(state: &SimState) -> Option<Duration> {
+    state.key_limit.as_ref()?.admit().err()
 }
 
 async fn with_faults(faults: &Faults, request: Request, next: Next) -> Response {

@@ -5,6 +5,7 @@
 mod answer;
 mod api;
 mod control;
+mod key_limit;
 mod layers;
 mod pages;
 mod state;
@@ -12,6 +13,7 @@ mod state;
 use answer::json_error;
 use api::{authenticate, export, report, roster_page};
 use control::{change_merchants, generate, get_faults, set_faults, stats};
+use key_limit::KeyLimit;
 use layers::{date_header, observe};
 pub use state::GenerateError;
 use state::SimState;
@@ -171,6 +173,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
         continuations: Default::default(),
         next_id: AtomicU64::new(1),
         pages: Default::default(),
+        key_limit: config.key_requests_per_second.map(KeyLimit::new),
         config,
     });
     let mut app = Router::new().route(AUTH_PATH, post(authenticate));

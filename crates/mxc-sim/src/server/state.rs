@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::answer::ApiError;
+use super::key_limit::KeyLimit;
 use super::pages::Pages;
 
 /// An export scroll is forgotten after this long without use.
@@ -33,6 +34,7 @@ pub(super) struct SimState {
     pub(super) next_id: AtomicU64,
     /// Where the next page of a query read page by page starts.
     pub(super) pages: Pages,
+    pub(super) key_limit: Option<KeyLimit>,
 }
 
 pub(super) struct Scroll {
