@@ -27,6 +27,20 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// A fleet of `sim`'s merchants on `broker`, its topics named after `prefix`, its files in
+    /// `dir`; the sink's topic created.
+    async fn on(sim: &RunningSim, broker: String, prefix: &str, dir: &std::path::Path) -> Cluster {
+        let name = topic_name(prefix);
+        create_topic(&broker, &format!("{name}-out"), 4).await;
+        Cluster {
+            dir: dir.to_path_buf(),
+            sim_url: sim.base_url(),
+            xmids: sim.xmids(),
+            broker,
+            name,
+        }
+    }
+
     fn config(&self, instance: &str) -> PathBuf {
         let dir = self.dir.join(instance);
         std::fs::create_dir_all(&dir).unwrap();
@@ -437,16 +451,8 @@ async fn a_second_instance_on_a_taken_admin_port_stops_before_joining_the_group(
         ..quiet_sim()
     })
     .await;
-    let name = topic_name("ports");
-    create_topic(&broker, &format!("{name}-out"), 4).await;
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster {
-        dir: dir.path().to_path_buf(),
-        sim_url: sim.base_url(),
-        xmids: sim.xmids(),
-        broker,
-        name,
-    };
+    let cluster = Cluster::on(&sim, broker, "ports", dir.path()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -511,16 +517,8 @@ async fn three_instances_share_the_api_keys_budget_and_meet_no_429() {
         ..quiet_sim()
     })
     .await;
-    let name = topic_name("budget");
-    create_topic(&broker, &format!("{name}-out"), 4).await;
     let dir = tempfile::tempdir().unwrap();
-    let cluster = Cluster {
-        dir: dir.path().to_path_buf(),
-        sim_url: sim.base_url(),
-        xmids: sim.xmids(),
-        broker,
-        name,
-    };
+    let cluster = Cluster::on(&sim, broker, "budget", dir.path()).await;
     // 300 groups of 10 every 2 s: more requests wanted than the simulator of a debug build
     // answers (about 30/s), against a key allowed 10.
     let mut instances = Vec::new();
