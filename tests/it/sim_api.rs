@@ -444,8 +444,10 @@ async fn a_created_range_sorted_by_created_returns_exactly_what_was_ingested_the
 
 #[tokio::test]
 async fn records_are_searchable_only_after_the_index_delay() {
+    // Long enough that the first query comes within it even from a debug build on a busy
+    // machine (400 ms was not, under CI's load).
     let sim = start_sim(SimConfig {
-        index_delay: std::time::Duration::from_millis(400),
+        index_delay: std::time::Duration::from_millis(1_500),
         ..quiet_sim()
     })
     .await;
@@ -466,13 +468,13 @@ async fn records_are_searchable_only_after_the_index_delay() {
     assert_eq!(status, 200);
     assert_eq!(opened["totalRecords"], 0, "nor by an export");
 
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1_900)).await;
     let most = raw.total(&everything).await;
     assert!(
         (340..400).contains(&most),
         "{most}: about 5 % indexed later than the delay"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(6_000)).await;
     let (total, records) = raw.get_all(&everything).await;
     assert_eq!(total, 400, "all of them after 5 times the delay");
     for r in &records {
