@@ -1,6 +1,7 @@
 //! Pollers: one task per XMID (or group of XMIDs) and one loop in it per resource polled
 //! (authorizations, disputes …), each cycling window → pages in time order → admit → cursor,
-//! under a global request budget, with exponential backoff (honouring Retry-After) on errors.
+//! under the API key's request budget (in a cluster, a share of it: see `Budget`), with
+//! exponential backoff (honouring Retry-After) on errors.
 //! Polls of one group and resource never overlap, and the failures of one never delay another.
 //!
 //! The window is on MXC's ingestion time (`created`) where the resource has one: from the
@@ -488,7 +489,7 @@ impl Pollers {
         }
     }
 
-    /// Waits for the global request budget, counting the waits.
+    /// Waits for the request budget (see [`Budget`]), counting the waits.
     async fn wait_for_budget(&self) {
         if !self.budget.try_take() {
             BudgetWaited.emit(&self.metrics);
