@@ -36,7 +36,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
         cluster.enabled(),
         "cluster.brokers is empty in this configuration: it runs as a single instance"
     );
-    let messages = tokio::task::spawn_blocking(move || cluster::read_all(&cluster)).await??;
+    let messages = tokio::task::spawn_blocking(move || cluster::read_status(&cluster)).await??;
     let cluster = &config.cluster;
     let now = Utc::now();
     // An instance that said nothing for this long is gone (killed, or cut off).
@@ -54,7 +54,20 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             StateMessage::Merchant(_) => {}
         }
     }
-    for message in &messages {
+    instances.sort_by(|a, b| a.instance.cmp(&b.instance));
+    let live: Vec<_> = instances
+        .iter()
+        .filter(|i| !i.stopped && now - i.at < silent)
+        .collect();
+    // Each shard's lag as its owner last said it; from the merchants' published states when
+    // the topic is read whole (laid out by an older version).
+    for i in &live {
+        for shard in &i.lag {
+            lag.insert(shard.shard, (shard.merchants, shard.max_lag_s));
+        }
+    }
+    let reported = !lag.is_empty();
+    for message in messages.iter().filter(|_| !reported) {
         if let StateMessage::Merchant(m) = message {
             let entry = lag.entry(cluster::shard_of(&m.xmid, shards)).or_default();
             entry.0 += 1;
@@ -62,11 +75,6 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
             entry.1 = entry.1.max(seconds);
         }
     }
-    instances.sort_by(|a, b| a.instance.cmp(&b.instance));
-    let live: Vec<_> = instances
-        .iter()
-        .filter(|i| !i.stopped && now - i.at < silent)
-        .collect();
     println!(
         "group {} on {}: {} live instance{}, {shards} shards (control topic {}, state topic {})",
         cluster.group,

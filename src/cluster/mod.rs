@@ -16,16 +16,18 @@ use chrono::{DateTime, Utc};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub use membership::{Change, Membership};
-pub use state::{read_all, Handover, InstanceStatus, MerchantState, StateMessage, MAX_IDS};
+pub use state::{
+    read_status, Handover, InstanceStatus, Layout, MerchantState, ShardLag, StateMessage, MAX_IDS,
+};
 
 use crate::config::kafka::kafka_config;
 use crate::config::{ClusterConfig, RosterConfig};
-use crate::poll::{Fleet, Ownership, Pollers, RosterWatch};
+use crate::poll::{Fleet, Ownership, Pollers, Reassign, RosterWatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -60,8 +62,14 @@ pub async fn ensure_topics(config: &ClusterConfig) -> Result<u32, ClusterError> 
         config.shards as i32,
         TopicReplication::Fixed(1),
     );
-    let state = NewTopic::new(&config.state_topic, 8, TopicReplication::Fixed(1))
-        .set("cleanup.policy", "compact");
+    // One partition per shard after the instances' statuses (see `state::Layout`).
+    let state_partitions = config.shards as i32 + 1;
+    let state = NewTopic::new(
+        &config.state_topic,
+        state_partitions,
+        TopicReplication::Fixed(1),
+    )
+    .set("cleanup.policy", "compact");
     let results = admin
         .create_topics(&[control, state], &AdminOptions::new())
         .await
@@ -141,7 +149,8 @@ impl Sharding {
         let mut owned: BTreeMap<u32, Tasks> = BTreeMap::new();
         // Nothing owned yet: nothing of the key's budget spent.
         polling.pollers.budget.share(0, self.shards as usize);
-        let mut roster: Option<Tasks> = None;
+        // The roster is read from the start, so merchants assigned are polled at once.
+        let roster = self.watch_roster(&polling, &stop);
         let mut tick = tokio::time::interval(self.state_interval);
         loop {
             tokio::select! {
@@ -160,19 +169,16 @@ impl Sharding {
                                 tasks.halt().await;
                             }
                         }
+                        self.reassign(&roster, &owned, &polling).await;
                         // Before the group may give them to another: the fleet's shares never
                         // add up to more than the key's budget.
                         polling.pollers.budget.share(owned.len(), self.shards as usize);
-                        if let Some(tasks) = roster.take() {
-                            tasks.halt().await;
-                        }
                         self.handover.finish(&gone, self.handover_within).await;
                         polling.pollers.metrics.cluster_shard_changes
                             .with_label_values(&["revoked"])
                             .inc_by(shards.len() as u64);
                         tracing::info!(shards = ?shards, merchants = gone.len(), "shards revoked and handed over");
                         let _ = done.send(());
-                        roster = self.watch_roster(&polling, &owned, &stop);
                         self.status(&owned, &polling, false).await;
                     }
                     Some(Change::Assign { shards }) => {
@@ -180,7 +186,7 @@ impl Sharding {
                         // Until then, nothing of these shards is polled: starting from a local or
                         // fresh cursor could skip what the last owner never delivered.
                         let reading = std::time::Instant::now();
-                        while !self.handover.catch_up(Duration::from_secs(60)).await {
+                        while !self.handover.catch_up(&shards, Duration::from_secs(60)).await {
                             if stop.is_cancelled() {
                                 break;
                             }
@@ -194,10 +200,7 @@ impl Sharding {
                                 slot.insert(self.poll_shard(&polling, shard, &stop).await);
                             }
                         }
-                        if let Some(tasks) = roster.take() {
-                            tasks.halt().await;
-                        }
-                        roster = self.watch_roster(&polling, &owned, &stop);
+                        self.reassign(&roster, &owned, &polling).await;
                         polling.pollers.metrics.cluster_shard_changes
                             .with_label_values(&["assigned"])
                             .inc_by(shards.len() as u64);
@@ -218,7 +221,7 @@ impl Sharding {
         let all: HashSet<String> = polling.fleet.xmids().iter().cloned().collect();
         for tasks in std::mem::take(&mut owned)
             .into_values()
-            .chain(roster.take())
+            .chain(roster.map(|(tasks, _)| tasks))
         {
             tasks.halt().await;
         }
@@ -232,13 +235,58 @@ impl Sharding {
             .metrics
             .cluster_shards
             .set(owned.len() as i64);
+        let lag = self.lag(polling).await;
         self.handover
             .publish_status(
                 owned.keys().copied().collect(),
                 polling.fleet.xmids().len(),
                 stopped,
+                lag,
             )
             .await;
+    }
+
+    /// Each owned shard's merchants and their longest poll lag, from the local cursors (so
+    /// `cluster status` reads the instances' statuses, not every merchant's state).
+    async fn lag(&self, polling: &Polling) -> Vec<ShardLag> {
+        let xmids = polling.fleet.xmids();
+        let keys: Vec<(u32, String)> = xmids
+            .iter()
+            .flat_map(|x| {
+                let shard = shard_of(x, self.shards);
+                polling.pollers.cursor_keys(x).map(move |k| (shard, k))
+            })
+            .collect();
+        let per_xmid = polling.pollers.config.resources.len().max(1);
+        let store = polling.pollers.store.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let cursors = store.cursors_of(&keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())?;
+            let now = Utc::now();
+            let mut lag: BTreeMap<u32, ShardLag> = BTreeMap::new();
+            for (chunk, cursors) in keys.chunks(per_xmid).zip(cursors.chunks(per_xmid)) {
+                let Some((shard, _)) = chunk.first() else { continue };
+                let entry = lag.entry(*shard).or_insert(ShardLag {
+                    shard: *shard,
+                    merchants: 0,
+                    max_lag_s: 0.0,
+                });
+                entry.merchants += 1;
+                for cursor in cursors.iter().flatten() {
+                    let seconds = (now - cursor.position).num_milliseconds().max(0) as f64 / 1000.0;
+                    entry.max_lag_s = entry.max_lag_s.max(seconds);
+                }
+            }
+            Ok::<_, crate::store::StoreError>(lag.into_values().collect())
+        })
+        .await;
+        match read {
+            Ok(Ok(lag)) => lag,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the cursors for this instance's status");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The listed XMIDs of the owned shards.
@@ -251,49 +299,71 @@ impl Sharding {
             .collect()
     }
 
-    /// Starts polling one shard's listed XMIDs at once (a shard taken over has waited enough).
+    /// Starts polling one shard's listed XMIDs at once, longest waiting first (a shard taken
+    /// over has waited enough).
     async fn poll_shard(&self, polling: &Polling, shard: u32, stop: &CancellationToken) -> Tasks {
         let mut tasks = Tasks::new(stop);
         let xmids = self.listed(polling, |s| s == shard);
         if let Err(error) = polling.pollers.init_cursors(&xmids, polling.start).await {
             tracing::error!(%error, shard, "cannot record the shard's new cursors; its merchants start where their cursors are");
         }
-        let mut pollers = polling.pollers.clone();
-        pollers.config.first_poll_within = pollers.config.interval / 10;
-        pollers.spawn(&xmids, &mut tasks.set, &tasks.stop);
+        if let Err(error) = polling
+            .pollers
+            .spawn_takeover(&xmids, &mut tasks.set, &tasks.stop)
+        {
+            tracing::error!(%error, shard, "cannot order the shard's merchants by their wait; they start spread over an interval");
+            polling.pollers.spawn(&xmids, &mut tasks.set, &tasks.stop);
+        }
         let mut fleet: Vec<String> = polling.fleet.xmids().iter().cloned().collect();
         fleet.extend(xmids);
         polling.fleet.set(fleet);
         tasks
     }
 
-    /// The roster task for the owned shards, if the roster is used; else the fleet is the
-    /// owned shards' listed XMIDs.
+    /// The roster task, if the roster is used: started once, owning nothing until the group
+    /// assigns shards, and told of every change (it keeps its last read of the roster, so a
+    /// rebalance moves only the merchants of the shards that move).
     fn watch_roster(
         &self,
         polling: &Polling,
-        owned: &BTreeMap<u32, Tasks>,
         stop: &CancellationToken,
-    ) -> Option<Tasks> {
-        let shards = self.shards;
-        let owned: BTreeSet<u32> = owned.keys().copied().collect();
-        let listed = self.listed(polling, |s| owned.contains(&s));
-        let Some(config) = &polling.roster else {
-            polling.fleet.set(listed);
-            return None;
-        };
-        let owns: Ownership = Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
+    ) -> Option<(Tasks, UnboundedSender<Reassign>)> {
+        let config = polling.roster.as_ref()?;
+        let (changes, reassigned) = tokio::sync::mpsc::unbounded_channel();
         let mut tasks = Tasks::new(stop);
         let watch = RosterWatch {
             pollers: polling.pollers.clone(),
             config: config.clone(),
-            listed,
+            listed: polling.listed.clone(),
             start: polling.start,
             fleet: polling.fleet.clone(),
-            owns: Some(owns),
+            owns: Some(Arc::new(|_: &str| false)),
+            reassigned: Some(reassigned),
         };
         tasks.set.spawn(watch.run(tasks.stop.clone()));
-        Some(tasks)
+        Some((tasks, changes))
+    }
+
+    /// Tells the roster task which merchants are owned now, and waits until those no longer
+    /// owned have stopped; without a roster, the fleet is the owned shards' listed XMIDs.
+    async fn reassign(
+        &self,
+        roster: &Option<(Tasks, UnboundedSender<Reassign>)>,
+        owned: &BTreeMap<u32, Tasks>,
+        polling: &Polling,
+    ) {
+        let shards = self.shards;
+        let owned: BTreeSet<u32> = owned.keys().copied().collect();
+        let Some((_, changes)) = roster else {
+            polling.fleet.set(self.listed(polling, |s| owned.contains(&s)));
+            return;
+        };
+        let owns: Ownership = Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        if changes.send(Reassign { owns, done }).is_ok() {
+            // An error: the task is gone (stopping), and polls nothing.
+            let _ = stopped.await;
+        }
     }
 }
 

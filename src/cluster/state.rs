@@ -28,6 +28,10 @@ pub const MAX_IDS: usize = 10_000;
 const MAX_WAITING_SCAN: usize = 50_000;
 /// States kept per merchant while their events are delivered.
 const MAX_PENDING: usize = 8;
+/// A merchant whose polls admit nothing has its state published this often, not after every
+/// poll: at 100,000 merchants polled every 10 s, 10,000 messages a second for every instance
+/// to read and adopt would say nothing new. A next owner re-reads at most this much more.
+const IDLE_STATE_EVERY: Duration = Duration::from_secs(600);
 
 /// A message of the state topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +67,18 @@ pub struct InstanceStatus {
     pub at: DateTime<Utc>,
     /// Set by an instance leaving the group.
     pub stopped: bool,
+    /// Its shards' merchants and their poll lag (absent from older versions).
+    #[serde(default)]
+    pub lag: Vec<ShardLag>,
+}
+
+/// One shard's merchants as its owner sees them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShardLag {
+    pub shard: u32,
+    pub merchants: usize,
+    /// The longest since a merchant's cursor moved, in seconds.
+    pub max_lag_s: f64,
 }
 
 impl StateMessage {
@@ -105,15 +121,77 @@ struct Inner {
     store: Store,
     producer: FutureProducer,
     pending: Mutex<HashMap<String, VecDeque<Pending>>>,
+    /// Per merchant: a digest of the ids of the last state queued, and when it was queued.
+    queued: Mutex<HashMap<String, (u64, Instant)>>,
     /// Next offset the tailer will read, per partition.
     tailed: Mutex<HashMap<i32, i64>>,
     stop_tailing: AtomicBool,
     config: ClusterConfig,
+    layout: Layout,
+}
+
+/// Where the state topic's messages go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// One partition per shard (1 + shard) after the instances' (0): a shard's merchants are
+    /// read alone, and `cluster status` reads partition 0 only.
+    ByShard { shards: u32 },
+    /// A topic made otherwise (by an older version): partitions by key, every one read.
+    Mixed { partitions: i32 },
+}
+
+impl Layout {
+    /// The layout of a state topic of `partitions` beside a control topic of `shards`.
+    pub fn of(partitions: i32, shards: u32) -> Layout {
+        if i64::from(partitions) == i64::from(shards) + 1 {
+            Layout::ByShard { shards }
+        } else {
+            Layout::Mixed { partitions }
+        }
+    }
+
+    /// The partition a message goes to (`None`: by its key).
+    fn partition_of(&self, message: &StateMessage) -> Option<i32> {
+        let Layout::ByShard { shards } = *self else {
+            return None;
+        };
+        Some(match message {
+            StateMessage::Instance(_) => 0,
+            StateMessage::Merchant(m) => 1 + super::shard_of(&m.xmid, shards) as i32,
+        })
+    }
+
+    /// The partitions holding these shards' merchants.
+    fn partitions_of(&self, shards: &[u32]) -> Vec<i32> {
+        match *self {
+            Layout::ByShard { .. } => shards.iter().map(|s| 1 + *s as i32).collect(),
+            Layout::Mixed { partitions } => (0..partitions).collect(),
+        }
+    }
 }
 
 impl Handover {
     /// Connects, and starts tailing the state topic from its beginning on a thread of its own.
-    pub fn start(config: &ClusterConfig, store: Store) -> Result<Handover, ClusterError> {
+    /// `shards`: the control topic's partitions.
+    pub fn start(
+        config: &ClusterConfig,
+        store: Store,
+        shards: u32,
+    ) -> Result<Handover, ClusterError> {
+        let tailer: BaseConsumer = kafka_config(config)
+            .set(
+                "group.id",
+                format!("mxc-relay-tail-{}", uuid::Uuid::new_v4()),
+            )
+            .set("enable.auto.commit", "false")
+            .create()
+            .map_err(|e| ClusterError::Kafka(format!("state reader: {e}")))?;
+        let partitions = partitions(&tailer, &config.state_topic)?;
+        let layout = Layout::of(partitions, shards);
+        if let Layout::Mixed { partitions } = layout {
+            tracing::warn!(topic = %config.state_topic, partitions, shards,
+                "the state topic does not have one partition per shard plus one: every shard assigned waits for the whole topic to be read (a topic made by this version has {})", shards + 1);
+        }
         let producer: FutureProducer = kafka_config(config)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -127,23 +205,16 @@ impl Handover {
             store,
             producer,
             pending: Mutex::new(HashMap::new()),
+            queued: Mutex::new(HashMap::new()),
             tailed: Mutex::new(HashMap::new()),
             stop_tailing: AtomicBool::new(false),
             config: config.clone(),
+            layout,
         });
         let handover = Handover {
             _tailing: Arc::new(StopTailing(inner.clone())),
             inner,
         };
-        let tailer: BaseConsumer = kafka_config(config)
-            .set(
-                "group.id",
-                format!("mxc-relay-tail-{}", uuid::Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| ClusterError::Kafka(format!("state reader: {e}")))?;
-        let partitions = partitions(&tailer, &config.state_topic)?;
         let mut list = TopicPartitionList::new();
         for p in 0..partitions {
             list.add_partition_offset(&config.state_topic, p, Offset::Beginning)
@@ -174,12 +245,24 @@ impl Handover {
                 return;
             }
         };
-        let Ok(mut pending) = self.inner.pending.lock() else {
+        let (Ok(mut pending), Ok(mut queued)) =
+            (self.inner.pending.lock(), self.inner.queued.lock())
+        else {
             return;
         };
+        let now = Instant::now();
         for mut state in states {
             if state.seen.len() > MAX_IDS {
                 state.seen.drain(..state.seen.len() - MAX_IDS);
+            }
+            // Nothing admitted since the last state queued (the same ids in its window): the
+            // last one still says where delivery stands, give or take a re-read.
+            let digest = digest(&state.seen);
+            match queued.get(&state.key) {
+                Some((last, at)) if *last == digest && now - *at < IDLE_STATE_EVERY => continue,
+                _ => {
+                    queued.insert(state.key.clone(), (digest, now));
+                }
             }
             state.run = self.inner.run.clone();
             let queue = pending.entry(state.key.clone()).or_default();
@@ -264,29 +347,44 @@ impl Handover {
         if let Ok(mut pending) = self.inner.pending.lock() {
             pending.retain(|_, q| q.front().is_none_or(|p| !xmids.contains(&p.state.xmid)));
         }
+        // Should they come back, their first state is published whatever it holds.
+        if let Ok(mut queued) = self.inner.queued.lock() {
+            // A cursor key is `XMID` or `RESOURCE/XMID`.
+            queued.retain(|key, _| !key.rsplit('/').next().is_some_and(|x| xmids.contains(x)));
+        }
         self.flush().await;
     }
 
     /// Publishes this instance's status.
-    pub async fn publish_status(&self, shards: Vec<u32>, merchants: usize, stopped: bool) {
+    pub async fn publish_status(
+        &self,
+        shards: Vec<u32>,
+        merchants: usize,
+        stopped: bool,
+        lag: Vec<ShardLag>,
+    ) {
         let status = StateMessage::Instance(InstanceStatus {
             instance: self.inner.instance.clone(),
             shards,
             merchants,
             at: Utc::now(),
             stopped,
+            lag,
         });
         if let Err(error) = self.send(vec![status]).await {
             tracing::warn!(%error, "cannot publish this instance's status");
         }
     }
 
-    /// Waits until the tailer has read (and adopted) everything on the topic now, so a shard
-    /// just assigned starts from what its last owner published. False after `within`.
-    pub async fn catch_up(&self, within: Duration) -> bool {
+    /// Waits until the tailer has read (and adopted) everything on the partitions of `shards`
+    /// now, so a shard just assigned starts from what its last owner published. False after
+    /// `within`.
+    pub async fn catch_up(&self, shards: &[u32], within: Duration) -> bool {
         let config = self.inner.config.clone();
         let topic = self.inner.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic)).await;
+        let partitions = self.inner.layout.partitions_of(shards);
+        let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic, &partitions))
+            .await;
         let ends = match ends {
             Ok(Ok(ends)) => ends,
             Ok(Err(error)) => {
@@ -319,15 +417,24 @@ impl Handover {
     }
 
     async fn send(&self, messages: Vec<StateMessage>) -> Result<(), ClusterError> {
-        let encoded: Vec<(String, Vec<u8>)> = messages
+        let encoded: Vec<(String, Vec<u8>, Option<i32>)> = messages
             .iter()
-            .map(|m| (m.key(), serde_json::to_vec(m).unwrap_or_default()))
+            .map(|m| {
+                (
+                    m.key(),
+                    serde_json::to_vec(m).unwrap_or_default(),
+                    self.inner.layout.partition_of(m),
+                )
+            })
             .collect();
         let mut sends = Vec::with_capacity(encoded.len());
-        for (key, payload) in &encoded {
-            let record = FutureRecord::to(&self.inner.topic)
+        for (key, payload, partition) in &encoded {
+            let mut record = FutureRecord::to(&self.inner.topic)
                 .key(key)
                 .payload(payload);
+            if let Some(partition) = partition {
+                record = record.partition(*partition);
+            }
             sends.push(self.inner.producer.send(record, Duration::from_secs(30)));
         }
         for result in futures::future::join_all(sends).await {
@@ -347,6 +454,14 @@ impl Handover {
     pub fn stop(&self) {
         self.inner.stop_tailing.store(true, Ordering::Relaxed);
     }
+}
+
+/// A digest of a window's ids (order included: a poll lists them as MXC returns them).
+fn digest(ids: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    ids.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// How the cluster plugs into polling: each poll's states, stamped with this instance.
@@ -463,14 +578,18 @@ pub(super) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, Cl
     Ok(n)
 }
 
-/// Each partition's end (the offset the next message will get).
-fn high_watermarks(config: &ClusterConfig, topic: &str) -> Result<Vec<(i32, i64)>, ClusterError> {
+/// The end (the offset the next message will get) of each of `partitions`.
+fn high_watermarks(
+    config: &ClusterConfig,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<(i32, i64)>, ClusterError> {
     let consumer: BaseConsumer = kafka_config(config)
         .create()
         .map_err(|e| ClusterError::client(config, e))?;
-    let n = partitions(&consumer, topic)?;
-    (0..n)
-        .map(|p| {
+    partitions
+        .iter()
+        .map(|&p| {
             consumer
                 .fetch_watermarks(topic, p, Duration::from_secs(10))
                 .map(|(_, high)| (p, high))
@@ -479,11 +598,22 @@ fn high_watermarks(config: &ClusterConfig, topic: &str) -> Result<Vec<(i32, i64)
         .collect()
 }
 
-/// Every message of the state topic up to its current end, latest per key: for
-/// `cluster status`. Blocking.
-pub fn read_all(config: &ClusterConfig) -> Result<Vec<StateMessage>, ClusterError> {
+/// The latest message per key of the state topic's instance statuses (its partition 0), or of
+/// the whole topic if it is not laid out by shard: for `cluster status`. Blocking.
+pub fn read_status(config: &ClusterConfig) -> Result<Vec<StateMessage>, ClusterError> {
     let topic = &config.state_topic;
-    let ends = high_watermarks(config, topic)?;
+    let layout = {
+        let consumer: BaseConsumer = kafka_config(config)
+            .create()
+            .map_err(|e| ClusterError::client(config, e))?;
+        let shards = partitions(&consumer, &config.control_topic)?;
+        Layout::of(partitions(&consumer, topic)?, shards as u32)
+    };
+    let read = match layout {
+        Layout::ByShard { .. } => vec![0],
+        Layout::Mixed { partitions } => (0..partitions).collect(),
+    };
+    let ends = high_watermarks(config, topic, &read)?;
     let consumer: BaseConsumer = kafka_config(config)
         .set(
             "group.id",

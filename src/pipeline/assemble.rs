@@ -40,7 +40,7 @@ async fn join_cluster(
     let cluster = &config.cluster;
     let shards = cluster::ensure_topics(cluster).await?;
     let (c, s) = (cluster.clone(), store.clone());
-    let handover = tokio::task::spawn_blocking(move || Handover::start(&c, s))
+    let handover = tokio::task::spawn_blocking(move || Handover::start(&c, s, shards))
         .await
         .map_err(PipelineError::ClusterTask)??;
     pollers.handover = Some(Arc::new(handover.clone()));
@@ -265,6 +265,7 @@ impl Pipeline {
                     start,
                     fleet: fleet.clone(),
                     owns: None,
+                    reassigned: None,
                 };
                 poller_tasks.spawn(watch.run(stop_polling.clone()));
             }

@@ -33,7 +33,7 @@ pub use backfill::{BackfillProgress, BackfillRequest};
 pub use basis::Bases;
 pub use budget::Budget;
 pub use control::MerchantControls;
-pub use roster::{Fleet, Ownership, RosterWatch};
+pub use roster::{Fleet, Ownership, Reassign, RosterWatch};
 
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
@@ -78,6 +78,15 @@ pub struct PollConfig {
     /// New pollers spread their first polls over this much (usually one interval), so
     /// thousands of them do not fire at once.
     pub first_poll_within: Duration,
+}
+
+/// When a group's first poll comes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FirstPoll {
+    /// At a random instant within `first_poll_within`: a fleet starting does not fire at once.
+    Spread,
+    /// After exactly this long: merchants taken over, queued in order of their wait.
+    After(Duration),
 }
 
 /// Why a poll cycle failed.
@@ -208,18 +217,73 @@ impl Pollers {
         for group in groups::even(xmids, self.config.group_size) {
             let poller = self.clone();
             let stop = stop.clone();
-            tasks.spawn(async move { poller.run_group(group, stop).await });
+            tasks.spawn(async move { poller.run_group(group, stop, FirstPoll::Spread).await });
         }
+    }
+
+    /// Starts polling merchants another instance polled until now (see [`Pollers::takeover`]).
+    pub fn spawn_takeover(
+        &self,
+        xmids: &[String],
+        tasks: &mut JoinSet<()>,
+        stop: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        for (group, first) in self.takeover(xmids)? {
+            let poller = self.clone();
+            let stop = stop.clone();
+            tasks.spawn(async move { poller.run_group(group, stop, first).await });
+        }
+        Ok(())
+    }
+
+    /// Groups for merchants that another poller or instance polled until now, in order of how
+    /// long each has waited (its oldest cursor first, so a group's window is short), each
+    /// group's first poll queued at the pace of the request budget: the longest waiting go
+    /// first, and the last go as soon as the budget allows.
+    pub fn takeover(&self, xmids: &[String]) -> Result<Vec<(Vec<String>, FirstPoll)>, StoreError> {
+        let per_xmid = self.config.resources.len().max(1);
+        let keys: Vec<String> = xmids.iter().flat_map(|x| self.cursor_keys(x)).collect();
+        let cursors = self.store.cursors_of(&keys)?;
+        let mut waited: Vec<(Option<DateTime<Utc>>, &String)> = xmids
+            .iter()
+            .zip(cursors.chunks(per_xmid))
+            .map(|(xmid, cursors)| {
+                let oldest = cursors.iter().flatten().map(|c| c.position).min();
+                (oldest, xmid)
+            })
+            .collect();
+        // No cursor (never polled) sorts first: it has waited longest.
+        waited.sort();
+        let ordered: Vec<String> = waited.into_iter().map(|(_, x)| x.clone()).collect();
+        let per_group = per_xmid as f64;
+        let rate = self.budget.requests_per_second();
+        Ok(groups::even(&ordered, self.config.group_size)
+            .into_iter()
+            .enumerate()
+            .map(|(k, group)| {
+                let after = if rate > 0.0 {
+                    Duration::from_secs_f64(k as f64 * per_group / rate)
+                } else {
+                    Duration::ZERO
+                };
+                (group, FirstPoll::After(after))
+            })
+            .collect())
     }
 
     /// Polls each resource of the group on its own schedule, and sweeps it on its own,
     /// until `stop`.
-    async fn run_group(self, xmids: Vec<String>, stop: CancellationToken) {
+    pub(crate) async fn run_group(
+        self,
+        xmids: Vec<String>,
+        stop: CancellationToken,
+        first: FirstPoll,
+    ) {
         let loops = self
             .config
             .resources
             .iter()
-            .map(|resource| self.run_resource(resource, &xmids, &stop));
+            .map(|resource| self.run_resource(resource, &xmids, &stop, first));
         let sweeps = self
             .config
             .resources
@@ -237,11 +301,17 @@ impl Pollers {
         resource: &'static Resource,
         xmids: &[String],
         stop: &CancellationToken,
+        first: FirstPoll,
     ) {
-        // Spread the first polls so thousands of pollers do not fire at once.
-        let jitter =
-            rand::thread_rng().gen_range(0.0..1.0) * self.config.first_poll_within.as_secs_f64();
-        if sleep_or_stop(stop, Duration::from_secs_f64(jitter)).await {
+        let first_in = match first {
+            // Spread the first polls so thousands of pollers do not fire at once.
+            FirstPoll::Spread => self
+                .config
+                .first_poll_within
+                .mul_f64(rand::thread_rng().gen_range(0.0..1.0)),
+            FirstPoll::After(after) => after,
+        };
+        if sleep_or_stop(stop, first_in).await {
             return;
         }
         let backoff = || {
@@ -255,7 +325,8 @@ impl Pollers {
         let mut delays = backoff();
         // Pollers started at once (a shard taken over) spread out after their first poll, so
         // they do not all want the request budget at the same instant of every interval.
-        let mut spread_out = self.config.first_poll_within < self.config.interval;
+        let mut spread_out =
+            first != FirstPoll::Spread || self.config.first_poll_within < self.config.interval;
         let mut poll_now = self.merchants.subscribe();
         loop {
             let started = tokio::time::Instant::now();

@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{sleep_or_stop, Pollers};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{FirstPoll, Pollers};
 use crate::config::RosterConfig;
 use crate::store::{Cursor, StoreError};
 use crate::telemetry::events::{InternalEvent, RosterMerchantsStarted, RosterRead};
@@ -53,10 +57,49 @@ pub struct RosterWatch {
     /// In a cluster: whether this instance owns a merchant (its shard). Merchants it does not
     /// own are another instance's, not merchants that left the roster.
     pub owns: Option<Ownership>,
+    /// In a cluster: the ownership as the shards move, applied to the last roster read
+    /// without reading it again (a rebalance stops and starts only the merchants that move).
+    pub reassigned: Option<mpsc::UnboundedReceiver<Reassign>>,
 }
 
 /// Whether this instance polls a merchant (cluster mode).
 pub type Ownership = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// The merchants this instance owns from now on; `done` is sent once those it no longer owns
+/// have stopped polling (each after the poll it was in).
+pub struct Reassign {
+    pub owns: Ownership,
+    pub done: oneshot::Sender<()>,
+}
+
+fn owned(owns: &Option<Ownership>, xmid: &str) -> bool {
+    owns.as_ref().is_none_or(|owns| owns(xmid))
+}
+
+/// The next change of ownership, or never (not in a cluster, or the sender gone).
+async fn recv(changes: &mut Option<mpsc::UnboundedReceiver<Reassign>>) -> Option<Reassign> {
+    match changes {
+        Some(rx) => match rx.recv().await {
+            Some(change) => Some(change),
+            None => {
+                *changes = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// What the watch keeps between roster reads.
+struct Watching {
+    groups: Vec<Group>,
+    /// Discovered XMIDs → when they left the roster (None: in it).
+    polled: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// From the last process's checkpoint, until owned here (all at once without a cluster).
+    restored: BTreeMap<String, Option<DateTime<Utc>>>,
+    ever_read: bool,
+    read_once: bool,
+}
 
 /// One poller task's XMIDs, its stop switch and its task. Dropping it (the watch stopped or
 /// aborted with its pipeline) aborts the task, so no poller outlives its pipeline.
@@ -104,10 +147,7 @@ impl RosterWatch {
             && !self.listed.contains(&merchant.xmid)
     }
 
-    pub async fn run(self, stop: CancellationToken) {
-        let mut groups: Vec<Group> = Vec::new();
-        // Discovered XMIDs → when they left the roster (None: in it).
-        let mut polled: BTreeMap<String, Option<DateTime<Utc>>> = BTreeMap::new();
+    pub async fn run(mut self, stop: CancellationToken) {
         let saved: Option<Checkpoint> = match self.pollers.store.checkpoint(CHECKPOINT) {
             Ok(value) => value.and_then(|v| serde_json::from_value(v).ok()),
             Err(error) => {
@@ -115,18 +155,37 @@ impl RosterWatch {
                 None
             }
         };
-        // Merchants first seen by this process were boarded while it was down (or before a
-        // reload), unless the roster was never read: then they start where `pollers.start` says.
-        let ever_read = saved.as_ref().is_some_and(|c| c.read_at.is_some());
-        let mut restored = saved.map(|c| c.polled).unwrap_or_default();
-        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
-        let backfill = chrono::Duration::from_std(self.config.backfill).unwrap_or_default();
-        let mut read_once = false;
+        let mut watching = Watching {
+            groups: Vec::new(),
+            polled: BTreeMap::new(),
+            // Merchants first seen by this process were boarded while it was down (or before
+            // a reload), unless the roster was never read: then they start where
+            // `pollers.start` says.
+            ever_read: saved.as_ref().is_some_and(|c| c.read_at.is_some()),
+            restored: saved.map(|c| c.polled).unwrap_or_default(),
+            read_once: false,
+        };
+        // The last roster read: applied again, without reading it, when the shards move.
+        let mut last: Option<Vec<Merchant>> = None;
+        let mut reassigned = self.reassigned.take();
         loop {
-            let wait = match self.pollers.client.roster().await {
-                Err(error) => {
+            let client = self.pollers.client.clone();
+            let reading = client.roster();
+            tokio::pin!(reading);
+            let read = loop {
+                tokio::select! {
+                    read = &mut reading => break Some(read),
+                    _ = stop.cancelled() => break None,
+                    Some(change) = recv(&mut reassigned) => {
+                        self.reassign(change, last.as_deref(), &mut watching, &stop).await;
+                    }
+                }
+            };
+            let wait = match read {
+                None => break,
+                Some(Err(error)) => {
                     // Until the first good read nothing of the roster is polled: retry soon.
-                    let wait = if read_once {
+                    let wait = if watching.read_once {
                         self.config.refresh
                     } else {
                         self.config.refresh.min(std::time::Duration::from_secs(10))
@@ -135,148 +194,228 @@ impl RosterWatch {
                         "cannot read the roster; the merchants polled stay as they are");
                     wait
                 }
-                Ok(roster) => {
-                    for group in groups.iter_mut() {
-                        group.fresh = false;
-                    }
-                    // MXC's: new merchants' cursors start on its clock.
-                    let now = self.pollers.client.mxc_now();
-                    let owned = |x: &str| self.owns.as_ref().is_none_or(|owns| owns(x));
-                    let wanted: BTreeSet<String> = roster
-                        .iter()
-                        .filter(|m| self.selects(m) && owned(&m.xmid))
-                        .map(|m| m.xmid.clone())
-                        .collect();
-                    // Another instance's merchants: neither polled nor in a grace period here.
-                    polled.retain(|x, _| owned(x));
-                    restored.retain(|x, _| owned(x));
-                    // Merchants the last process polled that are gone now: their grace period
-                    // goes on (or starts, if they left while no process was watching).
-                    for (xmid, left) in std::mem::take(&mut restored) {
-                        // Listed by hand since: its own poller has it.
-                        if !wanted.contains(&xmid) && !self.listed.contains(&xmid) {
-                            polled.insert(xmid, Some(left.unwrap_or(now)));
-                        }
-                    }
-                    for (xmid, left) in polled.iter_mut() {
-                        match (wanted.contains(xmid), *left) {
-                            (false, None) => {
-                                *left = Some(now);
-                                tracing::info!(%xmid, grace = %humantime::format_duration(self.config.grace),
-                                    "merchant left the roster (or is closed): polled until the grace period ends");
-                            }
-                            (true, Some(_)) => {
-                                *left = None;
-                                tracing::info!(%xmid, "merchant back in the roster");
-                            }
-                            _ => {}
-                        }
-                    }
-                    let expired: BTreeSet<String> = polled
-                        .iter()
-                        .filter(|(_, left)| {
-                            left.is_some_and(|t| {
-                                t.checked_add_signed(grace).is_none_or(|end| end <= now)
-                            })
-                        })
-                        .map(|(x, _)| x.clone())
-                        .collect();
-                    let mut remaining = Vec::new();
-                    if !expired.is_empty() {
-                        for xmid in &expired {
-                            polled.remove(xmid);
-                        }
-                        remaining = self.stop_polling(&mut groups, &expired).await;
-                        tracing::info!(count = expired.len(), xmids = %sample(&expired),
-                            "merchants no longer polled (their state stays in the store)");
-                    }
-                    // Polled, or about to be again (`remaining`: members of groups just stopped).
-                    let in_groups: BTreeSet<&String> = groups
-                        .iter()
-                        .flat_map(|g| g.xmids.iter())
-                        .chain(remaining.iter().flatten())
-                        .collect();
-                    let new: Vec<String> = wanted
-                        .iter()
-                        .chain(polled.keys().filter(|x| !wanted.contains(*x)))
-                        .filter(|x| !in_groups.contains(x))
-                        .cloned()
-                        .collect();
-                    if !new.is_empty() {
-                        let boarded = new
-                            .iter()
-                            .filter(|x| matches!(self.pollers.has_cursor(x), Ok(false)))
-                            .count();
-                        let from = if read_once || ever_read {
-                            now.checked_sub_signed(backfill).unwrap_or(now)
-                        } else {
-                            self.start
-                        };
-                        match self.prepare(&new, from, now).await {
-                            Ok(()) => {
-                                for group in super::groups::even(&new, self.max_group()) {
-                                    groups.push(self.spawn(group, &stop, Start::Spread, true));
-                                }
-                                for xmid in &new {
-                                    polled.entry(xmid.clone()).or_insert(None);
-                                }
-                                RosterMerchantsStarted {
-                                    count: new.len(),
-                                    sample: &sample(&new),
-                                    from,
-                                    boarded: (read_once || ever_read).then_some(boarded),
-                                }
-                                .emit(&self.pollers.metrics);
-                            }
-                            Err(error) => {
-                                tracing::error!(%error, "cannot record the roster's new merchants; they are tried again at the next refresh")
-                            }
-                        }
-                    }
-                    self.regroup(&mut groups, remaining, &stop).await;
-                    read_once = true;
-                    let checkpoint = Checkpoint {
-                        read_at: Some(now),
-                        polled: polled.clone(),
-                    };
-                    if let Err(error) = self
-                        .pollers
-                        .store
-                        .set_checkpoint(CHECKPOINT, serde_json::to_value(&checkpoint).ok().as_ref())
-                        .await
-                    {
-                        tracing::error!(%error, "cannot save the roster's checkpoint");
-                    }
-                    RosterRead {
-                        removed: expired.len(),
-                        polled: polled.len(),
-                        at: now,
-                    }
-                    .emit(&self.pollers.metrics);
-                    let mut all = self.listed.clone();
-                    all.extend(polled.keys().cloned());
-                    self.fleet.set(all);
+                Some(Ok(roster)) => {
+                    self.apply(&roster, &mut watching, false, &stop).await;
+                    last = Some(roster);
                     self.config.refresh
                 }
             };
             // A poller task that ended by itself panicked: say so and start it again.
-            for group in groups.iter_mut() {
+            for group in watching.groups.iter_mut() {
                 if group.task.is_finished() && !stop.is_cancelled() {
                     tracing::error!(xmids = %sample(&group.xmids), "a poller task ended unexpectedly; starting it again");
                     let xmids = std::mem::take(&mut group.xmids);
-                    *group = self.spawn(xmids, &stop, Start::Spread, false);
+                    *group = self.spawn(xmids, &stop, FirstPoll::Spread, false);
                 }
             }
-            if sleep_or_stop(&stop, wait).await {
-                for group in &groups {
-                    group.stop.cancel();
+            let until = tokio::time::Instant::now() + wait;
+            let stopped = loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until) => break stop.is_cancelled(),
+                    _ = stop.cancelled() => break true,
+                    Some(change) = recv(&mut reassigned) => {
+                        self.reassign(change, last.as_deref(), &mut watching, &stop).await;
+                    }
                 }
-                for group in groups.iter_mut() {
-                    let _ = (&mut group.task).await;
-                }
-                return;
+            };
+            if stopped {
+                break;
             }
         }
+        for group in &watching.groups {
+            group.stop.cancel();
+        }
+        for group in watching.groups.iter_mut() {
+            let _ = (&mut group.task).await;
+        }
+    }
+
+    /// The shards moved: the last roster read is applied again for the merchants owned now
+    /// (those no longer owned stop, each group after the poll it is in; those taken over start
+    /// at once, longest waiting first). `done` says when the former have stopped.
+    async fn reassign(
+        &mut self,
+        change: Reassign,
+        last: Option<&[Merchant]>,
+        watching: &mut Watching,
+        stop: &CancellationToken,
+    ) {
+        self.owns = Some(change.owns);
+        match last {
+            Some(roster) => self.apply(roster, watching, true, stop).await,
+            // Not read yet: nothing polled; the first read applies the ownership.
+            None => {
+                let owns = self.owns.clone();
+                let listed = self.listed.iter().filter(|x| owned(&owns, x)).cloned();
+                self.fleet.set(listed.collect());
+            }
+        }
+        let _ = change.done.send(());
+    }
+
+    /// Brings the pollers in step with `roster` and the merchants this instance owns: new and
+    /// returning merchants start (at once, longest waiting first, when `takeover`; else
+    /// spread over an interval), those that left it go on for their grace period, those
+    /// whose grace ended or that another instance owns now stop.
+    async fn apply(
+        &self,
+        roster: &[Merchant],
+        watching: &mut Watching,
+        takeover: bool,
+        stop: &CancellationToken,
+    ) {
+        let Watching {
+            groups,
+            polled,
+            restored,
+            ever_read,
+            read_once,
+        } = watching;
+        for group in groups.iter_mut() {
+            group.fresh = false;
+        }
+        // MXC's: new merchants' cursors start on its clock.
+        let now = self.pollers.client.mxc_now();
+        let owned = |x: &str| owned(&self.owns, x);
+        let wanted: BTreeSet<String> = roster
+            .iter()
+            .filter(|m| self.selects(m) && owned(&m.xmid))
+            .map(|m| m.xmid.clone())
+            .collect();
+        // Another instance's merchants: neither polled nor in a grace period here.
+        polled.retain(|x, _| owned(x));
+        // Merchants the last process polled that are gone now: their grace period goes on (or
+        // starts, if they left while no process was watching). Another instance's wait here
+        // until this one owns them.
+        restored.retain(|xmid, left| {
+            if !owned(xmid) {
+                return true;
+            }
+            // Listed by hand since: its own poller has it.
+            if !wanted.contains(xmid) && !self.listed.contains(xmid) {
+                polled.insert(xmid.clone(), Some(left.unwrap_or(now)));
+            }
+            false
+        });
+        for (xmid, left) in polled.iter_mut() {
+            match (wanted.contains(xmid), *left) {
+                (false, None) => {
+                    *left = Some(now);
+                    tracing::info!(%xmid, grace = %humantime::format_duration(self.config.grace),
+                        "merchant left the roster (or is closed): polled until the grace period ends");
+                }
+                (true, Some(_)) => {
+                    *left = None;
+                    tracing::info!(%xmid, "merchant back in the roster");
+                }
+                _ => {}
+            }
+        }
+        let grace = chrono::Duration::from_std(self.config.grace).unwrap_or_default();
+        let expired: BTreeSet<String> = polled
+            .iter()
+            .filter(|(_, left)| {
+                left.is_some_and(|t| t.checked_add_signed(grace).is_none_or(|end| end <= now))
+            })
+            .map(|(x, _)| x.clone())
+            .collect();
+        for xmid in &expired {
+            polled.remove(xmid);
+        }
+        // Stop what is not polled here any more: expired, or another instance's now.
+        let moved: BTreeSet<String> = groups
+            .iter()
+            .flat_map(|g| g.xmids.iter())
+            .filter(|x| !owned(x))
+            .cloned()
+            .collect();
+        let mut remaining = Vec::new();
+        if !expired.is_empty() || !moved.is_empty() {
+            let stopping: BTreeSet<String> = expired.union(&moved).cloned().collect();
+            remaining = self.stop_polling(groups, &stopping).await;
+            if !expired.is_empty() {
+                tracing::info!(count = expired.len(), xmids = %sample(&expired),
+                    "merchants no longer polled (their state stays in the store)");
+            }
+        }
+        // Polled, or about to be again (`remaining`: members of groups just stopped).
+        let in_groups: BTreeSet<&String> = groups
+            .iter()
+            .flat_map(|g| g.xmids.iter())
+            .chain(remaining.iter().flatten())
+            .collect();
+        let new: Vec<String> = wanted
+            .iter()
+            .chain(polled.keys().filter(|x| !wanted.contains(*x)))
+            .filter(|x| !in_groups.contains(x))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            let boarded = new
+                .iter()
+                .filter(|x| matches!(self.pollers.has_cursor(x), Ok(false)))
+                .count();
+            let backfill = chrono::Duration::from_std(self.config.backfill).unwrap_or_default();
+            let from = if *read_once || *ever_read {
+                now.checked_sub_signed(backfill).unwrap_or(now)
+            } else {
+                self.start
+            };
+            let started = match self.prepare(&new, from, now).await {
+                Ok(()) if takeover => self.pollers.takeover(&new),
+                Ok(()) => Ok(super::groups::even(&new, self.max_group())
+                    .into_iter()
+                    .map(|g| (g, FirstPoll::Spread))
+                    .collect()),
+                Err(error) => Err(error),
+            };
+            match started {
+                Ok(planned) => {
+                    for (group, first) in planned {
+                        groups.push(self.spawn(group, stop, first, true));
+                    }
+                    for xmid in &new {
+                        polled.entry(xmid.clone()).or_insert(None);
+                    }
+                    RosterMerchantsStarted {
+                        count: new.len(),
+                        sample: &sample(&new),
+                        from,
+                        boarded: (*read_once || *ever_read).then_some(boarded),
+                    }
+                    .emit(&self.pollers.metrics);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot record the roster's new merchants; they are tried again at the next refresh")
+                }
+            }
+        }
+        self.regroup(groups, remaining, stop).await;
+        *read_once = true;
+        // Saved: what this instance polls, and the grace periods of merchants it may own again.
+        let mut saved = polled.clone();
+        saved.extend(restored.iter().map(|(x, left)| (x.clone(), *left)));
+        let checkpoint = Checkpoint {
+            read_at: Some(now),
+            polled: saved,
+        };
+        if let Err(error) = self
+            .pollers
+            .store
+            .set_checkpoint(CHECKPOINT, serde_json::to_value(&checkpoint).ok().as_ref())
+            .await
+        {
+            tracing::error!(%error, "cannot save the roster's checkpoint");
+        }
+        RosterRead {
+            removed: expired.len(),
+            polled: polled.len(),
+            at: now,
+        }
+        .emit(&self.pollers.metrics);
+        let mut all: Vec<String> = self.listed.iter().filter(|x| owned(x)).cloned().collect();
+        all.extend(polled.keys().cloned());
+        self.fleet.set(all);
     }
 
     /// Cursors for merchants about to be polled: new ones start at `from`; one that comes
@@ -327,23 +466,19 @@ impl RosterWatch {
         &self,
         xmids: Vec<String>,
         stop: &CancellationToken,
-        start: Start,
+        first: FirstPoll,
         fresh: bool,
     ) -> Group {
         let group_stop = stop.child_token();
         let mut one = self.pollers.config.clone();
         one.group_size = xmids.len().max(1);
-        if start == Start::AtOnce {
-            // Its merchants were being polled a moment ago: no gap of up to an interval.
-            one.first_poll_within = std::time::Duration::ZERO;
-        }
         let pollers = Pollers {
             config: one,
             ..self.pollers.clone()
         };
         let task = {
             let (xmids, stop) = (xmids.clone(), group_stop.clone());
-            tokio::spawn(async move { pollers.run_group(xmids, stop).await })
+            tokio::spawn(async move { pollers.run_group(xmids, stop, first).await })
         };
         Group {
             xmids,
@@ -391,7 +526,10 @@ impl RosterWatch {
         for piece in slots.into_iter().flatten() {
             match piece {
                 Piece::Running(group) => groups.push(group),
-                Piece::Left(xmids) => groups.push(self.spawn(xmids, stop, Start::AtOnce, false)),
+                // Its merchants were polled by another group until now: no gap of an interval.
+                Piece::Left(xmids) => {
+                    groups.push(self.spawn(xmids, stop, FirstPoll::After(Duration::ZERO), false))
+                }
             }
         }
         if merging.is_empty() {
@@ -419,7 +557,7 @@ impl RosterWatch {
             }
             xmids.sort();
             merchants += xmids.len();
-            groups.push(self.spawn(xmids, stop, Start::AtOnce, false));
+            groups.push(self.spawn(xmids, stop, FirstPoll::After(Duration::ZERO), false));
         }
         tracing::info!(
             groups_before = before,
@@ -473,15 +611,6 @@ impl Piece {
             Piece::Left(xmids) => xmids.len(),
         }
     }
-}
-
-/// When a new group's first poll comes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Start {
-    /// Within one interval, at random: many groups formed at once do not poll at once.
-    Spread,
-    /// At once: the group's merchants were polled by another group until now.
-    AtOnce,
 }
 
 /// Up to 10 XMIDs for a log line, and how many more.

@@ -25,6 +25,25 @@ impl Store {
             .transpose()
     }
 
+    /// The cursors of `keys`, in their order, read in one transaction.
+    pub fn cursors_of(&self, keys: &[String]) -> Result<Vec<Option<Cursor>>, StoreError> {
+        let raw = self.inner.engine.read("read cursors", |txn| {
+            let table = txn.open_table(CURSORS)?;
+            let mut out = Vec::with_capacity(keys.len());
+            for key in keys {
+                out.push(table.get(key.as_str())?.map(|v| v.value().to_vec()));
+            }
+            Ok(out)
+        })?;
+        raw.into_iter()
+            .zip(keys)
+            .map(|(v, key)| {
+                v.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", key, "not 16 bytes")))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// Every XMID's cursor.
     pub fn cursors(&self) -> Result<Vec<(String, Cursor)>, StoreError> {
         let raw = self.inner.engine.read("read cursors", |txn| {

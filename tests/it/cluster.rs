@@ -209,6 +209,50 @@ async fn steady(
     panic!("no steady state within {within:?}: {last}");
 }
 
+/// The longest any merchant went without a query, from snapshots of the simulator's counts.
+#[derive(Default)]
+struct Gaps {
+    /// XMID → its query count and when it last changed.
+    last_change: HashMap<String, (u64, Instant)>,
+    longest: Duration,
+    /// The merchant and when its longest gap ended.
+    worst: Option<(String, Instant)>,
+}
+
+impl Gaps {
+    fn sample(&mut self, xmids: &[String], snapshot: &StatsSnapshot) {
+        let now = Instant::now();
+        for xmid in xmids {
+            let n = snapshot.queries_by_xmid.get(xmid).copied().unwrap_or(0);
+            let entry = self.last_change.entry(xmid.clone()).or_insert((n, now));
+            if entry.0 != n {
+                if now - entry.1 > self.longest {
+                    self.longest = now - entry.1;
+                    self.worst = Some((xmid.clone(), now));
+                }
+                *entry = (n, now);
+            }
+        }
+    }
+
+    /// Samples every 250 ms for `during`.
+    async fn watch(&mut self, sim: &RunningSim, xmids: &[String], during: Duration) {
+        let until = Instant::now() + during;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            self.sample(xmids, &stats(sim).await);
+        }
+    }
+
+    /// Merchants not queried for `over` by now count too (a gap not ended yet).
+    fn open_longer_than(&self, over: Duration) -> usize {
+        self.last_change
+            .values()
+            .filter(|(_, at)| at.elapsed() > over)
+            .count()
+    }
+}
+
 fn per_instance(owners: &BTreeMap<String, String>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for instance in owners.values() {
@@ -351,26 +395,12 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
 
     // A fourth instance joins: the shards rebalance over three again, and no merchant goes
     // unpolled meanwhile for long (the longest gap between two queries of a merchant).
-    let mut last_change: HashMap<String, (u64, Instant)> = HashMap::new();
-    let mut longest_gap = Duration::ZERO;
-    let mut sample_gaps = |snapshot: &StatsSnapshot| {
-        let now = Instant::now();
-        for xmid in &xmids {
-            let n = snapshot.queries_by_xmid.get(xmid).copied().unwrap_or(0);
-            let entry = last_change.entry(xmid.clone()).or_insert((n, now));
-            if entry.0 != n {
-                longest_gap = longest_gap.max(now - entry.1);
-                *entry = (n, now);
-            }
-        }
-    };
-    sample_gaps(&stats(&sim).await);
+    let mut gaps = Gaps::default();
+    gaps.sample(&xmids, &stats(&sim).await);
     let mut i4 = cluster.start("i4");
     let joined_at = Instant::now();
-    while joined_at.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        sample_gaps(&stats(&sim).await);
-    }
+    gaps.watch(&sim, &xmids, Duration::from_secs(20)).await;
+    let longest_gap = gaps.longest;
     eprintln!("i4 joining: longest a merchant went unpolled: {longest_gap:?}");
     assert!(
         // Two rebalance rounds (each noticed at a heartbeat), the handover, the first poll.
@@ -576,5 +606,74 @@ async fn three_instances_share_the_api_keys_budget_and_meet_no_429() {
     assert_eq!(throttled_now, 0, "429s in steady state: {timeline}");
     for mut instance in instances {
         stop(&mut instance);
+    }
+}
+
+/// A rolling restart on the roster, as a deploy does it: each instance in turn stopped
+/// (SIGTERM) and started again. A leaving instance hands its merchants over and the others poll
+/// them at once; one coming back takes shards without leaving any unowned; the merchants that
+/// do not move are never paused (the roster is not read again on a rebalance). No merchant
+/// goes unpolled much longer than one interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_on_the_roster_leaves_no_merchant_unpolled_for_long() {
+    const ROSTER_INTERVAL_S: u64 = 4;
+    let Some(broker) = broker() else { return };
+    let sim = start_sim(mxc_sim::SimConfig {
+        merchants: MERCHANTS,
+        closed_merchants: Some(0),
+        ..quiet_sim()
+    })
+    .await;
+    let xmids = sim.xmids();
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::on(&sim, broker, "rolling", dir.path()).await;
+    let on_roster = |instance: &str| {
+        let file = cluster.config(instance);
+        let text: Vec<String> = std::fs::read_to_string(&file)
+            .unwrap()
+            .lines()
+            .map(|l| match l {
+                l if l.starts_with("xmids = ") => "xmids = \"roster\"".to_string(),
+                l if l.starts_with("interval = ") => format!("interval = \"{ROSTER_INTERVAL_S}s\""),
+                l => l.to_string(),
+            })
+            .collect();
+        std::fs::write(&file, text.join("\n")).unwrap();
+        cluster.start_with(instance, &file)
+    };
+    let names = ["i1", "i2", "i3"];
+    let mut instances: Vec<Child> = names.iter().map(|i| on_roster(i)).collect();
+    steady(&sim, &xmids, &names, Duration::from_secs(120)).await;
+
+    let mut gaps = Gaps::default();
+    gaps.sample(&xmids, &stats(&sim).await);
+    for (k, name) in names.iter().enumerate() {
+        let stopping = Instant::now();
+        stop(&mut instances[k]);
+        let stopped_in = stopping.elapsed();
+        instances[k] = on_roster(name);
+        gaps.watch(&sim, &xmids, Duration::from_secs(15)).await;
+        eprintln!(
+            "{name} stopped in {stopped_in:?} and started again: longest gap so far {:?} ({:?})",
+            gaps.longest,
+            gaps.worst.as_ref().map(|(x, _)| x)
+        );
+    }
+    // The interval, the rebalance (two rounds, each noticed at a heartbeat of at most 1 s), a
+    // hand-over, and slack for a loaded test machine; before, every rebalance paused every
+    // instance's roster merchants until the roster was read again and their first polls were
+    // spread over an interval.
+    let bound = Duration::from_secs(ROSTER_INTERVAL_S + 5);
+    assert!(
+        gaps.longest <= bound && gaps.open_longer_than(bound) == 0,
+        "a merchant went unpolled for {:?} ({:?}); {} still waiting\n{}",
+        gaps.longest,
+        gaps.worst,
+        gaps.open_longer_than(bound),
+        cluster.timeline(&names)
+    );
+    steady(&sim, &xmids, &names, Duration::from_secs(60)).await;
+    for child in instances.iter_mut() {
+        stop(child);
     }
 }
