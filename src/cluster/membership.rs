@@ -42,6 +42,7 @@ impl ConsumerContext for Context {
             if shards.is_empty() {
                 return;
             }
+            tracing::info!(shards = ?shards, "the group revokes shards");
             let (done, finished) = mpsc::channel();
             if self.changes.send(Change::Revoke { shards, done }).is_ok() {
                 // Blocks the group until the shards are handed over (or the owner is gone).
@@ -69,6 +70,16 @@ fn shards(list: &TopicPartitionList) -> Vec<u32> {
         .iter()
         .map(|e| e.partition().max(0) as u32)
         .collect()
+}
+
+/// Makes the member leave the group without waiting for it (see [`Membership::leaver`]).
+#[derive(Clone)]
+pub struct Leaver(Arc<AtomicBool>);
+
+impl Leaver {
+    pub fn leave(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// This instance's membership; leaving the group when dropped (or stopped).
@@ -128,6 +139,12 @@ impl Membership {
             stop,
             thread: Some(thread),
         })
+    }
+
+    /// A handle that starts leaving the group: a stopping instance leaves first and polls its
+    /// shards until the others claim them.
+    pub fn leaver(&self) -> Leaver {
+        Leaver(self.stop.clone())
     }
 
     /// Leaves the group (blocking until the member thread ends).

@@ -70,6 +70,10 @@ pub struct InstanceStatus {
     /// Its shards' merchants and their poll lag (absent from older versions).
     #[serde(default)]
     pub lag: Vec<ShardLag>,
+    /// Shards the group took from it that it still polls until their next owner claims them
+    /// (lists them in `shards`); the next owner starts once they leave this list.
+    #[serde(default)]
+    pub releasing: Vec<u32>,
 }
 
 /// One shard's merchants as its owner sees them.
@@ -128,6 +132,10 @@ struct Inner {
     stop_tailing: AtomicBool,
     config: ClusterConfig,
     layout: Layout,
+    /// The other instances' latest statuses, by name, as the tailer reads them.
+    statuses: Mutex<HashMap<String, InstanceStatus>>,
+    /// Counts the statuses read, so the sharding task wakes at each.
+    statuses_read: tokio::sync::watch::Sender<u64>,
 }
 
 /// Where the state topic's messages go.
@@ -210,6 +218,8 @@ impl Handover {
             stop_tailing: AtomicBool::new(false),
             config: config.clone(),
             layout,
+            statuses: Mutex::new(HashMap::new()),
+            statuses_read: tokio::sync::watch::Sender::new(0),
         });
         let handover = Handover {
             _tailing: Arc::new(StopTailing(inner.clone())),
@@ -355,10 +365,33 @@ impl Handover {
         self.flush().await;
     }
 
-    /// Publishes this instance's status.
+    /// The other instances that said something within `fresh` and have not stopped: their
+    /// latest statuses.
+    pub fn live_others(&self, fresh: Duration) -> Vec<InstanceStatus> {
+        let fresh = chrono::Duration::from_std(fresh).unwrap_or_default();
+        let now = Utc::now();
+        self.inner
+            .statuses
+            .lock()
+            .map(|s| {
+                s.values()
+                    .filter(|i| !i.stopped && now - i.at < fresh)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Changes with every status of another instance read.
+    pub fn statuses_read(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.statuses_read.subscribe()
+    }
+
+    /// Publishes this instance's status (`shards` and `releasing` as in [`InstanceStatus`]).
     pub async fn publish_status(
         &self,
         shards: Vec<u32>,
+        releasing: Vec<u32>,
         merchants: usize,
         stopped: bool,
         lag: Vec<ShardLag>,
@@ -370,6 +403,7 @@ impl Handover {
             at: Utc::now(),
             stopped,
             lag,
+            releasing,
         });
         if let Err(error) = self.send(vec![status]).await {
             tracing::warn!(%error, "cannot publish this instance's status");
@@ -380,9 +414,23 @@ impl Handover {
     /// now, so a shard just assigned starts from what its last owner published. False after
     /// `within`.
     pub async fn catch_up(&self, shards: &[u32], within: Duration) -> bool {
+        self.read_to_end(self.inner.layout.partitions_of(shards), within)
+            .await
+    }
+
+    /// Waits until the tailer has read every instance's status published until now. False
+    /// after `within`.
+    pub async fn catch_up_statuses(&self, within: Duration) -> bool {
+        let partitions = match self.inner.layout {
+            Layout::ByShard { .. } => vec![0],
+            Layout::Mixed { partitions } => (0..partitions).collect(),
+        };
+        self.read_to_end(partitions, within).await
+    }
+
+    async fn read_to_end(&self, partitions: Vec<i32>, within: Duration) -> bool {
         let config = self.inner.config.clone();
         let topic = self.inner.topic.clone();
-        let partitions = self.inner.layout.partitions_of(shards);
         let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic, &partitions))
             .await;
         let ends = match ends {
@@ -514,6 +562,13 @@ fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
                 {
                     Some(Ok(StateMessage::Merchant(state))) if state.run != inner.run => {
                         batch.insert(state.key.clone(), state);
+                    }
+                    // At once, not with the batch: a hand-over waits on these.
+                    Some(Ok(StateMessage::Instance(status))) if status.instance != inner.instance => {
+                        if let Ok(mut statuses) = inner.statuses.lock() {
+                            statuses.insert(status.instance.clone(), status);
+                        }
+                        inner.statuses_read.send_modify(|n| *n += 1);
                     }
                     Some(Err(error)) => tracing::warn!(%error, topic = %inner.topic,
                         partition = message.partition(), offset = message.offset(),

@@ -30,6 +30,12 @@ struct Joined {
     handover: Handover,
 }
 
+/// How long a revoked shard is polled while no other instance claims it (and a claimed one
+/// waits for its last owner): a rebalance's rounds take a few heartbeats, or a session.
+fn release_within(cluster: &crate::config::ClusterConfig) -> Duration {
+    2 * cluster.session_timeout
+}
+
 /// Creates the cluster's topics if needed, starts the state handover and joins the group;
 /// returns the pollers that publish their state.
 async fn join_cluster(
@@ -55,7 +61,10 @@ async fn join_cluster(
         handover: handover.clone(),
         shards,
         state_interval: cluster.state_interval,
+        session_timeout: cluster.session_timeout,
         handover_within: config.delivery.shutdown_timeout,
+        release_within: release_within(cluster),
+        leaver: membership.leaver(),
     };
     Ok((
         pollers,
@@ -240,6 +249,10 @@ impl Pipeline {
             membership = Some(ClusterMember {
                 membership: joined.membership,
                 handover: joined.handover,
+                // Polled until claimed, then delivered and handed over, with a margin.
+                stop_within: release_within(&config.cluster)
+                    + config.delivery.shutdown_timeout
+                    + Duration::from_secs(15),
             });
             fleet = Fleet::new(Vec::new());
             let polling = Polling {

@@ -73,9 +73,10 @@ impl Pipeline {
     async fn stop_pollers(&mut self) {
         self.stop_polling.cancel();
         if let Some(cluster) = self.cluster.take() {
-            // The sharding task hands its merchants over (deliveries finished, states
-            // published) before the group is left, so the others resume where it stopped.
-            let within = self.shutdown_timeout + Duration::from_secs(15);
+            // The sharding task leaves the group, polls until the others claim its shards, and
+            // hands each over (deliveries finished, states published), so the others resume
+            // where it stopped without a gap.
+            let within = cluster.stop_within;
             let pollers = &mut self.pollers;
             let _ = tokio::time::timeout(within, async {
                 while pollers.join_next().await.is_some() {}

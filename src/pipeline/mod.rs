@@ -99,4 +99,6 @@ pub struct Pipeline {
 struct ClusterMember {
     membership: Membership,
     handover: Handover,
+    /// The longest the sharding task may take to hand everything over when polling stops.
+    stop_within: Duration,
 }
