@@ -19,7 +19,7 @@ pub use data::SettlementConfig;
 pub use data::{Created, Shape};
 pub use faults::{FaultError, Faults};
 pub use server::{GenerateError, RunningSim};
-pub use stats::StatsSnapshot;
+pub use stats::{GapsSnapshot, StatsSnapshot};
 
 /// Default credentials of the simulator (documented in the README).
 pub const DEFAULT_API_KEY: &str = "API_sim_key";

@@ -30,6 +30,14 @@ pub(super) async fn stats(
     Json(state.snapshot(params.by_xmid)).into_response()
 }
 
+pub(super) async fn get_gaps(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.stats.gaps(false)).into_response()
+}
+
+pub(super) async fn reset_gaps(State(state): State<Arc<SimState>>) -> Response {
+    Json(state.stats.gaps(true)).into_response()
+}
+
 pub(super) async fn get_faults(State(state): State<Arc<SimState>>) -> Response {
     Json(state.faults()).into_response()
 }

@@ -12,7 +12,7 @@ mod state;
 
 use answer::json_error;
 use api::{authenticate, export, report, roster_page};
-use control::{change_merchants, generate, get_faults, set_faults, stats};
+use control::{change_merchants, generate, get_faults, get_gaps, reset_gaps, set_faults, stats};
 use key_limit::KeyLimit;
 use layers::{date_header, observe};
 pub use state::GenerateError;
@@ -194,6 +194,7 @@ pub(super) async fn start(config: SimConfig) -> std::io::Result<RunningSim> {
     let app = app
         .route(ROSTER_PATH, get(roster_page))
         .route("/_sim/stats", get(stats))
+        .route("/_sim/gaps", get(get_gaps).post(reset_gaps))
         .route("/_sim/faults", get(get_faults).post(set_faults))
         .route("/_sim/generate", post(generate))
         .route("/_sim/merchants", post(change_merchants))
