@@ -233,12 +233,18 @@ fn delivered(fleet: &Fleet) -> HashMap<String, usize> {
     ids
 }
 
-/// Every record the simulator holds, by id, read with a bare client.
-async fn generated(sim: &str, xmids: &[String], from: chrono::DateTime<Utc>) -> Vec<String> {
+/// Every record the simulator holds ingested between `from` and `to`, by id, read with a bare
+/// client.
+async fn generated(
+    sim: &str,
+    xmids: &[String],
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+) -> Vec<String> {
     let client = common::sim_client(sim);
     let mut ids = Vec::new();
     for chunk in xmids.chunks(500) {
-        let query = mxc::ReportQuery::new(chunk.to_vec(), from, Utc::now())
+        let query = mxc::ReportQuery::new(chunk.to_vec(), from, to)
             .by(mxc::TimeBasis::Ingestion);
         let mut pager = client.report_pages(query);
         while let Some(batch) = pager.next_page().await.expect("page") {
@@ -293,7 +299,7 @@ async fn main() {
         rate: env_or("FLEET_RATE", 20.0),
         restart_after: Duration::from_secs(env_or("FLEET_RESTART_AFTER_S", 5)),
     };
-    println!("machine: {}", common::machine());
+    println!("{}", common::machine());
     println!(
         "{} instances, {} roster merchants, interval {} s, session {} s, the key's budget {} requests/s (the simulator answers 429 above it), {} authorizations/s",
         setup.instances, setup.merchants, setup.interval_s, setup.session_s, setup.budget, setup.rate
@@ -337,7 +343,8 @@ async fn main() {
 
     // Launch.
     let launched = Instant::now();
-    let mut children: Vec<Child> = (0..s.instances).map(|i| fleet.start(i)).collect();
+    // Killed if the run stops early: none outlives it.
+    let mut children: Vec<Guard> = (0..s.instances).map(|i| Guard(fleet.start(i))).collect();
     gaps(&http, &base).await;
     loop {
         let g: Gaps = http
@@ -382,11 +389,11 @@ async fn main() {
     // Rolling restart.
     let rolling = stats(&http, &base).await;
     let rolling_started = Instant::now();
-    for i in 0..s.instances {
-        let stopped = stop_within(&mut children[i], Duration::from_secs(120));
+    for (i, child) in children.iter_mut().enumerate() {
+        let stopped = stop_within(&mut child.0, Duration::from_secs(120));
         tokio::time::sleep(s.restart_after).await;
         let started = Instant::now();
-        children[i] = fleet.start(i);
+        child.0 = fleet.start(i);
         let back = fleet
             .wait_back(&http, i, started, Duration::from_secs(120))
             .await;
@@ -412,11 +419,11 @@ async fn main() {
 
     // A crash.
     let victim = s.instances - 1;
-    let _ = children[victim].kill();
-    let _ = children[victim].wait();
+    let _ = children[victim].0.kill();
+    let _ = children[victim].0.wait();
     tokio::time::sleep(Duration::from_secs(15)).await;
     let started = Instant::now();
-    children[victim] = fleet.start(victim);
+    children[victim].0 = fleet.start(victim);
     let back = fleet
         .wait_back(&http, victim, started, Duration::from_secs(120))
         .await;
@@ -431,10 +438,13 @@ async fn main() {
         Duration::from_secs(s.session_s + 15 + 2 * s.interval_s),
     );
 
-    // Records: everything the simulator holds, delivered.
+    // Records: everything the simulator holds up to a moment every merchant was polled after
+    // (two intervals before the stop: one for the polls, one for the settle time and slack),
+    // delivered.
     tokio::time::sleep(Duration::from_secs(2 * s.interval_s)).await;
+    let counted_until = Utc::now() - chrono::Duration::seconds(2 * s.interval_s as i64);
     for child in &mut children {
-        stop_within(child, Duration::from_secs(120));
+        stop_within(&mut child.0, Duration::from_secs(120));
     }
     let xmids: Vec<String> = {
         let client = common::sim_client(&base);
@@ -446,12 +456,12 @@ async fn main() {
             .map(|m| m.xmid)
             .collect()
     };
-    let expected = generated(&base, &xmids, t0 - chrono::Duration::minutes(1)).await;
+    let expected = generated(&base, &xmids, t0 - chrono::Duration::minutes(1), counted_until).await;
     let copies = delivered(&fleet);
     let missing = expected.iter().filter(|id| !copies.contains_key(*id)).count();
     let repeated: usize = copies.values().map(|n| n - 1).sum();
     println!(
-        "records: {} generated, {} delivered, {missing} missing, {repeated} repeated",
+        "records: {} generated until two intervals before the stop, {missing} of them missing; {} delivered in all, {repeated} repeated",
         expected.len(),
         copies.len()
     );

@@ -73,6 +73,8 @@ struct Held {
     releasing: BTreeMap<u32, (Tasks, Instant)>,
     /// Ours, not polled until their last owner releases them, or until the instant.
     claiming: BTreeMap<u32, Instant>,
+    /// Stopping: out of the group, releasing everything.
+    leaving: bool,
 }
 
 impl Held {
@@ -107,16 +109,15 @@ impl Sharding {
         let roster = self.watch_roster(&polling, &polling_stop);
         let mut statuses = self.handover.statuses_read();
         let mut tick = tokio::time::interval(self.state_interval);
-        let mut leaving = false;
         let mut member_gone = false;
         loop {
             let deadline = held.next_deadline();
             tokio::select! {
                 // Changes first: a revocation holds the whole group.
                 biased;
-                _ = stop.cancelled(), if !leaving => {
+                _ = stop.cancelled(), if !held.leaving => {
                     // Leave the group first, and poll until the others claim the shards.
-                    leaving = true;
+                    held.leaving = true;
                     let until = Instant::now() + self.release_within;
                     for (shard, tasks) in std::mem::take(&mut held.owned) {
                         held.releasing.insert(shard, (tasks, until));
@@ -130,7 +131,7 @@ impl Sharding {
                 change = self.changes.recv(), if !member_gone => match change {
                     None => {
                         member_gone = true;
-                        if !leaving {
+                        if !held.leaving {
                             break;
                         }
                     }
@@ -146,11 +147,11 @@ impl Sharding {
                         // the group goes on at once: these are polled until claimed.
                         self.status(&held, &polling, false).await;
                         let _ = done.send(());
-                        if !leaving {
+                        if !held.leaving {
                             tracing::info!(shards = ?shards, "shards revoked: polled until their next owner claims them");
                         }
                     }
-                    Some(Change::Assign { shards }) if !leaving => {
+                    Some(Change::Assign { shards }) if !held.leaving => {
                         // Their last owners said they release them before the group went on:
                         // read that before deciding whether to wait.
                         if !self.handover.catch_up_statuses(Duration::from_secs(5)).await {
@@ -178,18 +179,17 @@ impl Sharding {
                     self.status(&held, &polling, false).await;
                 }
             }
-            self.settle(&mut held, &polling, &roster, &polling_stop, leaving)
+            self.settle(&mut held, &polling, &roster, &polling_stop)
                 .await;
-            if leaving && held.releasing.is_empty() {
+            if held.leaving && held.releasing.is_empty() {
                 break;
             }
         }
         // Stopped: hand over whatever is still polled.
         let all: HashSet<String> = polling.fleet.xmids().iter().cloned().collect();
         polling_stop.cancel();
-        let Held {
-            owned, releasing, ..
-        } = std::mem::take(&mut held);
+        let owned = std::mem::take(&mut held.owned);
+        let releasing = std::mem::take(&mut held.releasing);
         for tasks in owned
             .into_values()
             .chain(releasing.into_values().map(|(tasks, _)| tasks))
@@ -210,18 +210,19 @@ impl Sharding {
         polling: &Polling,
         roster: &Option<(Tasks, UnboundedSender<Reassign>)>,
         polling_stop: &CancellationToken,
-        leaving: bool,
     ) {
         let now = Instant::now();
         let others = self
             .handover
             .live_others(self.session_timeout + 3 * self.state_interval);
         let claimed = |shard: &u32| others.iter().any(|o| o.shards.contains(shard));
+        // Leaving with no one to claim (all stopping at once, or the last one): at once.
+        let alone = others.iter().all(|o| o.leaving);
         let release: Vec<u32> = held
             .releasing
             .iter()
             .filter(|(shard, (_, until))| {
-                now >= *until || claimed(shard) || (leaving && others.is_empty())
+                now >= *until || claimed(shard) || (held.leaving && alone)
             })
             .map(|(shard, _)| *shard)
             .collect();
@@ -265,6 +266,7 @@ impl Sharding {
             }
         }
         self.reassign(roster, held.polled(), polling).await;
+        let stopped_ms = releasing.elapsed().as_millis() as u64;
         // Before the next owner starts: the fleet's shares never add up to more than the
         // key's budget.
         polling
@@ -278,7 +280,7 @@ impl Sharding {
             .cluster_shard_changes
             .with_label_values(&["revoked"])
             .inc_by(shards.len() as u64);
-        tracing::info!(shards = ?shards, merchants = gone.len(), took_ms = releasing.elapsed().as_millis() as u64,
+        tracing::info!(shards = ?shards, merchants = gone.len(), stopped_ms, took_ms = releasing.elapsed().as_millis() as u64,
             "shards handed over");
         self.status(held, polling, false).await;
     }
@@ -334,6 +336,7 @@ impl Sharding {
     }
 
     async fn status(&self, held: &Held, polling: &Polling, stopped: bool) {
+        let leaving = held.leaving;
         polling
             .pollers
             .metrics
@@ -349,7 +352,7 @@ impl Sharding {
                     .collect(),
                 held.releasing.keys().copied().collect(),
                 polling.fleet.xmids().len(),
-                stopped,
+                (leaving, stopped),
                 lag,
             )
             .await;

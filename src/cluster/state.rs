@@ -74,6 +74,9 @@ pub struct InstanceStatus {
     /// (lists them in `shards`); the next owner starts once they leave this list.
     #[serde(default)]
     pub releasing: Vec<u32>,
+    /// Stopping: it claims nothing (several stopping at once do not wait for each other).
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// One shard's merchants as its owner sees them.
@@ -393,7 +396,7 @@ impl Handover {
         shards: Vec<u32>,
         releasing: Vec<u32>,
         merchants: usize,
-        stopped: bool,
+        (leaving, stopped): (bool, bool),
         lag: Vec<ShardLag>,
     ) {
         let status = StateMessage::Instance(InstanceStatus {
@@ -404,6 +407,7 @@ impl Handover {
             stopped,
             lag,
             releasing,
+            leaving,
         });
         if let Err(error) = self.send(vec![status]).await {
             tracing::warn!(%error, "cannot publish this instance's status");

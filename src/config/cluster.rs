@@ -29,12 +29,14 @@ pub struct ClusterConfig {
     /// that can share the work.
     pub shards: u32,
     /// The compacted topic holding each merchant's delivered state (cursor and the ids of its
-    /// look-back window, keyed by XMID) and each instance's status; created if missing.
+    /// look-back window, keyed by XMID) and each instance's status; created if missing, with
+    /// `shards` + 1 partitions (the statuses in the first, each shard's merchants in their own).
     pub state_topic: String,
     /// This instance's name in `mxc-relay cluster status` [default: host name and pid].
     pub instance: String,
     /// An instance silent this long loses its shards to the others (the group's session
-    /// timeout): the longest gap a crash leaves.
+    /// timeout): the longest gap a crash leaves. A shard the group moves is polled by its last
+    /// owner for up to twice this while its next owner has not claimed it.
     #[serde(with = "duration")]
     pub session_timeout: Duration,
     /// How often the delivered state of each merchant is published: after a crash, the next

@@ -218,6 +218,18 @@ async fn steady(
     panic!("no steady state within {within:?}: {last}");
 }
 
+/// Instances killed when a test ends early (a failed assertion), so none outlives it.
+struct KillOnDrop(Vec<Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// The longest any merchant went without a query, from snapshots of the simulator's counts.
 #[derive(Default)]
 struct Gaps {
@@ -651,7 +663,8 @@ async fn a_rolling_restart_on_the_roster_leaves_no_merchant_unpolled_for_long() 
         cluster.start_with(instance, &file)
     };
     let names = ["i1", "i2", "i3"];
-    let mut instances: Vec<Child> = names.iter().map(|i| on_roster(i)).collect();
+    let mut instances = KillOnDrop(names.iter().map(|i| on_roster(i)).collect());
+    let instances = &mut instances.0;
     steady(&sim, &xmids, &names, Duration::from_secs(120)).await;
 
     let mut gaps = Gaps::default();
