@@ -1,7 +1,8 @@
 //! Scale-out: 1, 2 and 3 instances (the real release binary) sharing 10,000 merchants through a
-//! consumer group, each with its own request budget. For each: how long the cluster takes to
-//! deliver a backlog of 100,000 records (records/s), and the API calls per second it then makes
-//! in steady state. The baseline is the run's own single instance.
+//! consumer group and one API key's request budget (`pollers.requests_per_second` is the key's;
+//! each instance spends its shards' share). For each: how long the cluster takes to deliver a
+//! backlog of 100,000 records (records/s), and the API calls per second it then makes in steady
+//! state. The baseline is the run's own single instance.
 //!
 //! `MXC_RELAY_BENCH_KAFKA=HOST:PORT cargo bench --bench cluster` (a Kafka-protocol broker; or
 //! `MXC_RELAY_TEST_TANSU=/path/to/tansu` to start one). Not part of CI.
@@ -15,7 +16,7 @@ use mxc_sim::SimConfig;
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 10_000;
 const BACKLOG: usize = 100_000;
-/// Each instance's request budget: the bottleneck one instance cannot pass.
+/// The API key's request budget, shared by the instances: the bottleneck.
 const BUDGET_RPS: f64 = 25.0;
 const INTERVAL_S: u64 = 10;
 const GROUP: usize = 50;
@@ -192,7 +193,7 @@ session_timeout = "6s"
 async fn main() {
     let (broker, tansu) = env_broker();
     println!(
-        "{MERCHANTS} merchants, {BACKLOG} records over the last 10 minutes; each instance: {BUDGET_RPS} requests/s, groups of {GROUP}, every {INTERVAL_S} s"
+        "{MERCHANTS} merchants, {BACKLOG} records over the last 10 minutes; the key's budget {BUDGET_RPS} requests/s shared by the instances, groups of {GROUP}, every {INTERVAL_S} s"
     );
     let mut runs = Vec::new();
     // `CLUSTER_BENCH_MAX=1` measures the single instance alone.

@@ -385,6 +385,20 @@ async fn main() {
         after.requests_with(ROUTE, 429) - before.requests_with(ROUTE, 429)
     );
     print_gaps("steady", &gaps(&http, &base).await, gap_goal);
+    let status_started = Instant::now();
+    let status = Command::new(BIN)
+        .args(["cluster", "status", "--config"])
+        .arg(fleet.home(0).join("relay.toml"))
+        .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+        .output()
+        .expect("cluster status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    println!(
+        "cluster status: {:.2} s (goal ≤ 2 s), exit {}: {}",
+        status_started.elapsed().as_secs_f64(),
+        status.status,
+        text.lines().next().unwrap_or("")
+    );
 
     // Rolling restart.
     let rolling = stats(&http, &base).await;
