@@ -4,10 +4,12 @@
 //! backlog of 100,000 records (records/s), and the API calls per second it then makes in steady
 //! state. The baseline is the run's own single instance.
 //!
-//! `MXC_RELAY_BENCH_KAFKA=HOST:PORT cargo bench --bench cluster` (a Kafka-protocol broker; or
-//! `MXC_RELAY_TEST_TANSU=/path/to/tansu` to start one). Not part of CI.
+//! `cargo bench --bench cluster` (a Tansu broker started, as `.ci/test` installs it; or
+//! `MXC_RELAY_BENCH_KAFKA=HOST:PORT` for another Kafka-protocol broker). Not part of CI.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -20,34 +22,6 @@ const BACKLOG: usize = 100_000;
 const BUDGET_RPS: f64 = 25.0;
 const INTERVAL_S: u64 = 10;
 const GROUP: usize = 50;
-
-fn env_broker() -> (String, Option<Child>) {
-    if let Ok(b) = std::env::var("MXC_RELAY_BENCH_KAFKA") {
-        return (b, None);
-    }
-    let tansu = std::env::var("MXC_RELAY_TEST_TANSU")
-        .expect("set MXC_RELAY_BENCH_KAFKA=HOST:PORT, or MXC_RELAY_TEST_TANSU to a Tansu binary");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    let url = format!("tcp://127.0.0.1:{port}");
-    let child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts");
-    std::thread::sleep(Duration::from_secs(1));
-    (format!("127.0.0.1:{port}"), Some(child))
-}
 
 /// `CLUSTER_BENCH_SETTLE_S`: seconds between the backlog's delivery and the steady window.
 fn settle_s() -> u64 {
@@ -191,7 +165,7 @@ session_timeout = "6s"
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let (broker, tansu) = env_broker();
+    let broker = common::broker();
     println!(
         "{MERCHANTS} merchants, {BACKLOG} records over the last 10 minutes; the key's budget {BUDGET_RPS} requests/s shared by the instances, groups of {GROUP}, every {INTERVAL_S} s"
     );
@@ -202,7 +176,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
     for n in 1..=max {
-        let r = run(n, &broker).await;
+        let r = run(n, &broker.address).await;
         println!(
             "{} instance(s): backlog delivered in {:.1} s ({:.0} records/s), {} API calls meanwhile; steady state {:.1} calls/s",
             r.instances, r.deliver_s, r.records_per_s, r.calls_during_backlog, r.steady_calls_per_s
@@ -224,8 +198,5 @@ async fn main() {
             r.steady_calls_per_s,
             r.steady_calls_per_s / base.steady_calls_per_s.max(f64::MIN_POSITIVE)
         );
-    }
-    if let Some(mut t) = tansu {
-        let _ = t.kill();
     }
 }

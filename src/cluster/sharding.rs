@@ -64,6 +64,16 @@ impl Tasks {
     }
 }
 
+/// Shards handed over ("revoked") or started ("assigned"), in the metrics.
+fn count_changes(polling: &Polling, change: &str, shards: &[u32]) {
+    polling
+        .pollers
+        .metrics
+        .cluster_shard_changes
+        .with_label_values(&[change])
+        .inc_by(shards.len() as u64);
+}
+
 /// The shards as this instance holds them.
 #[derive(Default)]
 struct Held {
@@ -229,8 +239,11 @@ impl Sharding {
         if !release.is_empty() {
             self.release(held, &release, polling, roster).await;
         }
-        let released =
-            |shard: &u32| !others.iter().any(|o: &InstanceStatus| o.releasing.contains(shard));
+        let released = |shard: &u32| {
+            !others
+                .iter()
+                .any(|o: &InstanceStatus| o.releasing.contains(shard))
+        };
         let ready: Vec<u32> = held
             .claiming
             .iter()
@@ -274,12 +287,7 @@ impl Sharding {
             .budget
             .share(held.polled().len(), self.shards as usize);
         self.handover.finish(&gone, self.handover_within).await;
-        polling
-            .pollers
-            .metrics
-            .cluster_shard_changes
-            .with_label_values(&["revoked"])
-            .inc_by(shards.len() as u64);
+        count_changes(polling, "revoked", shards);
         tracing::info!(shards = ?shards, merchants = gone.len(), stopped_ms, took_ms = releasing.elapsed().as_millis() as u64,
             "shards handed over");
         self.status(held, polling, false).await;
@@ -300,13 +308,22 @@ impl Sharding {
             .collect();
         let waited_ms = waited
             .iter()
-            .map(|until| (self.release_within.saturating_sub(until.saturating_duration_since(Instant::now()))).as_millis() as u64)
+            .map(|until| {
+                (self
+                    .release_within
+                    .saturating_sub(until.saturating_duration_since(Instant::now())))
+                .as_millis() as u64
+            })
             .max()
             .unwrap_or(0);
         // Until the state topic is read, nothing of these shards is polled: starting from a
         // local or fresh cursor could skip what the last owner never delivered.
         let reading = std::time::Instant::now();
-        while !self.handover.catch_up(shards, Duration::from_secs(60)).await {
+        while !self
+            .handover
+            .catch_up(shards, Duration::from_secs(60))
+            .await
+        {
             if polling_stop.is_cancelled() {
                 break;
             }
@@ -314,21 +331,13 @@ impl Sharding {
         }
         let caught_up_ms = reading.elapsed().as_millis() as u64;
         let polled = held.polled().len() + shards.len();
-        polling
-            .pollers
-            .budget
-            .share(polled, self.shards as usize);
+        polling.pollers.budget.share(polled, self.shards as usize);
         for shard in shards {
             let tasks = self.poll_shard(polling, *shard, polling_stop).await;
             held.owned.insert(*shard, tasks);
         }
         self.reassign(roster, held.polled(), polling).await;
-        polling
-            .pollers
-            .metrics
-            .cluster_shard_changes
-            .with_label_values(&["assigned"])
-            .inc_by(shards.len() as u64);
+        count_changes(polling, "assigned", shards);
         tracing::info!(assigned = ?shards, owned = held.owned.len(), merchants = polling.fleet.xmids().len(),
             waited_for_release_ms = waited_ms, caught_up_ms,
             requests_per_second = polling.pollers.budget.requests_per_second(), "shards assigned");
@@ -372,11 +381,14 @@ impl Sharding {
         let per_xmid = polling.pollers.config.resources.len().max(1);
         let store = polling.pollers.store.clone();
         let read = tokio::task::spawn_blocking(move || {
-            let cursors = store.cursors_of(&keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())?;
+            let cursors =
+                store.cursors_of(&keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())?;
             let now = Utc::now();
             let mut lag: BTreeMap<u32, ShardLag> = BTreeMap::new();
             for (chunk, cursors) in keys.chunks(per_xmid).zip(cursors.chunks(per_xmid)) {
-                let Some((shard, _)) = chunk.first() else { continue };
+                let Some((shard, _)) = chunk.first() else {
+                    continue;
+                };
                 let entry = lag.entry(*shard).or_insert(ShardLag {
                     shard: *shard,
                     merchants: 0,
@@ -466,7 +478,9 @@ impl Sharding {
     ) {
         let shards = self.shards;
         let Some((_, changes)) = roster else {
-            polling.fleet.set(self.listed(polling, |s| owned.contains(&s)));
+            polling
+                .fleet
+                .set(self.listed(polling, |s| owned.contains(&s)));
             return;
         };
         let owns: Ownership = Arc::new(move |x: &str| owned.contains(&shard_of(x, shards)));
