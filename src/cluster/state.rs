@@ -435,8 +435,9 @@ impl Handover {
     async fn read_to_end(&self, partitions: Vec<i32>, within: Duration) -> bool {
         let config = self.inner.config.clone();
         let topic = self.inner.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || high_watermarks(&config, &topic, &partitions))
-            .await;
+        let ends =
+            tokio::task::spawn_blocking(move || high_watermarks(&config, &topic, &partitions))
+                .await;
         let ends = match ends {
             Ok(Ok(ends)) => ends,
             Ok(Err(error)) => {
@@ -568,7 +569,9 @@ fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
                         batch.insert(state.key.clone(), state);
                     }
                     // At once, not with the batch: a hand-over waits on these.
-                    Some(Ok(StateMessage::Instance(status))) if status.instance != inner.instance => {
+                    Some(Ok(StateMessage::Instance(status)))
+                        if status.instance != inner.instance =>
+                    {
                         if let Ok(mut statuses) = inner.statuses.lock() {
                             statuses.insert(status.instance.clone(), status);
                         }

@@ -250,7 +250,8 @@ impl RosterWatch {
                 }
                 Some(Ok(roster)) => {
                     let selected = self.select(&roster);
-                    self.apply(Some(selected), &mut watching, false, &stop).await;
+                    self.apply(Some(selected), &mut watching, false, &stop)
+                        .await;
                     self.config.refresh
                 }
             };

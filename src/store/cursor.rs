@@ -38,8 +38,10 @@ impl Store {
         raw.into_iter()
             .zip(keys)
             .map(|(v, key)| {
-                v.map(|v| decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", key, "not 16 bytes")))
-                    .transpose()
+                v.map(|v| {
+                    decode_cursor(&v).ok_or_else(|| self.corrupt("cursor", key, "not 16 bytes"))
+                })
+                .transpose()
             })
             .collect()
     }
