@@ -4,6 +4,12 @@
 //! `SOAK_MINUTES=30 SOAK_RATE=100 cargo bench --bench soak` (`SOAK_CACHE_MIB` sets
 //! `store.cache_mib`, 64 by default; `SOAK_RETENTION` the seen ids' retention, 11m)
 //!
+//! `SOAK_WRAP` prepends a command to the relay's (split on whitespace), e.g.
+//! `SOAK_WRAP="heaptrack -o /tmp/soak-heap"`; the RSS sampled (and the SIGTERM at the end) is
+//! then the relay's own process, found among the wrapper's descendants. Environment such as
+//! `MALLOC_ARENA_MAX=2` needs no hook: the relay inherits this process's. `rss_mib` is VmRSS,
+//! `anon_mib` its anonymous part (RssAnon).
+//!
 //! The simulator (in this process) generates `SOAK_RATE` authorizations/s in real time over 200
 //! merchants (7 % declines); the relay polls them every 2 s in groups of 20, sends every record
 //! to a stdout sink (to /dev/null) and, when `MXC_RELAY_TEST_KAFKA` names a broker, to Kafka
@@ -25,18 +31,49 @@ use mxc_sim::SimConfig;
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 
 fn rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` field given in kB, in MiB.
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|kb| kb.parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The first process under `root` (itself included, breadth first) that runs `exe`: the relay
+/// under a `SOAK_WRAP` wrapper, which may run it as a child rather than exec it.
+fn find_exe(root: u32, exe: &std::path::Path) -> Option<u32> {
+    let exe = std::fs::canonicalize(exe).ok()?;
+    let mut queue = vec![root];
+    while let Some(pid) = queue.first().copied() {
+        queue.remove(0);
+        if std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .as_deref()
+            == Some(exe.as_path())
+        {
+            return Some(pid);
+        }
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        queue.extend(
+            children
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+    }
+    None
+}
+
 struct Sample {
     at: Duration,
     rss: f64,
+    anon: f64,
     outbox: f64,
     generated: u64,
     new: f64,
@@ -143,7 +180,20 @@ level = "warn"
             cache_mib = env_or("SOAK_CACHE_MIB", 64u64),
         ),
     )?;
-    let mut relay = Command::new(BIN)
+    let wrap: Vec<String> = std::env::var("SOAK_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    let mut command = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut relay = command
         .args(["run", "--config"])
         .arg(&config)
         .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
@@ -151,13 +201,23 @@ level = "warn"
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let pid = relay.id();
+    let mut pid = relay.id();
+    if !wrap.is_empty() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        pid = loop {
+            if let Some(p) = find_exe(relay.id(), std::path::Path::new(BIN)) {
+                break p;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "no relay under {wrap:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+    }
     let metrics_url = format!("http://{telemetry}/metrics");
     eprintln!(
         "soak: {minutes} min at {rate} authorizations/s over 200 merchants{}; relay pid {pid}",
         if kafka.is_empty() { "" } else { ", with Kafka" }
     );
-    println!("minute\trss_mib\toutbox\tgenerated\tadmitted\tdelivered\twebhooks\tlag_max_s\tstore_disk_mib");
+    println!("minute\trss_mib\tanon_mib\toutbox\tgenerated\tadmitted\tdelivered\twebhooks\tlag_max_s\tstore_disk_mib");
     let started = Instant::now();
     let http = reqwest::Client::new();
     let mut samples: Vec<Sample> = Vec::new();
@@ -173,6 +233,7 @@ level = "warn"
         let sample = Sample {
             at: started.elapsed(),
             rss: rss_mib(pid),
+            anon: status_mib(pid, "RssAnon:"),
             outbox: metric(&text, "mxc_relay_outbox_events", &[]),
             generated: sim.stats().records_generated,
             new: metric(&text, "mxc_relay_records_total", &["outcome=\"new\""]),
@@ -191,9 +252,10 @@ level = "warn"
         };
         if samples.len() % 6 == 5 {
             println!(
-                "{:.0}\t{:.1}\t{:.0}\t{}\t{:.0}\t{:.0}\t{:.0}\t{:.1}\t{:.1}",
+                "{:.0}\t{:.1}\t{:.1}\t{:.0}\t{}\t{:.0}\t{:.0}\t{:.0}\t{:.1}\t{:.1}",
                 sample.at.as_secs_f64() / 60.0,
                 sample.rss,
+                sample.anon,
                 sample.outbox,
                 sample.generated,
                 sample.new,

@@ -128,24 +128,34 @@ impl Health {
             ("sinks", sinks),
         ];
         // Still ready, but said: records later than the look-back are now left to the sweep.
-        let fallen_back: Vec<&str> = mxc::RESOURCES
-            .iter()
-            .filter(|r| r.ingestion_field.is_some())
-            .filter(|r| {
-                self.metrics
-                    .cursor_fallback
-                    .with_label_values(&[r.name])
-                    .get()
-                    > 0
-            })
-            .map(|r| r.name)
+        let flagged = |gauge: &prometheus::IntGaugeVec| -> Vec<&str> {
+            mxc::RESOURCES
+                .iter()
+                .filter(|r| r.ingestion_field.is_some())
+                .filter(|r| gauge.with_label_values(&[r.name]).get() > 0)
+                .map(|r| r.name)
+                .collect()
+        };
+        let ignored = flagged(&self.metrics.created_filter_ignored);
+        let refused: Vec<&str> = flagged(&self.metrics.cursor_fallback)
+            .into_iter()
+            .filter(|r| !ignored.contains(r))
             .collect();
-        if !fallen_back.is_empty() {
+        if !refused.is_empty() {
             checks.push((
                 "cursor",
                 Ok(format!(
                     "MXC refused created queries: {} polled by transaction time with pollers.look_back (see the log)",
-                    fallen_back.join(", ")
+                    refused.join(", ")
+                )),
+            ));
+        }
+        if !ignored.is_empty() {
+            checks.push((
+                "created filter",
+                Ok(format!(
+                    "MXC ignores the range of created queries: {} (polled by transaction time unless pollers.cursor = \"created\"; see the log)",
+                    ignored.join(", ")
                 )),
             ));
         }

@@ -44,7 +44,9 @@ pub struct PollersConfig {
     /// The safety net: this often, each group re-reads `reconcile_window` of transaction time
     /// (one export, at low priority under the request budget: it never delays a poll) and
     /// admits what the cursor missed, counted as `mxc_relay_records_total{outcome="reconciled"}`
-    /// and logged with XMID and id. A healthy run counts 0. `0s` switches it off.
+    /// and logged with XMID and id. A healthy run counts 0. `0s` switches it off. A sweep
+    /// reads at most its group's part of half the budget over this period; one that reaches
+    /// it stops (`outcome="partial"`) and the next goes on from there.
     #[serde(with = "duration")]
     pub reconcile_every: Duration,
     /// How far back (in transaction time) the sweep re-reads; at most `store.seen_retention`,

@@ -217,17 +217,22 @@ impl Pipeline {
             handover: None,
             bases: Arc::new(Bases::new(config.pollers.cursor)),
             polls_waiting: Arc::default(),
+            sweeps: Arc::default(),
             merchants: MerchantControls::load(&store)?,
         };
         // Said from the start (0), so a dashboard or alert sees the series before any fallback
         // or sweep.
-        for outcome in ["ok", "error"] {
+        for outcome in ["ok", "partial", "error"] {
             metrics.sweeps.with_label_values(&[outcome]).inc_by(0);
         }
         for resource in &pollers.config.resources {
             if resource.ingestion_field.is_some() {
                 metrics
                     .cursor_fallback
+                    .with_label_values(&[resource.name])
+                    .set(0);
+                metrics
+                    .created_filter_ignored
                     .with_label_values(&[resource.name])
                     .set(0);
             }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use crate::config::CursorMode;
-use crate::telemetry::events::{CursorFellBack, InternalEvent};
+use crate::telemetry::events::{CreatedFilterIgnored, CursorFellBack, InternalEvent};
 use crate::telemetry::Metrics;
 use mxc::{MxcError, Resource, TimeBasis};
 
@@ -20,6 +20,8 @@ pub struct Bases {
     fallen_back: Mutex<HashSet<&'static str>>,
     /// Resources whose `created` queries are sorted without the `id` tie-break.
     without_tie_break: Mutex<HashSet<&'static str>>,
+    /// Resources whose `created` queries MXC answered outside their range (`created` mode).
+    filter_ignored: Mutex<HashSet<&'static str>>,
 }
 
 impl Bases {
@@ -28,6 +30,7 @@ impl Bases {
             mode,
             fallen_back: Mutex::new(HashSet::new()),
             without_tie_break: Mutex::new(HashSet::new()),
+            filter_ignored: Mutex::new(HashSet::new()),
         }
     }
 
@@ -83,6 +86,33 @@ impl Bases {
             .emit(metrics);
         }
         true
+    }
+
+    /// After a poll on `created` got `error`, a record outside the query's range (MXC ignores
+    /// the filter): whether the poll should stop and be tried again at once on transaction
+    /// time (`auto`); with `created` it goes on (known records are skipped). Said once per
+    /// resource, in the log, `mxc_relay_created_filter_ignored` and `/readyz`.
+    pub fn filter_ignored(
+        &self,
+        resource: &'static Resource,
+        error: &dyn std::fmt::Display,
+        metrics: &Metrics,
+    ) -> bool {
+        let falls_back = self.mode == CursorMode::Auto;
+        let newly = if falls_back {
+            insert(&self.fallen_back, resource)
+        } else {
+            insert(&self.filter_ignored, resource)
+        };
+        if newly {
+            CreatedFilterIgnored {
+                resource: resource.name,
+                error,
+                falls_back,
+            }
+            .emit(metrics);
+        }
+        falls_back
     }
 }
 

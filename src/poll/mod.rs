@@ -34,6 +34,7 @@ pub use basis::Bases;
 pub use budget::Budget;
 pub use control::MerchantControls;
 pub use roster::{Fleet, Ownership, Reassign, RosterWatch};
+pub use sweep::{SweepOutcome, Sweeps};
 
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, Store, StoreError};
@@ -96,6 +97,47 @@ pub enum PollError {
     Mxc(#[from] MxcError),
     #[error("cannot write to the store, polling paused so the cursor does not move (it resumes by itself): {0}")]
     Store(#[from] StoreError),
+    /// A query on the ingestion time answered with a record outside its range.
+    #[error(transparent)]
+    FilterIgnored(Box<OutsideRange>),
+}
+
+/// A record outside the `created` range of the query that returned it.
+#[derive(Debug, thiserror::Error)]
+#[error("MXC answered a query on {resource} created from {from} to {to} with record {record_id} (XMID {xmid}) created {created}: it ignores the range")]
+pub struct OutsideRange {
+    resource: &'static str,
+    from: String,
+    to: String,
+    record_id: String,
+    xmid: String,
+    created: String,
+}
+
+/// How far outside a `created` range a record may lie before MXC is taken to ignore the
+/// range: the query's bounds are sent to the millisecond, and a server may round them.
+const RANGE_SLACK: chrono::Duration = chrono::Duration::seconds(1);
+
+/// The first record of `batch` whose `created` lies outside `[from, to]` (with
+/// [`RANGE_SLACK`]), as the error that says so.
+fn outside_range(
+    resource: &'static Resource,
+    batch: &Batch,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Option<PollError> {
+    let record = batch.records.iter().find(|r| {
+        r.created()
+            .is_some_and(|c| c < from - RANGE_SLACK || c > to + RANGE_SLACK)
+    })?;
+    Some(PollError::FilterIgnored(Box::new(OutsideRange {
+        resource: resource.name,
+        from: mxc::instant(from),
+        to: mxc::instant(to),
+        record_id: record.id().unwrap_or("(no id)").to_string(),
+        xmid: record.xmid().unwrap_or("(no XMID)").to_string(),
+        created: record.created().map(mxc::instant).unwrap_or_default(),
+    })))
 }
 
 /// One merchant's state after a poll: its cursor and the seen-set keys of the records its
@@ -136,6 +178,8 @@ pub struct Pollers {
     pub bases: Arc<Bases>,
     /// Polls waiting for the request budget: the sweep takes budget only when none is.
     pub polls_waiting: Arc<AtomicUsize>,
+    /// The groups' sweeps, which share the budget's spare half.
+    pub sweeps: Arc<Sweeps>,
     /// Merchants paused by an operator, and "poll now".
     pub merchants: MerchantControls,
 }
@@ -420,6 +464,8 @@ impl Pollers {
                         && self
                             .bases
                             .fall_back(resource, &error, tie_break, &self.metrics) => {}
+                // Returned only when `auto` fell back (see `poll_by`).
+                Err(PollError::FilterIgnored(_)) if basis == TimeBasis::Ingestion => {}
                 other => return other,
             }
         }
@@ -502,7 +548,18 @@ impl Pollers {
             let (next, admitted) = futures::future::join(next, admit).await;
             admitted?;
             match next? {
-                Some(batch) => fetched = Some(batch),
+                Some(batch) => {
+                    // Trust, but check: a server that ignores the range would have the cursor
+                    // skip what it never read in order.
+                    if basis == TimeBasis::Ingestion {
+                        if let Some(error) = outside_range(resource, &batch, from, upper) {
+                            if self.bases.filter_ignored(resource, &error, &self.metrics) {
+                                return Err(error);
+                            }
+                        }
+                    }
+                    fetched = Some(batch)
+                }
                 None => break,
             }
         }
@@ -712,7 +769,7 @@ impl Pollers {
 fn error_retry_after(error: &PollError) -> Option<Duration> {
     match error {
         PollError::Mxc(e) => e.retry_after(),
-        PollError::Store(_) => None,
+        PollError::Store(_) | PollError::FilterIgnored(_) => None,
     }
 }
 

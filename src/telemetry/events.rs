@@ -190,6 +190,35 @@ impl InternalEvent for CursorFellBack<'_> {
     }
 }
 
+/// MXC answered a query on the ingestion time with a record outside its range: it ignores
+/// the filter. Emitted once per resource; `falls_back` in `auto` (then the resource is polled
+/// by transaction time for the life of the process, and `CursorFellBack` is not emitted).
+pub struct CreatedFilterIgnored<'a> {
+    pub resource: &'a str,
+    pub error: &'a dyn Display,
+    pub falls_back: bool,
+}
+
+impl InternalEvent for CreatedFilterIgnored<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics
+            .created_filter_ignored
+            .with_label_values(&[self.resource])
+            .set(1);
+        if self.falls_back {
+            metrics
+                .cursor_fallback
+                .with_label_values(&[self.resource])
+                .set(1);
+            tracing::warn!(target: BASIS, resource = self.resource, error = %self.error,
+                "MXC ignores the range of queries on the ingestion time (created): this resource is polled by transaction time with pollers.look_back from now on; records that reach MXC later than the look-back are found only by the reconciliation sweep");
+        } else {
+            tracing::warn!(target: BASIS, resource = self.resource, error = %self.error,
+                "MXC ignores the range of queries on the ingestion time (created): pollers.cursor = \"created\" keeps polling on it, reading more than each window (known records are skipped); \"auto\" would fall back to transaction time");
+        }
+    }
+}
+
 /// Records found by a page of the reconciliation sweep, admitted.
 pub struct SweepAdmitted<'a> {
     pub enqueued: &'a BTreeMap<(String, String), usize>,
@@ -213,6 +242,52 @@ impl InternalEvent for SweepSucceeded<'_> {
         metrics.sweeps.with_label_values(&["ok"]).inc();
         tracing::debug!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
             found = self.found, "reconciliation sweep done");
+    }
+}
+
+/// A reconciliation sweep stopped at its share of the budget before the window's end; the
+/// group's next sweep goes on from there. Said at `warn` the first time in the process
+/// (`first`), with what a whole pass takes; at `debug` after.
+pub struct SweepPartial<'a> {
+    pub xmids: &'a [String],
+    pub resource: &'a str,
+    pub outcome: &'a crate::poll::SweepOutcome,
+    pub window: Duration,
+    pub every: Duration,
+    pub first: bool,
+}
+
+impl InternalEvent for SweepPartial<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.sweeps.with_label_values(&["partial"]).inc();
+        let resume_at = self
+            .outcome
+            .resume_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        if self.first {
+            let records = self
+                .outcome
+                .total_records
+                .map_or("an unknown number of".to_string(), |n| n.to_string());
+            let per_pass = match self.outcome.total_records {
+                Some(n) if self.outcome.pages > 0 => {
+                    format!(
+                        "about {}",
+                        (n as usize).div_ceil(100 * self.outcome.pages).max(2)
+                    )
+                }
+                _ => "several".to_string(),
+            };
+            tracing::warn!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
+                pages = self.outcome.pages, found = self.outcome.found, %resume_at,
+                "reconciliation sweeps cannot read pollers.reconcile_window ({}) every pollers.reconcile_every ({}) within their share of the request budget: this group's window holds {records} records and a sweep may read {} pages, so each sweep goes on where the last stopped and a whole pass takes {per_pass} sweeps (raise pollers.requests_per_second or reconcile_every, or shorten reconcile_window)",
+                humantime::format_duration(self.window), humantime::format_duration(self.every), self.outcome.pages);
+        } else {
+            tracing::debug!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
+                pages = self.outcome.pages, found = self.outcome.found, %resume_at,
+                "reconciliation sweep stopped at its share of the budget; the next goes on from here");
+        }
     }
 }
 

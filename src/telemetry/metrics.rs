@@ -21,6 +21,7 @@ pub struct Metrics {
     /// 1 for a resource polled by transaction time because MXC refused its `created` queries
     /// (`pollers.cursor = "auto"`).
     pub cursor_fallback: IntGaugeVec,
+    pub created_filter_ignored: IntGaugeVec,
     /// Reconciliation sweeps by outcome (`ok`, `error`).
     pub sweeps: IntCounterVec,
     /// Events by sink and outcome: `delivered`, `failed` (will retry), `dead_lettered`.
@@ -117,12 +118,22 @@ impl Metrics {
                 &["resource"],
             ),
         );
+        let created_filter_ignored = register(
+            r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "mxc_relay_created_filter_ignored",
+                    "1 for a resource whose created queries MXC answered with records outside their range (it ignores the filter).",
+                ),
+                &["resource"],
+            ),
+        );
         let sweeps = register(
             r,
             IntCounterVec::new(
                 Opts::new(
                     "mxc_relay_reconcile_sweeps_total",
-                    "Reconciliation sweeps by outcome.",
+                    "Reconciliation sweeps by outcome: ok, partial (stopped at its share of the request budget; the next goes on from there), error.",
                 ),
                 &["outcome"],
             ),
@@ -363,6 +374,7 @@ impl Metrics {
             polls,
             records,
             cursor_fallback,
+            created_filter_ignored,
             sweeps,
             events,
             poll_lag,

@@ -440,6 +440,82 @@ async fn when_mxc_refuses_created_queries_the_relay_falls_back_out_loud_and_deli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_mxc_ignores_the_created_range_the_relay_notices_and_falls_back_out_loud() {
+    capture_logs();
+    let ignoring = Faults {
+        ignore_created_filter: true,
+        ..Faults::default()
+    };
+    let sim = start_sim(indexing_sim(ignoring.clone())).await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    // 20 records ingested 30 minutes ago, before the relay's start: a server that kept the
+    // range would never return them to a query on created.
+    sim.set_faults(Faults {
+        clock_offset_ms: -minutes(30).num_milliseconds(),
+        ..ignoring.clone()
+    });
+    let early = sim.now() - minutes(1);
+    sim.generate(20, &xmids, early, sim.now()).unwrap();
+    sim.set_faults(ignoring);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = pipeline_config(&sim, &xmids, dir.path());
+    config.pollers.start = mxc::instant(sim.now() - minutes(10));
+    assert_eq!(config.pollers.cursor, CursorMode::Auto);
+    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
+    for late in [0, 1, 5] {
+        arrive_late(&sim, 50, &xmids, minutes(late));
+    }
+    tokio::time::sleep(INDEXED).await;
+    let expected =
+        by_transaction_time(&client(&sim), &xmids, sim.now() - minutes(9), sim.now()).await;
+    assert_eq!(expected.len(), 150);
+    let archive = dir.path().join("archive.jsonl");
+    let delivered = wait_until(Duration::from_secs(30), || line_count(&archive) >= 150).await;
+    assert!(delivered, "{} of 150 delivered", line_count(&archive));
+    tokio::time::sleep(Duration::from_secs(2)).await; // two more polls each
+
+    let metrics = pipeline.metrics.clone();
+    let rendered = metrics.render();
+    for series in [
+        "mxc_relay_created_filter_ignored{resource=\"authorizations\"} 1",
+        "mxc_relay_cursor_fallback{resource=\"authorizations\"} 1",
+    ] {
+        assert!(rendered.contains(series), "{series} in /metrics");
+    }
+    let readyz = format!("http://{}/readyz", pipeline.telemetry_addr.unwrap());
+    let answer = reqwest::get(&readyz).await.unwrap();
+    assert_eq!(answer.status(), 200, "still ready");
+    let body = answer.text().await.unwrap();
+    assert!(
+        body.lines().any(|l| l.contains("created filter")
+            && l.contains("MXC ignores the range of created queries: authorizations")),
+        "{body}"
+    );
+    assert!(
+        !body.contains("MXC refused created queries"),
+        "not said to be refused: {body}"
+    );
+    let warned = assert_logged(&[
+        "WARN",
+        "MXC ignores the range of queries on the ingestion time",
+    ]);
+    assert_eq!(warned.len(), 1, "said once: {warned:#?}");
+    assert!(
+        warned[0].contains("with record") && warned[0].contains("it ignores the range"),
+        "names the record outside the range: {}",
+        warned[0]
+    );
+    pipeline.shutdown().await.unwrap();
+    let found = lines(&archive);
+    let ids: HashSet<String> = record_ids(&found).into_iter().map(str::to_string).collect();
+    assert_eq!(
+        ids, expected,
+        "the 150 records of the window, not the 20 before the start"
+    );
+    assert_eq!(found.len(), 150, "each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_hidden_from_the_cursor_are_found_by_the_sweep_and_counted_as_reconciled() {
     capture_logs();
     let sim = start_sim(indexing_sim(Faults {
@@ -507,25 +583,19 @@ async fn records_hidden_from_the_cursor_are_found_by_the_sweep_and_counted_as_re
 // ---------------------------------------------------------------------------------------------
 // What a poll costs.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
-    let sim = start_sim(SimConfig {
-        rate: 0.0,
-        ..SimConfig::default()
-    })
-    .await;
-    let xmids: Vec<String> = sim.xmids()[..10].to_vec();
-    let dir = tempfile::tempdir().unwrap();
+/// Pollers over the simulator with a store in `dir` and no routes, cursors from now, the
+/// sweep off (called by hand), a budget that never waits.
+fn bare_pollers(sim: &RunningSim, xmids: &[String], dir: &Path) -> Pollers {
     let store = Store::open(
         &StoreConfig {
-            path: dir.path().join("store"),
+            path: dir.join("store"),
             ..StoreConfig::default()
         },
         &[],
     )
     .unwrap();
-    let pollers = Pollers {
-        client: client(&sim),
+    Pollers {
+        client: client(sim),
         store,
         routes: Arc::new(Vec::new()),
         budget: std::sync::Arc::new(Budget::new(1000.0, 100)),
@@ -548,8 +618,21 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         handover: None,
         bases: Arc::new(Bases::new(CursorMode::Auto)),
         polls_waiting: Arc::default(),
+        sweeps: Arc::default(),
         merchants: Default::default(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
+    let sim = start_sim(SimConfig {
+        rate: 0.0,
+        ..SimConfig::default()
+    })
+    .await;
+    let xmids: Vec<String> = sim.xmids()[..10].to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let pollers = bare_pollers(&sim, &xmids, dir.path());
     pollers.client.authenticate().await.unwrap();
     pollers
         .init_cursors(&xmids, pollers.client.mxc_now())
@@ -589,4 +672,88 @@ async fn a_poll_costs_the_pages_of_what_is_new_plus_at_most_one_request() {
         "nothing read twice"
     );
     eprintln!("requests per poll by new records: {costs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_reads_its_share_of_the_budget_and_the_next_goes_on_where_it_stopped() {
+    capture_logs();
+    let sim = start_sim(indexing_sim(Faults {
+        hide_from_created_rate: 0.2,
+        ..Faults::default()
+    }))
+    .await;
+    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
+    let dir = tempfile::tempdir().unwrap();
+    let pollers = bare_pollers(&sim, &xmids, dir.path());
+    pollers.client.authenticate().await.unwrap();
+    pollers
+        .init_cursors(&xmids, pollers.client.mxc_now())
+        .await
+        .unwrap();
+    // 600 records, 30 minutes late: the cursor reads the 80 % it can see.
+    arrive_late(&sim, 600, &xmids, minutes(30));
+    tokio::time::sleep(INDEXED).await;
+    let client = client(&sim);
+    let all = by_transaction_time(&client, &xmids, sim.now() - minutes(40), sim.now()).await;
+    let visible = ingested(&client, &xmids, sim.now() - minutes(5), sim.now()).await;
+    let hidden = all.len() - visible.len();
+    assert_eq!(all.len(), 600);
+    assert!(hidden > 60, "{hidden} hidden from created queries");
+    pollers
+        .poll_once(&mxc::AUTHORIZATIONS, &xmids)
+        .await
+        .unwrap();
+    assert_eq!(pollers.metrics.records("new"), visible.len() as u64);
+
+    // Sweeps of at most 2 pages of 100: the 600 records' window takes 3 of them (and each
+    // page with a missed record one request more, for those records whole).
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (export, get) = (
+        "POST /report/v1/tsys/authorization/export",
+        "GET /report/v1/tsys/authorization",
+    );
+    let mut resume_at = None;
+    let mut sweeps = Vec::new();
+    loop {
+        let before = (
+            sim.stats().requests_to(export),
+            sim.stats().requests_to(get),
+        );
+        let outcome = pollers
+            .sweep(&mxc::AUTHORIZATIONS, &xmids, &stop, resume_at, 2)
+            .await
+            .unwrap();
+        let cost = (
+            sim.stats().requests_to(export) - before.0,
+            sim.stats().requests_to(get) - before.1,
+        );
+        assert!(outcome.pages <= 2, "{outcome:?}");
+        // One export request a page (the last sweep's last one finds the scroll's end).
+        let end = u64::from(outcome.resume_at.is_none());
+        assert!(
+            (outcome.pages as u64..=outcome.pages as u64 + end).contains(&cost.0),
+            "{outcome:?}: {cost:?}"
+        );
+        assert!(
+            cost.1 <= 2 * outcome.pages as u64,
+            "whole records: {cost:?}"
+        );
+        sweeps.push((outcome.found, outcome.pages, cost));
+        resume_at = outcome.resume_at;
+        if resume_at.is_none() {
+            break;
+        }
+        assert!(sweeps.len() < 10, "never ends: {sweeps:?}");
+    }
+    eprintln!("sweeps (found, pages, (export, get requests)): {sweeps:?}");
+    assert!((3..=4).contains(&sweeps.len()), "{sweeps:?}");
+    let found: usize = sweeps.iter().map(|s| s.0).sum();
+    assert_eq!(found, hidden, "every hidden record, once: {sweeps:?}");
+    assert_eq!(pollers.metrics.records("reconciled"), hidden as u64);
+    // Found again, they are known: a full sweep now finds nothing.
+    let again = pollers
+        .sweep(&mxc::AUTHORIZATIONS, &xmids, &stop, None, 100)
+        .await
+        .unwrap();
+    assert_eq!((again.found, again.resume_at), (0, None), "{again:?}");
 }

@@ -111,6 +111,9 @@ struct FaultArgs {
     /// Fault: report queries filtering or sorting on `created` get 400.
     #[arg(long)]
     refuse_created: bool,
+    /// Fault: report queries filtering on `created` are answered as if unfiltered.
+    #[arg(long)]
+    ignore_created_filter: bool,
     /// Fault: share of authorizations that queries on `created` never return (0 to 1).
     #[arg(long, default_value_t = 0.0)]
     hide_from_created_rate: f64,
@@ -186,6 +189,7 @@ impl SimArgs {
             jwt_max_age_secs: f.jwt_max_age.map(|d| d.as_secs()),
             fail_xmids: Vec::new(),
             refuse_created: f.refuse_created,
+            ignore_created_filter: f.ignore_created_filter,
             hide_from_created_rate: f.hide_from_created_rate,
             clock_offset_ms: f.clock_offset,
             // Settable at run time through POST /_sim/faults.

@@ -30,6 +30,9 @@ pub struct Faults {
     /// Report queries (GET, or opening an export) that filter or sort on `created` get 400,
     /// as an index without that field would answer.
     pub refuse_created: bool,
+    /// Report queries filtering on `created` are answered as if their `filter` were absent
+    /// (sorted as asked): a server that ignores the range, which the relay must notice.
+    pub ignore_created_filter: bool,
     /// Share of authorizations (chosen per record, always the same ones) that queries
     /// filtering or sorting on `created` never return; transaction-time queries and exports
     /// do.

@@ -116,8 +116,15 @@ fn parse_report_query(
     headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<ReportQuery, ApiError> {
-    let query = ReportQuery::parse(resource, params, state.now())
+    let mut query = ReportQuery::parse(resource, params, state.now())
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    if query.created_range.is_some() && state.faults().ignore_created_filter {
+        // A server that drops the range (and the rest of the filter) but keeps the sort.
+        let mut unfiltered = params.clone();
+        unfiltered.remove("filter");
+        query = ReportQuery::parse(resource, &unfiltered, state.now())
+            .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, m))?;
+    }
     if query.on_created && state.faults().refuse_created {
         // What an index without a usable `created` answers.
         let message = if query.sorts_by("created") {
