@@ -11,8 +11,14 @@ pub struct StateView {
     pub store: String,
     /// Whether this came from the running service (else from its store, stopped).
     pub live: bool,
-    /// One per XMID and resource polled.
+    /// One per XMID and resource polled: the page [`CursorPage`] asks for (by default the
+    /// first 1,000 by XMID).
     pub cursors: Vec<CursorView>,
+    /// Every cursor at a glance, however many there are.
+    pub cursor_summary: CursorSummary,
+    /// The `after` of the next page of cursors; absent on the last page (or with `sort=lag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursors_next: Option<String>,
     /// Record ids remembered for deduplication.
     pub seen_ids: u64,
     pub sinks: Vec<SinkView>,
@@ -26,6 +32,44 @@ pub struct StateView {
     pub cluster_shards: Option<i64>,
     /// The backfill running inside the service, or the last one.
     pub backfill: Option<BackfillStatus>,
+}
+
+/// Which cursors `/v1/state` lists: a fleet of 100,000 merchants has as many.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CursorPage {
+    /// At most this many (default 1,000; 0: none, the summary only).
+    pub limit: Option<usize>,
+    /// `xmid` (the default: by resource and XMID, paged with `after`) or `lag` (the most
+    /// lagging first: the `limit` worst, no further pages).
+    pub sort: Option<CursorSort>,
+    /// Continue after this cursor: the previous page's `cursors_next`.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CursorSort {
+    #[default]
+    Xmid,
+    Lag,
+}
+
+impl CursorPage {
+    /// The cursors listed by default.
+    pub const DEFAULT_LIMIT: usize = 1_000;
+}
+
+/// Every cursor's lag, summarised.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CursorSummary {
+    /// Cursors in all (one per XMID and resource polled).
+    pub count: u64,
+    pub lag_p50_seconds: u64,
+    pub lag_p99_seconds: u64,
+    pub lag_max_seconds: u64,
+    /// The cursor furthest behind.
+    pub most_lagging: Option<CursorView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -53,9 +53,9 @@ pub struct Context {
 
 impl Context {
     /// The store's state and what only the running service knows.
-    pub fn state(&self) -> Result<api::StateView, StoreError> {
+    pub fn state(&self, page: &api::CursorPage) -> Result<api::StateView, StoreError> {
         let webhooks: Vec<String> = self.webhooks.keys().cloned().collect();
-        let mut view = ops::state(&self.store, &self.sinks, &webhooks)?;
+        let mut view = ops::state(&self.store, &self.sinks, &webhooks, page)?;
         view.live = true;
         view.roster_merchants = self.roster.then(|| self.metrics.roster_merchants.get());
         view.cluster_shards = self.cluster.then(|| self.metrics.cluster_shards.get());

@@ -30,6 +30,9 @@ use super::routes;
     components(schemas(
         api::StateView,
         api::CursorView,
+        api::CursorPage,
+        api::CursorSort,
+        api::CursorSummary,
         api::SinkView,
         api::EndpointView,
         api::Disabled,

@@ -4,8 +4,9 @@
 use chrono::Utc;
 
 use super::api::{
-    CursorView, DeadLetterFilter, DeadLetterView, Disabled, EndpointOutcome, EndpointView,
-    OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView, StateView,
+    CursorPage, CursorSort, CursorSummary, CursorView, DeadLetterFilter, DeadLetterView, Disabled,
+    EndpointOutcome, EndpointView, OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView,
+    StateView,
 };
 use crate::store::{DeadLetter, Store, StoreError};
 use mxc::RESOURCES;
@@ -187,12 +188,14 @@ pub fn endpoint_action(
     })
 }
 
-/// What the store says: cursors and lag, seen ids, outboxes, dead letters, endpoints, paused
-/// merchants. The running service adds what only it knows.
+/// What the store says: cursors and lag (the page `page` asks for, and a summary of all),
+/// seen ids, outboxes, dead letters, endpoints, paused merchants. The running service adds
+/// what only it knows.
 pub fn state(
     store: &Store,
     sinks: &[String],
     webhooks: &[String],
+    page: &CursorPage,
 ) -> Result<StateView, StoreError> {
     let now = Utc::now();
     let mut cursors = Vec::new();
@@ -209,6 +212,7 @@ pub fn state(
             lag_seconds: (now - cursor.position).num_seconds().max(0) as u64,
         });
     }
+    let (cursor_summary, cursors, cursors_next) = paged(cursors, page);
     let mut sink_views = Vec::new();
     for sink in sinks {
         let endpoint = if webhooks.contains(sink) {
@@ -235,6 +239,8 @@ pub fn state(
         store: store.path().display().to_string(),
         live: false,
         cursors,
+        cursor_summary,
+        cursors_next,
         seen_ids: store.seen_len() as u64,
         sinks: sink_views,
         orphan_outboxes: store
@@ -252,9 +258,118 @@ pub fn state(
     })
 }
 
+/// The summary of every cursor, the page `page` asks for, and the next page's `after`.
+fn paged(
+    mut cursors: Vec<CursorView>,
+    page: &CursorPage,
+) -> (CursorSummary, Vec<CursorView>, Option<String>) {
+    let limit = page.limit.unwrap_or(CursorPage::DEFAULT_LIMIT);
+    // Most lagging first, then by resource and XMID.
+    cursors.sort_by(|a, b| {
+        b.lag_seconds
+            .cmp(&a.lag_seconds)
+            .then_with(|| page_key(a).cmp(&page_key(b)))
+    });
+    let at = |q: f64| {
+        let n = cursors.len();
+        // Nearest rank, counted from the least lagging.
+        let rank = ((q * n as f64).ceil() as usize).clamp(1, n.max(1));
+        cursors
+            .get(n.saturating_sub(rank))
+            .map_or(0, |c| c.lag_seconds)
+    };
+    let summary = CursorSummary {
+        count: cursors.len() as u64,
+        lag_p50_seconds: at(0.5),
+        lag_p99_seconds: at(0.99),
+        lag_max_seconds: cursors.first().map_or(0, |c| c.lag_seconds),
+        most_lagging: cursors.first().cloned(),
+    };
+    if page.sort.unwrap_or_default() == CursorSort::Lag {
+        cursors.truncate(limit);
+        return (summary, cursors, None);
+    }
+    cursors.sort_by(|a, b| page_key(a).cmp(&page_key(b)));
+    let start = match &page.after {
+        Some(after) => cursors.partition_point(|c| page_key(c) <= *after),
+        None => 0,
+    };
+    let mut listed: Vec<CursorView> = cursors.drain(start..).collect();
+    // `limit` 0 lists none and has no next page: the summary was asked for.
+    let next = match limit.checked_sub(1) {
+        Some(last) if listed.len() > limit => Some(page_key(&listed[last])),
+        _ => None,
+    };
+    listed.truncate(limit);
+    (summary, listed, next)
+}
+
+/// A cursor's place in the `xmid` order, and the `after` that continues past it.
+fn page_key(c: &CursorView) -> String {
+    format!("{}/{}", c.resource, c.xmid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cursor(xmid: &str, lag: u64) -> CursorView {
+        CursorView {
+            xmid: xmid.into(),
+            resource: "authorizations".into(),
+            polled_up_to: chrono::DateTime::UNIX_EPOCH,
+            lag_seconds: lag,
+        }
+    }
+
+    #[test]
+    fn cursors_are_summarised_and_paged_by_xmid_or_by_lag() {
+        // 100 cursors, lags 1..=100 s, XMIDs in the reverse order of their lag.
+        let all: Vec<CursorView> = (1..=100)
+            .map(|lag| cursor(&format!("X{:03}", 100 - lag), lag))
+            .collect();
+        let page = |limit, sort, after: Option<&str>| {
+            paged(
+                all.clone(),
+                &CursorPage {
+                    limit,
+                    sort,
+                    after: after.map(str::to_string),
+                },
+            )
+        };
+        let (summary, first, next) = page(Some(40), None, None);
+        assert_eq!(summary.count, 100);
+        assert_eq!(
+            (
+                summary.lag_p50_seconds,
+                summary.lag_p99_seconds,
+                summary.lag_max_seconds
+            ),
+            (50, 99, 100)
+        );
+        assert_eq!(summary.most_lagging.map(|c| c.xmid), Some("X000".into()));
+        assert_eq!(first.len(), 40);
+        assert_eq!(first[0].xmid, "X000");
+        assert_eq!(next.as_deref(), Some("authorizations/X039"));
+        let (_, second, next) = page(Some(40), None, next.as_deref());
+        assert_eq!(second[0].xmid, "X040");
+        let (_, third, next) = page(Some(40), None, next.as_deref());
+        assert_eq!(
+            (third.len(), third[19].xmid.as_str(), next),
+            (20, "X099", None)
+        );
+        let (_, worst, next) = page(Some(3), Some(CursorSort::Lag), None);
+        let lags: Vec<u64> = worst.iter().map(|c| c.lag_seconds).collect();
+        assert_eq!((lags, next), (vec![100, 99, 98], None));
+        let (summary, none, next) = page(Some(0), None, None);
+        assert_eq!((summary.count, none.len(), next), (100, 0, None));
+        let (empty, listed, next) = paged(Vec::new(), &CursorPage::default());
+        assert_eq!(
+            (empty.count, empty.lag_max_seconds, listed.len(), next),
+            (0, 0, 0, None)
+        );
+    }
 
     #[test]
     fn an_unknown_sink_or_action_is_named_with_what_exists() {

@@ -9,8 +9,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::api::{
-    ApiError, BackfillStart, BackfillStatus, DeadLetterFilter, DeadLetterView, EndpointOutcome,
-    MerchantOutcome, ReplayOutcome, ReplayRequest, StateView,
+    ApiError, BackfillStart, BackfillStatus, CursorPage, DeadLetterFilter, DeadLetterView,
+    EndpointOutcome, MerchantOutcome, ReplayOutcome, ReplayRequest, StateView,
 };
 use super::auth::Outcome;
 use super::ops::{self, OpError};
@@ -70,15 +70,24 @@ async fn blocking<T: Send + 'static>(
         .map_err(OpError::Task)?
 }
 
-/// The running state: cursors and lag per XMID and resource, outboxes, dead letters,
-/// endpoints, paused merchants, roster, cluster shards, the backfill.
-#[utoipa::path(get, path = "/v1/state", tag = "state",
-    responses((status = 200, body = StateView), (status = 401, body = ApiError)))]
-pub(super) async fn state(State(c): State<Arc<Context>>) -> Response {
+/// The running state: cursors and lag per XMID and resource (a page of them, and a summary
+/// of all), outboxes, dead letters, endpoints, paused merchants, roster, cluster shards, the
+/// backfill.
+#[utoipa::path(get, path = "/v1/state", tag = "state", params(CursorPage),
+    responses((status = 200, body = StateView), (status = 400, body = ApiError), (status = 401, body = ApiError)))]
+pub(super) async fn state(
+    State(c): State<Arc<Context>>,
+    Query(page): Query<CursorPage>,
+) -> Response {
     let context = c.clone();
-    match blocking(move || Ok(context.state()?)).await {
+    match blocking(move || Ok(context.state(&page)?)).await {
         Ok(view) => {
-            let outcome = format!("{} cursors, {} sinks", view.cursors.len(), view.sinks.len());
+            let outcome = format!(
+                "{} of {} cursors, {} sinks",
+                view.cursors.len(),
+                view.cursor_summary.count,
+                view.sinks.len()
+            );
             answer(StatusCode::OK, view, outcome)
         }
         Err(e) => e.into_response(),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use mxc_relay::admin::api::StateView;
+use mxc_relay::admin::api::{CursorPage, CursorSort, StateView};
 use mxc_relay::admin::ops;
 use mxc_relay::config::{Config, SinkConfig};
 use mxc_relay::store::Store;
@@ -22,15 +22,33 @@ pub struct StateArgs {
     /// The view as JSON (what the admin API's /v1/state answers).
     #[arg(long)]
     json: bool,
+    /// List at most this many cursors (every one is in the summary line).
+    #[arg(long, default_value_t = CursorPage::DEFAULT_LIMIT)]
+    limit: usize,
+    /// `xmid`: by resource and XMID; `lag`: the most lagging first.
+    #[arg(long, default_value = "xmid", value_parser = ["xmid", "lag"])]
+    sort: String,
 }
 
 pub async fn run(args: StateArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.config)?;
+    let page = CursorPage {
+        limit: Some(args.limit),
+        sort: Some(if args.sort == "lag" {
+            CursorSort::Lag
+        } else {
+            CursorSort::Xmid
+        }),
+        after: None,
+    };
     let view = match Service::find(&config)? {
-        Service::Running(api) => api.get::<StateView>("/v1/state").await?,
+        Service::Running(api) => {
+            let path = format!("/v1/state?limit={}&sort={}", args.limit, args.sort);
+            api.get::<StateView>(&path).await?
+        }
         Service::Stopped => {
             let store = Store::open_for(&config)?;
-            ops::state(&store, &sink_names(&config), &webhook_names(&config))?
+            ops::state(&store, &sink_names(&config), &webhook_names(&config), &page)?
         }
     };
     if args.json {
@@ -81,8 +99,30 @@ fn print(view: &StateView) {
             humantime::format_duration(std::time::Duration::from_secs(c.lag_seconds)).to_string()
         );
     }
-    if view.cursors.is_empty() {
+    let summary = &view.cursor_summary;
+    if summary.count == 0 {
         println!("(no XMID polled yet)");
+    } else if (view.cursors.len() as u64) < summary.count {
+        println!(
+            "({} of {} listed: --limit, --sort lag, or --json for the rest)",
+            view.cursors.len(),
+            summary.count
+        );
+    }
+    if summary.count > 0 {
+        let lag = |s: u64| humantime::format_duration(std::time::Duration::from_secs(s));
+        let worst = summary
+            .most_lagging
+            .as_ref()
+            .map(|c| format!(" ({} {})", c.resource, c.xmid))
+            .unwrap_or_default();
+        println!(
+            "cursors: {}; lag p50 {}, p99 {}, max {}{worst}",
+            summary.count,
+            lag(summary.lag_p50_seconds),
+            lag(summary.lag_p99_seconds),
+            lag(summary.lag_max_seconds),
+        );
     }
     println!();
     println!("seen record ids: {}", view.seen_ids);

@@ -764,3 +764,61 @@ async fn two_hundred_half_open_connections_do_not_lock_an_operator_out() {
     assert!(state["sinks"].is_array(), "{state}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_of_a_large_fleet_comes_in_pages_with_a_summary_of_every_cursor() {
+    let scene = Scene::new(7, 204, &ten_minutes_ago(), "group_size = 1").await;
+    let service = scene.start().await;
+    let count = |state: &Value| state["cursor_summary"]["count"].as_u64().unwrap_or(0);
+    let mut state = Value::Null;
+    for _ in 0..60 {
+        state = service.get("/v1/state?limit=0").await;
+        if count(&state) == 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(count(&state), 7, "one cursor per XMID: {state}");
+    assert_eq!(state["cursors"], json!([]), "limit 0: the summary only");
+    assert!(state.get("cursors_next").is_none(), "{state}");
+
+    // Pages of 3, by XMID: each cursor once, in order, then no next page.
+    let mut listed: Vec<String> = Vec::new();
+    let mut path = "/v1/state?limit=3".to_string();
+    let mut pages = 0;
+    loop {
+        let page = service.get(&path).await;
+        pages += 1;
+        let cursors = page["cursors"].as_array().unwrap();
+        assert!(cursors.len() <= 3, "{page}");
+        listed.extend(
+            cursors
+                .iter()
+                .map(|c| c["xmid"].as_str().unwrap().to_string()),
+        );
+        match page["cursors_next"].as_str() {
+            Some(next) => path = format!("/v1/state?limit=3&after={next}"),
+            None => break,
+        }
+        assert!(pages < 5, "pages never end: {listed:?}");
+    }
+    assert_eq!(pages, 3);
+    let mut expected = scene.xmids.clone();
+    expected.sort();
+    assert_eq!(listed, expected, "every XMID once, in order");
+
+    // The most lagging first: the first is the summary's worst.
+    let worst = service.get("/v1/state?limit=2&sort=lag").await;
+    let cursors = worst["cursors"].as_array().unwrap();
+    assert_eq!(cursors.len(), 2);
+    let summary = &worst["cursor_summary"];
+    assert!(cursors[0]["lag_seconds"].as_u64() >= cursors[1]["lag_seconds"].as_u64());
+    assert_eq!(cursors[0]["lag_seconds"], summary["lag_max_seconds"]);
+    assert!(summary["lag_p50_seconds"].as_u64() <= summary["lag_p99_seconds"].as_u64());
+    assert!(worst.get("cursors_next").is_none(), "{worst}");
+
+    // The CLI says how many it left out, and summarises them all.
+    let text = service.cli(&["state", "--limit", "2", "--sort", "lag"]);
+    assert!(text.contains("(2 of 7 listed"), "{text}");
+    assert!(text.contains("cursors: 7; lag p50"), "{text}");
+}
