@@ -289,7 +289,7 @@ fn paged(
         cursors.truncate(limit);
         return (summary, cursors, None);
     }
-    cursors.sort_by(|a, b| page_key(a).cmp(&page_key(b)));
+    cursors.sort_by_cached_key(page_key);
     let start = match &page.after {
         Some(after) => cursors.partition_point(|c| page_key(c) <= *after),
         None => 0,
