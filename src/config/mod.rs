@@ -38,7 +38,7 @@ pub use routes::{RedactConfig, RouteConfig};
 pub use sinks::{KafkaKey, SinkConfig, StdoutFormat};
 pub use store::{Durability, StoreConfig};
 pub use telemetry::TelemetryConfig;
-pub use webhook::{default_schedule, WebhookConfig};
+pub use webhook::{default_schedule, WebhookConfig, WebhookUrl};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default)]

@@ -14,7 +14,9 @@ use mxc::Secret;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct WebhookConfig {
     /// `https://…` (or `http://…` with `allow_insecure = true`). Redirects are not followed.
-    pub url: String,
+    /// Credentials in it (`https://user:password@host/…`) are sent as an `Authorization:
+    /// Basic` header and kept out of every log line (see [`WebhookUrl`]).
+    pub url: WebhookUrl,
     /// Signing secrets, `whsec_…` (`mxc-relay webhook secret` makes one). Several = rotation:
     /// each delivery carries one signature per secret. Prefer `secrets_env`.
     #[serde(default)]
@@ -100,11 +102,92 @@ const RESERVED_HEADERS: &[&str] = &[
     "host",
 ];
 
+/// A webhook's URL without its credentials. `user:password@` in the configured URL (a common
+/// way to give a receiver Basic auth) is taken out as the configuration is read and kept as
+/// the `Authorization: Basic` value, a secret: the URL the HTTP client sees, and so its
+/// connection pool's DEBUG and TRACE lines, holds none. `Debug` shows it without its query,
+/// which may hold a token too.
+#[derive(Clone, PartialEq)]
+pub struct WebhookUrl {
+    url: String,
+    /// `Basic base64(user:password)`.
+    basic: Option<Secret>,
+    /// The password alone, scrubbed from receivers' answers should one echo it.
+    password: Option<Secret>,
+}
+
+impl WebhookUrl {
+    /// The `Authorization` value the URL's credentials make, if it had any.
+    pub fn basic_auth(&self) -> Option<&Secret> {
+        self.basic.as_ref()
+    }
+
+    /// What a receiver's answer must not repeat: the Basic value and the password.
+    pub fn secrets(&self) -> impl Iterator<Item = &Secret> {
+        self.basic.iter().chain(self.password.iter())
+    }
+}
+
+impl From<String> for WebhookUrl {
+    fn from(raw: String) -> WebhookUrl {
+        use base64::Engine;
+        let decoded = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        match url::Url::parse(&raw) {
+            Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                let user = decoded(url.username());
+                let password = decoded(url.password().unwrap_or(""));
+                let token =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+                // Only a URL that cannot be a base fails these; a credential cannot be in one.
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                WebhookUrl {
+                    url: url.to_string(),
+                    basic: Some(Secret::new(format!("Basic {token}"))),
+                    password: (!password.is_empty()).then(|| Secret::new(password)),
+                }
+            }
+            _ => WebhookUrl {
+                url: raw,
+                basic: None,
+                password: None,
+            },
+        }
+    }
+}
+
+impl std::ops::Deref for WebhookUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for WebhookUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", mxc::display_url(&self.url))?;
+        if self.basic.is_some() {
+            f.write_str(" (with Basic credentials)")?;
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<WebhookUrl, D::Error> {
+        String::deserialize(d).map(WebhookUrl::from)
+    }
+}
+
 impl WebhookConfig {
     /// A webhook to `url` signed with `secret`, every other setting at its default.
     pub fn new(url: impl Into<String>, secret: &str) -> WebhookConfig {
         WebhookConfig {
-            url: url.into(),
+            url: WebhookUrl::from(url.into()),
             secrets: vec![Secret::new(secret)],
             secrets_env: None,
             allow_insecure: false,
@@ -169,6 +252,18 @@ impl WebhookConfig {
             ),
             // The URL may hold a token: name the problem, not the text.
             Err(e) => error("url", format!("not a URL ({e})")),
+        }
+        if self.url.basic_auth().is_some()
+            && self
+                .headers
+                .keys()
+                .any(|h| h.eq_ignore_ascii_case("authorization"))
+        {
+            error(
+                "url",
+                "has credentials (user:password@) and headers sets Authorization too: keep one"
+                    .to_string(),
+            );
         }
         if self.secrets.is_empty() {
             error(
@@ -288,5 +383,42 @@ mod durations {
             .iter()
             .map(|t| super::super::duration::parse(t).map_err(serde::de::Error::custom))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url_for_a_basic_header_and_debug_shows_neither() {
+        let url = WebhookUrl::from(
+            "https://hook%20user:p%40ss@hooks.example.com/in?token=t0k".to_string(),
+        );
+        assert_eq!(&*url, "https://hooks.example.com/in?token=t0k");
+        // base64("hook user:p@ss")
+        assert_eq!(
+            url.basic_auth().map(Secret::expose),
+            Some("Basic aG9vayB1c2VyOnBAc3M=")
+        );
+        let shown = format!("{url:?}");
+        assert_eq!(
+            shown,
+            "\"https://hooks.example.com/in?…\" (with Basic credentials)"
+        );
+        let plain = WebhookUrl::from("http://127.0.0.1:9/".to_string());
+        assert_eq!((&*plain, plain.basic_auth()), ("http://127.0.0.1:9/", None));
+        let mut config = WebhookConfig::new("https://u:p@hooks.example.com/", "whsec_x");
+        config
+            .headers
+            .insert("AUTHORIZATION".into(), Secret::new("Bearer y"));
+        let mut errors = Vec::new();
+        config.validate(&|k| format!("sinks.hooks.{k}"), &mut errors);
+        assert!(
+            errors.iter().any(|e| e.path == "sinks.hooks.url"
+                && e.message.contains("headers sets Authorization too")),
+            "{errors:?}"
+        );
+        assert!(!format!("{config:?}").contains("u:p"), "{config:?}");
     }
 }

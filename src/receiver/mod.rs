@@ -52,6 +52,8 @@ pub struct Delivery {
     pub received_at: Instant,
     /// The status answered.
     pub status: u16,
+    /// The `Authorization` header it came with (a secret: not in `Debug`).
+    pub authorization: Option<mxc::Secret>,
 }
 
 impl Delivery {
@@ -241,6 +243,10 @@ impl Drop for Receiver {
 
 async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response {
     let received_at = Instant::now();
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(mxc::Secret::new);
     let header = |name: &str| {
         headers
             .get(name)
@@ -308,6 +314,7 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         body_error,
         received_at,
         status: status.as_u16(),
+        authorization,
     };
     state.counts.add(delivery.outcome());
     if let Some(on_delivery) = &state.config.on_delivery {

@@ -821,4 +821,28 @@ async fn the_state_of_a_large_fleet_comes_in_pages_with_a_summary_of_every_curso
     let text = service.cli(&["state", "--limit", "2", "--sort", "lag"]);
     assert!(text.contains("(2 of 7 listed"), "{text}");
     assert!(text.contains("cursors: 7; lag p50"), "{text}");
+
+    // A token given in the query (an easy mistake) is refused, and the audit line names the
+    // query's keys, not its values.
+    let refused = service
+        .http
+        .get(format!(
+            "{}/v1/state?limit=1&access_token={TOKEN}",
+            service.api
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert!(
+        wait_until(Duration::from_secs(5), || service
+            .log()
+            .contains("GET /v1/state?limit=…&access_token=…"))
+        .await,
+        "the refusal is audited with the query's keys"
+    );
+    assert!(
+        !service.log().contains(TOKEN),
+        "the token is not in the log"
+    );
 }

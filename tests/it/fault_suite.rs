@@ -797,9 +797,13 @@ async fn receiver() -> Receiver {
 }
 
 /// A webhook sink `hooks` to `url` taking every record (route `hooks-all`), signed with the
-/// canary secret, sending the canary header, retried at once, 0.3 s, 0.6 s, then every second.
+/// canary secret, sending the canary header and the canary credentials in its URL (as Basic
+/// auth), retried at once, 0.3 s, 0.6 s, then every second.
 fn add_hooks(config: &mut Config, url: &str, timeout: Duration) -> WebhookConfig {
-    let mut w = WebhookConfig::new(url, &canary::webhook_secret_text());
+    let mut w = WebhookConfig::new(
+        canary::with_url_credentials(url),
+        &canary::webhook_secret_text(),
+    );
     w.allow_insecure = true;
     w.timeout = timeout;
     w.schedule = [0, 300, 600]
@@ -853,8 +857,14 @@ fn delivered_ids(receiver: &Receiver) -> HashSet<String> {
 /// Every record of `expected` delivered under the one webhook-id its route gives it; any
 /// repeat carries that same id and the same body. Returns the largest number of copies.
 fn assert_delivered_once_per_id(receiver: &Receiver, expected: &HashSet<String>) -> usize {
+    let basic = canary::url_basic_auth();
     for d in receiver.deliveries() {
         assert_eq!(d.verified, Ok(0), "verified with the canary secret");
+        assert_eq!(
+            d.authorization.as_ref().map(|a| a.expose()),
+            Some(basic.as_str()),
+            "the URL's credentials, as Basic auth"
+        );
     }
     let by_id = delivered(receiver);
     let mut records = HashSet::new();
@@ -880,9 +890,10 @@ async fn a_receiver_answering_500_then_200_gets_every_event_once() {
     receiver.set_behaviour(Behaviour {
         status: 500,
         body: format!(
-            "bad request, {}: {}",
+            "bad request, {}: {}, password {}",
             canary::HEADER_NAME,
-            canary::HEADER_VALUE
+            canary::HEADER_VALUE,
+            canary::URL_PASSWORD
         ),
         ..Behaviour::default()
     });

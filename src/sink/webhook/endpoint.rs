@@ -96,6 +96,15 @@ impl Endpoint {
             headers.insert(header, v);
             scrub.push(value.clone());
         }
+        // Credentials taken out of the URL (validation refused them beside an Authorization
+        // header): sent as the header, never in the URL the client logs.
+        if let Some(basic) = config.url.basic_auth() {
+            let mut v = HeaderValue::from_str(basic.expose())
+                .map_err(|_| EndpointError::NotAHeaderValue("Authorization (from url)".into()))?;
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+            scrub.extend(config.url.secrets().cloned());
+        }
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)

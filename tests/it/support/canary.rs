@@ -1,5 +1,5 @@
 //! Secret canaries: distinctive values for every secret a test configures (the MXC API key and
-//! password, webhook signing secrets, a webhook header), a global TRACE-level subscriber that
+//! password, webhook signing secrets, a webhook header, credentials in a webhook's URL), a global TRACE-level subscriber that
 //! captures every log line of the test binary in memory (`tracing` events of every target, and
 //! `log` records through tracing-log), and the check that no canary — nor a JWT: any `eyJ`, the
 //! base64 of `{"` that starts every JWT — appears in the logs, in `/metrics`, or in the `Display`
@@ -32,8 +32,23 @@ pub const WEBHOOK_KEY: &[u8] = b"canary-webhook-key-bytes-5e2a91c";
 /// A configured webhook header (its value is a secret: `[sinks.NAME.headers]`).
 pub const HEADER_NAME: &str = "x-canary-authorization";
 pub const HEADER_VALUE: &str = "Bearer canary-header-token-73bd";
+/// Credentials given in a webhook's URL (`http://user:password@…`): sent as Basic auth.
+pub const URL_USER: &str = "canary-hook-user";
+pub const URL_PASSWORD: &str = "canary-url-password-91c";
 /// Every JWT starts with the base64 of `{"`.
 pub const JWT_MARK: &str = "eyJ";
+
+/// `url` (`http://host…`) with the canary credentials in it.
+pub fn with_url_credentials(url: &str) -> String {
+    url.replacen("://", &format!("://{URL_USER}:{URL_PASSWORD}@"), 1)
+}
+
+/// The `Authorization` value the URL's credentials make.
+pub fn url_basic_auth() -> String {
+    let token =
+        base64::engine::general_purpose::STANDARD.encode(format!("{URL_USER}:{URL_PASSWORD}"));
+    format!("Basic {token}")
+}
 
 /// `whsec_` + base64 of [`WEBHOOK_KEY`].
 pub fn webhook_secret_text() -> String {
@@ -61,6 +76,8 @@ pub fn secrets() -> Vec<String> {
         String::from_utf8_lossy(WEBHOOK_KEY).into_owned(),
         HEADER_VALUE.to_string(),
         HEADER_VALUE.trim_start_matches("Bearer ").to_string(),
+        URL_PASSWORD.to_string(),
+        url_basic_auth().trim_start_matches("Basic ").to_string(),
         JWT_MARK.to_string(),
     ]
 }
