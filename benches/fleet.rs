@@ -216,22 +216,51 @@ async fn generated(
     xmids: &[String],
     from: chrono::DateTime<Utc>,
     to: chrono::DateTime<Utc>,
-) -> Vec<String> {
+) -> Vec<Generated> {
     let client = common::sim_client(sim);
-    let mut ids = Vec::new();
+    let mut records = Vec::new();
     for chunk in xmids.chunks(500) {
         let query = mxc::ReportQuery::new(chunk.to_vec(), from, to).by(mxc::TimeBasis::Ingestion);
         let mut pager = client.report_pages(query);
         while let Some(batch) = pager.next_page().await.expect("page") {
-            ids.extend(
-                batch
-                    .records
-                    .iter()
-                    .filter_map(|r| r.id().map(str::to_string)),
-            );
+            records.extend(batch.records.iter().filter_map(|r| {
+                Some(Generated {
+                    id: r.id()?.to_string(),
+                    xmid: r.xmid().unwrap_or_default().to_string(),
+                    created: r.created(),
+                })
+            }));
         }
     }
-    ids
+    records
+}
+
+/// A record the simulator holds, as the missing-record report names it.
+struct Generated {
+    id: String,
+    xmid: String,
+    created: Option<chrono::DateTime<Utc>>,
+}
+
+/// What the instances' stores still hold to deliver, from `mxc-relay state` on each (stopped).
+fn outboxes_left(fleet: &Fleet) -> Vec<u64> {
+    (0..fleet.setup.instances)
+        .map(|i| {
+            let out = Command::new(BIN)
+                .args(["state", "--json", "--limit", "0", "--config"])
+                .arg(fleet.home(i).join("relay.toml"))
+                .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+                .output();
+            out.ok()
+                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+                .map_or(u64::MAX, |v| {
+                    v["sinks"]
+                        .as_array()
+                        .map(|sinks| sinks.iter().filter_map(|s| s["outbox"].as_u64()).sum())
+                        .unwrap_or(u64::MAX)
+                })
+        })
+        .collect()
 }
 
 fn print_gaps(phase: &str, g: &Gaps, goal: Duration) {
@@ -459,16 +488,31 @@ async fn main() {
     )
     .await;
     let copies = delivered(&fleet);
-    let missing = expected
+    let missing: Vec<&Generated> = expected
         .iter()
-        .filter(|id| !copies.contains_key(*id))
-        .count();
+        .filter(|r| !copies.contains_key(&r.id))
+        .collect();
     let repeated: usize = copies.values().map(|n| n - 1).sum();
     println!(
-        "records: {} generated until two intervals before the stop, {missing} of them missing; {} delivered in all, {repeated} repeated",
+        "records: {} generated until two intervals before the stop, {} of them missing; {} delivered in all, {repeated} repeated",
         expected.len(),
+        missing.len(),
         copies.len()
     );
+    if !missing.is_empty() {
+        println!(
+            "  left in the instances' outboxes after the stop: {:?}",
+            outboxes_left(&fleet)
+        );
+        for r in missing.iter().take(10) {
+            println!(
+                "  missing {} (XMID {}, created {})",
+                r.id,
+                r.xmid,
+                r.created.map(|c| c.to_rfc3339()).unwrap_or_default()
+            );
+        }
+    }
     let _ = write_log_summary(&fleet);
 }
 

@@ -85,6 +85,31 @@ struct Held {
     claiming: BTreeMap<u32, Instant>,
     /// Stopping: out of the group, releasing everything.
     leaving: bool,
+    /// A shard past its release time, unclaimed, was said in the log.
+    overdue_said: bool,
+}
+
+/// Which of the shards being released (with their release times) to stop polling now: those
+/// another live instance claims (lists); when leaving, also those past their time, or all when
+/// every other instance leaves too. A shard past its time that no one claims stays polled
+/// while this instance sees other instances (its statuses are read, and none lists it: no one
+/// else polls it, say while the group's rebalance stalls); seeing none, it goes at its time.
+fn releasable(
+    releasing: impl Iterator<Item = (u32, Instant)>,
+    leaving: bool,
+    others: &[InstanceStatus],
+    now: Instant,
+) -> Vec<u32> {
+    let claimed = |shard: &u32| others.iter().any(|o| o.shards.contains(shard));
+    // Leaving with no one to claim (all stopping at once, or the last one): at once.
+    let alone = others.iter().all(|o| o.leaving);
+    let blind = others.is_empty();
+    releasing
+        .filter(|(shard, until)| {
+            claimed(shard) || (now >= *until && (leaving || blind)) || (leaving && alone)
+        })
+        .map(|(shard, _)| shard)
+        .collect()
 }
 
 impl Held {
@@ -97,11 +122,15 @@ impl Held {
             .collect()
     }
 
+    /// The next release or claim time to come (one passed with the shard still polled, being
+    /// unclaimed, is looked at again as statuses change).
     fn next_deadline(&self) -> Instant {
+        let now = Instant::now();
         self.releasing
             .values()
             .map(|(_, at)| *at)
             .chain(self.claiming.values().copied())
+            .filter(|at| *at > now)
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
     }
@@ -225,17 +254,24 @@ impl Sharding {
         let others = self
             .handover
             .live_others(self.session_timeout + 3 * self.state_interval);
-        let claimed = |shard: &u32| others.iter().any(|o| o.shards.contains(shard));
-        // Leaving with no one to claim (all stopping at once, or the last one): at once.
-        let alone = others.iter().all(|o| o.leaving);
-        let release: Vec<u32> = held
+        let release = releasable(
+            held.releasing
+                .iter()
+                .map(|(shard, (_, until))| (*shard, *until)),
+            held.leaving,
+            &others,
+            now,
+        );
+        let overdue: Vec<u32> = held
             .releasing
             .iter()
-            .filter(|(shard, (_, until))| {
-                now >= *until || claimed(shard) || (held.leaving && alone)
-            })
+            .filter(|(shard, (_, until))| now >= *until && !release.contains(shard))
             .map(|(shard, _)| *shard)
             .collect();
+        if !overdue.is_empty() && !held.overdue_said {
+            held.overdue_said = true;
+            tracing::warn!(shards = ?overdue, "shards the group took from this instance are not claimed by any live instance after pollers' release_within: still polled here until one claims them (the group's rebalance has not finished)");
+        }
         if !release.is_empty() {
             self.release(held, &release, polling, roster).await;
         }
@@ -489,5 +525,41 @@ impl Sharding {
             // An error: the task is gone (stopping), and polls nothing.
             let _ = stopped.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(name: &str, shards: &[u32], leaving: bool) -> InstanceStatus {
+        InstanceStatus {
+            instance: name.into(),
+            shards: shards.to_vec(),
+            merchants: 0,
+            at: Utc::now(),
+            stopped: false,
+            lag: Vec::new(),
+            releasing: Vec::new(),
+            leaving,
+        }
+    }
+
+    #[test]
+    fn an_unclaimed_shard_stays_polled_past_its_time_while_others_are_seen() {
+        let now = Instant::now();
+        let past = now - Duration::from_secs(1);
+        let future = now + Duration::from_secs(10);
+        // Shard 1 is claimed by b; 2 is past its time, unclaimed; 3 still has time.
+        let releasing = || [(1, future), (2, past), (3, future)].into_iter();
+        let others = [status("b", &[1], false), status("c", &[7], false)];
+        assert_eq!(releasable(releasing(), false, &others, now), vec![1]);
+        // Leaving, the time bounds the wait.
+        assert_eq!(releasable(releasing(), true, &others, now), vec![1, 2]);
+        // Seeing no other instance (statuses unread, or alone), the time bounds it too.
+        assert_eq!(releasable(releasing(), false, &[], now), vec![2]);
+        // Leaving with every other leaving too: all at once.
+        let leaving = [status("b", &[], true)];
+        assert_eq!(releasable(releasing(), true, &leaving, now), vec![1, 2, 3]);
     }
 }
