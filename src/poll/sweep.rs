@@ -92,6 +92,8 @@ impl Pollers {
                 .sweep(resource, &active, stop, resume_at, most_pages)
                 .await
             {
+                // Cut short by the stop: neither done nor partial.
+                Ok(_) if stop.is_cancelled() => return,
                 Ok(outcome) => {
                     resume_at = outcome.resume_at;
                     if outcome.resume_at.is_some() {
