@@ -100,7 +100,10 @@ impl Pollers {
                         SweepPartial {
                             xmids,
                             resource: resource.name,
-                            outcome: &outcome,
+                            pages: outcome.pages,
+                            found: outcome.found,
+                            resume_at: outcome.resume_at,
+                            total_records: outcome.total_records,
                             window: self.config.reconcile_window,
                             every: self.config.reconcile_every,
                             first: !self.sweeps.partial_said.swap(true, Ordering::Relaxed),

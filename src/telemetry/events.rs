@@ -251,7 +251,11 @@ impl InternalEvent for SweepSucceeded<'_> {
 pub struct SweepPartial<'a> {
     pub xmids: &'a [String],
     pub resource: &'a str,
-    pub outcome: &'a crate::poll::SweepOutcome,
+    /// Pages read, records found, where the next sweep goes on, the window's records.
+    pub pages: usize,
+    pub found: usize,
+    pub resume_at: Option<DateTime<Utc>>,
+    pub total_records: Option<u64>,
     pub window: Duration,
     pub every: Duration,
     pub first: bool,
@@ -260,32 +264,24 @@ pub struct SweepPartial<'a> {
 impl InternalEvent for SweepPartial<'_> {
     fn emit(self, metrics: &Metrics) {
         metrics.sweeps.with_label_values(&["partial"]).inc();
-        let resume_at = self
-            .outcome
-            .resume_at
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
+        let resume_at = self.resume_at.map(|t| t.to_rfc3339()).unwrap_or_default();
         if self.first {
             let records = self
-                .outcome
                 .total_records
                 .map_or("an unknown number of".to_string(), |n| n.to_string());
-            let per_pass = match self.outcome.total_records {
-                Some(n) if self.outcome.pages > 0 => {
-                    format!(
-                        "about {}",
-                        (n as usize).div_ceil(100 * self.outcome.pages).max(2)
-                    )
+            let per_pass = match self.total_records {
+                Some(n) if self.pages > 0 => {
+                    format!("about {}", (n as usize).div_ceil(100 * self.pages).max(2))
                 }
                 _ => "several".to_string(),
             };
             tracing::warn!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
-                pages = self.outcome.pages, found = self.outcome.found, %resume_at,
+                pages = self.pages, found = self.found, %resume_at,
                 "reconciliation sweeps cannot read pollers.reconcile_window ({}) every pollers.reconcile_every ({}) within their share of the request budget: this group's window holds {records} records and a sweep may read {} pages, so each sweep goes on where the last stopped and a whole pass takes {per_pass} sweeps (raise pollers.requests_per_second or reconcile_every, or shorten reconcile_window)",
-                humantime::format_duration(self.window), humantime::format_duration(self.every), self.outcome.pages);
+                humantime::format_duration(self.window), humantime::format_duration(self.every), self.pages);
         } else {
             tracing::debug!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
-                pages = self.outcome.pages, found = self.outcome.found, %resume_at,
+                pages = self.pages, found = self.found, %resume_at,
                 "reconciliation sweep stopped at its share of the budget; the next goes on from here");
         }
     }
@@ -521,6 +517,20 @@ mod tests {
         .emit(&metrics);
         assert_eq!(metrics.sweeps.with_label_values(&["ok"]).get(), 1);
         assert_eq!(metrics.sweeps.with_label_values(&["error"]).get(), 1);
+        SweepPartial {
+            xmids: &xmids,
+            resource: "authorizations",
+            pages: 2,
+            found: 0,
+            resume_at: None,
+            total_records: Some(1_000),
+            window: Duration::from_secs(3600),
+            every: Duration::from_secs(60),
+            first: true,
+        }
+        .emit(&metrics);
+        assert_eq!(metrics.sweeps.with_label_values(&["partial"]).get(), 1);
+        assert_eq!(metrics.sweeps.with_label_values(&["ok"]).get(), 1);
 
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         RosterMerchantsStarted {
