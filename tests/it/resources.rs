@@ -113,7 +113,15 @@ async fn disputes_batches_and_deposits_reach_kafka_and_webhooks_with_their_own_e
     }
     let needed: usize = must.values().map(HashMap::len).sum();
     let deadline = Instant::now() + Duration::from_secs(90);
-    while (metrics.events("kafka", "delivered") as usize) < needed && Instant::now() < deadline {
+    // The count alone can be reached early: other resources' later records count too, while
+    // the last authorizations before `until` wait for the settle time. So also wait until a
+    // poll has surely covered `until` (settle, then two intervals).
+    let covered = until
+        + chrono::Duration::from_std(c.pollers.settle).unwrap()
+        + chrono::Duration::seconds(2 * c.pollers.interval.as_secs() as i64 + 1);
+    while ((metrics.events("kafka", "delivered") as usize) < needed || Utc::now() < covered)
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(
