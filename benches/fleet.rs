@@ -242,8 +242,9 @@ struct Generated {
     created: Option<chrono::DateTime<Utc>>,
 }
 
-/// What the instances' stores still hold to deliver, from `mxc-relay state` on each (stopped).
-fn outboxes_left(fleet: &Fleet) -> Vec<u64> {
+/// What the instances' stores still hold to deliver, from `mxc-relay state` on each (stopped);
+/// `None` where it could not be read.
+fn outboxes_left(fleet: &Fleet) -> Vec<Option<u64>> {
     (0..fleet.setup.instances)
         .map(|i| {
             let out = Command::new(BIN)
@@ -251,14 +252,9 @@ fn outboxes_left(fleet: &Fleet) -> Vec<u64> {
                 .arg(fleet.home(i).join("relay.toml"))
                 .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
                 .output();
-            out.ok()
-                .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-                .map_or(u64::MAX, |v| {
-                    v["sinks"]
-                        .as_array()
-                        .map(|sinks| sinks.iter().filter_map(|s| s["outbox"].as_u64()).sum())
-                        .unwrap_or(u64::MAX)
-                })
+            let state: serde_json::Value = serde_json::from_slice(&out.ok()?.stdout).ok()?;
+            let sinks = state["sinks"].as_array()?;
+            Some(sinks.iter().filter_map(|s| s["outbox"].as_u64()).sum())
         })
         .collect()
 }

@@ -104,6 +104,11 @@ impl Pollers {
                             found: outcome.found,
                             resume_at: outcome.resume_at,
                             total_records: outcome.total_records,
+                            sweeps_per_pass: outcome.total_records.map(|n| {
+                                (n as usize).div_ceil(
+                                    self.config.page_size.max(1) as usize * outcome.pages.max(1),
+                                )
+                            }),
                             window: self.config.reconcile_window,
                             every: self.config.reconcile_every,
                             first: !self.sweeps.partial_said.swap(true, Ordering::Relaxed),

@@ -251,11 +251,13 @@ impl InternalEvent for SweepSucceeded<'_> {
 pub struct SweepPartial<'a> {
     pub xmids: &'a [String],
     pub resource: &'a str,
-    /// Pages read, records found, where the next sweep goes on, the window's records.
+    /// Pages read, records found, where the next sweep goes on, the window's records, and
+    /// the sweeps a whole pass over it takes at this pace.
     pub pages: usize,
     pub found: usize,
     pub resume_at: Option<DateTime<Utc>>,
     pub total_records: Option<u64>,
+    pub sweeps_per_pass: Option<usize>,
     pub window: Duration,
     pub every: Duration,
     pub first: bool,
@@ -269,12 +271,9 @@ impl InternalEvent for SweepPartial<'_> {
             let records = self
                 .total_records
                 .map_or("an unknown number of".to_string(), |n| n.to_string());
-            let per_pass = match self.total_records {
-                Some(n) if self.pages > 0 => {
-                    format!("about {}", (n as usize).div_ceil(100 * self.pages).max(2))
-                }
-                _ => "several".to_string(),
-            };
+            let per_pass = self
+                .sweeps_per_pass
+                .map_or("several".to_string(), |n| format!("about {}", n.max(2)));
             tracing::warn!(target: SWEEP, xmids = %self.xmids.join(","), resource = self.resource,
                 pages = self.pages, found = self.found, %resume_at,
                 "reconciliation sweeps cannot read pollers.reconcile_window ({}) every pollers.reconcile_every ({}) within their share of the request budget: this group's window holds {records} records and a sweep may read {} pages, so each sweep goes on where the last stopped and a whole pass takes {per_pass} sweeps (raise pollers.requests_per_second or reconcile_every, or shorten reconcile_window)",
@@ -524,6 +523,7 @@ mod tests {
             found: 0,
             resume_at: None,
             total_records: Some(1_000),
+            sweeps_per_pass: Some(5),
             window: Duration::from_secs(3600),
             every: Duration::from_secs(60),
             first: true,

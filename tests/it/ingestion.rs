@@ -363,6 +363,32 @@ async fn with_late_indexing_and_mxc_a_minute_ahead_or_behind_no_record_is_missed
     }
 }
 
+/// A pipeline in `auto` polling from 10 minutes back, while 150 records arrive up to 5
+/// minutes late (within the default 10-minute look-back, which a fallback to transaction
+/// time leans on); returns once the 150 are delivered, with their ids and the archive.
+async fn deliver_after_a_fallback(
+    sim: &RunningSim,
+    xmids: &[String],
+    dir: &Path,
+) -> (Pipeline, HashSet<String>, PathBuf) {
+    let mut config = pipeline_config(sim, xmids, dir);
+    // On transaction time the start is a transaction time: from 10 minutes back.
+    config.pollers.start = mxc::instant(sim.now() - minutes(10));
+    assert_eq!(config.pollers.cursor, CursorMode::Auto);
+    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
+    for late in [0, 1, 5] {
+        arrive_late(sim, 50, xmids, minutes(late));
+    }
+    tokio::time::sleep(INDEXED).await;
+    let expected =
+        by_transaction_time(&client(sim), xmids, sim.now() - minutes(9), sim.now()).await;
+    assert_eq!(expected.len(), 150);
+    let archive = dir.join("archive.jsonl");
+    let delivered = wait_until(Duration::from_secs(30), || line_count(&archive) >= 150).await;
+    assert!(delivered, "{} of 150 delivered", line_count(&archive));
+    (pipeline, expected, archive)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_mxc_refuses_created_queries_the_relay_falls_back_out_loud_and_delivers_everything() {
     capture_logs();
@@ -373,22 +399,7 @@ async fn when_mxc_refuses_created_queries_the_relay_falls_back_out_loud_and_deli
     .await;
     let xmids: Vec<String> = sim.xmids()[..4].to_vec();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = pipeline_config(&sim, &xmids, dir.path());
-    // On transaction time the start is a transaction time: from 10 minutes back.
-    config.pollers.start = mxc::instant(sim.now() - minutes(10));
-    assert_eq!(config.pollers.cursor, CursorMode::Auto);
-    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
-    // Records up to 5 minutes late: within the default 10-minute look-back.
-    for late in [0, 1, 5] {
-        arrive_late(&sim, 50, &xmids, minutes(late));
-    }
-    tokio::time::sleep(INDEXED).await;
-    let expected =
-        by_transaction_time(&client(&sim), &xmids, sim.now() - minutes(9), sim.now()).await;
-    assert_eq!(expected.len(), 150);
-    let archive = dir.path().join("archive.jsonl");
-    let delivered = wait_until(Duration::from_secs(30), || line_count(&archive) >= 150).await;
-    assert!(delivered, "{} of 150 delivered", line_count(&archive));
+    let (pipeline, expected, archive) = deliver_after_a_fallback(&sim, &xmids, dir.path()).await;
     let route = "GET /report/v1/tsys/authorization";
     let refused = sim.stats().requests_with(route, 400);
     tokio::time::sleep(Duration::from_secs(2)).await; // two more polls each
@@ -458,20 +469,7 @@ async fn when_mxc_ignores_the_created_range_the_relay_notices_and_falls_back_out
     sim.generate(20, &xmids, early, sim.now()).unwrap();
     sim.set_faults(ignoring);
     let dir = tempfile::tempdir().unwrap();
-    let mut config = pipeline_config(&sim, &xmids, dir.path());
-    config.pollers.start = mxc::instant(sim.now() - minutes(10));
-    assert_eq!(config.pollers.cursor, CursorMode::Auto);
-    let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
-    for late in [0, 1, 5] {
-        arrive_late(&sim, 50, &xmids, minutes(late));
-    }
-    tokio::time::sleep(INDEXED).await;
-    let expected =
-        by_transaction_time(&client(&sim), &xmids, sim.now() - minutes(9), sim.now()).await;
-    assert_eq!(expected.len(), 150);
-    let archive = dir.path().join("archive.jsonl");
-    let delivered = wait_until(Duration::from_secs(30), || line_count(&archive) >= 150).await;
-    assert!(delivered, "{} of 150 delivered", line_count(&archive));
+    let (pipeline, expected, archive) = deliver_after_a_fallback(&sim, &xmids, dir.path()).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // two more polls each
 
     let metrics = pipeline.metrics.clone();
