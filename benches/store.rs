@@ -96,6 +96,7 @@ fn event(record_id: &str, body: &str) -> Event {
         record_id: record_id.into(),
         occurred_at: Some("2026-12-01T00:00:00.000Z".into()),
         fetched_at_ms: 1_764_000_000_000,
+        traceparent: None,
         body: format!("{{\"data\":{{\"id\":\"{record_id}\",\"pad\":\"{body}\"}}}}").into(),
     }
 }

@@ -102,6 +102,7 @@ fn event(i: usize, data: &str) -> Event {
         record_id,
         occurred_at: Some("2026-11-28T10:00:00.000Z".into()),
         fetched_at_ms: 0,
+        traceparent: None,
     }
 }
 

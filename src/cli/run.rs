@@ -27,9 +27,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
     tokio::pin!(shutdown);
     let mut config = Config::load_for_run(&args.config)?;
-    telemetry::init_logging(&config.log.level, config.log.format);
+    let metrics = Metrics::new();
+    let traces = telemetry::init(
+        &config.log.level,
+        config.log.format,
+        Some((&config.telemetry.traces, &metrics)),
+    )?;
+    if config.telemetry.traces.enabled() {
+        tracing::info!(collector = %config.telemetry.traces.traces_url(),
+            sampling_ratio = config.telemetry.traces.sampling_ratio, "exporting traces");
+    }
     let mut pipeline = tokio::select! {
-        started = Pipeline::start(&config, Metrics::new()) => started?,
+        started = Pipeline::start(&config, metrics) => started?,
         _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
     };
     // The store is open (and locked): this process is the one `mxc-relay reload` signals.
@@ -68,6 +77,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     super::exit_on_second_signal();
     tracing::info!("stopping: finishing in-flight deliveries (a second signal exits at once)");
     let stopped = pipeline.shutdown().await;
+    if let Some(traces) = traces {
+        // The last deliveries' spans.
+        traces.shutdown(std::time::Duration::from_secs(5)).await;
+    }
     Discovery::remove(&config.store.path);
     control.remove();
     stopped?;

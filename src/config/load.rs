@@ -194,6 +194,7 @@ impl Config {
 
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         self.mxc.apply_env(env);
+        self.telemetry.traces.apply_env(env);
         // One file for every replica, each naming itself (a pod's name, say).
         if let Some(name) = env("MXC_CLUSTER_INSTANCE").filter(|v| !v.is_empty()) {
             self.cluster.instance = name;

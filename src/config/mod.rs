@@ -37,7 +37,7 @@ pub use pollers::{CursorMode, GroupSize, PollersConfig, RosterConfig, ROSTER};
 pub use routes::{RedactConfig, RouteConfig};
 pub use sinks::{KafkaKey, SinkConfig, StdoutFormat};
 pub use store::{Durability, StoreConfig};
-pub use telemetry::TelemetryConfig;
+pub use telemetry::{TelemetryConfig, TracesConfig};
 pub use webhook::{default_schedule, WebhookConfig, WebhookUrl};
 
 /// The whole configuration.

@@ -42,7 +42,7 @@ use crate::telemetry::events::{
     BudgetWaited, InternalEvent, PageAdmitted, PageFetched, PollFailed, PollSucceeded,
     RecordOutsideWindow, RecordOversize, RecordUnreadable, RecordWithoutId, RecordWrongType,
 };
-use crate::telemetry::Metrics;
+use crate::telemetry::{traces, Metrics};
 use mxc::{Batch, Client, MxcError, Record, ReportQuery, Resource, TimeBasis};
 
 /// A record whose JSON is larger than this is counted (`outcome="oversize"`) and logged: it is
@@ -374,7 +374,15 @@ impl Pollers {
         let mut poll_now = self.merchants.subscribe();
         loop {
             let started = tokio::time::Instant::now();
-            let delay = match self.poll_once(resource, xmids).await {
+            let span = poll_span("poll", resource, xmids);
+            let polled =
+                tracing::Instrument::instrument(self.poll_once(resource, xmids), span.clone())
+                    .await;
+            if let Err(error) = &polled {
+                failed_span(&span, error);
+            }
+            drop(span);
+            let delay = match polled {
                 Ok(()) => {
                     PollSucceeded.emit(&self.metrics);
                     delays = backoff();
@@ -528,6 +536,7 @@ impl Pollers {
         // with the cursors where they were. Only pages that are requested spend the budget
         // (the pager knows when it is done).
         let mut fetched: Option<Batch> = None;
+        let (mut pages, mut new, mut duplicate) = (0usize, 0usize, 0usize);
         loop {
             let next = async {
                 if pager.is_done() {
@@ -541,12 +550,16 @@ impl Pollers {
                     Some(batch) => self
                         .admit_batch(resource, batch, &cursors, &window, &source, seen.as_mut())
                         .await
-                        .map(|_| ()),
-                    None => Ok(()),
+                        .map(Some),
+                    None => Ok(None),
                 }
             };
             let (next, admitted) = futures::future::join(next, admit).await;
-            admitted?;
+            if let Some(outcome) = admitted? {
+                pages += 1;
+                new += outcome.new;
+                duplicate += outcome.duplicate;
+            }
             match next? {
                 Some(batch) => {
                     // Trust, but check: a server that ignores the range would have the cursor
@@ -577,6 +590,10 @@ impl Pollers {
             })
             .collect();
         self.store.admit(&[], &moved).await?;
+        let span = tracing::Span::current();
+        span.record("mxc_relay.pages", pages);
+        span.record("mxc_relay.records.new", new);
+        span.record("mxc_relay.records.duplicate", duplicate);
         if let (Some(handover), Some(mut seen)) = (&self.handover, seen) {
             let states = moved
                 .iter()
@@ -654,10 +671,18 @@ impl Pollers {
         let (admissions, known) =
             self.admissions(resource, &batch.records, cursors, window, seen)?;
         self.store.check_space()?;
-        let outcome = self.store.admit(&admissions, &[]).await?;
+        let span = tracing::info_span!(target: traces::TARGET, "admit",
+            otel.name = "admit", mxc_relay.resource = resource.name,
+            mxc_relay.records = batch.records.len(), mxc_relay.records.new = tracing::field::Empty,
+            mxc_relay.records.duplicate = tracing::field::Empty);
+        let admitted = self.store.admit(&admissions, &[]);
+        let mut outcome = tracing::Instrument::instrument(admitted, span.clone()).await?;
+        outcome.duplicate += known;
+        span.record("mxc_relay.records.new", outcome.new);
+        span.record("mxc_relay.records.duplicate", outcome.duplicate);
         PageAdmitted {
             new: outcome.new,
-            duplicate: known + outcome.duplicate,
+            duplicate: outcome.duplicate,
             enqueued: &outcome.enqueued,
         }
         .emit(&self.metrics);
@@ -686,6 +711,11 @@ impl Pollers {
             .collect();
         let tree = TreeNeed::of(routes.iter().copied());
         let fetched_at_ms = Utc::now().timestamp_millis();
+        // Traces on: each record's span is under the poll's (a sampled trace), or the record
+        // carries the poll's unsampled context on.
+        let poll = tracing::Span::current();
+        let poll_context = traces::traceparent(&poll);
+        let per_record = poll_context.as_deref().is_some_and(traces::is_sampled);
         // `seen` is collected only for a handoff.
         let max_ids = self
             .handover
@@ -751,11 +781,22 @@ impl Pollers {
                 .emit(&self.metrics);
             }
             let value = tree.read(record);
-            let events = routes
+            let mut events: Vec<crate::route::Event> = routes
                 .iter()
                 .filter(|r| r.matches(&value))
                 .map(|r| r.event(record, id, &value, fetched_at_ms))
                 .collect();
+            if poll_context.is_some() {
+                let traceparent = if per_record {
+                    let span = record_span(&poll, resource, xmid, id, events.len());
+                    traces::traceparent(&span)
+                } else {
+                    poll_context.clone()
+                };
+                for event in &mut events {
+                    event.traceparent.clone_from(&traceparent);
+                }
+            }
             out.push(Admission {
                 record_id,
                 xmid: xmid.to_string(),
@@ -764,6 +805,66 @@ impl Pollers {
         }
         Ok((out, known))
     }
+}
+
+/// The root span of a poll (or sweep) of a group: one trace each.
+pub(crate) fn poll_span(kind: &str, resource: &Resource, xmids: &[String]) -> tracing::Span {
+    tracing::info_span!(target: traces::TARGET, parent: None, "poll",
+        otel.name = %format_args!("{kind} {}", resource.name),
+        otel.kind = "internal",
+        mxc_relay.resource = resource.name,
+        // The group by a digest of its XMIDs: the same group, the same id, and no account
+        // number in the span.
+        mxc_relay.group = %format_args!("{:08x}", crc32fast::hash(xmids.join(",").as_bytes())),
+        mxc_relay.xmids.count = xmids.len(),
+        mxc_relay.pages = tracing::field::Empty,
+        mxc_relay.records.new = tracing::field::Empty,
+        mxc_relay.records.duplicate = tracing::field::Empty,
+        mxc.status = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_message = tracing::field::Empty,
+    )
+}
+
+/// Marks a poll's span failed, with MXC's status when it answered.
+pub(crate) fn failed_span(span: &tracing::Span, error: &PollError) {
+    if span.is_disabled() {
+        return;
+    }
+    let kind = match error {
+        PollError::Mxc(e) => {
+            if let Some(status) = e.status() {
+                span.record("mxc.status", status);
+            }
+            e.kind()
+        }
+        PollError::Store(_) => "store",
+        PollError::FilterIgnored(_) => "filter_ignored",
+    };
+    span.record("error.type", kind);
+    span.record("otel.status_code", "ERROR");
+    span.record("otel.status_message", error.to_string());
+}
+
+/// A new record's span (OpenTelemetry messaging's "create"): its context goes with its events.
+fn record_span(
+    poll: &tracing::Span,
+    resource: &Resource,
+    xmid: &str,
+    record_id: &str,
+    events: usize,
+) -> tracing::Span {
+    tracing::info_span!(target: traces::TARGET, parent: poll, "create",
+        otel.name = %format_args!("create {}", resource.name),
+        otel.kind = "producer",
+        messaging.operation.type = "create",
+        messaging.operation.name = "create",
+        mxc_relay.resource = resource.name,
+        mxc_relay.xmid = xmid,
+        mxc_relay.record_id = record_id,
+        mxc_relay.events = events,
+    )
 }
 
 fn error_retry_after(error: &PollError) -> Option<Duration> {

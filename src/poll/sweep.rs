@@ -17,6 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
@@ -88,10 +89,18 @@ impl Pollers {
                 continue;
             }
             let most_pages = self.sweep_pages();
-            match self
-                .sweep(resource, &active, stop, resume_at, most_pages)
-                .await
-            {
+            let span = super::poll_span("sweep", resource, &active);
+            let swept = self.sweep(resource, &active, stop, resume_at, most_pages);
+            let swept = tracing::Instrument::instrument(swept, span.clone()).await;
+            match &swept {
+                Ok(outcome) => {
+                    span.record("mxc_relay.pages", outcome.pages);
+                    span.record("mxc_relay.records.new", outcome.found);
+                }
+                Err(error) => super::failed_span(&span, error),
+            }
+            drop(span);
+            match swept {
                 // Cut short by the stop: neither done nor partial.
                 Ok(_) if stop.is_cancelled() => return,
                 Ok(outcome) => {
@@ -223,6 +232,21 @@ impl Pollers {
             let (admissions, _) = self.admissions(resource, &missed, &[], &window, None)?;
             self.store.check_space()?;
             let admitted = self.store.admit(&admissions, &[]).await?;
+            let sweep = tracing::Span::current();
+            if !sweep.is_disabled() {
+                for admission in &admissions {
+                    sweep.add_event(
+                        "reconciled",
+                        vec![
+                            opentelemetry::KeyValue::new(
+                                "mxc_relay.record_id",
+                                admission.record_id.clone(),
+                            ),
+                            opentelemetry::KeyValue::new("mxc_relay.xmid", admission.xmid.clone()),
+                        ],
+                    );
+                }
+            }
             self.metrics
                 .records
                 .with_label_values(&["reconciled"])

@@ -54,6 +54,8 @@ pub struct Delivery {
     pub status: u16,
     /// The `Authorization` header it came with (a secret: not in `Debug`).
     pub authorization: Option<mxc::Secret>,
+    /// The W3C `traceparent` header it came with: the span of the record it carries.
+    pub traceparent: Option<String>,
 }
 
 impl Delivery {
@@ -243,6 +245,10 @@ impl Drop for Receiver {
 
 async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response {
     let received_at = Instant::now();
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -315,6 +321,7 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         received_at,
         status: status.as_u16(),
         authorization,
+        traceparent,
     };
     state.counts.add(delivery.outcome());
     if let Some(on_delivery) = &state.config.on_delivery {

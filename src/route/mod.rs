@@ -65,6 +65,10 @@ pub struct Event {
     /// When the record was fetched (unix ms): delivery latency is measured from it.
     #[serde(default)]
     pub fetched_at_ms: i64,
+    /// The W3C `traceparent` of the record's span (traces on): its deliveries continue the
+    /// trace, here and at the consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Route {
@@ -169,6 +173,7 @@ impl Route {
             occurred_at,
             body: ByteString::from(body),
             fetched_at_ms,
+            traceparent: None,
         }
     }
 }

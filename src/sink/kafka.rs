@@ -11,6 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::Delivery;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
@@ -19,6 +20,7 @@ use crate::config::kafka::{producer_config, refusal};
 use crate::config::KafkaKey;
 use crate::route::Event;
 use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
+use crate::telemetry::traces;
 use mxc::Secret;
 
 pub struct KafkaSink {
@@ -150,6 +152,47 @@ fn cloudevents_headers(
     headers
 }
 
+/// The span of one event's send (OpenTelemetry's messaging conventions), under its record's
+/// span; none when traces are off or the record's trace is not sampled.
+fn send_span(event: &Event, topic: &str, key: &str) -> tracing::Span {
+    traces::continuing(event.traceparent.as_deref(), || {
+        tracing::info_span!(target: traces::TARGET, parent: None, "send",
+            otel.name = %format_args!("send {topic}"),
+            otel.kind = "producer",
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.operation.name = "send",
+            messaging.destination.name = topic,
+            messaging.message.id = event.id.as_str(),
+            messaging.kafka.message.key = key,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            mxc_relay.sink = event.sink.as_str(),
+            error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+            otel.status_message = tracing::field::Empty,
+        )
+    })
+}
+
+/// Ends a send's span: where the broker put the message, or why it did not take it (a dead
+/// letter is an event on the span).
+fn sent_span(span: &tracing::Span, sent: Result<&Delivery, &Outcome>) {
+    if span.is_disabled() {
+        return;
+    }
+    match sent {
+        Ok(delivered) => {
+            span.record(
+                "messaging.destination.partition.id",
+                delivered.partition.to_string(),
+            );
+            span.record("messaging.kafka.offset", delivered.offset);
+        }
+        Err(outcome) => outcome.end_span(span),
+    }
+}
+
 /// Whether a refusal is for good (the message itself is the problem): a dead letter; anything
 /// else is retried.
 fn classify(error: &KafkaError) -> Outcome {
@@ -267,6 +310,21 @@ impl Sink for KafkaSink {
                 if let Some(schemas) = &self.cloudevents {
                     headers = cloudevents_headers(headers, event, schemas);
                 }
+                // The record's span, for the consumer to continue (W3C trace context; with
+                // CloudEvents, its distributed tracing extension too).
+                if let Some(traceparent) = &event.traceparent {
+                    headers = headers.insert(Header {
+                        key: "traceparent",
+                        value: Some(traceparent.as_str()),
+                    });
+                    if self.cloudevents.is_some() {
+                        headers = headers.insert(Header {
+                            key: "ce_traceparent",
+                            value: Some(traceparent.as_str()),
+                        });
+                    }
+                }
+                let span = send_span(event, &topic, key);
                 let mut record = FutureRecord::to(&topic)
                     .key(key)
                     .payload(event.body.as_bytes().as_ref())
@@ -274,7 +332,7 @@ impl Sink for KafkaSink {
                 loop {
                     match producer.send_result(record) {
                         Ok(delivery) => {
-                            pending.push(Ok(delivery));
+                            pending.push(Ok((delivery, span)));
                             break;
                         }
                         // The local queue is full: wait for room, never drop.
@@ -284,6 +342,7 @@ impl Sink for KafkaSink {
                         }
                         Err((error, _)) => {
                             let outcome = classify(&error);
+                            sent_span(&span, Err(&outcome));
                             held.refused(event, &outcome);
                             pending.push(Err(outcome));
                             break;
@@ -296,14 +355,23 @@ impl Sink for KafkaSink {
             for p in pending {
                 let outcome = match p {
                     Err(outcome) => outcome,
-                    Ok(delivery) => match delivery.await {
-                        Ok(Ok(_)) => Outcome::Delivered,
-                        Ok(Err((error, _))) => {
-                            fatal |= is_fatal(&error);
-                            classify(&error)
+                    Ok((delivery, span)) => {
+                        let outcome = match delivery.await {
+                            Ok(Ok(delivered)) => {
+                                sent_span(&span, Ok(&delivered));
+                                Outcome::Delivered
+                            }
+                            Ok(Err((error, _))) => {
+                                fatal |= is_fatal(&error);
+                                classify(&error)
+                            }
+                            Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
+                        };
+                        if outcome != Outcome::Delivered {
+                            sent_span(&span, Err(&outcome));
                         }
-                        Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
-                    },
+                        outcome
+                    }
                 };
                 outcomes.push(outcome);
             }

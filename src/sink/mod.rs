@@ -56,6 +56,31 @@ pub enum Outcome {
     Dead(String),
 }
 
+impl Outcome {
+    /// Ends a delivery attempt's span with this outcome: an error for a retry, and a
+    /// `dead_letter` event beside it for a dead letter.
+    pub(crate) fn end_span(&self, span: &tracing::Span) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let (kind, reason) = match self {
+            Outcome::Delivered => return,
+            Outcome::Retry(reason) => ("retry", reason),
+            Outcome::Dead(reason) => {
+                span.add_event(
+                    "dead_letter",
+                    vec![opentelemetry::KeyValue::new(
+                        "mxc_relay.reason",
+                        reason.clone(),
+                    )],
+                );
+                ("dead_letter", reason)
+            }
+        };
+        span.record("error.type", kind);
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_message", reason.as_str());
+    }
+}
+
 /// Why a sink cannot be built, or cannot be reached now. The texts name the sink where the
 /// caller does not, and never hold a secret.
 #[derive(Debug, thiserror::Error)]

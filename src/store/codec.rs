@@ -20,6 +20,8 @@ pub(super) fn encode_event(event: &Event) -> Vec<u8> {
         record_id: &'a str,
         occurred_at: Option<&'a str>,
         fetched_at_ms: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        traceparent: Option<&'a str>,
     }
     let head = Head {
         id: &event.id,
@@ -31,6 +33,7 @@ pub(super) fn encode_event(event: &Event) -> Vec<u8> {
         record_id: &event.record_id,
         occurred_at: event.occurred_at.as_deref(),
         fetched_at_ms: event.fetched_at_ms,
+        traceparent: event.traceparent.as_deref(),
     };
     // One allocation at the final size.
     let mut out = Vec::with_capacity(event.body.len() + 256);
@@ -72,6 +75,8 @@ pub(super) fn decode_event(bytes: Bytes) -> Result<Event, DecodeError> {
         // Entries written before it existed have none.
         #[serde(default)]
         fetched_at_ms: i64,
+        #[serde(default)]
+        traceparent: Option<String>,
     }
     let split = bytes
         .iter()
@@ -89,6 +94,7 @@ pub(super) fn decode_event(bytes: Bytes) -> Result<Event, DecodeError> {
         record_id: head.record_id,
         occurred_at: head.occurred_at,
         fetched_at_ms: head.fetched_at_ms,
+        traceparent: head.traceparent,
         body,
     };
     Ok(event)
@@ -114,6 +120,7 @@ mod tests {
             record_id: "r\"1".into(),
             occurred_at: None,
             fetched_at_ms: 1_764_000_000_000,
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
             body: "{\"data\":\"line\\nbreak\"}\n".into(),
         };
         assert_eq!(

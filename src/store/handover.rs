@@ -126,6 +126,7 @@ mod tests {
             record_id: id.into(),
             occurred_at: None,
             fetched_at_ms: 0,
+            traceparent: None,
             body: "{}".into(),
         }
     }

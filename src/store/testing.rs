@@ -50,6 +50,7 @@ pub(crate) fn event(sink: &str, xmid: &str, record_id: &str) -> Event {
         record_id: record_id.into(),
         occurred_at: None,
         fetched_at_ms: 1_764_000_000_000,
+        traceparent: None,
         body: format!("{{\"data\":{{\"id\":\"{record_id}\"}}}}").into(),
     }
 }

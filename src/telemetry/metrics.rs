@@ -26,6 +26,9 @@ pub struct Metrics {
     pub sweeps: IntCounterVec,
     /// Events by sink and outcome: `delivered`, `failed` (will retry), `dead_lettered`.
     pub events: IntCounterVec,
+    /// Trace spans by outcome: `exported`, `dropped_queue_full` (the exporter behind),
+    /// `dropped_export_failed` (the collector down, slow or refusing). Traces off: none.
+    pub trace_spans: IntCounterVec,
     /// Seconds between now and each XMID's cursor.
     pub poll_lag: GaugeVec,
     /// The largest poll lag over all XMIDs.
@@ -334,6 +337,16 @@ impl Metrics {
                 &["sink", "event_type"],
             ),
         );
+        let trace_spans = register(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "mxc_relay_trace_spans_total",
+                    "Trace spans by outcome: exported, or dropped (queue full, export failed).",
+                ),
+                &["outcome"],
+            ),
+        );
         let sink_unreachable = register(
             r,
             IntGaugeVec::new(
@@ -349,6 +362,7 @@ impl Metrics {
             .set(1);
         Metrics {
             registry,
+            trace_spans,
             auth_failures,
             api_requests,
             api_latency,
@@ -421,6 +435,16 @@ impl Metrics {
     /// Count of records with `outcome`.
     pub fn records(&self, outcome: &str) -> u64 {
         self.records.with_label_values(&[outcome]).get()
+    }
+
+    /// The trace exporter's counters (see `traces::Traces`).
+    pub fn span_counters(&self) -> super::traces::SpanCounters {
+        let of = |outcome: &str| self.trace_spans.with_label_values(&[outcome]);
+        super::traces::SpanCounters {
+            exported: of("exported"),
+            dropped_queue_full: of("dropped_queue_full"),
+            dropped_export_failed: of("dropped_export_failed"),
+        }
     }
 
     /// Count of events for `sink` with `outcome`.

@@ -27,7 +27,7 @@ use crate::support::*;
 
 const REGENERATE: &str = "cargo run -- schema --out deploy/schemas";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 

@@ -29,4 +29,5 @@ mod resources;
 mod roster;
 mod sim_api;
 mod telemetry;
+mod traces;
 mod webhook;

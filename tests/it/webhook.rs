@@ -93,6 +93,7 @@ async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Ev
                 record_id,
                 occurred_at: Some("2026-11-28T10:00:00.000Z".into()),
                 fetched_at_ms: 0,
+                traceparent: None,
             }
         })
         .collect();

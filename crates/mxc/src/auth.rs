@@ -254,11 +254,21 @@ impl TokenManager {
             observed(failure_label(&e));
             request_error(AUTH_ENDPOINT, e, self.timeout)
         };
-        let response = request.send().await.map_err(failed)?;
-        let status = response.status();
-        let retry_after = http_kit::client::retry_after(response.headers());
-        self.clock.observe(response.headers());
-        let body = response.bytes().await.map_err(failed)?;
+        let span = crate::span::request_span(&reqwest::Method::POST, &self.url);
+        let exchange = async {
+            let response = request.send().await.map_err(failed)?;
+            let status = response.status();
+            let retry_after = http_kit::client::retry_after(response.headers());
+            self.clock.observe(response.headers());
+            let body = response.bytes().await.map_err(failed)?;
+            Ok::<_, MxcError>((status, retry_after, body))
+        };
+        let exchanged = tracing::Instrument::instrument(exchange, span.clone()).await;
+        crate::span::ended_span(
+            &span,
+            exchanged.as_ref().map(|(status, _, _)| status.as_u16()),
+        );
+        let (status, retry_after, body) = exchanged?;
         observed(status.as_str());
         let received = Instant::now();
         // Scrub the whole body before cutting it: a secret across the cut must not leak half.

@@ -206,11 +206,23 @@ impl Client {
                 observed(failure_label(&e));
                 request_error(endpoint, e, self.inner.timeout)
             };
-            let response = request.send().await.map_err(failed)?;
-            let status = response.status();
-            let retry_after = retry_after(response.headers());
-            self.inner.clock.observe(response.headers());
-            let bytes = response.bytes().await.map_err(failed)?;
+            // The request's span (traces on): its URL without the query, which names the
+            // merchants' account numbers.
+            let span = crate::span::request_span(&method, &url);
+            let exchange = async {
+                let response = request.send().await.map_err(failed)?;
+                let status = response.status();
+                let retry_after = retry_after(response.headers());
+                self.inner.clock.observe(response.headers());
+                let bytes = response.bytes().await.map_err(failed)?;
+                Ok::<_, MxcError>((status, retry_after, bytes))
+            };
+            let exchanged = tracing::Instrument::instrument(exchange, span.clone()).await;
+            crate::span::ended_span(
+                &span,
+                exchanged.as_ref().map(|(status, _, _)| status.as_u16()),
+            );
+            let (status, retry_after, bytes) = exchanged?;
             observed(status.as_str());
             if status.is_success() {
                 return Ok((status.as_u16(), bytes));

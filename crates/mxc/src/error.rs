@@ -88,6 +88,36 @@ impl MxcError {
         )
     }
 
+    /// The HTTP status MXC answered, when it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            MxcError::AuthRejected { status, .. }
+            | MxcError::Server { status, .. }
+            | MxcError::Refused { status, .. }
+            | MxcError::Malformed { status, .. } => Some(*status),
+            MxcError::Unauthorized { .. } => Some(401),
+            MxcError::Throttled { .. } => Some(429),
+            MxcError::Timeout { .. } | MxcError::Transport { .. } | MxcError::InvalidRequest(_) => {
+                None
+            }
+        }
+    }
+
+    /// A short name of the kind of failure (a trace's `error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MxcError::AuthRejected { .. } => "auth_rejected",
+            MxcError::Unauthorized { .. } => "unauthorized",
+            MxcError::Throttled { .. } => "throttled",
+            MxcError::Server { .. } => "server_error",
+            MxcError::Refused { .. } => "refused",
+            MxcError::Timeout { .. } => "timeout",
+            MxcError::Transport { .. } => "transport",
+            MxcError::Malformed { .. } => "malformed",
+            MxcError::InvalidRequest(_) => "invalid_request",
+        }
+    }
+
     /// The delay the server asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {

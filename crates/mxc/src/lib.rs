@@ -16,6 +16,7 @@ mod report;
 mod resource;
 mod roster;
 mod secret;
+mod span;
 mod time;
 
 pub use auth::{Credentials, TokenPolicy};

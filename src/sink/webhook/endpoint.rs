@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::{ValueError, WebhookConfig};
 use crate::route::Event;
 use crate::signature::{signature_header, WebhookSecret};
+use crate::telemetry::traces;
 use mxc::Secret;
 
 /// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
@@ -22,7 +23,7 @@ const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 /// Headers of a request besides the configured ones: ours, and the `User-Agent` and `Accept`
 /// the client adds.
-const OWN_HEADERS: usize = 6;
+const OWN_HEADERS: usize = 7;
 
 /// What one attempt means for delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,29 @@ pub enum Verdict {
     Retry { throttle: bool },
     /// 410 Gone: the receiver asks for no more deliveries.
     Gone,
+}
+
+/// The W3C trace context header: the record's span, for the receiver to continue.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+impl Attempt {
+    /// Ends an attempt's span with the receiver's answer.
+    pub fn end_span(&self, span: &tracing::Span) {
+        if span.is_disabled() {
+            return;
+        }
+        if let Some(status) = self.status {
+            span.record("http.response.status_code", status);
+        }
+        if self.verdict != Verdict::Delivered {
+            match self.status {
+                Some(status) => span.record("error.type", status),
+                None => span.record("error.type", "transport"),
+            };
+            span.record("otel.status_code", "ERROR");
+            span.record("otel.status_message", self.detail.as_str());
+        }
+    }
 }
 
 /// The result of one attempt.
@@ -128,12 +152,46 @@ impl Endpoint {
         &self.shown_url
     }
 
+    /// The span of attempt `number` to deliver `event` (OpenTelemetry's HTTP client
+    /// conventions), under its record's span; none when traces are off or the record's trace is
+    /// not sampled. Its URL is the shown one: no credentials, no query.
+    pub fn attempt_span(&self, event: &Event, sink: &str, number: u32) -> tracing::Span {
+        traces::continuing(event.traceparent.as_deref(), || {
+            let span = tracing::info_span!(target: traces::TARGET, parent: None, "webhook",
+                otel.name = "POST",
+                otel.kind = "client",
+                http.request.method = "POST",
+                url.full = self.shown_url.as_str(),
+                server.address = self.url.host_str().unwrap_or_default(),
+                server.port = self.url.port_or_known_default().unwrap_or_default(),
+                http.request.resend_count = tracing::field::Empty,
+                http.response.status_code = tracing::field::Empty,
+                mxc_relay.sink = sink,
+                mxc_relay.attempt = number,
+                mxc_relay.event_id = event.id.as_str(),
+                error.type = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                otel.status_message = tracing::field::Empty,
+            );
+            if number > 1 {
+                span.record("http.request.resend_count", number - 1);
+            }
+            span
+        })
+    }
+
     /// POSTs `event`, signed now, and classifies the answer.
     pub async fn attempt(&self, event: &Event) -> Attempt {
         let body = body(event);
         let timestamp = chrono::Utc::now().timestamp();
         let signature = signature_header(&self.secrets, &event.id, timestamp, body.as_bytes());
-        let sent = match self.request(&event.id, timestamp, signature, body) {
+        let sent = match self.request(
+            &event.id,
+            timestamp,
+            signature,
+            body,
+            event.traceparent.as_deref(),
+        ) {
             Some(request) => self.client.execute(request).await,
             None => {
                 return Attempt {
@@ -225,6 +283,7 @@ impl Endpoint {
         timestamp: i64,
         signature: String,
         body: String,
+        traceparent: Option<&str>,
     ) -> Option<Request> {
         let mut request = Request::new(Method::POST, self.url.clone());
         let headers = request.headers_mut();
@@ -234,6 +293,10 @@ impl Endpoint {
         headers.append(WEBHOOK_ID, HeaderValue::from_str(id).ok()?);
         headers.append(WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
         headers.append(WEBHOOK_SIGNATURE, HeaderValue::try_from(signature).ok()?);
+        // Outside the signed content: verification is unchanged.
+        if let Some(value) = traceparent.and_then(|t| HeaderValue::from_str(t).ok()) {
+            headers.append(TRACEPARENT, value);
+        }
         *request.body_mut() = Some(body.into());
         Some(request)
     }
@@ -303,6 +366,7 @@ mod tests {
             record_id: "r-1".into(),
             occurred_at: Some("2026-01-02T08:04:05.000Z".into()),
             fetched_at_ms: 0,
+            traceparent: None,
             body: r#"{"id":"evt_1","type":"authorization.declined","xmid":"X1","occurred_at":"2026-01-02T08:04:05.000Z","data":{"id":"r-1","n":1}}"#.into(),
         };
         let parsed: Value = serde_json::from_str(&body(&event)).unwrap();

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 pub use endpoint::{body, Attempt, Endpoint, EndpointError, Verdict};
 pub use policy::RetryPolicy;
 
-use super::{round, SinkError};
+use super::{round, Outcome, SinkError};
 use crate::config::WebhookConfig;
 use crate::store::{AttemptState, DisabledEndpoint, Entry, Store};
 use crate::telemetry::events::{
@@ -48,7 +48,8 @@ const REMOVE_BATCH: usize = 64;
 const REMOVE_WITHIN: Duration = Duration::from_millis(2);
 
 /// One attempt in flight; `Err` if it panicked (its entry then stays in the outbox).
-type InFlight = Pin<Box<dyn Future<Output = Result<(Entry, Attempt), u64>> + Send>>;
+/// An attempt under way: its entry, the answer, and the attempt's span (traces on).
+type InFlight = Pin<Box<dyn Future<Output = Result<(Entry, Attempt, tracing::Span), u64>> + Send>>;
 
 /// A configured webhook endpoint, ready to run.
 pub struct WebhookSink {
@@ -134,7 +135,7 @@ impl WebhookSink {
                 }
                 Some(done) = dispatcher.in_flight.next(), if !dispatcher.in_flight.is_empty() => {
                     match done {
-                        Ok((entry, attempt)) => dispatcher.settle(entry, attempt).await,
+                        Ok((entry, attempt, span)) => dispatcher.settle(entry, attempt, &span).await,
                         // Attempts do not panic; were one to, its entry stays in the outbox.
                         Err(seq) => tracing::error!(sink = %dispatcher.sink.name, seq, "a webhook attempt panicked"),
                     }
@@ -346,9 +347,12 @@ impl Dispatcher {
             let seq = entry.seq;
             self.in_flight_seqs.insert(seq);
             let endpoint = self.sink.endpoint.clone();
+            let number = self.retrying.get(&seq).map_or(0, |s| s.attempts) + 1;
+            let span = endpoint.attempt_span(&entry.event, &self.sink.name, number);
             let attempt = async move {
                 let attempt = endpoint.attempt(&entry.event).await;
-                (entry, attempt)
+                attempt.end_span(&span);
+                (entry, attempt, span)
             };
             self.in_flight.push(Box::pin(
                 AssertUnwindSafe(attempt)
@@ -448,7 +452,7 @@ impl Dispatcher {
     }
 
     /// Records what became of an attempt.
-    async fn settle(&mut self, entry: Entry, attempt: Attempt) {
+    async fn settle(&mut self, entry: Entry, attempt: Attempt, span: &tracing::Span) {
         let name = self.sink.name.clone();
         let (event, seq) = (&entry.event, entry.seq);
         self.in_flight_seqs.remove(&seq);
@@ -470,11 +474,18 @@ impl Dispatcher {
             // Not the event's fault: it stays in the outbox, this attempt not counted, until
             // the endpoint is enabled again.
             Verdict::Gone => self.disable(format!("the receiver answered {}", attempt.detail)),
-            Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now).await,
+            Verdict::Retry { throttle } => self.failed(&entry, &attempt, throttle, now, span).await,
         }
     }
 
-    async fn failed(&mut self, entry: &Entry, attempt: &Attempt, throttle: bool, now: Instant) {
+    async fn failed(
+        &mut self,
+        entry: &Entry,
+        attempt: &Attempt,
+        throttle: bool,
+        now: Instant,
+        span: &tracing::Span,
+    ) {
         let name = self.sink.name.clone();
         let (event, seq) = (&entry.event, entry.seq);
         let attempts = self.retrying.get(&seq).map_or(0, |s| s.attempts) + 1;
@@ -516,6 +527,7 @@ impl Dispatcher {
                     "gave up after {attempts} attempts; last: {}",
                     attempt.detail
                 );
+                Outcome::Dead(reason.clone()).end_span(span);
                 EventDeadLettered {
                     path: DeliveryPath::Webhook,
                     sink: &name,

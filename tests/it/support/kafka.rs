@@ -47,6 +47,7 @@ pub async fn create_topic(broker: &str, topic: &str, partitions: i32) {
 /// One message read back.
 pub struct Received {
     pub partition: i32,
+    pub offset: i64,
     pub key: String,
     pub headers: HashMap<String, String>,
     pub body: serde_json::Value,
@@ -105,6 +106,7 @@ pub fn read_topic(
                     .unwrap_or_default();
                 out.push(Received {
                     partition: m.partition(),
+                    offset: m.offset(),
                     key: String::from_utf8_lossy(m.key().unwrap_or_default()).to_string(),
                     headers,
                     body: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),

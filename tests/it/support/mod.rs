@@ -1,11 +1,13 @@
 //! What the integration tests share: the simulator and clients pointed at it (`sim`), the
 //! Kafka-protocol broker (`kafka`), addresses and receivers (`net`), waiting for a sink's lines
-//! (`wait`), the secret canaries (`canary`) and the event contract (`contract`).
+//! (`wait`), the secret canaries (`canary`), the event contract (`contract`) and an OTLP
+//! collector (`otlp`).
 
 pub mod canary;
 pub mod contract;
 pub mod kafka;
 mod net;
+pub mod otlp;
 mod sim;
 mod wait;
 
