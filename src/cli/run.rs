@@ -58,6 +58,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         announce_admin(&config, &pipeline);
                         match applied {
                             Ok(()) => {
+                                if new.telemetry.traces != config.telemetry.traces {
+                                    tracing::warn!("[telemetry.traces] changed: traces keep their start-up settings until the next start");
+                                }
                                 let changes = changes(&config, &new);
                                 tracing::info!(%changes, "configuration reloaded");
                                 config = new;

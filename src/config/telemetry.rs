@@ -31,7 +31,7 @@ pub struct TelemetryConfig {
 /// `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER_ARG`, `OTEL_EXPORTER_OTLP_TIMEOUT` (ms) and
 /// `OTEL_BSP_MAX_QUEUE_SIZE`;
 /// `OTEL_EXPORTER_OTLP_HEADERS` adds headers (a collector's token: never logged).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct TracesConfig {
     /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`: `/v1/traces` is appended

@@ -281,7 +281,9 @@ fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool
             required.push(name);
         }
         headers.insert("ce_time".into(), json!({ "type": "string", "format": "date-time", "description": "The record's own time in UTC (the envelope's occurred_at); absent for a record without one." }));
+        headers.insert("ce_traceparent".into(), json!({ "type": "string", "pattern": TRACEPARENT_PATTERN, "description": "With traces on: the traceparent header's value (CloudEvents' distributed tracing extension)." }));
     }
+    headers.insert("traceparent".into(), traceparent_schema());
     let key_schema = match message_key {
         KafkaKey::Xmid => {
             json!({ "type": "string", "description": "The XMID: a merchant's events share a partition, in order." })
@@ -299,6 +301,14 @@ fn kafka_message(event: &EventContract, message_key: KafkaKey, cloudevents: bool
     })
 }
 
+/// A W3C `traceparent` value (version 00).
+const TRACEPARENT_PATTERN: &str = "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$";
+
+/// The `traceparent` header, present only with traces on.
+fn traceparent_schema() -> Value {
+    json!({ "type": "string", "pattern": TRACEPARENT_PATTERN, "description": "With traces on ([telemetry.traces]) and the record's poll sampled: the W3C trace context of the record's span, for the consumer to continue the trace (one trace per poll; the record's span under it). Not signed, not part of the body." })
+}
+
 fn webhook_message(event: &EventContract) -> Value {
     let t = &event.event_type;
     json!({
@@ -314,6 +324,7 @@ fn webhook_message(event: &EventContract) -> Value {
                 "webhook-timestamp": { "type": "string", "pattern": "^[0-9]+$", "description": "Unix seconds of this attempt; reject stale ones (Standard Webhooks: 5 minutes)." },
                 "webhook-signature": { "type": "string", "pattern": "^v1,[A-Za-z0-9+/]+={0,2}( v1,[A-Za-z0-9+/]+={0,2})*$", "description": "v1, and the base64 HMAC-SHA256 of \"{webhook-id}.{webhook-timestamp}.{body}\" under the secret (whsec_ and base64 key bytes); one per configured secret, space-separated." },
                 "content-type": { "const": "application/json" },
+                "traceparent": traceparent_schema(),
             },
         },
         "payload": reference(&format!("#/components/schemas/{t}.webhook")),

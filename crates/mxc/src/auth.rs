@@ -263,7 +263,7 @@ impl TokenManager {
             let body = response.bytes().await.map_err(failed)?;
             Ok::<_, MxcError>((status, retry_after, body))
         };
-        let exchanged = tracing::Instrument::instrument(exchange, span.clone()).await;
+        let exchanged = exchange.await;
         crate::span::ended_span(
             &span,
             exchanged.as_ref().map(|(status, _, _)| status.as_u16()),

@@ -217,7 +217,9 @@ impl Client {
                 let bytes = response.bytes().await.map_err(failed)?;
                 Ok::<_, MxcError>((status, retry_after, bytes))
             };
-            let exchanged = tracing::Instrument::instrument(exchange, span.clone()).await;
+            // Not entered: the span times the exchange from its creation to its drop, and is
+            // the current poll's child; entering it on every wake of a long body costs more.
+            let exchanged = exchange.await;
             crate::span::ended_span(
                 &span,
                 exchanged.as_ref().map(|(status, _, _)| status.as_u16()),
