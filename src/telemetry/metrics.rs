@@ -27,7 +27,7 @@ pub struct Metrics {
     /// Events by sink and outcome: `delivered`, `failed` (will retry), `dead_lettered`.
     pub events: IntCounterVec,
     /// Trace spans by outcome: `exported`, `dropped_queue_full` (the exporter behind),
-    /// `dropped_export_failed` (the collector down, slow or refusing). Traces off: none.
+    /// `dropped_export_failed` (the collector down, slow or refusing). Traces off: all 0.
     pub trace_spans: IntCounterVec,
     /// Seconds between now and each XMID's cursor.
     pub poll_lag: GaugeVec,
@@ -347,6 +347,10 @@ impl Metrics {
                 &["outcome"],
             ),
         );
+        // Exported from the start (0 with traces off), so dashboards find the series.
+        for outcome in ["exported", "dropped_queue_full", "dropped_export_failed"] {
+            trace_spans.with_label_values(&[outcome]);
+        }
         let sink_unreachable = register(
             r,
             IntGaugeVec::new(
