@@ -20,3 +20,4 @@ pub mod signature;
 pub mod sink;
 pub mod store;
 pub mod telemetry;
+pub mod top;

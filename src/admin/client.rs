@@ -92,6 +92,26 @@ impl AdminClient {
         }))
     }
 
+    /// The admin API at `base` (`http://HOST:PORT`), with `token`, for a service on another
+    /// machine or store (`mxc-relay top --url`); its pid is unknown (0).
+    pub fn at(base: &str, token: Secret) -> Result<AdminClient, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(ClientError::Build)?;
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            http,
+            pid: 0,
+        })
+    }
+
+    /// Where the API is (`http://HOST:PORT`).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The running service's pid, for messages.
     pub fn pid(&self) -> u32 {
         self.pid

@@ -151,7 +151,7 @@ async fn pages(
             writeln!(stdout, "{}", record.json())?;
         }
         done.records += batch.records.len() as u64;
-        if done.pages % 10 == 0 {
+        if done.pages.is_multiple_of(10) {
             match batch.total_records {
                 Some(total) => eprintln!("… {} of {total} records", done.records),
                 None => eprintln!("… {} records", done.records),

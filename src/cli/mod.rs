@@ -12,6 +12,7 @@ mod schema;
 mod service;
 mod sim;
 mod state;
+mod top;
 mod webhook;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     /// Show the state: cursors and lag per XMID, seen ids, outboxes, dead letters, endpoints
     /// (from the running service's admin API, or from its store when it is stopped).
     State(state::StateArgs),
+    /// The live picture of the running service in the terminal: records/s, lag, merchants,
+    /// sinks, endpoints; keys to pause, resume, enable and replay (`--once`: one snapshot).
+    Top(top::TopArgs),
     /// Run the MX Connect simulator (for the demo, tests, benchmarks and your own tests).
     Sim(sim::SimArgs),
     /// Validate a configuration file and report every error at once, with what `run` needs
@@ -71,6 +75,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => reload::run(args).await,
         Command::Cluster(args) => cluster::run(args).await,
         Command::State(args) => state::run(args).await,
+        Command::Top(args) => top::run(args).await,
         Command::Sim(args) => sim::run(args).await,
         Command::CheckConfig(args) => check_config::run(args),
         Command::Fetch(args) => fetch::run(args).await,

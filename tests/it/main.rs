@@ -29,5 +29,6 @@ mod resources;
 mod roster;
 mod sim_api;
 mod telemetry;
+mod top;
 mod traces;
 mod webhook;
