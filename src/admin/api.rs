@@ -79,6 +79,17 @@ pub struct CursorView {
     /// The end of the last completed poll (on `created`: MXC's ingestion time).
     pub polled_up_to: DateTime<Utc>,
     pub lag_seconds: u64,
+    /// While the XMID's polls fail (live only): the last error and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<LastError>,
+}
+
+/// A merchant's last poll error.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LastError {
+    pub at: DateTime<Utc>,
+    /// The error, as the log says it.
+    pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

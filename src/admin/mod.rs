@@ -57,6 +57,13 @@ impl Context {
         let webhooks: Vec<String> = self.webhooks.keys().cloned().collect();
         let mut view = ops::state(&self.store, &self.sinks, &webhooks, page)?;
         view.live = true;
+        for cursor in &mut view.cursors {
+            cursor.last_error = self
+                .pollers
+                .merchants
+                .last_error(&cursor.resource, &cursor.xmid)
+                .map(|(at, error)| api::LastError { at, error });
+        }
         view.roster_merchants = self.roster.then(|| self.metrics.roster_merchants.get());
         view.cluster_shards = self.cluster.then(|| self.metrics.cluster_shards.get());
         view.backfill = self.backfills.status();

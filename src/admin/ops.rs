@@ -210,6 +210,7 @@ pub fn state(
             resource,
             polled_up_to: cursor.position,
             lag_seconds: (now - cursor.position).num_seconds().max(0) as u64,
+            last_error: None,
         });
     }
     let (cursor_summary, cursors, cursors_next) = paged(cursors, page);

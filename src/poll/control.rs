@@ -1,8 +1,10 @@
 //! Operators' hold on merchants: polling of an XMID paused (and resumed) by hand, kept in the
 //! store across restarts, and "poll now", which wakes the pollers of an XMID at once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::broadcast;
 
@@ -13,6 +15,9 @@ use crate::store::{Store, StoreError};
 pub struct MerchantControls {
     paused: Arc<RwLock<HashSet<String>>>,
     poll_now: broadcast::Sender<String>,
+    /// Each failing XMID's last poll error and when, by resource and XMID (cleared by a poll
+    /// that succeeds), for the admin API's state and `mxc-relay top`.
+    failures: Arc<RwLock<HashMap<String, (DateTime<Utc>, String)>>>,
 }
 
 impl Default for MerchantControls {
@@ -20,6 +25,7 @@ impl Default for MerchantControls {
         MerchantControls {
             paused: Arc::default(),
             poll_now: broadcast::channel(64).0,
+            failures: Arc::default(),
         }
     }
 }
@@ -74,6 +80,39 @@ impl MerchantControls {
         Ok(changed)
     }
 
+    /// A poll of `resource` for `xmids` failed with `error`.
+    pub fn poll_failed(&self, resource: &str, xmids: &[String], error: &str) {
+        let now = Utc::now();
+        let mut failures = self.failures.write().unwrap_or_else(|e| e.into_inner());
+        for xmid in xmids {
+            failures.insert(format!("{resource}/{xmid}"), (now, error.to_string()));
+        }
+    }
+
+    /// A poll of `resource` for `xmids` succeeded: their last errors are history.
+    pub fn poll_succeeded(&self, resource: &str, xmids: &[String]) {
+        let failing = !self
+            .failures
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if failing {
+            let mut failures = self.failures.write().unwrap_or_else(|e| e.into_inner());
+            for xmid in xmids {
+                failures.remove(&format!("{resource}/{xmid}"));
+            }
+        }
+    }
+
+    /// The last error of the polls of `resource` for `xmid`, while they fail.
+    pub fn last_error(&self, resource: &str, xmid: &str) -> Option<(DateTime<Utc>, String)> {
+        let failures = self.failures.read().unwrap_or_else(|e| e.into_inner());
+        if failures.is_empty() {
+            return None;
+        }
+        failures.get(&format!("{resource}/{xmid}")).cloned()
+    }
+
     /// Wakes the pollers of `xmid` for a poll now.
     pub fn poll_now(&self, xmid: &str) {
         // No receiver: no poller runs (yet); nothing to wake.
@@ -91,5 +130,23 @@ impl MerchantControls {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<String>> {
         self.paused.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merchants_last_error_lasts_until_a_poll_of_its_resource_succeeds() {
+        let controls = MerchantControls::default();
+        let group = ["X1".to_string(), "X2".to_string()];
+        controls.poll_failed("authorizations", &group, "HTTP 503");
+        controls.poll_failed("disputes", &group[..1], "HTTP 429");
+        assert_eq!(controls.last_error("authorizations", "X2").unwrap().1, "HTTP 503");
+        controls.poll_succeeded("authorizations", &group);
+        assert!(controls.last_error("authorizations", "X1").is_none());
+        // Another resource's failure is its own.
+        assert_eq!(controls.last_error("disputes", "X1").unwrap().1, "HTTP 429");
     }
 }

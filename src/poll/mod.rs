@@ -385,6 +385,7 @@ impl Pollers {
             let delay = match polled {
                 Ok(()) => {
                     PollSucceeded.emit(&self.metrics);
+                    self.merchants.poll_succeeded(resource.name, xmids);
                     delays = backoff();
                     if std::mem::take(&mut spread_out) {
                         self.config
@@ -416,6 +417,8 @@ impl Pollers {
                         retry_in: delay,
                     }
                     .emit(&self.metrics);
+                    self.merchants
+                        .poll_failed(resource.name, xmids, &error.to_string());
                     delay
                 }
             };

@@ -10,7 +10,7 @@ use ratatui::widgets::{Block, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
 use super::model::{Focus, Model};
-use crate::admin::api::SinkView;
+use crate::admin::api::{CursorView, SinkView};
 
 /// The smallest terminal the view is drawn in; below it, it says so.
 pub const MIN_WIDTH: u16 = 60;
@@ -213,11 +213,7 @@ fn render_merchants(frame: &mut Frame, model: &Model, area: Rect, paint: &Paint)
                 c.xmid.clone(),
                 c.resource.clone(),
                 seconds(c.lag_seconds as f64),
-                if model.is_paused(&c.xmid) {
-                    "paused".into()
-                } else {
-                    String::new()
-                },
+                merchant_state(model, c),
             ])
             .style(style)
         });
@@ -230,7 +226,7 @@ fn render_merchants(frame: &mut Frame, model: &Model, area: Rect, paint: &Paint)
             Constraint::Min(6),
         ],
     )
-    .header(Row::new(vec!["XMID", "resource", "lag", "state"]).style(paint.bold()))
+    .header(Row::new(vec!["XMID", "resource", "lag", "state, last error"]).style(paint.bold()))
     .block(focus_block(title, focused, paint));
     frame.render_widget(table, area);
 }
@@ -292,6 +288,20 @@ fn focus_block(title: String, focused: bool, paint: &Paint) -> Block<'static> {
     } else {
         block
     }
+}
+
+/// Paused, and the last error while its polls fail.
+fn merchant_state(model: &Model, cursor: &CursorView) -> String {
+    let paused = model.is_paused(&cursor.xmid).then_some("paused");
+    let failing = cursor
+        .last_error
+        .as_ref()
+        .map(|e| format!("failing since {}: {}", e.at.format("%H:%M:%S"), e.error));
+    [paused.map(str::to_string), failing]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A webhook endpoint's state in a few words; other sinks have none.
@@ -375,21 +385,17 @@ pub fn plain(model: &Model) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:<20} {:<16} {:>10}  state",
+        "{:<20} {:<16} {:>10}  state, last error",
         "XMID", "resource", "lag"
     );
     for c in model.merchants() {
-        let paused = if model.is_paused(&c.xmid) {
-            "paused"
-        } else {
-            ""
-        };
         let _ = writeln!(
             out,
-            "{:<20} {:<16} {:>10}  {paused}",
+            "{:<20} {:<16} {:>10}  {}",
             c.xmid,
             c.resource,
-            seconds(c.lag_seconds as f64)
+            seconds(c.lag_seconds as f64),
+            merchant_state(model, c)
         );
     }
     let _ = writeln!(out);

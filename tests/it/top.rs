@@ -23,7 +23,8 @@ fn model() -> Model {
         "store": "/var/lib/mxc-relay",
         "live": true,
         "cursors": [
-            { "xmid": "887000000003", "resource": "authorizations", "polled_up_to": "2026-12-07T10:00:00Z", "lag_seconds": 754 },
+            { "xmid": "887000000003", "resource": "authorizations", "polled_up_to": "2026-12-07T10:00:00Z", "lag_seconds": 754,
+              "last_error": { "at": "2026-12-07T10:00:05Z", "error": "MXC server error (HTTP 503)" } },
             { "xmid": "887000000001", "resource": "authorizations", "polled_up_to": "2026-12-07T10:12:00Z", "lag_seconds": 34 },
             { "xmid": "887000000002", "resource": "disputes", "polled_up_to": "2026-12-07T10:12:30Z", "lag_seconds": 4 }
         ],
@@ -90,11 +91,18 @@ fn at_80x24_and_200x60_every_section_is_drawn() {
             "paused",
             "alerts",
             "failing since 10:01:02",
+            "failing since 10:00:05",
             "delivered/s",
             "40.0",
             "q quit",
         ] {
             assert!(text.contains(wanted), "{w}×{h}: no {wanted:?} in\n{text}");
+        }
+        if w >= 200 {
+            assert!(
+                text.contains("failing since 10:00:05: MXC server error (HTTP 503)"),
+                "{text}"
+            );
         }
         // The most lagging first, as the service listed them.
         assert!(text.find("887000000003") < text.find("887000000001"));
