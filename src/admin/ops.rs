@@ -320,6 +320,7 @@ mod tests {
             resource: "authorizations".into(),
             polled_up_to: chrono::DateTime::UNIX_EPOCH,
             lag_seconds: lag,
+            last_error: None,
         }
     }
 

@@ -17,8 +17,11 @@ pub struct MerchantControls {
     poll_now: broadcast::Sender<String>,
     /// Each failing XMID's last poll error and when, by resource and XMID (cleared by a poll
     /// that succeeds), for the admin API's state and `mxc-relay top`.
-    failures: Arc<RwLock<HashMap<String, (DateTime<Utc>, String)>>>,
+    failures: Arc<RwLock<HashMap<String, LastError>>>,
 }
+
+/// When a merchant's polls last failed, and why.
+type LastError = (DateTime<Utc>, String);
 
 impl Default for MerchantControls {
     fn default() -> Self {
@@ -105,7 +108,7 @@ impl MerchantControls {
     }
 
     /// The last error of the polls of `resource` for `xmid`, while they fail.
-    pub fn last_error(&self, resource: &str, xmid: &str) -> Option<(DateTime<Utc>, String)> {
+    pub fn last_error(&self, resource: &str, xmid: &str) -> Option<LastError> {
         let failures = self.failures.read().unwrap_or_else(|e| e.into_inner());
         if failures.is_empty() {
             return None;
@@ -143,7 +146,10 @@ mod tests {
         let group = ["X1".to_string(), "X2".to_string()];
         controls.poll_failed("authorizations", &group, "HTTP 503");
         controls.poll_failed("disputes", &group[..1], "HTTP 429");
-        assert_eq!(controls.last_error("authorizations", "X2").unwrap().1, "HTTP 503");
+        assert_eq!(
+            controls.last_error("authorizations", "X2").unwrap().1,
+            "HTTP 503"
+        );
         controls.poll_succeeded("authorizations", &group);
         assert!(controls.last_error("authorizations", "X1").is_none());
         // Another resource's failure is its own.
