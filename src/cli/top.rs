@@ -19,8 +19,9 @@ use mxc_relay::admin::api::{
     DeadLetterFilter, EndpointOutcome, MerchantOutcome, ReplayOutcome, ReplayRequest, StateView,
 };
 use mxc_relay::admin::client::AdminClient;
-use mxc_relay::config::{Config, ADMIN_TOKEN_ENV};
-use mxc_relay::top::{self, Action, Command, Counters, Key, Model, Sample};
+use mxc_relay::cluster::{self, StateMessage};
+use mxc_relay::config::{ClusterConfig, Config, ADMIN_TOKEN_ENV};
+use mxc_relay::top::{self, Action, Command, Counters, InstanceRow, Key, Model, Sample};
 
 #[derive(Args)]
 pub struct TopArgs {
@@ -50,10 +51,16 @@ pub struct TopArgs {
 pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     let mut source = Source::new(&args)?;
     let mut model = Model::new(source.api.base().to_string());
+    let mut cluster = source.config.as_ref().and_then(watch_cluster);
     if args.once {
         model.update(source.sample().await?);
         tokio::time::sleep(args.interval).await;
         model.update(source.sample().await?);
+        if let Some(cluster) = &mut cluster {
+            // Its first read (the state topic's answer, or its error).
+            let _ = tokio::time::timeout(Duration::from_secs(30), cluster.changed()).await;
+            model.cluster = cluster.borrow().clone();
+        }
         print!("{}", top::plain(&model));
         return Ok(ExitCode::SUCCESS);
     }
@@ -81,6 +88,9 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if let Some(cluster) = &cluster {
+            model.cluster = cluster.borrow().clone();
+        }
         screen
             .terminal
             .draw(|frame| top::render(frame, &model, color))?;
@@ -110,6 +120,64 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     }
     screen.leave();
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a cluster's state topic is read (the whole topic: not every refresh).
+const CLUSTER_EVERY: Duration = Duration::from_secs(10);
+
+type ClusterView = Option<Result<Vec<InstanceRow>, String>>;
+
+/// In a cluster, its instances as `cluster status` reads them, every [`CLUSTER_EVERY`].
+fn watch_cluster(config: &Config) -> Option<tokio::sync::watch::Receiver<ClusterView>> {
+    if !config.cluster.enabled() {
+        return None;
+    }
+    let settings = config.cluster.clone();
+    let (sender, receiver) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            let reading = settings.clone();
+            let read = tokio::task::spawn_blocking(move || cluster::read_status(&reading)).await;
+            let rows = match read {
+                Ok(Ok(messages)) => Ok(instance_rows(&messages, &settings)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if sender.send(Some(rows)).is_err() {
+                return;
+            }
+            tokio::time::sleep(CLUSTER_EVERY).await;
+        }
+    });
+    Some(receiver)
+}
+
+/// The instances of the state topic's messages: live, stopped, or gone (silent for three
+/// state intervals and a session).
+fn instance_rows(messages: &[StateMessage], settings: &ClusterConfig) -> Vec<InstanceRow> {
+    let now = chrono::Utc::now();
+    let silent = chrono::Duration::from_std(settings.state_interval * 3 + settings.session_timeout)
+        .unwrap_or_default();
+    let mut rows: Vec<InstanceRow> = messages
+        .iter()
+        .filter_map(|m| match m {
+            StateMessage::Instance(i) => Some(InstanceRow {
+                instance: i.instance.clone(),
+                shards: i.shards.len(),
+                merchants: i.merchants,
+                state: if i.stopped {
+                    "stopped"
+                } else if now - i.at >= silent {
+                    "gone"
+                } else {
+                    "live"
+                },
+            }),
+            StateMessage::Merchant(_) => None,
+        })
+        .collect();
+    rows.sort_by(|a, b| a.instance.cmp(&b.instance));
+    rows
 }
 
 enum Input {

@@ -10,5 +10,5 @@ mod model;
 mod view;
 
 pub use metrics_text::Counters;
-pub use model::{Action, Command, Focus, Key, Model, Rates, Sample};
+pub use model::{Action, Command, Focus, InstanceRow, Key, Model, Rates, Sample};
 pub use view::{plain, render, MIN_HEIGHT, MIN_WIDTH};

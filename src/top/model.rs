@@ -18,6 +18,16 @@ pub struct Sample {
     pub counters: Option<Counters>,
 }
 
+/// One instance of a cluster, as the state topic says it (read every few seconds).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceRow {
+    pub instance: String,
+    pub shards: usize,
+    pub merchants: usize,
+    /// `live`, `stopped` (left the group) or `gone` (silent too long).
+    pub state: &'static str,
+}
+
 /// A key, as `top` reads it (the terminal's events mapped to these).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Key {
@@ -115,6 +125,8 @@ pub struct Model {
     pub confirm: Option<Action>,
     /// The last action's outcome, as the service said it.
     pub status: Option<String>,
+    /// In a cluster: its instances (or why the state topic could not be read).
+    pub cluster: Option<Result<Vec<InstanceRow>, String>>,
 }
 
 impl Model {
@@ -133,6 +145,7 @@ impl Model {
             help: false,
             confirm: None,
             status: None,
+            cluster: None,
         }
     }
 

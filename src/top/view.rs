@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Clear, Paragraph, Row, Sparkline, Table, Wrap};
 use ratatui::Frame;
 
-use super::model::{Focus, Model};
+use super::model::{Focus, InstanceRow, Model};
 use crate::admin::api::{CursorView, SinkView};
 
 /// The smallest terminal the view is drawn in; below it, it says so.
@@ -48,7 +48,7 @@ pub fn render(frame: &mut Frame, model: &Model, color: bool) {
     let paint = Paint(color);
     let [header, stats, spark, merchants, sinks, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(5),
+        Constraint::Length(if model.cluster.is_some() { 6 } else { 5 }),
         Constraint::Length(3),
         Constraint::Min(5),
         Constraint::Length(sinks_height(model)),
@@ -180,7 +180,33 @@ fn stat_lines(model: &Model) -> Vec<Line<'static>> {
             b.state, b.resource, b.read, b.new
         );
     }
-    vec![Line::from(first), Line::from(second), Line::from(third)]
+    let mut lines = vec![Line::from(first), Line::from(second), Line::from(third)];
+    if let Some(cluster) = &model.cluster {
+        lines.push(Line::from(cluster_line(cluster)));
+    }
+    lines
+}
+
+/// The cluster's instances in one line: each with its shards and merchants, or its state.
+fn cluster_line(cluster: &Result<Vec<InstanceRow>, String>) -> String {
+    match cluster {
+        Err(why) => format!("cluster  cannot read the state topic: {why}"),
+        Ok(rows) if rows.is_empty() => "cluster  no instance has reported yet".into(),
+        Ok(rows) => {
+            let live = rows.iter().filter(|r| r.state == "live").count();
+            let each: Vec<String> = rows
+                .iter()
+                .map(|r| match r.state {
+                    "live" => format!(
+                        "{} {} shards {} merchants",
+                        r.instance, r.shards, r.merchants
+                    ),
+                    other => format!("{} ({other})", r.instance),
+                })
+                .collect();
+            format!("cluster  {live} live: {}", each.join(" · "))
+        }
+    }
 }
 
 fn render_merchants(frame: &mut Frame, model: &Model, area: Rect, paint: &Paint) {

@@ -357,6 +357,23 @@ async fn instances_share_the_merchants_take_over_from_a_killed_one_and_rebalance
         assert!(text.contains(i), "{text}");
     }
     assert!(!text.contains("(none)"), "every shard owned: {text}");
+    // `top` shows the same instances, beside one instance's own picture.
+    let top = Command::new(BIN)
+        .args(["top", "--once", "--interval", "200ms", "--config"])
+        .arg(cluster.config("i1"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&top.stdout);
+    assert!(
+        top.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&top.stderr)
+    );
+    assert!(text.contains("cluster  3 live: i1 "), "{text}");
+    assert!(
+        text.contains(" · i3 ") && text.contains("connected"),
+        "{text}"
+    );
 
     // Records keep arriving while i3 is killed: its merchants are polled by the others within
     // the session timeout and one poll interval (plus the first poll's spread).

@@ -110,6 +110,33 @@ fn at_80x24_and_200x60_every_section_is_drawn() {
 }
 
 #[test]
+fn in_a_cluster_its_instances_are_shown() {
+    let mut model = model();
+    model.cluster = Some(Ok(vec![
+        top::InstanceRow {
+            instance: "relay-a".into(),
+            shards: 6,
+            merchants: 50_012,
+            state: "live",
+        },
+        top::InstanceRow {
+            instance: "relay-b".into(),
+            shards: 0,
+            merchants: 0,
+            state: "gone",
+        },
+    ]));
+    for (w, h) in [(80, 24), (200, 60)] {
+        let text = screen(w, h, &model);
+        assert!(text.contains("cluster  1 live: relay-a 6 shards"), "{text}");
+        assert!(text.contains("887000000003"), "{text}");
+    }
+    assert!(top::plain(&model).contains("relay-b (gone)"));
+    model.cluster = Some(Err("no broker answered".into()));
+    assert!(screen(80, 24, &model).contains("cannot read the state topic: no broker answered"));
+}
+
+#[test]
 fn a_terminal_too_small_says_so() {
     let text = screen(50, 12, &model());
     assert!(text.contains("terminal too small: 50×12"), "{text}");
