@@ -21,6 +21,9 @@ pub struct Counters {
     pub token_expiry: f64,
     /// In a cluster, the shards this instance owns.
     pub shards: f64,
+    /// Events queued, by event type (each resource's types: `authorization.created`,
+    /// `dispute.created` …).
+    pub enqueued: BTreeMap<String, f64>,
     /// Per sink: events delivered, and attempts that failed.
     pub delivered: BTreeMap<String, f64>,
     pub failed: BTreeMap<String, f64>,
@@ -55,8 +58,12 @@ impl Counters {
                     "reconciled" => c.records_reconciled += value,
                     _ => {}
                 },
-                "mxc_relay_events_enqueued_total" if label("event_type").ends_with(".declined") => {
-                    c.declines += value
+                "mxc_relay_events_enqueued_total" => {
+                    let event_type = label("event_type");
+                    if event_type.ends_with(".declined") {
+                        c.declines += value;
+                    }
+                    *c.enqueued.entry(event_type.to_string()).or_default() += value;
                 }
                 "mxc_relay_rate_limiter_waits_total" => c.budget_waits += value,
                 "mxc_relay_api_requests_total" if label("status") == "429" => c.throttled += value,
@@ -136,6 +143,7 @@ mxc_relay_other{a="b,\"c"} 1
         let c = Counters::parse(text);
         assert_eq!((c.records_new, c.records_duplicate), (120.0, 7.0));
         assert_eq!(c.declines, 4.0);
+        assert_eq!(c.enqueued["authorization.created"], 120.0);
         assert_eq!(c.delivered["kafka"], 100.0);
         assert_eq!(c.failed["alerts"], 2.0);
         assert_eq!(c.throttled, 3.0);

@@ -194,6 +194,31 @@ impl Model {
         })
     }
 
+    /// Events queued per second by event type (of the types that saw any), busiest first.
+    pub fn type_rates(&self) -> Vec<(String, f64)> {
+        let (Some(now), Some(then)) = (self.latest.as_ref(), self.previous.as_ref()) else {
+            return Vec::new();
+        };
+        let (Some(a), Some(b)) = (now.counters.as_ref(), then.counters.as_ref()) else {
+            return Vec::new();
+        };
+        let seconds = now.at.duration_since(then.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return Vec::new();
+        }
+        let mut rates: Vec<(String, f64)> = a
+            .enqueued
+            .iter()
+            .map(|(t, n)| {
+                let before = b.enqueued.get(t).copied().unwrap_or(0.0);
+                (t.clone(), ((n - before) / seconds).max(0.0))
+            })
+            .filter(|(_, r)| *r > 0.0)
+            .collect();
+        rates.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+        rates
+    }
+
     /// A sink's deliveries and failed attempts per second.
     pub fn sink_rates(&self, sink: &str) -> Option<(f64, f64)> {
         let (now, then) = (self.latest.as_ref()?, self.previous.as_ref()?);

@@ -48,7 +48,7 @@ pub fn render(frame: &mut Frame, model: &Model, color: bool) {
     let paint = Paint(color);
     let [header, stats, spark, merchants, sinks, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Length(if model.cluster.is_some() { 6 } else { 5 }),
+        Constraint::Length(if model.cluster.is_some() { 7 } else { 6 }),
         Constraint::Length(3),
         Constraint::Min(5),
         Constraint::Length(sinks_height(model)),
@@ -180,7 +180,19 @@ fn stat_lines(model: &Model) -> Vec<Line<'static>> {
             b.state, b.resource, b.read, b.new
         );
     }
-    let mut lines = vec![Line::from(first), Line::from(second), Line::from(third)];
+    let types = model.type_rates();
+    let by_type = if types.is_empty() {
+        "events/s by type  none".to_string()
+    } else {
+        let each: Vec<String> = types.iter().map(|(t, r)| format!("{t} {r:.1}")).collect();
+        format!("events/s by type  {}", each.join(" · "))
+    };
+    let mut lines = vec![
+        Line::from(first),
+        Line::from(by_type),
+        Line::from(second),
+        Line::from(third),
+    ];
     if let Some(cluster) = &model.cluster {
         lines.push(Line::from(cluster_line(cluster)));
     }

@@ -43,7 +43,7 @@ fn model() -> Model {
     });
     let scrape = |new: f64, delivered: f64| {
         Counters::parse(&format!(
-            "mxc_relay_records_total{{outcome=\"new\"}} {new}\nmxc_relay_events_total{{outcome=\"delivered\",sink=\"kafka\"}} {delivered}\nmxc_relay_token_expiry_seconds 540\n"
+            "mxc_relay_records_total{{outcome=\"new\"}} {new}\nmxc_relay_events_total{{outcome=\"delivered\",sink=\"kafka\"}} {delivered}\nmxc_relay_events_enqueued_total{{event_type=\"authorization.created\",sink=\"kafka\"}} {new}\nmxc_relay_events_enqueued_total{{event_type=\"dispute.created\",sink=\"kafka\"}} {delivered}\nmxc_relay_token_expiry_seconds 540\n"
         ))
     };
     let mut model = Model::new("http://127.0.0.1:9465");
@@ -85,6 +85,7 @@ fn at_80x24_and_200x60_every_section_is_drawn() {
             "connected",
             "token expires in 9m00s",
             "new 42.0",
+            "events/s by type  authorization.created 42.0 · dispute.created 40.0",
             "p99 12m34s",
             "887000000003",
             "12m34s",
