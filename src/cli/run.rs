@@ -34,7 +34,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some((&config.telemetry.traces, &metrics)),
     )?;
     if config.telemetry.traces.enabled() {
-        tracing::info!(collector = %config.telemetry.traces.traces_url(),
+        tracing::info!(collector = %mxc::display_url(&config.telemetry.traces.traces_url()),
             sampling_ratio = config.telemetry.traces.sampling_ratio, "exporting traces");
     }
     let mut pipeline = tokio::select! {

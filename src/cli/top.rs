@@ -37,7 +37,7 @@ pub struct TopArgs {
     #[arg(long)]
     metrics: Option<String>,
     /// Time between refreshes.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = interval)]
     interval: Duration,
     /// Print one snapshot as plain text and exit (two refreshes `--interval` apart, for the
     /// rates).
@@ -46,6 +46,15 @@ pub struct TopArgs {
     /// How many of the most lagging merchants to list.
     #[arg(long, default_value_t = 50)]
     merchants: usize,
+}
+
+/// `--interval`: a duration of at least 100 ms.
+fn interval(text: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?}: {e}"))?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{text:?}: at least 100ms"));
+    }
+    Ok(d)
 }
 
 pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
@@ -85,6 +94,8 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     });
+    // A refresh or an action that hangs must not freeze the keys for the client's minute.
+    let refresh_within = (args.interval * 2).max(Duration::from_secs(2));
     let mut tick = tokio::time::interval(args.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -95,9 +106,10 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
             .terminal
             .draw(|frame| top::render(frame, &model, color))?;
         tokio::select! {
-            _ = tick.tick() => match source.sample().await {
-                Ok(sample) => model.update(sample),
-                Err(e) => model.failed(e.to_string()),
+            _ = tick.tick() => match tokio::time::timeout(refresh_within, source.sample()).await {
+                Ok(Ok(sample)) => model.update(sample),
+                Ok(Err(e)) => model.failed(e.to_string()),
+                Err(_) => model.failed(format!("no answer within {}", humantime::format_duration(refresh_within))),
             },
             got = input.recv() => match got {
                 None | Some(Input::Quit) => break,
@@ -108,9 +120,14 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
                     Command::Send(action) => {
                         model.status = Some(format!("{} sending…", action.question()));
                         screen.terminal.draw(|frame| top::render(frame, &model, color))?;
-                        model.status = Some(source.send(&action).await);
+                        model.status = Some(
+                            match tokio::time::timeout(ACTION_WITHIN, source.send(&action)).await {
+                                Ok(said) => said,
+                                Err(_) => format!("no answer within {}s: look again before repeating it", ACTION_WITHIN.as_secs()),
+                            },
+                        );
                         // The action's effect, at once.
-                        if let Ok(sample) = source.sample().await {
+                        if let Ok(Ok(sample)) = tokio::time::timeout(refresh_within, source.sample()).await {
                             model.update(sample);
                         }
                     }
@@ -121,6 +138,9 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
     screen.leave();
     Ok(ExitCode::SUCCESS)
 }
+
+/// The longest an action is waited for (a replay of many letters takes a while).
+const ACTION_WITHIN: Duration = Duration::from_secs(30);
 
 /// How often a cluster's state topic is read (the whole topic: not every refresh).
 const CLUSTER_EVERY: Duration = Duration::from_secs(10);
@@ -240,12 +260,16 @@ impl Source {
             if listen.port() == 0 {
                 return None;
             }
-            let host = if listen.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                listen.ip().to_string()
+            let host = match listen.ip() {
+                ip if !ip.is_unspecified() => ip,
+                std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
             };
-            Some(format!("http://{host}:{}/metrics", listen.port()))
+            // A SocketAddr writes an IPv6 address in brackets.
+            Some(format!(
+                "http://{}/metrics",
+                std::net::SocketAddr::new(host, listen.port())
+            ))
         });
         Ok(Source {
             config,
@@ -272,8 +296,10 @@ impl Source {
         };
         let counters = match &self.metrics {
             Some(url) => match self.http.get(url).send().await {
-                Ok(response) => response.text().await.ok().map(|t| Counters::parse(&t)),
-                Err(_) => None,
+                Ok(response) if response.status().is_success() => {
+                    response.text().await.ok().map(|t| Counters::parse(&t))
+                }
+                _ => None,
             },
             None => None,
         };
@@ -326,9 +352,18 @@ struct Screen {
 impl Screen {
     fn enter() -> anyhow::Result<Screen> {
         enable_raw_mode()?;
+        // From here on every way out restores the terminal: an error below, a panic (its
+        // message then lands on the normal screen, not the alternate one), or the end.
+        let restore = Restore;
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            hook(info);
+        }));
         let mut stdout = std::io::stdout();
         execute!(stdout, EnterAlternateScreen, cursor::Hide)?;
         let terminal = ratatui::Terminal::new(ratatui::backend::CrosstermBackend::new(stdout))?;
+        std::mem::forget(restore);
         Ok(Screen {
             terminal,
             left: false,
@@ -337,10 +372,23 @@ impl Screen {
 
     fn leave(&mut self) {
         if !std::mem::replace(&mut self.left, true) {
-            let _ = disable_raw_mode();
-            let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
+            restore_terminal();
         }
     }
+}
+
+/// Restores the terminal if [`Screen::enter`] fails half-way.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
 }
 
 impl Drop for Screen {

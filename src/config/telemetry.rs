@@ -46,11 +46,14 @@ pub struct TracesConfig {
     /// `OTEL_RESOURCE_ATTRIBUTES` win.
     pub resource: BTreeMap<String, String>,
     /// Finished spans waiting for export; beyond it spans are dropped (and counted in
-    /// `mxc_relay_trace_spans_dropped_total`), never waited for.
+    /// `mxc_relay_trace_spans_total{outcome="dropped_queue_full"}`), never waited for.
     pub queue_size: usize,
     /// The longest an export may take before its spans are dropped.
     #[serde(with = "super::duration")]
     pub timeout: Duration,
+    /// `endpoint` came from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the URL as it is.
+    #[serde(skip)]
+    pub endpoint_is_traces_url: bool,
 }
 
 impl Default for TracesConfig {
@@ -62,6 +65,7 @@ impl Default for TracesConfig {
             resource: BTreeMap::new(),
             queue_size: 4096,
             timeout: Duration::from_secs(10),
+            endpoint_is_traces_url: false,
         }
     }
 }
@@ -74,6 +78,9 @@ impl TracesConfig {
 
     /// The URL spans are posted to.
     pub fn traces_url(&self) -> String {
+        if self.endpoint_is_traces_url {
+            return self.endpoint.trim().to_string();
+        }
         let base = self.endpoint.trim().trim_end_matches('/');
         if base.ends_with("/v1/traces") {
             base.to_string()
@@ -90,10 +97,11 @@ impl TracesConfig {
                 .filter(|v| !v.is_empty())
         };
         if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-            // Used as it is: `traces_url` leaves a path ending in /v1/traces alone.
             self.endpoint = endpoint;
+            self.endpoint_is_traces_url = true;
         } else if let Some(endpoint) = var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-            self.endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
+            self.endpoint = endpoint;
+            self.endpoint_is_traces_url = false;
         }
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"))
             || var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
@@ -148,8 +156,8 @@ impl TracesConfig {
             _ => error(
                 "telemetry.traces.endpoint",
                 format!(
-                    "an http(s) URL such as http://127.0.0.1:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT), got {:?}",
-                    self.endpoint
+                    "an http(s) URL such as http://127.0.0.1:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT), got {}",
+                    mxc::display_url(&self.endpoint)
                 ),
             ),
         }

@@ -181,6 +181,9 @@ async fn export_loop(
     let mut batch = Vec::with_capacity(BATCH);
     let mut last_warning: Option<tokio::time::Instant> = None;
     let mut failed_since_warning = 0u64;
+    // `Traces` dropped without a shutdown (an error path): no flush will come; the spans
+    // still go until their queue closes.
+    let mut flushes_open = true;
     loop {
         let mut flush = None;
         let deadline = tokio::time::sleep(LINGER);
@@ -191,9 +194,9 @@ async fn export_loop(
                     Some(span) => batch.push(span),
                     None => break,
                 },
-                done = flushes.recv() => match done {
+                done = flushes.recv(), if flushes_open => match done {
                     Some(done) => flush = Some(done),
-                    None => break,
+                    None => flushes_open = false,
                 },
                 _ = &mut deadline => break,
             }
@@ -214,7 +217,7 @@ async fn export_loop(
                     failed_since_warning += n;
                     let now = tokio::time::Instant::now();
                     if last_warning.is_none_or(|at| now - at >= Duration::from_secs(60)) {
-                        tracing::warn!(collector = %url, %error, dropped = failed_since_warning,
+                        tracing::warn!(collector = %mxc::display_url(&url), %error, dropped = failed_since_warning,
                             "cannot export traces; their spans are dropped (polling and delivery go on)");
                         last_warning = Some(now);
                         failed_since_warning = 0;

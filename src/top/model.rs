@@ -63,7 +63,7 @@ impl Action {
             Action::Merchant { xmid, pause: false } => format!("resume merchant {xmid}?"),
             Action::Endpoint { sink, action } => format!("{action} endpoint {sink}?"),
             Action::Replay { sink, letters } => {
-                format!("replay the {letters} dead letter(s) of {sink}?")
+                format!("replay the dead letters of {sink} ({letters} when last refreshed)?")
             }
         }
     }
@@ -317,10 +317,15 @@ impl Model {
             },
             Key::Char('p') => self.confirm = self.pause_or_resume(),
             Key::Char('e') => {
-                self.confirm = self.selected_endpoint().map(|sink| Action::Endpoint {
+                self.confirm = self.disabled_endpoint().map(|sink| Action::Endpoint {
                     sink,
                     action: "enable",
-                })
+                });
+                if self.confirm.is_none() {
+                    self.status = Some(
+                        "the selected sink is not a disabled webhook endpoint (tab: sinks)".into(),
+                    );
+                }
             }
             Key::Char('r') => {
                 self.confirm = self.sinks().get(self.sink).and_then(|s| {
@@ -338,10 +343,13 @@ impl Model {
         Command::Nothing
     }
 
-    /// The selected sink's name, if it is a webhook endpoint.
-    fn selected_endpoint(&self) -> Option<String> {
+    /// The selected sink's name, if it is a disabled webhook endpoint.
+    fn disabled_endpoint(&self) -> Option<String> {
         let sink = self.sinks().get(self.sink)?;
-        sink.endpoint.as_ref().map(|_| sink.name.clone())
+        sink.endpoint
+            .as_ref()
+            .filter(|e| e.disabled.is_some())
+            .map(|_| sink.name.clone())
     }
 
     /// `p`: the selected merchant or endpoint, paused if it runs, resumed if paused.

@@ -153,7 +153,7 @@ fn keys_select_filter_confirm_and_help() {
     assert_eq!(model.key(Key::Char('r')), top::Command::Nothing);
     let text = screen(80, 24, &model);
     assert!(
-        text.contains("replay the 5 dead letter(s) of alerts? y to confirm"),
+        text.contains("replay the dead letters of alerts (5 when last refreshed)? y to confirm"),
         "{text}"
     );
     match model.key(Key::Char('y')) {
@@ -355,7 +355,7 @@ async fn under_tmux_top_shows_lag_and_dead_letters_and_replays_them() {
     tmux(&["send-keys", "-t", &session, "Tab"]);
     tmux(&["send-keys", "-t", &session, "r"]);
     let asked = wait_until(Duration::from_secs(5), || {
-        capture().contains("replay the 4 dead letter(s) of alerts?")
+        capture().contains("replay the dead letters of alerts (4 when last refreshed)?")
     })
     .await;
     assert!(asked, "{}", capture());

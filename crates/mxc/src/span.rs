@@ -8,14 +8,14 @@ use crate::error::MxcError;
 /// The target of the client's spans, for export only (see the relay's `telemetry::traces`).
 const TRACE_TARGET: &str = "mxc::trace";
 
-/// An HTTP client span (OpenTelemetry's HTTP conventions) for one request to `url`, which holds
-/// no query and no credentials.
+/// An HTTP client span (OpenTelemetry's HTTP conventions) for one request to `url`; its
+/// `url.full` without credentials (should the base URL carry any) and without a query.
 pub(crate) fn request_span(method: &Method, url: &str) -> tracing::Span {
     let span = tracing::info_span!(target: TRACE_TARGET, "mxc request",
         otel.name = %method,
         otel.kind = "client",
         http.request.method = %method,
-        url.full = url,
+        url.full = tracing::field::Empty,
         server.address = tracing::field::Empty,
         server.port = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
@@ -23,7 +23,12 @@ pub(crate) fn request_span(method: &Method, url: &str) -> tracing::Span {
         otel.status_code = tracing::field::Empty,
     );
     if !span.is_disabled() {
-        if let Ok(parsed) = url::Url::parse(url) {
+        if let Ok(mut parsed) = url::Url::parse(url) {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            span.record("url.full", parsed.as_str());
             if let Some(host) = parsed.host_str() {
                 span.record("server.address", host);
             }
