@@ -92,6 +92,14 @@ impl MxcConfig {
     pub(super) fn validate(&self, errors: &mut Vec<ConfigError>) {
         let mut error = validate::reporter(errors);
         match url::Url::parse(&self.base_url) {
+            // Credentials in the URL would ride along in every request, log line and span.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => error(
+                "mxc.base_url",
+                format!(
+                    "holds credentials ({}): give them in MXC_USERNAME and MXC_PASSWORD instead",
+                    mxc::display_url(&self.base_url)
+                ),
+            ),
             Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
             Ok(url) => error(
                 "mxc.base_url",

@@ -486,6 +486,16 @@ routes = [{ sink = "out" }]
             r#"mxc.base_url: not a URL (relative URL without a base): "api.mxconnect.com""#,
         ),
         (
+            "base_url with credentials",
+            r#"
+mxc = { api_key = "API_canary_row_key", base_url = "https://someone:canary-url-secret@api.mxconnect.com" }
+pollers = { xmids = ["A1"] }
+sinks.out = { kind = "stdout" }
+routes = [{ sink = "out" }]
+"#,
+            "mxc.base_url: holds credentials (https://api.mxconnect.com/): give them in MXC_USERNAME and MXC_PASSWORD instead",
+        ),
+        (
             "base_url not http(s)",
             r#"
 mxc = { api_key = "API_canary_row_key", base_url = "ftp://api.mxconnect.com" }
