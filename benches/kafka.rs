@@ -446,7 +446,11 @@ level = "warn"
             &["sink=\"kafka\"", "outcome=\"delivered\""],
         );
         if delivered > 0.0 && first.is_none() {
-            first = Some((Instant::now(), delivered, process_cpu_seconds(child.0.id())));
+            first = Some((
+                Instant::now(),
+                delivered,
+                common::process_cpu_seconds(child.0.id()),
+            ));
         }
         if delivered >= RECORDS as f64 {
             break;
@@ -455,31 +459,12 @@ level = "warn"
     let (since, delivered_then, cpu_then) = first.expect("a first delivery");
     let counted = RECORDS as f64 - delivered_then;
     let rate = counted / since.elapsed().as_secs_f64();
-    let cpu = (process_cpu_seconds(child.0.id()) - cpu_then) * 1e6 / counted;
+    let cpu = (common::process_cpu_seconds(child.0.id()) - cpu_then) * 1e6 / counted;
     drop(child);
     // The exporter sends within a second of a span's end.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let spans = (collector.spans() - spans_before) as f64 / RECORDS as f64;
     (rate, cpu, spans)
-}
-
-/// A process's CPU seconds so far (user and system), from /proc.
-fn process_cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command's closing parenthesis: state is field 3, utime 14 and stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(14) + ticks(15)) / per_second
 }
 
 /// An OTLP/HTTP collector for the bench: decodes every export and counts its spans, or, told

@@ -163,27 +163,10 @@ level = "warn"
 
 /// The service's CPU over one phase, as a percentage of one core.
 fn cpu_share(pid: u32) -> f64 {
-    let before = cpu_seconds(pid);
+    let before = common::process_cpu_seconds(pid);
     let started = Instant::now();
     std::thread::sleep(PHASE);
-    (cpu_seconds(pid) - before) / started.elapsed().as_secs_f64() * 100.0
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // SAFETY: sysconf only reads a constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (ticks(14) + ticks(15)) / per_second
+    (common::process_cpu_seconds(pid) - before) / started.elapsed().as_secs_f64() * 100.0
 }
 
 fn tmux(args: &[&str]) -> String {

@@ -15,14 +15,14 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use chrono::Utc;
 use mxc::Secret;
-use mxc::{Client, ClientConfig, Credentials, ReportQuery};
+use mxc::{Client, ClientConfig, Credentials};
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_sim::SimConfig;
 use rand::Rng;
 
 use crate::support::kafka::*;
-use crate::support::{any_port, BIN};
+use crate::support::{any_port, generated, BIN};
 
 const KILLS: usize = 10;
 const API_KEY: &str = "API_canary_crash_7f3a9c";
@@ -126,25 +126,6 @@ fn spawn(config: &Path, log: &Path) -> Child {
         .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .unwrap()
-}
-
-/// Every record the simulator holds for `xmids`, read with the crate's own client: its id and
-/// whether it is a decline.
-async fn generated(client: &Client, xmids: &[String]) -> BTreeMap<String, bool> {
-    let mut out = BTreeMap::new();
-    let query = ReportQuery::new(
-        xmids.to_vec(),
-        Utc::now() - chrono::Duration::hours(1),
-        Utc::now() + chrono::Duration::minutes(1),
-    );
-    let mut pager = client.report_pages(query);
-    while let Some(batch) = pager.next_page().await.unwrap() {
-        for record in batch.records {
-            let decline = record.to_value()["authorizationResponseStatus"] != "Approved";
-            out.insert(record.id().unwrap().to_string(), decline);
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

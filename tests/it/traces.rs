@@ -6,7 +6,7 @@
 //! own propagator continues it. No secret in any span or log line; a collector down or silent
 //! changes nothing but the count of dropped spans.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::support::canary::{self, API_KEY, PASSWORD, USERNAME};
 use crate::support::kafka::*;
 use crate::support::otlp::{Collector, Mode, Span};
-use crate::support::{free_address, keeping_receiver, wait_until, BIN};
+use crate::support::{free_address, generated, keeping_receiver, wait_until, BIN};
 
 const PRODUCER: i32 = 4;
 const CLIENT: i32 = 3;
@@ -123,7 +123,7 @@ fn terminate(mut child: Child) {
 }
 
 /// The decline ids among `records` (id → declined).
-fn declines(records: &HashMap<String, bool>) -> HashSet<&str> {
+fn declines(records: &BTreeMap<String, bool>) -> HashSet<&str> {
     records
         .iter()
         .filter(|(_, d)| **d)
@@ -131,22 +131,27 @@ fn declines(records: &HashMap<String, bool>) -> HashSet<&str> {
         .collect()
 }
 
-/// Every record the simulator holds for `xmids`: id → whether it is a decline.
-async fn generated(client: &mxc::Client, xmids: &[String]) -> HashMap<String, bool> {
-    let mut out = HashMap::new();
-    let query = mxc::ReportQuery::new(
-        xmids.to_vec(),
-        Utc::now() - chrono::Duration::hours(1),
-        Utc::now() + chrono::Duration::minutes(1),
-    );
-    let mut pager = client.report_pages(query);
-    while let Some(batch) = pager.next_page().await.unwrap() {
-        for record in batch.records {
-            let decline = record.to_value()["authorizationResponseStatus"] != "Approved";
-            out.insert(record.id().unwrap().to_string(), decline);
-        }
-    }
-    out
+/// A simulator with the canary credentials holding `count` records of its first `merchants`
+/// XMIDs (over the last 10 minutes, `decline_rate` of them declines), and each record's id with
+/// whether it is a decline.
+async fn simulated(
+    seed: u64,
+    decline_rate: f64,
+    merchants: usize,
+    count: usize,
+) -> (mxc_sim::RunningSim, Vec<String>, BTreeMap<String, bool>) {
+    let sim = mxc_sim::start(mxc_sim::SimConfig {
+        decline_rate,
+        ..canary::sim_config(seed)
+    })
+    .await
+    .unwrap();
+    let xmids: Vec<String> = sim.xmids()[..merchants].to_vec();
+    let now = Utc::now();
+    sim.generate(count, &xmids, now - chrono::Duration::minutes(10), now)
+        .unwrap();
+    let records = generated(&canary::client(&sim), &xmids).await;
+    (sim, xmids, records)
 }
 
 /// `00-trace-span-flags` → (trace, span).
@@ -196,17 +201,7 @@ async fn one_trace_per_poll_follows_each_record_to_kafka_and_to_the_webhook() {
     let topic = topic_name("traces");
     create_topic(&broker, &topic, 2).await;
     let collector = Collector::start().await;
-    let sim = mxc_sim::start(mxc_sim::SimConfig {
-        decline_rate: 0.3,
-        ..canary::sim_config(31)
-    })
-    .await
-    .unwrap();
-    let xmids: Vec<String> = sim.xmids()[..4].to_vec();
-    let now = Utc::now();
-    sim.generate(120, &xmids, now - chrono::Duration::minutes(10), now)
-        .unwrap();
-    let records = generated(&canary::client(&sim), &xmids).await;
+    let (sim, xmids, records) = simulated(31, 0.3, 4, 120).await;
     let wanted_declines = declines(&records);
     let mut receiver = keeping_receiver(&canary::webhook_secret()).await;
 
@@ -427,17 +422,7 @@ async fn one_trace_per_poll_follows_each_record_to_kafka_and_to_the_webhook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_sigkill_between_admission_and_delivery_the_delivery_continues_the_records_trace() {
     let collector = Collector::start().await;
-    let sim = mxc_sim::start(mxc_sim::SimConfig {
-        decline_rate: 1.0,
-        ..canary::sim_config(32)
-    })
-    .await
-    .unwrap();
-    let xmids: Vec<String> = sim.xmids()[..2].to_vec();
-    let now = Utc::now();
-    sim.generate(6, &xmids, now - chrono::Duration::minutes(5), now)
-        .unwrap();
-    let records = generated(&canary::client(&sim), &xmids).await;
+    let (sim, xmids, records) = simulated(32, 1.0, 2, 6).await;
     let mut receiver = keeping_receiver(&canary::webhook_secret()).await;
     // Admitted, then refused: the events wait in the outbox.
     receiver.set_behaviour(Behaviour {
@@ -542,17 +527,7 @@ async fn with_the_collector_refusing_or_silent_every_record_is_delivered_and_dro
     for mode in [Mode::Refuse, Mode::BlackHole] {
         let collector = Collector::start().await;
         collector.set_mode(mode);
-        let sim = mxc_sim::start(mxc_sim::SimConfig {
-            decline_rate: 1.0,
-            ..canary::sim_config(33)
-        })
-        .await
-        .unwrap();
-        let xmids: Vec<String> = sim.xmids()[..2].to_vec();
-        let now = Utc::now();
-        sim.generate(40, &xmids, now - chrono::Duration::minutes(5), now)
-            .unwrap();
-        let records = generated(&canary::client(&sim), &xmids).await;
+        let (sim, xmids, records) = simulated(33, 1.0, 2, 40).await;
         let mut receiver = keeping_receiver(&canary::webhook_secret()).await;
         let dir = tempfile::tempdir().unwrap();
         let metrics = free_address();

@@ -93,3 +93,25 @@ pub fn generate_history(
     sim.generate(recent, xmids, t0 - chrono::Duration::minutes(150), t0)
         .expect("recent records generated");
 }
+
+/// Every record the simulator holds for `xmids` (generated within the last hour), read with the
+/// crate's own client: its id and whether it is a decline.
+pub async fn generated(
+    client: &Client,
+    xmids: &[String],
+) -> std::collections::BTreeMap<String, bool> {
+    let mut out = std::collections::BTreeMap::new();
+    let query = mxc::ReportQuery::new(
+        xmids.to_vec(),
+        Utc::now() - chrono::Duration::hours(1),
+        Utc::now() + chrono::Duration::minutes(1),
+    );
+    let mut pager = client.report_pages(query);
+    while let Some(batch) = pager.next_page().await.unwrap() {
+        for record in batch.records {
+            let decline = record.to_value()["authorizationResponseStatus"] != "Approved";
+            out.insert(record.id().unwrap().to_string(), decline);
+        }
+    }
+    out
+}
