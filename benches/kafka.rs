@@ -136,7 +136,7 @@ async fn run(brokers: &str, base: &str) {
             });
         let mut record = FutureRecord::to(&raw_topic)
             .key(event.xmid.as_str())
-            .payload(event.body.as_bytes().as_ref())
+            .payload(event.body().as_bytes().as_ref())
             .headers(headers);
         loop {
             match producer.send_result(record) {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use mxc_relay::config::{Durability, StoreConfig};
-use mxc_relay::route::Event;
+use mxc_relay::event::{Event, Head};
 use mxc_relay::store::{Admission, Cursor, Store};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -86,7 +86,7 @@ fn record_id(batch: usize, i: usize) -> String {
 }
 
 fn event(record_id: &str, body: &str) -> Event {
-    Event {
+    let head = Head {
         id: format!("evt_{record_id}"),
         event_type: "authorization.created".into(),
         route: "all".into(),
@@ -97,8 +97,11 @@ fn event(record_id: &str, body: &str) -> Event {
         occurred_at: Some("2026-12-01T00:00:00.000Z".into()),
         fetched_at_ms: 1_764_000_000_000,
         traceparent: None,
-        body: format!("{{\"data\":{{\"id\":\"{record_id}\",\"pad\":\"{body}\"}}}}").into(),
-    }
+    };
+    Event::new(
+        head,
+        &format!("{{\"id\":\"{record_id}\",\"pad\":\"{body}\"}}"),
+    )
 }
 
 /// What a poll hands the store: a page's admissions and its cursor.
@@ -181,15 +184,7 @@ fn run_bare(batches: usize, body: &str, durable: bool) -> Run {
                 .map(|i| {
                     let id = record_id(b, i);
                     let e = event(&id, body);
-                    let mut value = serde_json::to_vec(&serde_json::json!({
-                        "id": e.id, "event_type": e.event_type, "route": e.route,
-                        "resource": e.resource, "sink": e.sink, "xmid": e.xmid,
-                        "record_id": e.record_id, "occurred_at": e.occurred_at,
-                        "fetched_at_ms": e.fetched_at_ms,
-                    }))
-                    .expect("json");
-                    value.push(b'\n');
-                    value.extend_from_slice(e.body.as_bytes());
+                    let value = e.to_outbox();
                     (id, value)
                 })
                 .collect()

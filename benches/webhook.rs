@@ -21,8 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mxc_relay::config::{Durability, StoreConfig, WebhookConfig};
+use mxc_relay::event::{Event, Head};
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
-use mxc_relay::route::{event_id, Event};
+use mxc_relay::route::event_id;
 use mxc_relay::signature::{signature_header, WebhookSecret};
 use mxc_relay::sink::{webhook_body, WebhookSink};
 use mxc_relay::store::{Admission, Store};
@@ -89,10 +90,7 @@ fn record() -> String {
 fn event(i: usize, data: &str) -> Event {
     let record_id = format!("bench-{i}");
     let id = event_id("declines", &record_id);
-    Event {
-        body: format!(
-            r#"{{"id":"{id}","type":"authorization.declined","xmid":"X1","occurred_at":"2026-11-28T10:00:00.000Z","data":{data}}}"#
-        ).into(),
+    let head = Head {
         id,
         event_type: "authorization.declined".into(),
         route: "declines".into(),
@@ -103,7 +101,8 @@ fn event(i: usize, data: &str) -> Event {
         occurred_at: Some("2026-11-28T10:00:00.000Z".into()),
         fetched_at_ms: 0,
         traceparent: None,
-    }
+    };
+    Event::new(head, data)
 }
 
 async fn receiver(secret: &WebhookSecret) -> Receiver {

@@ -100,10 +100,10 @@ pub fn dead_letters(
                     attempts: letter.attempts,
                     last_status: letter.last_status,
                     reason: letter.reason,
-                    event_id: letter.event.id,
-                    event_type: letter.event.event_type,
-                    record_id: letter.event.record_id,
-                    xmid: letter.event.xmid,
+                    event_id: letter.event.head.id,
+                    event_type: letter.event.head.event_type,
+                    record_id: letter.event.head.record_id,
+                    xmid: letter.event.head.xmid,
                 });
             }
         }

@@ -17,9 +17,9 @@ use futures::future::BoxFuture;
 
 use mxc::RESOURCES;
 use mxc_relay::config::{Config, LogFormat, RouteConfig, SinkConfig, StdoutFormat, WebhookConfig};
+use mxc_relay::event::Event;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Delivery, Receiver, ReceiverConfig};
-use mxc_relay::route::Event;
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sink::{Outcome, Sink, StdoutSink};
 use mxc_relay::telemetry::{self, Metrics};
@@ -79,7 +79,7 @@ impl Sink for CountingConsole {
                     // Read the field, not the text: MXC's JSON spacing is not ours to assume.
                     if event.resource == "authorizations" {
                         let body: serde_json::Value =
-                            serde_json::from_str(&event.body).unwrap_or_default();
+                            serde_json::from_str(event.body()).unwrap_or_default();
                         if body["data"]["authorizationResponseStatus"] != "Approved" {
                             if let Ok(mut counts) = self.by_type.lock() {
                                 *counts.entry("declines".into()).or_default() += 1;

@@ -784,7 +784,7 @@ impl Pollers {
                 .emit(&self.metrics);
             }
             let value = tree.read(record);
-            let mut events: Vec<crate::route::Event> = routes
+            let mut events: Vec<crate::event::Event> = routes
                 .iter()
                 .filter(|r| r.matches(&value))
                 .map(|r| r.event(record, id, &value, fetched_at_ms))
@@ -793,7 +793,7 @@ impl Pollers {
                 let span = record_span(&poll, resource, xmid, id, events.len());
                 let traceparent = traces::traceparent(&span);
                 for event in &mut events {
-                    event.traceparent.clone_from(&traceparent);
+                    event.head.traceparent.clone_from(&traceparent);
                 }
             }
             out.push(Admission {

@@ -1,15 +1,15 @@
 //! Routes: which records go to which sink, as which event type, with which fields removed or
 //! masked. Pure: no I/O.
 
-use bytestring::ByteString;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 pub use crate::filter::{Filter, FilterError, Path};
 
+use crate::event::{Event, Head};
+
 use crate::config::RouteConfig;
-use mxc::{Record, Resource, AUTHORIZATIONS};
+use mxc::{Record, Resource};
 
 /// Why a configured route does not compile. Validation reports the same problems first, so
 /// these are for callers that skipped it; each text names the route by its index.
@@ -41,34 +41,6 @@ pub struct Route {
     filter: Option<Filter>,
     drop: Vec<Path>,
     mask: Vec<Path>,
-}
-
-/// One record made into an event for one route: what waits in a sink's outbox.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// Stable for a given record and route: the same on every redelivery.
-    pub id: String,
-    pub event_type: String,
-    pub route: String,
-    /// The resource of its record (`authorizations`, `disputes` …).
-    #[serde(default = "authorizations")]
-    pub resource: String,
-    /// The sink whose outbox holds it.
-    pub sink: String,
-    pub xmid: String,
-    pub record_id: String,
-    /// The record's time (`transactionDateAndTime`, `disputeDate` …) in UTC, RFC 3339.
-    pub occurred_at: Option<String>,
-    /// The envelope `{id, type, xmid, occurred_at, data}` as JSON text (shared: a clone of the
-    /// event does not copy it).
-    pub body: ByteString,
-    /// When the record was fetched (unix ms): delivery latency is measured from it.
-    #[serde(default)]
-    pub fetched_at_ms: i64,
-    /// The W3C `traceparent` of the record's span (traces on): its deliveries continue the
-    /// trace, here and at the consumer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traceparent: Option<String>,
 }
 
 impl Route {
@@ -146,51 +118,21 @@ impl Route {
         } else {
             std::borrow::Cow::Borrowed(record.json())
         };
-        // Written once, at its final size, straight into the buffer the sinks will send.
-        let mut body = String::with_capacity(data.len() + id.len() + xmid.len() + 128);
-        body.push_str(r#"{"id":"#);
-        push_json_str(&mut body, &id);
-        body.push_str(r#","type":"#);
-        push_json_str(&mut body, &self.event_type);
-        body.push_str(r#","xmid":"#);
-        push_json_str(&mut body, &xmid);
-        body.push_str(r#","occurred_at":"#);
-        match &occurred_at {
-            Some(t) => push_json_str(&mut body, t),
-            None => body.push_str("null"),
-        }
-        body.push_str(r#","data":"#);
-        body.push_str(&data);
-        body.push('}');
-        Event {
-            id,
-            event_type: self.event_type.clone(),
-            route: self.name.clone(),
-            resource: self.resource.name.to_string(),
-            sink: self.sink.clone(),
-            xmid,
-            record_id: record_id.to_string(),
-            occurred_at,
-            body: ByteString::from(body),
-            fetched_at_ms,
-            traceparent: None,
-        }
-    }
-}
-
-/// Appends `text` as a JSON string (quoted and escaped).
-fn push_json_str(out: &mut String, text: &str) {
-    // Ids, types and XMIDs are plain ASCII: no escaping pass needed.
-    if text
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\' && b < 0x7f)
-    {
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    } else {
-        // Writing JSON into a String cannot fail.
-        out.push_str(&Value::from(text).to_string());
+        Event::new(
+            Head {
+                id,
+                event_type: self.event_type.clone(),
+                route: self.name.clone(),
+                resource: self.resource.name.to_string(),
+                sink: self.sink.clone(),
+                xmid,
+                record_id: record_id.to_string(),
+                occurred_at,
+                fetched_at_ms,
+                traceparent: None,
+            },
+            &data,
+        )
     }
 }
 
@@ -230,22 +172,6 @@ impl TreeNeed {
             TreeNeed::Whole => record.to_value(),
         }
     }
-}
-
-impl Event {
-    /// The record's JSON (as redacted by the route): the envelope's `data`, sliced out of the
-    /// body without parsing it. The envelope is written above with `data` last, and the
-    /// string values before it are JSON-escaped, so the first `,"data":` is the key itself.
-    pub fn data_json(&self) -> &str {
-        self.body
-            .find(r#","data":"#)
-            .and_then(|at| self.body.get(at + 8..self.body.len().saturating_sub(1)))
-            .unwrap_or("null")
-    }
-}
-
-fn authorizations() -> String {
-    AUTHORIZATIONS.name.to_string()
 }
 
 /// `evt_` and 32 hex digits of SHA-256 over the route name and the record id.
@@ -374,7 +300,7 @@ mod tests {
         assert_eq!(event.id, event_id("declines", "r-1"));
         assert_eq!(event.id, r.event(&record, "r-1", &value, 0).id);
         assert_ne!(event.id, event_id("everything", "r-1"));
-        let body: Value = serde_json::from_str(&event.body).unwrap();
+        let body: Value = serde_json::from_str(event.body()).unwrap();
         assert_eq!(body["id"], event.id.as_str());
         assert_eq!(body["type"], "authorization.declined");
         assert_eq!(body["xmid"], "X1");
@@ -397,7 +323,7 @@ mod tests {
             &["cardNumber.data", "uar.entity.taxId", "not.there"],
             &["cardNumber.hash", "cardNumber.mask"],
         );
-        let body: Value = serde_json::from_str(&r.event(&record, "r-1", &value, 0).body).unwrap();
+        let body: Value = serde_json::from_str(r.event(&record, "r-1", &value, 0).body()).unwrap();
         assert_eq!(
             body["data"]["cardNumber"],
             serde_json::json!({"hash": "********3456", "mask": "****"})
@@ -406,6 +332,6 @@ mod tests {
             .as_object()
             .unwrap()
             .is_empty());
-        assert!(!r.event(&record, "r-1", &value, 0).body.contains("d4t4"));
+        assert!(!r.event(&record, "r-1", &value, 0).body().contains("d4t4"));
     }
 }

@@ -6,7 +6,7 @@ use futures::future::BoxFuture;
 use tokio::io::AsyncWriteExt;
 
 use super::{Outcome, Sink};
-use crate::route::Event;
+use crate::event::Event;
 
 pub struct FileSink {
     path: PathBuf,
@@ -18,9 +18,9 @@ impl FileSink {
     }
 
     async fn append(&self, events: &[Event]) -> std::io::Result<()> {
-        let mut text = String::with_capacity(events.iter().map(|e| e.body.len() + 1).sum());
+        let mut text = String::with_capacity(events.iter().map(|e| e.body().len() + 1).sum());
         for event in events {
-            text.push_str(&event.body);
+            text.push_str(event.body());
             text.push('\n');
         }
         let mut file = tokio::fs::OpenOptions::new()

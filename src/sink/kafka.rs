@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use super::{Outcome, Sink, SinkError};
 use crate::config::kafka::{producer_config, refusal};
 use crate::config::KafkaKey;
-use crate::route::Event;
+use crate::event::Event;
 use crate::schema::{cloudevents_source, schema_id, SCHEMA_VERSION};
 use crate::telemetry::traces;
 use mxc::Secret;
@@ -327,7 +327,7 @@ impl Sink for KafkaSink {
                 let span = send_span(event, &topic, key);
                 let mut record = FutureRecord::to(&topic)
                     .key(key)
-                    .payload(event.body.as_bytes().as_ref())
+                    .payload(event.body().as_bytes().as_ref())
                     .headers(headers);
                 loop {
                     match producer.send_result(record) {

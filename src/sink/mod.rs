@@ -38,7 +38,7 @@ pub use webhook::{
 pub use worker::{run_worker, WorkerConfig};
 
 use crate::config::SinkConfig;
-use crate::route::Event;
+use crate::event::Event;
 
 /// A delay cut to whole milliseconds, for log lines.
 fn round(d: std::time::Duration) -> std::time::Duration {

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{Outcome, Sink};
 use crate::config::StdoutFormat;
-use crate::route::Event;
+use crate::event::Event;
 
 pub struct StdoutSink {
     format: StdoutFormat,
@@ -30,7 +30,7 @@ impl Sink for StdoutSink {
             let mut text = String::new();
             for event in events {
                 match self.format {
-                    StdoutFormat::Json => text.push_str(&event.body),
+                    StdoutFormat::Json => text.push_str(event.body()),
                     StdoutFormat::Compact => text.push_str(&compact_line(event, self.colour)),
                 }
                 text.push('\n');
@@ -48,7 +48,7 @@ impl Sink for StdoutSink {
 /// disputes, batches and deposits say what they are in the last column. What needs action
 /// (a decline, a chargeback, a rejected batch, a returned deposit) is in red on a terminal.
 pub fn compact_line(event: &Event, colour: bool) -> String {
-    let body: Value = serde_json::from_str(&event.body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_str(event.body()).unwrap_or(Value::Null);
     let data = &body["data"];
     let text = |key: &str| match &data[key] {
         Value::String(s) => s.clone(),

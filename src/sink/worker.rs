@@ -143,7 +143,7 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::route::Event;
+    use crate::event::Event;
     use crate::store::Admission;
 
     const SINK: &str = "out";

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 
-use super::codec::encode_event;
 use super::cursor::{encode_cursor, Cursor};
 use super::seen::mark_seen;
 use super::{Store, StoreError, CURSORS, SEEN, SEEN_BY_TIME};
 use crate::config::Durability;
-use crate::route::Event;
+use crate::event::Event;
 
 /// A record to admit: its id and the events its routes made of it.
 #[derive(Debug, Clone)]
@@ -75,7 +74,7 @@ impl Store {
                     .iter()
                     .position(|s| **s == event.sink)
                     .ok_or_else(|| StoreError::UnknownSink(event.sink.clone()))?;
-                events.push((index, encode_event(event)));
+                events.push((index, event.to_outbox()));
             }
             records.push((admission.record_id.clone(), events));
         }

@@ -5,10 +5,9 @@ use chrono::{DateTime, Utc};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
-use super::codec::encode_event;
 use super::outbox::Entry;
 use super::{Store, StoreError};
-use crate::route::Event;
+use crate::event::Event;
 
 /// An event a sink refused for good, with why.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,7 +110,7 @@ impl Store {
         for chunk in letters.chunks(1000) {
             let encoded: Vec<(u64, Vec<u8>)> = chunk
                 .iter()
-                .map(|(seq, l)| (*seq, encode_event(&l.event)))
+                .map(|(seq, l)| (*seq, l.event.to_outbox()))
                 .collect();
             let engine = &self.inner.engine;
             engine.write("replay dead letters", |txn| {
@@ -226,7 +225,7 @@ mod tests {
             .dead_letters("hook")
             .unwrap()
             .into_iter()
-            .map(|(_, l)| l.event.record_id)
+            .map(|(_, l)| l.event.head.record_id)
             .collect();
         assert_eq!(left, ["r0", "r2"]);
     }

@@ -112,11 +112,11 @@ mod tests {
 
     use super::*;
     use crate::config::StoreConfig;
-    use crate::route::Event;
+    use crate::event::Event;
     use crate::store::Admission;
 
     fn event(xmid: &str, id: &str) -> Event {
-        Event {
+        let head = crate::event::Head {
             id: format!("evt_{id}"),
             event_type: "authorization.created".into(),
             route: "all".into(),
@@ -127,8 +127,8 @@ mod tests {
             occurred_at: None,
             fetched_at_ms: 0,
             traceparent: None,
-            body: "{}".into(),
-        }
+        };
+        Event::new(head, "{}")
     }
 
     #[tokio::test]

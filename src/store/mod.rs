@@ -16,8 +16,7 @@
 //! | `admit.rs` | [`Store::admit`]: the transaction above; [`Admission`], [`AdmitOutcome`] |
 //! | `seen.rs` | the seen ids and their index by time: marking an id seen (for `admit` and `adopt`), lookups, counting, [`Store::prune_seen`] (the retention) |
 //! | `cursor.rs` | per-XMID [`Cursor`]s and their encoding |
-//! | `outbox.rs` | the outboxes: peek, read one [`Entry`], remove delivered entries, notifiers, orphaned outboxes |
-//! | `codec.rs` | the layout of an outbox entry (a JSON header line, then the body) |
+//! | `outbox.rs` | the outboxes: peek, read one [`Entry`] (its value is [`Event::to_outbox`](crate::event::Event::to_outbox): a JSON header line, then the body), remove delivered entries, notifiers, orphaned outboxes |
 //! | `dead.rs` | [`DeadLetter`]s: bury, list, replay |
 //! | `retry.rs` | the [`AttemptState`] of failing entries |
 //! | `endpoints.rs` | webhook endpoints switched off ([`DisabledEndpoint`]) |
@@ -28,7 +27,6 @@
 
 mod admit;
 mod checkpoint;
-mod codec;
 mod controls;
 mod cursor;
 mod dead;
@@ -412,8 +410,11 @@ mod reopen_tests {
         }
         let store = open_config(&config, &sinks);
         let entries = store.peek("archive", 10).unwrap();
-        let bodies: Vec<String> = entries.iter().map(|e| e.event.body.to_string()).collect();
-        let sent: Vec<String> = batch.iter().map(|a| a.events[0].body.to_string()).collect();
+        let bodies: Vec<String> = entries.iter().map(|e| e.event.body().to_string()).collect();
+        let sent: Vec<String> = batch
+            .iter()
+            .map(|a| a.events[0].body().to_string())
+            .collect();
         assert_eq!(bodies, sent);
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         store.remove("archive", &seqs).await.unwrap();
@@ -448,7 +449,7 @@ mod reopen_tests {
                 .peek("out", 10_000)
                 .unwrap()
                 .into_iter()
-                .map(|e| e.event.record_id)
+                .map(|e| e.event.head.record_id)
                 .collect();
             let expected: std::collections::BTreeSet<String> =
                 admitted.difference(&delivered).cloned().collect();
@@ -467,7 +468,7 @@ mod reopen_tests {
                 let entries = store.peek("out", 25).unwrap();
                 let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
                 store.remove("out", &seqs).await.unwrap();
-                delivered.extend(entries.into_iter().map(|e| e.event.record_id));
+                delivered.extend(entries.into_iter().map(|e| e.event.head.record_id));
             }
             machine.cut();
             drop(store);

@@ -7,9 +7,8 @@ use bytes::Bytes;
 use redb::{ReadableTable, ReadableTableMetadata, TableHandle};
 use tokio::sync::Notify;
 
-use super::codec::decode_event;
 use super::{Queue, Store, StoreError, OUTBOX_PREFIX};
-use crate::route::Event;
+use crate::event::Event;
 
 /// An outbox entry: its position in the sink's queue and the event.
 #[derive(Debug, Clone)]
@@ -83,7 +82,7 @@ impl Store {
 
     /// An outbox entry from its stored value.
     fn entry_of(&self, sink: &str, seq: u64, value: Bytes) -> Result<Entry, StoreError> {
-        let event = decode_event(value)
+        let event = Event::from_outbox(value)
             .map_err(|e| self.corrupt("outbox", &format!("{sink}/{seq}"), &e.to_string()))?;
         Ok(Entry { seq, event })
     }

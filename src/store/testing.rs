@@ -9,7 +9,7 @@ use redb::BackendError;
 
 use super::{Admission, Store};
 use crate::config::StoreConfig;
-use crate::route::Event;
+use crate::event::{Event, Head};
 
 /// A store under `dir` with one outbox per sink in `sinks`.
 pub(crate) fn open(dir: &Path, sinks: &[&str]) -> Store {
@@ -40,7 +40,7 @@ pub(super) fn open_config(config: &StoreConfig, sinks: &[String]) -> Store {
 
 /// The event of record `record_id` for `sink`, with a body of its own.
 pub(crate) fn event(sink: &str, xmid: &str, record_id: &str) -> Event {
-    Event {
+    let head = Head {
         id: format!("evt_{sink}_{record_id}"),
         event_type: "authorization.created".into(),
         route: "all".into(),
@@ -51,8 +51,8 @@ pub(crate) fn event(sink: &str, xmid: &str, record_id: &str) -> Event {
         occurred_at: None,
         fetched_at_ms: 1_764_000_000_000,
         traceparent: None,
-        body: format!("{{\"data\":{{\"id\":\"{record_id}\"}}}}").into(),
-    }
+    };
+    Event::new(head, &format!("{{\"id\":\"{record_id}\"}}"))
 }
 
 /// Record `record_id` of merchant `X1`, with one event for each sink in `sinks`.

@@ -337,7 +337,7 @@ async fn an_oversize_record_is_dead_lettered_and_the_others_arrive() {
     assert_eq!(dead.len(), 1);
     let (_, letter) = &dead[0];
     assert!(letter.reason.contains("too large"), "{}", letter.reason);
-    assert!(letter.event.body.len() > 200_000);
+    assert!(letter.event.body().len() > 200_000);
     let (b, t) = (broker.clone(), topic.clone());
     let received =
         tokio::task::spawn_blocking(move || consume(&b, &t, 200, Duration::from_secs(30)))

@@ -9,9 +9,10 @@ use std::time::Duration;
 use chrono::Utc;
 use mxc::ReportQuery;
 use mxc_relay::config::{Config, Durability, RouteConfig, SinkConfig, WebhookConfig};
+use mxc_relay::event::{Event, Head};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Behaviour, Receiver, ReceiverConfig};
-use mxc_relay::route::{event_id, Event};
+use mxc_relay::route::event_id;
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::sink::WebhookSink;
 use mxc_relay::store::{Admission, Store};
@@ -80,10 +81,8 @@ async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Ev
         .map(|record_id| {
             let record_id = record_id.clone();
             let id = event_id("declines", &record_id);
-            Event {
-                body: format!(
-                    r#"{{"id":"{id}","type":"authorization.declined","xmid":"X1","occurred_at":"2026-11-28T10:00:00.000Z","data":{{"id":"{record_id}"}}}}"#
-                ).into(),
+            let data = format!(r#"{{"id":"{record_id}"}}"#);
+            let head = Head {
                 id,
                 event_type: "authorization.declined".into(),
                 route: "declines".into(),
@@ -94,7 +93,8 @@ async fn enqueue_ids(store: &Store, sink: &str, record_ids: &[String]) -> Vec<Ev
                 occurred_at: Some("2026-11-28T10:00:00.000Z".into()),
                 fetched_at_ms: 0,
                 traceparent: None,
-            }
+            };
+            Event::new(head, &data)
         })
         .collect();
     let admissions: Vec<Admission> = events

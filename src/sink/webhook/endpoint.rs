@@ -8,7 +8,7 @@ use reqwest::{Method, Request};
 use serde_json::Value;
 
 use crate::config::{ValueError, WebhookConfig};
-use crate::route::Event;
+use crate::event::Event;
 use crate::signature::{signature_header, WebhookSecret};
 use crate::telemetry::traces;
 use mxc::Secret;
@@ -356,7 +356,7 @@ mod tests {
 
     #[test]
     fn the_body_is_type_timestamp_data() {
-        let event = Event {
+        let head = crate::event::Head {
             id: "evt_1".into(),
             event_type: "authorization.declined".into(),
             route: "declines".into(),
@@ -367,8 +367,8 @@ mod tests {
             occurred_at: Some("2026-01-02T08:04:05.000Z".into()),
             fetched_at_ms: 0,
             traceparent: None,
-            body: r#"{"id":"evt_1","type":"authorization.declined","xmid":"X1","occurred_at":"2026-01-02T08:04:05.000Z","data":{"id":"r-1","n":1}}"#.into(),
         };
+        let event = Event::new(head, r#"{"id":"r-1","n":1}"#);
         let parsed: Value = serde_json::from_str(&body(&event)).unwrap();
         assert_eq!(
             parsed,
