@@ -4,12 +4,14 @@
 //! - `assemble`: building and starting every task from a configuration ([`Pipeline::start`]);
 //! - `lifecycle`: what a started pipeline does until it ends (reload, backfill, drain,
 //!   shutdown);
+//! - `servers`: the telemetry and admin servers, their ports bound first;
 //! - `housekeeping`: the background tasks beside polling and delivery (sink probes, pruning
 //!   and counting the seen ids, sampling the gauges).
 
 mod assemble;
 mod housekeeping;
 mod lifecycle;
+mod servers;
 
 use std::time::Duration;
 

@@ -43,6 +43,15 @@ pub struct Route {
     mask: Vec<Path>,
 }
 
+/// The configured routes, compiled: once, at start; the pollers share them.
+pub fn compile_all(configs: &[RouteConfig]) -> Result<Vec<Route>, RouteError> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(index, config)| Route::compile(config, index))
+        .collect()
+}
+
 impl Route {
     /// Compiles a configured route. The configuration was validated, so errors here name the
     /// route and are for callers that skipped validation.
