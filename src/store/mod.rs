@@ -13,10 +13,9 @@
 //! |---|---|
 //! | `mod.rs` | [`Store`], opening (and reopening for a reloaded configuration), disk space, [`StoreError`], the tables |
 //! | `engine.rs` | the redb file: transactions, durability (group commits, the flusher), opening it again after a failed write, sequence numbers |
-//! | `admit.rs` | [`Store::admit`]: the transaction above; [`Admission`], [`AdmitOutcome`] |
 //! | `seen.rs` | the seen ids and their index by time: marking an id seen (for `admit` and `adopt`), lookups, counting, [`Store::prune_seen`] (the retention) |
 //! | `cursor.rs` | per-XMID [`Cursor`]s and their encoding |
-//! | `outbox.rs` | the outboxes: peek, read one [`Entry`] (its value is [`Event::to_outbox`](crate::event::Event::to_outbox): a JSON header line, then the body), remove delivered entries, notifiers, orphaned outboxes |
+//! | `outbox.rs` | the outboxes: in, [`Store::admit`] (the transaction above; [`Admission`], [`AdmitOutcome`]); out, peek, read one [`Entry`] (its value is [`Event::to_outbox`](crate::event::Event::to_outbox): a JSON header line, then the body), remove delivered entries, notifiers, orphaned outboxes |
 //! | `dead.rs` | [`DeadLetter`]s: bury, list, replay |
 //! | `retry.rs` | the [`AttemptState`] of failing entries |
 //! | `endpoints.rs` | webhook endpoints switched off ([`DisabledEndpoint`]) |
@@ -25,7 +24,6 @@
 //! | `handover.rs` | what a cluster needs: watermark, waiting entries per XMID, adopting another instance's state |
 //! | `testing.rs` | what the unit tests beside each file share |
 
-mod admit;
 mod checkpoint;
 mod controls;
 mod cursor;
@@ -50,11 +48,10 @@ use tokio::sync::Notify;
 use crate::config::{Durability, StoreConfig};
 use engine::Engine;
 
-pub use admit::{Admission, AdmitOutcome};
+pub use outbox::{Admission, AdmitOutcome, Entry};
 pub use cursor::Cursor;
 pub use dead::DeadLetter;
 pub use endpoints::DisabledEndpoint;
-pub use outbox::Entry;
 pub use retry::AttemptState;
 
 /// Record id -> when it was admitted (unix ms).
