@@ -168,8 +168,8 @@ async fn run(brokers: &str, base: &str) {
     config.pollers.burst = 1_000;
     config.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(40));
     config.store.path = dir.path().join("store");
-    // `MXC_BENCH_BATCH` and `MXC_BENCH_LINGER_MS` try other settings (the README's table of
-    // producer settings was measured so).
+    // `MXC_BENCH_BATCH` and `MXC_BENCH_LINGER_MS` try other settings (benches/README.md's table
+    // of producer settings was measured so).
     config.delivery.batch_size = env_or("MXC_BENCH_BATCH", 1_000);
     let linger_ms: u64 = env_or("MXC_BENCH_LINGER_MS", 5);
     config.sinks.insert(

@@ -1,5 +1,5 @@
 //! mxc-relay: watches MX Connect for new card authorizations per merchant (XMID) and turns each
-//! into an event for Kafka and signed webhooks. See the README's architecture section.
+//! into an event for Kafka and signed webhooks. See ARCHITECTURE.md.
 //!
 //! Errors: the library's functions return typed errors, one `thiserror` enum per module where
 //! one fits (`PipelineError`, `SinkError`, `RouteError` …), each variant documented and its text
