@@ -35,7 +35,7 @@ fn main() -> ExitCode {
 /// on each page body (~700 KB for 100 records) comes from the heap arenas of whichever thread
 /// reads it, and the arenas keep what is freed. A soak at 100 records/s was at 203 MiB after
 /// 19 minutes and growing, 78 MB of it in use; with the threshold fixed at glibc's own default,
-/// 128 KiB, such blocks are mapped and returned when freed (see the README's soak).
+/// 128 KiB, such blocks are mapped and returned when freed (see the soak in benches/README.md).
 ///
 /// glibc also gives threads up to 8 arenas per core, and tokio's blocking pool (the store's
 /// writes) runs on many threads in turn: each arena keeps its own freed memory, so RSS climbed

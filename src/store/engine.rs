@@ -106,7 +106,7 @@ impl Engine {
             return Err(open_error(format!(
                 "it holds a store written by an earlier mxc-relay (sled: {found}), which this version cannot read. \
                  Let the earlier version deliver what its outboxes hold (`mxc-relay run` until `state` shows them empty), \
-                 then move the directory aside and start again with an empty store.path (README: Upgrading)"
+                 then move the directory aside and start again with an empty store.path (docs/operating/upgrading.md)"
             )));
         }
         std::fs::create_dir_all(dir)
@@ -459,7 +459,7 @@ fn open_file(file: &Path, cache_bytes: usize) -> Result<Database, String> {
                 file.display()
             ),
             redb::DatabaseError::UpgradeRequired(version) => format!(
-                "{} is in redb's file format {version}, which this version of mxc-relay cannot read (README: Upgrading)",
+                "{} is in redb's file format {version}, which this version of mxc-relay cannot read (docs/operating/upgrading.md)",
                 file.display()
             ),
             other => format!("{}: {other}", file.display()),
@@ -480,7 +480,7 @@ fn check_format(db: &Database) -> Result<u64, String> {
             Some(f) if f == FORMAT => {}
             Some(other) => {
                 return Err(format!(
-                    "it holds a store in the format {other:?}, which this version (it reads {FORMAT:?}) cannot read (README: Upgrading)"
+                    "it holds a store in the format {other:?}, which this version (it reads {FORMAT:?}) cannot read (docs/operating/upgrading.md)"
                 ))
             }
             None if meta.len().map_err(|e| e.to_string())? == 0 => {

@@ -496,7 +496,7 @@ mod reopen_tests {
         let error = Store::open(&config, &[]).err().unwrap().to_string();
         assert!(
             error.contains("written by an earlier mxc-relay (sled")
-                && error.contains("README: Upgrading"),
+                && error.contains("(docs/operating/upgrading.md)"),
             "{error}"
         );
         assert!(

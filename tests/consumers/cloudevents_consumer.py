@@ -1,7 +1,7 @@
 """Reads a Kafka topic as CloudEvents, with the CloudEvents SDK's Kafka binding (binary content
 mode) over confluent-kafka, and prints one JSON line per event: its attributes and the ids in
-its data. tests/it/contract.rs runs it against the relay's messages; the README's Python consumer
-is the same loop.
+its data. tests/it/contract.rs runs it against the relay's messages; docs/consuming/kafka.md's Python
+consumer is the same loop.
 
 Usage: python3 cloudevents_consumer.py BROKER TOPIC COUNT TIMEOUT_SECONDS
 """

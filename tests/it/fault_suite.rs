@@ -701,7 +701,7 @@ async fn a_jwt_refused_mid_paging_is_renewed_without_failing_the_poll() {
 async fn a_removed_merchant_fails_alone_and_catches_up_when_back() {
     let mut h = Harness::new(107, 5).await;
     // Alone only when polled alone: in a group (the default), MXC's error for one member fails
-    // the group's polls (README, "pollers.group_size").
+    // the group's polls (docs/operating/polling.md, "Fleets").
     h.config.pollers.group_size = GroupSize::Fixed(1);
     let (gone, healthy) = (h.xmids[0].clone(), h.xmids[1..].to_vec());
     h.generate(250);

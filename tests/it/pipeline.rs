@@ -263,7 +263,7 @@ async fn an_xmid_failing_with_500_does_not_delay_the_others() {
     let t0 = Utc::now();
     let mut config = config(&sim, &xmids, dir.path(), t0 - minutes(10));
     // Each XMID polled on its own: in a group (the default), MXC's error for one member
-    // fails the whole group's polls (README, "pollers.group_size").
+    // fails the whole group's polls (docs/operating/polling.md, "Fleets").
     config.pollers.group_size = GroupSize::Fixed(1);
     let pipeline = Pipeline::start(&config, Metrics::new()).await.unwrap();
     sim.generate(300, &xmids, t0 - minutes(5), t0).unwrap();

@@ -21,7 +21,7 @@ pub use faults::{FaultError, Faults};
 pub use server::{GenerateError, RunningSim};
 pub use stats::{GapsSnapshot, StatsSnapshot};
 
-/// Default credentials of the simulator (documented in the README).
+/// Default credentials of the simulator (documented in docs/simulator.md).
 pub const DEFAULT_API_KEY: &str = "API_sim_key";
 pub const DEFAULT_USERNAME: &str = "sim";
 pub const DEFAULT_PASSWORD: &str = "sim-password";
