@@ -4,23 +4,31 @@
 //! delivery really stood, and nothing admitted but undelivered by an instance that dies is
 //! skipped. Every instance tails the topic and adopts the others' states into its own store.
 //! Each instance also publishes its status there (`cluster status` reads it).
+//!
+//! This module publishes; `tail` reads the topic for good, `topic` reads it once (its ends,
+//! and the statuses for `cluster status`), `message` says what it carries and where.
+
+mod message;
+mod tail;
+mod topic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+
+pub use message::{InstanceStatus, Layout, MerchantState, ShardLag, StateMessage};
+pub(super) use topic::partitions;
+pub use topic::read_status;
 
 use super::{kafka_config, ClusterError};
 use crate::config::ClusterConfig;
 use crate::poll::{Handoff, PolledState};
-use crate::store::{Cursor, Store};
+use crate::store::Store;
 
 /// Most ids carried for one merchant (its newest): a window that holds more repeats the rest.
 pub const MAX_IDS: usize = 10_000;
@@ -33,71 +41,7 @@ const MAX_PENDING: usize = 8;
 /// to read and adopt would say nothing new. A next owner re-reads at most this much more.
 const IDLE_STATE_EVERY: Duration = Duration::from_secs(600);
 
-/// A message of the state topic.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum StateMessage {
-    /// One merchant's delivered state for one resource.
-    Merchant(MerchantState),
-    /// An instance: its shards and merchants, now.
-    Instance(InstanceStatus),
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MerchantState {
-    /// The instance that polled it.
-    pub instance: String,
-    /// That instance's process (a fresh id per start): what a reader skips as its own.
-    #[serde(default)]
-    pub run: String,
-    pub xmid: String,
-    /// The store's cursor key (`XMID`, `disputes/XMID` …).
-    pub key: String,
-    pub position: DateTime<Utc>,
-    pub floor: DateTime<Utc>,
-    /// Seen-set keys of the records admitted in its last window.
-    pub seen: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct InstanceStatus {
-    pub instance: String,
-    pub shards: Vec<u32>,
-    pub merchants: usize,
-    pub at: DateTime<Utc>,
-    /// Set by an instance leaving the group.
-    pub stopped: bool,
-    /// Its shards' merchants and their poll lag (absent from older versions).
-    #[serde(default)]
-    pub lag: Vec<ShardLag>,
-    /// Shards the group took from it that it still polls until their next owner claims them
-    /// (lists them in `shards`); the next owner starts once they leave this list.
-    #[serde(default)]
-    pub releasing: Vec<u32>,
-    /// Stopping: it claims nothing (several stopping at once do not wait for each other).
-    #[serde(default)]
-    pub leaving: bool,
-}
-
-/// One shard's merchants as its owner sees them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardLag {
-    pub shard: u32,
-    pub merchants: usize,
-    /// The longest since a merchant's cursor moved, in seconds.
-    pub max_lag_s: f64,
-}
-
-impl StateMessage {
-    /// The message's key: `merchant/CURSOR_KEY` or `instance/NAME`.
-    pub fn key(&self) -> String {
-        match self {
-            StateMessage::Merchant(m) => format!("merchant/{}", m.key),
-            StateMessage::Instance(i) => format!("instance/{}", i.instance),
-        }
-    }
-}
-
+/// A merchant's state, publishable once the outbox holds nothing of its below `watermark`.
 struct Pending {
     /// Every outbox entry of this poll is below it.
     watermark: u64,
@@ -139,46 +83,6 @@ struct Inner {
     statuses: Mutex<HashMap<String, InstanceStatus>>,
     /// Counts the statuses read, so the sharding task wakes at each.
     statuses_read: tokio::sync::watch::Sender<u64>,
-}
-
-/// Where the state topic's messages go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// One partition per shard (1 + shard) after the instances' (0): a shard's merchants are
-    /// read alone, and `cluster status` reads partition 0 only.
-    ByShard { shards: u32 },
-    /// A topic made otherwise (by an older version): partitions by key, every one read.
-    Mixed { partitions: i32 },
-}
-
-impl Layout {
-    /// The layout of a state topic of `partitions` beside a control topic of `shards`.
-    pub fn of(partitions: i32, shards: u32) -> Layout {
-        if i64::from(partitions) == i64::from(shards) + 1 {
-            Layout::ByShard { shards }
-        } else {
-            Layout::Mixed { partitions }
-        }
-    }
-
-    /// The partition a message goes to (`None`: by its key).
-    fn partition_of(&self, message: &StateMessage) -> Option<i32> {
-        let Layout::ByShard { shards } = *self else {
-            return None;
-        };
-        Some(match message {
-            StateMessage::Instance(_) => 0,
-            StateMessage::Merchant(m) => 1 + super::shard_of(&m.xmid, shards) as i32,
-        })
-    }
-
-    /// The partitions holding these shards' merchants.
-    fn partitions_of(&self, shards: &[u32]) -> Vec<i32> {
-        match *self {
-            Layout::ByShard { .. } => shards.iter().map(|s| 1 + *s as i32).collect(),
-            Layout::Mixed { partitions } => (0..partitions).collect(),
-        }
-    }
 }
 
 impl Handover {
@@ -239,7 +143,7 @@ impl Handover {
         let inner = handover.inner.clone();
         std::thread::Builder::new()
             .name("state-tail".into())
-            .spawn(move || tail(tailer, inner))
+            .spawn(move || tail::tail(tailer, inner))
             .map_err(|e| ClusterError::Kafka(format!("cannot start the state reader: {e}")))?;
         Ok(handover)
     }
@@ -368,28 +272,6 @@ impl Handover {
         self.flush().await;
     }
 
-    /// The other instances that said something within `fresh` and have not stopped: their
-    /// latest statuses.
-    pub fn live_others(&self, fresh: Duration) -> Vec<InstanceStatus> {
-        let fresh = chrono::Duration::from_std(fresh).unwrap_or_default();
-        let now = Utc::now();
-        self.inner
-            .statuses
-            .lock()
-            .map(|s| {
-                s.values()
-                    .filter(|i| !i.stopped && now - i.at < fresh)
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Changes with every status of another instance read.
-    pub fn statuses_read(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.statuses_read.subscribe()
-    }
-
     /// Publishes this instance's status (`shards` and `releasing` as in [`InstanceStatus`]).
     pub async fn publish_status(
         &self,
@@ -403,7 +285,8 @@ impl Handover {
             instance: self.inner.instance.clone(),
             shards,
             merchants,
-            at: Utc::now(),
+            // The store's clock: the pipeline's, which `live_others` judges statuses by.
+            at: self.inner.store.clock().now(),
             stopped,
             lag,
             releasing,
@@ -411,61 +294,6 @@ impl Handover {
         });
         if let Err(error) = self.send(vec![status]).await {
             tracing::warn!(%error, "cannot publish this instance's status");
-        }
-    }
-
-    /// Waits until the tailer has read (and adopted) everything on the partitions of `shards`
-    /// now, so a shard just assigned starts from what its last owner published. False after
-    /// `within`.
-    pub async fn catch_up(&self, shards: &[u32], within: Duration) -> bool {
-        self.read_to_end(self.inner.layout.partitions_of(shards), within)
-            .await
-    }
-
-    /// Waits until the tailer has read every instance's status published until now. False
-    /// after `within`.
-    pub async fn catch_up_statuses(&self, within: Duration) -> bool {
-        let partitions = match self.inner.layout {
-            Layout::ByShard { .. } => vec![0],
-            Layout::Mixed { partitions } => (0..partitions).collect(),
-        };
-        self.read_to_end(partitions, within).await
-    }
-
-    async fn read_to_end(&self, partitions: Vec<i32>, within: Duration) -> bool {
-        let config = self.inner.config.clone();
-        let topic = self.inner.topic.clone();
-        let ends =
-            tokio::task::spawn_blocking(move || high_watermarks(&config, &topic, &partitions))
-                .await;
-        let ends = match ends {
-            Ok(Ok(ends)) => ends,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "cannot read the state topic's end; starting from the local state");
-                return false;
-            }
-            Err(_) => return false,
-        };
-        let deadline = Instant::now() + within;
-        loop {
-            let behind = {
-                let tailed = self
-                    .inner
-                    .tailed
-                    .lock()
-                    .map(|t| t.clone())
-                    .unwrap_or_default();
-                ends.iter()
-                    .any(|(p, end)| *end > 0 && tailed.get(p).copied().unwrap_or(0) < *end)
-            };
-            if !behind {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                tracing::warn!("the state topic was not read to its end in time; starting from the local state");
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -541,179 +369,4 @@ impl Handoff for Handover {
                 .collect(),
         );
     }
-}
-
-/// Reads the state topic for good, adopting every other instance's merchant states: in
-/// batches (the newest state per merchant of what arrived), each in one store transaction, and
-/// only then counted as read, so `catch_up` waits for them to be adopted.
-fn tail(consumer: BaseConsumer, inner: Arc<Inner>) {
-    const BATCH: usize = 5_000;
-    let mut batch: HashMap<String, MerchantState> = HashMap::new();
-    let mut read: HashMap<i32, i64> = HashMap::new();
-    let mut started = Instant::now();
-    while !inner.stop_tailing.load(Ordering::Relaxed) {
-        let polled = consumer.poll(Duration::from_millis(
-            if batch.is_empty() && read.is_empty() {
-                200
-            } else {
-                0
-            },
-        ));
-        match polled {
-            Some(Ok(message)) => {
-                match message
-                    .payload()
-                    .map(serde_json::from_slice::<StateMessage>)
-                {
-                    Some(Ok(StateMessage::Merchant(state))) if state.run != inner.run => {
-                        batch.insert(state.key.clone(), state);
-                    }
-                    // At once, not with the batch: a hand-over waits on these.
-                    Some(Ok(StateMessage::Instance(status)))
-                        if status.instance != inner.instance =>
-                    {
-                        if let Ok(mut statuses) = inner.statuses.lock() {
-                            statuses.insert(status.instance.clone(), status);
-                        }
-                        inner.statuses_read.send_modify(|n| *n += 1);
-                    }
-                    Some(Err(error)) => tracing::warn!(%error, topic = %inner.topic,
-                        partition = message.partition(), offset = message.offset(),
-                        "unreadable message on the state topic skipped"),
-                    _ => {}
-                }
-                read.insert(message.partition(), message.offset() + 1);
-                if batch.len() < BATCH && started.elapsed() < Duration::from_millis(500) {
-                    continue;
-                }
-            }
-            Some(Err(error)) => {
-                tracing::warn!(%error, "reading the state topic");
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            None => {}
-        }
-        // Caught up for now (or the batch is full): adopt, then count as read.
-        let states: Vec<MerchantState> = batch.drain().map(|(_, s)| s).collect();
-        if !states.is_empty() {
-            if let Err(error) = inner.store.adopt_all(
-                &states
-                    .iter()
-                    .map(|s| {
-                        let cursor = Cursor {
-                            position: s.position,
-                            floor: s.floor,
-                        };
-                        (s.key.as_str(), cursor, s.seen.as_slice())
-                    })
-                    .collect::<Vec<_>>(),
-            ) {
-                // Not counted as read: `catch_up` keeps waiting, and the batch is tried again.
-                tracing::error!(%error, merchants = states.len(), "cannot adopt merchant states; retrying");
-                batch.extend(states.into_iter().map(|s| (s.key.clone(), s)));
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-        }
-        if let Ok(mut tailed) = inner.tailed.lock() {
-            tailed.extend(read.drain());
-        }
-        started = Instant::now();
-    }
-}
-
-pub(super) fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32, ClusterError> {
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| ClusterError::Kafka(format!("topic {topic}: {e}")))?;
-    let n = metadata
-        .topics()
-        .first()
-        .map(|t| t.partitions().len() as i32)
-        .unwrap_or(0);
-    if n == 0 {
-        return Err(ClusterError::Kafka(format!(
-            "topic {topic} has no partitions"
-        )));
-    }
-    Ok(n)
-}
-
-/// The end (the offset the next message will get) of each of `partitions`.
-fn high_watermarks(
-    config: &ClusterConfig,
-    topic: &str,
-    partitions: &[i32],
-) -> Result<Vec<(i32, i64)>, ClusterError> {
-    let consumer: BaseConsumer = kafka_config(config)
-        .create()
-        .map_err(|e| ClusterError::client(config, e))?;
-    partitions
-        .iter()
-        .map(|&p| {
-            consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .map(|(_, high)| (p, high))
-                .map_err(|e| ClusterError::Kafka(format!("topic {topic}[{p}]: {e}")))
-        })
-        .collect()
-}
-
-/// The latest message per key of the state topic's instance statuses (its partition 0), or of
-/// the whole topic if it is not laid out by shard: for `cluster status`. Blocking.
-pub fn read_status(config: &ClusterConfig) -> Result<Vec<StateMessage>, ClusterError> {
-    let topic = &config.state_topic;
-    let layout = {
-        let consumer: BaseConsumer = kafka_config(config)
-            .create()
-            .map_err(|e| ClusterError::client(config, e))?;
-        let shards = partitions(&consumer, &config.control_topic)?;
-        Layout::of(partitions(&consumer, topic)?, shards as u32)
-    };
-    let read = match layout {
-        Layout::ByShard { .. } => vec![0],
-        Layout::Mixed { partitions } => (0..partitions).collect(),
-    };
-    let ends = high_watermarks(config, topic, &read)?;
-    let consumer: BaseConsumer = kafka_config(config)
-        .set(
-            "group.id",
-            format!("mxc-relay-status-{}", uuid::Uuid::new_v4()),
-        )
-        .set("enable.auto.commit", "false")
-        .create()
-        .map_err(|e| ClusterError::client(config, e))?;
-    let mut list = TopicPartitionList::new();
-    for (p, _) in &ends {
-        list.add_partition_offset(topic, *p, Offset::Beginning)
-            .map_err(|e| ClusterError::client(config, e))?;
-    }
-    consumer
-        .assign(&list)
-        .map_err(|e| ClusterError::client(config, e))?;
-    let mut next: HashMap<i32, i64> = HashMap::new();
-    let mut latest: HashMap<String, StateMessage> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ends
-        .iter()
-        .any(|(p, end)| next.get(p).copied().unwrap_or(0) < *end)
-    {
-        if Instant::now() > deadline {
-            return Err(ClusterError::Kafka(format!(
-                "reading {topic} took over 60 s"
-            )));
-        }
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                next.insert(m.partition(), m.offset() + 1);
-                if let Some(Ok(state)) = m.payload().map(serde_json::from_slice::<StateMessage>) {
-                    latest.insert(state.key(), state);
-                }
-            }
-            Some(Err(e)) => return Err(ClusterError::Kafka(format!("{topic}: {e}"))),
-            None => {}
-        }
-    }
-    Ok(latest.into_values().collect())
 }
