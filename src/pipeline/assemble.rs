@@ -16,6 +16,7 @@ use super::{ClusterMember, Pipeline, PipelineError};
 use crate::cluster::{self, Handover, Membership, Polling as ClusterPolling, Sharding};
 use crate::config::{Config, SinkConfig};
 use crate::poll::{Fleet, Pollers, RosterWatch};
+use crate::route::Route;
 use crate::sink::{self, Sink, WebhookSink, WorkerConfig};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -114,7 +115,14 @@ impl Pipeline {
         authenticate(&client, start).await?;
 
         let (stop_polling, stop_delivering) = (CancellationToken::new(), CancellationToken::new());
-        let delivery = Delivery::start(config, provided, &store, &metrics, &stop_delivering)?;
+        let delivery = Delivery::start(
+            config,
+            provided,
+            &routes,
+            &store,
+            &metrics,
+            &stop_delivering,
+        )?;
         let pollers = Pollers::new(
             config,
             client.clone(),
@@ -219,13 +227,14 @@ impl Delivery {
     fn start(
         config: &Config,
         mut provided: BTreeMap<String, Arc<dyn Sink>>,
+        routes: &[Route],
         store: &Store,
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> Result<Delivery, PipelineError> {
         let mut webhook_sinks = Vec::new();
         let mut probed: Vec<(String, Arc<dyn Sink>)> = Vec::new();
-        let schema_ids = schema_ids(config)?;
+        let schema_ids = schema_ids(config, routes);
         for (name, sink_config) in &config.sinks {
             match (provided.remove(name), sink_config) {
                 (Some(sink), _) => probed.push((name.clone(), sink)),
@@ -268,9 +277,9 @@ impl Delivery {
     }
 }
 
-/// The schema id of each event type, for Kafka sinks with CloudEvents (`ce_dataschema`);
-/// none when no sink needs them.
-fn schema_ids(config: &Config) -> Result<HashMap<String, String>, PipelineError> {
+/// The schema id of each event type the routes make, for Kafka sinks with CloudEvents
+/// (`ce_dataschema`); none when no sink needs them.
+fn schema_ids(config: &Config, routes: &[Route]) -> HashMap<String, String> {
     let cloudevents = config.sinks.values().any(|s| {
         matches!(
             s,
@@ -281,9 +290,9 @@ fn schema_ids(config: &Config) -> Result<HashMap<String, String>, PipelineError>
         )
     });
     if !cloudevents {
-        return Ok(Default::default());
+        return HashMap::new();
     }
-    Ok(crate::schema::Catalog::for_config(config, crate::schema::Enums::Open)?.ids())
+    crate::schema::Catalog::for_routes(routes, crate::schema::Enums::Open).ids()
 }
 
 /// Polling started: its tasks, the merchants it covers, and in a cluster the membership.

@@ -22,7 +22,6 @@ use crate::cluster::{ClusterError, Handover, Membership};
 use crate::config::ValueError;
 use crate::poll::Pollers;
 use crate::route::RouteError;
-use crate::schema::SchemaError;
 use crate::sink::SinkError;
 use crate::store::{Store, StoreError};
 use crate::telemetry::Metrics;
@@ -46,9 +45,6 @@ pub enum PipelineError {
     /// A route does not compile (a configuration that skipped validation).
     #[error(transparent)]
     Route(#[from] RouteError),
-    /// The routes make no event schemas (for a Kafka sink with CloudEvents).
-    #[error(transparent)]
-    Schema(#[from] SchemaError),
     /// A sink cannot be built (a property librdkafka refuses, a webhook's settings …).
     #[error(transparent)]
     Sink(#[from] SinkError),

@@ -395,7 +395,7 @@ impl Pollers {
             .filter(|r| r.resource == resource)
             .collect();
         let tree = TreeNeed::of(routes.iter().copied());
-        let fetched_at_ms = Utc::now().timestamp_millis();
+        let fetched_at_ms = self.store.clock().now().timestamp_millis();
         // Traces on and this poll sampled: each record's span under the poll's, its context
         // carried by the record's events. An unsampled poll's records carry none: carrying
         // the unsampled context cost 5–10 % of the CPU per record in the Kafka bench, for

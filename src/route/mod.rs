@@ -39,6 +39,8 @@ pub struct Route {
     pub resource: &'static Resource,
     pub event_type: String,
     filter: Option<Filter>,
+    /// The filter as configured (for descriptions: the event contract says what it selects).
+    filter_text: Option<String>,
     drop: Vec<Path>,
     mask: Vec<Path>,
 }
@@ -86,9 +88,20 @@ impl Route {
             resource,
             event_type: config.event_type(),
             filter,
+            filter_text: config.filter().map(str::to_string),
             drop: paths(&config.redact.drop, "drop")?,
             mask: paths(&config.redact.mask, "mask")?,
         })
+    }
+
+    /// The filter as configured, if any.
+    pub fn filter_text(&self) -> Option<&str> {
+        self.filter_text.as_deref()
+    }
+
+    /// The paths it drops and those it masks.
+    pub fn redaction(&self) -> (&[Path], &[Path]) {
+        (&self.drop, &self.mask)
     }
 
     fn redacts(&self) -> bool {

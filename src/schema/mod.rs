@@ -19,8 +19,8 @@ use sha2::{Digest, Sha256};
 pub use asyncapi::asyncapi;
 pub use fields::Enums;
 
-use crate::config::{Config, RouteConfig};
-use crate::route::Path;
+use crate::config::Config;
+use crate::route::{compile_all, Path, Route, RouteError};
 use mxc::{Resource, RESOURCES};
 
 /// Version of the event envelope, in the `mxc-schema-version` header.
@@ -58,25 +58,6 @@ pub fn cloudevents_source(xmid: &str) -> String {
     source
 }
 
-/// Why a configuration's routes make no contract: a route that does not compile (validation
-/// reports it first). Each text names the route by its index.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SchemaError {
-    /// `resource` names no resource MXC serves; the text lists those it does.
-    #[error(
-        "routes[{index}].resource: no resource named {resource:?} (known: {})",
-        Resource::names()
-    )]
-    UnknownResource { index: usize, resource: String },
-    /// An entry of `redact.drop` or `redact.mask` (`key`) is not a field path.
-    #[error("routes[{index}].redact.{key}: {path:?} is not a field path")]
-    NotAFieldPath {
-        index: usize,
-        key: &'static str,
-        path: String,
-    },
-}
-
 /// One event type's contract.
 #[derive(Debug, Clone)]
 pub struct EventContract {
@@ -97,9 +78,7 @@ pub struct Catalog {
 
 /// What one route does, as far as the contract is concerned.
 struct RouteShape<'a> {
-    name: String,
-    resource: &'static Resource,
-    config: &'a RouteConfig,
+    route: &'a Route,
     drop: Vec<Vec<String>>,
     mask: Vec<Vec<String>>,
 }
@@ -133,23 +112,28 @@ impl Catalog {
         Catalog { events }
     }
 
-    /// The event types a configuration's routes make, each described as those routes shape
-    /// it: a field some route drops is not required, one some route masks may be masked.
-    pub fn for_config(config: &Config, enums: Enums) -> Result<Catalog, SchemaError> {
+    /// The event types a configuration's routes make (see [`Catalog::for_routes`]); fails
+    /// only for a route that does not compile (a configuration that skipped validation).
+    pub fn for_config(config: &Config, enums: Enums) -> Result<Catalog, RouteError> {
+        Ok(Catalog::for_routes(&compile_all(&config.routes)?, enums))
+    }
+
+    /// The event types these compiled routes make, each described as those routes shape it:
+    /// a field some route drops is not required, one some route masks may be masked.
+    pub fn for_routes(routes: &[Route], enums: Enums) -> Catalog {
         let mut groups: Vec<(String, Vec<RouteShape>)> = Vec::new();
-        for (i, route) in config.routes.iter().enumerate() {
-            let shape = RouteShape::of(route, i)?;
-            let event_type = route.event_type();
-            match groups.iter_mut().find(|(t, _)| *t == event_type) {
+        for route in routes {
+            let shape = RouteShape::of(route);
+            match groups.iter_mut().find(|(t, _)| *t == route.event_type) {
                 Some((_, shapes)) => shapes.push(shape),
-                None => groups.push((event_type, vec![shape])),
+                None => groups.push((route.event_type.clone(), vec![shape])),
             }
         }
         let events = groups
             .into_iter()
             .map(|(event_type, shapes)| EventContract::of_routes(event_type, &shapes, enums))
             .collect();
-        Ok(Catalog { events })
+        Catalog { events }
     }
 
     pub fn get(&self, event_type: &str) -> Option<&EventContract> {
@@ -185,33 +169,16 @@ impl Catalog {
 }
 
 impl RouteShape<'_> {
-    fn of(config: &RouteConfig, index: usize) -> Result<RouteShape<'_>, SchemaError> {
-        let resource = config
-            .resource()
-            .ok_or_else(|| SchemaError::UnknownResource {
-                index,
-                resource: config.resource.clone(),
-            })?;
-        let paths = |list: &[String], key: &'static str| -> Result<Vec<Vec<String>>, SchemaError> {
-            list.iter()
-                .map(|p| {
-                    Path::parse(p)
-                        .map(|p| p.segments().to_vec())
-                        .ok_or_else(|| SchemaError::NotAFieldPath {
-                            index,
-                            key,
-                            path: p.clone(),
-                        })
-                })
-                .collect()
+    fn of(route: &Route) -> RouteShape<'_> {
+        let segments = |paths: &[Path]| -> Vec<Vec<String>> {
+            paths.iter().map(|p| p.segments().to_vec()).collect()
         };
-        Ok(RouteShape {
-            name: config.display_name(index),
-            resource,
-            config,
-            drop: paths(&config.redact.drop, "drop")?,
-            mask: paths(&config.redact.mask, "mask")?,
-        })
+        let (drop, mask) = route.redaction();
+        RouteShape {
+            route,
+            drop: segments(drop),
+            mask: segments(mask),
+        }
     }
 }
 
@@ -219,17 +186,18 @@ impl EventContract {
     fn of_routes(event_type: String, shapes: &[RouteShape], enums: Enums) -> EventContract {
         let mut resources: Vec<&'static Resource> = Vec::new();
         for s in shapes {
-            if !resources.contains(&s.resource) {
-                resources.push(s.resource);
+            if !resources.contains(&s.route.resource) {
+                resources.push(s.route.resource);
             }
         }
         let mut datas: Vec<Value> = resources
             .iter()
             .map(|r| {
-                let mine: Vec<&RouteShape> = shapes.iter().filter(|s| s.resource == *r).collect();
+                let mine: Vec<&RouteShape> =
+                    shapes.iter().filter(|s| s.route.resource == *r).collect();
                 let mut record = fields::record(r);
                 for s in &mine {
-                    record.redact(&s.name, &s.drop, &s.mask);
+                    record.redact(&s.route.name, &s.drop, &s.mask);
                 }
                 record.render(enums, mine.len())
             })
@@ -254,7 +222,7 @@ impl EventContract {
             for s in shapes {
                 digest.update(format!(
                     "{}\0{}\0{:?}\0{:?}\0",
-                    s.name, s.resource.name, s.drop, s.mask
+                    s.route.name, s.route.resource.name, s.drop, s.mask
                 ));
             }
             let hex: String = digest.finalize()[..4]
@@ -268,12 +236,12 @@ impl EventContract {
             .map(|s| {
                 format!(
                     "{} ({}, {}, to sink {})",
-                    s.name,
-                    s.resource.name,
-                    s.config
-                        .filter()
+                    s.route.name,
+                    s.route.resource.name,
+                    s.route
+                        .filter_text()
                         .map_or("every record".to_string(), |f| format!("where {f}")),
-                    s.config.sink
+                    s.route.sink
                 )
             })
             .collect();

@@ -48,10 +48,10 @@ use tokio::sync::Notify;
 use crate::config::{Durability, StoreConfig};
 use engine::Engine;
 
-pub use outbox::{Admission, AdmitOutcome, Entry};
 pub use cursor::Cursor;
 pub use dead::DeadLetter;
 pub use endpoints::DisabledEndpoint;
+pub use outbox::{Admission, AdmitOutcome, Entry};
 pub use retry::AttemptState;
 
 /// Record id -> when it was admitted (unix ms).

@@ -24,6 +24,7 @@ mod pipeline;
 mod properties;
 mod receiver;
 mod record_model;
+mod record_path;
 mod reload;
 mod resources;
 mod roster;
