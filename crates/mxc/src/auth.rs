@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -258,7 +258,7 @@ impl TokenManager {
         let exchange = async {
             let response = request.send().await.map_err(failed)?;
             let status = response.status();
-            let retry_after = http_kit::client::retry_after(response.headers());
+            let retry_after = http_kit::client::retry_after(response.headers(), self.clock.ours());
             self.clock.observe(response.headers());
             let body = response.bytes().await.map_err(failed)?;
             Ok::<_, MxcError>((status, retry_after, body))
@@ -310,10 +310,7 @@ impl TokenManager {
             .token;
         let lifetime = match jwt_expiry(&token) {
             Some(exp) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64();
+                let now = self.clock.ours().timestamp_millis() as f64 / 1000.0;
                 let left = exp as f64 - now;
                 if left > 0.0 {
                     Duration::from_secs_f64(left)
