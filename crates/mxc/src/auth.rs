@@ -308,7 +308,20 @@ impl TokenManager {
                 excerpt: "(not shown: may contain a token)".to_string(),
             })?
             .token;
-        let lifetime = match jwt_expiry(&token) {
+        let lifetime = self.lifetime(&token);
+        let margin = self.policy.refresh_margin.min(lifetime / 2);
+        Ok(Token {
+            value: Secret::new(token),
+            refresh_at: received + lifetime - margin,
+            expires_at: received + lifetime,
+            serial,
+        })
+    }
+
+    /// How long a token just received lives: until its `exp` by our clock, the policy's
+    /// assumed lifetime when it has none (or one already past), at most a day.
+    fn lifetime(&self, token: &str) -> Duration {
+        let lifetime = match jwt_expiry(token) {
             Some(exp) => {
                 let now = self.clock.ours().timestamp_millis() as f64 / 1000.0;
                 let left = exp as f64 - now;
@@ -329,14 +342,7 @@ impl TokenManager {
                 "the MXC token's exp is more than a day away; refreshing as if it lived a day"
             );
         }
-        let lifetime = lifetime.min(MAX_LIFETIME);
-        let margin = self.policy.refresh_margin.min(lifetime / 2);
-        Ok(Token {
-            value: Secret::new(token),
-            refresh_at: received + lifetime - margin,
-            expires_at: received + lifetime,
-            serial,
-        })
+        lifetime.min(MAX_LIFETIME)
     }
 
     fn scrub(&self, text: &str) -> String {
