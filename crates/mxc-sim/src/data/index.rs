@@ -55,7 +55,7 @@ pub(super) fn id_prefix(id: &str) -> u128 {
     u128::from_be_bytes(bytes)
 }
 
-/// A record found by [`Dataset::scan`], with what its index holds of it.
+/// A record found by [`Dataset::scan`](super::Dataset::scan), with what its index holds of it.
 #[derive(Debug, Clone, Copy)]
 pub struct Hit<'a> {
     /// The index's instant: `tx_ms` ([`Index::Time`]) or `created_ms` (the others).

@@ -79,7 +79,7 @@ impl RunningSim {
         }
     }
 
-    /// Closes a merchant (see [`Dataset::close_merchant`]); false if unknown.
+    /// Closes a merchant (see `Dataset::close_merchant`); false if unknown.
     pub fn close_merchant(&self, xmid: &str) -> bool {
         self.state
             .data
