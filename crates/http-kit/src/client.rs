@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 /// A reqwest error with its whole cause chain and without its URL (which may carry a token).
@@ -18,14 +19,15 @@ pub fn error_chain(error: reqwest::Error) -> String {
     detail
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date.
-pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+/// `Retry-After` as delta-seconds or an HTTP date, the latter counted from `now` (when the
+/// answer came, on the caller's clock).
+pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let when = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let left = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    let when = DateTime::parse_from_rfc2822(value).ok()?;
+    let left = when.with_timezone(&Utc) - now;
     Some(left.to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -56,15 +58,16 @@ mod tests {
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {
+        let now = "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
         let mut h = HeaderMap::new();
         h.insert(RETRY_AFTER, HeaderValue::from_static("12"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(12)));
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(12)));
         h.insert(
             RETRY_AFTER,
             HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
         );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(retry_after(&h, now), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
+        assert_eq!(retry_after(&h, now), None);
     }
 }

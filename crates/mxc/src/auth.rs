@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -258,7 +258,7 @@ impl TokenManager {
         let exchange = async {
             let response = request.send().await.map_err(failed)?;
             let status = response.status();
-            let retry_after = http_kit::client::retry_after(response.headers());
+            let retry_after = http_kit::client::retry_after(response.headers(), self.clock.ours());
             self.clock.observe(response.headers());
             let body = response.bytes().await.map_err(failed)?;
             Ok::<_, MxcError>((status, retry_after, body))
@@ -308,12 +308,22 @@ impl TokenManager {
                 excerpt: "(not shown: may contain a token)".to_string(),
             })?
             .token;
-        let lifetime = match jwt_expiry(&token) {
+        let lifetime = self.lifetime(&token);
+        let margin = self.policy.refresh_margin.min(lifetime / 2);
+        Ok(Token {
+            value: Secret::new(token),
+            refresh_at: received + lifetime - margin,
+            expires_at: received + lifetime,
+            serial,
+        })
+    }
+
+    /// How long a token just received lives: until its `exp` by our clock, the policy's
+    /// assumed lifetime when it has none (or one already past), at most a day.
+    fn lifetime(&self, token: &str) -> Duration {
+        let lifetime = match jwt_expiry(token) {
             Some(exp) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .unwrap_or_default()
-                    .as_secs_f64();
+                let now = self.clock.ours().timestamp_millis() as f64 / 1000.0;
                 let left = exp as f64 - now;
                 if left > 0.0 {
                     Duration::from_secs_f64(left)
@@ -332,14 +342,7 @@ impl TokenManager {
                 "the MXC token's exp is more than a day away; refreshing as if it lived a day"
             );
         }
-        let lifetime = lifetime.min(MAX_LIFETIME);
-        let margin = self.policy.refresh_margin.min(lifetime / 2);
-        Ok(Token {
-            value: Secret::new(token),
-            refresh_at: received + lifetime - margin,
-            expires_at: received + lifetime,
-            serial,
-        })
+        lifetime.min(MAX_LIFETIME)
     }
 
     fn scrub(&self, text: &str) -> String {

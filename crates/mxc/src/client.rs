@@ -212,7 +212,7 @@ impl Client {
             let exchange = async {
                 let response = request.send().await.map_err(failed)?;
                 let status = response.status();
-                let retry_after = retry_after(response.headers());
+                let retry_after = retry_after(response.headers(), self.inner.clock.ours());
                 self.inner.clock.observe(response.headers());
                 let bytes = response.bytes().await.map_err(failed)?;
                 Ok::<_, MxcError>((status, retry_after, bytes))

@@ -48,6 +48,11 @@ impl MxcClock {
         self.offset_ms.store(offset, Ordering::Relaxed);
     }
 
+    /// Our now: what MXC's is reckoned from.
+    pub fn ours(&self) -> DateTime<Utc> {
+        self.local.now()
+    }
+
     /// MXC's now: ours plus the last offset seen (ours alone until an answer carried a date).
     pub fn now(&self) -> DateTime<Utc> {
         self.local.now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
@@ -57,14 +62,15 @@ impl MxcClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::Clock;
     use reqwest::header::HeaderValue;
 
     #[test]
     fn the_date_header_sets_the_offset() {
         let clock = MxcClock::default();
-        let off = |clock: &MxcClock| (clock.now() - Utc::now()).num_milliseconds();
+        let off = |clock: &MxcClock| (clock.now() - SystemClock.now()).num_milliseconds();
         assert!(off(&clock).abs() < 100, "ours until an answer tells");
-        let ahead = Utc::now() + chrono::Duration::seconds(3600);
+        let ahead = SystemClock.now() + chrono::Duration::seconds(3600);
         let mut headers = HeaderMap::new();
         headers.insert(
             DATE,

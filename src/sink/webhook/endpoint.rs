@@ -11,7 +11,7 @@ use crate::config::{ValueError, WebhookConfig};
 use crate::event::Event;
 use crate::signature::{signature_header, WebhookSecret};
 use crate::telemetry::traces;
-use mxc::Secret;
+use mxc::{Clock, Secret, SystemClock};
 
 /// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
 const BODY_READ_LIMIT: usize = 4096;
@@ -230,7 +230,7 @@ impl Endpoint {
             }
         };
         let status = response.status().as_u16();
-        let retry_after = http_kit::client::retry_after(response.headers());
+        let retry_after = http_kit::client::retry_after(response.headers(), SystemClock.now());
         let location = response
             .headers()
             .get(LOCATION)

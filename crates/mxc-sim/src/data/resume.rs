@@ -5,7 +5,8 @@
 
 use std::ops::Bound;
 
-use super::{created_id_key, CreatedIdKey, Dataset, Hit, Index, Merge, Runs, Timeline};
+use super::index::{created_id_key, CreatedIdKey, Hit, Index, Merge, Runs, Timeline};
+use super::Dataset;
 
 /// Where a scan of an index starts: at the start of the range, or strictly after a record's
 /// key (see [`Hit::after`]).

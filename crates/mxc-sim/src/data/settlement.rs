@@ -12,7 +12,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 
-use super::{local, uuid, visible_at, Entry, SimMerchant, SimRecord, Timeline, SALT_FOLLOW_UPS};
+use super::draw::uuid;
+use super::index::{Entry, Timeline};
+use super::timing::{local, visible_at, SALT_FOLLOW_UPS};
+use super::{SimMerchant, SimRecord};
 use mxc::{Resource, ACH, BATCHES, DISPUTES};
 
 /// How follow-up records are generated (simulated time is real time).
@@ -126,7 +129,7 @@ pub struct Settlement {
     queue: BinaryHeap<Reverse<Due>>,
     /// Per merchant: the last batch's close and number.
     last_close: Vec<(i64, u32)>,
-    /// A record is searchable this long after it is created (see `data::visible_at`).
+    /// A record is searchable this long after it is created (see `data::timing::visible_at`).
     index_delay_ms: i64,
     seq: u64,
     /// Records inserted into the timelines so far.

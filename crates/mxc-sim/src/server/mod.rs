@@ -1,6 +1,6 @@
 //! The simulator's HTTP surface: its state, the router, and the server running it. The API
 //! endpoints are in `api`, the `/_sim` control endpoints in `control`, and the middleware that
-//! counts requests and injects faults in `layers`.
+//! counts requests and injects faults in `layers`; `plan` and `pages` answer report queries.
 
 mod answer;
 mod api;
@@ -8,6 +8,7 @@ mod control;
 mod key_limit;
 mod layers;
 mod pages;
+mod plan;
 mod state;
 
 use answer::json_error;
@@ -78,7 +79,7 @@ impl RunningSim {
         }
     }
 
-    /// Closes a merchant (see [`Dataset::close_merchant`]); false if unknown.
+    /// Closes a merchant (see `Dataset::close_merchant`); false if unknown.
     pub fn close_merchant(&self, xmid: &str) -> bool {
         self.state
             .data

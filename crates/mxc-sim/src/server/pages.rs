@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use crate::data::{After, Dataset, Hit, Index};
 use crate::query::ReportQuery;
 
-use super::state::{hidden, Answer, Plan};
+use super::plan::{hidden, Answer, Plan};
 
 /// Resume points kept at most; the least recently used goes first.
 const CAPACITY: usize = 64;
