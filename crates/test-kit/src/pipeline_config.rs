@@ -1,6 +1,8 @@
 //! A pipeline's configuration against the simulator, stated setting by setting: a test or bench
 //! names only what it changes from `Config::for_simulator` (the simulator's credentials, the
-//! XMIDs, any free port for the servers) and the rest stays the relay's defaults.
+//! XMIDs, any free port for the servers) and the rest stays the relay's defaults. The settings
+//! several of them change have a method each; one that a single test changes is set through
+//! [`with`](PipelineConfigBuilder::with).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
