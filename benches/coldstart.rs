@@ -31,6 +31,7 @@ use mxc::Secret;
 use mxc::{Client, ClientConfig, Credentials, AUTHORIZATIONS};
 use mxc_relay::config::StoreConfig;
 use mxc_relay::store::{Admission, Cursor, Store};
+use test_kit::SimProcess;
 
 use common::{env_or, start_idle_sim, Guard};
 
@@ -158,7 +159,7 @@ fn credentials() -> Credentials {
     }
 }
 
-fn start_sim() -> (Guard, String) {
+fn start_sim() -> (SimProcess, String) {
     start_idle_sim(BIN, XMIDS)
 }
 

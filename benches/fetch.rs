@@ -27,27 +27,18 @@ use common::machine;
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use mxc::Secret;
 use mxc::{self, Client, ClientConfig, Credentials, ReportQuery};
+use test_kit::SimProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 20;
 /// The Python client's one dependency, pinned.
 const REQUESTS: &str = "requests==2.32.3";
-
-/// The simulator process, killed when this is dropped (also on a panic).
-struct Sim(Child);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -294,28 +285,19 @@ fn python_deps(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Starts `mxc-relay sim` with no traffic of its own and returns it with its base URL.
-fn spawn_sim(dir: &Path) -> (Sim, String) {
-    let mut child = Command::new(BIN)
-        .args(["sim", "--listen", "127.0.0.1:0", "--merchants"])
-        .arg(MERCHANTS.to_string())
-        .args(["--rate", "0", "--late-fraction", "0"])
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(dir.join("sim.log")).expect("sim log"))
-        .spawn()
-        .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let sim = Sim(child);
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .expect("the simulator's first line");
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the simulator: {line:?}"))
-        .to_string();
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+fn spawn_sim(dir: &Path) -> (SimProcess, String) {
+    let merchants = MERCHANTS.to_string();
+    let args = [
+        "--merchants",
+        &merchants,
+        "--rate",
+        "0",
+        "--late-fraction",
+        "0",
+    ];
+    let log = std::fs::File::create(dir.join("sim.log")).expect("sim log");
+    let sim = SimProcess::start(BIN, args, log.into());
+    let base = sim.base_url().to_string();
     (sim, base)
 }
 

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use common::{env_or, metric, Guard};
+use test_kit::SimProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const ROUTE: &str = "GET /report/v1/tsys/authorization";
@@ -310,28 +311,23 @@ async fn main() {
         setup.instances, setup.merchants, setup.interval_s, setup.session_s, setup.budget, setup.rate
     );
     let broker = common::broker();
-    let sim = Guard(
-        Command::new(BIN)
-            .args(["sim", "--listen", "127.0.0.1:0"])
-            .args(["--merchants", &setup.merchants.to_string()])
-            .args(["--closed-merchants", "0"])
-            .args(["--rate", &setup.rate.to_string()])
-            .args(["--late-fraction", "0"])
-            .args(["--key-requests-per-second", &setup.budget.to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim"),
+    let sim = SimProcess::start(
+        BIN,
+        [
+            "--merchants",
+            &setup.merchants.to_string(),
+            "--closed-merchants",
+            "0",
+            "--rate",
+            &setup.rate.to_string(),
+            "--late-fraction",
+            "0",
+            "--key-requests-per-second",
+            &setup.budget.to_string(),
+        ],
+        Stdio::null(),
     );
-    let mut sim = sim;
-    let base = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(sim.0.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("address");
-        line.trim().trim_start_matches("listening on ").to_string()
-    };
+    let base = sim.base_url().to_string();
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = Fleet {
         ports: (0..setup.instances).map(|_| free_port()).collect(),

@@ -33,6 +33,7 @@ use mxc::Secret;
 use mxc::{self, Client, ClientConfig, Credentials, ReportQuery, TimeBasis};
 use mxc_relay::config::PollersConfig;
 use mxc_sim::StatsSnapshot;
+use test_kit::SimProcess;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const MERCHANTS: usize = 200;
@@ -82,34 +83,20 @@ fn backlog_secs() -> u64 {
     env_or("MXC_BENCH_BACKLOG_SECS", START_BACK.as_secs())
 }
 
-/// Starts `mxc-relay sim` and returns its base URL, from the first line it prints.
-fn spawn_sim(children: &mut Children, log: &Path) -> String {
-    let mut child = Command::new(BIN)
-        .args(["sim", "--listen", "127.0.0.1:0", "--merchants"])
-        .arg(MERCHANTS.to_string())
-        .arg("--rate")
-        .arg(RATE.to_string())
-        .arg("--backlog")
-        .arg(format!("{}s", backlog_secs()))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("sim log"))
-        .spawn()
-        .expect("the simulator starts");
-    let stdout = child.stdout.take().expect("stdout");
-    children.push(child);
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    reader
-        .read_line(&mut line)
-        .expect("the simulator's first line");
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line from the simulator: {line:?}"))
-        .to_string();
-    // Whatever else it prints must not fill the pipe.
-    std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
-    url
+/// Starts `mxc-relay sim`, its stderr to `log`.
+fn spawn_sim(log: &Path) -> SimProcess {
+    let (merchants, rate) = (MERCHANTS.to_string(), RATE.to_string());
+    let backlog = format!("{}s", backlog_secs());
+    let args = [
+        "--merchants",
+        &merchants,
+        "--rate",
+        &rate,
+        "--backlog",
+        &backlog,
+    ];
+    let log = std::fs::File::create(log).expect("sim log");
+    SimProcess::start(BIN, args, log.into())
 }
 
 fn free_port() -> u16 {
@@ -368,9 +355,13 @@ async fn main() {
     let mut children = Children::default();
 
     // Two simulators, same (default) seed: the same merchants, ids and lateness.
-    let sims: Vec<String> = MODES
+    let sim_processes: Vec<SimProcess> = MODES
         .iter()
-        .map(|mode| spawn_sim(&mut children, &dir.path().join(format!("sim-{mode}.log"))))
+        .map(|mode| spawn_sim(&dir.path().join(format!("sim-{mode}.log"))))
+        .collect();
+    let sims: Vec<String> = sim_processes
+        .iter()
+        .map(|s| s.base_url().to_string())
         .collect();
     let t0 = Utc::now();
     let started = Instant::now();
@@ -537,6 +528,7 @@ listen = "127.0.0.1:0"
         }
     }
     drop(children);
+    drop(sim_processes);
 
     let [c, t] = [&outcomes[0], &outcomes[1]];
     let row = |figure: &str, cv: f64, target: &str, tv: f64, digits: usize| {

@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
+use mxc_relay::config::RouteConfig;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::route::Route;
 use mxc_relay::telemetry::Metrics;
@@ -35,6 +35,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use test_kit::PipelineConfigBuilder;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const RECORDS: usize = 30_000;
@@ -161,31 +162,23 @@ async fn run(brokers: &str, base: &str) {
     let topic = format!("bench-relay-{}", uuid::Uuid::new_v4().simple());
     create_topic(brokers, &topic).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut config = Config::for_simulator(base.to_string(), xmids.clone());
-    config.pollers.interval = Duration::from_millis(200);
-    config.pollers.look_back = Duration::from_secs(3600);
-    config.pollers.requests_per_second = 10_000.0;
-    config.pollers.burst = 1_000;
-    config.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(40));
-    config.store.path = dir.path().join("store");
     // `MXC_BENCH_BATCH` and `MXC_BENCH_LINGER_MS` try other settings (the producer settings in
     // benches/README.md were measured so).
-    config.delivery.batch_size = env_or("MXC_BENCH_BATCH", 1_000);
+    let batch_size = env_or("MXC_BENCH_BATCH", 1_000);
     let linger_ms: u64 = env_or("MXC_BENCH_LINGER_MS", 5);
-    config.sinks.insert(
-        "kafka".into(),
-        SinkConfig::Kafka {
-            brokers: brokers.into(),
-            topic: topic.clone(),
-            key: KafkaKey::Xmid,
-            compression: "lz4".into(),
-            properties: BTreeMap::from([("linger.ms".to_string(), linger_ms.to_string().into())]),
-            cloudevents: false,
-        },
-    );
-    config
-        .routes
-        .push(RouteConfig::every_record("all", "kafka"));
+    let config = PipelineConfigBuilder::new(base, &xmids)
+        .interval(Duration::from_millis(200))
+        .look_back(Duration::from_secs(3600))
+        .budget(10_000.0, 1_000)
+        .start(t0 - chrono::Duration::minutes(40))
+        .store(dir.path().join("store"))
+        .with(|c| c.delivery.batch_size = batch_size)
+        .kafka(
+            brokers,
+            &topic,
+            BTreeMap::from([("linger.ms".to_string(), linger_ms.to_string().into())]),
+        )
+        .build();
     let metrics = Metrics::new();
     drop(producer);
     perf_control("enable");

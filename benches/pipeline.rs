@@ -18,9 +18,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use mxc_relay::config::{Config, Durability, GroupSize, RouteConfig, SinkConfig};
+use mxc_relay::config::{Durability, GroupSize};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
+use test_kit::PipelineConfigBuilder;
 
 use common::{bare_client_read, cpu_seconds, load_live_records, sim_client, start_idle_sim, Guard};
 
@@ -74,24 +75,16 @@ async fn end_to_end() {
         (Durability::Interval, GroupSize::Auto),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::for_simulator(base.clone(), xmids.clone());
-        config.pollers.group_size = group_size;
-        config.pollers.interval = Duration::from_millis(200);
-        config.pollers.look_back = Duration::from_secs(3600);
-        config.pollers.requests_per_second = 10_000.0;
-        config.pollers.burst = 1_000;
-        config.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(40));
-        config.store.path = dir.path().join("store");
-        config.store.durability = durability;
-        config.sinks.insert(
-            "archive".into(),
-            SinkConfig::File {
-                path: dir.path().join("out.jsonl"),
-            },
-        );
-        config
-            .routes
-            .push(RouteConfig::every_record("all", "archive"));
+        let config = PipelineConfigBuilder::new(&base, &xmids)
+            .with(|c| c.pollers.group_size = group_size)
+            .interval(Duration::from_millis(200))
+            .look_back(Duration::from_secs(3600))
+            .budget(10_000.0, 1_000)
+            .start(t0 - chrono::Duration::minutes(40))
+            .store(dir.path().join("store"))
+            .with(|c| c.store.durability = durability)
+            .archive(dir.path().join("out.jsonl"))
+            .build();
         let metrics = Metrics::new();
         let cpu0 = cpu_seconds();
         let started = Instant::now();

@@ -11,38 +11,27 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use test_kit::SimProcess;
+
 const BIN: &str = env!("CARGO_BIN_EXE_mxc-relay");
 const PHASE: Duration = Duration::from_secs(30);
 const ROUNDS: usize = 3;
 
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut sim = common::Guard(
-        Command::new(BIN)
-            .args([
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--merchants",
-                "200",
-                "--closed-merchants",
-                "0",
-                "--rate",
-                "100",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim"),
+    let sim = SimProcess::start(
+        BIN,
+        [
+            "--merchants",
+            "200",
+            "--closed-merchants",
+            "0",
+            "--rate",
+            "100",
+        ],
+        Stdio::null(),
     );
-    let base = {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(sim.0.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("address");
-        line.trim().trim_start_matches("listening on ").to_string()
-    };
+    let base = sim.base_url().to_string();
     let telemetry = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port");

@@ -1,11 +1,12 @@
-//! Helpers the benchmarks that run the real binaries share.
+//! Helpers the benchmarks that run the real binaries share (with the tests: `test_kit`'s
+//! pipeline configuration, broker and simulator).
 // Each bench uses some of them.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
 
 use chrono::{DateTime, Utc};
-use std::process::{Child, Command, Stdio};
+use test_kit::{SimProcess, Tansu, TANSU_BIN_ENV};
 
 /// The environment variable `name` read as a `T`, or `default` when unset or unreadable.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -26,31 +27,19 @@ impl Drop for Guard {
 }
 
 /// `bin sim` on a free port with `merchants` open merchants and no traffic of its own; its base
-/// URL (the first line it prints).
-pub fn start_idle_sim(bin: &str, merchants: usize) -> (Guard, String) {
-    let mut sim = Guard(
-        Command::new(bin)
-            .args([
-                "sim",
-                "--listen",
-                "127.0.0.1:0",
-                "--merchants",
-                &merchants.to_string(),
-                "--closed-merchants",
-                "0",
-                "--rate",
-                "0",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sim"),
-    );
-    let mut line = String::new();
-    BufReader::new(sim.0.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address");
-    let base = line.trim().trim_start_matches("listening on ").to_string();
+/// URL.
+pub fn start_idle_sim(bin: &str, merchants: usize) -> (SimProcess, String) {
+    let merchants = merchants.to_string();
+    let args = [
+        "--merchants",
+        &merchants,
+        "--closed-merchants",
+        "0",
+        "--rate",
+        "0",
+    ];
+    let sim = SimProcess::start(bin, args, Stdio::null());
+    let base = sim.base_url().to_string();
     (sim, base)
 }
 
@@ -183,16 +172,8 @@ pub async fn bare_client_read(
 pub struct Broker {
     /// `HOST:PORT`.
     pub address: String,
-    child: Option<Child>,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    /// The broker started here, if any: held to be stopped on drop.
+    _own: Option<Tansu>,
 }
 
 /// The broker named by `MXC_RELAY_BENCH_KAFKA` (or `MXC_RELAY_TEST_KAFKA`), else a Tansu started
@@ -203,11 +184,11 @@ pub fn broker() -> Broker {
         if let Ok(address) = std::env::var(name) {
             return Broker {
                 address,
-                child: None,
+                _own: None,
             };
         }
     }
-    let bin = std::env::var("MXC_RELAY_TEST_TANSU").unwrap_or_else(|_| {
+    let bin = std::env::var(TANSU_BIN_ENV).unwrap_or_else(|_| {
         let out = Command::new("python3")
             .args([
                 "-c",
@@ -221,33 +202,10 @@ pub fn broker() -> Broker {
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     });
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let url = format!("tcp://{address}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu");
-    while std::net::TcpStream::connect(&address).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let own = Tansu::start(&bin);
     Broker {
-        address,
-        child: Some(child),
+        address: own.address().to_string(),
+        _own: Some(own),
     }
 }
 

@@ -8,9 +8,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::Utc;
-use mxc_relay::config::{Config, RouteConfig, SinkConfig};
+use mxc_relay::config::Config;
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
+use test_kit::PipelineConfigBuilder;
 
 use crate::support::*;
 
@@ -88,23 +89,16 @@ fn config(
     archive: &Path,
     min_free_mib: u64,
 ) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(10 * 60);
-    // The lag in steady state is settle + at most an interval: keep it small and clear.
-    c.pollers.settle = Duration::from_secs(1);
-    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.store.path = disk.dir.join("store");
-    c.store.min_free_mib = min_free_mib;
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: archive.to_path_buf(),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), xmids)
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(10 * 60))
+        // The lag in steady state is settle + at most an interval: keep it small and clear.
+        .with(|c| c.pollers.settle = Duration::from_secs(1))
+        .start(t0 - chrono::Duration::minutes(10))
+        .store(disk.dir.join("store"))
+        .with(|c| c.store.min_free_mib = min_free_mib)
+        .archive(archive.to_path_buf())
+        .build_valid()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,12 +16,13 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mxc::{Client, ReportQuery, TimeBasis};
-use mxc_relay::config::{Config, CursorMode, RouteConfig, SinkConfig, StoreConfig};
+use mxc_relay::config::{Config, CursorMode, StoreConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::poll::{Bases, Budget, PollConfig, Pollers};
 use mxc_relay::store::Store;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim, SimConfig};
+use test_kit::PipelineConfigBuilder;
 
 use crate::support::canary::{assert_logged, capture_logs, lines_with};
 use crate::support::kafka::{broker, create_topic, read_topic, topic_name};
@@ -284,22 +285,15 @@ async fn records_late_by_1_min_25_min_2_h_and_20_h_are_delivered_once_to_a_file_
 // In-process pipelines.
 
 fn pipeline_config(sim: &RunningSim, xmids: &[String], dir: &Path) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.reconcile_every = Duration::ZERO;
-    c.store.path = dir.join("store");
-    c.delivery.retry_min = Duration::from_millis(100);
-    c.delivery.shutdown_timeout = Duration::from_secs(5);
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: dir.join("archive.jsonl"),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    c
+    PipelineConfigBuilder::new(sim.base_url(), xmids)
+        .interval(Duration::from_secs(1))
+        .budget(200.0, 50)
+        .with(|c| c.pollers.reconcile_every = Duration::ZERO)
+        .store(dir.join("store"))
+        .retry_min(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(5))
+        .archive(dir.join("archive.jsonl"))
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,15 +4,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use mxc::Secret;
-use mxc_relay::config::{Config, KafkaKey, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, SinkConfig};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::RunningSim;
+use test_kit::{PipelineConfigBuilder, Tansu, TANSU_BIN_ENV};
 
 use crate::support::kafka::*;
 use crate::support::*;
@@ -30,29 +30,16 @@ fn kafka_config(
     broker: &str,
     topic: &str,
 ) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(30 * 60);
-    c.pollers.requests_per_second = 500.0;
-    c.pollers.burst = 100;
-    c.pollers.start = mxc::instant(start);
-    c.store.path = dir.join("store");
-    c.delivery.batch_size = 500;
-    c.delivery.retry_min = Duration::from_millis(200);
-    c.sinks.insert(
-        "kafka".into(),
-        SinkConfig::Kafka {
-            brokers: broker.into(),
-            topic: topic.into(),
-            key: KafkaKey::Xmid,
-            compression: "lz4".into(),
-            properties: BTreeMap::new(),
-            cloudevents: false,
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "kafka"));
-    assert_eq!(c.validate(), vec![]);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), xmids)
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(30 * 60))
+        .budget(500.0, 100)
+        .start(start)
+        .store(dir.join("store"))
+        .with(|c| c.delivery.batch_size = 500)
+        .retry_min(Duration::from_millis(200))
+        .kafka(broker, topic, BTreeMap::new())
+        .build_valid()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,69 +120,25 @@ async fn fifty_thousand_records_become_fifty_thousand_messages_with_keys_headers
     }
 }
 
-/// A broker of our own, to pause.
-struct OwnBroker {
-    child: Child,
-    address: String,
-}
-
-impl Drop for OwnBroker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn own_broker() -> Option<OwnBroker> {
-    let bin = match std::env::var("MXC_RELAY_TEST_TANSU") {
-        Ok(b) if !b.is_empty() => b,
+/// A broker of our own, to pause; `None` (skip) outside CI when no Tansu binary is named.
+fn own_broker() -> Option<Tansu> {
+    match std::env::var(TANSU_BIN_ENV) {
+        Ok(bin) if !bin.is_empty() => Some(Tansu::start(&bin)),
         _ if std::env::var("CI").is_ok() => {
-            panic!("MXC_RELAY_TEST_TANSU is not set: run the tests with .ci/test")
+            panic!("{TANSU_BIN_ENV} is not set: run the tests with .ci/test")
         }
         _ => {
             eprintln!("skipped: no Tansu binary (run the tests with .ci/test)");
-            return None;
+            None
         }
-    };
-    let address = free_address().to_string();
-    let url = format!("tcp://{address}");
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-            "--storage-engine",
-            "memory://tansu/",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Owned (and killed on drop) before anything can fail.
-    let mut broker = OwnBroker { child, address };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&broker.address).is_err() {
-        assert!(
-            broker.child.try_wait().unwrap().is_none(),
-            "tansu exited ({} taken?)",
-            broker.address
-        );
-        assert!(Instant::now() < deadline, "tansu did not start");
-        std::thread::sleep(Duration::from_millis(50));
     }
-    Some(broker)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
     let Some(own) = own_broker() else { return };
     let topic = topic_name("outage");
-    create_topic(&own.address, &topic, 2).await;
+    create_topic(own.address(), &topic, 2).await;
     let sim = start_sim(quiet_sim()).await;
     let xmids: Vec<String> = sim.xmids()[..10].to_vec();
     let t0 = Utc::now();
@@ -208,7 +151,7 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
             &xmids,
             dir.path(),
             t0 - minutes(15),
-            &own.address,
+            own.address(),
             &topic,
         ),
         metrics.clone(),
@@ -221,11 +164,7 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The broker stops answering (SIGSTOP) while new records keep coming.
-    assert!(Command::new("kill")
-        .args(["-STOP", &own.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    own.pause();
     sim.generate(3_000, &xmids, Utc::now() - minutes(1), Utc::now())
         .unwrap();
     // Readiness says so within two probes (10 s apart, 5 s each).
@@ -255,11 +194,7 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(frozen_at.elapsed())).await;
     let during = metrics.events("kafka", "delivered");
     assert_eq!(during, 2_000, "nothing confirmed while the broker was gone");
-    assert!(Command::new("kill")
-        .args(["-CONT", &own.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    own.resume();
     let deadline = Instant::now() + Duration::from_secs(120);
     while metrics.events("kafka", "delivered") < 5_000 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -281,7 +216,7 @@ async fn a_broker_gone_for_30_seconds_loses_nothing_and_the_backlog_drains() {
     pipeline.shutdown().await.unwrap();
     assert_eq!(store.outbox_len("kafka").unwrap(), 0, "the backlog drained");
 
-    let (b, t) = (own.address.clone(), topic.clone());
+    let (b, t) = (own.address().to_string(), topic.clone());
     let received =
         tokio::task::spawn_blocking(move || consume(&b, &t, 5_000, Duration::from_secs(60)))
             .await

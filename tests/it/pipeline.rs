@@ -11,30 +11,23 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
+use test_kit::PipelineConfigBuilder;
 
 use crate::support::*;
 
 /// A pipeline configuration against `sim` for `xmids`, with one file sink `archive` taking
 /// every record, fast polling and a store in `dir`.
 fn config(sim: &RunningSim, xmids: &[String], dir: &Path, start: DateTime<Utc>) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(40 * 60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc::instant(start);
-    c.store.path = dir.join("store");
-    c.delivery.retry_min = Duration::from_millis(100);
-    c.delivery.shutdown_timeout = Duration::from_secs(5);
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: dir.join("archive.jsonl"),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), xmids)
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(40 * 60))
+        .budget(200.0, 50)
+        .start(start)
+        .store(dir.join("store"))
+        .retry_min(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(5))
+        .archive(dir.join("archive.jsonl"))
+        .build_valid()
 }
 
 fn route(name: &str, sink: &str, filter: Option<&str>) -> RouteConfig {

@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use mxc_relay::config::{Config, GroupSize, RouteConfig, SinkConfig};
+use mxc_relay::config::{Config, GroupSize};
 use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{RunningSim, SimConfig, StatsSnapshot};
+use test_kit::PipelineConfigBuilder;
 
 use crate::support::*;
 
@@ -20,20 +21,13 @@ fn ids_of(lines: &[serde_json::Value], xmid: &str) -> usize {
 /// `xmids = "roster"` against `sim`, refreshed every 2 s, from 10 minutes before `t0`, every
 /// record to `dir/archive.jsonl`.
 fn roster_config(sim: &RunningSim, dir: &std::path::Path, t0: DateTime<Utc>) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), vec!["roster".into()]);
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.start = mxc::instant(t0 - chrono::Duration::minutes(10));
-    c.pollers.roster.refresh = Duration::from_secs(2);
-    c.store.path = dir.join("store");
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: dir.join("archive.jsonl"),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
-    assert_eq!(c.validate(), vec![]);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), &["roster".into()])
+        .interval(Duration::from_secs(1))
+        .start(t0 - chrono::Duration::minutes(10))
+        .with(|c| c.pollers.roster.refresh = Duration::from_secs(2))
+        .store(dir.join("store"))
+        .archive(dir.join("archive.jsonl"))
+        .build_valid()
 }
 
 #[test]

@@ -16,6 +16,7 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::receiver::{Receiver, ReceiverConfig};
 use mxc_relay::signature::WebhookSecret;
 use mxc_relay::telemetry::Metrics;
+use test_kit::PipelineConfigBuilder;
 
 use crate::support::*;
 
@@ -92,29 +93,23 @@ async fn running_instance(
     )
     .await
     .unwrap();
-    let mut c = Config::for_simulator(sim.base_url(), xmids);
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.start = mxc::instant(now - chrono::Duration::minutes(10));
-    c.store.path = dir.join("store");
-    c.telemetry.per_xmid_metrics = per_xmid_metrics;
-    c.sinks.insert(
-        "archive".into(),
-        SinkConfig::File {
-            path: dir.join("archive.jsonl"),
-        },
-    );
-    c.routes.push(RouteConfig::every_record("all", "archive"));
     let mut alerts = WebhookConfig::new(receiver.url(), secret.expose());
     alerts.allow_insecure = true;
-    c.sinks
-        .insert("alerts".into(), SinkConfig::Webhook(Box::new(alerts)));
-    c.routes.push(RouteConfig {
-        name: Some("declines".into()),
-        event_type: Some("authorization.declined".into()),
-        filter: Some(r#"authorizationResponseStatus != "Approved""#.into()),
-        ..RouteConfig::every_record("", "alerts")
-    });
+    let c = PipelineConfigBuilder::new(sim.base_url(), &xmids)
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(60))
+        .start(now - chrono::Duration::minutes(10))
+        .store(dir.join("store"))
+        .with(|c| c.telemetry.per_xmid_metrics = per_xmid_metrics)
+        .archive(dir.join("archive.jsonl"))
+        .sink("alerts", SinkConfig::Webhook(Box::new(alerts)))
+        .route(RouteConfig {
+            name: Some("declines".into()),
+            event_type: Some("authorization.declined".into()),
+            filter: Some(r#"authorizationResponseStatus != "Approved""#.into()),
+            ..RouteConfig::every_record("", "alerts")
+        })
+        .build();
     let pipeline = Pipeline::start(&c, Metrics::new()).await.unwrap();
     // Wait until the records are in and delivered, and the 10-second gauges sampled once more.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -19,6 +19,7 @@ use mxc_relay::store::{Admission, Store};
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::RunningSim;
 use serde_json::Value;
+use test_kit::PipelineConfigBuilder;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::*;
@@ -310,15 +311,14 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled() {
 
 /// Polls 5 of the simulator's XMIDs every second, from ten minutes back.
 fn pipeline_config(sim: &RunningSim, dir: &Path) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), sim.xmids()[..5].to_vec());
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc::instant(Utc::now() - chrono::Duration::minutes(10));
-    c.store.path = dir.join("store");
-    c.delivery.shutdown_timeout = Duration::from_secs(5);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), &sim.xmids()[..5])
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(60))
+        .budget(200.0, 50)
+        .start(Utc::now() - chrono::Duration::minutes(10))
+        .store(dir.join("store"))
+        .shutdown_timeout(Duration::from_secs(5))
+        .build()
 }
 
 fn add_webhook(c: &mut Config, name: &str, webhook: WebhookConfig) {

@@ -1,7 +1,8 @@
 //! What the integration tests share: the simulator and clients pointed at it (`sim`), the
 //! Kafka-protocol broker (`kafka`), addresses and receivers (`net`), waiting for a sink's lines
 //! (`wait`), the secret canaries (`canary`), the event contract (`contract`) and an OTLP
-//! collector (`otlp`).
+//! collector (`otlp`). What they share with the benches — a pipeline's configuration and a
+//! broker of their own — is in `crates/test-kit`.
 
 pub mod canary;
 pub mod contract;

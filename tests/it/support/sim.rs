@@ -7,6 +7,7 @@ use mxc::Secret;
 use mxc::{Client, ClientConfig, Credentials, RESOURCES};
 use mxc_relay::config::Config;
 use mxc_sim::{RunningSim, SettlementConfig, SimConfig};
+use test_kit::PipelineConfigBuilder;
 
 /// A quiet simulator: no live traffic, data only from `generate`.
 pub fn quiet_sim() -> SimConfig {
@@ -60,16 +61,15 @@ pub fn every_resource(
     start: DateTime<Utc>,
     store: std::path::PathBuf,
 ) -> Config {
-    let mut c = Config::for_simulator(sim.base_url(), xmids.to_vec());
-    c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect();
-    c.pollers.interval = Duration::from_secs(1);
-    c.pollers.look_back = Duration::from_secs(60);
-    c.pollers.requests_per_second = 200.0;
-    c.pollers.burst = 50;
-    c.pollers.start = mxc::instant(start);
-    c.store.path = store;
-    c.delivery.retry_min = Duration::from_millis(200);
-    c
+    PipelineConfigBuilder::new(sim.base_url(), xmids)
+        .with(|c| c.pollers.resources = RESOURCES.iter().map(|r| r.name.to_string()).collect())
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(60))
+        .budget(200.0, 50)
+        .start(start)
+        .store(store)
+        .retry_min(Duration::from_millis(200))
+        .build()
 }
 
 /// History for a backfill: `old` records over 48 to 3 hours before `t0`, which reached MXC
