@@ -262,9 +262,20 @@ impl Default for PollersConfig {
 }
 
 impl PollersConfig {
-    /// `[pollers]`'s errors (`store`: the retention must outlast what a poll re-reads).
+    /// `[pollers]`'s errors (`store`: the retention must outlast what a poll re-reads), in the
+    /// order they are reported.
     pub(super) fn validate(&self, store: &StoreConfig, errors: &mut Vec<ConfigError>) {
         let mut error = validate::reporter(errors);
+        self.validate_xmids(&mut error);
+        self.validate_roster(&mut error);
+        self.validate_resources(&mut error);
+        self.validate_windows(&mut error);
+        self.validate_sweep(store, &mut error);
+        self.validate_budget(&mut error);
+    }
+
+    /// `xmids`: at least one, each well-formed and listed once.
+    fn validate_xmids(&self, error: &mut impl FnMut(&str, String)) {
         if self.xmids.is_empty() {
             error(
                 "pollers.xmids",
@@ -287,6 +298,10 @@ impl PollersConfig {
                 error(&path, format!("{xmid:?} is listed twice"));
             }
         }
+    }
+
+    /// `[pollers.roster]`: its periods, and exclusions that are not also listed.
+    fn validate_roster(&self, error: &mut impl FnMut(&str, String)) {
         let roster = &self.roster;
         if roster.refresh < Duration::from_secs(1) {
             error(
@@ -328,6 +343,10 @@ impl PollersConfig {
                 );
             }
         }
+    }
+
+    /// `resources`: at least one, each known and listed once.
+    fn validate_resources(&self, error: &mut impl FnMut(&str, String)) {
         if self.resources.is_empty() {
             error(
                 "pollers.resources",
@@ -346,6 +365,10 @@ impl PollersConfig {
                 error(&at, format!("{name:?} is listed twice"));
             }
         }
+    }
+
+    /// What one poll reads: `interval`, `look_back`, `settle` and `overlap`.
+    fn validate_windows(&self, error: &mut impl FnMut(&str, String)) {
         if self.interval < Duration::from_secs(1) {
             error(
                 "pollers.interval",
@@ -366,38 +389,48 @@ impl PollersConfig {
                 error(path, format!("must be at most 1h, got {}", fmt(value)));
             }
         }
-        if self.reconcile_every > Duration::ZERO {
-            if self.reconcile_every < Duration::from_secs(10) {
-                error(
-                    "pollers.reconcile_every",
-                    format!(
-                        "must be 0s (off) or at least 10s, got {}",
-                        fmt(self.reconcile_every)
-                    ),
-                );
-            }
-            if self.reconcile_window < self.interval
-                || self.reconcile_window > Duration::from_secs(7 * 86_400)
-            {
-                error(
-                    "pollers.reconcile_window",
-                    format!(
-                        "must be at least pollers.interval ({}) and at most 7d, got {}",
-                        fmt(self.interval),
-                        fmt(self.reconcile_window)
-                    ),
-                );
-            } else if store.seen_retention <= self.reconcile_window {
-                error(
-                    "store.seen_retention",
-                    format!(
-                        "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
-                        fmt(self.reconcile_window),
-                        fmt(store.seen_retention)
-                    ),
-                );
-            }
+    }
+
+    /// The sweep (`reconcile_every`, `reconcile_window`), whose window the store must outlast.
+    fn validate_sweep(&self, store: &StoreConfig, error: &mut impl FnMut(&str, String)) {
+        if self.reconcile_every.is_zero() {
+            return;
         }
+        if self.reconcile_every < Duration::from_secs(10) {
+            error(
+                "pollers.reconcile_every",
+                format!(
+                    "must be 0s (off) or at least 10s, got {}",
+                    fmt(self.reconcile_every)
+                ),
+            );
+        }
+        if self.reconcile_window < self.interval
+            || self.reconcile_window > Duration::from_secs(7 * 86_400)
+        {
+            error(
+                "pollers.reconcile_window",
+                format!(
+                    "must be at least pollers.interval ({}) and at most 7d, got {}",
+                    fmt(self.interval),
+                    fmt(self.reconcile_window)
+                ),
+            );
+        } else if store.seen_retention <= self.reconcile_window {
+            error(
+                "store.seen_retention",
+                format!(
+                    "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
+                    fmt(self.reconcile_window),
+                    fmt(store.seen_retention)
+                ),
+            );
+        }
+    }
+
+    /// What the polls may ask of MXC: `group_size`, `requests_per_second`, `burst`, and where
+    /// they start.
+    fn validate_budget(&self, error: &mut impl FnMut(&str, String)) {
         if let GroupSize::Fixed(n) = self.group_size {
             if !(1..=GroupSize::MAX).contains(&n) {
                 error(

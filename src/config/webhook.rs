@@ -222,6 +222,7 @@ impl WebhookConfig {
         }
     }
 
+    /// The sink's errors, each at `at(key)` (`sinks.NAME.key`), in the order they are reported.
     pub(super) fn validate(&self, at: &dyn Fn(&str) -> String, errors: &mut Vec<ConfigError>) {
         let mut error = |key: &str, message: String| {
             errors.push(ConfigError {
@@ -229,6 +230,16 @@ impl WebhookConfig {
                 message,
             })
         };
+        self.validate_url(&mut error);
+        self.validate_secrets(&mut error);
+        self.validate_limits(&mut error);
+        self.validate_headers(&mut error);
+        self.validate_schedule(&mut error);
+    }
+
+    /// `url`: http(s) with a host, https unless `allow_insecure`, and its credentials not
+    /// given twice. The URL may hold a token: messages show it without its query.
+    fn validate_url(&self, error: &mut impl FnMut(&str, String)) {
         let shown = || mxc::display_url(&self.url);
         match url::Url::parse(&self.url) {
             // The scheme first: a `file:` URL's missing host is not what is wrong with it.
@@ -265,6 +276,10 @@ impl WebhookConfig {
                     .to_string(),
             );
         }
+    }
+
+    /// `secrets`: at least one (with `secrets_env` applied), each a `whsec_` secret.
+    fn validate_secrets(&self, error: &mut impl FnMut(&str, String)) {
         if self.secrets.is_empty() {
             error(
                 "secrets",
@@ -279,6 +294,10 @@ impl WebhookConfig {
                 error(&format!("secrets[{i}]"), e.to_string());
             }
         }
+    }
+
+    /// What one endpoint is asked at once: `timeout`, `max_in_flight`, `rate_limit`.
+    fn validate_limits(&self, error: &mut impl FnMut(&str, String)) {
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.timeout) {
             error(
                 "timeout",
@@ -302,6 +321,10 @@ impl WebhookConfig {
                 );
             }
         }
+    }
+
+    /// `headers`: valid names and values, none that mxc-relay sets itself.
+    fn validate_headers(&self, error: &mut impl FnMut(&str, String)) {
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) {
@@ -321,6 +344,10 @@ impl WebhookConfig {
                 );
             }
         }
+    }
+
+    /// The retry policy: `schedule`, `jitter`, `retry_after_max`, `disable_after`.
+    fn validate_schedule(&self, error: &mut impl FnMut(&str, String)) {
         if self.schedule.is_empty() || self.schedule.len() > 50 {
             error(
                 "schedule",
