@@ -17,7 +17,8 @@ pub fn markdown(schema: &Schema) -> String {
     out.push_str(&paragraphs(&schema.intro, "\n\n"));
     out.push_str("\n\nSections:");
     for table in schema.tables.iter().filter(|t| t.kind.is_none()) {
-        out.push_str(&format!(" {},", heading(table)));
+        let heading = heading(table);
+        out.push_str(&format!(" [{heading}](#{}),", anchor(&heading)));
     }
     out.pop();
     out.push_str(".\n");
@@ -72,6 +73,16 @@ fn heading(table: &Table) -> String {
         Some(kind) => format!("{header} with `kind = \"{kind}\"`"),
         None => header,
     }
+}
+
+/// The anchor GitHub gives a heading: lower case, spaces as `-`, other punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
 }
 
 /// A struct's doc without its opening `` `[mxc]`: ``, which the heading says.
