@@ -19,8 +19,10 @@ pub const MIN_TOKEN_LEN: usize = 16;
 #[serde(default)]
 pub struct AdminConfig {
     /// `IP:PORT`; `""` serves no admin API. Off loopback a token is required.
+    /// Default: `"127.0.0.1:9465"`.
     pub listen: String,
     /// A file whose content (trimmed) is the bearer token. `MXC_ADMIN_TOKEN` wins over it.
+    /// Default: none.
     pub token_file: Option<PathBuf>,
     /// The token, from `MXC_ADMIN_TOKEN` or `token_file` (never from the file itself, where it
     /// would sit in clear beside the other settings).

@@ -19,32 +19,41 @@ use mxc::Secret;
 #[serde(default)]
 pub struct ClusterConfig {
     /// Bootstrap brokers, `host:port[,host:port…]`; empty: no cluster.
+    /// Default: `""` (no cluster).
     pub brokers: String,
     /// The consumer group every instance joins.
+    /// Default: `"mxc-relay"`.
     pub group: String,
     /// The control topic, whose partitions are the shards (created with `shards` partitions if
     /// missing; nothing is written to it).
+    /// Default: `"mxc-relay.shards"`.
     pub control_topic: String,
     /// Shards (the control topic's partitions) when the topic is created: the most instances
     /// that can share the work.
+    /// Default: `32`.
     pub shards: u32,
     /// The compacted topic holding each merchant's delivered state (cursor and the ids of its
     /// look-back window, keyed by XMID) and each instance's status; created if missing, with
     /// `shards` + 1 partitions (the statuses in the first, each shard's merchants in their own).
+    /// Default: `"mxc-relay.state"`.
     pub state_topic: String,
-    /// This instance's name in `mxc-relay cluster status` [default: host name and pid].
+    /// This instance's name in `mxc-relay cluster status`. Env: `MXC_CLUSTER_INSTANCE`.
+    /// Default: host name and pid.
     pub instance: String,
     /// An instance silent this long loses its shards to the others (the group's session
     /// timeout): the longest gap a crash leaves. A shard the group moves is polled by its last
     /// owner for up to twice this while its next owner has not claimed it.
+    /// Default: `"10s"`.
     #[serde(with = "duration")]
     pub session_timeout: Duration,
     /// How often the delivered state of each merchant is published: after a crash, the next
     /// owner repeats (under the same ids) at most what was delivered in this much time.
+    /// Default: `"5s"`.
     #[serde(with = "duration")]
     pub state_interval: Duration,
     /// librdkafka properties for the cluster's own clients (`security.protocol`, SASL …),
     /// applied last; values never printed.
+    /// Default: `{}`.
     pub properties: BTreeMap<String, Secret>,
 }
 

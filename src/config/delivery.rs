@@ -13,13 +13,18 @@ use super::ConfigError;
 #[serde(default)]
 pub struct DeliveryConfig {
     /// Most events handed to a sink at once.
+    /// Default: `100`.
     pub batch_size: usize,
     /// First retry delay after a failed delivery; doubles up to `retry_max`, with jitter.
+    /// Default: `"1s"`.
     #[serde(with = "duration")]
     pub retry_min: Duration,
+    /// Longest retry delay.
+    /// Default: `"5m"`.
     #[serde(with = "duration")]
     pub retry_max: Duration,
     /// On SIGTERM/SIGINT, how long in-flight deliveries may take to finish.
+    /// Default: `"10s"`.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
 }

@@ -10,8 +10,10 @@ use super::ConfigError;
 #[serde(default)]
 pub struct LogConfig {
     /// A tracing filter: `info`, `debug`, `mxc_relay=debug,info` … `RUST_LOG` overrides it.
+    /// Default: `"info"`.
     pub level: String,
     /// `pretty` (human-readable) or `json` (one object per line).
+    /// Default: `"pretty"`.
     pub format: LogFormat,
 }
 

@@ -1,7 +1,13 @@
 //! The configuration: typed sections whose doc comments are the reference, loaded from TOML
 //! with secrets from the environment, and validated up front with every error reported at once.
 //!
-//! `config/mxc-relay.toml` is the annotated example; keep the two in step.
+//! Each key's doc comment ends with its default: a TOML value (``Default: `"30s"`.``, which
+//! the tests check against the code) or words (`Default: none.`). The reference,
+//! `docs/configuration-reference.md`, is generated from these doc comments, and
+//! `config/mxc-relay.toml` is the annotated example: the `config_reference` tests (in
+//! `tests/it`) fail when either disagrees with the code. After changing a doc comment,
+//! regenerate the reference with
+//! `MXC_RELAY_BLESS=1 cargo nextest run --test it -E 'test(/^config_reference::/)'`.
 
 mod admin;
 mod cluster;
@@ -40,7 +46,11 @@ pub use store::{Durability, StoreConfig};
 pub use telemetry::{TelemetryConfig, TracesConfig};
 pub use webhook::{default_schedule, WebhookConfig, WebhookUrl};
 
-/// The whole configuration.
+/// The whole configuration, a TOML file of the sections below. Durations are written like
+/// `30s`, `10m`, `1h30m` or `250ms`. Secrets are best given in the environment: `MXC_API_KEY`,
+/// `MXC_USERNAME` and `MXC_PASSWORD` (and `MXC_BASE_URL`) set the `[mxc]` keys,
+/// `MXC_ADMIN_TOKEN` the admin API's token. `mxc-relay check-config FILE` checks a file and
+/// lists every error at once; `config/mxc-relay.toml` is an annotated example.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub mxc: MxcConfig,

@@ -17,33 +17,44 @@ use mxc::{Secret, MAX_PAGE_SIZE};
 pub struct MxcConfig {
     /// API base URL. The production API is `https://api.mxconnect.com`; a simulator is
     /// `http://127.0.0.1:PORT`. Env: `MXC_BASE_URL`.
+    /// Default: `"https://api.mxconnect.com"`.
     pub base_url: String,
     /// The portal's API key (`API_…`). Env: `MXC_API_KEY` (preferred: keep it out of files).
+    /// Default: none (required: `MXC_API_KEY`).
     pub api_key: Secret,
     /// MXC user for the Security API's Basic header; empty sends no Basic header.
     /// Env: `MXC_USERNAME`.
+    /// Default: `""`.
     pub username: String,
     /// That user's password. Env: `MXC_PASSWORD`.
+    /// Default: none.
     pub password: Secret,
     /// Whole-request timeout.
+    /// Default: `"30s"`.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// TCP + TLS connect timeout.
+    /// Default: `"10s"`.
     #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// Refresh the JWT this long before it expires (capped at half its lifetime).
+    /// Default: `"60s"`.
     #[serde(with = "duration")]
     pub refresh_margin: Duration,
     /// Lifetime assumed for a JWT without an `exp` claim (MXC documents ten minutes).
+    /// Default: `"10m"`.
     #[serde(with = "duration")]
     pub assumed_token_ttl: Duration,
     /// After the Security API refuses the credentials, wait this long before asking again.
+    /// Default: `"30s"`.
     #[serde(with = "duration")]
     pub rejection_hold: Duration,
     /// Records per page, 1 to 100 (the API's maximum).
+    /// Default: `100`.
     pub page_size: u32,
     /// The server's largest `from + size` (Elasticsearch's default 10,000); past it the pager
     /// re-anchors the window on the last record's time.
+    /// Default: `10000`.
     pub max_result_window: u32,
 }
 

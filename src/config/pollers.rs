@@ -16,9 +16,11 @@ use mxc::Resource;
 pub struct PollersConfig {
     /// The XMIDs (merchant account numbers) to poll. `"roster"` (alone, `xmids = "roster"`, or
     /// among them) adds every merchant the roster lists, as `[pollers.roster]` selects them.
+    /// Default: none (at least one is required).
     #[serde(deserialize_with = "one_or_many")]
     pub xmids: Vec<String>,
     /// Time between two polls of one XMID (or group).
+    /// Default: `"30s"`.
     #[serde(with = "duration")]
     pub interval: Duration,
     /// What a poll's cursor follows. `auto` (the default): MXC's ingestion time (`created`)
@@ -27,18 +29,22 @@ pub struct PollersConfig {
     /// `mxc_relay_cursor_fallback` and on `/readyz`). `created`: only the ingestion time (a
     /// refusal is an error). `transaction_time`: windows on the record's own time, re-reading
     /// `look_back` each poll (records later than that are missed, except by the sweep).
+    /// Default: `"auto"`.
     pub cursor: CursorMode,
     /// A poll on `created` stops this far short of MXC's now (its clock, from the `Date` of
     /// its answers), so records still being indexed are read by the next poll.
+    /// Default: `"5s"`.
     #[serde(with = "duration")]
     pub settle: Duration,
     /// A poll on `created` re-reads this much below its cursor, as a guard against records
     /// indexed late (their ids deduplicate what is read twice).
+    /// Default: `"5s"`.
     #[serde(with = "duration")]
     pub overlap: Duration,
     /// With the `transaction_time` cursor (chosen, or fallen back to), and for resources
     /// without an ingestion time: each poll re-reads this much before its cursor, to catch
     /// records that appear late.
+    /// Default: `"10m"`.
     #[serde(with = "duration")]
     pub look_back: Duration,
     /// The safety net: this often, each group re-reads `reconcile_window` of transaction time
@@ -47,15 +53,17 @@ pub struct PollersConfig {
     /// and logged with XMID and id. A healthy run counts 0. `0s` switches it off. A sweep
     /// reads at most its group's part of half the budget over this period; one that reaches
     /// it stops (`outcome="partial"`) and the next goes on from there.
+    /// Default: `"1h"`.
     #[serde(with = "duration")]
     pub reconcile_every: Duration,
     /// How far back (in transaction time) the sweep re-reads; at most `store.seen_retention`,
     /// so what it re-reads is still recognised.
+    /// Default: `"26h"`.
     #[serde(with = "duration")]
     pub reconcile_window: Duration,
     /// XMIDs per query (`accountNumbers` takes many): `"auto"` (the default) or a number from
-    /// 1 to 100. `"auto"` polls listed and roster merchants alike in groups of up to
-    /// [`GroupSize::AUTO`] (50) XMIDs, of even sizes: 10,000 merchants cost 200 requests per
+    /// 1 to 100. `"auto"` polls listed and roster merchants alike in groups of up to 50
+    /// XMIDs ([`GroupSize::AUTO`]), of even sizes: 10,000 merchants cost 200 requests per
     /// interval instead of 10,000. A number `n` makes groups of up to `n`; 1 polls each XMID on
     /// its own. Roster groups that shrink (merchants leave) are merged at a later roster read
     /// when together they fit in one; cursors stay per XMID.
@@ -66,14 +74,18 @@ pub struct PollersConfig {
     /// earliest member's cursor, so a member that lags (boarded with a backfill, back after a
     /// pause) makes the others' records re-read, and dropped as outside their windows, until it
     /// caught up. 1 isolates every XMID, at one request per XMID and interval.
+    /// Default: `"auto"`.
     pub group_size: GroupSize,
     /// Budget of MXC requests per second for the API key: all of it for one instance; in a
     /// cluster each instance spends the share of the shards it owns, re-divided on every
     /// rebalance, so the fleet never asks more of the key than this.
+    /// Default: `10.0`.
     pub requests_per_second: f64,
     /// Requests allowed at once above that rate (divided like it in a cluster).
+    /// Default: `10`.
     pub burst: u32,
     /// Where a new XMID starts: `now`, or an ISO-8601 instant to backfill from.
+    /// Default: `"now"`.
     pub start: String,
     /// Discovery from the merchant roster, when `xmids` includes `"roster"`.
     pub roster: RosterConfig,
@@ -81,6 +93,7 @@ pub struct PollersConfig {
     /// retrieval requests), `batches` (settlement batches) and `ach` (ACH deposits). Each
     /// resource of each group of XMIDs has its own cursor and schedule, so one that fails does
     /// not hold the others back; all share the request budget.
+    /// Default: `["authorizations"]`.
     pub resources: Vec<String>,
 }
 
@@ -182,21 +195,28 @@ impl PollersConfig {
 #[serde(default)]
 pub struct RosterConfig {
     /// How often the roster is read again.
+    /// Default: `"5m"`.
     #[serde(with = "duration")]
     pub refresh: Duration,
     /// Only merchants whose account is active.
+    /// Default: `true`.
     pub active_only: bool,
     /// Only these products (`account.product.id`; "3" is TSYS); empty: any.
+    /// Default: `[]`.
     pub product_ids: Vec<String>,
     /// Only these account statuses (e.g. "Approved"); empty: any.
+    /// Default: `[]`.
     pub statuses: Vec<String>,
     /// Never polled, whatever the roster says.
+    /// Default: `[]`.
     pub exclude: Vec<String>,
     /// A merchant that leaves the roster (or stops matching: closed) is polled this much
     /// longer, to catch its last records; then it stops. Its state stays in the store.
+    /// Default: `"1h"`.
     #[serde(with = "duration")]
     pub grace: Duration,
     /// A merchant new to the roster is read from this far back.
+    /// Default: `"1h"`.
     #[serde(with = "duration")]
     pub backfill: Duration,
 }
@@ -262,9 +282,20 @@ impl Default for PollersConfig {
 }
 
 impl PollersConfig {
-    /// `[pollers]`'s errors (`store`: the retention must outlast what a poll re-reads).
+    /// `[pollers]`'s errors (`store`: the retention must outlast what a poll re-reads), in the
+    /// order they are reported.
     pub(super) fn validate(&self, store: &StoreConfig, errors: &mut Vec<ConfigError>) {
         let mut error = validate::reporter(errors);
+        self.validate_xmids(&mut error);
+        self.validate_roster(&mut error);
+        self.validate_resources(&mut error);
+        self.validate_windows(&mut error);
+        self.validate_sweep(store, &mut error);
+        self.validate_budget(&mut error);
+    }
+
+    /// `xmids`: at least one, each well-formed and listed once.
+    fn validate_xmids(&self, error: &mut impl FnMut(&str, String)) {
         if self.xmids.is_empty() {
             error(
                 "pollers.xmids",
@@ -287,6 +318,10 @@ impl PollersConfig {
                 error(&path, format!("{xmid:?} is listed twice"));
             }
         }
+    }
+
+    /// `[pollers.roster]`: its periods, and exclusions that are not also listed.
+    fn validate_roster(&self, error: &mut impl FnMut(&str, String)) {
         let roster = &self.roster;
         if roster.refresh < Duration::from_secs(1) {
             error(
@@ -328,6 +363,10 @@ impl PollersConfig {
                 );
             }
         }
+    }
+
+    /// `resources`: at least one, each known and listed once.
+    fn validate_resources(&self, error: &mut impl FnMut(&str, String)) {
         if self.resources.is_empty() {
             error(
                 "pollers.resources",
@@ -346,6 +385,10 @@ impl PollersConfig {
                 error(&at, format!("{name:?} is listed twice"));
             }
         }
+    }
+
+    /// What one poll reads: `interval`, `look_back`, `settle` and `overlap`.
+    fn validate_windows(&self, error: &mut impl FnMut(&str, String)) {
         if self.interval < Duration::from_secs(1) {
             error(
                 "pollers.interval",
@@ -366,38 +409,48 @@ impl PollersConfig {
                 error(path, format!("must be at most 1h, got {}", fmt(value)));
             }
         }
-        if self.reconcile_every > Duration::ZERO {
-            if self.reconcile_every < Duration::from_secs(10) {
-                error(
-                    "pollers.reconcile_every",
-                    format!(
-                        "must be 0s (off) or at least 10s, got {}",
-                        fmt(self.reconcile_every)
-                    ),
-                );
-            }
-            if self.reconcile_window < self.interval
-                || self.reconcile_window > Duration::from_secs(7 * 86_400)
-            {
-                error(
-                    "pollers.reconcile_window",
-                    format!(
-                        "must be at least pollers.interval ({}) and at most 7d, got {}",
-                        fmt(self.interval),
-                        fmt(self.reconcile_window)
-                    ),
-                );
-            } else if store.seen_retention <= self.reconcile_window {
-                error(
-                    "store.seen_retention",
-                    format!(
-                        "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
-                        fmt(self.reconcile_window),
-                        fmt(store.seen_retention)
-                    ),
-                );
-            }
+    }
+
+    /// The sweep (`reconcile_every`, `reconcile_window`), whose window the store must outlast.
+    fn validate_sweep(&self, store: &StoreConfig, error: &mut impl FnMut(&str, String)) {
+        if self.reconcile_every.is_zero() {
+            return;
         }
+        if self.reconcile_every < Duration::from_secs(10) {
+            error(
+                "pollers.reconcile_every",
+                format!(
+                    "must be 0s (off) or at least 10s, got {}",
+                    fmt(self.reconcile_every)
+                ),
+            );
+        }
+        if self.reconcile_window < self.interval
+            || self.reconcile_window > Duration::from_secs(7 * 86_400)
+        {
+            error(
+                "pollers.reconcile_window",
+                format!(
+                    "must be at least pollers.interval ({}) and at most 7d, got {}",
+                    fmt(self.interval),
+                    fmt(self.reconcile_window)
+                ),
+            );
+        } else if store.seen_retention <= self.reconcile_window {
+            error(
+                "store.seen_retention",
+                format!(
+                    "must be longer than pollers.reconcile_window ({}), or the sweep would send again what it no longer recognises; got {}",
+                    fmt(self.reconcile_window),
+                    fmt(store.seen_retention)
+                ),
+            );
+        }
+    }
+
+    /// What the polls may ask of MXC: `group_size`, `requests_per_second`, `burst`, and where
+    /// they start.
+    fn validate_budget(&self, error: &mut impl FnMut(&str, String)) {
         if let GroupSize::Fixed(n) = self.group_size {
             if !(1..=GroupSize::MAX).contains(&n) {
                 error(

@@ -13,28 +13,32 @@ use mxc::Resource;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Names the route in logs and event ids [default: the sink name and the route's index].
+    /// Names the route in logs and event ids.
+    /// Default: the sink name and the route's index, `SINK#INDEX`.
     #[serde(default)]
     pub name: Option<String>,
     /// A name from `[sinks]`.
     pub sink: String,
     /// Whose records: `authorizations`, `disputes`, `batches` or `ach` (one of
     /// `pollers.resources`).
+    /// Default: `"authorizations"`.
     #[serde(default = "default_resource")]
     pub resource: String,
     /// Only the records someone must act on now, as the resource defines them: declined
     /// authorizations (`authorization.declined`), chargebacks (`dispute.chargeback`), rejected
     /// batches (`batch.rejected`), returned deposits (`ach.returned`). `filter` and
     /// `event_type`, when given, still win.
+    /// Default: `false`.
     #[serde(default)]
     pub alerts: bool,
-    /// The event type [default: the resource's: `authorization.created`, `dispute.created`,
-    /// `batch.created`, `ach.deposit`; with `alerts`, the alert's].
+    /// The event type.
+    /// Default: the resource's (`authorization.created`, `dispute.created`, `batch.created`,
+    /// `ach.deposit`); with `alerts`, the alert's.
     #[serde(default)]
     pub event_type: Option<String>,
     /// An expression over record fields, e.g. `authorizationResponseStatus != "Approved"` or
-    /// `authorizedAmount >= 500 and cardType in ["Visa", "Mastercard"]`. None: every record
-    /// (with `alerts`, the resource's alert filter).
+    /// `authorizedAmount >= 500 and cardType in ["Visa", "Mastercard"]`.
+    /// Default: none: every record (with `alerts`, the resource's alert filter).
     #[serde(default)]
     pub filter: Option<String>,
     /// Fields removed or masked before the event leaves.
@@ -97,8 +101,12 @@ fn default_resource() -> String {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactConfig {
+    /// Paths of the fields removed.
+    /// Default: `[]`.
     #[serde(default)]
     pub drop: Vec<String>,
+    /// Paths of the fields masked.
+    /// Default: `[]`.
     #[serde(default)]
     pub mask: Vec<String>,
 }

@@ -9,21 +9,25 @@ use super::validate;
 use super::{ConfigError, WebhookConfig};
 use mxc::Secret;
 
-/// `[sinks.NAME]`: one destination of events, of the `kind` named by the variant.
-///
-/// Externally tagged for serde: loading turns `kind = "K"` into `[sinks.NAME.K]`, which keeps
-/// key paths and unknown keys in sight (an internally tagged enum would hide them).
+/// `[sinks.NAME]`: one destination of events, named by the routes that send to it; its
+/// `kind` decides its other keys.
+// Externally tagged for serde: loading turns `kind = "K"` into `[sinks.NAME.K]`, which keeps
+// key paths and unknown keys in sight (an internally tagged enum would hide them).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SinkConfig {
     /// Events on standard output.
     Stdout {
         /// `json`: one envelope per line. `compact`: one short human line per event.
+        /// Default: `"json"`.
         #[serde(default)]
         format: StdoutFormat,
     },
     /// Events appended to a file as JSON lines, synced to disk before they count as delivered.
-    File { path: PathBuf },
+    File {
+        /// The file the events are appended to; created if missing.
+        path: PathBuf,
+    },
     /// Events as Kafka messages from an idempotent producer (acks=all). Each message carries
     /// the envelope as its value and the headers `mxc-record-id`, `mxc-xmid`,
     /// `mxc-event-type`, `content-type` and `mxc-schema-version` (and, with `cloudevents`,
@@ -34,27 +38,32 @@ pub enum SinkConfig {
         /// The topic, or a template: `{resource}` is the resource (`mxc.{resource}` →
         /// `mxc.authorizations`, `mxc.disputes` …), `{type}` the event type, `{route}` the
         /// route name (`mxc.{type}` → `mxc.authorization.declined`).
+        /// Default: `"mxc.{resource}"`.
         #[serde(default = "default_topic")]
         topic: String,
         /// The message key: `xmid` (per-merchant order on one partition) or `record_id`.
+        /// Default: `"xmid"`.
         #[serde(default)]
         key: KafkaKey,
         /// `lz4`, `snappy`, `gzip` or `none`.
+        /// Default: `"lz4"`.
         #[serde(default = "default_compression")]
         compression: String,
         /// Any librdkafka property (`security.protocol`, `sasl.mechanism`,
         /// `sasl.username`, `sasl.password`, `message.max.bytes` …), applied last. Values are
         /// treated as secrets: never printed.
+        /// Default: `{}`.
         #[serde(default)]
         properties: BTreeMap<String, Secret>,
         /// Also mark each message as a CloudEvent in binary content mode (`ce_specversion`,
         /// `ce_id`, `ce_type`, `ce_source`, `ce_time`, `ce_subject`, `ce_dataschema`
         /// headers); the value stays the same bytes.
+        /// Default: `false`.
         #[serde(default)]
         cloudevents: bool,
     },
     /// Events POSTed to an HTTP endpoint, signed per Standard Webhooks, each retried on its
-    /// own schedule; see [`WebhookConfig`].
+    /// own schedule, so that a failing event never holds back the others.
     Webhook(Box<WebhookConfig>),
 }
 

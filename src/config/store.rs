@@ -14,6 +14,7 @@ use super::{ConfigError, PollersConfig};
 #[serde(default)]
 pub struct StoreConfig {
     /// Directory of the store (its database file, `store.redb`); created if missing.
+    /// Default: `"data"`.
     pub path: PathBuf,
     /// `batch`: every admitted page, and every removal of delivered events, is on disk (fsync)
     /// before the call returns; concurrent ones share one fsync. A crash or a power cut loses
@@ -23,11 +24,14 @@ pub struct StoreConfig {
     /// cursors roll back with the pages they cover, so those records are fetched and admitted
     /// again (nothing is lost), and events delivered in that time are delivered again, with the
     /// same ids.
+    /// Default: `"batch"`.
     pub durability: Durability,
     /// How often writes are made durable under `durability = "interval"`.
+    /// Default: `"100ms"`.
     #[serde(with = "duration")]
     pub flush_interval: Duration,
     /// How long a record id is remembered after admission; must exceed `pollers.look_back`.
+    /// Default: `"3d"`.
     #[serde(with = "duration")]
     pub seen_retention: Duration,
     /// Polling pauses (the cursors stay where they are) while the store's file system has
@@ -35,9 +39,11 @@ pub struct StoreConfig {
     /// goes on meanwhile. Without the guard (0), a write that meets a full disk closes the
     /// store, which opens itself again once space returns (polling and delivery pause until
     /// then; nothing admitted is lost or repeated).
+    /// Default: `64`.
     pub min_free_mib: u64,
     /// Memory for the store's page cache, in MiB (redb's own default is 1 GiB). Beyond it,
     /// pages are read from disk again.
+    /// Default: `64`.
     pub cache_mib: u64,
 }
 

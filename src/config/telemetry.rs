@@ -15,9 +15,11 @@ use super::ConfigError;
 pub struct TelemetryConfig {
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `""` serves nothing.
     /// `0.0.0.0:9464` in a container.
+    /// Default: `"127.0.0.1:9464"`.
     pub listen: String,
     /// Export the poll lag of every XMID as its own series. Switch it off for fleets of many
     /// thousands: the fleet-wide max and percentiles remain.
+    /// Default: `true`.
     pub per_xmid_metrics: bool,
     /// `[telemetry.traces]`: OpenTelemetry traces, off unless an endpoint is given.
     pub traces: TracesConfig,
@@ -35,20 +37,26 @@ pub struct TelemetryConfig {
 #[serde(default)]
 pub struct TracesConfig {
     /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`: `/v1/traces` is appended
-    /// unless the path already ends so). `""` (the default): no traces, at no cost.
+    /// unless the path already ends so). `OTEL_EXPORTER_OTLP_ENDPOINT` wins.
+    /// Default: `""` (no traces, at no cost).
     pub endpoint: String,
     /// The share of polls traced (each with its records and their deliveries), 0.0 to 1.0.
     /// A poll's decision holds for all of its records: a trace is whole or absent.
+    /// Default: `1.0`.
     pub sampling_ratio: f64,
     /// `service.name` (`OTEL_SERVICE_NAME` wins).
+    /// Default: `"mxc-relay"`.
     pub service_name: String,
     /// More resource attributes (`deployment.environment.name = "prod"` …); those of
     /// `OTEL_RESOURCE_ATTRIBUTES` win.
+    /// Default: `{}`.
     pub resource: BTreeMap<String, String>,
     /// Finished spans waiting for export; beyond it spans are dropped (and counted in
     /// `mxc_relay_trace_spans_total{outcome="dropped_queue_full"}`), never waited for.
+    /// Default: `4096`.
     pub queue_size: usize,
     /// The longest an export may take before its spans are dropped.
+    /// Default: `"10s"`.
     #[serde(with = "super::duration")]
     pub timeout: Duration,
     /// `endpoint` came from `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the URL as it is.

@@ -15,42 +15,53 @@ use mxc::Secret;
 pub struct WebhookConfig {
     /// `https://…` (or `http://…` with `allow_insecure = true`). Redirects are not followed.
     /// Credentials in it (`https://user:password@host/…`) are sent as an `Authorization:
-    /// Basic` header and kept out of every log line (see [`WebhookUrl`]).
+    /// Basic` header and kept out of every log line.
     pub url: WebhookUrl,
     /// Signing secrets, `whsec_…` (`mxc-relay webhook secret` makes one). Several = rotation:
     /// each delivery carries one signature per secret. Prefer `secrets_env`.
+    /// Default: `[]`.
     #[serde(default)]
     pub secrets: Vec<Secret>,
     /// An environment variable holding secrets (space-separated), added to `secrets`.
+    /// Default: none.
     #[serde(default)]
     pub secrets_env: Option<String>,
     /// Allow a plain `http://` URL (local receivers, tests).
+    /// Default: `false`.
     #[serde(default)]
     pub allow_insecure: bool,
     /// Whole-request timeout; a timeout counts as a failed attempt and throttles the endpoint.
+    /// Default: `"15s"`.
     #[serde(default = "default_timeout", with = "super::duration")]
     pub timeout: Duration,
     /// Requests to this endpoint at once.
+    /// Default: `16`.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Most requests per second to this endpoint [default: no limit beyond `max_in_flight`].
+    /// Most requests per second to this endpoint.
+    /// Default: no limit beyond `max_in_flight`.
     #[serde(default)]
     pub rate_limit: Option<f64>,
     /// Extra request headers (e.g. `Authorization`); values are treated as secrets.
+    /// Default: `{}`.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
     /// Delay before each attempt: the first is usually `0s`; after the last, the event is
-    /// dead-lettered. Default: immediately, 5s, 5m, 30m, 2h, 5h, 10h, 10h (about 28 h).
+    /// dead-lettered.
+    /// Default: `["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"]` (about 28 h).
     #[serde(default = "default_schedule", with = "durations")]
     pub schedule: Vec<Duration>,
     /// Each delay varies by up to this fraction either way (0.2 = ±20 %).
+    /// Default: `0.2`.
     #[serde(default = "default_jitter")]
     pub jitter: f64,
     /// Longest `Retry-After` honoured; longer ones are cut to it.
+    /// Default: `"1h"`.
     #[serde(default = "default_retry_after_max", with = "super::duration")]
     pub retry_after_max: Duration,
     /// An endpoint with no success for this long is disabled (its events stay in the outbox
     /// until it is enabled again). A `410 Gone` disables it at once.
+    /// Default: `"5d"`.
     #[serde(default = "default_disable_after", with = "super::duration")]
     pub disable_after: Duration,
 }
@@ -222,6 +233,7 @@ impl WebhookConfig {
         }
     }
 
+    /// The sink's errors, each at `at(key)` (`sinks.NAME.key`), in the order they are reported.
     pub(super) fn validate(&self, at: &dyn Fn(&str) -> String, errors: &mut Vec<ConfigError>) {
         let mut error = |key: &str, message: String| {
             errors.push(ConfigError {
@@ -229,6 +241,16 @@ impl WebhookConfig {
                 message,
             })
         };
+        self.validate_url(&mut error);
+        self.validate_secrets(&mut error);
+        self.validate_limits(&mut error);
+        self.validate_headers(&mut error);
+        self.validate_schedule(&mut error);
+    }
+
+    /// `url`: http(s) with a host, https unless `allow_insecure`, and its credentials not
+    /// given twice. The URL may hold a token: messages show it without its query.
+    fn validate_url(&self, error: &mut impl FnMut(&str, String)) {
         let shown = || mxc::display_url(&self.url);
         match url::Url::parse(&self.url) {
             // The scheme first: a `file:` URL's missing host is not what is wrong with it.
@@ -265,6 +287,10 @@ impl WebhookConfig {
                     .to_string(),
             );
         }
+    }
+
+    /// `secrets`: at least one (with `secrets_env` applied), each a `whsec_` secret.
+    fn validate_secrets(&self, error: &mut impl FnMut(&str, String)) {
         if self.secrets.is_empty() {
             error(
                 "secrets",
@@ -279,6 +305,10 @@ impl WebhookConfig {
                 error(&format!("secrets[{i}]"), e.to_string());
             }
         }
+    }
+
+    /// What one endpoint is asked at once: `timeout`, `max_in_flight`, `rate_limit`.
+    fn validate_limits(&self, error: &mut impl FnMut(&str, String)) {
         if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&self.timeout) {
             error(
                 "timeout",
@@ -302,6 +332,10 @@ impl WebhookConfig {
                 );
             }
         }
+    }
+
+    /// `headers`: valid names and values, none that mxc-relay sets itself.
+    fn validate_headers(&self, error: &mut impl FnMut(&str, String)) {
         for (name, value) in &self.headers {
             let lower = name.to_ascii_lowercase();
             if RESERVED_HEADERS.contains(&lower.as_str()) {
@@ -321,6 +355,10 @@ impl WebhookConfig {
                 );
             }
         }
+    }
+
+    /// The retry policy: `schedule`, `jitter`, `retry_after_max`, `disable_after`.
+    fn validate_schedule(&self, error: &mut impl FnMut(&str, String)) {
         if self.schedule.is_empty() || self.schedule.len() > 50 {
             error(
                 "schedule",

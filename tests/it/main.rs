@@ -11,6 +11,7 @@ mod backfill;
 mod cli;
 mod cluster;
 mod config;
+mod config_reference;
 mod contract;
 mod crash;
 mod disk_full;
