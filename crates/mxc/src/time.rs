@@ -26,6 +26,7 @@ impl SystemClock {
 
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
+        #[allow(clippy::disallowed_methods)]
         Utc::now()
     }
 }

@@ -11,7 +11,7 @@ use crate::config::{ValueError, WebhookConfig};
 use crate::route::Event;
 use crate::signature::{signature_header, WebhookSecret};
 use crate::telemetry::traces;
-use mxc::Secret;
+use mxc::{Clock, Secret};
 
 /// Most bytes of a response body read (for the excerpt); the rest is not downloaded.
 const BODY_READ_LIMIT: usize = 4096;
@@ -183,7 +183,7 @@ impl Endpoint {
     /// POSTs `event`, signed now, and classifies the answer.
     pub async fn attempt(&self, event: &Event) -> Attempt {
         let body = body(event);
-        let timestamp = chrono::Utc::now().timestamp();
+        let timestamp = mxc::SystemClock.now().timestamp();
         let signature = signature_header(&self.secrets, &event.id, timestamp, body.as_bytes());
         let sent = match self.request(
             &event.id,
