@@ -11,6 +11,10 @@
 //!    configuration): MXC calls per poll cycle and the process's RSS, at the end and at its
 //!    peak. (`BENCH_SKIP_FLEET=1` skips this part; `BENCH_SKIP_END_TO_END=1` the first.)
 
+// Benchmarks time real runs against servers on this machine: they read the wall clock
+// directly, which the code they measure may not (clippy.toml).
+#![allow(clippy::disallowed_methods)]
+
 mod common;
 
 use std::path::Path;

@@ -161,7 +161,7 @@ impl Health {
         }
         if let Some(refresh) = self.roster_refresh {
             let last = self.metrics.roster_last_read.get();
-            let age = chrono::Utc::now().timestamp() as f64 - last;
+            let age = self.store.clock().now().timestamp() as f64 - last;
             let limit = 2.0 * refresh.as_secs_f64() + 60.0;
             checks.push((
                 "roster",

@@ -2,6 +2,7 @@
 //! CLI's direct reading of a stopped service's store: one shape either way.
 
 use chrono::{DateTime, Utc};
+use mxc::Clock;
 use serde::{Deserialize, Serialize};
 
 /// The running state: what `mxc-relay state` prints.
@@ -254,7 +255,7 @@ pub fn parse_instant(text: &str) -> Result<DateTime<Utc>, InstantError> {
         .map_err(|_| InstantError::Unreadable(text.to_string()))?;
     chrono::Duration::from_std(ago)
         .ok()
-        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .and_then(|d| mxc::SystemClock.now().checked_sub_signed(d))
         .ok_or_else(|| InstantError::TooLongAgo(text.to_string()))
 }
 
@@ -268,7 +269,7 @@ mod tests {
             parse_instant("2026-01-02").unwrap().to_rfc3339(),
             "2026-01-02T00:00:00+00:00"
         );
-        assert!(parse_instant("1h").unwrap() < Utc::now());
+        assert!(parse_instant("1h").unwrap() < mxc::SystemClock.now());
         assert_eq!(
             parse_instant("soon").unwrap_err().to_string(),
             "\"soon\" is not an instant (2026-01-01T00:00:00Z), a date (2026-01-01) or a duration ago (1h)"

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{BackfillStart, BackfillStatus};
 use crate::poll::{BackfillProgress, BackfillRequest, Pollers};
-use mxc::{Resource, AUTHORIZATIONS};
+use mxc::{Clock, Resource, AUTHORIZATIONS};
 
 /// Why a backfill request is refused (the admin API answers 400 with the text).
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +71,7 @@ pub fn backfill_request(
         return Err(BackfillError::NotRouted(resource.name));
     }
     let since = super::api::parse_instant(&start.since).map_err(BackfillError::Since)?;
-    let until = start.until.unwrap_or_else(Utc::now);
+    let until = start.until.unwrap_or_else(|| mxc::SystemClock.now());
     if since >= until {
         return Err(BackfillError::EmptyWindow { since, until });
     }

@@ -1,8 +1,6 @@
 //! The operations on a store that the admin API and the CLI (on a stopped service's store)
 //! share, so that both answer the same.
 
-use chrono::Utc;
-
 use super::api::{
     CursorPage, CursorSort, CursorSummary, CursorView, DeadLetterFilter, DeadLetterView, Disabled,
     EndpointOutcome, EndpointView, OrphanOutbox, ReplayOutcome, ReplayRequest, SinkCount, SinkView,
@@ -197,7 +195,7 @@ pub fn state(
     webhooks: &[String],
     page: &CursorPage,
 ) -> Result<StateView, StoreError> {
-    let now = Utc::now();
+    let now = store.clock().now();
     let mut cursors = Vec::new();
     for (key, cursor) in store.cursors()? {
         // Authorizations keep the bare XMID; the others are `RESOURCE/XMID`.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
+use mxc::Clock;
 use tokio_util::sync::CancellationToken;
 
 use mxc::Resource;
@@ -59,7 +60,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let since = request.since;
     let remembered = chrono::Duration::from_std(config.store.seen_retention)
         .ok()
-        .and_then(|r| Utc::now().checked_sub_signed(r));
+        .and_then(|r| mxc::SystemClock.now().checked_sub_signed(r));
     if remembered.is_some_and(|r| since < r) {
         eprintln!(
             "note: ids are remembered for store.seen_retention ({}): records older than that which were already sent are sent again (same ids)",

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use chrono::Utc;
 use clap::{Args, Subcommand};
+use mxc::Clock;
 
 use mxc_relay::cluster::{self, StateMessage};
 use mxc_relay::config::Config;
@@ -38,7 +38,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<ExitCode> {
     );
     let messages = tokio::task::spawn_blocking(move || cluster::read_status(&cluster)).await??;
     let cluster = &config.cluster;
-    let now = Utc::now();
+    let now = mxc::SystemClock.now();
     // An instance that said nothing for this long is gone (killed, or cut off).
     let silent = chrono::Duration::from_std(cluster.state_interval * 3 + cluster.session_timeout)
         .unwrap_or_default();

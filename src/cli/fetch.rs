@@ -17,7 +17,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use mxc::{instant, Client, MxcError, RawPage, ReportQuery, Resource};
+use mxc::{instant, Client, Clock, MxcError, RawPage, ReportQuery, Resource};
 use mxc_relay::config::{Config, LogFormat, MxcConfig};
 
 use ordered::Ordered;
@@ -85,7 +85,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         client_config.base_url = url.clone();
     }
     let client = Client::new(client_config)?;
-    let until = args.until.unwrap_or_else(Utc::now);
+    let until = args.until.unwrap_or_else(|| mxc::SystemClock.now());
     let mut query = ReportQuery::new(args.xmids.clone(), args.since, until).of(args.resource);
     query.page_size = args.page_size;
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
+use mxc::Clock;
 
 use mxc_relay::admin::discovery::Discovery;
 use mxc_relay::config::{Config, ConfigErrors};
@@ -138,7 +139,7 @@ impl Control {
 
     fn write_outcome(&self, outcome: &Result<String, ReloadFailure>) {
         let record = ReloadOutcome {
-            at_ms: chrono::Utc::now().timestamp_millis(),
+            at_ms: mxc::SystemClock.now().timestamp_millis(),
             ok: outcome.is_ok(),
             message: match outcome {
                 Ok(m) => m.clone(),

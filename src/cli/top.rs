@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Args;
+use mxc::Clock;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::crossterm::terminal::{
     disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
@@ -175,7 +176,7 @@ fn watch_cluster(config: &Config) -> Option<tokio::sync::watch::Receiver<Cluster
 /// The instances of the state topic's messages: live, stopped, or gone (silent for three
 /// state intervals and a session).
 fn instance_rows(messages: &[StateMessage], settings: &ClusterConfig) -> Vec<InstanceRow> {
-    let now = chrono::Utc::now();
+    let now = mxc::SystemClock.now();
     let silent = chrono::Duration::from_std(settings.state_interval * 3 + settings.session_timeout)
         .unwrap_or_default();
     let mut rows: Vec<InstanceRow> = messages

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use mxc::Clock;
 
 use http_kit::Limits;
 use mxc_relay::admin::api::EndpointOutcome;
@@ -175,7 +176,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("cannot read the body from {}", v.body.display()))?;
             let check = (!v.no_timestamp_check).then(|| {
                 (
-                    chrono::Utc::now().timestamp(),
+                    mxc::SystemClock.now().timestamp(),
                     v.checks.tolerance.as_secs() as i64,
                 )
             });

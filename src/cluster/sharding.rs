@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -419,7 +418,7 @@ impl Sharding {
         let read = tokio::task::spawn_blocking(move || {
             let cursors =
                 store.cursors_of(&keys.iter().map(|(_, k)| k.clone()).collect::<Vec<_>>())?;
-            let now = Utc::now();
+            let now = store.clock().now();
             let mut lag: BTreeMap<u32, ShardLag> = BTreeMap::new();
             for (chunk, cursors) in keys.chunks(per_xmid).zip(cursors.chunks(per_xmid)) {
                 let Some((shard, _)) = chunk.first() else {
@@ -531,13 +530,14 @@ impl Sharding {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mxc::Clock;
 
     fn status(name: &str, shards: &[u32], leaving: bool) -> InstanceStatus {
         InstanceStatus {
             instance: name.into(),
             shards: shards.to_vec(),
             merchants: 0,
-            at: Utc::now(),
+            at: mxc::SystemClock.now(),
             stopped: false,
             lag: Vec::new(),
             releasing: Vec::new(),

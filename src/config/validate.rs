@@ -5,6 +5,8 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use mxc::Clock;
+
 use super::{Config, ConfigError};
 
 /// `error(path, message)` pushes onto `errors`.
@@ -118,7 +120,7 @@ impl super::PollersConfig {
             }
         })?;
         let t = t.with_timezone(&chrono::Utc);
-        if t > chrono::Utc::now() {
+        if t > mxc::SystemClock.now() {
             return Err(super::ValueError::InTheFuture(self.start.clone()));
         }
         Ok(Some(t))

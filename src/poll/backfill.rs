@@ -98,7 +98,7 @@ impl Pollers {
         let since = *progress.since.get_or_insert(request.since);
         let until = *progress
             .until
-            .get_or_insert(request.until.unwrap_or_else(Utc::now));
+            .get_or_insert(request.until.unwrap_or_else(|| self.store.clock().now()));
         // The checkpoint is only a position if pages come oldest first, as asked; once one
         // does not, it stays where it was (a resume then re-reads, deduplicated).
         let mut ordered = true;

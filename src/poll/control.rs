@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
+use mxc::Clock;
 
 use tokio::sync::broadcast;
 
@@ -85,7 +86,7 @@ impl MerchantControls {
 
     /// A poll of `resource` for `xmids` failed with `error`.
     pub fn poll_failed(&self, resource: &str, xmids: &[String], error: &str) {
-        let now = Utc::now();
+        let now = mxc::SystemClock.now();
         let mut failures = self.failures.write().unwrap_or_else(|e| e.into_inner());
         for xmid in xmids {
             failures.insert(format!("{resource}/{xmid}"), (now, error.to_string()));

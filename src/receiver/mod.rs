@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use mxc::Clock;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -266,7 +267,7 @@ async fn receive(state: Arc<State>, headers: HeaderMap, body: Bytes) -> Response
         header("webhook-signature"),
     );
     let check = Some((
-        chrono::Utc::now().timestamp(),
+        mxc::SystemClock.now().timestamp(),
         state.config.tolerance.as_secs() as i64,
     ));
     let verified = signature::verify(

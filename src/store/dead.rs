@@ -37,7 +37,7 @@ impl Store {
         let letter = DeadLetter {
             event: entry.event.clone(),
             reason: reason.to_string(),
-            failed_at: Utc::now(),
+            failed_at: self.clock().now(),
             attempts,
             last_status,
         };
@@ -132,7 +132,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{Duration, Utc};
+    use chrono::Duration;
 
     use crate::store::testing::{admissions, event, open};
     use crate::store::AttemptState;
@@ -176,7 +176,7 @@ mod tests {
         );
 
         // Failed before the cut-off: not replayed.
-        let later = Utc::now() + Duration::hours(1);
+        let later = store.clock().now() + Duration::hours(1);
         assert_eq!(store.replay_dead("hook", Some(later)).unwrap(), 0);
         assert_eq!(store.dead_len("hook").unwrap(), 1);
 

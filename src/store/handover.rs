@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use redb::ReadableTable;
 
 use super::cursor::{decode_cursor, encode_cursor};
@@ -62,7 +61,7 @@ impl Store {
 
     /// [`Store::adopt`] for many, in one transaction; returns how many cursors moved.
     pub fn adopt_all(&self, states: &[(&str, Cursor, &[String])]) -> Result<usize, StoreError> {
-        let now = Utc::now().timestamp_millis();
+        let now = self.clock().now().timestamp_millis();
         self.inner.engine.write("adopt state", |txn| {
             let mut seen_table = txn.open_table(SEEN)?;
             let mut by_time = txn.open_table(SEEN_BY_TIME)?;
@@ -108,7 +107,7 @@ fn xmid_of(entry: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{Duration, Utc};
+    use chrono::Duration;
 
     use super::*;
     use crate::config::StoreConfig;
@@ -139,7 +138,7 @@ mod tests {
             ..Default::default()
         };
         let store = Store::open(&config, &["out".to_string()]).unwrap();
-        let now = Utc::now();
+        let now = store.clock().now();
         let at = |minutes| Cursor {
             position: now - Duration::minutes(minutes),
             floor: now - Duration::minutes(60),

@@ -1,12 +1,13 @@
-//! Metric definitions: one place that names every series. Components get a [`Metrics`] handed
-//! in and record through its methods, which also write the matching log line where one is due.
+//! The relay's metrics: every series on one registry, named (with its help text and labels)
+//! in one place, `series`. Components get a [`Metrics`] handed in and record through its
+//! methods, which also write the matching log line where one is due.
 
-use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec};
-
+use mxc::Clock;
 use prometheus::{
-    Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
+
+mod series;
 
 /// Every series mxc-relay exports, on its own registry (no global state).
 #[derive(Clone)]
@@ -88,317 +89,57 @@ const DELIVERY_BUCKETS: &[f64] = &[
 
 impl Metrics {
     pub fn new() -> Metrics {
+        use series::*;
         let registry = Registry::new();
         let r = &registry;
-        let polls = register(
-            r,
-            IntCounterVec::new(
-                Opts::new("mxc_relay_polls_total", "Poll cycles by outcome."),
-                &["outcome"],
-            ),
-        );
-        let records = register(
-            r,
-            IntCounterVec::new(
-                Opts::new("mxc_relay_records_total", "Records by outcome."),
-                &["outcome"],
-            ),
-        );
-        let events = register(
-            r,
-            IntCounterVec::new(
-                Opts::new("mxc_relay_events_total", "Events by sink and outcome."),
-                &["sink", "outcome"],
-            ),
-        );
-        let cursor_fallback = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_cursor_fallback",
-                    "1 for a resource polled by transaction time because MXC refused its created queries.",
-                ),
-                &["resource"],
-            ),
-        );
-        let created_filter_ignored = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_created_filter_ignored",
-                    "1 for a resource whose created queries MXC answered with records outside their range (it ignores the filter).",
-                ),
-                &["resource"],
-            ),
-        );
-        let sweeps = register(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "mxc_relay_reconcile_sweeps_total",
-                    "Reconciliation sweeps by outcome: ok, partial (stopped at its share of the request budget; the next goes on from there), error.",
-                ),
-                &["outcome"],
-            ),
-        );
-        let poll_lag = register(
-            r,
-            GaugeVec::new(
-                Opts::new(
-                    "mxc_relay_poll_lag_seconds",
-                    "Seconds between now and the XMID's cursor.",
-                ),
-                &["xmid"],
-            ),
-        );
-        let poll_lag_max = register(
-            r,
-            Gauge::new(
-                "mxc_relay_poll_lag_max_seconds",
-                "The largest poll lag over all XMIDs.",
-            ),
-        );
-        let rate_limiter_waits = register(
-            r,
-            IntCounter::new(
-                "mxc_relay_rate_limiter_waits_total",
-                "MXC requests that waited for the global rate limiter.",
-            ),
-        );
-        let webhook_disabled = register(r, IntGaugeVec::new(Opts::new("mxc_relay_webhook_endpoint_disabled", "1 when the webhook sink's endpoint is disabled (410 Gone, or failing too long)."), &["sink"]));
-        let poll_lag_percentiles = register(
-            r,
-            GaugeVec::new(
-                Opts::new(
-                    "mxc_relay_poll_lag_percentile_seconds",
-                    "Poll lag percentiles over all XMIDs.",
-                ),
-                &["percentile"],
-            ),
-        );
-        let outbox_events = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_outbox_events",
-                    "Events waiting in the sink's outbox.",
-                ),
-                &["sink"],
-            ),
-        );
-        let dead_letters = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_dead_letters",
-                    "Events the sink refused for good or gave up on.",
-                ),
-                &["sink"],
-            ),
-        );
-        let seen_ids = register(
-            r,
-            IntGauge::new(
-                "mxc_relay_seen_ids",
-                "Record ids remembered for deduplication.",
-            ),
-        );
-        let cluster_shards = register(
-            r,
-            IntGauge::new(
-                "mxc_relay_cluster_shards",
-                "In a cluster: the shards this instance owns (0 outside one).",
-            ),
-        );
-        let cluster_shard_changes = register(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "mxc_relay_cluster_shard_changes_total",
-                    "In a cluster: shards assigned to this instance, and revoked from it (handed over).",
-                ),
-                &["change"],
-            ),
-        );
+        let metrics = Metrics {
+            polls: POLLS.int_counter_vec(r),
+            records: RECORDS.int_counter_vec(r),
+            cursor_fallback: CURSOR_FALLBACK.int_gauge_vec(r),
+            created_filter_ignored: CREATED_FILTER_IGNORED.int_gauge_vec(r),
+            sweeps: SWEEPS.int_counter_vec(r),
+            poll_lag: POLL_LAG.gauge_vec(r),
+            poll_lag_max: POLL_LAG_MAX.gauge(r),
+            poll_lag_percentiles: POLL_LAG_PERCENTILES.gauge_vec(r),
+            rate_limiter_waits: RATE_LIMITER_WAITS.int_counter(r),
+            events: EVENTS.int_counter_vec(r),
+            events_enqueued: EVENTS_ENQUEUED.int_counter_vec(r),
+            delivery_latency: DELIVERY_LATENCY.histogram_vec(r, DELIVERY_BUCKETS),
+            webhook_disabled: WEBHOOK_DISABLED.int_gauge_vec(r),
+            sink_unreachable: SINK_UNREACHABLE.int_gauge_vec(r),
+            outbox_events: OUTBOX_EVENTS.int_gauge_vec(r),
+            dead_letters: DEAD_LETTERS.int_gauge_vec(r),
+            seen_ids: SEEN_IDS.int_gauge(r),
+            store_free_bytes: STORE_FREE_BYTES.int_gauge(r),
+            store_disk_bytes: STORE_DISK_BYTES.int_gauge(r),
+            roster_merchants: ROSTER_MERCHANTS.int_gauge(r),
+            roster_last_read: ROSTER_LAST_READ.gauge(r),
+            roster_added: ROSTER_ADDED.int_counter(r),
+            roster_removed: ROSTER_REMOVED.int_counter(r),
+            cluster_shards: CLUSTER_SHARDS.int_gauge(r),
+            cluster_shard_changes: CLUSTER_SHARD_CHANGES.int_counter_vec(r),
+            api_requests: API_REQUESTS.int_counter_vec(r),
+            api_latency: API_LATENCY.histogram_vec(r, prometheus::DEFAULT_BUCKETS),
+            token_expiry: TOKEN_EXPIRY.gauge(r),
+            auth_requests: AUTH_REQUESTS.int_counter(r),
+            auth_failures: AUTH_FAILURES.int_counter(r),
+            trace_spans: TRACE_SPANS.int_counter_vec(r),
+            build_info: BUILD_INFO.int_gauge_vec(r),
+            registry,
+        };
+        // Exported from the start (0 until they happen; with traces off, always), so
+        // dashboards find the series.
         for change in ["assigned", "revoked"] {
-            cluster_shard_changes.with_label_values(&[change]);
+            metrics.cluster_shard_changes.with_label_values(&[change]);
         }
-        let roster_merchants = register(
-            r,
-            IntGauge::new(
-                "mxc_relay_roster_merchants",
-                "Merchants polled because the roster lists them (grace periods included).",
-            ),
-        );
-        let roster_last_read = register(
-            r,
-            Gauge::new(
-                "mxc_relay_roster_last_read_timestamp_seconds",
-                "When the roster was last read successfully (Unix seconds; 0: never).",
-            ),
-        );
-        let roster_added = register(
-            r,
-            IntCounter::new(
-                "mxc_relay_roster_added_total",
-                "Merchants that joined the roster and started polling.",
-            ),
-        );
-        let roster_removed = register(
-            r,
-            IntCounter::new(
-                "mxc_relay_roster_removed_total",
-                "Merchants that left the roster (or closed) and stopped polling after the grace period.",
-            ),
-        );
-        let store_free_bytes = register(
-            r,
-            IntGauge::new(
-                "mxc_relay_store_free_bytes",
-                "Free space on the store's file system; polling pauses below store.min_free_mib.",
-            ),
-        );
-        let store_disk_bytes = register(
-            r,
-            IntGauge::new(
-                "mxc_relay_store_disk_bytes",
-                "Disk space the store's database file takes, sampled every 10 s.",
-            ),
-        );
-        let token_expiry = register(
-            r,
-            Gauge::new(
-                "mxc_relay_token_expiry_seconds",
-                "Seconds until the cached MXC token expires (0 without one).",
-            ),
-        );
-        let auth_requests = register(
-            r,
-            IntCounter::new(
-                "mxc_relay_auth_requests_total",
-                "Calls made to the MXC Security API for a token.",
-            ),
-        );
-        let build_info = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_build_info",
-                    "Always 1, labelled with the version.",
-                ),
-                &["version"],
-            ),
-        );
-        let auth_failures = register(
-            r,
-            IntCounter::new(
-                "mxc_relay_auth_failures_total",
-                "Security API calls that did not yield a token.",
-            ),
-        );
-        let api_requests = register(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "mxc_relay_api_requests_total",
-                    "MXC calls by endpoint and status (HTTP code, timeout or error).",
-                ),
-                &["endpoint", "status"],
-            ),
-        );
-        let api_latency = register(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "mxc_relay_api_request_duration_seconds",
-                    "MXC call latency by endpoint.",
-                ),
-                &["endpoint"],
-            ),
-        );
-        let delivery_latency = register(
-            r,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "mxc_relay_delivery_latency_seconds",
-                    "From fetching a record to the sink confirming its event.",
-                )
-                .buckets(DELIVERY_BUCKETS.to_vec()),
-                &["sink"],
-            ),
-        );
-        let events_enqueued = register(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "mxc_relay_events_enqueued_total",
-                    "Events queued for a sink, by event type.",
-                ),
-                &["sink", "event_type"],
-            ),
-        );
-        let trace_spans = register(
-            r,
-            IntCounterVec::new(
-                Opts::new(
-                    "mxc_relay_trace_spans_total",
-                    "Trace spans by outcome: exported, or dropped (queue full, export failed).",
-                ),
-                &["outcome"],
-            ),
-        );
-        // Exported from the start (0 with traces off), so dashboards find the series.
         for outcome in ["exported", "dropped_queue_full", "dropped_export_failed"] {
-            trace_spans.with_label_values(&[outcome]);
+            metrics.trace_spans.with_label_values(&[outcome]);
         }
-        let sink_unreachable = register(
-            r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "mxc_relay_sink_unreachable",
-                    "1 while the sink's destination does not answer its probe.",
-                ),
-                &["sink"],
-            ),
-        );
-        build_info
+        metrics
+            .build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        Metrics {
-            registry,
-            trace_spans,
-            auth_failures,
-            api_requests,
-            api_latency,
-            delivery_latency,
-            events_enqueued,
-            sink_unreachable,
-            poll_lag_percentiles,
-            outbox_events,
-            dead_letters,
-            seen_ids,
-            store_free_bytes,
-            store_disk_bytes,
-            cluster_shards,
-            cluster_shard_changes,
-            roster_merchants,
-            roster_last_read,
-            roster_added,
-            roster_removed,
-            token_expiry,
-            auth_requests,
-            build_info,
-            webhook_disabled,
-            polls,
-            records,
-            cursor_fallback,
-            created_filter_ignored,
-            sweeps,
-            events,
-            poll_lag,
-            poll_lag_max,
-            rate_limiter_waits,
-        }
+        metrics
     }
 
     /// Every series in the Prometheus text format.
@@ -412,7 +153,7 @@ impl Metrics {
     /// Events confirmed by `sink`, given by when each was fetched (`Event::fetched_at_ms`):
     /// counted, and their latency since fetching observed.
     pub fn delivered(&self, sink: &str, fetched_at_ms: impl IntoIterator<Item = i64>) {
-        let now = chrono::Utc::now().timestamp_millis();
+        let now = mxc::SystemClock.now().timestamp_millis();
         let latency = self.delivery_latency.with_label_values(&[sink]);
         let mut n = 0;
         for fetched_at_ms in fetched_at_ms {
@@ -455,16 +196,6 @@ impl Metrics {
     pub fn events(&self, sink: &str, outcome: &str) -> u64 {
         self.events.with_label_values(&[sink, outcome]).get()
     }
-}
-
-/// Registers a metric whose definition is ours: its name and labels are constants, so an
-/// error is a programming mistake, caught by every test.
-fn register<C: Collector + Clone + 'static>(registry: &Registry, made: prometheus::Result<C>) -> C {
-    let metric = made.unwrap_or_else(|e| unreachable!("invalid metric definition: {e}"));
-    if let Err(e) = registry.register(Box::new(metric.clone())) {
-        unreachable!("metric registered twice: {e}");
-    }
-    metric
 }
 
 impl std::fmt::Debug for Metrics {

@@ -28,6 +28,7 @@ impl Clock for SystemClock {
     // The one reading of the machine's wall clock: everything else takes a `Clock`.
     #[allow(clippy::disallowed_methods)]
     fn now(&self) -> DateTime<Utc> {
+        #[allow(clippy::disallowed_methods)]
         Utc::now()
     }
 }

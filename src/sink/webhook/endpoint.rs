@@ -183,7 +183,7 @@ impl Endpoint {
     /// POSTs `event`, signed now, and classifies the answer.
     pub async fn attempt(&self, event: &Event) -> Attempt {
         let body = body(event);
-        let timestamp = chrono::Utc::now().timestamp();
+        let timestamp = SystemClock.now().timestamp();
         let signature = signature_header(&self.secrets, &event.id, timestamp, body.as_bytes());
         let sent = match self.request(
             &event.id,
