@@ -11,6 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{PollError, PolledState, Pollers};
+use crate::event::Event;
 use crate::route::{Route, TreeNeed};
 use crate::store::{Admission, AdmitOutcome, Cursor, StoreError};
 use crate::telemetry::events::{
@@ -389,19 +390,7 @@ impl Pollers {
     ) -> Result<(Vec<Admission>, usize), StoreError> {
         let mut out = Vec::with_capacity(records.len());
         let mut known = 0;
-        let routes: Vec<&Route> = self
-            .routes
-            .iter()
-            .filter(|r| r.resource == resource)
-            .collect();
-        let tree = TreeNeed::of(routes.iter().copied());
-        let fetched_at_ms = self.store.clock().now().timestamp_millis();
-        // Traces on and this poll sampled: each record's span under the poll's, its context
-        // carried by the record's events. An unsampled poll's records carry none: carrying
-        // the unsampled context cost 5–10 % of the CPU per record in the Kafka bench, for
-        // consumers that could only learn "not sampled" from it.
-        let poll = tracing::Span::current();
-        let per_record = traces::traceparent(&poll).is_some_and(|t| traces::is_sampled(&t));
+        let routing = self.routing(resource);
         // `seen` is collected only for a handoff.
         let max_ids = self
             .handover
@@ -418,18 +407,9 @@ impl Pollers {
                 .emit(&self.metrics);
                 continue;
             };
-            // A group's window starts at its earliest member's: each XMID only takes records
-            // from its own window, so no member re-reads (and re-admits, once their ids are
-            // pruned) what it covered long ago, nor anything before its start.
-            let own_start = cursors
-                .iter()
-                .find(|(x, _)| x == xmid)
-                .map(|(_, c)| window.start(c));
-            if let (Some(start), Some(t)) = (own_start, window.time_of(record)) {
-                if t < start {
-                    RecordOutsideWindow.emit(&self.metrics);
-                    continue;
-                }
+            if !in_own_window(record, xmid, cursors, window) {
+                RecordOutsideWindow.emit(&self.metrics);
+                continue;
             }
             let record_id = resource.seen_key(id);
             if let Some(seen) = seen.as_deref_mut() {
@@ -444,48 +424,114 @@ impl Pollers {
                 known += 1;
                 continue;
             }
-            if let Some(problem) = record.type_problem() {
-                // Kept and delivered as MXC sent it; filters see the field as it is.
-                RecordWrongType {
-                    xmid,
-                    record_id: id,
-                    resource: resource.name,
-                    problem: &problem,
-                }
-                .emit(&self.metrics);
-            }
-            // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
-            let bytes = record.json().len();
-            if bytes > OVERSIZE_BYTES {
-                RecordOversize {
-                    xmid,
-                    record_id: id,
-                    resource: resource.name,
-                    bytes,
-                    limit: OVERSIZE_BYTES,
-                }
-                .emit(&self.metrics);
-            }
-            let value = tree.read(record);
-            let mut events: Vec<crate::event::Event> = routes
-                .iter()
-                .filter(|r| r.matches(&value))
-                .map(|r| r.event(record, id, &value, fetched_at_ms))
-                .collect();
-            if per_record {
-                let span = record_span(&poll, resource, xmid, id, events.len());
-                let traceparent = traces::traceparent(&span);
-                for event in &mut events {
-                    event.head.traceparent.clone_from(&traceparent);
-                }
-            }
+            self.say_problems(resource, record, xmid, id);
             out.push(Admission {
                 record_id,
                 xmid: xmid.to_string(),
-                events,
+                events: routing.events(record, xmid, id),
             });
         }
         Ok((out, known))
+    }
+
+    /// What routing `resource`'s records needs, for one page.
+    fn routing(&self, resource: &'static Resource) -> Routing<'_> {
+        let routes: Vec<&Route> = self
+            .routes
+            .iter()
+            .filter(|r| r.resource == resource)
+            .collect();
+        // Traces on and this poll sampled: each record's span under the poll's, its context
+        // carried by the record's events. An unsampled poll's records carry none: carrying
+        // the unsampled context cost 5–10 % of the CPU per record in the Kafka bench, for
+        // consumers that could only learn "not sampled" from it.
+        let poll = tracing::Span::current();
+        let sampled = traces::traceparent(&poll).is_some_and(|t| traces::is_sampled(&t));
+        Routing {
+            resource,
+            tree: TreeNeed::of(routes.iter().copied()),
+            routes,
+            fetched_at_ms: self.store.clock().now().timestamp_millis(),
+            traced: sampled.then_some(poll),
+        }
+    }
+
+    /// Counts and logs what is odd about a new record: it is kept and delivered as MXC sent
+    /// it all the same (filters see a mistyped field as it is; a sink with a smaller limit
+    /// dead-letters an oversize one).
+    fn say_problems(&self, resource: &Resource, record: &Record, xmid: &str, id: &str) {
+        if let Some(problem) = record.type_problem() {
+            RecordWrongType {
+                xmid,
+                record_id: id,
+                resource: resource.name,
+                problem: &problem,
+            }
+            .emit(&self.metrics);
+        }
+        // The exact JSON text as MXC sent it: its length is the record's size, at no cost.
+        let bytes = record.json().len();
+        if bytes > OVERSIZE_BYTES {
+            RecordOversize {
+                xmid,
+                record_id: id,
+                resource: resource.name,
+                bytes,
+                limit: OVERSIZE_BYTES,
+            }
+            .emit(&self.metrics);
+        }
+    }
+}
+
+/// Whether `record` lies in its own XMID's part of the window. A group's window starts at its
+/// earliest member's: each XMID only takes records from its own window, so no member re-reads
+/// (and re-admits, once their ids are pruned) what it covered long ago, nor anything before
+/// its start.
+fn in_own_window(
+    record: &Record,
+    xmid: &str,
+    cursors: &[(String, Cursor)],
+    window: &Window,
+) -> bool {
+    let own_start = cursors
+        .iter()
+        .find(|(x, _)| x == xmid)
+        .map(|(_, c)| window.start(c));
+    match (own_start, window.time_of(record)) {
+        (Some(start), Some(t)) => t >= start,
+        _ => true,
+    }
+}
+
+/// What routing one page's new records needs: the resource's routes, how much of each
+/// record's tree they read, when the page was fetched, and the poll's span when it is sampled.
+struct Routing<'a> {
+    resource: &'static Resource,
+    routes: Vec<&'a Route>,
+    tree: TreeNeed,
+    fetched_at_ms: i64,
+    traced: Option<tracing::Span>,
+}
+
+impl Routing<'_> {
+    /// The events the routes make of a new record, carrying its span's context when traced.
+    fn events(&self, record: &Record, xmid: &str, id: &str) -> Vec<Event> {
+        let value = self.tree.read(record);
+        let mut events: Vec<Event> = self
+            .routes
+            .iter()
+            .filter(|r| r.matches(&value))
+            .map(|r| r.event(record, id, &value, self.fetched_at_ms))
+            .collect();
+        if let Some(poll) = &self.traced {
+            let span = record_span(poll, self.resource, xmid, id, events.len());
+            let traceparent = traces::traceparent(&span);
+            for event in &mut events {
+                event.head.traceparent.clone_from(&traceparent);
+            }
+        }
+        events
     }
 }
 
