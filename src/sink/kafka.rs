@@ -282,105 +282,118 @@ impl Sink for KafkaSink {
                 }
                 let topic = self.topic_for(event);
                 let key = message_key(self.key, event);
-                let mut headers = OwnedHeaders::new_with_capacity(if self.cloudevents.is_some() {
-                    12
-                } else {
-                    5
-                })
-                .insert(Header {
-                    key: "mxc-record-id",
-                    value: Some(event.record_id.as_str()),
-                })
-                .insert(Header {
-                    key: "mxc-xmid",
-                    value: Some(event.xmid.as_str()),
-                })
-                .insert(Header {
-                    key: "mxc-event-type",
-                    value: Some(event.event_type.as_str()),
-                })
-                .insert(Header {
-                    key: "content-type",
-                    value: Some("application/json"),
-                })
-                .insert(Header {
-                    key: "mxc-schema-version",
-                    value: Some(SCHEMA_VERSION),
-                });
-                if let Some(schemas) = &self.cloudevents {
-                    headers = cloudevents_headers(headers, event, schemas);
-                }
-                // The record's span, for the consumer to continue (W3C trace context; with
-                // CloudEvents, its distributed tracing extension too).
-                if let Some(traceparent) = &event.traceparent {
-                    headers = headers.insert(Header {
-                        key: "traceparent",
-                        value: Some(traceparent.as_str()),
-                    });
-                    if self.cloudevents.is_some() {
-                        headers = headers.insert(Header {
-                            key: "ce_traceparent",
-                            value: Some(traceparent.as_str()),
-                        });
-                    }
-                }
                 let span = send_span(event, &topic, key);
-                let mut record = FutureRecord::to(&topic)
+                let record = FutureRecord::to(&topic)
                     .key(key)
                     .payload(event.body().as_bytes().as_ref())
-                    .headers(headers);
-                loop {
-                    match producer.send_result(record) {
-                        Ok(delivery) => {
-                            pending.push(Ok((delivery, span)));
-                            break;
-                        }
-                        // The local queue is full: wait for room, never drop.
-                        Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                            record = back;
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
-                        Err((error, _)) => {
-                            let outcome = classify(&error);
-                            sent_span(&span, Err(&outcome));
-                            held.refused(event, &outcome);
-                            pending.push(Err(outcome));
-                            break;
-                        }
+                    .headers(self.headers(event));
+                match enqueue(&producer, record).await {
+                    Ok(delivery) => pending.push(Ok((delivery, span))),
+                    Err(error) => {
+                        let outcome = classify(&error);
+                        sent_span(&span, Err(&outcome));
+                        held.refused(event, &outcome);
+                        pending.push(Err(outcome));
                     }
                 }
             }
-            let mut outcomes = Vec::with_capacity(events.len());
-            let mut fatal = false;
-            for p in pending {
-                let outcome = match p {
-                    Err(outcome) => outcome,
-                    Ok((delivery, span)) => {
-                        let outcome = match delivery.await {
-                            Ok(Ok(delivered)) => {
-                                sent_span(&span, Ok(&delivered));
-                                Outcome::Delivered
-                            }
-                            Ok(Err((error, _))) => {
-                                fatal |= is_fatal(&error);
-                                classify(&error)
-                            }
-                            Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
-                        };
-                        if outcome != Outcome::Delivered {
-                            sent_span(&span, Err(&outcome));
-                        }
-                        outcome
-                    }
-                };
-                outcomes.push(outcome);
-            }
+            let (outcomes, fatal) = confirmed(pending).await;
             if fatal || producer.client().fatal_error().is_some() {
                 self.recreate();
             }
             outcomes
         })
     }
+}
+
+impl KafkaSink {
+    /// A message's headers, from its event's head: record id, XMID, event type, content type
+    /// and schema version; the CloudEvents attributes when on; and the record's span, for the
+    /// consumer to continue (W3C trace context; with CloudEvents, its distributed tracing
+    /// extension too).
+    fn headers(&self, event: &Event) -> OwnedHeaders {
+        let capacity = if self.cloudevents.is_some() { 12 } else { 5 };
+        let mut headers = OwnedHeaders::new_with_capacity(capacity);
+        for (key, value) in [
+            ("mxc-record-id", event.record_id.as_str()),
+            ("mxc-xmid", event.xmid.as_str()),
+            ("mxc-event-type", event.event_type.as_str()),
+            ("content-type", "application/json"),
+            ("mxc-schema-version", SCHEMA_VERSION),
+        ] {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
+        if let Some(schemas) = &self.cloudevents {
+            headers = cloudevents_headers(headers, event, schemas);
+        }
+        if let Some(traceparent) = &event.traceparent {
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(traceparent.as_str()),
+            });
+            if self.cloudevents.is_some() {
+                headers = headers.insert(Header {
+                    key: "ce_traceparent",
+                    value: Some(traceparent.as_str()),
+                });
+            }
+        }
+        headers
+    }
+}
+
+/// A message enqueued in librdkafka: what confirms it, and its `send` span.
+type Pending = Result<(rdkafka::producer::DeliveryFuture, tracing::Span), Outcome>;
+
+/// Enqueues `record`; while librdkafka's local queue is full it waits for room, never drops.
+async fn enqueue(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, str, [u8]>,
+) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                record = back;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Each message's outcome once the broker confirmed (or refused) it, in order; and whether an
+/// error was fatal to the producer.
+async fn confirmed(pending: Vec<Pending>) -> (Vec<Outcome>, bool) {
+    let mut outcomes = Vec::with_capacity(pending.len());
+    let mut fatal = false;
+    for p in pending {
+        let outcome = match p {
+            Err(outcome) => outcome,
+            Ok((delivery, span)) => {
+                let outcome = match delivery.await {
+                    Ok(Ok(delivered)) => {
+                        sent_span(&span, Ok(&delivered));
+                        Outcome::Delivered
+                    }
+                    Ok(Err((error, _))) => {
+                        fatal |= is_fatal(&error);
+                        classify(&error)
+                    }
+                    Err(_) => Outcome::Retry("kafka producer dropped the message".into()),
+                };
+                if outcome != Outcome::Delivered {
+                    sent_span(&span, Err(&outcome));
+                }
+                outcome
+            }
+        };
+        outcomes.push(outcome);
+    }
+    (outcomes, fatal)
 }
 
 #[cfg(test)]
