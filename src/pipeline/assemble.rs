@@ -416,7 +416,7 @@ fn start_housekeeping(
 /// How a pipeline starts: with the process, or within a reload (with the new configuration,
 /// or the previous one again when the new one failed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Start {
+pub(super) enum Start {
     First,
     Reload,
     /// Refused credentials do not stop it: delivery needs no MXC, and the pollers retry.
