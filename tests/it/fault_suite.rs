@@ -21,7 +21,6 @@ use mxc_relay::route::event_id;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
-use test_kit::PipelineConfigBuilder;
 
 use crate::support::canary::{self, debugged, shown};
 use crate::support::*;
@@ -32,20 +31,12 @@ const AUTHZ_PATH: &str = "/report/v1/tsys/authorization";
 /// A pipeline configuration against `base_url` for `xmids`, with the canary credentials, one
 /// file sink `archive` taking every record, fast polling and a store in `dir`.
 fn config(base_url: &str, xmids: &[String], dir: &Path, start: DateTime<Utc>) -> Config {
-    PipelineConfigBuilder::new(base_url, xmids)
+    archiving_pipeline(base_url, xmids, dir, start)
         .with(|c| {
             c.mxc.api_key = Secret::new(canary::API_KEY);
             c.mxc.username = canary::USERNAME.to_string();
             c.mxc.password = Secret::new(canary::PASSWORD);
         })
-        .interval(Duration::from_secs(1))
-        .look_back(Duration::from_secs(40 * 60))
-        .budget(200.0, 50)
-        .start(start)
-        .store(dir.join("store"))
-        .retry_min(Duration::from_millis(100))
-        .shutdown_timeout(Duration::from_secs(5))
-        .archive(dir.join("archive.jsonl"))
         .build()
 }
 

@@ -11,23 +11,13 @@ use mxc_relay::pipeline::Pipeline;
 use mxc_relay::telemetry::Metrics;
 use mxc_sim::{Faults, RunningSim};
 use serde_json::Value;
-use test_kit::PipelineConfigBuilder;
 
 use crate::support::*;
 
 /// A pipeline configuration against `sim` for `xmids`, with one file sink `archive` taking
 /// every record, fast polling and a store in `dir`.
 fn config(sim: &RunningSim, xmids: &[String], dir: &Path, start: DateTime<Utc>) -> Config {
-    PipelineConfigBuilder::new(sim.base_url(), xmids)
-        .interval(Duration::from_secs(1))
-        .look_back(Duration::from_secs(40 * 60))
-        .budget(200.0, 50)
-        .start(start)
-        .store(dir.join("store"))
-        .retry_min(Duration::from_millis(100))
-        .shutdown_timeout(Duration::from_secs(5))
-        .archive(dir.join("archive.jsonl"))
-        .build_valid()
+    archiving_pipeline(&sim.base_url(), xmids, dir, start).build_valid()
 }
 
 fn route(name: &str, sink: &str, filter: Option<&str>) -> RouteConfig {

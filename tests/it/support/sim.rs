@@ -9,6 +9,26 @@ use mxc_relay::config::Config;
 use mxc_sim::{RunningSim, SettlementConfig, SimConfig};
 use test_kit::PipelineConfigBuilder;
 
+/// A pipeline against `base_url` for `xmids` with one file sink `archive` (in `dir`) taking
+/// every record, fast polling from `start`, quick retries and a store in `dir`: what the
+/// pipeline and fault-suite tests run.
+pub fn archiving_pipeline(
+    base_url: &str,
+    xmids: &[String],
+    dir: &std::path::Path,
+    start: DateTime<Utc>,
+) -> PipelineConfigBuilder {
+    PipelineConfigBuilder::new(base_url, xmids)
+        .interval(Duration::from_secs(1))
+        .look_back(Duration::from_secs(40 * 60))
+        .budget(200.0, 50)
+        .start(start)
+        .store(dir.join("store"))
+        .retry_min(Duration::from_millis(100))
+        .shutdown_timeout(Duration::from_secs(5))
+        .archive(dir.join("archive.jsonl"))
+}
+
 /// A quiet simulator: no live traffic, data only from `generate`.
 pub fn quiet_sim() -> SimConfig {
     SimConfig {
